@@ -1,0 +1,80 @@
+//! Error policy.
+//!
+//! - Library code returns these typed errors; the binary adds context with `anyhow`.
+//! - Every message says what failed, on what, and what to do next, and keeps
+//!   its cause (`#[source]`): nothing is flattened into a bare string.
+//! - Every error has a [`RetryClass`]: the scheduler retries `Temporary` ones
+//!   with backoff and gives up at once on `Permanent` ones.
+//! - Secrets never appear in messages: errors name the *reference* to a secret
+//!   (an env var name, a file path), never its value.
+
+use std::path::PathBuf;
+
+use crate::pipeline::PipelineError;
+use crate::policy::PolicyError;
+use crate::source::SourceError;
+use crate::storage::StorageError;
+
+/// Whether retrying the failed operation may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryClass {
+    /// Network blips, a server restarting, throttling: retry with backoff.
+    Temporary,
+    /// Bad configuration, wrong key, corrupt data: retrying repeats the failure.
+    Permanent,
+}
+
+/// Any error gsdr's library can return.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The policy file is invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Reading from or writing to a target failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Compression, encryption or their reverse failed.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// A source (database, command) failed to produce or accept data.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A catalog entry is missing or unreadable.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    /// A local file could not be read or written.
+    #[error("{what} `{path}`: {source}")]
+    LocalIo {
+        /// What gsdr was doing.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The operation is valid but this engine or feature is not built yet.
+    #[error("{0}: not supported yet")]
+    NotSupported(String),
+    /// Anything the operator asked for that cannot be done as asked.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Whether a retry may succeed.
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            Error::Storage(e) => e.retry_class(),
+            Error::Source(e) => e.retry_class(),
+            Error::Pipeline(e) => e.retry_class(),
+            Error::LocalIo { .. } => RetryClass::Temporary,
+            _ => RetryClass::Permanent,
+        }
+    }
+}
+
+/// Result with gsdr's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

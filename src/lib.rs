@@ -1,0 +1,20 @@
+//! # gsdr — backup and disaster recovery for a Kubernetes data platform
+//!
+//! Every backup is one stream: a [`source`] produces raw bytes, the
+//! [`pipeline`] compresses (zstd) and encrypts (age) them on the fly, and a
+//! [`storage`] target stores them (S3 multipart or a local folder). The
+//! [`catalog`] writes a manifest last: a backup exists only once its manifest
+//! does. [`policy`] files say what to back up, when, where and to whom.
+//! [`job`] ties these together for `backup`, `verify` and `restore`.
+//!
+//! Errors follow the policy in [`error`].
+
+pub mod catalog;
+pub mod error;
+pub mod job;
+pub mod pipeline;
+pub mod policy;
+pub mod source;
+pub mod storage;
+
+pub use error::{Error, Result, RetryClass};

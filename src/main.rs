@@ -1,0 +1,2 @@
+//! The `gsdr` command line: parses arguments and calls into the library.
+fn main() {}

@@ -1,0 +1,205 @@
+//! Stored → age → zstd → raw, on one blocking thread, checking SHA-256 and size.
+
+use std::io::{self, BufReader, Read, Write};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+use tokio_util::io::SyncIoBridge;
+
+use super::chan::{self, ChunkWriter, Msg};
+use super::keys::Identities;
+use super::{hex_digest, PipelineError, CHUNK_BYTES};
+use crate::storage::BoxRead;
+
+/// What the manifest says the stored object must be.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeExpect {
+    /// Stored size in bytes.
+    pub stored_bytes: Option<u64>,
+    /// SHA-256 of the stored object.
+    pub stored_sha256: Option<String>,
+    /// SHA-256 of the raw stream.
+    pub raw_sha256: Option<String>,
+    /// Recipients, for the wrong-key message.
+    pub recipients: Vec<String>,
+}
+
+/// What a decode measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Stored bytes read.
+    pub stored_bytes: u64,
+    /// SHA-256 of the stored bytes.
+    pub stored_sha256: String,
+    /// Raw bytes produced.
+    pub raw_bytes: u64,
+    /// SHA-256 of the raw bytes.
+    pub raw_sha256: String,
+}
+
+/// A running decode: read `reader` to the end, then await `stats`.
+pub struct Decoded {
+    /// The raw bytes. Ends with EOF only once every check passed; a failed
+    /// check shows as a read error, after which nothing written is valid.
+    pub reader: BoxRead,
+    /// The pipeline thread's result.
+    pub stats: JoinHandle<Result<DecodeStats, PipelineError>>,
+}
+
+/// Starts decoding `stored` with `identities`. Must be called inside a Tokio runtime.
+pub fn decode(stored: BoxRead, identities: Arc<Identities>, expect: DecodeExpect) -> Decoded {
+    let (tx, reader) = chan::channel();
+    let handle = tokio::runtime::Handle::current();
+    let stats = tokio::task::spawn_blocking(move || {
+        let fail_tx = tx.clone();
+        let result = run(stored, &identities, &expect, tx, &handle);
+        if let Err(e) = &result {
+            let _ = fail_tx.blocking_send(Msg::Failed(io::Error::other(e.to_string())));
+        }
+        result
+    });
+    Decoded {
+        reader: Box::pin(reader),
+        stats,
+    }
+}
+
+/// Counts and hashes what passes through.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+fn run(
+    stored: BoxRead,
+    identities: &Identities,
+    expect: &DecodeExpect,
+    tx: tokio::sync::mpsc::Sender<Msg>,
+    handle: &tokio::runtime::Handle,
+) -> Result<DecodeStats, PipelineError> {
+    let input = Hashing {
+        inner: SyncIoBridge::new_with_handle(stored, handle.clone()),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let mut input = BufReader::with_capacity(CHUNK_BYTES / 4, input);
+    let mut out = ChunkWriter::new(tx);
+    let result = decrypt_into(&mut input, identities, expect, &mut out);
+    let read_so_far = input.get_ref().bytes;
+    if let Err(e) = result {
+        return Err(classify_short(e, read_so_far, expect));
+    }
+    // Hash whatever follows age's last chunk too: the manifest hash covers the whole object.
+    io::copy(&mut input, &mut io::sink()).map_err(|source| PipelineError::Io {
+        stage: "reading the stored object",
+        source,
+    })?;
+    let Hashing { hasher, bytes: stored_bytes, .. } = input.into_inner();
+    let stored_sha256 = hex_digest(hasher);
+    if let Some(want) = expect.stored_bytes {
+        if stored_bytes < want {
+            return Err(PipelineError::Truncated { read: stored_bytes, expected: want });
+        }
+    }
+    if let Some(want) = &expect.stored_sha256 {
+        if *want != stored_sha256 {
+            return Err(PipelineError::ChecksumMismatch {
+                expected: want.clone(),
+                actual: stored_sha256,
+            });
+        }
+    }
+    let (tx, raw_hasher, raw_bytes) = out.finish().map_err(|_| PipelineError::Closed("restore"))?;
+    let raw_sha256 = hex_digest(raw_hasher);
+    if let Some(want) = &expect.raw_sha256 {
+        if *want != raw_sha256 {
+            return Err(PipelineError::ChecksumMismatch {
+                expected: want.clone(),
+                actual: raw_sha256,
+            });
+        }
+    }
+    tx.blocking_send(Msg::Done).map_err(|_| PipelineError::Closed("restore"))?;
+    Ok(DecodeStats { stored_bytes, stored_sha256, raw_bytes, raw_sha256 })
+}
+
+fn decrypt_into<R: io::BufRead>(
+    input: &mut R,
+    identities: &Identities,
+    expect: &DecodeExpect,
+    out: &mut ChunkWriter,
+) -> Result<(), PipelineError> {
+    let decryptor = age::Decryptor::new_buffered(input).map_err(|e| age_err(e, expect))?;
+    let plain = decryptor
+        .decrypt(identities.iter())
+        .map_err(|e| age_err(e, expect))?;
+    let mut z = zstd::stream::read::Decoder::new(plain).map_err(|e| PipelineError::Io {
+        stage: "zstd",
+        source: e,
+    })?;
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    loop {
+        let n = match z.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(stream_err(e)),
+        };
+        out.write_all(&buf[..n]).map_err(|_| PipelineError::Closed("restore"))?;
+    }
+}
+
+/// Errors while reading the payload: age reports damaged chunks as
+/// `InvalidData`, a cut stream as `UnexpectedEof`; zstd as `Other`.
+fn stream_err(e: io::Error) -> PipelineError {
+    let msg = e.to_string();
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => PipelineError::Truncated { read: 0, expected: 0 },
+        io::ErrorKind::InvalidData if msg.contains("decrypt") || msg.contains("chunk") => {
+            PipelineError::Corrupt { stage: "age", message: msg }
+        }
+        io::ErrorKind::Other | io::ErrorKind::InvalidData => PipelineError::Corrupt { stage: "zstd", message: msg },
+        _ => PipelineError::Io { stage: "reading the stored object", source: e },
+    }
+}
+
+/// A failure on a short object is reported as truncation: that is what the operator must know.
+fn classify_short(e: PipelineError, read: u64, expect: &DecodeExpect) -> PipelineError {
+    match (expect.stored_bytes, &e) {
+        (Some(want), PipelineError::Corrupt { .. } | PipelineError::Truncated { .. }) if read < want => {
+            PipelineError::Truncated { read, expected: want }
+        }
+        (_, PipelineError::Truncated { .. }) => PipelineError::Truncated {
+            read,
+            expected: expect.stored_bytes.unwrap_or(0),
+        },
+        _ => e,
+    }
+}
+
+fn age_err(e: age::DecryptError, expect: &DecodeExpect) -> PipelineError {
+    match e {
+        age::DecryptError::NoMatchingKeys => PipelineError::WrongKey {
+            recipients: if expect.recipients.is_empty() {
+                "unknown recipients".into()
+            } else {
+                expect.recipients.join(", ")
+            },
+        },
+        age::DecryptError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+            PipelineError::Truncated { read: 0, expected: 0 }
+        }
+        other => PipelineError::Corrupt { stage: "age", message: other.to_string() },
+    }
+}

@@ -1,0 +1,158 @@
+//! Raw → zstd → age, on one blocking thread.
+
+use std::io::{self, Read, Write};
+
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+use tokio_util::io::SyncIoBridge;
+
+use super::chan::{self, ChunkReader, ChunkWriter, Msg};
+use super::{hex_digest, PipelineError, CHUNK_BYTES, ZSTD_JOB_BYTES};
+use crate::source::{SourceMeta, SourceStream};
+
+/// How to compress and to whom to encrypt.
+#[derive(Clone)]
+pub struct EncodeOptions {
+    /// zstd level (1–19).
+    pub level: i32,
+    /// zstd worker threads; 0 compresses on the pipeline thread itself.
+    pub workers: u32,
+    /// age X25519 recipients (public keys); at least one.
+    pub recipients: Vec<age::x25519::Recipient>,
+}
+
+impl std::fmt::Debug for EncodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodeOptions")
+            .field("level", &self.level)
+            .field("workers", &self.workers)
+            .field("recipients", &self.recipients.len())
+            .finish()
+    }
+}
+
+/// What an encode measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeStats {
+    /// Bytes read from the source.
+    pub raw_bytes: u64,
+    /// SHA-256 of the raw stream.
+    pub raw_sha256: String,
+    /// Bytes produced (compressed and encrypted).
+    pub stored_bytes: u64,
+    /// SHA-256 of the stored stream.
+    pub stored_sha256: String,
+}
+
+/// A running encode: read `reader` to the end, then await `stats`.
+pub struct Encoded {
+    /// The stored (encrypted) bytes. Ends with EOF only if everything succeeded.
+    pub reader: ChunkReaderBox,
+    /// The pipeline thread: its stats and the source's metadata, or the first error.
+    pub stats: JoinHandle<Result<(EncodeStats, SourceMeta), PipelineError>>,
+}
+
+/// The stored stream of an encode.
+pub type ChunkReaderBox = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+/// Starts encoding `src`. Must be called inside a Tokio runtime.
+pub fn encode(src: SourceStream, opts: EncodeOptions) -> Encoded {
+    let (tx, reader) = chan::channel();
+    let handle = tokio::runtime::Handle::current();
+    let stats = tokio::task::spawn_blocking(move || {
+        let fail_tx = tx.clone();
+        let result = run(src, &opts, tx, &handle);
+        if let Err(e) = &result {
+            // Tell the sink the stream is invalid so it aborts instead of committing.
+            let _ = fail_tx.blocking_send(Msg::Failed(io::Error::other(e.to_string())));
+        }
+        result
+    });
+    Encoded {
+        reader: Box::pin(reader) as std::pin::Pin<Box<ChunkReader>>,
+        stats,
+    }
+}
+
+fn run(
+    src: SourceStream,
+    opts: &EncodeOptions,
+    tx: tokio::sync::mpsc::Sender<Msg>,
+    handle: &tokio::runtime::Handle,
+) -> Result<(EncodeStats, SourceMeta), PipelineError> {
+    if opts.recipients.is_empty() {
+        return Err(PipelineError::Key(
+            "no age recipients configured: a backup must be encrypted to at least one public key".into(),
+        ));
+    }
+    let SourceStream { reader, done } = src;
+    let mut input = SyncIoBridge::new_with_handle(reader, handle.clone());
+
+    let recipients = opts.recipients.iter().map(|r| r as &dyn age::Recipient);
+    let encryptor = age::Encryptor::with_recipients(recipients)
+        .map_err(|e| PipelineError::Key(format!("cannot encrypt to the configured recipients: {e}")))?;
+    let age_w = encryptor
+        .wrap_output(ChunkWriter::new(tx))
+        .map_err(closed_or("age"))?;
+    let mut z = zstd::stream::write::Encoder::new(age_w, opts.level).map_err(io_err("zstd"))?;
+    z.include_checksum(true).map_err(io_err("zstd"))?;
+    if opts.workers > 0 {
+        z.multithread(opts.workers).map_err(io_err("zstd"))?;
+        z.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_BYTES))
+            .map_err(io_err("zstd"))?;
+    }
+
+    let mut raw_hasher = Sha256::new();
+    let mut raw_bytes = 0u64;
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // The source's own verdict explains a broken stream better than the read error.
+                drop(input);
+                return match handle.block_on(done) {
+                    Err(src_err) => Err(PipelineError::Source(src_err)),
+                    Ok(_) => Err(PipelineError::Io { stage: "reading the source", source: e }),
+                };
+            }
+        };
+        raw_hasher.update(&buf[..n]);
+        raw_bytes += n as u64;
+        z.write_all(&buf[..n]).map_err(closed_or("zstd"))?;
+    }
+    drop(input);
+    // The source confirms completeness (child exit status, trailer CRC...) before we seal.
+    let meta = handle.block_on(done)?;
+
+    let age_w = z.finish().map_err(closed_or("zstd"))?;
+    let sink = age_w.finish().map_err(closed_or("age"))?;
+    let (tx, stored_hasher, stored_bytes) = sink.finish().map_err(closed_or("upload"))?;
+    tx.blocking_send(Msg::Done).map_err(|_| PipelineError::Closed("upload"))?;
+    Ok((
+        EncodeStats {
+            raw_bytes,
+            raw_sha256: hex_digest(raw_hasher),
+            stored_bytes,
+            stored_sha256: hex_digest(stored_hasher),
+        },
+        meta,
+    ))
+}
+
+fn io_err(stage: &'static str) -> impl Fn(io::Error) -> PipelineError {
+    move |source| PipelineError::Io { stage, source }
+}
+
+/// A broken pipe towards the sink means the upload failed first: say so.
+fn closed_or(stage: &'static str) -> impl Fn(io::Error) -> PipelineError {
+    move |source| {
+        if source.kind() == io::ErrorKind::BrokenPipe {
+            PipelineError::Closed("upload")
+        } else {
+            PipelineError::Io { stage, source }
+        }
+    }
+}

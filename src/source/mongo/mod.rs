@@ -1,0 +1,1 @@
+//! The `mongo` engine (not built yet).

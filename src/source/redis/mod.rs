@@ -1,0 +1,1 @@
+//! The `redis` engine (not built yet).

@@ -1,0 +1,208 @@
+//! Object storage: the [`Store`] trait and its implementations.
+//!
+//! A `Store` holds objects under `/`-separated keys relative to the target's
+//! prefix. Writes are streaming ([`Store::put_stream`]) or small and
+//! conditional ([`Store::put_small`]); nothing is visible under its key until
+//! the write has been committed completely (S3: `CompleteMultipartUpload`;
+//! folder: rename of a fully synced temp file).
+//!
+//! Memory bound of a streaming put: `part_size_bytes × (upload_concurrency + 1)`
+//! for S3; one 1 MiB copy buffer for the folder store.
+
+use std::fmt::Debug;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncRead;
+
+use crate::error::RetryClass;
+
+pub mod fs;
+pub mod s3;
+
+/// A boxed byte reader, as stores return and accept them.
+pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
+
+/// What a store knows of one object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectMeta {
+    /// Key relative to the store's prefix.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Opaque version tag used for compare-and-swap (`If-Match`).
+    pub etag: Option<String>,
+    /// Last modification time.
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Condition on a small write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutCondition {
+    /// Overwrite whatever is there.
+    Overwrite,
+    /// Create only: fail with [`StorageError::PreconditionFailed`] if the key exists.
+    IfAbsent,
+    /// Replace only if the current version's etag matches (compare-and-swap).
+    IfMatch(String),
+}
+
+/// Options for a streaming put.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Bytes the caller expects to send, if known: lets S3 pick a part size.
+    pub size_hint: Option<u64>,
+    /// Create only: refuse to replace an existing object.
+    pub if_absent: bool,
+}
+
+/// Outcome of a committed write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutResult {
+    /// Bytes stored.
+    pub size: u64,
+    /// Version tag of the stored object.
+    pub etag: Option<String>,
+}
+
+/// A place to keep objects: S3 or a local folder.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    /// A human name for messages, e.g. `s3://bucket/prefix` (never credentials).
+    fn describe(&self) -> String;
+
+    /// Streams `body` to `key`. The object becomes visible only once the whole
+    /// stream was read without error and stored; on any error nothing is left
+    /// behind (a multipart upload is aborted) and the original error returned.
+    async fn put_stream(
+        &self,
+        key: &str,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        opts: PutOptions,
+    ) -> Result<PutResult, StorageError>;
+
+    /// Writes a small object (manifests, leases, reports) in one request.
+    async fn put_small(
+        &self,
+        key: &str,
+        body: Bytes,
+        cond: PutCondition,
+    ) -> Result<PutResult, StorageError>;
+
+    /// Streams the object back. [`StorageError::NotFound`] if absent.
+    async fn get_stream(&self, key: &str) -> Result<BoxRead, StorageError>;
+
+    /// Reads a small object whole, refusing objects above `max_bytes`.
+    async fn get_small(&self, key: &str, max_bytes: u64) -> Result<(Bytes, ObjectMeta), StorageError>;
+
+    /// Size and version of an object, `None` if absent.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
+
+    /// Deletes an object; deleting an absent one is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Removes leftovers of interrupted writes (incomplete multipart uploads,
+    /// temp files) older than `older_than`; returns how many were removed.
+    async fn cleanup_incomplete(&self, older_than: std::time::Duration) -> Result<usize, StorageError>;
+}
+
+/// Errors of a [`Store`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The object does not exist.
+    #[error("object `{key}` not found in {store}")]
+    NotFound {
+        /// Store description.
+        store: String,
+        /// Key.
+        key: String,
+    },
+    /// A conditional write lost: the object exists or changed.
+    #[error("object `{key}` in {store} already exists or changed (conditional write refused)")]
+    PreconditionFailed {
+        /// Store description.
+        store: String,
+        /// Key.
+        key: String,
+    },
+    /// The server refused our credentials or policy.
+    #[error("{op} `{key}` in {store}: access denied; check the credentials and the bucket policy for gsdr's user")]
+    AccessDenied {
+        /// Operation.
+        op: &'static str,
+        /// Store description.
+        store: String,
+        /// Key.
+        key: String,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An object is larger than the caller allows.
+    #[error("object `{key}` in {store} is {size} bytes, more than the {max} allowed here")]
+    TooLarge {
+        /// Store description.
+        store: String,
+        /// Key.
+        key: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The stream to upload failed (the source or pipeline broke); the upload was abandoned.
+    #[error("upload of `{key}` to {store} abandoned: the data stream failed: {source}")]
+    Body {
+        /// Store description.
+        store: String,
+        /// Key.
+        key: String,
+        /// Cause from the producer.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Talking to the server or the disk failed.
+    #[error("{op} `{key}` in {store} failed: {source}")]
+    Io {
+        /// Operation.
+        op: &'static str,
+        /// Store description.
+        store: String,
+        /// Key.
+        key: String,
+        /// Retry class decided by the backend.
+        class: RetryClass,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The target's configuration cannot work.
+    #[error("target {store}: {message}")]
+    Config {
+        /// Store description.
+        store: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl StorageError {
+    /// Whether a retry may help.
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            StorageError::Io { class, .. } => *class,
+            StorageError::Body { .. } => RetryClass::Temporary,
+            _ => RetryClass::Permanent,
+        }
+    }
+
+    /// True for [`StorageError::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}

@@ -1,0 +1,1 @@
+//! `S3Store`: any S3 endpoint (MinIO, AWS, moto) through aws-sdk-s3.
