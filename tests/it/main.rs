@@ -1,0 +1,5 @@
+//! gsdr's integration tests: one binary (one link) with a module per area.
+//! Every test starts the real servers it needs on free loopback ports
+//! (see `support`) and fails, saying how to install it, if one is missing.
+
+mod support;
