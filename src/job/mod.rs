@@ -7,8 +7,8 @@ mod progress;
 mod restore;
 mod verify;
 
-pub use backup::{backup, BackupOutcome};
+pub use backup::{backup, backup_with, BackupOutcome};
 pub use env::Env;
 pub use progress::{NoProgress, Progress};
-pub use restore::{restore_raw_to_file, RestoreOutcome};
+pub use restore::{restore, restore_raw_to_file, RestoreOutcome};
 pub use verify::{verify, VerifyReport};

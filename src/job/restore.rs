@@ -29,6 +29,26 @@ pub struct RestoreOutcome {
     pub details: serde_json::Value,
 }
 
+/// Restores `m` as `req` asks, dispatching on the backup's engine.
+pub async fn restore(
+    env: &Env,
+    catalog: &Catalog,
+    m: &Manifest,
+    req: &crate::source::RestoreRequest,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
+    // Every engine's raw stream can be written to a file: the operator's escape hatch.
+    if let Some(path) = &req.to_file {
+        return restore_raw_to_file(env, catalog, m, path, req.replace, progress).await;
+    }
+    match m.engine.as_str() {
+        "command" => Err(Error::Invalid(
+            "a `command` backup restores to a file only: pass --to-file PATH (or - for stdout)".into(),
+        )),
+        other => Err(Error::NotSupported(format!("restoring `{other}` backups into a server"))),
+    }
+}
+
 /// Writes the raw stream of `m` to `path` (`-` for stdout). A file is written
 /// under a temporary name and renamed only once every check passed, so a
 /// failed restore never leaves a file that looks complete.

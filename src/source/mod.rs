@@ -166,3 +166,15 @@ pub fn open_source(
         ))),
     }
 }
+
+/// Checks that the source named `name` can be reached (`gsdr policy check --connect`).
+pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), crate::Error> {
+    use crate::policy::Engine;
+    match cfg.kind {
+        Engine::Command => {
+            let c = cfg.command.as_ref().ok_or_else(|| crate::Error::Invalid(format!("source `{name}` has no command")))?;
+            command::probe(name, c)
+        }
+        other => Err(crate::Error::NotSupported(format!("connection checks of `{}` sources", other.as_str()))),
+    }
+}

@@ -115,6 +115,11 @@ pub trait Store: Send + Sync + Debug {
         &self,
         older_than: std::time::Duration,
     ) -> Result<usize, StorageError>;
+
+    /// Checks the target is reachable and usable (`gsdr policy check --connect`).
+    async fn probe(&self) -> Result<(), StorageError> {
+        self.list("gsdr-probe/").await.map(|_| ())
+    }
 }
 
 /// Errors of a [`Store`].
