@@ -35,14 +35,24 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         args.sources
     };
     if sources.is_empty() {
-        anyhow::bail!("the policy {} defines no sources", env.policy.path.display());
+        anyhow::bail!(
+            "the policy {} defines no sources",
+            env.policy.path.display()
+        );
     }
     let progress = progress::for_terminal(ctx.quiet || ctx.json);
-    let mut report = Report { backups: Vec::new(), failures: Vec::new() };
+    let mut report = Report {
+        backups: Vec::new(),
+        failures: Vec::new(),
+    };
     for s in &sources {
         match gsdr::job::backup(&env, s, progress.as_ref()).await {
             Ok(o) => report.backups.push(o),
-            Err(e) => report.failures.push(Failure { source: s.clone(), retry_class: e.retry_class(), error: e.to_string() }),
+            Err(e) => report.failures.push(Failure {
+                source: s.clone(),
+                retry_class: e.retry_class(),
+                error: e.to_string(),
+            }),
         }
     }
     emit(ctx.json, &report, |r| {
@@ -68,6 +78,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     if report.failures.is_empty() {
         Ok(Outcome::Ok)
     } else {
-        anyhow::bail!("{} of {} backups failed", report.failures.len(), sources.len())
+        anyhow::bail!(
+            "{} of {} backups failed",
+            report.failures.len(),
+            sources.len()
+        )
     }
 }

@@ -24,6 +24,13 @@ struct Key {
 /// Runs `gsdr keygen`.
 pub fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     let recipient = gsdr::pipeline::keys::keygen(&args.output)?;
-    emit(ctx.json, &Key { identity_file: args.output, recipient }, |k| format!("{}\n", k.recipient))?;
+    emit(
+        ctx.json,
+        &Key {
+            identity_file: args.output,
+            recipient,
+        },
+        |k| format!("{}\n", k.recipient),
+    )?;
     Ok(Outcome::Ok)
 }

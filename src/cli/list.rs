@@ -29,7 +29,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     let targets: BTreeSet<String> = match (&args.target, &args.source) {
         (Some(t), _) => [t.clone()].into(),
         (None, Some(s)) => [env.primary_target_name(s)?].into(),
-        (None, None) => env.policy.sources.keys().filter_map(|s| env.policy.target_of(s).map(str::to_string)).collect(),
+        (None, None) => env
+            .policy
+            .sources
+            .keys()
+            .filter_map(|s| env.policy.target_of(s).map(str::to_string))
+            .collect(),
     };
     let mut backups = Vec::new();
     for t in targets {
@@ -38,7 +43,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     }
     backups.sort_by(|a, b| (&a.source, a.started_at).cmp(&(&b.source, b.started_at)));
     emit(ctx.json, &Listing { backups }, |l| {
-        let mut s = format!("{:<20} {:<26} {:<8} {:>10} {:>10}  {}\n", "SOURCE", "ID", "KIND", "RAW", "STORED", "RECOVERY POINT");
+        let mut s = format!(
+            "{:<20} {:<26} {:<8} {:>10} {:>10}  {}\n",
+            "SOURCE", "ID", "KIND", "RAW", "STORED", "RECOVERY POINT"
+        );
         for m in &l.backups {
             s += &format!(
                 "{:<20} {:<26} {:<8} {:>10} {:>10}  {}\n",
@@ -47,7 +55,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                 m.kind,
                 bytes(m.raw_bytes),
                 bytes(m.stored_bytes),
-                m.recovery_point().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                m.recovery_point()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             );
         }
         s

@@ -84,7 +84,10 @@ pub enum Outcome {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -105,7 +108,12 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    let ctx = Ctx { json: cli.json, quiet: cli.quiet > 0, policy: cli.policy.clone(), identity: cli.identity.clone() };
+    let ctx = Ctx {
+        json: cli.json,
+        quiet: cli.quiet > 0,
+        policy: cli.policy.clone(),
+        identity: cli.identity.clone(),
+    };
     match cli.command {
         Command::Backup(a) => backup::run(&ctx, a).await,
         Command::List(a) => list::run(&ctx, a).await,
@@ -162,7 +170,9 @@ fn init_logging(cli: &Cli) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();
     } else {

@@ -15,10 +15,20 @@ struct Envelope<'a, T: Serialize> {
 }
 
 /// Prints `value` as JSON (with `schema_version`) or through `human`.
-pub fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+pub fn emit<T: Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &Envelope { schema_version: SCHEMA_VERSION, body: value })?;
+        serde_json::to_writer_pretty(
+            &mut out,
+            &Envelope {
+                schema_version: SCHEMA_VERSION,
+                body: value,
+            },
+        )?;
         writeln!(out)?;
     } else {
         out.write_all(human(value).as_bytes())?;

@@ -53,16 +53,29 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     if connect {
         for t in p.targets.keys() {
             let res = async { env.store(t).await?.probe().await.map_err(gsdr::Error::from) }.await;
-            report.checks.push(Check { what: format!("target {t}"), ok: res.is_ok(), error: res.err().map(|e| e.to_string()) });
+            report.checks.push(Check {
+                what: format!("target {t}"),
+                ok: res.is_ok(),
+                error: res.err().map(|e| e.to_string()),
+            });
         }
         for s in p.sources.keys() {
             let res = gsdr::source::probe(s, &p.sources[s]).await;
-            report.checks.push(Check { what: format!("source {s}"), ok: res.is_ok(), error: res.err().map(|e| e.to_string()) });
+            report.checks.push(Check {
+                what: format!("source {s}"),
+                ok: res.is_ok(),
+                error: res.err().map(|e| e.to_string()),
+            });
         }
     }
     let failed = report.checks.iter().any(|c| !c.ok);
     emit(ctx.json, &report, |r| {
-        let mut s = format!("policy {} is valid: {} sources, {} targets\n", r.policy, r.sources.len(), r.targets.len());
+        let mut s = format!(
+            "policy {} is valid: {} sources, {} targets\n",
+            r.policy,
+            r.sources.len(),
+            r.targets.len()
+        );
         for c in &r.checks {
             match &c.error {
                 None => s += &format!("ok      {}\n", c.what),
@@ -71,5 +84,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         }
         s
     })?;
-    Ok(if failed { Outcome::CheckFailed } else { Outcome::Ok })
+    Ok(if failed {
+        Outcome::CheckFailed
+    } else {
+        Outcome::Ok
+    })
 }

@@ -13,7 +13,11 @@ pub fn for_terminal(quiet: bool) -> Box<dyn Progress> {
     if !quiet && std::io::stderr().is_terminal() {
         Box::new(Bar(Mutex::new(None)))
     } else {
-        Box::new(Log { what: Mutex::new(String::new()), bytes: AtomicU64::new(0), last: Mutex::new(Instant::now()) })
+        Box::new(Log {
+            what: Mutex::new(String::new()),
+            bytes: AtomicU64::new(0),
+            last: Mutex::new(Instant::now()),
+        })
     }
 }
 
@@ -23,11 +27,14 @@ impl Progress for Bar {
     fn start(&self, what: &str, total: Option<u64>) {
         let pb = match total {
             Some(t) => ProgressBar::new(t).with_style(
-                ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                    .expect("valid template"),
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template"),
             ),
             None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec} {elapsed}").expect("valid template"),
+                ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec} {elapsed}")
+                    .expect("valid template"),
             ),
         };
         pb.set_message(what.to_string());

@@ -79,7 +79,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                 (Some(t), _) => vec![t.clone()],
                 (None, Some(s)) => vec![env.primary_target_name(s)?],
                 (None, None) => {
-                    let mut t: Vec<String> = env.policy.sources.keys().filter_map(|s| env.policy.target_of(s).map(str::to_string)).collect();
+                    let mut t: Vec<String> = env
+                        .policy
+                        .sources
+                        .keys()
+                        .filter_map(|s| env.policy.target_of(s).map(str::to_string))
+                        .collect();
                     t.sort();
                     t.dedup();
                     t
@@ -93,7 +98,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                     break;
                 }
             }
-            found.with_context(|| format!("no backup `{id}` found; `gsdr list` shows the backups"))?
+            found
+                .with_context(|| format!("no backup `{id}` found; `gsdr list` shows the backups"))?
         }
         (None, Some(s)) => {
             let target = match &args.target {
@@ -109,7 +115,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     let progress = progress::for_terminal(ctx.quiet || ctx.json);
     let outcome = gsdr::job::restore(&env, &catalog, &manifest, &req, progress.as_ref()).await?;
     emit(ctx.json, &outcome, |o| {
-        format!("restored {} ({}) to {}: {} in {:.1}s\n", o.id, o.source, o.destination, bytes(o.raw_bytes), o.duration_secs)
+        format!(
+            "restored {} ({}) to {}: {} in {:.1}s\n",
+            o.id,
+            o.source,
+            o.destination,
+            bytes(o.raw_bytes),
+            o.duration_secs
+        )
     })?;
     Ok(Outcome::Ok)
 }

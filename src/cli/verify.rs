@@ -44,7 +44,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                 todo.push((cat.clone(), m));
             }
         } else {
-            todo.extend(list.into_iter().filter(|m| args.ids.contains(&m.id)).map(|m| (cat.clone(), m)));
+            todo.extend(
+                list.into_iter()
+                    .filter(|m| args.ids.contains(&m.id))
+                    .map(|m| (cat.clone(), m)),
+            );
         }
     }
     for id in &args.ids {
@@ -63,12 +67,28 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         let mut s = String::new();
         for v in &r.results {
             if v.ok {
-                s += &format!("ok      {:<20} {}  {} read, {} restored in {:.1}s\n", v.source, v.id, bytes(v.stored_bytes), bytes(v.raw_bytes), v.duration_secs);
+                s += &format!(
+                    "ok      {:<20} {}  {} read, {} restored in {:.1}s\n",
+                    v.source,
+                    v.id,
+                    bytes(v.stored_bytes),
+                    bytes(v.raw_bytes),
+                    v.duration_secs
+                );
             } else {
-                s += &format!("FAILED  {:<20} {}  {}\n", v.source, v.id, v.error.as_deref().unwrap_or("unknown error"));
+                s += &format!(
+                    "FAILED  {:<20} {}  {}\n",
+                    v.source,
+                    v.id,
+                    v.error.as_deref().unwrap_or("unknown error")
+                );
             }
         }
         s
     })?;
-    Ok(if all_ok { Outcome::Ok } else { Outcome::CheckFailed })
+    Ok(if all_ok {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
 }

@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 use crate::catalog::{Catalog, Manifest, DATA_OBJECT};
 use crate::error::{Error, Result};
 use crate::pipeline::keys::{self, Identities};
-use crate::pipeline::{self, DecodeExpect, Decoded, EncodeOptions};
+use crate::pipeline::{self, DecodeExpect, Decoded, EncodeOptions, PipelineError};
 use crate::policy::Policy;
 use crate::storage::{self, Store};
 
@@ -129,6 +129,24 @@ impl Env {
     /// size and SHA-256 against the manifest on the way.
     pub async fn open_backup(&self, catalog: &Catalog, m: &Manifest) -> Result<Decoded> {
         let ids = self.identities()?;
+        // A cut object is caught before a single byte is restored.
+        match catalog.store().head(&m.data_key).await? {
+            Some(o) if o.size < m.stored_bytes => {
+                return Err(PipelineError::Truncated {
+                    read: o.size,
+                    expected: m.stored_bytes,
+                }
+                .into())
+            }
+            Some(_) => {}
+            None => {
+                return Err(crate::storage::StorageError::NotFound {
+                    store: catalog.store().describe(),
+                    key: m.data_key.clone(),
+                }
+                .into())
+            }
+        }
         let stored = catalog.store().get_stream(&m.data_key).await?;
         Ok(pipeline::decode(
             stored,

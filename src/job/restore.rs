@@ -43,9 +43,12 @@ pub async fn restore(
     }
     match m.engine.as_str() {
         "command" => Err(Error::Invalid(
-            "a `command` backup restores to a file only: pass --to-file PATH (or - for stdout)".into(),
+            "a `command` backup restores to a file only: pass --to-file PATH (or - for stdout)"
+                .into(),
         )),
-        other => Err(Error::NotSupported(format!("restoring `{other}` backups into a server"))),
+        other => Err(Error::NotSupported(format!(
+            "restoring `{other}` backups into a server"
+        ))),
     }
 }
 

@@ -59,7 +59,9 @@ pub fn probe(name: &str, c: &CommandConfig) -> Result<(), crate::Error> {
     if found {
         Ok(())
     } else {
-        Err(crate::Error::Invalid(format!("source `{name}`: program `{prog}` not found on PATH")))
+        Err(crate::Error::Invalid(format!(
+            "source `{name}`: program `{prog}` not found on PATH"
+        )))
     }
 }
 

@@ -172,9 +172,15 @@ pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), 
     use crate::policy::Engine;
     match cfg.kind {
         Engine::Command => {
-            let c = cfg.command.as_ref().ok_or_else(|| crate::Error::Invalid(format!("source `{name}` has no command")))?;
+            let c = cfg
+                .command
+                .as_ref()
+                .ok_or_else(|| crate::Error::Invalid(format!("source `{name}` has no command")))?;
             command::probe(name, c)
         }
-        other => Err(crate::Error::NotSupported(format!("connection checks of `{}` sources", other.as_str()))),
+        other => Err(crate::Error::NotSupported(format!(
+            "connection checks of `{}` sources",
+            other.as_str()
+        ))),
     }
 }
