@@ -22,9 +22,9 @@ fn main() -> std::io::Result<()> {
         ts += x % 5000;
         line.clear();
         use std::fmt::Write as _;
-        let _ = write!(
+        let _ = writeln!(
             line,
-            "{{\"_id\":\"{:024x}\",\"patient_id\":\"pt-{:06}\",\"device\":\"cgm-{:04x}\",\"ts\":{},\"mg_dl\":{},\"trend\":\"{}\",\"predicted_mg_dl_30m\":{:.1},\"model\":\"lstm-v{}\",\"quality\":{:.3}}}\n",
+            "{{\"_id\":\"{:024x}\",\"patient_id\":\"pt-{:06}\",\"device\":\"cgm-{:04x}\",\"ts\":{},\"mg_dl\":{},\"trend\":\"{}\",\"predicted_mg_dl_30m\":{:.1},\"model\":\"lstm-v{}\",\"quality\":{:.3}}}",
             x as u128 * 0x1_0000_0001,
             (x >> 8) % 250_000,
             (x >> 20) & 0x3ff,
