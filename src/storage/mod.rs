@@ -11,6 +11,7 @@
 
 use std::fmt::Debug;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -94,7 +95,11 @@ pub trait Store: Send + Sync + Debug {
     async fn get_stream(&self, key: &str) -> Result<BoxRead, StorageError>;
 
     /// Reads a small object whole, refusing objects above `max_bytes`.
-    async fn get_small(&self, key: &str, max_bytes: u64) -> Result<(Bytes, ObjectMeta), StorageError>;
+    async fn get_small(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<(Bytes, ObjectMeta), StorageError>;
 
     /// Size and version of an object, `None` if absent.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError>;
@@ -105,9 +110,39 @@ pub trait Store: Send + Sync + Debug {
     /// Deletes an object; deleting an absent one is not an error.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
 
+    /// Checks that the target is reachable and usable (`gsdr policy check
+    /// --connect`): S3 asks for the bucket, a folder must be writable. The
+    /// default looks up one key, which checks connectivity and read access.
+    async fn probe(&self) -> Result<(), StorageError> {
+        self.head("gsdr-probe").await.map(|_| ())
+    }
+
     /// Removes leftovers of interrupted writes (incomplete multipart uploads,
     /// temp files) older than `older_than`; returns how many were removed.
-    async fn cleanup_incomplete(&self, older_than: std::time::Duration) -> Result<usize, StorageError>;
+    async fn cleanup_incomplete(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<usize, StorageError>;
+}
+
+/// Opens the target named `name` of a policy: a folder or an S3 bucket.
+/// Makes no request; call [`Store::probe`] to check that it is reachable.
+pub async fn open_target(
+    name: &str,
+    cfg: &crate::policy::TargetConfig,
+) -> Result<Arc<dyn Store>, StorageError> {
+    use crate::policy::TargetConfig;
+    let named = |e: StorageError| match e {
+        StorageError::Config { store, message } => StorageError::Config {
+            store: format!("`{name}` ({store})"),
+            message,
+        },
+        other => other,
+    };
+    Ok(match cfg {
+        TargetConfig::Fs(t) => Arc::new(fs::FsStore::new(&t.path).map_err(named)?),
+        TargetConfig::S3(t) => Arc::new(s3::S3Store::new(t).await.map_err(named)?),
+    })
 }
 
 /// Errors of a [`Store`].
