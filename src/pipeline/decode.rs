@@ -96,9 +96,19 @@ fn run(
     let mut input = BufReader::with_capacity(CHUNK_BYTES / 4, input);
     let mut out = ChunkWriter::new(tx);
     let result = decrypt_into(&mut input, identities, expect, &mut out);
-    let read_so_far = input.get_ref().bytes;
     if let Err(e) = result {
-        return Err(classify_short(e, read_so_far, expect));
+        // A damaged last chunk at end-of-input on a short object is a cut, not corruption.
+        let at_eof = matches!(io::BufRead::fill_buf(&mut input), Ok(b) if b.is_empty());
+        let read = input.get_ref().bytes;
+        let short = expect.stored_bytes.is_some_and(|want| read < want);
+        let e = match e {
+            PipelineError::Corrupt { .. } if at_eof && short => PipelineError::Truncated {
+                read: 0,
+                expected: 0,
+            },
+            other => other,
+        };
+        return Err(classify_short(e, read, expect));
     }
     // Hash whatever follows age's last chunk too: the manifest hash covers the whole object.
     io::copy(&mut input, &mut io::sink()).map_err(|source| PipelineError::Io {
@@ -200,22 +210,15 @@ fn stream_err(e: io::Error) -> PipelineError {
     }
 }
 
-/// A failure on a short object is reported as truncation: that is what the operator must know.
+/// Fills in the byte counts of a truncation; other errors pass through.
+/// (A short object is also caught before decoding, from its stored size.)
 fn classify_short(e: PipelineError, read: u64, expect: &DecodeExpect) -> PipelineError {
-    match (expect.stored_bytes, &e) {
-        (Some(want), PipelineError::Corrupt { .. } | PipelineError::Truncated { .. })
-            if read < want =>
-        {
-            PipelineError::Truncated {
-                read,
-                expected: want,
-            }
-        }
-        (_, PipelineError::Truncated { .. }) => PipelineError::Truncated {
+    match e {
+        PipelineError::Truncated { .. } => PipelineError::Truncated {
             read,
             expected: expect.stored_bytes.unwrap_or(0),
         },
-        _ => e,
+        other => other,
     }
 }
 

@@ -54,9 +54,11 @@ impl FromStr for ByteSize {
             "GiB" => 1 << 30,
             "TB" => 1_000_000_000_000,
             "TiB" => 1 << 40,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "`{s}`: unknown size unit `{other}` (use B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB)"
-            )),
+            ))
+            }
         };
         n.checked_mul(mult)
             .map(ByteSize)

@@ -46,6 +46,25 @@ impl CommandSource {
     }
 }
 
+/// Checks that the program exists (on `PATH` or as a path).
+pub fn probe(name: &str, c: &CommandConfig) -> Result<(), crate::Error> {
+    let prog = c.argv.first().map(String::as_str).unwrap_or("");
+    let found = if prog.contains('/') {
+        std::path::Path::new(prog).is_file()
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+            .unwrap_or(false)
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(crate::Error::Invalid(format!(
+            "source `{name}`: program `{prog}` not found on PATH"
+        )))
+    }
+}
+
 const STDERR_TAIL: usize = 4096;
 
 #[async_trait]

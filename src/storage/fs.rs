@@ -112,6 +112,17 @@ impl FsStore {
         Ok(())
     }
 
+    /// Removes now-empty folders above `path` up to the root, so listings stay cheap.
+    async fn prune_empty_dirs(&self, path: &Path) {
+        let mut dir = path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == self.root || tokio::fs::remove_dir(&d).await.is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+    }
+
     async fn meta(&self, key: &str, path: &Path) -> Result<Option<ObjectMeta>, StorageError> {
         match tokio::fs::metadata(path).await {
             Ok(m) if m.is_file() => Ok(Some(file_meta(key, &m))),
@@ -204,6 +215,7 @@ impl Store for FsStore {
             }
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
+                self.prune_empty_dirs(&dest).await;
                 Err(e)
             }
         }
@@ -311,14 +323,7 @@ impl Store for FsStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(self.io("delete", key, e)),
         }
-        // Prune now-empty folders up to the root so listings stay cheap.
-        let mut dir = path.parent().map(Path::to_path_buf);
-        while let Some(d) = dir {
-            if d == self.root || tokio::fs::remove_dir(&d).await.is_err() {
-                break;
-            }
-            dir = d.parent().map(Path::to_path_buf);
-        }
+        self.prune_empty_dirs(&path).await;
         Ok(())
     }
 
