@@ -206,7 +206,11 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let status = err.raw_response().map(|r| r.status().as_u16());
-    match (err.code(), err.message(), status) {
+    match (
+        err.code(),
+        err.message().filter(|m| !m.trim().is_empty()),
+        status,
+    ) {
         (Some(code), Some(msg), Some(s)) => format!("{code}: {msg} (HTTP {s})"),
         (Some(code), None, Some(s)) => format!("{code} (HTTP {s})"),
         (None, _, Some(s)) => format!("HTTP {s}"),

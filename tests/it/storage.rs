@@ -16,7 +16,7 @@ use gsdr::storage::{open_target, PutCondition, PutOptions, StorageError, Store};
 use gsdr::RetryClass;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
-use crate::support::moto::Moto;
+use crate::support::moto::{CutProxy, Moto};
 
 const MIB: usize = 1 << 20;
 
@@ -33,7 +33,7 @@ enum Backend {
     },
     S3 {
         s3: Arc<S3Store>,
-        moto: Moto,
+        moto: Box<Moto>,
         prefix: String,
     },
 }
@@ -54,7 +54,11 @@ async fn s3_subject() -> Subject {
     let s3 = Arc::new(S3Store::new(&moto.target(&prefix)).await.unwrap());
     Subject {
         store: s3.clone(),
-        backend: Backend::S3 { s3, moto, prefix },
+        backend: Backend::S3 {
+            s3,
+            moto: Box::new(moto),
+            prefix,
+        },
     }
 }
 
@@ -645,35 +649,34 @@ async fn s3_missing_credentials_file_is_named_in_the_error() {
     );
 }
 
-/// A server that dies mid-upload: the put fails (no hang) with a temporary error.
-#[tokio::test]
-async fn s3_server_killed_mid_upload_fails_the_put() {
-    let moto = Moto::start_own(&[]).await;
-    let store = S3Store::new(&moto.target("crash")).await.unwrap();
+/// Streams 12 MiB to `key` through `store`; once `watch` (a store on the same
+/// bucket) shows the multipart upload open, calls `interrupt`. Returns the
+/// put's result, bounded by a timeout: the put must fail, not hang.
+async fn put_interrupted(
+    store: &S3Store,
+    watch: &S3Store,
+    key: &str,
+    interrupt: impl FnOnce(),
+) -> StorageError {
     let (mut tx, mut rx) = tokio::io::duplex(64 * 1024);
     let data = pattern(12 * MIB, 9);
-    let store_ref = &store;
     // The reader moves into the put: once the put ends, the feeder's writes fail instead of blocking.
-    let put = async move {
-        store_ref
-            .put_stream("crash/data", &mut rx, PutOptions::default())
-            .await
-    };
+    let put = async move { store.put_stream(key, &mut rx, PutOptions::default()).await };
     let feed = async {
         tx.write_all(&data[..6 * MIB]).await.unwrap();
         // The first part is on its way once the upload exists.
         for _ in 0..100 {
-            if !store.incomplete_uploads().await.unwrap().is_empty() {
+            if !watch.incomplete_uploads().await.unwrap().is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(
-            store.incomplete_uploads().await.unwrap().len(),
+            watch.incomplete_uploads().await.unwrap().len(),
             1,
             "a multipart upload started"
         );
-        moto.kill();
+        interrupt();
         // The store may stop reading once it has failed: write errors are expected.
         let _ = tx.write_all(&data[6 * MIB..]).await;
         drop(tx);
@@ -682,8 +685,18 @@ async fn s3_server_killed_mid_upload_fails_the_put() {
     let (res, ()) =
         tokio::time::timeout(Duration::from_secs(90), async { tokio::join!(put, feed) })
             .await
-            .expect("put_stream must fail, not hang, when the server dies");
-    let err = res.expect_err("the put cannot succeed without a server");
+            .expect("put_stream must fail, not hang, when the server goes away");
+    let err = res.expect_err("the put cannot succeed without the server");
+    eprintln!("put failed after {:?}: {err}", started.elapsed());
+    err
+}
+
+/// A server that dies mid-upload: the put fails (no hang) with a temporary error.
+#[tokio::test]
+async fn s3_server_killed_mid_upload_fails_the_put() {
+    let moto = Moto::start_own(&[]).await;
+    let store = S3Store::new(&moto.target("crash")).await.unwrap();
+    let err = put_interrupted(&store, &store, "data", || moto.kill()).await;
     assert!(
         matches!(
             err,
@@ -699,5 +712,85 @@ async fn s3_server_killed_mid_upload_fails_the_put() {
             .contains(&format!("s3://{}/crash", moto.bucket)),
         "{err}"
     );
-    eprintln!("put failed after {:?}: {err}", started.elapsed());
+}
+
+/// The network to a live server is cut mid-upload: the put fails, nothing is
+/// listed, the upload it could not abort stays open, and cleanup removes it.
+#[tokio::test]
+async fn s3_connection_cut_mid_upload_leaves_nothing_visible_and_cleanup_removes_it() {
+    let moto = Moto::start_own(&[]).await;
+    let proxy = CutProxy::start(moto.port()).await;
+    let mut t = moto.target("cut");
+    t.endpoint = Some(proxy.endpoint());
+    let store = S3Store::new(&t).await.unwrap();
+    let direct = S3Store::new(&moto.target("cut")).await.unwrap();
+    let err = put_interrupted(&store, &direct, "data", || proxy.cut()).await;
+    assert!(
+        matches!(
+            err,
+            StorageError::Io {
+                class: RetryClass::Temporary,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(direct.head("data").await.unwrap().is_none());
+    assert!(
+        direct.list("").await.unwrap().is_empty(),
+        "nothing is listed"
+    );
+    // The abort could not reach the server either: the crash leftover stays until cleanup.
+    assert_eq!(direct.incomplete_uploads().await.unwrap().len(), 1);
+    assert_eq!(
+        direct
+            .cleanup_incomplete(Duration::from_millis(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(direct.incomplete_uploads().await.unwrap().is_empty());
+}
+
+/// moto answers a user without rights with `AccessDenied` (HTTP 400 or 403)
+/// and an unknown key with `InvalidAccessKeyId`: both are access denied.
+#[tokio::test]
+async fn s3_access_denied_is_mapped_by_error_code() {
+    let moto = Moto::start_own(&[]).await;
+    let (key, secret) = moto.user_without_permissions_then_enforce_auth().await;
+    let dir = crate::support::tempdir();
+    let (key_file, secret_file) = (dir.path().join("id"), dir.path().join("secret"));
+    std::fs::write(&key_file, &key).unwrap();
+    std::fs::write(&secret_file, &secret).unwrap();
+    let mut t = moto.target("denied");
+    t.access_key_id = Some(gsdr::policy::SecretRef::File(key_file));
+    t.secret_access_key = Some(gsdr::policy::SecretRef::File(secret_file));
+    t.max_attempts = Some(1);
+    let store = S3Store::new(&t).await.unwrap();
+    let err = store
+        .put_small("k", Bytes::from_static(b"x"), PutCondition::Overwrite)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::AccessDenied { .. }), "{err:?}");
+    assert_eq!(err.retry_class(), RetryClass::Permanent);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("access denied") && msg.contains("`k`") && msg.contains(&store.describe()),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains(&secret),
+        "the secret never appears in messages"
+    );
+    // A multipart upload refused at its first request.
+    let err = put(&store, "big", &pattern(6 * MIB, 1), PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::AccessDenied { .. }), "{err:?}");
+
+    // The default test credentials are unknown to IAM.
+    let mut t = moto.target("denied");
+    t.max_attempts = Some(1);
+    let err = S3Store::new(&t).await.unwrap().head("k").await.unwrap_err();
+    assert!(matches!(err, StorageError::AccessDenied { .. }), "{err:?}");
 }

@@ -178,6 +178,66 @@ impl Moto {
         aws_sdk_s3::Client::from_conf(conf)
     }
 
+    /// Creates an IAM user with an access key and no permissions, then turns
+    /// moto's authentication on: from then on every request is checked
+    /// against IAM. Returns the user's (access key id, secret). Own moto only.
+    pub async fn user_without_permissions_then_enforce_auth(&self) -> (String, String) {
+        assert!(
+            !self.is_external(),
+            "only our own moto server can switch authentication on"
+        );
+        let http = reqwest::Client::new();
+        let iam = |action: &str| {
+            // Authentication is still off: the signature is not checked, the
+            // credential scope only routes the request to moto's IAM.
+            http.post(format!("{}/", self.endpoint))
+                .header(
+                    "Authorization",
+                    "AWS4-HMAC-SHA256 Credential=gsdr-test-key/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+                )
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(format!("Action={action}&UserName=gsdr-no-rights&Version=2010-05-08"))
+                .send()
+        };
+        let created = iam("CreateUser").await.unwrap();
+        assert!(
+            created.status().is_success(),
+            "CreateUser: {}",
+            created.text().await.unwrap()
+        );
+        let body = iam("CreateAccessKey").await.unwrap().text().await.unwrap();
+        let field = |name: &str| {
+            let start = body
+                .find(&format!("<{name}>"))
+                .unwrap_or_else(|| panic!("no {name} in {body}"))
+                + name.len()
+                + 2;
+            body[start..start + body[start..].find('<').unwrap()].to_string()
+        };
+        let pair = (field("AccessKeyId"), field("SecretAccessKey"));
+        let reset = http
+            .post(format!("{}/moto-api/reset-auth", self.endpoint))
+            .body("0")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            reset.status().is_success(),
+            "moto-api/reset-auth: {}",
+            reset.status()
+        );
+        pair
+    }
+
+    /// The server's port (own moto or an external endpoint with a port).
+    pub fn port(&self) -> u16 {
+        self.endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .expect("endpoint with a port")
+    }
+
     /// Whether this is an external server (MinIO) rather than our own moto.
     pub fn is_external(&self) -> bool {
         self.child.is_none()
@@ -191,5 +251,63 @@ impl Moto {
             .lock()
             .unwrap()
             .kill();
+    }
+}
+
+/// A TCP relay in front of a server whose connections can all be cut at once
+/// (a network partition) while the server keeps running.
+pub struct CutProxy {
+    port: u16,
+    cut: tokio_util::sync::CancellationToken,
+}
+
+impl CutProxy {
+    /// Relays `127.0.0.1:<new port>` to `127.0.0.1:<target_port>`.
+    pub async fn start(target_port: u16) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = tokio_util::sync::CancellationToken::new();
+        let token = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut inbound = tokio::select! {
+                    _ = token.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((s, _)) => s,
+                        Err(_) => return,
+                    },
+                };
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                    // Dropping both sockets resets the client's connection.
+                });
+            }
+        });
+        CutProxy { port, cut }
+    }
+
+    /// Endpoint URL through the relay.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.cancel();
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.cut.cancel();
     }
 }
