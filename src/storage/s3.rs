@@ -726,6 +726,14 @@ impl Store for S3Store {
         if (first.len() as u64) < plan.size_of(1) {
             return self.put_single(key, first, opts.if_absent).await;
         }
+        // Refuse early rather than upload a large stream that the conditional
+        // commit will refuse anyway; the commit stays the atomic check.
+        if opts.if_absent && self.head(key).await?.is_some() {
+            return Err(StorageError::PreconditionFailed {
+                store: self.describe(),
+                key: key.to_string(),
+            });
+        }
         self.put_multipart(key, first, body, plan, opts.if_absent)
             .await
     }

@@ -650,18 +650,19 @@ async fn s3_missing_credentials_file_is_named_in_the_error() {
 }
 
 /// Streams 12 MiB to `key` through `store`; once `watch` (a store on the same
-/// bucket) shows the multipart upload open, calls `interrupt`. Returns the
-/// put's result, bounded by a timeout: the put must fail, not hang.
+/// bucket) shows the multipart upload open, runs `interrupt`, then sends the
+/// rest. Returns the put's result, bounded by a timeout: it must not hang.
 async fn put_interrupted(
     store: &S3Store,
     watch: &S3Store,
     key: &str,
-    interrupt: impl FnOnce(),
-) -> StorageError {
+    opts: PutOptions,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<gsdr::storage::PutResult, StorageError> {
     let (mut tx, mut rx) = tokio::io::duplex(64 * 1024);
     let data = pattern(12 * MIB, 9);
     // The reader moves into the put: once the put ends, the feeder's writes fail instead of blocking.
-    let put = async move { store.put_stream(key, &mut rx, PutOptions::default()).await };
+    let put = async move { store.put_stream(key, &mut rx, opts).await };
     let feed = async {
         tx.write_all(&data[..6 * MIB]).await.unwrap();
         // The first part is on its way once the upload exists.
@@ -676,7 +677,7 @@ async fn put_interrupted(
             1,
             "a multipart upload started"
         );
-        interrupt();
+        interrupt.await;
         // The store may stop reading once it has failed: write errors are expected.
         let _ = tx.write_all(&data[6 * MIB..]).await;
         drop(tx);
@@ -685,10 +686,50 @@ async fn put_interrupted(
     let (res, ()) =
         tokio::time::timeout(Duration::from_secs(90), async { tokio::join!(put, feed) })
             .await
-            .expect("put_stream must fail, not hang, when the server goes away");
-    let err = res.expect_err("the put cannot succeed without the server");
-    eprintln!("put failed after {:?}: {err}", started.elapsed());
-    err
+            .expect("put_stream must end, not hang");
+    eprintln!(
+        "put ended after {:?}: {:?}",
+        started.elapsed(),
+        res.as_ref().map_err(|e| e.to_string())
+    );
+    res
+}
+
+/// Two writers create the same key: the one that commits last loses, even
+/// though the key was absent when its multipart upload started.
+#[tokio::test]
+async fn s3_if_absent_is_checked_atomically_at_commit() {
+    let moto = Moto::start().await;
+    let store = S3Store::new(&moto.target("race")).await.unwrap();
+    let opts = PutOptions {
+        size_hint: None,
+        if_absent: true,
+    };
+    let other_writer = async {
+        store
+            .put_small(
+                "lease",
+                Bytes::from_static(b"other"),
+                PutCondition::IfAbsent,
+            )
+            .await
+            .unwrap();
+    };
+    let err = put_interrupted(&store, &store, "lease", opts, other_writer)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::PreconditionFailed { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.get_small("lease", 100).await.unwrap().0,
+        Bytes::from_static(b"other")
+    );
+    assert!(
+        store.incomplete_uploads().await.unwrap().is_empty(),
+        "the losing upload was aborted"
+    );
 }
 
 /// A server that dies mid-upload: the put fails (no hang) with a temporary error.
@@ -696,7 +737,11 @@ async fn put_interrupted(
 async fn s3_server_killed_mid_upload_fails_the_put() {
     let moto = Moto::start_own(&[]).await;
     let store = S3Store::new(&moto.target("crash")).await.unwrap();
-    let err = put_interrupted(&store, &store, "data", || moto.kill()).await;
+    let err = put_interrupted(&store, &store, "data", PutOptions::default(), async {
+        moto.kill()
+    })
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -724,7 +769,11 @@ async fn s3_connection_cut_mid_upload_leaves_nothing_visible_and_cleanup_removes
     t.endpoint = Some(proxy.endpoint());
     let store = S3Store::new(&t).await.unwrap();
     let direct = S3Store::new(&moto.target("cut")).await.unwrap();
-    let err = put_interrupted(&store, &direct, "data", || proxy.cut()).await;
+    let err = put_interrupted(&store, &direct, "data", PutOptions::default(), async {
+        proxy.cut()
+    })
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             err,
