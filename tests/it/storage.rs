@@ -843,3 +843,105 @@ async fn s3_access_denied_is_mapped_by_error_code() {
     let err = S3Store::new(&t).await.unwrap().head("k").await.unwrap_err();
     assert!(matches!(err, StorageError::AccessDenied { .. }), "{err:?}");
 }
+
+/// Serves `left` bytes by repeating a 1 MiB random block (no buffer of the whole stream).
+struct GenReader {
+    left: u64,
+    block: Bytes,
+    pos: usize,
+}
+
+impl GenReader {
+    fn new(len: u64) -> Self {
+        GenReader {
+            left: len,
+            block: Bytes::from(pattern(MIB, 77)),
+            pos: 0,
+        }
+    }
+}
+
+impl AsyncRead for GenReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let n = (buf.remaining() as u64)
+            .min(self.left)
+            .min((MIB - self.pos) as u64) as usize;
+        let pos = self.pos;
+        buf.put_slice(&self.block[pos..pos + n]);
+        self.pos = (pos + n) % MIB;
+        self.left -= n as u64;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Resets the process's peak RSS (Linux ≥ 4.0), so that the next reading is this phase's.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
+}
+
+/// Measurement, not a check: throughput and peak memory of a 128 MiB stream.
+/// `GSDR_TEST_VENV=/work/main/.venv cargo test --test it storage::measure_put_get -- --ignored --nocapture --test-threads 1`
+#[tokio::test]
+#[ignore = "measurement; run by hand"]
+async fn measure_put_get_throughput_and_memory() {
+    const LEN: u64 = 128 << 20;
+    let moto = Moto::start().await;
+    let fs_dir = crate::support::tempdir();
+    let mut subjects: Vec<(String, Arc<dyn Store>)> =
+        vec![("fs".into(), Arc::new(FsStore::new(fs_dir.path()).unwrap()))];
+    for (part_mib, conc) in [(5u64, 1usize), (5, 2), (8, 4)] {
+        let mut t = moto.target(&format!("m{part_mib}-{conc}"));
+        t.part_size = gsdr::policy::ByteSize(part_mib << 20);
+        t.upload_concurrency = conc;
+        subjects.push((
+            format!("s3 moto part={part_mib}MiB conc={conc}"),
+            Arc::new(S3Store::new(&t).await.unwrap()),
+        ));
+    }
+    for (name, store) in subjects {
+        reset_peak_rss();
+        let before = peak_rss_mib();
+        let t0 = std::time::Instant::now();
+        let res = store
+            .put_stream("m/data", &mut GenReader::new(LEN), PutOptions::default())
+            .await
+            .unwrap();
+        let put_s = t0.elapsed().as_secs_f64();
+        assert_eq!(res.size, LEN);
+        let after_put = peak_rss_mib();
+        let t1 = std::time::Instant::now();
+        let mut r = store.get_stream("m/data").await.unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        let get_s = t1.elapsed().as_secs_f64();
+        assert_eq!(total, LEN);
+        eprintln!(
+            "{name}: put {:.0} MiB/s, get {:.0} MiB/s, peak RSS {before} -> {after_put} MiB during put",
+            128.0 / put_s,
+            128.0 / get_s
+        );
+        store.delete("m/data").await.unwrap();
+    }
+}
