@@ -555,6 +555,32 @@ conformance!(
 
 // ---------------------------------------------------------------- S3 only
 
+/// The listing checks again on a server that pages every two keys, so that
+/// `list` must follow continuation tokens.
+#[tokio::test]
+async fn s3_list_follows_pagination() {
+    let moto = Moto::start_own(&[("MOTO_S3_DEFAULT_MAX_KEYS", "2")]).await;
+    let page = moto
+        .client()
+        .list_objects_v2()
+        .bucket(&moto.bucket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.max_keys(), Some(2), "moto pages every two keys");
+    let prefix = "paged".to_string();
+    let s3 = Arc::new(S3Store::new(&moto.target(&prefix)).await.unwrap());
+    list_by_prefix_sorted(Subject {
+        store: s3.clone(),
+        backend: Backend::S3 {
+            s3,
+            moto: Box::new(moto),
+            prefix,
+        },
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn s3_prefixes_isolate_stores_and_describe_hides_credentials() {
     let moto = Moto::start().await;
