@@ -130,14 +130,15 @@ impl S3Store {
             }
             let full_part = part.len() as u64 == plan.size_of(number);
             size += part.len() as u64;
-            self.spawn_part(tasks, key, full, upload_id, number as i32, part);
-            if !full_part {
-                break; // a short part is the last one
-            }
-            // Keep at most `concurrency` parts in flight while filling the next one.
+            // At most `concurrency` parts in flight, plus this one waiting for
+            // a slot or, below, the next one being filled: concurrency + 1 buffers.
             while tasks.len() >= self.concurrency {
                 let joined = tasks.join_next().await.expect("tasks is not empty");
                 done.push(self.joined(key, joined)?);
+            }
+            self.spawn_part(tasks, key, full, upload_id, number as i32, part);
+            if !full_part {
+                break; // a short part is the last one
             }
             let want = plan.size_of(number + 1) as usize;
             let read = read_part(body, want);
