@@ -105,18 +105,11 @@ fn run(
         stage: "reading the stored object",
         source,
     })?;
-    let Hashing {
-        hasher,
-        bytes: stored_bytes,
-        ..
-    } = input.into_inner();
+    let Hashing { hasher, bytes: stored_bytes, .. } = input.into_inner();
     let stored_sha256 = hex_digest(hasher);
     if let Some(want) = expect.stored_bytes {
         if stored_bytes < want {
-            return Err(PipelineError::Truncated {
-                read: stored_bytes,
-                expected: want,
-            });
+            return Err(PipelineError::Truncated { read: stored_bytes, expected: want });
         }
     }
     if let Some(want) = &expect.stored_sha256 {
@@ -137,14 +130,8 @@ fn run(
             });
         }
     }
-    tx.blocking_send(Msg::Done)
-        .map_err(|_| PipelineError::Closed("restore"))?;
-    Ok(DecodeStats {
-        stored_bytes,
-        stored_sha256,
-        raw_bytes,
-        raw_sha256,
-    })
+    tx.blocking_send(Msg::Done).map_err(|_| PipelineError::Closed("restore"))?;
+    Ok(DecodeStats { stored_bytes, stored_sha256, raw_bytes, raw_sha256 })
 }
 
 fn decrypt_into<R: io::BufRead>(
@@ -169,8 +156,7 @@ fn decrypt_into<R: io::BufRead>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(stream_err(e)),
         };
-        out.write_all(&buf[..n])
-            .map_err(|_| PipelineError::Closed("restore"))?;
+        out.write_all(&buf[..n]).map_err(|_| PipelineError::Closed("restore"))?;
     }
 }
 
@@ -179,37 +165,20 @@ fn decrypt_into<R: io::BufRead>(
 fn stream_err(e: io::Error) -> PipelineError {
     let msg = e.to_string();
     match e.kind() {
-        io::ErrorKind::UnexpectedEof => PipelineError::Truncated {
-            read: 0,
-            expected: 0,
-        },
+        io::ErrorKind::UnexpectedEof => PipelineError::Truncated { read: 0, expected: 0 },
         io::ErrorKind::InvalidData if msg.contains("decrypt") || msg.contains("chunk") => {
-            PipelineError::Corrupt {
-                stage: "age",
-                message: msg,
-            }
+            PipelineError::Corrupt { stage: "age", message: msg }
         }
-        io::ErrorKind::Other | io::ErrorKind::InvalidData => PipelineError::Corrupt {
-            stage: "zstd",
-            message: msg,
-        },
-        _ => PipelineError::Io {
-            stage: "reading the stored object",
-            source: e,
-        },
+        io::ErrorKind::Other | io::ErrorKind::InvalidData => PipelineError::Corrupt { stage: "zstd", message: msg },
+        _ => PipelineError::Io { stage: "reading the stored object", source: e },
     }
 }
 
 /// A failure on a short object is reported as truncation: that is what the operator must know.
 fn classify_short(e: PipelineError, read: u64, expect: &DecodeExpect) -> PipelineError {
     match (expect.stored_bytes, &e) {
-        (Some(want), PipelineError::Corrupt { .. } | PipelineError::Truncated { .. })
-            if read < want =>
-        {
-            PipelineError::Truncated {
-                read,
-                expected: want,
-            }
+        (Some(want), PipelineError::Corrupt { .. } | PipelineError::Truncated { .. }) if read < want => {
+            PipelineError::Truncated { read, expected: want }
         }
         (_, PipelineError::Truncated { .. }) => PipelineError::Truncated {
             read,
@@ -229,14 +198,8 @@ fn age_err(e: age::DecryptError, expect: &DecodeExpect) -> PipelineError {
             },
         },
         age::DecryptError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
-            PipelineError::Truncated {
-                read: 0,
-                expected: 0,
-            }
+            PipelineError::Truncated { read: 0, expected: 0 }
         }
-        other => PipelineError::Corrupt {
-            stage: "age",
-            message: other.to_string(),
-        },
+        other => PipelineError::Corrupt { stage: "age", message: other.to_string() },
     }
 }

@@ -71,10 +71,7 @@ fn default_level() -> i32 {
 
 impl Default for Compression {
     fn default() -> Self {
-        Compression {
-            level: default_level(),
-            workers: 0,
-        }
+        Compression { level: default_level(), workers: 0 }
     }
 }
 
@@ -82,9 +79,7 @@ impl Compression {
     /// Worker threads to use, resolving 0 to the CPU count.
     pub fn effective_workers(&self) -> u32 {
         if self.workers == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
         } else {
             self.workers
         }
@@ -318,9 +313,7 @@ impl Policy {
             PolicyError {
                 file: path.to_path_buf(),
                 line,
-                field: line
-                    .map(|l| key_on_line(text, l))
-                    .unwrap_or_else(|| "(document)".into()),
+                field: line.map(|l| key_on_line(text, l)).unwrap_or_else(|| "(document)".into()),
                 message: e.message().to_string(),
             }
         })?;
@@ -330,21 +323,12 @@ impl Policy {
     }
 
     fn err(&self, text: &str, field: &str, message: impl Into<String>) -> PolicyError {
-        PolicyError {
-            file: self.path.clone(),
-            line: find_field_line(text, field),
-            field: field.into(),
-            message: message.into(),
-        }
+        PolicyError { file: self.path.clone(), line: find_field_line(text, field), field: field.into(), message: message.into() }
     }
 
     fn validate(&self, text: &str) -> Result<(), PolicyError> {
         if self.encryption.recipients.is_empty() {
-            return Err(self.err(
-                text,
-                "encryption.recipients",
-                "at least one age recipient (public key) is required",
-            ));
+            return Err(self.err(text, "encryption.recipients", "at least one age recipient (public key) is required"));
         }
         for r in &self.encryption.recipients {
             crate::pipeline::keys::parse_recipient(r)
@@ -360,25 +344,13 @@ impl Policy {
             check_name(name).map_err(|m| self.err(text, &format!("targets.{name}"), m))?;
             if let TargetConfig::S3(s) = t {
                 if s.access_key_id.is_some() != s.secret_access_key.is_some() {
-                    return Err(self.err(
-                        text,
-                        &format!("targets.{name}"),
-                        "set both access_key_id and secret_access_key, or neither",
-                    ));
+                    return Err(self.err(text, &format!("targets.{name}"), "set both access_key_id and secret_access_key, or neither"));
                 }
                 if s.part_size.0 < 5 << 20 {
-                    return Err(self.err(
-                        text,
-                        &format!("targets.{name}.part_size"),
-                        "S3 parts must be at least 5MiB",
-                    ));
+                    return Err(self.err(text, &format!("targets.{name}.part_size"), "S3 parts must be at least 5MiB"));
                 }
                 if s.upload_concurrency == 0 {
-                    return Err(self.err(
-                        text,
-                        &format!("targets.{name}.upload_concurrency"),
-                        "must be at least 1",
-                    ));
+                    return Err(self.err(text, &format!("targets.{name}.upload_concurrency"), "must be at least 1"));
                 }
             }
         }
@@ -387,10 +359,7 @@ impl Policy {
                 Some(t) if !self.targets.contains_key(t) => Err(self.err(
                     text,
                     field,
-                    format!(
-                        "unknown target `{t}`; defined targets: {}",
-                        self.targets.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
+                    format!("unknown target `{t}`; defined targets: {}", self.targets.keys().cloned().collect::<Vec<_>>().join(", ")),
                 )),
                 _ => Ok(()),
             }
@@ -398,11 +367,7 @@ impl Policy {
         check_target("defaults.target", &self.defaults.target)?;
         check_target("defaults.offsite", &self.defaults.offsite)?;
         if self.defaults.target.is_none() && self.targets.len() > 1 {
-            return Err(self.err(
-                text,
-                "defaults.target",
-                "several targets are defined: name the primary one",
-            ));
+            return Err(self.err(text, "defaults.target", "several targets are defined: name the primary one"));
         }
         for (name, s) in &self.sources {
             let f = format!("sources.{name}");
@@ -427,27 +392,18 @@ impl Policy {
                         "a `{}` source needs exactly one settings table, [{f}.{}] (found: {})",
                         s.kind.as_str(),
                         s.kind.as_str(),
-                        if present.is_empty() {
-                            "none".to_string()
-                        } else {
-                            present.join(", ")
-                        }
+                        if present.is_empty() { "none".to_string() } else { present.join(", ") }
                     ),
                 ));
             }
             if let Some(c) = &s.command {
                 if c.argv.is_empty() {
-                    return Err(self.err(
-                        text,
-                        &format!("{f}.command.argv"),
-                        "needs the program and its arguments",
-                    ));
+                    return Err(self.err(text, &format!("{f}.command.argv"), "needs the program and its arguments"));
                 }
             }
         }
         if let Some(v) = &self.velero {
-            v.validate()
-                .map_err(|(field, message)| self.err(text, &field, message))?;
+            v.validate().map_err(|(field, message)| self.err(text, &field, message))?;
         }
         Ok(())
     }
@@ -455,14 +411,9 @@ impl Policy {
     /// Primary target name of a source.
     pub fn target_of(&self, source: &str) -> Option<&str> {
         let s = self.sources.get(source)?;
-        s.target
-            .as_deref()
-            .or(self.defaults.target.as_deref())
-            .or_else(|| {
-                (self.targets.len() == 1)
-                    .then(|| self.targets.keys().next().map(String::as_str))
-                    .flatten()
-            })
+        s.target.as_deref().or(self.defaults.target.as_deref()).or_else(|| {
+            (self.targets.len() == 1).then(|| self.targets.keys().next().map(String::as_str)).flatten()
+        })
     }
 
     /// Off-site target name of a source, if any.
@@ -473,31 +424,18 @@ impl Policy {
 
     /// Objectives of a source.
     pub fn objectives_of(&self, source: &str) -> Option<Objectives> {
-        self.sources
-            .get(source)?
-            .objectives
-            .or(self.defaults.objectives)
+        self.sources.get(source)?.objectives.or(self.defaults.objectives)
     }
 
     /// Retention of a source.
     pub fn retention_of(&self, source: &str) -> Option<Retention> {
-        self.sources
-            .get(source)?
-            .retention
-            .clone()
-            .or_else(|| self.defaults.retention.clone())
+        self.sources.get(source)?.retention.clone().or_else(|| self.defaults.retention.clone())
     }
 }
 
 fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "`{name}`: names use letters, digits, `-` and `_` only (they become object keys)"
-        ));
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("`{name}`: names use letters, digits, `-` and `_` only (they become object keys)"));
     }
     Ok(())
 }
@@ -509,12 +447,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// The key written on a 1-based line (`key = …`), or the table header.
 fn key_on_line(text: &str, line: usize) -> String {
     let l = text.lines().nth(line - 1).unwrap_or("").trim();
-    l.split('=')
-        .next()
-        .unwrap_or(l)
-        .trim()
-        .trim_matches(['[', ']'])
-        .to_string()
+    l.split('=').next().unwrap_or(l).trim().trim_matches(['[', ']']).to_string()
 }
 
 /// Best-effort line of a dotted field: the table header, then the key below it.
@@ -541,10 +474,8 @@ fn find_field_line(text: &str, field: &str) -> Option<usize> {
         }
     }
     let last = parts.last()?;
-    text.lines()
-        .position(|l| {
-            let t = l.trim_start();
-            t.starts_with(last) && t[last.len()..].trim_start().starts_with('=')
-        })
-        .map(|i| i + 1)
+    text.lines().position(|l| {
+        let t = l.trim_start();
+        t.starts_with(last) && t[last.len()..].trim_start().starts_with('=')
+    }).map(|i| i + 1)
 }

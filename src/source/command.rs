@@ -39,10 +39,7 @@ pub struct CommandSource {
 impl CommandSource {
     /// A source named `name` running `config`.
     pub fn new(name: impl Into<String>, config: CommandConfig) -> Self {
-        CommandSource {
-            name: name.into(),
-            config,
-        }
+        CommandSource { name: name.into(), config }
     }
 }
 
@@ -55,15 +52,11 @@ impl BackupSource for CommandSource {
     }
 
     async fn open(&self) -> Result<SourceStream, SourceError> {
-        let (prog, args) = self
-            .config
-            .argv
-            .split_first()
-            .ok_or_else(|| SourceError::Connect {
-                source_name: self.name.clone(),
-                message: "no command configured".into(),
-                cause: None,
-            })?;
+        let (prog, args) = self.config.argv.split_first().ok_or_else(|| SourceError::Connect {
+            source_name: self.name.clone(),
+            message: "no command configured".into(),
+            cause: None,
+        })?;
         let mut cmd = tokio::process::Command::new(prog);
         cmd.args(args)
             .envs(&self.config.env)
@@ -110,11 +103,7 @@ impl BackupSource for CommandSource {
                     source_name: name,
                     message: format!(
                         "`{prog}` exited with {status}{}",
-                        if stderr.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; its stderr ends with: {stderr}")
-                        }
+                        if stderr.is_empty() { String::new() } else { format!("; its stderr ends with: {stderr}") }
                     ),
                     class: RetryClass::Temporary,
                     cause: None,
@@ -125,9 +114,6 @@ impl BackupSource for CommandSource {
                 details: serde_json::json!({ "argv0": prog, "exit": 0 }),
             })
         });
-        Ok(SourceStream {
-            reader: Box::pin(stdout),
-            done,
-        })
+        Ok(SourceStream { reader: Box::pin(stdout), done })
     }
 }

@@ -94,11 +94,7 @@ pub trait Store: Send + Sync + Debug {
     async fn get_stream(&self, key: &str) -> Result<BoxRead, StorageError>;
 
     /// Reads a small object whole, refusing objects above `max_bytes`.
-    async fn get_small(
-        &self,
-        key: &str,
-        max_bytes: u64,
-    ) -> Result<(Bytes, ObjectMeta), StorageError>;
+    async fn get_small(&self, key: &str, max_bytes: u64) -> Result<(Bytes, ObjectMeta), StorageError>;
 
     /// Size and version of an object, `None` if absent.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError>;
@@ -111,10 +107,7 @@ pub trait Store: Send + Sync + Debug {
 
     /// Removes leftovers of interrupted writes (incomplete multipart uploads,
     /// temp files) older than `older_than`; returns how many were removed.
-    async fn cleanup_incomplete(
-        &self,
-        older_than: std::time::Duration,
-    ) -> Result<usize, StorageError>;
+    async fn cleanup_incomplete(&self, older_than: std::time::Duration) -> Result<usize, StorageError>;
 }
 
 /// Errors of a [`Store`].

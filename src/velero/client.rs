@@ -82,6 +82,10 @@ impl std::fmt::Debug for VeleroClient {
 
 impl VeleroClient {
     /// Wraps a kube client.
+    ///
+    /// (The constructors below install rustls' process-wide crypto provider, ring, if none is:
+    /// two are compiled in (the AWS SDK brings aws-lc-rs) and kube's TLS setup
+    /// panics when it cannot pick one.)
     pub fn new(client: kube::Client, namespace: impl Into<String>) -> Self {
         VeleroClient {
             client,
@@ -92,6 +96,7 @@ impl VeleroClient {
 
     /// Connects with the in-cluster service account, or `KUBECONFIG` / `~/.kube/config`.
     pub async fn connect(namespace: impl Into<String>) -> Result<Self, VeleroError> {
+        Self::ensure_crypto_provider();
         let client = kube::Client::try_default()
             .await
             .map_err(|e| VeleroError::Kube {
@@ -102,11 +107,31 @@ impl VeleroClient {
         Ok(Self::new(client, namespace))
     }
 
+    /// Connects with the current context of the kubeconfig file at `path`.
+    pub async fn from_kubeconfig(
+        path: &std::path::Path,
+        namespace: impl Into<String>,
+    ) -> Result<Self, VeleroError> {
+        let bad = |e: String| VeleroError::Invalid(format!("kubeconfig `{}`: {e}", path.display()));
+        let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| bad(e.to_string()))?;
+        Self::ensure_crypto_provider();
+        let client = kube::Client::try_from(config).map_err(|e| VeleroError::Kube {
+            what: format!("building a Kubernetes client from {}", path.display()),
+            source: Box::new(e),
+        })?;
+        Ok(Self::new(client, namespace))
+    }
+
     /// Connects to an API server at `url` without credentials (tests, `kubectl proxy`).
     pub fn from_url(url: &str, namespace: impl Into<String>) -> Result<Self, VeleroError> {
         let uri = url
             .parse()
             .map_err(|e| VeleroError::Invalid(format!("`{url}` is not a URL: {e}")))?;
+        Self::ensure_crypto_provider();
         let client =
             kube::Client::try_from(kube::Config::new(uri)).map_err(|e| VeleroError::Kube {
                 what: format!("building a Kubernetes client for {url}"),
@@ -118,6 +143,10 @@ impl VeleroClient {
     /// Velero's namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    fn ensure_crypto_provider() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 
     fn api(&self, r: Resource) -> Api<DynamicObject> {

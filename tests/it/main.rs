@@ -3,3 +3,4 @@
 //! (see `support`) and fails, saying how to install it, if one is missing.
 
 mod support;
+mod velero;

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_kube;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -20,11 +22,7 @@ pub fn repo_root() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (bound and released: the caller binds it next).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Finds a program: first `$GSDR_TEST_VENV/bin` / the repo's `.venv/bin`, then `PATH`.
@@ -81,10 +79,7 @@ impl ChildGuard {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what} ({:?}): {e}", cmd.get_program()));
-        ChildGuard {
-            child,
-            what: what.to_string(),
-        }
+        ChildGuard { child, what: what.to_string() }
     }
 
     /// Kills the process now (to simulate a crash), keeping the guard.
@@ -102,10 +97,7 @@ impl Drop for ChildGuard {
 
 /// A fresh temp dir, removed on drop.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("gsdr-test-")
-        .tempdir()
-        .unwrap()
+    tempfile::Builder::new().prefix("gsdr-test-").tempdir().unwrap()
 }
 
 /// Path of the built `gsdr` binary, for end-to-end tests.
