@@ -1,2 +1,7 @@
 //! The `gsdr` command line: parses arguments and calls into the library.
-fn main() {}
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::source::SourceMeta;
-use crate::storage::{PutCondition, Store, StorageError};
+use crate::storage::{PutCondition, StorageError, Store};
 
 /// Manifest schema version written by this build.
 pub const MANIFEST_SCHEMA: u32 = 1;
@@ -71,7 +71,10 @@ impl Manifest {
 
     /// Key of this manifest.
     pub fn manifest_key(&self) -> String {
-        format!("{}/{MANIFEST_OBJECT}", Self::dir_key(&self.source, &self.kind, &self.id))
+        format!(
+            "{}/{MANIFEST_OBJECT}",
+            Self::dir_key(&self.source, &self.kind, &self.id)
+        )
     }
 
     /// The instant RPO is measured from: the consistency point, or the dump start.
@@ -177,7 +180,10 @@ impl Catalog {
             .await?
             .into_iter()
             .find(|m| m.id == id)
-            .ok_or_else(|| CatalogError::UnknownBackup { id: id.to_string(), store: self.store.describe() })
+            .ok_or_else(|| CatalogError::UnknownBackup {
+                id: id.to_string(),
+                store: self.store.describe(),
+            })
     }
 
     /// The newest backup of `source` (of `kind` if given) whose recovery point is at or before `before`.
@@ -196,7 +202,9 @@ impl Catalog {
             .ok_or_else(|| CatalogError::NoBackup {
                 source_name: source.to_string(),
                 store: self.store.describe(),
-                detail: before.map(|t| format!(" before {}", t.to_rfc3339())).unwrap_or_default(),
+                detail: before
+                    .map(|t| format!(" before {}", t.to_rfc3339()))
+                    .unwrap_or_default(),
             })
     }
 }

@@ -96,20 +96,37 @@ fn run(
     let mut input = BufReader::with_capacity(CHUNK_BYTES / 4, input);
     let mut out = ChunkWriter::new(tx);
     let result = decrypt_into(&mut input, identities, expect, &mut out);
-    let read_so_far = input.get_ref().bytes;
     if let Err(e) = result {
-        return Err(classify_short(e, read_so_far, expect));
+        // A damaged last chunk at end-of-input on a short object is a cut, not corruption.
+        let at_eof = matches!(io::BufRead::fill_buf(&mut input), Ok(b) if b.is_empty());
+        let read = input.get_ref().bytes;
+        let short = expect.stored_bytes.is_some_and(|want| read < want);
+        let e = match e {
+            PipelineError::Corrupt { .. } if at_eof && short => PipelineError::Truncated {
+                read: 0,
+                expected: 0,
+            },
+            other => other,
+        };
+        return Err(classify_short(e, read, expect));
     }
     // Hash whatever follows age's last chunk too: the manifest hash covers the whole object.
     io::copy(&mut input, &mut io::sink()).map_err(|source| PipelineError::Io {
         stage: "reading the stored object",
         source,
     })?;
-    let Hashing { hasher, bytes: stored_bytes, .. } = input.into_inner();
+    let Hashing {
+        hasher,
+        bytes: stored_bytes,
+        ..
+    } = input.into_inner();
     let stored_sha256 = hex_digest(hasher);
     if let Some(want) = expect.stored_bytes {
         if stored_bytes < want {
-            return Err(PipelineError::Truncated { read: stored_bytes, expected: want });
+            return Err(PipelineError::Truncated {
+                read: stored_bytes,
+                expected: want,
+            });
         }
     }
     if let Some(want) = &expect.stored_sha256 {
@@ -130,8 +147,14 @@ fn run(
             });
         }
     }
-    tx.blocking_send(Msg::Done).map_err(|_| PipelineError::Closed("restore"))?;
-    Ok(DecodeStats { stored_bytes, stored_sha256, raw_bytes, raw_sha256 })
+    tx.blocking_send(Msg::Done)
+        .map_err(|_| PipelineError::Closed("restore"))?;
+    Ok(DecodeStats {
+        stored_bytes,
+        stored_sha256,
+        raw_bytes,
+        raw_sha256,
+    })
 }
 
 fn decrypt_into<R: io::BufRead>(
@@ -156,7 +179,8 @@ fn decrypt_into<R: io::BufRead>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(stream_err(e)),
         };
-        out.write_all(&buf[..n]).map_err(|_| PipelineError::Closed("restore"))?;
+        out.write_all(&buf[..n])
+            .map_err(|_| PipelineError::Closed("restore"))?;
     }
 }
 
@@ -165,26 +189,36 @@ fn decrypt_into<R: io::BufRead>(
 fn stream_err(e: io::Error) -> PipelineError {
     let msg = e.to_string();
     match e.kind() {
-        io::ErrorKind::UnexpectedEof => PipelineError::Truncated { read: 0, expected: 0 },
+        io::ErrorKind::UnexpectedEof => PipelineError::Truncated {
+            read: 0,
+            expected: 0,
+        },
         io::ErrorKind::InvalidData if msg.contains("decrypt") || msg.contains("chunk") => {
-            PipelineError::Corrupt { stage: "age", message: msg }
+            PipelineError::Corrupt {
+                stage: "age",
+                message: msg,
+            }
         }
-        io::ErrorKind::Other | io::ErrorKind::InvalidData => PipelineError::Corrupt { stage: "zstd", message: msg },
-        _ => PipelineError::Io { stage: "reading the stored object", source: e },
+        io::ErrorKind::Other | io::ErrorKind::InvalidData => PipelineError::Corrupt {
+            stage: "zstd",
+            message: msg,
+        },
+        _ => PipelineError::Io {
+            stage: "reading the stored object",
+            source: e,
+        },
     }
 }
 
-/// A failure on a short object is reported as truncation: that is what the operator must know.
+/// Fills in the byte counts of a truncation; other errors pass through.
+/// (A short object is also caught before decoding, from its stored size.)
 fn classify_short(e: PipelineError, read: u64, expect: &DecodeExpect) -> PipelineError {
-    match (expect.stored_bytes, &e) {
-        (Some(want), PipelineError::Corrupt { .. } | PipelineError::Truncated { .. }) if read < want => {
-            PipelineError::Truncated { read, expected: want }
-        }
-        (_, PipelineError::Truncated { .. }) => PipelineError::Truncated {
+    match e {
+        PipelineError::Truncated { .. } => PipelineError::Truncated {
             read,
             expected: expect.stored_bytes.unwrap_or(0),
         },
-        _ => e,
+        other => other,
     }
 }
 
@@ -198,8 +232,14 @@ fn age_err(e: age::DecryptError, expect: &DecodeExpect) -> PipelineError {
             },
         },
         age::DecryptError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
-            PipelineError::Truncated { read: 0, expected: 0 }
+            PipelineError::Truncated {
+                read: 0,
+                expected: 0,
+            }
         }
-        other => PipelineError::Corrupt { stage: "age", message: other.to_string() },
+        other => PipelineError::Corrupt {
+            stage: "age",
+            message: other.to_string(),
+        },
     }
 }

@@ -82,15 +82,17 @@ fn run(
 ) -> Result<(EncodeStats, SourceMeta), PipelineError> {
     if opts.recipients.is_empty() {
         return Err(PipelineError::Key(
-            "no age recipients configured: a backup must be encrypted to at least one public key".into(),
+            "no age recipients configured: a backup must be encrypted to at least one public key"
+                .into(),
         ));
     }
     let SourceStream { reader, done } = src;
     let mut input = SyncIoBridge::new_with_handle(reader, handle.clone());
 
     let recipients = opts.recipients.iter().map(|r| r as &dyn age::Recipient);
-    let encryptor = age::Encryptor::with_recipients(recipients)
-        .map_err(|e| PipelineError::Key(format!("cannot encrypt to the configured recipients: {e}")))?;
+    let encryptor = age::Encryptor::with_recipients(recipients).map_err(|e| {
+        PipelineError::Key(format!("cannot encrypt to the configured recipients: {e}"))
+    })?;
     let age_w = encryptor
         .wrap_output(ChunkWriter::new(tx))
         .map_err(closed_or("age"))?;
@@ -115,7 +117,10 @@ fn run(
                 drop(input);
                 return match handle.block_on(done) {
                     Err(src_err) => Err(PipelineError::Source(src_err)),
-                    Ok(_) => Err(PipelineError::Io { stage: "reading the source", source: e }),
+                    Ok(_) => Err(PipelineError::Io {
+                        stage: "reading the source",
+                        source: e,
+                    }),
                 };
             }
         };
@@ -130,7 +135,8 @@ fn run(
     let age_w = z.finish().map_err(closed_or("zstd"))?;
     let sink = age_w.finish().map_err(closed_or("age"))?;
     let (tx, stored_hasher, stored_bytes) = sink.finish().map_err(closed_or("upload"))?;
-    tx.blocking_send(Msg::Done).map_err(|_| PipelineError::Closed("upload"))?;
+    tx.blocking_send(Msg::Done)
+        .map_err(|_| PipelineError::Closed("upload"))?;
     Ok((
         EncodeStats {
             raw_bytes,

@@ -17,7 +17,11 @@ impl Identities {
 
     /// Wraps identities made in code (tests, generated keys).
     pub fn from_x25519(ids: Vec<age::x25519::Identity>) -> Self {
-        Identities(ids.into_iter().map(|i| Box::new(i) as Box<dyn age::Identity + Send + Sync>).collect())
+        Identities(
+            ids.into_iter()
+                .map(|i| Box::new(i) as Box<dyn age::Identity + Send + Sync>)
+                .collect(),
+        )
     }
 }
 
@@ -29,15 +33,22 @@ impl std::fmt::Debug for Identities {
 
 /// Parses an `age1…` recipient string.
 pub fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, PipelineError> {
-    age::x25519::Recipient::from_str(s.trim())
-        .map_err(|e| PipelineError::Key(format!("`{}` is not an age X25519 recipient: {e}", s.trim())))
+    age::x25519::Recipient::from_str(s.trim()).map_err(|e| {
+        PipelineError::Key(format!(
+            "`{}` is not an age X25519 recipient: {e}",
+            s.trim()
+        ))
+    })
 }
 
 /// Reads an identity file (as `age-keygen` writes it). The key itself never
 /// appears in an error: only the path does.
 pub fn read_identity_file(path: &Path) -> Result<Identities, PipelineError> {
     let file = std::fs::File::open(path).map_err(|e| {
-        PipelineError::Key(format!("cannot open identity file `{}`: {e}", path.display()))
+        PipelineError::Key(format!(
+            "cannot open identity file `{}`: {e}",
+            path.display()
+        ))
     })?;
     let parsed = age::IdentityFile::from_buffer(std::io::BufReader::new(file)).map_err(|_| {
         PipelineError::Key(format!(
@@ -46,10 +57,16 @@ pub fn read_identity_file(path: &Path) -> Result<Identities, PipelineError> {
         ))
     })?;
     let ids = parsed.into_identities().map_err(|_| {
-        PipelineError::Key(format!("identity file `{}` holds an unsupported identity", path.display()))
+        PipelineError::Key(format!(
+            "identity file `{}` holds an unsupported identity",
+            path.display()
+        ))
     })?;
     if ids.is_empty() {
-        return Err(PipelineError::Key(format!("identity file `{}` holds no identity", path.display())));
+        return Err(PipelineError::Key(format!(
+            "identity file `{}` holds no identity",
+            path.display()
+        )));
     }
     Ok(Identities(ids))
 }
@@ -64,7 +81,12 @@ pub fn keygen(path: &Path) -> Result<String, PipelineError> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| PipelineError::Key(format!("cannot create identity file `{}`: {e}", path.display())))?;
+        .map_err(|e| {
+            PipelineError::Key(format!(
+                "cannot create identity file `{}`: {e}",
+                path.display()
+            ))
+        })?;
     let secret = {
         use age::secrecy::ExposeSecret;
         id.to_string().expose_secret().to_string()
@@ -75,6 +97,11 @@ pub fn keygen(path: &Path) -> Result<String, PipelineError> {
     );
     f.write_all(body.as_bytes())
         .and_then(|_| f.sync_all())
-        .map_err(|e| PipelineError::Key(format!("cannot write identity file `{}`: {e}", path.display())))?;
+        .map_err(|e| {
+            PipelineError::Key(format!(
+                "cannot write identity file `{}`: {e}",
+                path.display()
+            ))
+        })?;
     Ok(recipient)
 }

@@ -47,7 +47,11 @@ pub struct Policy {
 #[serde(deny_unknown_fields)]
 pub struct Encryption {
     /// age X25519 recipients (public keys, `age1…`): typically an operations key and an offline break-glass key.
+    #[serde(default)]
     pub recipients: Vec<String>,
+    /// A file of further recipients, one per line (`#` comments allowed), e.g. a mounted ConfigMap.
+    #[serde(default)]
+    pub recipients_file: Option<PathBuf>,
     /// Identity file (private key) used to restore and verify; only needed there. A mounted secret.
     #[serde(default)]
     pub identity_file: Option<PathBuf>,
@@ -71,7 +75,10 @@ fn default_level() -> i32 {
 
 impl Default for Compression {
     fn default() -> Self {
-        Compression { level: default_level(), workers: 0 }
+        Compression {
+            level: default_level(),
+            workers: 0,
+        }
     }
 }
 
@@ -79,7 +86,9 @@ impl Compression {
     /// Worker threads to use, resolving 0 to the CPU count.
     pub fn effective_workers(&self) -> u32 {
         if self.workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1)
         } else {
             self.workers
         }
@@ -313,7 +322,9 @@ impl Policy {
             PolicyError {
                 file: path.to_path_buf(),
                 line,
-                field: line.map(|l| key_on_line(text, l)).unwrap_or_else(|| "(document)".into()),
+                field: line
+                    .map(|l| key_on_line(text, l))
+                    .unwrap_or_else(|| "(document)".into()),
                 message: e.message().to_string(),
             }
         })?;
@@ -323,12 +334,21 @@ impl Policy {
     }
 
     fn err(&self, text: &str, field: &str, message: impl Into<String>) -> PolicyError {
-        PolicyError { file: self.path.clone(), line: find_field_line(text, field), field: field.into(), message: message.into() }
+        PolicyError {
+            file: self.path.clone(),
+            line: find_field_line(text, field),
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     fn validate(&self, text: &str) -> Result<(), PolicyError> {
-        if self.encryption.recipients.is_empty() {
-            return Err(self.err(text, "encryption.recipients", "at least one age recipient (public key) is required"));
+        if self.encryption.recipients.is_empty() && self.encryption.recipients_file.is_none() {
+            return Err(self.err(
+                text,
+                "encryption.recipients",
+                "at least one age recipient (public key) is required",
+            ));
         }
         for r in &self.encryption.recipients {
             crate::pipeline::keys::parse_recipient(r)
@@ -344,13 +364,25 @@ impl Policy {
             check_name(name).map_err(|m| self.err(text, &format!("targets.{name}"), m))?;
             if let TargetConfig::S3(s) = t {
                 if s.access_key_id.is_some() != s.secret_access_key.is_some() {
-                    return Err(self.err(text, &format!("targets.{name}"), "set both access_key_id and secret_access_key, or neither"));
+                    return Err(self.err(
+                        text,
+                        &format!("targets.{name}"),
+                        "set both access_key_id and secret_access_key, or neither",
+                    ));
                 }
                 if s.part_size.0 < 5 << 20 {
-                    return Err(self.err(text, &format!("targets.{name}.part_size"), "S3 parts must be at least 5MiB"));
+                    return Err(self.err(
+                        text,
+                        &format!("targets.{name}.part_size"),
+                        "S3 parts must be at least 5MiB",
+                    ));
                 }
                 if s.upload_concurrency == 0 {
-                    return Err(self.err(text, &format!("targets.{name}.upload_concurrency"), "must be at least 1"));
+                    return Err(self.err(
+                        text,
+                        &format!("targets.{name}.upload_concurrency"),
+                        "must be at least 1",
+                    ));
                 }
             }
         }
@@ -359,7 +391,10 @@ impl Policy {
                 Some(t) if !self.targets.contains_key(t) => Err(self.err(
                     text,
                     field,
-                    format!("unknown target `{t}`; defined targets: {}", self.targets.keys().cloned().collect::<Vec<_>>().join(", ")),
+                    format!(
+                        "unknown target `{t}`; defined targets: {}",
+                        self.targets.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
                 )),
                 _ => Ok(()),
             }
@@ -367,7 +402,11 @@ impl Policy {
         check_target("defaults.target", &self.defaults.target)?;
         check_target("defaults.offsite", &self.defaults.offsite)?;
         if self.defaults.target.is_none() && self.targets.len() > 1 {
-            return Err(self.err(text, "defaults.target", "several targets are defined: name the primary one"));
+            return Err(self.err(
+                text,
+                "defaults.target",
+                "several targets are defined: name the primary one",
+            ));
         }
         for (name, s) in &self.sources {
             let f = format!("sources.{name}");
@@ -392,13 +431,21 @@ impl Policy {
                         "a `{}` source needs exactly one settings table, [{f}.{}] (found: {})",
                         s.kind.as_str(),
                         s.kind.as_str(),
-                        if present.is_empty() { "none".to_string() } else { present.join(", ") }
+                        if present.is_empty() {
+                            "none".to_string()
+                        } else {
+                            present.join(", ")
+                        }
                     ),
                 ));
             }
             if let Some(c) = &s.command {
                 if c.argv.is_empty() {
-                    return Err(self.err(text, &format!("{f}.command.argv"), "needs the program and its arguments"));
+                    return Err(self.err(
+                        text,
+                        &format!("{f}.command.argv"),
+                        "needs the program and its arguments",
+                    ));
                 }
             }
         }
@@ -408,12 +455,46 @@ impl Policy {
         Ok(())
     }
 
+    /// Every recipient: the inline ones and those of `recipients_file`.
+    pub fn recipients(&self) -> Result<Vec<String>, PolicyError> {
+        let mut out = self.encryption.recipients.clone();
+        if let Some(path) = &self.encryption.recipients_file {
+            let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+                file: self.path.clone(),
+                line: None,
+                field: "encryption.recipients_file".into(),
+                message: format!("cannot read `{}`: {e}", path.display()),
+            })?;
+            out.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string),
+            );
+        }
+        if out.is_empty() {
+            return Err(PolicyError {
+                file: self.path.clone(),
+                line: None,
+                field: "encryption.recipients".into(),
+                message: "no age recipient: a backup must be encrypted to at least one public key"
+                    .into(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Primary target name of a source.
     pub fn target_of(&self, source: &str) -> Option<&str> {
         let s = self.sources.get(source)?;
-        s.target.as_deref().or(self.defaults.target.as_deref()).or_else(|| {
-            (self.targets.len() == 1).then(|| self.targets.keys().next().map(String::as_str)).flatten()
-        })
+        s.target
+            .as_deref()
+            .or(self.defaults.target.as_deref())
+            .or_else(|| {
+                (self.targets.len() == 1)
+                    .then(|| self.targets.keys().next().map(String::as_str))
+                    .flatten()
+            })
     }
 
     /// Off-site target name of a source, if any.
@@ -424,18 +505,31 @@ impl Policy {
 
     /// Objectives of a source.
     pub fn objectives_of(&self, source: &str) -> Option<Objectives> {
-        self.sources.get(source)?.objectives.or(self.defaults.objectives)
+        self.sources
+            .get(source)?
+            .objectives
+            .or(self.defaults.objectives)
     }
 
     /// Retention of a source.
     pub fn retention_of(&self, source: &str) -> Option<Retention> {
-        self.sources.get(source)?.retention.clone().or_else(|| self.defaults.retention.clone())
+        self.sources
+            .get(source)?
+            .retention
+            .clone()
+            .or_else(|| self.defaults.retention.clone())
     }
 }
 
 fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(format!("`{name}`: names use letters, digits, `-` and `_` only (they become object keys)"));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "`{name}`: names use letters, digits, `-` and `_` only (they become object keys)"
+        ));
     }
     Ok(())
 }
@@ -447,7 +541,12 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// The key written on a 1-based line (`key = …`), or the table header.
 fn key_on_line(text: &str, line: usize) -> String {
     let l = text.lines().nth(line - 1).unwrap_or("").trim();
-    l.split('=').next().unwrap_or(l).trim().trim_matches(['[', ']']).to_string()
+    l.split('=')
+        .next()
+        .unwrap_or(l)
+        .trim()
+        .trim_matches(['[', ']'])
+        .to_string()
 }
 
 /// Best-effort line of a dotted field: the table header, then the key below it.
@@ -474,8 +573,48 @@ fn find_field_line(text: &str, field: &str) -> Option<usize> {
         }
     }
     let last = parts.last()?;
-    text.lines().position(|l| {
-        let t = l.trim_start();
-        t.starts_with(last) && t[last.len()..].trim_start().starts_with('=')
-    }).map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.starts_with(last) && t[last.len()..].trim_start().starts_with('=')
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped policy parses and validates.
+    #[test]
+    fn every_policy_file_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Policy::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "policies/ holds the production and local policies");
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let text = "name = \"x\"\n[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\nrecipientz = []\n[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n";
+        let e = Policy::parse(text, Path::new("p.toml")).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert_eq!(e.field, "recipientz");
+        assert!(e.to_string().starts_with("p.toml:4: recipientz:"), "{e}");
+    }
+
+    #[test]
+    fn source_needs_its_engine_table() {
+        let text = "name = \"x\"\n[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n[sources.s]\nkind = \"command\"\n";
+        let e = Policy::parse(text, Path::new("p.toml")).unwrap_err();
+        assert_eq!(e.field, "sources.s.kind");
+        assert_eq!(e.line, Some(8));
+        assert!(e.message.contains("[sources.s.command]"), "{e}");
+    }
 }

@@ -17,7 +17,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let s = String::deserialize(d)?;
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
-            .map_err(|e| de::Error::custom(format!("`{s}` is not a duration like \"30s\", \"6h\" or \"30d\": {e}")))
+            .map_err(|e| {
+                de::Error::custom(format!(
+                    "`{s}` is not a duration like \"30s\", \"6h\" or \"30d\": {e}"
+                ))
+            })
     }
 }
 
@@ -37,7 +41,9 @@ impl FromStr for ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size like \"64MiB\""))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size like \"64MiB\""))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" | "kB" => 1_000,
@@ -48,9 +54,15 @@ impl FromStr for ByteSize {
             "GiB" => 1 << 30,
             "TB" => 1_000_000_000_000,
             "TiB" => 1 << 40,
-            other => return Err(format!("`{s}`: unknown size unit `{other}` (use B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB)")),
+            other => {
+                return Err(format!(
+                "`{s}`: unknown size unit `{other}` (use B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB)"
+            ))
+            }
         };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("`{s}` is too large"))
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{s}` is too large"))
     }
 }
 
@@ -89,10 +101,18 @@ impl FromStr for CronSchedule {
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
         let fields = t.split_whitespace().count();
-        let expr = if !t.starts_with('@') && fields == 5 { format!("0 {t}") } else { t.to_string() };
-        let schedule = cron::Schedule::from_str(&expr)
-            .map_err(|e| format!("`{s}` is not a cron schedule (5 fields: minute hour day month weekday): {e}"))?;
-        Ok(CronSchedule { text: t.to_string(), schedule })
+        let expr = if !t.starts_with('@') && fields == 5 {
+            format!("0 {t}")
+        } else {
+            t.to_string()
+        };
+        let schedule = cron::Schedule::from_str(&expr).map_err(|e| {
+            format!("`{s}` is not a cron schedule (5 fields: minute hour day month weekday): {e}")
+        })?;
+        Ok(CronSchedule {
+            text: t.to_string(),
+            schedule,
+        })
     }
 }
 
@@ -179,7 +199,9 @@ impl<'de> Deserialize<'de> for SecretRef {
                 let mut out = None;
                 while let Some(k) = map.next_key::<String>()? {
                     if out.is_some() {
-                        return Err(de::Error::custom("a secret reference takes exactly one of `env` or `file`"));
+                        return Err(de::Error::custom(
+                            "a secret reference takes exactly one of `env` or `file`",
+                        ));
                     }
                     out = Some(match k.as_str() {
                         "env" => SecretRef::Env(map.next_value()?),
@@ -216,6 +238,9 @@ mod tests {
 
     #[test]
     fn secret_debug_is_redacted() {
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret(<redacted>)"
+        );
     }
 }

@@ -39,7 +39,29 @@ pub struct CommandSource {
 impl CommandSource {
     /// A source named `name` running `config`.
     pub fn new(name: impl Into<String>, config: CommandConfig) -> Self {
-        CommandSource { name: name.into(), config }
+        CommandSource {
+            name: name.into(),
+            config,
+        }
+    }
+}
+
+/// Checks that the program exists (on `PATH` or as a path).
+pub fn probe(name: &str, c: &CommandConfig) -> Result<(), crate::Error> {
+    let prog = c.argv.first().map(String::as_str).unwrap_or("");
+    let found = if prog.contains('/') {
+        std::path::Path::new(prog).is_file()
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+            .unwrap_or(false)
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(crate::Error::Invalid(format!(
+            "source `{name}`: program `{prog}` not found on PATH"
+        )))
     }
 }
 
@@ -52,11 +74,15 @@ impl BackupSource for CommandSource {
     }
 
     async fn open(&self) -> Result<SourceStream, SourceError> {
-        let (prog, args) = self.config.argv.split_first().ok_or_else(|| SourceError::Connect {
-            source_name: self.name.clone(),
-            message: "no command configured".into(),
-            cause: None,
-        })?;
+        let (prog, args) = self
+            .config
+            .argv
+            .split_first()
+            .ok_or_else(|| SourceError::Connect {
+                source_name: self.name.clone(),
+                message: "no command configured".into(),
+                cause: None,
+            })?;
         let mut cmd = tokio::process::Command::new(prog);
         cmd.args(args)
             .envs(&self.config.env)
@@ -103,7 +129,11 @@ impl BackupSource for CommandSource {
                     source_name: name,
                     message: format!(
                         "`{prog}` exited with {status}{}",
-                        if stderr.is_empty() { String::new() } else { format!("; its stderr ends with: {stderr}") }
+                        if stderr.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; its stderr ends with: {stderr}")
+                        }
                     ),
                     class: RetryClass::Temporary,
                     cause: None,
@@ -114,6 +144,9 @@ impl BackupSource for CommandSource {
                 details: serde_json::json!({ "argv0": prog, "exit": 0 }),
             })
         });
-        Ok(SourceStream { reader: Box::pin(stdout), done })
+        Ok(SourceStream {
+            reader: Box::pin(stdout),
+            done,
+        })
     }
 }

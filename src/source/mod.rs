@@ -118,3 +118,69 @@ impl SourceError {
         }
     }
 }
+
+/// What the operator asked a restore to do; each engine uses the fields that
+/// apply to it and refuses the others with a clear error.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    /// Write the raw stream (decrypted, decompressed) to this file; `-` is stdout.
+    pub to_file: Option<std::path::PathBuf>,
+    /// Restore into this running server (Mongo URI, Redis URL).
+    pub to_uri: Option<String>,
+    /// Restore into this directory (PostgreSQL data directory).
+    pub to_dir: Option<std::path::PathBuf>,
+    /// Namespace pattern to rename from (`db.*`).
+    pub ns_from: Option<String>,
+    /// Namespace pattern to rename to (`drill_db.*`).
+    pub ns_to: Option<String>,
+    /// Replace existing data (Mongo `--drop`, Redis `--flush`, a non-empty directory).
+    pub replace: bool,
+    /// Do not ask for confirmation.
+    pub yes: bool,
+    /// Point-in-time target.
+    pub target_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// LSN target (PostgreSQL).
+    pub target_lsn: Option<String>,
+    /// Recover to the newest point available.
+    pub latest: bool,
+}
+
+/// Builds the source named `name` from its policy settings.
+pub fn open_source(
+    name: &str,
+    cfg: &crate::policy::SourceConfig,
+) -> Result<Box<dyn BackupSource>, crate::Error> {
+    use crate::policy::Engine;
+    match cfg.kind {
+        Engine::Command => {
+            let c = cfg.command.clone().ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "source `{name}` has no [sources.{name}.command] table"
+                ))
+            })?;
+            Ok(Box::new(command::CommandSource::new(name, c)))
+        }
+        other => Err(crate::Error::NotSupported(format!(
+            "backups of `{}` sources (source `{name}`)",
+            other.as_str()
+        ))),
+    }
+}
+
+/// Checks that the source named `name` can be reached (`gsdr policy check --connect`).
+pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), crate::Error> {
+    use crate::policy::Engine;
+    match cfg.kind {
+        Engine::Command => {
+            let c = cfg
+                .command
+                .as_ref()
+                .ok_or_else(|| crate::Error::Invalid(format!("source `{name}` has no command")))?;
+            command::probe(name, c)
+        }
+        other => Err(crate::Error::NotSupported(format!(
+            "connection checks of `{}` sources",
+            other.as_str()
+        ))),
+    }
+}

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{BoxRead, ObjectMeta, PutCondition, PutOptions, PutResult, Store, StorageError};
+use super::{BoxRead, ObjectMeta, PutCondition, PutOptions, PutResult, StorageError, Store};
 use crate::error::RetryClass;
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -36,7 +36,11 @@ impl FsStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
-        if key.is_empty() || key.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with(TMP_PREFIX)) {
+        if key.is_empty()
+            || key
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with(TMP_PREFIX))
+        {
             return Err(StorageError::Config {
                 store: self.describe(),
                 message: format!("invalid object key `{key}`"),
@@ -47,33 +51,56 @@ impl FsStore {
 
     fn io(&self, op: &'static str, key: &str, e: std::io::Error) -> StorageError {
         if e.kind() == std::io::ErrorKind::NotFound {
-            return StorageError::NotFound { store: self.describe(), key: key.to_string() };
+            return StorageError::NotFound {
+                store: self.describe(),
+                key: key.to_string(),
+            };
         }
         // A full disk or a read-only mount does not heal by retrying at once.
         let class = match e.raw_os_error() {
             Some(28) | Some(30) | Some(13) => RetryClass::Permanent,
             _ => RetryClass::Temporary,
         };
-        StorageError::Io { op, store: self.describe(), key: key.to_string(), class, source: Box::new(e) }
+        StorageError::Io {
+            op,
+            store: self.describe(),
+            key: key.to_string(),
+            class,
+            source: Box::new(e),
+        }
     }
 
     fn tmp_path(dest: &Path) -> PathBuf {
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let rnd: u64 = rand::random();
         dest.with_file_name(format!("{TMP_PREFIX}{rnd:016x}-{name}"))
     }
 
-    async fn commit(&self, key: &str, tmp: &Path, dest: &Path, if_absent: bool) -> Result<(), StorageError> {
+    async fn commit(
+        &self,
+        key: &str,
+        tmp: &Path,
+        dest: &Path,
+        if_absent: bool,
+    ) -> Result<(), StorageError> {
         let res = if if_absent {
             tokio::fs::hard_link(tmp, dest).await.map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    StorageError::PreconditionFailed { store: self.describe(), key: key.to_string() }
+                    StorageError::PreconditionFailed {
+                        store: self.describe(),
+                        key: key.to_string(),
+                    }
                 } else {
                     self.io("commit", key, e)
                 }
             })
         } else {
-            tokio::fs::rename(tmp, dest).await.map_err(|e| self.io("commit", key, e))
+            tokio::fs::rename(tmp, dest)
+                .await
+                .map_err(|e| self.io("commit", key, e))
         };
         let _ = tokio::fs::remove_file(tmp).await;
         res?;
@@ -83,6 +110,17 @@ impl FsStore {
             }
         }
         Ok(())
+    }
+
+    /// Removes now-empty folders above `path` up to the root, so listings stay cheap.
+    async fn prune_empty_dirs(&self, path: &Path) {
+        let mut dir = path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == self.root || tokio::fs::remove_dir(&d).await.is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
     }
 
     async fn meta(&self, key: &str, path: &Path) -> Result<Option<ObjectMeta>, StorageError> {
@@ -121,23 +159,32 @@ impl Store for FsStore {
     ) -> Result<PutResult, StorageError> {
         let dest = self.path(key)?;
         if let Some(dir) = dest.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| self.io("create folder for", key, e))?;
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| self.io("create folder for", key, e))?;
         }
         let tmp = Self::tmp_path(&dest);
         let result = async {
-            let mut f = tokio::fs::File::create(&tmp).await.map_err(|e| self.io("create", key, e))?;
+            let mut f = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| self.io("create", key, e))?;
             let mut buf = vec![0u8; crate::pipeline::CHUNK_BYTES];
             let mut size = 0u64;
             loop {
-                let n = body.read(&mut buf).await.map_err(|source| StorageError::Body {
-                    store: self.describe(),
-                    key: key.to_string(),
-                    source,
-                })?;
+                let n = body
+                    .read(&mut buf)
+                    .await
+                    .map_err(|source| StorageError::Body {
+                        store: self.describe(),
+                        key: key.to_string(),
+                        source,
+                    })?;
                 if n == 0 {
                     break;
                 }
-                f.write_all(&buf[..n]).await.map_err(|e| self.io("write", key, e))?;
+                f.write_all(&buf[..n])
+                    .await
+                    .map_err(|e| self.io("write", key, e))?;
                 size += n as u64;
             }
             f.sync_all().await.map_err(|e| self.io("sync", key, e))?;
@@ -149,49 +196,80 @@ impl Store for FsStore {
         match result {
             Ok(size) => {
                 let meta = self.meta(key, &dest).await?;
-                Ok(PutResult { size, etag: meta.and_then(|m| m.etag) })
+                Ok(PutResult {
+                    size,
+                    etag: meta.and_then(|m| m.etag),
+                })
             }
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
+                self.prune_empty_dirs(&dest).await;
                 Err(e)
             }
         }
     }
 
-    async fn put_small(&self, key: &str, body: Bytes, cond: PutCondition) -> Result<PutResult, StorageError> {
+    async fn put_small(
+        &self,
+        key: &str,
+        body: Bytes,
+        cond: PutCondition,
+    ) -> Result<PutResult, StorageError> {
         let dest = self.path(key)?;
         if let PutCondition::IfMatch(etag) = &cond {
             // Not atomic against a concurrent writer on the same folder; the S3 store is.
             let cur = self.meta(key, &dest).await?;
             if cur.and_then(|m| m.etag).as_deref() != Some(etag.as_str()) {
-                return Err(StorageError::PreconditionFailed { store: self.describe(), key: key.to_string() });
+                return Err(StorageError::PreconditionFailed {
+                    store: self.describe(),
+                    key: key.to_string(),
+                });
             }
         }
         let mut reader: &[u8] = &body;
         self.put_stream(
             key,
             &mut reader,
-            PutOptions { size_hint: Some(body.len() as u64), if_absent: cond == PutCondition::IfAbsent },
+            PutOptions {
+                size_hint: Some(body.len() as u64),
+                if_absent: cond == PutCondition::IfAbsent,
+            },
         )
         .await
     }
 
     async fn get_stream(&self, key: &str) -> Result<BoxRead, StorageError> {
         let path = self.path(key)?;
-        let f = tokio::fs::File::open(&path).await.map_err(|e| self.io("get", key, e))?;
+        let f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| self.io("get", key, e))?;
         Ok(Box::pin(tokio::io::BufReader::with_capacity(256 * 1024, f)))
     }
 
-    async fn get_small(&self, key: &str, max_bytes: u64) -> Result<(Bytes, ObjectMeta), StorageError> {
+    async fn get_small(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<(Bytes, ObjectMeta), StorageError> {
         let path = self.path(key)?;
         let meta = self
             .meta(key, &path)
             .await?
-            .ok_or_else(|| StorageError::NotFound { store: self.describe(), key: key.to_string() })?;
+            .ok_or_else(|| StorageError::NotFound {
+                store: self.describe(),
+                key: key.to_string(),
+            })?;
         if meta.size > max_bytes {
-            return Err(StorageError::TooLarge { store: self.describe(), key: key.to_string(), size: meta.size, max: max_bytes });
+            return Err(StorageError::TooLarge {
+                store: self.describe(),
+                key: key.to_string(),
+                size: meta.size,
+                max: max_bytes,
+            });
         }
-        let data = tokio::fs::read(&path).await.map_err(|e| self.io("get", key, e))?;
+        let data = tokio::fs::read(&path)
+            .await
+            .map_err(|e| self.io("get", key, e))?;
         Ok((Bytes::from(data), meta))
     }
 
@@ -233,14 +311,7 @@ impl Store for FsStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(self.io("delete", key, e)),
         }
-        // Prune now-empty folders up to the root so listings stay cheap.
-        let mut dir = path.parent().map(Path::to_path_buf);
-        while let Some(d) = dir {
-            if d == self.root || tokio::fs::remove_dir(&d).await.is_err() {
-                break;
-            }
-            dir = d.parent().map(Path::to_path_buf);
-        }
+        self.prune_empty_dirs(&path).await;
         Ok(())
     }
 
@@ -277,7 +348,11 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std
             continue;
         }
         let path = entry.path();
-        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace('\\', "/");
         let ft = entry.file_type()?;
         if ft.is_dir() {
             let as_dir = format!("{rel}/");

@@ -94,7 +94,11 @@ pub trait Store: Send + Sync + Debug {
     async fn get_stream(&self, key: &str) -> Result<BoxRead, StorageError>;
 
     /// Reads a small object whole, refusing objects above `max_bytes`.
-    async fn get_small(&self, key: &str, max_bytes: u64) -> Result<(Bytes, ObjectMeta), StorageError>;
+    async fn get_small(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<(Bytes, ObjectMeta), StorageError>;
 
     /// Size and version of an object, `None` if absent.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError>;
@@ -107,7 +111,15 @@ pub trait Store: Send + Sync + Debug {
 
     /// Removes leftovers of interrupted writes (incomplete multipart uploads,
     /// temp files) older than `older_than`; returns how many were removed.
-    async fn cleanup_incomplete(&self, older_than: std::time::Duration) -> Result<usize, StorageError>;
+    async fn cleanup_incomplete(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<usize, StorageError>;
+
+    /// Checks the target is reachable and usable (`gsdr policy check --connect`).
+    async fn probe(&self) -> Result<(), StorageError> {
+        self.list("gsdr-probe/").await.map(|_| ())
+    }
 }
 
 /// Errors of a [`Store`].
@@ -204,5 +216,19 @@ impl StorageError {
     /// True for [`StorageError::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+/// Opens the target `name` described by `cfg`.
+pub async fn open_target(
+    name: &str,
+    cfg: &crate::policy::TargetConfig,
+) -> Result<std::sync::Arc<dyn Store>, StorageError> {
+    match cfg {
+        crate::policy::TargetConfig::Fs(f) => Ok(std::sync::Arc::new(fs::FsStore::new(&f.path)?)),
+        crate::policy::TargetConfig::S3(_) => Err(StorageError::Config {
+            store: format!("target `{name}`"),
+            message: "S3 targets are not supported yet".into(),
+        }),
     }
 }

@@ -22,7 +22,11 @@ pub fn repo_root() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (bound and released: the caller binds it next).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Finds a program: first `$GSDR_TEST_VENV/bin` / the repo's `.venv/bin`, then `PATH`.
@@ -79,7 +83,10 @@ impl ChildGuard {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what} ({:?}): {e}", cmd.get_program()));
-        ChildGuard { child, what: what.to_string() }
+        ChildGuard {
+            child,
+            what: what.to_string(),
+        }
     }
 
     /// Kills the process now (to simulate a crash), keeping the guard.
@@ -97,7 +104,10 @@ impl Drop for ChildGuard {
 
 /// A fresh temp dir, removed on drop.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("gsdr-test-").tempdir().unwrap()
+    tempfile::Builder::new()
+        .prefix("gsdr-test-")
+        .tempdir()
+        .unwrap()
 }
 
 /// Path of the built `gsdr` binary, for end-to-end tests.

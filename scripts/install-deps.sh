@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything gsdr's demo, tests and benchmarks need, idempotently:
+# Debian packages (servers and tools) and a Python venv in .venv with the
+# S3 and MongoDB test servers. Safe to run again; quick when all is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+# --- Debian packages -------------------------------------------------------
+# redis-server: Redis tests; age, zstd: benchmarks compare against the CLIs;
+# mold: fast linking; pgbackrest: the PostgreSQL benchmark;
+# postgresql-15: the machine normally ships it (/usr/lib/postgresql/15/bin).
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v age >/dev/null 2>&1 || need_apt+=(age)
+command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+command -v mold >/dev/null 2>&1 || need_apt+=(mold)
+command -v pgbackrest >/dev/null 2>&1 || need_apt+=(pgbackrest)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
+[ -x /usr/bin/time ] || need_apt+=(time)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+    log "missing Debian packages: ${need_apt[*]} (run as root or install them)"; exit 1
+  fi
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  log "apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # The Debian redis package starts a system instance; tests start their own.
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+  $SUDO service redis-server stop >/dev/null 2>&1 || true
+fi
+
+# --- Python venv: moto (S3) and nx-27017 (MongoDB wire protocol) -----------
+# moto is pinned: 5.2.x answers GetBucketVersioning and ListParts in XML the
+# Rust SDK cannot parse (docs/ARCHITECTURE.md).
+VENV="${GSDR_TEST_VENV:-$PWD/.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import moto, sys; sys.exit(0 if moto.__version__ == "5.1.22" else 1)' 2>/dev/null \
+   || [ ! -x "$VENV/bin/nx-27017" ]; then
+  log "pip install moto[server]==5.1.22 nx-27017"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==5.1.22" nx-27017
+fi
+log "ok"

@@ -1,0 +1,65 @@
+//! `gsdr list`: committed backups.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::output::{bytes, emit};
+use super::{Ctx, Outcome};
+
+/// Arguments of `gsdr list`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this source.
+    #[arg(long, short = 's', value_name = "NAME")]
+    source: Option<String>,
+    /// Read this target instead of each source's primary target (e.g. the off-site one).
+    #[arg(long, value_name = "TARGET")]
+    target: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Listing {
+    backups: Vec<gsdr::catalog::Manifest>,
+}
+
+/// Runs `gsdr list`.
+pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
+    let env = ctx.env()?;
+    let targets: BTreeSet<String> = match (&args.target, &args.source) {
+        (Some(t), _) => [t.clone()].into(),
+        (None, Some(s)) => [env.primary_target_name(s)?].into(),
+        (None, None) => env
+            .policy
+            .sources
+            .keys()
+            .filter_map(|s| env.policy.target_of(s).map(str::to_string))
+            .collect(),
+    };
+    let mut backups = Vec::new();
+    for t in targets {
+        let cat = env.catalog(&t).await?;
+        backups.extend(cat.list(args.source.as_deref()).await?);
+    }
+    backups.sort_by(|a, b| (&a.source, a.started_at).cmp(&(&b.source, b.started_at)));
+    emit(ctx.json, &Listing { backups }, |l| {
+        let mut s = format!(
+            "{:<20} {:<26} {:<8} {:>10} {:>10}  {}\n",
+            "SOURCE", "ID", "KIND", "RAW", "STORED", "RECOVERY POINT"
+        );
+        for m in &l.backups {
+            s += &format!(
+                "{:<20} {:<26} {:<8} {:>10} {:>10}  {}\n",
+                m.source,
+                m.id,
+                m.kind,
+                bytes(m.raw_bytes),
+                bytes(m.stored_bytes),
+                m.recovery_point()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
+        s
+    })?;
+    Ok(Outcome::Ok)
+}

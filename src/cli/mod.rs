@@ -1,0 +1,188 @@
+//! CLI wiring: clap definitions, logging, exit codes, and one module per subcommand.
+//!
+//! Exit codes: 0 ok; 1 a check, verification or drill failed its target;
+//! 2 an error (bad input, unreachable server, not supported yet).
+//! Data goes to stdout (`--json` for machines), logs and progress to stderr.
+
+mod backup;
+mod keygen;
+mod list;
+mod output;
+mod policy_cmd;
+mod progress;
+mod restore;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use gsdr::job::Env;
+use gsdr::policy::Policy;
+
+/// gsdr: streaming, compressed, encrypted backups to S3, and recovery drills that measure RTO and RPO.
+#[derive(Debug, Parser)]
+#[command(name = "gsdr", version, about, long_about = None)]
+pub struct Cli {
+    /// Policy file (TOML).
+    #[arg(long, global = true, env = "GSDR_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// age identity file (private key) for restore and verify; overrides the policy's `encryption.identity_file`.
+    #[arg(long, global = true, env = "GSDR_IDENTITY_FILE", value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less logging (-q warnings only, -qq errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    quiet: u8,
+    /// Log format on stderr (auto: text on a terminal, JSON otherwise).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Back up sources of the policy now (all of them unless --source is given).
+    Backup(backup::Args),
+    /// List committed backups.
+    List(list::Args),
+    /// Stream a backup back and check it: size, SHA-256, decryption, decompression.
+    Verify(verify::Args),
+    /// Restore a backup.
+    Restore(restore::Args),
+    /// Check a policy file.
+    Policy(policy_cmd::Args),
+    /// Create an age identity file (private key, mode 0600) and print its recipient (public key).
+    Keygen(keygen::Args),
+}
+
+/// What a subcommand concluded.
+pub enum Outcome {
+    /// Everything passed.
+    Ok,
+    /// A check failed (exit 1).
+    CheckFailed,
+}
+
+/// Runs the CLI and maps the result to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let ctx = Ctx {
+        json: cli.json,
+        quiet: cli.quiet > 0,
+        policy: cli.policy.clone(),
+        identity: cli.identity.clone(),
+    };
+    match cli.command {
+        Command::Backup(a) => backup::run(&ctx, a).await,
+        Command::List(a) => list::run(&ctx, a).await,
+        Command::Verify(a) => verify::run(&ctx, a).await,
+        Command::Restore(a) => restore::run(&ctx, a).await,
+        Command::Policy(a) => policy_cmd::run(&ctx, a).await,
+        Command::Keygen(a) => keygen::run(&ctx, a),
+    }
+}
+
+/// Global options every subcommand sees.
+pub struct Ctx {
+    /// `--json`.
+    pub json: bool,
+    /// `-q` given.
+    pub quiet: bool,
+    policy: Option<PathBuf>,
+    identity: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// Loads the policy named by `--policy` / `GSDR_POLICY`.
+    pub fn load_policy(&self) -> anyhow::Result<Policy> {
+        let path = self
+            .policy
+            .as_ref()
+            .context("no policy file: pass --policy FILE or set GSDR_POLICY")?;
+        Ok(Policy::load(path)?)
+    }
+
+    /// The job environment for the policy.
+    pub fn env(&self) -> anyhow::Result<Env> {
+        let mut env = Env::new(self.load_policy()?);
+        env.identity_file = self.identity.clone();
+        Ok(env)
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let level = match (cli.verbose, cli.quiet) {
+        (0, 0) => "info",
+        (1, _) => "debug",
+        (v, _) if v >= 2 => "trace",
+        (_, 1) => "warn",
+        _ => "error",
+    };
+    let filter = EnvFilter::try_from_env("GSDR_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!("{level},aws_config=warn,aws_smithy_runtime=warn,aws_sdk_s3=warn,hyper=warn,mongodb=warn,kube=warn"))
+    });
+    let json = match cli.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.with_target(false).init();
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

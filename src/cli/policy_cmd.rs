@@ -1,0 +1,93 @@
+//! `gsdr policy check [--connect]`.
+
+use serde::Serialize;
+
+use super::output::emit;
+use super::{Ctx, Outcome};
+
+/// Arguments of `gsdr policy`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Validate the policy; with --connect also reach every target and server.
+    Check {
+        /// Also reach every target (and server) and say which fail.
+        #[arg(long)]
+        connect: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct Report {
+    policy: String,
+    valid: bool,
+    sources: Vec<String>,
+    targets: Vec<String>,
+    checks: Vec<Check>,
+}
+
+#[derive(Serialize)]
+struct Check {
+    what: String,
+    ok: bool,
+    error: Option<String>,
+}
+
+/// Runs `gsdr policy …`.
+pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
+    let Cmd::Check { connect } = args.cmd;
+    let env = ctx.env()?;
+    let p = &env.policy;
+    env.encode_options()?;
+    let mut report = Report {
+        policy: p.path.display().to_string(),
+        valid: true,
+        sources: p.sources.keys().cloned().collect(),
+        targets: p.targets.keys().cloned().collect(),
+        checks: Vec::new(),
+    };
+    if connect {
+        for t in p.targets.keys() {
+            let res = async { env.store(t).await?.probe().await.map_err(gsdr::Error::from) }.await;
+            report.checks.push(Check {
+                what: format!("target {t}"),
+                ok: res.is_ok(),
+                error: res.err().map(|e| e.to_string()),
+            });
+        }
+        for s in p.sources.keys() {
+            let res = gsdr::source::probe(s, &p.sources[s]).await;
+            report.checks.push(Check {
+                what: format!("source {s}"),
+                ok: res.is_ok(),
+                error: res.err().map(|e| e.to_string()),
+            });
+        }
+    }
+    let failed = report.checks.iter().any(|c| !c.ok);
+    emit(ctx.json, &report, |r| {
+        let mut s = format!(
+            "policy {} is valid: {} sources, {} targets\n",
+            r.policy,
+            r.sources.len(),
+            r.targets.len()
+        );
+        for c in &r.checks {
+            match &c.error {
+                None => s += &format!("ok      {}\n", c.what),
+                Some(e) => s += &format!("FAILED  {}: {e}\n", c.what),
+            }
+        }
+        s
+    })?;
+    Ok(if failed {
+        Outcome::CheckFailed
+    } else {
+        Outcome::Ok
+    })
+}

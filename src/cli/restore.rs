@@ -1,0 +1,133 @@
+//! `gsdr restore`: a backup back into a file, a server or a directory.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
+use super::output::{bytes, emit};
+use super::{progress, Ctx, Outcome};
+use gsdr::source::RestoreRequest;
+
+/// Arguments of `gsdr restore`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Backup id (see `gsdr list`); default: the newest restorable backup of --source.
+    #[arg(long = "backup", value_name = "ID")]
+    backup: Option<String>,
+    /// Backup id, positionally.
+    #[arg(value_name = "ID", conflicts_with = "backup")]
+    id: Option<String>,
+    /// Source to restore (required without an id).
+    #[arg(long, short = 's', value_name = "NAME")]
+    source: Option<String>,
+    /// Read from this target instead of the source's primary target (e.g. the off-site copy).
+    #[arg(long, value_name = "TARGET")]
+    target: Option<String>,
+    /// Write the raw stream (decrypted, decompressed) to FILE; `-` for stdout.
+    #[arg(long, value_name = "FILE")]
+    to_file: Option<PathBuf>,
+    /// Restore into this running server (Mongo URI, Redis URL).
+    #[arg(long = "to", value_name = "URI")]
+    to_uri: Option<String>,
+    /// Restore into this directory (PostgreSQL data directory).
+    #[arg(long, value_name = "DIR")]
+    to_dir: Option<PathBuf>,
+    /// Rename namespaces from this pattern (`db.*`).
+    #[arg(long, value_name = "PATTERN")]
+    ns_from: Option<String>,
+    /// Rename namespaces to this pattern (`drill_db.*`).
+    #[arg(long, value_name = "PATTERN")]
+    ns_to: Option<String>,
+    /// Replace what is there: drop target collections, flush a Redis target, overwrite a file, use a non-empty directory.
+    #[arg(long, visible_aliases = ["drop", "flush", "force"])]
+    replace: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Point-in-time target (RFC 3339, e.g. 2026-11-29T01:45:00Z).
+    #[arg(long, value_name = "TIME")]
+    target_time: Option<DateTime<Utc>>,
+    /// LSN target (PostgreSQL).
+    #[arg(long, value_name = "LSN")]
+    target_lsn: Option<String>,
+    /// Recover to the newest point available.
+    #[arg(long)]
+    latest: bool,
+}
+
+/// Runs `gsdr restore`.
+pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
+    let env = ctx.env()?;
+    let id = args.backup.clone().or(args.id.clone());
+    let req = RestoreRequest {
+        to_file: args.to_file.clone(),
+        to_uri: args.to_uri.clone(),
+        to_dir: args.to_dir.clone(),
+        ns_from: args.ns_from.clone(),
+        ns_to: args.ns_to.clone(),
+        replace: args.replace,
+        yes: args.yes,
+        target_time: args.target_time,
+        target_lsn: args.target_lsn.clone(),
+        latest: args.latest,
+    };
+    // Find the backup: by id (searching the named or every primary target), or newest of a source.
+    let (catalog, manifest) = match (&id, &args.source) {
+        (Some(id), _) => {
+            let targets: Vec<String> = match (&args.target, &args.source) {
+                (Some(t), _) => vec![t.clone()],
+                (None, Some(s)) => vec![env.primary_target_name(s)?],
+                (None, None) => {
+                    let mut t: Vec<String> = env
+                        .policy
+                        .sources
+                        .keys()
+                        .filter_map(|s| env.policy.target_of(s).map(str::to_string))
+                        .collect();
+                    t.sort();
+                    t.dedup();
+                    t
+                }
+            };
+            let mut found = None;
+            for t in targets {
+                let cat = env.catalog(&t).await?;
+                if let Ok(m) = cat.find(id).await {
+                    found = Some((cat, m));
+                    break;
+                }
+            }
+            found
+                .with_context(|| format!("no backup `{id}` found; `gsdr list` shows the backups"))?
+        }
+        (None, Some(s)) => {
+            let target = match &args.target {
+                Some(t) => t.clone(),
+                None => env.primary_target_name(s)?,
+            };
+            let cat = env.catalog(&target).await?;
+            let m = cat.newest_before(s, None, args.target_time).await?;
+            (cat, m)
+        }
+        (None, None) => anyhow::bail!("name a backup id or --source"),
+    };
+    let progress = progress::for_terminal(ctx.quiet || ctx.json);
+    let outcome = gsdr::job::restore(&env, &catalog, &manifest, &req, progress.as_ref()).await?;
+    if req.to_file.as_deref() == Some(std::path::Path::new("-")) {
+        // stdout carries the data: the summary goes to the log.
+        tracing::info!(event = "restore_finished", id = %outcome.id, bytes = outcome.raw_bytes);
+        return Ok(Outcome::Ok);
+    }
+    emit(ctx.json, &outcome, |o| {
+        format!(
+            "restored {} ({}) to {}: {} in {:.1}s\n",
+            o.id,
+            o.source,
+            o.destination,
+            bytes(o.raw_bytes),
+            o.duration_secs
+        )
+    })?;
+    Ok(Outcome::Ok)
+}

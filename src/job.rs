@@ -1,1 +1,0 @@
-//! Jobs: backup, verify, restore.

@@ -1,0 +1,166 @@
+//! The environment jobs run in: the policy, its opened targets and its keys.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::catalog::{Catalog, Manifest, DATA_OBJECT};
+use crate::error::{Error, Result};
+use crate::pipeline::keys::{self, Identities};
+use crate::pipeline::{self, DecodeExpect, Decoded, EncodeOptions, PipelineError};
+use crate::policy::Policy;
+use crate::storage::{self, Store};
+
+/// A policy with its targets opened lazily and cached.
+#[derive(Debug)]
+pub struct Env {
+    /// The policy.
+    pub policy: Arc<Policy>,
+    /// Overrides `encryption.identity_file` (`--identity`).
+    pub identity_file: Option<PathBuf>,
+    stores: Mutex<HashMap<String, Arc<dyn Store>>>,
+}
+
+impl Env {
+    /// An environment for `policy`.
+    pub fn new(policy: Policy) -> Self {
+        Env {
+            policy: Arc::new(policy),
+            identity_file: None,
+            stores: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The opened target named `name`.
+    pub async fn store(&self, name: &str) -> Result<Arc<dyn Store>> {
+        let mut stores = self.stores.lock().await;
+        if let Some(s) = stores.get(name) {
+            return Ok(s.clone());
+        }
+        let cfg = self.policy.targets.get(name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown target `{name}` in {}",
+                self.policy.path.display()
+            ))
+        })?;
+        let s = storage::open_target(name, cfg).await?;
+        stores.insert(name.to_string(), s.clone());
+        Ok(s)
+    }
+
+    /// Replaces a target by a store built in code (tests, drills from the off-site copy).
+    pub async fn set_store(&self, name: &str, store: Arc<dyn Store>) {
+        self.stores.lock().await.insert(name.to_string(), store);
+    }
+
+    /// Name of the primary target of `source`.
+    pub fn primary_target_name(&self, source: &str) -> Result<String> {
+        self.source_config(source)?;
+        self.policy
+            .target_of(source)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "source `{source}` has no target; set defaults.target"
+                ))
+            })
+    }
+
+    /// The catalog on the primary target of `source`.
+    pub async fn catalog_for(&self, source: &str) -> Result<Catalog> {
+        let t = self.primary_target_name(source)?;
+        Ok(Catalog::new(self.store(&t).await?))
+    }
+
+    /// The catalog on the target named `target`.
+    pub async fn catalog(&self, target: &str) -> Result<Catalog> {
+        Ok(Catalog::new(self.store(target).await?))
+    }
+
+    /// Settings of `source`, or a clear error listing the defined ones.
+    pub fn source_config(&self, source: &str) -> Result<&crate::policy::SourceConfig> {
+        self.policy.sources.get(source).ok_or_else(|| {
+            Error::Invalid(format!(
+                "no source `{source}` in {}; defined sources: {}",
+                self.policy.path.display(),
+                self.policy
+                    .sources
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
+
+    /// How backups are compressed and encrypted.
+    pub fn encode_options(&self) -> Result<EncodeOptions> {
+        let recipients = self
+            .policy
+            .recipients()?
+            .iter()
+            .map(|r| keys::parse_recipient(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(EncodeOptions {
+            level: self.policy.compression.level,
+            workers: self.policy.compression.effective_workers(),
+            recipients,
+        })
+    }
+
+    /// The identities that open backups (from `--identity` or the policy).
+    pub fn identities(&self) -> Result<Arc<Identities>> {
+        let path = self
+            .identity_file
+            .clone()
+            .or_else(|| self.policy.encryption.identity_file.clone())
+            .ok_or_else(|| {
+                Error::Invalid(
+                    "restoring or verifying needs the age identity (private key): pass --identity FILE or set encryption.identity_file".into(),
+                )
+            })?;
+        Ok(Arc::new(keys::read_identity_file(&path)?))
+    }
+
+    /// Streams a backup's raw bytes back out of `catalog`'s store, checking
+    /// size and SHA-256 against the manifest on the way.
+    pub async fn open_backup(&self, catalog: &Catalog, m: &Manifest) -> Result<Decoded> {
+        let ids = self.identities()?;
+        // A cut object is caught before a single byte is restored.
+        match catalog.store().head(&m.data_key).await? {
+            Some(o) if o.size < m.stored_bytes => {
+                return Err(PipelineError::Truncated {
+                    read: o.size,
+                    expected: m.stored_bytes,
+                }
+                .into())
+            }
+            Some(_) => {}
+            None => {
+                return Err(crate::storage::StorageError::NotFound {
+                    store: catalog.store().describe(),
+                    key: m.data_key.clone(),
+                }
+                .into())
+            }
+        }
+        let stored = catalog.store().get_stream(&m.data_key).await?;
+        Ok(pipeline::decode(
+            stored,
+            ids,
+            DecodeExpect {
+                stored_bytes: Some(m.stored_bytes),
+                stored_sha256: Some(m.stored_sha256.clone()),
+                raw_sha256: Some(m.raw_sha256.clone()),
+                recipients: m.recipients.clone(),
+            },
+        ))
+    }
+
+    /// Key of a new backup's data object.
+    pub fn data_key(source: &str, kind: &str, id: &str) -> String {
+        format!("{}/{DATA_OBJECT}", Manifest::dir_key(source, kind, id))
+    }
+}

@@ -1,0 +1,14 @@
+//! Jobs: the operations the CLI, the daemon and drills run — backup, verify,
+//! restore — over an [`Env`] built once from a policy.
+
+mod backup;
+mod env;
+mod progress;
+mod restore;
+mod verify;
+
+pub use backup::{backup, backup_with, BackupOutcome};
+pub use env::Env;
+pub use progress::{NoProgress, Progress};
+pub use restore::{restore, restore_raw_to_file, RestoreOutcome};
+pub use verify::{verify, VerifyReport};
