@@ -19,6 +19,7 @@
 //! `Schedule` objects: one schedule view, one lease, one catalog (see
 //! `docs/velero.md`).
 
+pub mod catalog;
 mod client;
 pub mod config;
 pub mod objects;
@@ -30,6 +31,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use catalog::{list_records, put_record, record_key};
 pub use client::{
     LogExcerpt, Resource, VeleroClient, LOG_ERROR_LINES, LOG_LINE_MAX, LOG_TAIL_LINES,
 };
@@ -115,6 +117,17 @@ pub enum VeleroError {
         #[source]
         source: std::io::Error,
     },
+    /// Reading or writing a Velero record in gsdr's catalog failed.
+    #[error("Velero record `{key}` in {store}: {source}")]
+    Catalog {
+        /// The record's key.
+        key: String,
+        /// The store, described.
+        store: String,
+        /// The cause.
+        #[source]
+        source: Box<crate::storage::StorageError>,
+    },
     /// A request that cannot be carried out as asked.
     #[error("{0}")]
     Invalid(String),
@@ -141,6 +154,7 @@ impl VeleroError {
                 _ => RetryClass::Temporary,
             },
             VeleroError::Timeout { .. } | VeleroError::Http { .. } => RetryClass::Temporary,
+            VeleroError::Catalog { source, .. } => source.retry_class(),
             _ => RetryClass::Permanent,
         }
     }
@@ -215,11 +229,6 @@ impl VeleroRecord {
             log_error: None,
         }
     }
-}
-
-/// Where gsdr's catalog keeps the record of backup `name` of `job`.
-pub fn record_key(job: &str, name: &str) -> String {
-    format!("velero/{job}/{name}.json")
 }
 
 /// One Velero restore, as `--json` prints it.

@@ -789,3 +789,56 @@ async fn velero_real_cluster_backup_status_delete() {
     let dbr = velero::delete_backup(&c, &rec.name).await.unwrap();
     assert!(!dbr.is_empty());
 }
+
+// ---------------------------------------------------------------- catalog records
+
+#[tokio::test]
+async fn velero_records_live_in_the_catalog_beside_database_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn gsdr::storage::Store> =
+        std::sync::Arc::new(gsdr::storage::fs::FsStore::new(dir.path()).unwrap());
+    let fake = FakeKube::start().await;
+    fake.script(
+        "backups",
+        vec![step(10, times(json!({ "phase": "Completed" })))],
+    );
+    fake.script(
+        "backups",
+        vec![step(
+            10,
+            times(json!({ "phase": "PartiallyFailed", "errors": 1 })),
+        )],
+    );
+    fake.set_log("*", "time=\"x\" level=error msg=\"x\"\n");
+    let c = client(&fake).await;
+    let a = velero::backup(&c, &config(), "cluster-full").await.unwrap();
+    let b = velero::backup(&c, &config(), "data-namespaces")
+        .await
+        .unwrap();
+    assert_eq!(
+        velero::put_record(store.as_ref(), &a).await.unwrap(),
+        format!("velero/cluster-full/{}.json", a.name)
+    );
+    velero::put_record(store.as_ref(), &b).await.unwrap();
+
+    let all = velero::list_records(store.as_ref(), None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all.contains(&a) && all.contains(&b));
+    let one = velero::list_records(store.as_ref(), Some("data-namespaces"))
+        .await
+        .unwrap();
+    assert_eq!(one, [b.clone()]);
+    assert_eq!(one[0].log.as_ref().unwrap().errors.len(), 1);
+
+    // The database catalog does not mistake them for backup manifests.
+    let cat = gsdr::catalog::Catalog::new(store.clone());
+    assert!(cat.list(None).await.unwrap().is_empty());
+
+    // A backup made outside gsdr (no job label) is refused, not filed under a made-up job.
+    let mut stray = a.clone();
+    stray.job = None;
+    let e = velero::put_record(store.as_ref(), &stray)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not made by a gsdr job"), "{e}");
+}
