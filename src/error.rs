@@ -44,6 +44,9 @@ pub enum Error {
     /// A catalog entry is missing or unreadable.
     #[error(transparent)]
     Catalog(#[from] crate::catalog::CatalogError),
+    /// Velero (through the Kubernetes API) failed.
+    #[error(transparent)]
+    Velero(#[from] crate::velero::VeleroError),
     /// A local file could not be read or written.
     #[error("{what} `{path}`: {source}")]
     LocalIo {
@@ -70,6 +73,7 @@ impl Error {
             Error::Storage(e) => e.retry_class(),
             Error::Source(e) => e.retry_class(),
             Error::Pipeline(e) => e.retry_class(),
+            Error::Velero(e) => e.retry_class(),
             Error::LocalIo { .. } => RetryClass::Temporary,
             _ => RetryClass::Permanent,
         }

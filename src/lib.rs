@@ -6,6 +6,7 @@
 //! [`catalog`] writes a manifest last: a backup exists only once its manifest
 //! does. [`policy`] files say what to back up, when, where and to whom.
 //! [`job`] ties these together for `backup`, `verify` and `restore`.
+//! [`velero`] drives Velero (Kubernetes object backups) through the Kubernetes API.
 //!
 //! Errors follow the policy in [`error`].
 
@@ -16,5 +17,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod source;
 pub mod storage;
+pub mod velero;
 
 pub use error::{Error, Result, RetryClass};

@@ -34,6 +34,9 @@ pub struct Policy {
     /// What to back up, by name.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    /// Velero jobs: Kubernetes object backups driven through the Kubernetes API (`[velero]`).
+    #[serde(default)]
+    pub velero: Option<crate::velero::VeleroConfig>,
     /// The file this policy was read from (set by [`Policy::load`]).
     #[serde(skip)]
     pub path: PathBuf,
@@ -455,6 +458,9 @@ impl Policy {
                     ));
                 }
             }
+        }
+        if let Some(v) = &self.velero {
+            v.validate().map_err(|(field, message)| self.err(text, &field, message))?;
         }
         Ok(())
     }

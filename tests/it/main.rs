@@ -5,3 +5,4 @@
 mod cli;
 mod storage;
 mod support;
+mod velero;

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod moto;
+pub mod fake_kube;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
