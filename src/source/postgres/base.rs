@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+
 use super::{format_lsn, parse_lsn, PostgresConfig, SegmentId};
 use crate::error::RetryClass;
 use crate::source::{BackupSource, SourceError, SourceMeta, SourceStream};
@@ -143,27 +144,153 @@ impl BaseBackupSource {
     }
 }
 
-/// Parses pg_basebackup's `-v` lines: `write-ahead log start point: 0/2000028 on timeline 1`
-/// and `write-ahead log end point: 0/2000100`.
-pub fn parse_progress(lines: &[String]) -> (Option<(u64, u32)>, Option<u64>) {
-    let mut start = None;
-    let mut end = None;
-    for l in lines {
-        if let Some(rest) = l.split("start point: ").nth(1) {
-            let mut it = rest.split_whitespace();
-            let lsn = it.next().and_then(parse_lsn);
-            let tli = rest
-                .split("on timeline ")
-                .nth(1)
-                .and_then(|t| t.trim().parse::<u32>().ok());
-            if let (Some(lsn), Some(tli)) = (lsn, tli) {
-                start = Some((lsn, tli));
+/// What the tar watcher saw: `backup_label` and the tail of `backup_manifest`.
+#[derive(Debug, Default)]
+struct TarSeen {
+    label: Vec<u8>,
+    manifest_tail: Vec<u8>,
+    manifest_seen: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Capture {
+    None,
+    Label,
+    Manifest,
+}
+
+/// Follows the tar headers of the stream as it passes, capturing
+/// `backup_label` (small) and the last 16 KiB of `backup_manifest` (its
+/// `WAL-Ranges` give the stop LSN). Memory: one header and those captures.
+struct TarWatch<R> {
+    inner: R,
+    header: Vec<u8>,
+    /// Bytes of the current member's content left.
+    content_left: u64,
+    /// Bytes of padding after the content left.
+    pad_left: u64,
+    capture: Capture,
+    ended: bool,
+    seen: std::sync::Arc<std::sync::Mutex<TarSeen>>,
+}
+
+const MANIFEST_TAIL: usize = 16 << 10;
+
+fn octal(field: &[u8]) -> u64 {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        // GNU base-256 for large sizes.
+        return field[1..].iter().fold(0u64, |a, b| (a << 8) | *b as u64);
+    }
+    let s: String = field
+        .iter()
+        .take_while(|b| **b != 0)
+        .map(|b| *b as char)
+        .collect();
+    u64::from_str_radix(s.trim(), 8).unwrap_or(0)
+}
+
+impl<R> TarWatch<R> {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && !self.ended {
+            if self.content_left > 0 {
+                let n = (self.content_left as usize).min(data.len());
+                let chunk = &data[..n];
+                let mut seen = self.seen.lock().expect("not poisoned");
+                match self.capture {
+                    Capture::Label if seen.label.len() < 64 << 10 => {
+                        seen.label.extend_from_slice(chunk)
+                    }
+                    Capture::Manifest => {
+                        seen.manifest_tail.extend_from_slice(chunk);
+                        let len = seen.manifest_tail.len();
+                        if len > 2 * MANIFEST_TAIL {
+                            seen.manifest_tail.drain(..len - MANIFEST_TAIL);
+                        }
+                    }
+                    _ => {}
+                }
+                drop(seen);
+                self.content_left -= n as u64;
+                data = &data[n..];
+            } else if self.pad_left > 0 {
+                let n = (self.pad_left as usize).min(data.len());
+                self.pad_left -= n as u64;
+                data = &data[n..];
+            } else {
+                let n = (512 - self.header.len()).min(data.len());
+                self.header.extend_from_slice(&data[..n]);
+                data = &data[n..];
+                if self.header.len() == 512 {
+                    self.parse_header();
+                    self.header.clear();
+                }
             }
-        } else if let Some(rest) = l.split("end point: ").nth(1) {
-            end = rest.split_whitespace().next().and_then(parse_lsn);
         }
     }
-    (start, end)
+
+    fn parse_header(&mut self) {
+        let h = &self.header;
+        if h.iter().all(|b| *b == 0) {
+            // End-of-archive blocks; pg_basebackup may still append nothing else.
+            return;
+        }
+        let name: String = h[..100]
+            .iter()
+            .take_while(|b| **b != 0)
+            .map(|b| *b as char)
+            .collect();
+        let size = octal(&h[124..136]);
+        let kind = h[156];
+        self.capture = match (kind, name.trim_start_matches("./")) {
+            (b'0' | 0, "backup_label") => Capture::Label,
+            (b'0' | 0, "backup_manifest") => {
+                self.seen.lock().expect("not poisoned").manifest_seen = true;
+                Capture::Manifest
+            }
+            _ => Capture::None,
+        };
+        self.content_left = size;
+        self.pad_left = (512 - size % 512) % 512;
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TarWatch<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &r {
+            let new = buf.filled()[before..].to_vec();
+            self.feed(&new);
+        }
+        r
+    }
+}
+
+/// Start LSN and timeline from `backup_label`.
+pub fn parse_label(label: &str) -> Option<(u64, u32)> {
+    let mut lsn = None;
+    let mut tli = None;
+    for l in label.lines() {
+        if let Some(r) = l.strip_prefix("START WAL LOCATION: ") {
+            lsn = r.split_whitespace().next().and_then(parse_lsn);
+        } else if let Some(r) = l.strip_prefix("START TIMELINE: ") {
+            tli = r.trim().parse().ok();
+        }
+    }
+    Some((lsn?, tli?))
+}
+
+/// The last `End-LSN` in the tail of a `backup_manifest`.
+pub fn parse_manifest_end(tail: &str) -> Option<u64> {
+    let i = tail.rfind("\"End-LSN\"")?;
+    let rest = &tail[i + "\"End-LSN\"".len()..];
+    let start = rest.find('"')? + 1;
+    let end = start + rest[start..].find('"')?;
+    parse_lsn(&rest[start..end])
 }
 
 #[async_trait]
@@ -177,7 +304,7 @@ impl BackupSource for BaseBackupSource {
         let (sysid, version) = self.server_facts(password.as_deref()).await?;
         let prog = self.cfg.program("pg_basebackup");
         let mut cmd = tokio::process::Command::new(&prog);
-        cmd.args(["-D", "-", "-Ft", "-X", "none", "-v", "-w"])
+        cmd.args(["-D", "-", "-Ft", "-X", "none", "-w"])
             .arg(format!("--checkpoint={}", self.cfg.checkpoint))
             .args(["-h", &self.cfg.host, "-p", &self.cfg.port.to_string()])
             .args(["-U", &self.cfg.user])
@@ -197,7 +324,16 @@ impl BackupSource for BaseBackupSource {
             ),
             cause: Some(Box::new(e)),
         })?;
-        let stdout = child.stdout.take().expect("piped");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(TarSeen::default()));
+        let stdout = TarWatch {
+            inner: child.stdout.take().expect("piped"),
+            header: Vec::with_capacity(512),
+            content_left: 0,
+            pad_left: 0,
+            capture: Capture::None,
+            ended: false,
+            seen: seen.clone(),
+        };
         let stderr = child.stderr.take().expect("piped");
         // Keep the last lines of stderr (bounded) for messages and the LSNs.
         let err_task = tokio::spawn(async move {
@@ -231,13 +367,25 @@ impl BackupSource for BaseBackupSource {
                     cause: None,
                 });
             }
-            let (start, end) = parse_progress(&lines);
-            let (Some((start_lsn, tli)), Some(stop_lsn)) = (start, end) else {
+            let (label, tail, manifest_seen) = {
+                let g = seen.lock().expect("not poisoned");
+                (
+                    String::from_utf8_lossy(&g.label).into_owned(),
+                    String::from_utf8_lossy(&g.manifest_tail).into_owned(),
+                    g.manifest_seen,
+                )
+            };
+            let Some((start_lsn, tli)) = parse_label(&label) else {
+                return Err(SourceError::Format {
+                    source_name: name,
+                    message: format!("no readable backup_label in pg_basebackup's tar stream: {label:?}"),
+                });
+            };
+            let Some(stop_lsn) = parse_manifest_end(&tail) else {
                 return Err(SourceError::Format {
                     source_name: name,
                     message: format!(
-                        "pg_basebackup did not report its start and end WAL positions: {}",
-                        lines.join(" | ")
+                        "no End-LSN in the backup_manifest of pg_basebackup's tar stream (manifest present: {manifest_seen}); PostgreSQL 13 or later with backup manifests is required"
                     ),
                 });
             };
@@ -271,17 +419,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn progress_lines_parse() {
-        let lines: Vec<String> = [
-            "pg_basebackup: initiating base backup, waiting for checkpoint to complete",
-            "pg_basebackup: write-ahead log start point: 0/2000028 on timeline 3",
-            "pg_basebackup: write-ahead log end point: 0/2000100",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let (s, e) = parse_progress(&lines);
-        assert_eq!(s, Some((0x2000028, 3)));
-        assert_eq!(e, Some(0x2000100));
+    fn label_and_manifest_parse() {
+        let label = "START WAL LOCATION: 0/2000028 (file 000000030000000000000002)\nCHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\nSTART TIMELINE: 3\n";
+        assert_eq!(parse_label(label), Some((0x2000028, 3)));
+        let tail = r#"{ "Path": "x", "Size": 1 } ],
+"WAL-Ranges": [
+{ "Timeline": 3, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }
+],
+"Manifest-Checksum": "abc"}"#;
+        assert_eq!(parse_manifest_end(tail), Some(0x2000100));
+    }
+
+    #[tokio::test]
+    async fn tar_watch_captures_label_and_manifest() {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, body) in [
+            ("backup_label", b"START WAL LOCATION: 0/5000028 (file x)\nSTART TIMELINE: 1\n".to_vec()),
+            ("base/1/1234", vec![7u8; 5000]),
+            ("backup_manifest", format!("{{\"Files\": [{}], \"WAL-Ranges\": [{{ \"Timeline\": 1, \"Start-LSN\": \"0/5000028\", \"End-LSN\": \"0/5000138\" }}]}}", "{},".repeat(20000)).into_bytes()),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            b.append_data(&mut h, name, &body[..]).unwrap();
+        }
+        let data = b.into_inner().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(TarSeen::default()));
+        let mut w = TarWatch {
+            inner: std::io::Cursor::new(data.clone()),
+            header: Vec::new(),
+            content_left: 0,
+            pad_left: 0,
+            capture: Capture::None,
+            ended: false,
+            seen: seen.clone(),
+        };
+        let mut out = Vec::new();
+        tokio::io::copy(&mut w, &mut out).await.unwrap();
+        assert_eq!(out, data);
+        let g = seen.lock().unwrap();
+        assert_eq!(parse_label(&String::from_utf8_lossy(&g.label)), Some((0x5000028, 1)));
+        assert!(g.manifest_tail.len() <= 2 * MANIFEST_TAIL);
+        assert_eq!(parse_manifest_end(&String::from_utf8_lossy(&g.manifest_tail)), Some(0x5000138));
     }
 }
