@@ -147,13 +147,21 @@ pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
                 b.id,
                 b.first_segment,
                 b.last_segment,
-                if b.restorable { "complete" } else { "INCOMPLETE" }
+                if b.restorable {
+                    "complete"
+                } else {
+                    "INCOMPLETE"
+                }
             );
         }
         s += if r.ok { "ok\n" } else { "GAPS FOUND\n" };
         s
     })?;
-    Ok(if r.ok { Outcome::Ok } else { Outcome::CheckFailed })
+    Ok(if r.ok {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
 }
 
 /// Runs `gsdr status` for a postgres source.
@@ -166,12 +174,16 @@ pub async fn status(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
             "source {}: last WAL {} at {} ({} s ago); last base backup {} at {}\n",
             r.source,
             r.last_segment.as_deref().unwrap_or("-"),
-            r.last_archived_at.map(|t| t.to_rfc3339()).unwrap_or("-".into()),
+            r.last_archived_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or("-".into()),
             r.seconds_since_last_archive
                 .map(|s| s.to_string())
                 .unwrap_or("-".into()),
             r.last_base_backup.as_deref().unwrap_or("-"),
-            r.last_base_backup_at.map(|t| t.to_rfc3339()).unwrap_or("-".into()),
+            r.last_base_backup_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or("-".into()),
         )
     })?;
     Ok(Outcome::Ok)

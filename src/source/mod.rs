@@ -166,9 +166,8 @@ pub fn open_source(
                     "source `{name}` has no [sources.{name}.postgres] table"
                 ))
             })?;
-            c.validate().map_err(|m| {
-                crate::Error::Invalid(format!("[sources.{name}.postgres]: {m}"))
-            })?;
+            c.validate()
+                .map_err(|m| crate::Error::Invalid(format!("[sources.{name}.postgres]: {m}")))?;
             Ok(Box::new(postgres::base::BaseBackupSource::new(name, c)))
         }
         other => Err(crate::Error::NotSupported(format!(

@@ -110,7 +110,11 @@ fn pg_archive_base_backup_and_point_in_time_restore() {
     let r = restore(&fx, &d1, &["--target-time", &tt]);
     assert_eq!(r["details"]["base_backup"], m["id"]);
     let c1 = start_restored(&d1);
-    assert_eq!(contents(&c1), at_t, "restore to {tt} differs from the data at T");
+    assert_eq!(
+        contents(&c1),
+        at_t,
+        "restore to {tt} differs from the data at T"
+    );
     drop(c1);
 
     // Latest.
@@ -121,7 +125,13 @@ fn pg_archive_base_backup_and_point_in_time_restore() {
     drop(c2);
 
     // A non-empty directory is refused without --replace.
-    let out = fx.gsdr(&["restore", "--source", "pg", "--to-dir", d2.to_str().unwrap()]);
+    let out = fx.gsdr(&[
+        "restore",
+        "--source",
+        "pg",
+        "--to-dir",
+        d2.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 
@@ -244,7 +254,10 @@ fn pg_archive_outage_fails_then_catches_up() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let archived = a.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
-    assert!(archived.as_str() < last.as_str(), "archived {archived} during the outage");
+    assert!(
+        archived.as_str() < last.as_str(),
+        "archived {archived} during the outage"
+    );
     assert!(a.data.join("pg_wal").join(&last).exists(), "segment lost");
 
     // Target back: archiving catches up; a restore to latest has every committed row.
@@ -275,7 +288,10 @@ fn pg_timeline_switch_restore_follows_the_new_timeline() {
     let db = scratch(&fx, "b");
     restore(&fx, &db, &["--latest"]);
     let b = start_restored(&db);
-    assert_eq!(b.psql("SELECT timeline_id FROM pg_control_checkpoint()"), "2");
+    assert_eq!(
+        b.psql("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "2"
+    );
     b.psql("INSERT INTO t SELECT g, 'tl2' FROM generate_series(101, 200) g");
     let want = contents(&b);
     b.switch_and_wait_archived(WAIT);
@@ -299,5 +315,8 @@ fn pg_timeline_switch_restore_follows_the_new_timeline() {
         .iter()
         .map(|t| t["timeline"].as_str().unwrap())
         .collect();
-    assert!(tls.contains(&"00000001") && tls.contains(&"00000002"), "{v}");
+    assert!(
+        tls.contains(&"00000001") && tls.contains(&"00000002"),
+        "{v}"
+    );
 }

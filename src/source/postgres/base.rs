@@ -21,7 +21,6 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-
 use super::{format_lsn, parse_lsn, PostgresConfig, SegmentId};
 use crate::error::RetryClass;
 use crate::source::{BackupSource, SourceError, SourceMeta, SourceStream};
@@ -359,7 +358,13 @@ impl BackupSource for BaseBackupSource {
             let stop_time = chrono::Utc::now();
             let lines = err_task.await.unwrap_or_default();
             if !status.success() {
-                let tail: Vec<&str> = lines.iter().rev().take(5).rev().map(String::as_str).collect();
+                let tail: Vec<&str> = lines
+                    .iter()
+                    .rev()
+                    .take(5)
+                    .rev()
+                    .map(String::as_str)
+                    .collect();
                 return Err(SourceError::Dump {
                     source_name: name,
                     message: format!("pg_basebackup exited with {status}: {}", tail.join(" | ")),
@@ -378,7 +383,9 @@ impl BackupSource for BaseBackupSource {
             let Some((start_lsn, tli)) = parse_label(&label) else {
                 return Err(SourceError::Format {
                     source_name: name,
-                    message: format!("no readable backup_label in pg_basebackup's tar stream: {label:?}"),
+                    message: format!(
+                        "no readable backup_label in pg_basebackup's tar stream: {label:?}"
+                    ),
                 });
             };
             let Some(stop_lsn) = parse_manifest_end(&tail) else {
@@ -395,8 +402,12 @@ impl BackupSource for BaseBackupSource {
                 timeline: tli,
                 system_identifier: sysid,
                 first_segment: SegmentId::of_lsn(tli, start_lsn, seg_bytes).name(seg_bytes),
-                last_segment: SegmentId::of_lsn(tli, stop_lsn.saturating_sub(1).max(start_lsn), seg_bytes)
-                    .name(seg_bytes),
+                last_segment: SegmentId::of_lsn(
+                    tli,
+                    stop_lsn.saturating_sub(1).max(start_lsn),
+                    seg_bytes,
+                )
+                .name(seg_bytes),
                 start_time,
                 stop_time,
                 server_version: version,
@@ -459,8 +470,14 @@ mod tests {
         tokio::io::copy(&mut w, &mut out).await.unwrap();
         assert_eq!(out, data);
         let g = seen.lock().unwrap();
-        assert_eq!(parse_label(&String::from_utf8_lossy(&g.label)), Some((0x5000028, 1)));
+        assert_eq!(
+            parse_label(&String::from_utf8_lossy(&g.label)),
+            Some((0x5000028, 1))
+        );
         assert!(g.manifest_tail.len() <= 2 * MANIFEST_TAIL);
-        assert_eq!(parse_manifest_end(&String::from_utf8_lossy(&g.manifest_tail)), Some(0x5000138));
+        assert_eq!(
+            parse_manifest_end(&String::from_utf8_lossy(&g.manifest_tail)),
+            Some(0x5000138)
+        );
     }
 }

@@ -115,7 +115,10 @@ mod tests {
         let s = SegmentId::parse("000000010000000A000000FF", DEFAULT_SEGMENT_BYTES).unwrap();
         assert_eq!(s.timeline, 1);
         assert_eq!(s.name(DEFAULT_SEGMENT_BYTES), "000000010000000A000000FF");
-        assert_eq!(s.next().name(DEFAULT_SEGMENT_BYTES), "000000010000000B00000000");
+        assert_eq!(
+            s.next().name(DEFAULT_SEGMENT_BYTES),
+            "000000010000000B00000000"
+        );
         assert!(SegmentId::parse("000000010000000A00000100", DEFAULT_SEGMENT_BYTES).is_none());
         assert!(SegmentId::parse("00000002.history", DEFAULT_SEGMENT_BYTES).is_none());
     }

@@ -42,9 +42,10 @@ pub async fn pick_base(
     req: &RestoreRequest,
 ) -> Result<Manifest> {
     let target_lsn = match &req.target_lsn {
-        Some(s) => Some(parse_lsn(s).ok_or_else(|| {
-            Error::Invalid(format!("`{s}` is not an LSN like 0/16B3748"))
-        })?),
+        Some(s) => Some(
+            parse_lsn(s)
+                .ok_or_else(|| Error::Invalid(format!("`{s}` is not an LSN like 0/16B3748")))?,
+        ),
         None => None,
     };
     let fits = |m: &Manifest| -> bool {
@@ -92,8 +93,7 @@ pub async fn pick_base(
 /// Quotes `s` for `sh -c` (the shell PostgreSQL runs `restore_command` with).
 fn sh_quote(s: &str) -> String {
     let plain = !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+=:@%,".contains(c));
     if plain {
         s.to_string()
@@ -182,7 +182,9 @@ pub async fn restore(
 ) -> Result<RestoreOutcome> {
     let start = Instant::now();
     let dir = req.to_dir.clone().ok_or_else(|| {
-        Error::Invalid("a PostgreSQL restore goes into a data directory: pass --to-dir PGDATA".into())
+        Error::Invalid(
+            "a PostgreSQL restore goes into a data directory: pass --to-dir PGDATA".into(),
+        )
     })?;
     if req.to_uri.is_some() || req.ns_from.is_some() || req.ns_to.is_some() {
         return Err(Error::Invalid(

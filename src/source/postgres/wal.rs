@@ -206,12 +206,18 @@ impl WalError {
 
 /// Key of the stored WAL object for file `name`.
 pub fn data_key(source: &str, name: &str) -> String {
-    format!("{source}/wal/{}/{name}.zst.age", timeline_of(name).unwrap_or("other"))
+    format!(
+        "{source}/wal/{}/{name}.zst.age",
+        timeline_of(name).unwrap_or("other")
+    )
 }
 
 /// Key of the sidecar of file `name`.
 pub fn sidecar_key(source: &str, name: &str) -> String {
-    format!("{source}/wal/{}/{name}.json", timeline_of(name).unwrap_or("other"))
+    format!(
+        "{source}/wal/{}/{name}.json",
+        timeline_of(name).unwrap_or("other")
+    )
 }
 
 /// Key of the cluster identity document.
@@ -777,7 +783,12 @@ mod tests {
         ] {
             check_name(ok).unwrap();
         }
-        for bad in ["RECOVERYXLOG", "../etc/passwd", "00000001", "0000000100000000000000zz"] {
+        for bad in [
+            "RECOVERYXLOG",
+            "../etc/passwd",
+            "00000001",
+            "0000000100000000000000zz",
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
     }

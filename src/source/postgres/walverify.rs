@@ -134,7 +134,10 @@ pub async fn wal_verify(env: &Env, source: &str) -> Result<WalVerifyReport, WalE
             history.push(name.clone());
         }
         if let Some(s) = SegmentId::parse(name, seg_bytes) {
-            by_tli.entry(s.timeline).or_default().push((s, name.clone()));
+            by_tli
+                .entry(s.timeline)
+                .or_default()
+                .push((s, name.clone()));
         }
     }
     let mut timelines = Vec::new();
@@ -171,7 +174,11 @@ pub async fn wal_verify(env: &Env, source: &str) -> Result<WalVerifyReport, WalE
         });
     }
     let mut base_backups = Vec::new();
-    for m in catalog.list(Some(source)).await.map_err(crate::Error::from)? {
+    for m in catalog
+        .list(Some(source))
+        .await
+        .map_err(crate::Error::from)?
+    {
         let Ok(d) = serde_json::from_value::<BaseDetails>(m.consistency.details.clone()) else {
             continue;
         };

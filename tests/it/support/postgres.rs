@@ -160,7 +160,9 @@ impl PgCluster {
     pub fn stop(&mut self) {
         if self.running {
             let mut c = as_pg_user(&pg_program("pg_ctl"));
-            c.arg("-D").arg(&self.data).args(["-m", "fast", "-w", "stop"]);
+            c.arg("-D")
+                .arg(&self.data)
+                .args(["-m", "fast", "-w", "stop"]);
             let _ = c.output();
             self.running = false;
         }
@@ -169,17 +171,39 @@ impl PgCluster {
     /// Runs SQL with psql; returns unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> String {
         let mut c = Command::new(pg_program("psql"));
-        c.args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-XAtq"])
-            .args(["-v", "ON_ERROR_STOP=1", "-p", &self.port.to_string(), "-c", sql]);
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-XAtq",
+        ])
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-p",
+            &self.port.to_string(),
+            "-c",
+            sql,
+        ]);
         run(c, &format!("psql `{sql}`"))
     }
 
     /// Runs pgbench with `args`.
     pub fn pgbench(&self, args: &[&str]) {
         let mut c = Command::new(pg_program("pgbench"));
-        c.args(["-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string()])
-            .args(args)
-            .arg("postgres");
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+            &self.port.to_string(),
+        ])
+        .args(args)
+        .arg("postgres");
         run(c, "pgbench");
     }
 
