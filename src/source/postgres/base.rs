@@ -262,8 +262,8 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TarWatch<R> {
         let before = buf.filled().len();
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         if let std::task::Poll::Ready(Ok(())) = &r {
-            let new = buf.filled()[before..].to_vec();
-            self.feed(&new);
+            let this = &mut *self;
+            this.feed(&buf.filled()[before..]);
         }
         r
     }
