@@ -65,6 +65,7 @@ repo1-cipher-type=aes-256-cbc
 repo1-cipher-pass=bench-only-passphrase-0123456789
 compress-type=zst
 compress-level=3
+repo1-retention-full=99
 process-max=$PROCS
 start-fast=y
 log-level-console=warn
@@ -97,10 +98,14 @@ echo "pgbench -i -s $SCALE ..."
 t0=$(now); "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -q -s "$SCALE" postgres 2>/dev/null; t1=$(now)
 echo "init: $(secs $t0 $t1) s, database $($PSQL -c "SELECT pg_size_pretty(pg_database_size('postgres'))")"
 $PSQL -c "CHECKPOINT" >/dev/null
+ready() { $PSQL -c "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"; }
+drain() { while [ "$(ready)" -gt 0 ]; do sleep 0.5; done; }
+drain   # neither backup should wait for the archive backlog of the load
 
 # --- full backups
 t0=$(now); as_pg "$GSDR" --policy "$W/policy.toml" -q backup --source pg >/dev/null; t1=$(now)
 GSDR_BACKUP=$(secs $t0 $t1)
+drain
 t0=$(now); as_pg $PGBR --type=full backup; t1=$(now)
 PGBR_BACKUP=$(secs $t0 $t1)
 echo "backup: gsdr ${GSDR_BACKUP}s ($(du -sh "$W/gsdr-repo/pg/base" | cut -f1)), pgbackrest ${PGBR_BACKUP}s ($(du -sh "$W/pgbr-repo/backup" | cut -f1))"
@@ -124,7 +129,6 @@ F0=$($PSQL -c "SELECT failed_count FROM pg_stat_archiver")
 "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -c 4 -j 2 -T "$WAL_SECS" -N postgres > "$W/pgbench.out" 2>&1 &
 BENCH=$!
 t0=$(now); MAXLAG=0
-ready() { $PSQL -c "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"; }
 while kill -0 $BENCH 2>/dev/null; do
   l=$(ready); [ "$l" -gt "$MAXLAG" ] && MAXLAG=$l; sleep 1
 done

@@ -83,6 +83,12 @@ impl BaseBackupSource {
         }
     }
 
+    /// Checks the server answers (and has one tablespace): `gsdr policy check --connect`.
+    pub async fn probe(&self) -> Result<(), SourceError> {
+        let password = self.password()?;
+        self.server_facts(password.as_deref()).await.map(|_| ())
+    }
+
     /// Connects with tokio-postgres and reads the facts pg_basebackup does not print.
     async fn server_facts(&self, password: Option<&str>) -> Result<(String, String), SourceError> {
         let mut c = tokio_postgres::Config::new();
