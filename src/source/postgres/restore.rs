@@ -245,7 +245,8 @@ pub async fn restore(
     let unpack = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         use std::io::Read;
         let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
-        let mut ar = tar::Archive::new(bridge);
+        // 1 MiB reads: the tar extractor's small reads would each cross into the runtime.
+        let mut ar = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, bridge));
         ar.set_preserve_permissions(true);
         ar.set_overwrite(true);
         ar.unpack(&unpack_dir)?;
