@@ -189,11 +189,12 @@ pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), 
             command::probe(name, c)
         }
         Engine::Postgres => {
-            let c = cfg
-                .postgres
-                .clone()
-                .ok_or_else(|| crate::Error::Invalid(format!("source `{name}` has no postgres table")))?;
-            Ok(postgres::base::BaseBackupSource::new(name, c).probe().await?)
+            let c = cfg.postgres.clone().ok_or_else(|| {
+                crate::Error::Invalid(format!("source `{name}` has no postgres table"))
+            })?;
+            Ok(postgres::base::BaseBackupSource::new(name, c)
+                .probe()
+                .await?)
         }
         other => Err(crate::Error::NotSupported(format!(
             "connection checks of `{}` sources",
