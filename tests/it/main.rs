@@ -4,5 +4,6 @@
 
 mod cli;
 mod storage;
+mod postgres;
 mod support;
 mod velero;

@@ -10,6 +10,7 @@
 
 pub mod moto;
 pub mod fake_kube;
+pub mod postgres;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
