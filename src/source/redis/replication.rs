@@ -312,7 +312,7 @@ async fn read_line(conn: &mut Conn, timeout: Duration, what: &str) -> Result<Str
     let s = String::from_utf8_lossy(&line)
         .trim_end_matches(['\r', '\n'])
         .to_string();
-    if s.starts_with("-NOAUTH") || s.starts_with("-WRONGPASS") || s.starts_with("-NOPERM") {
+    if s.starts_with("-NOAUTH") || s.starts_with("-NOPERM") {
         return Err(ReplError::Auth(auth_hint(&s)));
     }
     Ok(s)

@@ -25,6 +25,23 @@ use crate::source::{RestoreRequest, SourceError};
 
 /// Keys copied per round trip.
 pub const BATCH_KEYS: usize = 100;
+/// Longest wait for one reply while restoring (a `RESTORE` of a huge key, `FLUSHALL`).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An async connection with timeouts fit for restores (the crate's default
+/// response timeout of 500 ms is too short for big keys).
+pub(crate) async fn connect(
+    client: &redis::Client,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    client
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(10)))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT)),
+        )
+        .await
+}
+
 /// Longest time a scratch server may take to load a snapshot.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -103,7 +120,7 @@ impl ScratchServer {
                     self.log_tail()
                 )));
             }
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            if let Ok(mut c) = connect(&client).await {
                 match redis::cmd("PING").query_async::<String>(&mut c).await {
                     Ok(_) => return Ok(()),
                     Err(e)
@@ -129,9 +146,7 @@ impl ScratchServer {
 
     /// Keys per database (`INFO keyspace`).
     pub async fn keyspace(&self) -> Result<BTreeMap<u32, u64>> {
-        let mut c = self
-            .client(0)?
-            .get_multiplexed_async_connection()
+        let mut c = connect(&self.client(0)?)
             .await
             .map_err(|e| Error::Invalid(format!("scratch redis-server: {e}")))?;
         keyspace_of(&mut c)
@@ -258,8 +273,7 @@ async fn restore_into(
     let terr = |what: &str, e: redis::RedisError| {
         restore_err(&m.source, format!("target {shown}: {what}: {e}"), Some(e))
     };
-    let mut tc = target
-        .get_multiplexed_async_connection()
+    let mut tc = connect(&target)
         .await
         .map_err(|e| terr("cannot connect", e))?;
     let existing = keyspace_of(&mut tc)
@@ -284,17 +298,14 @@ async fn restore_into(
     let mut restored: BTreeMap<u32, u64> = BTreeMap::new();
     progress.start(&format!("copy keys into {shown}"), None);
     for (&db, &expected) in &dbs {
-        let mut sc = scratch
-            .client(db.into())?
-            .get_multiplexed_async_connection()
+        let mut sc = connect(&scratch.client(db.into())?)
             .await
             .map_err(|e| Error::Invalid(format!("scratch redis-server: {e}")))?;
         let tdb = target_info
             .clone()
             .set_redis_settings(target_info.redis_settings().clone().set_db(db.into()));
-        let mut tc = redis::Client::open(tdb)
-            .map_err(|e| terr("client", e))?
-            .get_multiplexed_async_connection()
+        let tclient = redis::Client::open(tdb).map_err(|e| terr("client", e))?;
+        let mut tc = connect(&tclient)
             .await
             .map_err(|e| terr(&format!("SELECT {db}"), e))?;
         let n = copy_db(&mut sc, &mut tc, replace)
