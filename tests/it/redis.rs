@@ -164,12 +164,15 @@ async fn populate(s: &RedisServer) {
 
 const EXPECTED_KEYS: [(u32, u64); 3] = [(0, 13), (1, 3), (5, 1)];
 
+/// (database, key) → (dump, absolute expiry in ms).
+type Dumped = BTreeMap<(u32, Vec<u8>), (Vec<u8>, i64)>;
+
 /// Every key of every database: its `DUMP` and absolute expiry (ms, -1 = none).
 ///
 /// A `hashtable`-encoded hash or set is dumped in its hash table's iteration
 /// order, which a reload is free to change; for those the "dump" is the
 /// sorted content instead (every other encoding is compared byte for byte).
-async fn dump_all(s: &RedisServer) -> BTreeMap<(u32, Vec<u8>), (Vec<u8>, i64)> {
+async fn dump_all(s: &RedisServer) -> Dumped {
     let mut out = BTreeMap::new();
     for db in 0..16 {
         let mut c = s.conn(db).await;
@@ -226,10 +229,7 @@ async fn dump_all(s: &RedisServer) -> BTreeMap<(u32, Vec<u8>), (Vec<u8>, i64)> {
     out
 }
 
-fn assert_same_data(
-    a: &BTreeMap<(u32, Vec<u8>), (Vec<u8>, i64)>,
-    b: &BTreeMap<(u32, Vec<u8>), (Vec<u8>, i64)>,
-) {
+fn assert_same_data(a: &Dumped, b: &Dumped) {
     let ka: Vec<_> = a.keys().collect();
     let kb: Vec<_> = b.keys().collect();
     assert_eq!(ka, kb, "the same keys in the same databases");
