@@ -452,7 +452,7 @@ async fn redis_node_dying_mid_transfer_fails_the_backup() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_wrong_or_missing_password_is_a_clear_error() {
+async fn redis_wrong_or_missing_password_is_a_clear_error_acl_user_works() {
     let server = RedisServer::start(Opts {
         password: Some("the-right-one".into()),
         ..Opts::default()
@@ -488,4 +488,68 @@ async fn redis_wrong_or_missing_password_is_a_clear_error() {
     for c in [&ctx1, &ctx2] {
         assert!(c.catalog().await.list(None).await.unwrap().is_empty());
     }
+
+    // An ACL user with only the rights docs/redis.md lists can take snapshots.
+    let mut admin = server.conn(0).await;
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "backup",
+            "on",
+            ">backup-pw",
+            "+psync",
+            "+replconf",
+            "+info",
+            "+ping",
+        ])
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let pw_file = write_file(secret_dir.path(), "pw2", "backup-pw");
+    let ctx3 = ctx(&format!(
+        "addr = \"{}\"\nusername = \"backup\"\npassword = {{ file = \"{}\" }}",
+        server.addr(),
+        pw_file.display()
+    ));
+    let m = gsdr::job::backup(&ctx3.env, "cache", &NoProgress)
+        .await
+        .unwrap()
+        .manifest;
+    assert!(m.raw_bytes > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_without_replica_uses_master_only_if_allowed() {
+    let primary = RedisServer::start(Opts::default());
+    let mut c = primary.conn(0).await;
+    redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    let sentinel = Sentinel::start("solo", primary.port, None);
+    let base = format!(
+        "sentinels = [\"{}\"]\nmaster_name = \"solo\"\n",
+        sentinel.addr()
+    );
+    let refused = ctx(&base);
+    let msg = gsdr::job::backup(&refused.env, "cache", &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("no healthy, in-sync replica") && msg.contains("allow_master_fallback"),
+        "{msg}"
+    );
+    assert!(refused.catalog().await.list(None).await.unwrap().is_empty());
+
+    let allowed = ctx(&format!("{base}allow_master_fallback = true"));
+    let m = gsdr::job::backup(&allowed.env, "cache", &NoProgress)
+        .await
+        .unwrap()
+        .manifest;
+    assert_eq!(m.consistency.details["node"], primary.addr());
+    assert_eq!(m.consistency.details["discovery"]["role_chosen"], "master");
+    assert_eq!(m.consistency.details["keys_per_db"]["0"]["keys"], 1);
 }
