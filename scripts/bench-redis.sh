@@ -77,11 +77,11 @@ printf 'gsdr   backup --source cache (folder)      : %6.2fs  %7s MiB/s  stored %
 
 # Round trip: the restored dump.rdb is byte-identical to what gsdr read, and
 # loads: deep-checked by comparing the restored file's SHA-256 with the manifest.
-"$GSDR" --policy "$WORK/policy.toml" -q restore --source cache --to-file "$WORK/dump.rdb" >/dev/null
+"$GSDR" --policy "$WORK/policy.toml" -q restore --source cache --to-file "$WORK/restored.rdb" >/dev/null
 want=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["raw_sha256"])' "$manifest")
-got=$(sha256sum "$WORK/dump.rdb" | cut -d' ' -f1)
+got=$(sha256sum "$WORK/restored.rdb" | cut -d' ' -f1)
 [ "$want" = "$got" ] && echo "restore: dump.rdb SHA-256 matches the manifest" || { echo "restore: SHA-256 MISMATCH"; exit 1; }
-printf "%s header, redis-check-rdb: " "$(head -c 9 "$WORK/dump.rdb")"
-if command -v redis-check-rdb >/dev/null; then redis-check-rdb "$WORK/dump.rdb" | grep -E "RDB looks OK|CRC|ERR" | tail -1; fi
+printf "%s header, redis-check-rdb: " "$(head -c 9 "$WORK/restored.rdb")"
+if command -v redis-check-rdb >/dev/null; then redis-check-rdb "$WORK/restored.rdb" | grep -E "RDB looks OK|CRC|ERR" | tail -1; fi
 echo "peak_rss_mib=$rss"
 echo "ratio=$(echo "scale=2; $best_shell / $best_gsdr" | bc -l | sed 's/^\./0./')"
