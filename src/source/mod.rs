@@ -170,6 +170,14 @@ pub fn open_source(
                 .map_err(|m| crate::Error::Invalid(format!("[sources.{name}.postgres]: {m}")))?;
             Ok(Box::new(postgres::base::BaseBackupSource::new(name, c)))
         }
+        Engine::Redis => {
+            let c = cfg.redis.clone().ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "source `{name}` has no [sources.{name}.redis] table"
+                ))
+            })?;
+            Ok(Box::new(redis::RedisSource::new(name, c)?))
+        }
         other => Err(crate::Error::NotSupported(format!(
             "backups of `{}` sources (source `{name}`)",
             other.as_str()
@@ -195,6 +203,12 @@ pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), 
             Ok(postgres::base::BaseBackupSource::new(name, c)
                 .probe()
                 .await?)
+        }
+        Engine::Redis => {
+            let c = cfg.redis.as_ref().ok_or_else(|| {
+                crate::Error::Invalid(format!("source `{name}` has no redis table"))
+            })?;
+            redis::probe(name, c).await
         }
         other => Err(crate::Error::NotSupported(format!(
             "connection checks of `{}` sources",

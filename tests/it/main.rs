@@ -5,5 +5,6 @@
 mod cli;
 mod storage;
 mod postgres;
+mod redis;
 mod support;
 mod velero;
