@@ -46,6 +46,7 @@ pub async fn restore(
             "a `command` backup restores to a file only: pass --to-file PATH (or - for stdout)"
                 .into(),
         )),
+        "mongo" => crate::source::mongo::restore(env, catalog, m, req, progress).await,
         other => Err(Error::NotSupported(format!(
             "restoring `{other}` backups into a server"
         ))),
