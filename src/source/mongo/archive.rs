@@ -437,10 +437,7 @@ impl<R: Read> ArchiveReader<R> {
             return Err(me.format("the archive header is missing"));
         };
         me.header = parse_header(&h).map_err(|m| me.format(m))?;
-        loop {
-            let Some(d) = me.read_block_doc_or_eof("the prelude")? else {
-                break;
-            };
+        while let Some(d) = me.read_block_doc_or_eof("the prelude")? {
             let cm = parse_collection_meta(&d).map_err(|m| me.format(m))?;
             let md = if cm.ns.is_oplog() {
                 Metadata::default()

@@ -243,6 +243,7 @@ async fn plan(name: &str, client: &Client, cfg: &MongoConfig) -> Result<Plan, So
 }
 
 type Tx = mpsc::Sender<io::Result<Bytes>>;
+type Job = futures::future::BoxFuture<'static, Result<(Intent, ContentDigest, u64), SourceError>>;
 
 async fn send(tx: &Tx, block: Vec<u8>) -> Result<(), ()> {
     tx.send(Ok(Bytes::from(block))).await.map_err(|_| ())
@@ -394,9 +395,7 @@ async fn run(
     send(&tx, head).await.map_err(|_| consumer_gone(&name))?;
 
     let mut collections = BTreeMap::new();
-    let mut jobs: Vec<
-        futures::future::BoxFuture<'static, Result<(Intent, ContentDigest, u64), SourceError>>,
-    > = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for i in plan.intents.iter().cloned() {
         let (name, client, cfg, tx) = (name.clone(), client.clone(), cfg.clone(), tx.clone());
         jobs.push(Box::pin(async move {

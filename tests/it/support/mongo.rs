@@ -55,5 +55,7 @@ impl NxMongo {
 
 /// The URI of the docker-compose replica set, if the environment names it.
 pub fn replica_set_uri() -> Option<String> {
-    std::env::var("GSDR_TEST_MONGO_RS_URI").ok().filter(|s| !s.is_empty())
+    std::env::var("GSDR_TEST_MONGO_RS_URI")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
