@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use gsdr::catalog::Catalog;
-use gsdr::job::{Env, NoProgress, Progress};
+use gsdr::job::{Env, NoProgress};
 use gsdr::policy::Policy;
 use gsdr::source::mongo::{list_indexes, DumpDetails};
 use gsdr::source::RestoreRequest;
@@ -311,17 +311,54 @@ async fn mongo_include_exclude_filters_select_namespaces() {
     assert_eq!(details.collections.keys().collect::<Vec<_>>(), ["keep.a"]);
 }
 
-/// Kills the server at the first progress report of the upload.
-struct KillOnProgress(Mutex<Option<ChildGuard>>);
+/// A source that kills the server once `after` bytes of the dump were read.
+struct KillingSource {
+    inner: gsdr::source::mongo::MongoSource,
+    child: Arc<Mutex<Option<ChildGuard>>>,
+    after: u64,
+}
 
-impl Progress for KillOnProgress {
-    fn start(&self, _: &str, _: Option<u64>) {}
-    fn advance(&self, _: u64) {
-        if let Some(mut c) = self.0.lock().unwrap().take() {
-            c.kill();
+struct KillingReader {
+    inner: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    child: Arc<Mutex<Option<ChildGuard>>>,
+    left: u64,
+}
+
+impl tokio::io::AsyncRead for KillingReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = self.inner.as_mut().poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        self.left = self.left.saturating_sub(n);
+        if self.left == 0 {
+            if let Some(mut c) = self.child.lock().unwrap().take() {
+                c.kill();
+            }
         }
+        r
     }
-    fn finish(&self) {}
+}
+
+#[async_trait::async_trait]
+impl gsdr::source::BackupSource for KillingSource {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn open(&self) -> Result<gsdr::source::SourceStream, gsdr::source::SourceError> {
+        let s = self.inner.open().await?;
+        Ok(gsdr::source::SourceStream {
+            reader: Box::pin(KillingReader {
+                inner: s.reader,
+                child: self.child.clone(),
+                left: self.after,
+            }),
+            done: s.done,
+        })
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,17 +372,21 @@ async fn mongo_server_killed_mid_dump_fails_the_backup_and_lists_nothing() {
         &mut nx.child,
         ChildGuard::spawn(std::process::Command::new("true"), "placeholder"),
     );
-    let killer = Arc::new(KillOnProgress(Mutex::new(Some(child))));
-    let res = gsdr::job::backup(&s.env, "m", killer.as_ref()).await;
+    let cfg = s.env.policy.sources["m"].mongo.clone().unwrap();
+    let src = KillingSource {
+        inner: gsdr::source::mongo::MongoSource::new("m", cfg),
+        child: Arc::new(Mutex::new(Some(child))),
+        after: 200_000,
+    };
+    let store = s.env.store("local").await.unwrap();
+    let opts = s.env.encode_options().unwrap();
+    let res = gsdr::job::backup_with("m", "mongo", &src, store, &opts, &NoProgress).await;
     assert!(
-        killer.0.lock().unwrap().is_none(),
+        src.child.lock().unwrap().is_none(),
         "the server was never killed"
     );
     let err = res.expect_err("a dump whose server died must fail");
-    assert!(
-        err.to_string().contains("source `m`") || err.to_string().contains("dump"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("source `m`"), "{err}");
     let cat = s.env.catalog_for("m").await.unwrap();
     assert!(
         cat.list(None).await.unwrap().is_empty(),

@@ -559,6 +559,8 @@ async fn run_restore(
         source: std::io::Error::other(e),
     })?;
     match (r, stats) {
+        // We stopped reading because the restore failed: its error is the cause.
+        (Err(e), Err(PipelineError::Closed(_))) => Err(e.into()),
         (_, Err(e)) => Err(e.into()),
         (Err(e), Ok(_)) => Err(e.into()),
         (Ok(s), Ok(st)) => Ok((s, st.raw_bytes)),
