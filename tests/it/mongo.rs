@@ -235,41 +235,63 @@ async fn mongo_dump_and_restore_into_renamed_namespaces_is_byte_identical() {
         index_shapes(&client, "r_readings", "glucose").await.len(),
         3
     );
+}
 
-    // A second restore into the same, now non-empty, collections is refused…
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_restore_refuses_non_empty_targets_unless_drop() {
+    let nx = NxMongo::start();
+    let client = nx.client().await;
+    fill(&client, "app", "events", 1_000, 10).await;
+    let s = setup(&nx.uri(), "");
+    let m = gsdr::job::backup(&s.env, "m", &NoProgress)
+        .await
+        .unwrap()
+        .manifest;
+    let cat = s.env.catalog_for("m").await.unwrap();
+    let req = RestoreRequest {
+        to_uri: Some(nx.uri()),
+        ns_from: Some("app.*".into()),
+        ns_to: Some("copy.*".into()),
+        ..Default::default()
+    };
+    gsdr::job::restore(&s.env, &cat, &m, &req, &NoProgress)
+        .await
+        .unwrap();
+    // Someone writes into the restored copy; a second restore must not mix data in.
+    client
+        .database("copy")
+        .collection::<Document>("events")
+        .insert_one(doc! {"_id": "extra"})
+        .await
+        .unwrap();
     let err = gsdr::job::restore(&s.env, &cat, &m, &req, &NoProgress)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
     assert!(err.to_string().contains("--drop"), "{err}");
-    // …unless asked to drop them.
+    assert_eq!(
+        raw_docs(&client, "copy", "events").await.len(),
+        1_001,
+        "the refused restore wrote nothing"
+    );
+    // Restoring over the source itself is refused the same way.
+    let over = RestoreRequest {
+        to_uri: Some(nx.uri()),
+        ..Default::default()
+    };
+    assert!(gsdr::job::restore(&s.env, &cat, &m, &over, &NoProgress)
+        .await
+        .is_err());
+    // With --drop the target is replaced by exactly the backup.
     let drop_req = RestoreRequest {
         replace: true,
         ..req.clone()
     };
-    gsdr::job::restore(&s.env, &cat, &m, &drop_req, &NoProgress)
+    let out = gsdr::job::restore(&s.env, &cat, &m, &drop_req, &NoProgress)
         .await
         .unwrap();
-    assert_eq!(
-        raw_docs(&client, "r_readings", "glucose").await.len(),
-        70_000
-    );
-
-    // Deep verification restores into scratch databases, compares, cleans up.
-    let report = gsdr::source::mongo::verify_deep(&s.env, &cat, &m, &nx.uri(), &NoProgress)
-        .await
-        .unwrap();
-    assert!(report.ok, "{report:?}");
-    assert_eq!(report.collections.len(), 4);
-    assert!(report
-        .scratch_databases
-        .iter()
-        .all(|d| d.starts_with("gsdrv_")));
-    let left = client.list_database_names().await.unwrap();
-    assert!(
-        !left.iter().any(|d| d.starts_with("gsdrv_")),
-        "scratch databases left: {left:?}"
-    );
+    assert_eq!(out.details["collections"]["app.events"][1], 1_000);
+    assert!(raw_docs(&client, "copy", "events").await == raw_docs(&client, "app", "events").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

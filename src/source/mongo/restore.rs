@@ -451,6 +451,21 @@ async fn apply_oplog_entry(
     if op != "c" && !targets.contains_key(&src) {
         return Ok(false);
     }
+    // Commands only for databases being restored: never touch others on the target.
+    if op == "c" && !targets.keys().any(|t| t.db == src.db) {
+        return Ok(false);
+    }
+    let renaming = opts.ns_from.is_some() && opts.ns_to.is_some();
+    if renaming
+        && e.get_document("o")
+            .is_ok_and(|o| o.contains_key("applyOps"))
+    {
+        return Err(rerr(
+            name,
+            format!("the captured oplog holds a transaction (applyOps) on `{ns}`; replaying it into renamed namespaces is not supported: restore without --ns-from/--ns-to, or with --target-time before it"),
+            None,
+        ));
+    }
     e.remove("ui");
     e.insert(
         "ns",
