@@ -567,7 +567,21 @@ async fn run_restore(
 ) -> Result<(RestoreSummary, u64)> {
     let decoded = env.open_backup(catalog, m).await?;
     progress.start(&format!("restore {}", m.id), Some(m.raw_bytes));
-    let r = restore_archive(&m.source, client, decoded.reader, opts).await;
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = CountingRead {
+        inner: decoded.reader,
+        count: counter.clone(),
+    };
+    let fut = restore_archive(&m.source, client, Box::pin(reader), opts);
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    let r = loop {
+        tokio::select! {
+            r = &mut fut => break r,
+            _ = tick.tick() => progress.advance(counter.swap(0, std::sync::atomic::Ordering::Relaxed)),
+        }
+    };
+    progress.advance(counter.swap(0, std::sync::atomic::Ordering::Relaxed));
     progress.finish();
     let stats = decoded.stats.await.map_err(|e| PipelineError::Io {
         stage: "pipeline thread",
@@ -579,6 +593,28 @@ async fn run_restore(
         (_, Err(e)) => Err(e.into()),
         (Err(e), Ok(_)) => Err(e.into()),
         (Ok(s), Ok(st)) => Ok((s, st.raw_bytes)),
+    }
+}
+
+/// Counts the bytes read (the parser runs on another thread; progress is
+/// reported from the async side).
+struct CountingRead {
+    inner: BoxRead,
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl tokio::io::AsyncRead for CountingRead {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = self.inner.as_mut().poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        self.count
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        r
     }
 }
 
