@@ -43,6 +43,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     let Cmd::Check { connect } = args.cmd;
     let env = ctx.env()?;
     let p = &env.policy;
+    env.encode_options()?;
     let mut report = Report {
         policy: p.path.display().to_string(),
         valid: true,

@@ -114,6 +114,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     };
     let progress = progress::for_terminal(ctx.quiet || ctx.json);
     let outcome = gsdr::job::restore(&env, &catalog, &manifest, &req, progress.as_ref()).await?;
+    if req.to_file.as_deref() == Some(std::path::Path::new("-")) {
+        // stdout carries the data: the summary goes to the log.
+        tracing::info!(event = "restore_finished", id = %outcome.id, bytes = outcome.raw_bytes);
+        return Ok(Outcome::Ok);
+    }
     emit(ctx.json, &outcome, |o| {
         format!(
             "restored {} ({}) to {}: {} in {:.1}s\n",

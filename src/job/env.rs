@@ -99,8 +99,7 @@ impl Env {
     pub fn encode_options(&self) -> Result<EncodeOptions> {
         let recipients = self
             .policy
-            .encryption
-            .recipients
+            .recipients()?
             .iter()
             .map(|r| keys::parse_recipient(r))
             .collect::<Result<Vec<_>, _>>()?;

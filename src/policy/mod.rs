@@ -44,7 +44,11 @@ pub struct Policy {
 #[serde(deny_unknown_fields)]
 pub struct Encryption {
     /// age X25519 recipients (public keys, `age1…`): typically an operations key and an offline break-glass key.
+    #[serde(default)]
     pub recipients: Vec<String>,
+    /// A file of further recipients, one per line (`#` comments allowed), e.g. a mounted ConfigMap.
+    #[serde(default)]
+    pub recipients_file: Option<PathBuf>,
     /// Identity file (private key) used to restore and verify; only needed there. A mounted secret.
     #[serde(default)]
     pub identity_file: Option<PathBuf>,
@@ -336,7 +340,7 @@ impl Policy {
     }
 
     fn validate(&self, text: &str) -> Result<(), PolicyError> {
-        if self.encryption.recipients.is_empty() {
+        if self.encryption.recipients.is_empty() && self.encryption.recipients_file.is_none() {
             return Err(self.err(
                 text,
                 "encryption.recipients",
@@ -449,6 +453,35 @@ impl Policy {
         Ok(())
     }
 
+    /// Every recipient: the inline ones and those of `recipients_file`.
+    pub fn recipients(&self) -> Result<Vec<String>, PolicyError> {
+        let mut out = self.encryption.recipients.clone();
+        if let Some(path) = &self.encryption.recipients_file {
+            let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+                file: self.path.clone(),
+                line: None,
+                field: "encryption.recipients_file".into(),
+                message: format!("cannot read `{}`: {e}", path.display()),
+            })?;
+            out.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string),
+            );
+        }
+        if out.is_empty() {
+            return Err(PolicyError {
+                file: self.path.clone(),
+                line: None,
+                field: "encryption.recipients".into(),
+                message: "no age recipient: a backup must be encrypted to at least one public key"
+                    .into(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Primary target name of a source.
     pub fn target_of(&self, source: &str) -> Option<&str> {
         let s = self.sources.get(source)?;
@@ -544,4 +577,42 @@ fn find_field_line(text: &str, field: &str) -> Option<usize> {
             t.starts_with(last) && t[last.len()..].trim_start().starts_with('=')
         })
         .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped policy parses and validates.
+    #[test]
+    fn every_policy_file_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Policy::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "policies/ holds the production and local policies");
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let text = "name = \"x\"\n[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\nrecipientz = []\n[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n";
+        let e = Policy::parse(text, Path::new("p.toml")).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert_eq!(e.field, "recipientz");
+        assert!(e.to_string().starts_with("p.toml:4: recipientz:"), "{e}");
+    }
+
+    #[test]
+    fn source_needs_its_engine_table() {
+        let text = "name = \"x\"\n[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n[sources.s]\nkind = \"command\"\n";
+        let e = Policy::parse(text, Path::new("p.toml")).unwrap_err();
+        assert_eq!(e.field, "sources.s.kind");
+        assert_eq!(e.line, Some(8));
+        assert!(e.message.contains("[sources.s.command]"), "{e}");
+    }
 }

@@ -2,5 +2,6 @@
 //! Every test starts the real servers it needs on free loopback ports
 //! (see `support`) and fails, saying how to install it, if one is missing.
 
+mod cli;
 mod mongo;
 mod support;
