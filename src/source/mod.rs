@@ -178,6 +178,14 @@ pub fn open_source(
             })?;
             Ok(Box::new(redis::RedisSource::new(name, c)?))
         }
+        Engine::Mongo => {
+            let c = cfg.mongo.clone().ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "source `{name}` has no [sources.{name}.mongo] table"
+                ))
+            })?;
+            Ok(Box::new(mongo::MongoSource::new(name, c)))
+        }
         other => Err(crate::Error::NotSupported(format!(
             "backups of `{}` sources (source `{name}`)",
             other.as_str()
@@ -209,6 +217,12 @@ pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), 
                 crate::Error::Invalid(format!("source `{name}` has no redis table"))
             })?;
             redis::probe(name, c).await
+        }
+        Engine::Mongo => {
+            let c = cfg.mongo.as_ref().ok_or_else(|| {
+                crate::Error::Invalid(format!("source `{name}` has no mongo settings"))
+            })?;
+            mongo::probe(name, c).await
         }
         other => Err(crate::Error::NotSupported(format!(
             "connection checks of `{}` sources",

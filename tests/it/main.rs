@@ -6,5 +6,6 @@ mod cli;
 mod storage;
 mod postgres;
 mod redis;
+mod mongo;
 mod support;
 mod velero;

@@ -11,6 +11,7 @@
 pub mod moto;
 pub mod fake_kube;
 pub mod postgres;
+pub mod mongo;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
