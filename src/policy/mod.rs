@@ -146,6 +146,9 @@ pub struct S3Target {
     /// Largest stream expected, used to size parts when the size is unknown up front.
     #[serde(default = "default_max_object")]
     pub max_object_size: ByteSize,
+    /// Attempts per S3 request, first included (SDK default 3); `1` turns retries off (error-path tests).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
 }
 
 fn default_region() -> String {
@@ -372,6 +375,13 @@ impl Policy {
                         text,
                         &format!("targets.{name}.part_size"),
                         "S3 parts must be at least 5MiB",
+                    ));
+                }
+                if s.max_attempts == Some(0) {
+                    return Err(self.err(
+                        text,
+                        &format!("targets.{name}.max_attempts"),
+                        "must be at least 1 (1 = no retries)",
                     ));
                 }
                 if s.upload_concurrency == 0 {

@@ -151,6 +151,18 @@ impl Store for FsStore {
         format!("file://{}", self.root.display())
     }
 
+    async fn probe(&self) -> Result<(), StorageError> {
+        // A folder that cannot take a new file cannot take a backup.
+        let tmp = Self::tmp_path(&self.root.join("probe"));
+        tokio::fs::write(&tmp, b"gsdr probe")
+            .await
+            .map_err(|e| self.io("write a probe file in", "", e))?;
+        tokio::fs::remove_file(&tmp)
+            .await
+            .map_err(|e| self.io("remove the probe file in", "", e))?;
+        Ok(())
+    }
+
     async fn put_stream(
         &self,
         key: &str,

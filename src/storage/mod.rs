@@ -11,6 +11,7 @@
 
 use std::fmt::Debug;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -109,17 +110,39 @@ pub trait Store: Send + Sync + Debug {
     /// Deletes an object; deleting an absent one is not an error.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
 
+    /// Checks that the target is reachable and usable (`gsdr policy check
+    /// --connect`): S3 asks for the bucket, a folder must be writable. The
+    /// default looks up one key, which checks connectivity and read access.
+    async fn probe(&self) -> Result<(), StorageError> {
+        self.head("gsdr-probe").await.map(|_| ())
+    }
+
     /// Removes leftovers of interrupted writes (incomplete multipart uploads,
     /// temp files) older than `older_than`; returns how many were removed.
     async fn cleanup_incomplete(
         &self,
         older_than: std::time::Duration,
     ) -> Result<usize, StorageError>;
+}
 
-    /// Checks the target is reachable and usable (`gsdr policy check --connect`).
-    async fn probe(&self) -> Result<(), StorageError> {
-        self.list("gsdr-probe/").await.map(|_| ())
-    }
+/// Opens the target named `name` of a policy: a folder or an S3 bucket.
+/// Makes no request; call [`Store::probe`] to check that it is reachable.
+pub async fn open_target(
+    name: &str,
+    cfg: &crate::policy::TargetConfig,
+) -> Result<Arc<dyn Store>, StorageError> {
+    use crate::policy::TargetConfig;
+    let named = |e: StorageError| match e {
+        StorageError::Config { store, message } => StorageError::Config {
+            store: format!("`{name}` ({store})"),
+            message,
+        },
+        other => other,
+    };
+    Ok(match cfg {
+        TargetConfig::Fs(t) => Arc::new(fs::FsStore::new(&t.path).map_err(named)?),
+        TargetConfig::S3(t) => Arc::new(s3::S3Store::new(t).await.map_err(named)?),
+    })
 }
 
 /// Errors of a [`Store`].
@@ -216,19 +239,5 @@ impl StorageError {
     /// True for [`StorageError::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
-    }
-}
-
-/// Opens the target `name` described by `cfg`.
-pub async fn open_target(
-    name: &str,
-    cfg: &crate::policy::TargetConfig,
-) -> Result<std::sync::Arc<dyn Store>, StorageError> {
-    match cfg {
-        crate::policy::TargetConfig::Fs(f) => Ok(std::sync::Arc::new(fs::FsStore::new(&f.path)?)),
-        crate::policy::TargetConfig::S3(_) => Err(StorageError::Config {
-            store: format!("target `{name}`"),
-            message: "S3 targets are not supported yet".into(),
-        }),
     }
 }
