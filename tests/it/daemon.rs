@@ -538,7 +538,7 @@ async fn sha_of(store: &Arc<dyn Store>, key: &str) -> String {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = r.read(&mut buf).await.unwrap();
+        let n = r.read(&mut buf).await.map_err(|e| format!("{e:?}")).unwrap();
         if n == 0 {
             break;
         }
@@ -591,6 +591,7 @@ async fn replication_catches_up_after_the_offsite_server_dies_midway() {
         .await
         .unwrap();
     assert_eq!(manifests.len(), 4);
+    assert_eq!(sha_of(&primary, &manifests[0].data_key).await, manifests[0].stored_sha256);
 
     // Kill the off-site server once the first backup landed there.
     let sweep = {
@@ -610,6 +611,9 @@ async fn replication_catches_up_after_the_offsite_server_dies_midway() {
             .unwrap_or(0);
         if n >= 1 {
             break;
+        }
+        if sweep.is_finished() {
+            panic!("the sweep ended before the kill: {:?}", sweep.await.unwrap());
         }
         assert!(
             t0.elapsed() < Duration::from_secs(60),
