@@ -6,8 +6,9 @@
 //! the write has been committed completely (S3: `CompleteMultipartUpload`;
 //! folder: rename of a fully synced temp file).
 //!
-//! Memory bound of a streaming put: `part_size_bytes × (upload_concurrency + 1)`
-//! for S3; one 1 MiB copy buffer for the folder store.
+//! Memory bound of a streaming put: `part_size × (upload_concurrency + 1)`
+//! for S3 (the part size grows only for streams beyond 1,000 parts, see
+//! [`s3::PartPlan`]); one 1 MiB copy buffer for the folder store.
 
 use std::fmt::Debug;
 use std::pin::Pin;

@@ -4,4 +4,5 @@
 
 mod cli;
 mod daemon;
+mod storage;
 mod support;

@@ -1,0 +1,313 @@
+//! An S3 server for tests: a throwaway `moto` server on a free port, or the
+//! external server named by `GSDR_TEST_S3_ENDPOINT` (MinIO from
+//! docker-compose.test.yml, with `GSDR_TEST_S3_ACCESS_KEY` and
+//! `GSDR_TEST_S3_SECRET_KEY`).
+//!
+//! Every [`Moto`] has its own bucket with a unique name. Credentials reach the
+//! store through `SecretRef::File` (two files in a temp dir), so the client
+//! never depends on the ambient environment.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use gsdr::policy::{ByteSize, ChecksumMode, S3Target, SecretRef, TargetConfig};
+
+use super::{free_port, repo_root, tempdir, wait_for_port, ChildGuard};
+
+const INSTALL_HINT: &str =
+    "create a venv with `python3 -m venv .venv && .venv/bin/pip install 'moto[server]==5.1.22'` \
+     (or point GSDR_TEST_VENV at one, or run scripts/test.sh, which installs every test server)";
+
+/// A running S3 server with a fresh bucket.
+pub struct Moto {
+    /// The moto process; `None` for an external server.
+    child: Option<Mutex<ChildGuard>>,
+    /// Endpoint URL, e.g. `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The bucket made for this test.
+    pub bucket: String,
+    access_key: String,
+    secret_key: String,
+    key_file: PathBuf,
+    secret_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Moto {
+    /// The external server if `GSDR_TEST_S3_ENDPOINT` is set, else a new moto server.
+    pub async fn start() -> Moto {
+        match std::env::var("GSDR_TEST_S3_ENDPOINT") {
+            Ok(endpoint) if !endpoint.is_empty() => {
+                let key = std::env::var("GSDR_TEST_S3_ACCESS_KEY")
+                    .expect("GSDR_TEST_S3_ENDPOINT is set: set GSDR_TEST_S3_ACCESS_KEY too");
+                let secret = std::env::var("GSDR_TEST_S3_SECRET_KEY")
+                    .expect("GSDR_TEST_S3_ENDPOINT is set: set GSDR_TEST_S3_SECRET_KEY too");
+                Moto::with(None, endpoint, key, secret).await
+            }
+            _ => Moto::start_own(&[]).await,
+        }
+    }
+
+    /// Always a new moto server (for tests that kill it), with extra
+    /// environment variables for it (e.g. `INITIAL_NO_AUTH_ACTION_COUNT`).
+    pub async fn start_own(env: &[(&str, &str)]) -> Moto {
+        let venv = std::env::var_os("GSDR_TEST_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".venv"));
+        let python = venv.join("bin").join("python");
+        if !python.exists() {
+            panic!(
+                "moto is not installed: no Python venv at {} ({INSTALL_HINT})",
+                venv.display()
+            );
+        }
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = Command::new(&python);
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut guard = ChildGuard::spawn(cmd, "moto server");
+        let what = format!("moto server (log {}; {INSTALL_HINT})", log.path().display());
+        wait_for_port(port, Duration::from_secs(30), &what, &mut guard.child);
+        // Keep the log with the temp dir of this instance.
+        let moto = Moto::with(
+            Some(guard),
+            format!("http://127.0.0.1:{port}"),
+            "gsdr-test-key".into(),
+            "gsdr-test-secret".into(),
+        )
+        .await;
+        let _ = log.persist(moto._dir.path().join("moto.log"));
+        moto
+    }
+
+    async fn with(
+        child: Option<ChildGuard>,
+        endpoint: String,
+        access_key: String,
+        secret_key: String,
+    ) -> Moto {
+        let dir = tempdir();
+        let key_file = dir.path().join("access_key_id");
+        let secret_file = dir.path().join("secret_access_key");
+        std::fs::write(&key_file, format!("{access_key}\n")).unwrap();
+        std::fs::write(&secret_file, format!("{secret_key}\n")).unwrap();
+        let bucket = format!(
+            "gsdr-test-{:012x}",
+            rand::random::<u64>() & 0xffff_ffff_ffff
+        );
+        let moto = Moto {
+            child: child.map(Mutex::new),
+            endpoint,
+            bucket,
+            access_key,
+            secret_key,
+            key_file,
+            secret_file,
+            _dir: dir,
+        };
+        moto.client()
+            .create_bucket()
+            .bucket(&moto.bucket)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot create bucket {} on {}: {}",
+                    moto.bucket,
+                    moto.endpoint,
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )
+            });
+        moto
+    }
+
+    /// A target for this bucket under `prefix`: 5 MiB parts, 2 in flight.
+    pub fn target(&self, prefix: &str) -> S3Target {
+        S3Target {
+            endpoint: Some(self.endpoint.clone()),
+            bucket: self.bucket.clone(),
+            prefix: prefix.to_string(),
+            region: "us-east-1".into(),
+            path_style: true,
+            access_key_id: Some(SecretRef::File(self.key_file.clone())),
+            secret_access_key: Some(SecretRef::File(self.secret_file.clone())),
+            part_size: ByteSize(5 << 20),
+            upload_concurrency: 2,
+            request_checksums: ChecksumMode::WhenSupported,
+            max_object_size: ByteSize(1 << 30),
+            max_attempts: None,
+        }
+    }
+
+    /// [`Moto::target`] as a policy target.
+    pub fn target_config(&self, prefix: &str) -> TargetConfig {
+        TargetConfig::S3(self.target(prefix))
+    }
+
+    /// A raw SDK client on this server (to set up what gsdr must cope with).
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new(
+            &self.access_key,
+            &self.secret_key,
+            None,
+            None,
+            "gsdr-test",
+        );
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(creds)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// Creates an IAM user with an access key and no permissions, then turns
+    /// moto's authentication on: from then on every request is checked
+    /// against IAM. Returns the user's (access key id, secret). Own moto only.
+    pub async fn user_without_permissions_then_enforce_auth(&self) -> (String, String) {
+        assert!(
+            !self.is_external(),
+            "only our own moto server can switch authentication on"
+        );
+        let http = reqwest::Client::new();
+        let iam = |action: &str| {
+            // Authentication is still off: the signature is not checked, the
+            // credential scope only routes the request to moto's IAM.
+            http.post(format!("{}/", self.endpoint))
+                .header(
+                    "Authorization",
+                    "AWS4-HMAC-SHA256 Credential=gsdr-test-key/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0",
+                )
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(format!("Action={action}&UserName=gsdr-no-rights&Version=2010-05-08"))
+                .send()
+        };
+        let created = iam("CreateUser").await.unwrap();
+        assert!(
+            created.status().is_success(),
+            "CreateUser: {}",
+            created.text().await.unwrap()
+        );
+        let body = iam("CreateAccessKey").await.unwrap().text().await.unwrap();
+        let field = |name: &str| {
+            let start = body
+                .find(&format!("<{name}>"))
+                .unwrap_or_else(|| panic!("no {name} in {body}"))
+                + name.len()
+                + 2;
+            body[start..start + body[start..].find('<').unwrap()].to_string()
+        };
+        let pair = (field("AccessKeyId"), field("SecretAccessKey"));
+        let reset = http
+            .post(format!("{}/moto-api/reset-auth", self.endpoint))
+            .body("0")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            reset.status().is_success(),
+            "moto-api/reset-auth: {}",
+            reset.status()
+        );
+        pair
+    }
+
+    /// The server's port (own moto or an external endpoint with a port).
+    pub fn port(&self) -> u16 {
+        self.endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .expect("endpoint with a port")
+    }
+
+    /// Whether this is an external server (MinIO) rather than our own moto.
+    pub fn is_external(&self) -> bool {
+        self.child.is_none()
+    }
+
+    /// Kills the server now, as a crash would. Panics for an external server.
+    pub fn kill(&self) {
+        self.child
+            .as_ref()
+            .expect("cannot kill an external S3 server")
+            .lock()
+            .unwrap()
+            .kill();
+    }
+}
+
+/// A TCP relay in front of a server whose connections can all be cut at once
+/// (a network partition) while the server keeps running.
+pub struct CutProxy {
+    port: u16,
+    cut: tokio_util::sync::CancellationToken,
+}
+
+impl CutProxy {
+    /// Relays `127.0.0.1:<new port>` to `127.0.0.1:<target_port>`.
+    pub async fn start(target_port: u16) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = tokio_util::sync::CancellationToken::new();
+        let token = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut inbound = tokio::select! {
+                    _ = token.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((s, _)) => s,
+                        Err(_) => return,
+                    },
+                };
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                    // Dropping both sockets resets the client's connection.
+                });
+            }
+        });
+        CutProxy { port, cut }
+    }
+
+    /// Endpoint URL through the relay.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.cancel();
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.cut.cancel();
+    }
+}
