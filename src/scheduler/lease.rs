@@ -108,12 +108,14 @@ pub async fn acquire(
         let current = match store.get_small(key, LEASE_MAX_BYTES).await {
             Ok((bytes, meta)) => match serde_json::from_slice::<LeaseDoc>(&bytes) {
                 Ok(doc) => Some((doc, meta.etag.unwrap_or_default())),
-                Err(e) => return Err(StorageError::Config {
-                    store: store.describe(),
-                    message: format!(
+                Err(e) => {
+                    return Err(StorageError::Config {
+                        store: store.describe(),
+                        message: format!(
                         "lease `{key}` is unreadable ({e}); delete it if no gsdr runs this source"
                     ),
-                }),
+                    })
+                }
             },
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),

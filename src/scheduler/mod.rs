@@ -335,7 +335,9 @@ impl Shared {
                 attempt,
             }
             .emit();
+            // Biased: a runner that returns on cancellation reports it itself.
             let res = tokio::select! {
+                biased;
                 r = self.runner.run(source, cancel.clone()) => r,
                 _ = cancel.cancelled() => return SlotOutcome::Aborted,
             };

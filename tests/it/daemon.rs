@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use gsdr::catalog::Catalog;
@@ -538,7 +539,11 @@ async fn sha_of(store: &Arc<dyn Store>, key: &str) -> String {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = r.read(&mut buf).await.map_err(|e| format!("{e:?}")).unwrap();
+        let n = r
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("{e:?}"))
+            .unwrap();
         if n == 0 {
             break;
         }
@@ -591,7 +596,10 @@ async fn replication_catches_up_after_the_offsite_server_dies_midway() {
         .await
         .unwrap();
     assert_eq!(manifests.len(), 4);
-    assert_eq!(sha_of(&primary, &manifests[0].data_key).await, manifests[0].stored_sha256);
+    assert_eq!(
+        sha_of(&primary, &manifests[0].data_key).await,
+        manifests[0].stored_sha256
+    );
 
     // Kill the off-site server once the first backup landed there.
     let sweep = {
@@ -613,7 +621,10 @@ async fn replication_catches_up_after_the_offsite_server_dies_midway() {
             break;
         }
         if sweep.is_finished() {
-            panic!("the sweep ended before the kill: {:?}", sweep.await.unwrap());
+            panic!(
+                "the sweep ended before the kill: {:?}",
+                sweep.await.unwrap()
+            );
         }
         assert!(
             t0.elapsed() < Duration::from_secs(60),
@@ -907,7 +918,7 @@ fn alert_rules_are_valid_and_use_exported_metrics() {
     for g in groups {
         for r in g["rules"].as_sequence().unwrap() {
             let expr = r["expr"].as_str().unwrap();
-            assert!(expr.contains("gsdr_"), "{expr}");
+            assert!(expr.contains("gsdr"), "{expr}");
             assert!(
                 r["labels"]["severity"].as_str().is_some(),
                 "every alert has a severity"
@@ -954,4 +965,165 @@ fn alert_rules_are_valid_and_use_exported_metrics() {
             eprintln!("promtool not installed (Debian package `prometheus`): rules parsed only")
         }
     }
+}
+
+// ---------------------------------------------------------------- CLI end to end
+
+#[test]
+fn cli_run_once_prune_and_replicate_check() {
+    let f = crate::cli::Fixture::new(
+        "[targets.local]\nkind = \"fs\"\npath = \"{dir}/primary\"\n\
+         [targets.off]\nkind = \"fs\"\npath = \"{dir}/off\"\n\
+         [defaults]\ntarget = \"local\"\noffsite = \"off\"\nretention = { keep_last = 1 }\n\
+         [sources.s]\nkind = \"command\"\nschedule = \"0 3 * * *\"\n\
+         [sources.s.command]\nargv = [\"head\", \"-c\", \"100000\", \"/dev/urandom\"]\n\
+         [sources.bad]\nkind = \"command\"\n\
+         [sources.bad.command]\nargv = [\"false\"]\n\
+         [daemon]\nretry_max_attempts = 2\nretry_backoff_base = \"1s\"\nretry_backoff_max = \"1s\"\n",
+    );
+    // Never backed up and a 03:00 slot has passed: due. `bad` has no schedule: not run.
+    let r = f.gsdr_json(&["run", "--once"]);
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{r}");
+    assert_eq!(
+        (runs[0]["source"].as_str(), runs[0]["result"].as_str()),
+        (Some("s"), Some("ok"))
+    );
+    // Just backed up: nothing due.
+    assert_eq!(
+        f.gsdr_json(&["run", "--once"])["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    // By name it runs anyway; the run replicated its backup.
+    assert_eq!(
+        f.gsdr_json(&["run", "--once", "--source", "s"])["runs"][0]["result"],
+        "ok"
+    );
+    let check = f.gsdr(&["replicate", "--check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert_eq!(
+        f.gsdr_json(&["list"])["backups"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(
+        f.gsdr_json(&["list", "--target", "off"])["backups"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // keep_last = 1: prune shows one deletion per target, then does it.
+    let dry = f.gsdr_json(&["prune", "--dry-run"]);
+    let actions = dry["actions"].as_array().unwrap();
+    let deletes: Vec<_> = actions
+        .iter()
+        .filter(|a| a["keep"].as_array().unwrap().is_empty())
+        .collect();
+    assert_eq!(deletes.len(), 2, "{dry}");
+    assert!(actions.iter().all(|a| a["deleted"] == false));
+    let newest_kept = actions
+        .iter()
+        .find(|a| !a["keep"].as_array().unwrap().is_empty())
+        .unwrap();
+    assert_eq!(newest_kept["keep"][0]["rule"], "newest");
+    assert_eq!(
+        f.gsdr_json(&["list"])["backups"].as_array().unwrap().len(),
+        2,
+        "a dry run deletes nothing"
+    );
+    f.gsdr_json(&["prune"]);
+    assert_eq!(
+        f.gsdr_json(&["list"])["backups"].as_array().unwrap().len(),
+        1
+    );
+    assert!(f.gsdr(&["replicate", "--check"]).status.success());
+
+    // A failing run exits non-zero and says why.
+    let out = f.gsdr(&["run", "--once", "--source", "bad"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FAILED"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+// ---------------------------------------------------------------- deploy/
+
+#[test]
+fn deploy_manifests_parse_run_non_root_and_ship_valid_policies() {
+    let root = crate::support::repo_root().join("deploy");
+    let mut n = 0;
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            match p.extension().and_then(|x| x.to_str()) {
+                Some("yaml") => {
+                    for doc in serde_yaml::Deserializer::from_str(&text) {
+                        let v = serde_yaml::Value::deserialize(doc)
+                            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                        let kind = v["kind"].as_str().unwrap_or_default();
+                        let pod = match kind {
+                            "Deployment" => Some(&v["spec"]["template"]["spec"]),
+                            "CronJob" => {
+                                Some(&v["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+                            }
+                            _ => None,
+                        };
+                        if let Some(pod) = pod {
+                            assert_eq!(
+                                pod["securityContext"]["runAsNonRoot"],
+                                true,
+                                "{}",
+                                p.display()
+                            );
+                            let c = &pod["containers"][0];
+                            assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+                            assert!(c["resources"]["limits"]["memory"].as_str().is_some());
+                            assert!(
+                                pod["terminationGracePeriodSeconds"].as_u64().unwrap() > 600,
+                                "longer than daemon.grace_period"
+                            );
+                        }
+                        n += 1;
+                    }
+                }
+                Some("json") => {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    for panel in v["panels"].as_array().unwrap() {
+                        for t in panel["targets"].as_array().unwrap() {
+                            assert!(t["expr"].as_str().unwrap().contains("gsdr_"));
+                        }
+                    }
+                    n += 1;
+                }
+                Some("toml") => {
+                    gsdr::policy::Policy::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                    n += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(n >= 12, "deploy/ files checked: {n}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("overlays/production/policy.toml")).unwrap(),
+        std::fs::read_to_string(crate::support::repo_root().join("policies/glucosync.toml"))
+            .unwrap(),
+        "deploy/overlays/production/policy.toml must equal policies/glucosync.toml"
+    );
 }
