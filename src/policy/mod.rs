@@ -255,6 +255,9 @@ pub struct DaemonConfig {
     /// What to do on start for a source whose last success is older than its interval.
     #[serde(default)]
     pub missed_runs: MissedRuns,
+    /// Most runs (streams) at once in one process: memory is about this × one stream's bound.
+    #[serde(default = "default_max_concurrent_runs")]
+    pub max_concurrent_runs: usize,
     /// Slack-compatible webhook URL (a secret: `{ file = "…" }` or `{ env = "…" }`); unset: no notifications.
     #[serde(default)]
     pub webhook_url: Option<SecretRef>,
@@ -290,6 +293,9 @@ fn default_retry_backoff_base() -> HumanDuration {
 fn default_retry_backoff_max() -> HumanDuration {
     hd(900)
 }
+fn default_max_concurrent_runs() -> usize {
+    2
+}
 fn default_grace_period() -> HumanDuration {
     hd(600)
 }
@@ -309,6 +315,7 @@ impl Default for DaemonConfig {
             retry_backoff_max: default_retry_backoff_max(),
             grace_period: default_grace_period(),
             missed_runs: MissedRuns::default(),
+            max_concurrent_runs: default_max_concurrent_runs(),
             webhook_url: None,
             notify_min_interval: default_notify_min_interval(),
             timezone: None,
@@ -748,6 +755,9 @@ impl Policy {
                 format!("must be above 0 and at most half of lease_ttl ({}), so a lease is renewed before it expires", d.lease_ttl),
             ));
         }
+        if d.max_concurrent_runs == 0 {
+            return Err(self.err(text, "daemon.max_concurrent_runs", "must be at least 1"));
+        }
         if d.retry_max_attempts == 0 {
             return Err(self.err(
                 text,
@@ -910,5 +920,75 @@ mod tests {
         assert_eq!(e.field, "sources.s.kind");
         assert_eq!(e.line, Some(8));
         assert!(e.message.contains("[sources.s.command]"), "{e}");
+    }
+
+    const HEAD: &str = "name = \"x\"\n[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n";
+
+    fn s3(lifecycle: &str) -> String {
+        format!(
+            "{HEAD}[targets.b]\nkind = \"s3\"\nbucket = \"b\"\n[targets.b.lifecycle]\n{lifecycle}"
+        )
+    }
+
+    #[test]
+    fn daemon_section_defaults_and_checks() {
+        let p = Policy::parse(
+            &format!("{HEAD}[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n"),
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        assert_eq!(p.daemon, DaemonConfig::default());
+        assert_eq!(p.daemon.offset().unwrap().local_minus_utc(), 0);
+        let bad = |d: &str| {
+            Policy::parse(
+                &format!("{HEAD}[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n[daemon]\n{d}\n"),
+                Path::new("p.toml"),
+            )
+            .unwrap_err()
+        };
+        assert_eq!(
+            bad("lease_ttl = \"1m\"\nlease_renew = \"45s\"").field,
+            "daemon.lease_renew"
+        );
+        assert_eq!(
+            bad("metrics_addr = \"nowhere\"").field,
+            "daemon.metrics_addr"
+        );
+        assert_eq!(bad("timezone = \"Europe/Berlin\"").field, "daemon.timezone");
+        assert_eq!(
+            bad("retry_max_attempts = 0").field,
+            "daemon.retry_max_attempts"
+        );
+        assert_eq!(bad("lease_tll = \"5m\"").field, "lease_tll");
+        assert_eq!(parse_offset("+01:30").unwrap().local_minus_utc(), 5400);
+    }
+
+    #[test]
+    fn lifecycle_checks_days_versioning_and_lock_vs_expiry() {
+        let ok = Policy::parse(&s3("expire_after = \"35d\"\nversioning = true\nobject_lock = { mode = \"compliance\", retention = \"30d\" }\n"), Path::new("p.toml")).unwrap();
+        let TargetConfig::S3(t) = &ok.targets["b"] else {
+            panic!()
+        };
+        let l = t.lifecycle.as_ref().unwrap();
+        assert_eq!(l.abort_incomplete_after.0.as_secs(), 86_400, "default 1d");
+        assert_eq!(l.object_lock.unwrap().mode, LockMode::Compliance);
+        let err = |l: &str| Policy::parse(&s3(l), Path::new("p.toml")).unwrap_err();
+        assert_eq!(
+            err("expire_after = \"36h\"").field,
+            "targets.b.lifecycle.expire_after"
+        );
+        assert_eq!(
+            err("object_lock = { mode = \"governance\", retention = \"30d\" }").field,
+            "targets.b.lifecycle.versioning"
+        );
+        assert_eq!(
+            err("expire_after = \"7d\"\nversioning = true\nobject_lock = { mode = \"governance\", retention = \"30d\" }").field,
+            "targets.b.lifecycle.expire_after"
+        );
+        assert!(
+            err("object_lock = { mode = \"legal\", retention = \"30d\" }")
+                .message
+                .contains("legal")
+        );
     }
 }

@@ -87,6 +87,8 @@ pub struct Settings {
     pub locks_prefix: String,
     /// Missed-run policy.
     pub missed_runs: MissedRuns,
+    /// Most runs at once in this process.
+    pub max_concurrent_runs: usize,
     /// Time zone of the cron schedules.
     pub offset: FixedOffset,
     /// This replica's id in leases.
@@ -107,6 +109,7 @@ impl Settings {
             lease_renew: d.lease_renew.0,
             locks_prefix: d.locks_prefix.clone(),
             missed_runs: d.missed_runs,
+            max_concurrent_runs: d.max_concurrent_runs,
             offset: d.offset().map_err(Error::Invalid)?,
             holder: default_holder(),
             jitter: 0.2,
@@ -200,9 +203,28 @@ struct Shared {
     clock: Arc<dyn Clock>,
     settings: Settings,
     hooks: Vec<Arc<dyn OutcomeHook>>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
+    fn new(
+        runner: Arc<dyn Runner>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        hooks: Vec<Arc<dyn OutcomeHook>>,
+    ) -> Self {
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            settings.max_concurrent_runs.max(1),
+        ));
+        Shared {
+            runner,
+            clock,
+            settings,
+            hooks,
+            slots,
+        }
+    }
+
     /// Runs one slot: lease, attempts with backoff, release.
     async fn run_slot(
         &self,
@@ -212,6 +234,11 @@ impl Shared {
         jobs: &CancellationToken,
     ) -> SlotOutcome {
         let source = plan.name.as_str();
+        // Bounded memory: at most `max_concurrent_runs` streams at once; wait before taking the lease.
+        let _permit = tokio::select! {
+            p = self.slots.clone().acquire_owned() => p.expect("the run semaphore is never closed"),
+            _ = shutdown.cancelled() => return SlotOutcome::Skipped("shutting down".into()),
+        };
         let mut lease = None;
         if let Some(store) = &plan.lease_store {
             let key = lease::lease_key(&self.settings.locks_prefix, source);
@@ -463,12 +490,7 @@ impl Scheduler {
         hooks: Vec<Arc<dyn OutcomeHook>>,
     ) -> Self {
         Scheduler {
-            shared: Arc::new(Shared {
-                runner,
-                clock,
-                settings,
-                hooks,
-            }),
+            shared: Arc::new(Shared::new(runner, clock, settings, hooks)),
             plans,
         }
     }
@@ -533,12 +555,7 @@ pub async fn run_once(
     hooks: Vec<Arc<dyn OutcomeHook>>,
     shutdown: CancellationToken,
 ) -> BTreeMap<String, SlotOutcome> {
-    let shared = Shared {
-        runner,
-        clock,
-        settings,
-        hooks,
-    };
+    let shared = Shared::new(runner, clock, settings, hooks);
     let jobs = CancellationToken::new();
     // Shutdown during a one-shot run aborts after the grace period too.
     let aborter = {

@@ -112,6 +112,7 @@ fn settings(missed: MissedRuns) -> Settings {
         lease_renew: Duration::from_secs(60),
         locks_prefix: "locks".into(),
         missed_runs: missed,
+        max_concurrent_runs: 2,
         offset: chrono::FixedOffset::east_opt(0).unwrap(),
         holder: "test".into(),
         jitter: 0.0,
@@ -301,6 +302,31 @@ async fn shutdown_lets_a_short_run_finish_and_aborts_a_long_one_after_the_grace_
     );
     assert_eq!((s.failures, s.aborted_in_flight), (1, true));
     assert_eq!(start.elapsed(), Duration::from_secs(120 + 600));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_concurrent_runs_bounds_simultaneous_streams() {
+    let clock = TokioClock::starting_at(at(29, 5, 0));
+    let job = Arc::new(Scripted::new(Arc::new(clock), Duration::from_secs(600)));
+    let mut s = settings(MissedRuns::Skip);
+    s.max_concurrent_runs = 1;
+    let plans = vec![
+        plan("conc-a", "0 0 6 * * *", None),
+        plan("conc-b", "0 0 6 * * *", None),
+    ];
+    let sched = Scheduler::new(plans, job.clone(), Arc::new(clock), s, vec![]);
+    let stop = CancellationToken::new();
+    let h = tokio::spawn(sched.run(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    stop.cancel();
+    h.await.unwrap();
+    let mut times = job.times();
+    times.sort();
+    assert_eq!(
+        times,
+        [at(29, 6, 0), at(29, 6, 10)],
+        "the second stream waits for the first"
+    );
 }
 
 #[tokio::test(start_paused = true)]
