@@ -1153,3 +1153,118 @@ fn deploy_manifests_parse_run_non_root_and_ship_valid_policies() {
         "deploy/overlays/production/policy.toml must equal policies/glucosync.toml"
     );
 }
+
+// ---------------------------------------------------------------- notifications
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_gets_one_failure_message_per_interval_and_a_recovery() {
+    use axum::routing::post;
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let app = {
+        let got = got.clone();
+        axum::Router::new().route(
+            "/hook",
+            post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                let got = got.clone();
+                async move {
+                    got.lock().unwrap().push(v);
+                    "ok"
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // The URL comes from a secret file, as in the cluster.
+    let dir = tempdir();
+    let f = dir.path().join("url");
+    std::fs::write(&f, format!("http://{addr}/hook\n")).unwrap();
+    let url = gsdr::policy::SecretRef::File(f).read().unwrap();
+    let n = Arc::new(gsdr::notify::Notifier::new(
+        url,
+        "glucosync",
+        Duration::from_secs(900),
+    ));
+    let hook: Arc<dyn gsdr::scheduler::OutcomeHook> = Arc::new(n);
+    hook.outcome("notify-src", &SlotOutcome::Failed("disk full".into()));
+    hook.outcome("notify-src", &SlotOutcome::Failed("disk full".into()));
+    hook.outcome("notify-src", &SlotOutcome::Failed("disk full".into()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hook.outcome(
+        "notify-src",
+        &SlotOutcome::Success(RunReport {
+            id: "b9".into(),
+            bytes_raw: 1,
+            bytes_stored: 1,
+            duration_secs: 1.0,
+        }),
+    );
+    let t0 = std::time::Instant::now();
+    while got.lock().unwrap().len() < 2 && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let msgs: Vec<String> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        msgs.len(),
+        2,
+        "one failure (rate limited) and one recovery: {msgs:?}"
+    );
+    assert!(
+        msgs[0].contains("`notify-src` failed: disk full") && msgs[0].contains("glucosync"),
+        "{msgs:?}"
+    );
+    assert!(msgs[1].contains("recovered"), "{msgs:?}");
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_storage_init_shows_the_difference_then_is_up_to_date() {
+    let moto = start_moto(free_port());
+    let dir = tempdir();
+    let s = S3Store::new(&s3_target(dir.path(), moto.port, "clilock", "gs", ""))
+        .await
+        .unwrap();
+    make_bucket(&s, true).await;
+    let key = dir.path().join("k");
+    std::fs::write(&key, "test").unwrap();
+    let f = crate::cli::Fixture::new(&format!(
+        "[targets.m]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:{}\"\nbucket = \"clilock\"\nprefix = \"gs\"\n\
+         access_key_id = {{ file = \"{k}\" }}\nsecret_access_key = {{ file = \"{k}\" }}\n\
+         [targets.m.lifecycle]\nexpire_after = \"35d\"\nversioning = true\nobject_lock = {{ mode = \"governance\", retention = \"30d\" }}\n",
+        moto.port,
+        k = key.display()
+    ));
+    let run = |args: &[&str]| {
+        let out = f.gsdr(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dry = run(&["storage", "init", "--dry-run"]);
+    // A bucket made with Object Lock has versioning on already: not in the difference.
+    assert!(
+        !dry.contains("m: versioning") && dry.contains("(not applied)"),
+        "{dry}"
+    );
+    assert!(dry.contains("GOVERNANCE 30 days"), "{dry}");
+    assert_eq!(
+        run(&["storage", "init", "--dry-run"]),
+        dry,
+        "a dry run changes nothing"
+    );
+    let applied = run(&["storage", "init"]);
+    assert!(!applied.contains("(not applied)"), "{applied}");
+    assert_eq!(run(&["storage", "init"]), "m: up to date\n");
+    let st = gsdr::storage::lifecycle::read(&s).await.unwrap();
+    assert_eq!(st.default_retention, Some(("GOVERNANCE".into(), 30)));
+}
