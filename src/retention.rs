@@ -177,6 +177,45 @@ pub trait Protector: Send + Sync {
     async fn protected(&self, backups: &[Manifest]) -> crate::Result<BTreeMap<String, String>>;
 }
 
+/// The protectors of a source's engine. Engines register here: the
+/// PostgreSQL engine adds one keeping the base backups its retained WAL
+/// needs (and prunes WAL itself).
+pub fn protectors_for(engine: crate::policy::Engine) -> Vec<std::sync::Arc<dyn Protector>> {
+    match engine {
+        crate::policy::Engine::Command
+        | crate::policy::Engine::Mongo
+        | crate::policy::Engine::Redis
+        | crate::policy::Engine::Postgres => Vec::new(),
+    }
+}
+
+/// Prunes `source` on its primary and off-site targets under the policy's retention.
+pub async fn prune_policy_source(
+    env: &crate::job::Env,
+    source: &str,
+    only_target: Option<&str>,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> crate::Result<Vec<PruneAction>> {
+    let cfg = env.source_config(source)?;
+    let mut targets = BTreeSet::new();
+    targets.insert(env.primary_target_name(source)?);
+    if let Some(o) = env.policy.offsite_of(source) {
+        targets.insert(o.to_string());
+    }
+    let rules = effective(env.policy.retention_of(source).as_ref());
+    let protectors = protectors_for(cfg.kind);
+    let mut out = Vec::new();
+    for t in targets
+        .iter()
+        .filter(|t| only_target.is_none_or(|w| w == t.as_str()))
+    {
+        let cat = env.catalog(t).await?;
+        out.extend(prune_source(&cat, t, source, &rules, now, &protectors, dry_run).await?);
+    }
+    Ok(out)
+}
+
 /// What prune did (or would do) to one backup.
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneAction {

@@ -1,7 +1,5 @@
 //! `gsdr prune`: apply retention; shows what goes and why.
 
-use std::collections::BTreeSet;
-
 use serde::Serialize;
 
 use gsdr::retention::{self, PruneAction};
@@ -42,20 +40,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     let now = chrono::Utc::now();
     let mut actions = Vec::new();
     for s in &sources {
-        let mut targets = BTreeSet::new();
-        targets.insert(env.primary_target_name(s)?);
-        if let Some(o) = env.policy.offsite_of(s) {
-            targets.insert(o.to_string());
-        }
-        let rules = retention::effective(env.policy.retention_of(s).as_ref());
-        for t in targets
-            .iter()
-            .filter(|t| args.target.as_ref().is_none_or(|w| w == *t))
-        {
-            let cat = env.catalog(t).await?;
-            actions
-                .extend(retention::prune_source(&cat, t, s, &rules, now, &[], args.dry_run).await?);
-        }
+        actions.extend(
+            retention::prune_policy_source(&env, s, args.target.as_deref(), now, args.dry_run)
+                .await?,
+        );
     }
     let errors = actions.iter().filter(|a| a.error.is_some()).count();
     let report = Report {

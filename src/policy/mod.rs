@@ -255,6 +255,9 @@ pub struct DaemonConfig {
     /// What to do on start for a source whose last success is older than its interval.
     #[serde(default)]
     pub missed_runs: MissedRuns,
+    /// Apply the source's retention (primary and off-site) after each successful run, as `gsdr prune` does.
+    #[serde(default = "yes")]
+    pub prune_after_run: bool,
     /// Most runs (streams) at once in one process: memory is about this × one stream's bound.
     #[serde(default = "default_max_concurrent_runs")]
     pub max_concurrent_runs: usize,
@@ -316,6 +319,7 @@ impl Default for DaemonConfig {
             grace_period: default_grace_period(),
             missed_runs: MissedRuns::default(),
             max_concurrent_runs: default_max_concurrent_runs(),
+            prune_after_run: true,
             webhook_url: None,
             notify_min_interval: default_notify_min_interval(),
             timezone: None,

@@ -77,6 +77,18 @@ impl Runner for JobRunner {
             _ = self.replicate_source(source) => {}
             _ = cancel.cancelled() => tracing::warn!(event = "replication_aborted", source),
         }
+        if self.env.policy.daemon.prune_after_run && !cancel.is_cancelled() {
+            match crate::retention::prune_policy_source(&self.env, source, None, Utc::now(), false)
+                .await
+            {
+                Ok(actions) => {
+                    for a in actions.iter().filter(|a| a.error.is_some()) {
+                        tracing::warn!(event = "prune_failed", source, target = %a.target, id = %a.decision.id, error = a.error.as_deref().unwrap_or(""));
+                    }
+                }
+                Err(e) => tracing::warn!(event = "prune_failed", source, error = %e),
+            }
+        }
         Ok(RunReport {
             id: out.manifest.id.clone(),
             bytes_raw: out.manifest.raw_bytes,

@@ -1005,7 +1005,7 @@ fn cli_run_once_prune_and_replicate_check() {
          [sources.s.command]\nargv = [\"head\", \"-c\", \"100000\", \"/dev/urandom\"]\n\
          [sources.bad]\nkind = \"command\"\n\
          [sources.bad.command]\nargv = [\"false\"]\n\
-         [daemon]\nretry_max_attempts = 2\nretry_backoff_base = \"1s\"\nretry_backoff_max = \"1s\"\n",
+         [daemon]\nretry_max_attempts = 2\nretry_backoff_base = \"1s\"\nretry_backoff_max = \"1s\"\nprune_after_run = false\n",
     );
     // Never backed up and a 03:00 slot has passed: due. `bad` has no schedule: not run.
     let r = f.gsdr_json(&["run", "--once"]);
@@ -1079,6 +1079,28 @@ fn cli_run_once_prune_and_replicate_check() {
         String::from_utf8_lossy(&out.stdout).contains("FAILED"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn cli_run_prunes_after_each_run_by_default() {
+    let f = crate::cli::Fixture::new(
+        "[targets.local]\nkind = \"fs\"\npath = \"{dir}/primary\"\n\
+         [defaults]\nretention = { keep_last = 1 }\n\
+         [sources.s]\nkind = \"command\"\n\
+         [sources.s.command]\nargv = [\"echo\", \"hello\"]\n",
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            f.gsdr_json(&["run", "--once", "--source", "s"])["runs"][0]["result"],
+            "ok"
+        );
+    }
+    let list = f.gsdr_json(&["list"]);
+    assert_eq!(
+        list["backups"].as_array().unwrap().len(),
+        1,
+        "keep_last = 1 applied after each run: {list}"
     );
 }
 
