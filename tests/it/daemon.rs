@@ -508,6 +508,60 @@ impl Runner for SlotRecorder {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_races_on_s3_have_one_winner() {
+    let moto = start_moto(free_port());
+    let dir = tempdir();
+    let target = s3_target(dir.path(), moto.port, "races", "p", "");
+    let first = S3Store::new(&target).await.unwrap();
+    make_bucket(&first, false).await;
+    let store: Arc<dyn Store> = Arc::new(first);
+    let (rounds, ways) = (30, 8);
+    let ttl = Duration::from_secs(60);
+    let mut doubles = 0;
+    for round in 0..rounds {
+        // Even rounds race to create the lease, odd rounds to take over a released one (If-Match).
+        let key = lease::lease_key("locks", &format!("race{}", round / 2));
+        let slot = at(29, 0, 0) + chrono::Duration::minutes(round as i64);
+        let mut set = tokio::task::JoinSet::new();
+        for w in 0..ways {
+            let store = store.clone();
+            let key = key.clone();
+            set.spawn(async move {
+                match lease::acquire(store, &key, &format!("w{w}"), slot, slot, ttl)
+                    .await
+                    .unwrap()
+                {
+                    Acquire::Got(l) => Some(l),
+                    _ => None,
+                }
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Some(l) = r.unwrap() {
+                winners.push(l);
+            }
+        }
+        assert!(!winners.is_empty(), "round {round}: nobody got the lease");
+        if winners.len() > 1 {
+            doubles += 1;
+        }
+        // Release (done) so the next round's takeover starts from a released lease.
+        let mut released = false;
+        for l in winners {
+            released |= l.release(slot, true).await.is_ok();
+        }
+        assert!(released, "round {round}: the winner could not release");
+    }
+    eprintln!("lease races on moto: {doubles} of {rounds} rounds ({ways}-way) had two winners");
+    // moto's conditional writes are check-then-act (ARCHITECTURE.md: ~1 in 100–150 rounds at 32-way).
+    assert!(
+        doubles <= 2,
+        "{doubles} of {rounds} rounds had two winners: more than moto's race explains"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_one_bucket_every_slot_runs_exactly_once() {
     let moto = start_moto(free_port());
     let dir = tempdir();
@@ -1102,6 +1156,89 @@ fn cli_run_prunes_after_each_run_by_default() {
         1,
         "keep_last = 1 applied after each run: {list}"
     );
+}
+
+#[test]
+fn cli_daemon_runs_a_missed_source_serves_metrics_and_stops_on_sigterm() {
+    let port = free_port();
+    let f = crate::cli::Fixture::new(&format!(
+        "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/primary\"\n\
+         [sources.d]\nkind = \"command\"\nschedule = \"0 3 * * *\"\nobjectives = {{ rto = \"4h\", rpo = \"6h\" }}\n\
+         [sources.d.command]\nargv = [\"echo\", \"hello\"]\n\
+         [daemon]\nmetrics_addr = \"127.0.0.1:{port}\"\ngrace_period = \"5s\"\n"
+    ));
+    let mut child = std::process::Command::new(crate::support::gsdr_bin())
+        .arg("--policy")
+        .arg(&f.policy)
+        .arg("daemon")
+        .env("GSDR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, Duration::from_secs(30), "gsdr daemon", &mut child);
+    // Never backed up: the missed-run policy runs it at start.
+    let t0 = std::time::Instant::now();
+    let metrics = loop {
+        let body = http::blocking_get(&format!("http://127.0.0.1:{port}/metrics"));
+        if body.contains("gsdr_backup_last_attempt_success{source=\"d\"} 1")
+            || t0.elapsed() > Duration::from_secs(20)
+        {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        metrics.contains("gsdr_backup_last_attempt_success{source=\"d\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gsdr_rpo_target_seconds{source=\"d\"} 21600"),
+        "{metrics}"
+    );
+    assert_eq!(
+        http::blocking_status(&format!("http://127.0.0.1:{port}/readyz")),
+        200
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        f.gsdr_json(&["list"])["backups"].as_array().unwrap().len(),
+        1
+    );
+}
+
+/// Tiny blocking HTTP GET for tests that run the binary (no runtime of their own).
+mod http {
+    pub fn blocking_get(url: &str) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async { reqwest::get(url).await.ok()?.text().await.ok() })
+            .unwrap_or_default()
+    }
+    pub fn blocking_status(url: &str) -> u16 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            reqwest::get(url)
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    }
 }
 
 // ---------------------------------------------------------------- deploy/
