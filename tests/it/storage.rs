@@ -555,6 +555,26 @@ conformance!(
 
 // ---------------------------------------------------------------- S3 only
 
+/// The round trips again with request checksums only where required (for
+/// servers that reject the SDK's default checksums).
+#[tokio::test]
+async fn s3_round_trips_with_checksums_when_required() {
+    let moto = Moto::start().await;
+    let prefix = "when-required".to_string();
+    let mut t = moto.target(&prefix);
+    t.request_checksums = gsdr::policy::ChecksumMode::WhenRequired;
+    let s3 = Arc::new(S3Store::new(&t).await.unwrap());
+    let subject = Subject {
+        store: s3.clone(),
+        backend: Backend::S3 {
+            s3,
+            moto: Box::new(moto),
+            prefix,
+        },
+    };
+    round_trip_multipart(subject).await;
+}
+
 /// The listing checks again on a server that pages every two keys, so that
 /// `list` must follow continuation tokens.
 #[tokio::test]

@@ -34,6 +34,10 @@
 //! [`StorageError::PreconditionFailed`]; network failures, timeouts, 5xx and
 //! throttling are [`RetryClass::Temporary`], everything else permanent.
 
+mod error;
+mod plan;
+mod upload;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -46,75 +50,16 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::task::JoinSet;
 
 use super::{BoxRead, ObjectMeta, PutCondition, PutOptions, PutResult, StorageError, Store};
 use crate::error::RetryClass;
 use crate::policy::{ChecksumMode, S3Target};
 
-const MIB: u64 = 1 << 20;
-/// Parts per multipart upload allowed by S3.
-pub const MAX_PARTS: u64 = 10_000;
-/// Smallest part S3 accepts (except the last one).
-pub const MIN_PART_SIZE: u64 = 5 * MIB;
-/// Largest part S3 accepts.
-pub const MAX_PART_SIZE: u64 = 5 << 30;
-/// Parts uploaded at one size before the part size doubles.
-const PARTS_PER_TIER: u64 = 1_000;
-
-/// How a stream is cut into parts: `first` bytes per part for the first 1,000
-/// parts, doubling every 1,000 parts, never above 5 GiB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartPlan {
-    /// Size of the first parts, a whole number of MiB.
-    pub first: u64,
-}
-
-impl PartPlan {
-    /// The plan for a target whose configured part size is `configured`, for a
-    /// stream expected to be at most `expected` bytes.
-    pub fn new(configured: u64, expected: u64) -> PartPlan {
-        let mut first = configured.clamp(MIN_PART_SIZE, MAX_PART_SIZE).div_ceil(MIB) * MIB;
-        while first < MAX_PART_SIZE && (PartPlan { first }).capacity() < expected {
-            first = (first + first / 4).div_ceil(MIB) * MIB;
-        }
-        PartPlan {
-            first: first.min(MAX_PART_SIZE),
-        }
-    }
-
-    /// Size of part `number` (1-based).
-    pub fn size_of(&self, number: u64) -> u64 {
-        let tier = (number.saturating_sub(1) / PARTS_PER_TIER).min(32) as u32;
-        self.first.saturating_mul(1u64 << tier).min(MAX_PART_SIZE)
-    }
-
-    /// Bytes that 10,000 parts of this plan hold.
-    pub fn capacity(&self) -> u64 {
-        (0..MAX_PARTS / PARTS_PER_TIER)
-            .map(|t| {
-                self.size_of(t * PARTS_PER_TIER + 1)
-                    .saturating_mul(PARTS_PER_TIER)
-            })
-            .fold(0u64, u64::saturating_add)
-    }
-
-    /// Parts needed for a stream of `total` bytes (at least 1).
-    pub fn parts_for(&self, total: u64) -> u64 {
-        let (mut n, mut left) = (0u64, total);
-        loop {
-            n += 1;
-            let s = self.size_of(n);
-            if left <= s {
-                return n;
-            }
-            left -= s;
-        }
-    }
-}
+use error::{kind_of, summarize, Kind, S3Failure};
+pub use plan::{PartPlan, MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
+use upload::read_part;
 
 /// A bucket (and prefix) on an S3-compatible server.
 #[derive(Clone)]
@@ -137,104 +82,6 @@ impl fmt::Debug for S3Store {
             .field("upload_concurrency", &self.concurrency)
             .finish()
     }
-}
-
-/// A failed S3 call, summarised for people (`SdkError`'s own `Display` says
-/// only "service error"), keeping the SDK error as its source.
-#[derive(Debug)]
-struct S3Failure {
-    summary: String,
-    source: Box<dyn std::error::Error + Send + Sync>,
-}
-
-impl fmt::Display for S3Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.summary)
-    }
-}
-
-impl std::error::Error for S3Failure {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.source.as_ref())
-    }
-}
-
-/// What an SDK error means for gsdr.
-enum Kind {
-    AccessDenied,
-    NotFound,
-    NoSuchBucket,
-    Precondition,
-    Other(RetryClass),
-}
-
-fn kind_of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Kind {
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    match err.code() {
-        Some(
-            "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AllAccessDisabled",
-        ) => return Kind::AccessDenied,
-        Some("NoSuchKey" | "NotFound") => return Kind::NotFound,
-        Some("NoSuchBucket") => return Kind::NoSuchBucket,
-        Some("PreconditionFailed" | "ConditionalRequestConflict") => return Kind::Precondition,
-        Some(
-            "SlowDown"
-            | "Throttling"
-            | "ThrottlingException"
-            | "RequestTimeout"
-            | "InternalError"
-            | "ServiceUnavailable"
-            | "RequestTimeTooSkewed",
-        ) => return Kind::Other(RetryClass::Temporary),
-        _ => {}
-    }
-    match (err, status) {
-        (_, Some(412)) => Kind::Precondition,
-        (_, Some(404)) => Kind::NotFound,
-        (_, Some(403)) => Kind::AccessDenied,
-        (_, Some(s)) if s >= 500 || s == 429 => Kind::Other(RetryClass::Temporary),
-        (
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_),
-            _,
-        ) => Kind::Other(RetryClass::Temporary),
-        _ => Kind::Other(RetryClass::Permanent),
-    }
-}
-
-fn summarize<E>(err: &SdkError<E, HttpResponse>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    match (
-        err.code(),
-        err.message().filter(|m| !m.trim().is_empty()),
-        status,
-    ) {
-        (Some(code), Some(msg), Some(s)) => format!("{code}: {msg} (HTTP {s})"),
-        (Some(code), None, Some(s)) => format!("{code} (HTTP {s})"),
-        (None, _, Some(s)) => format!("HTTP {s}"),
-        _ => match err {
-            SdkError::DispatchFailure(_) => format!("cannot reach the server: {}", causes(err)),
-            SdkError::TimeoutError(_) => "the request timed out".to_string(),
-            _ => causes(err),
-        },
-    }
-}
-
-/// The error and its causes, `: `-separated, without repeating a message
-/// that already contains the next one.
-fn causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let msg = e.to_string();
-        if !parts.last().is_some_and(|p| p.contains(&msg)) {
-            parts.push(msg);
-        }
-        cur = e.source();
-    }
-    parts.join(": ")
 }
 
 impl S3Store {
@@ -438,235 +285,6 @@ impl S3Store {
         }
         Ok(out)
     }
-
-    async fn put_single(
-        &self,
-        key: &str,
-        body: Bytes,
-        if_absent: bool,
-    ) -> Result<PutResult, StorageError> {
-        let size = body.len() as u64;
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .body(ByteStream::from(body));
-        if if_absent {
-            req = req.if_none_match("*");
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| self.err("upload", key, None, e))?;
-        Ok(PutResult {
-            size,
-            etag: out.e_tag().map(str::to_string),
-        })
-    }
-
-    /// The multipart path: `first` is the first, full part already read.
-    async fn put_multipart(
-        &self,
-        key: &str,
-        first: Bytes,
-        body: &mut (dyn AsyncRead + Send + Unpin),
-        plan: PartPlan,
-        if_absent: bool,
-    ) -> Result<PutResult, StorageError> {
-        let full = self.full(key);
-        // No checksum algorithm is declared for the whole object: the SDK still
-        // sends a CRC32 with every part (`when_supported`), and servers that
-        // keep a composite checksum without the `-<parts>` suffix (moto) would
-        // otherwise fail the SDK's response validation on every later GET.
-        let create = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&full);
-        let created = create
-            .send()
-            .await
-            .map_err(|e| self.err("start upload of", key, None, e))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_string();
-        if upload_id.is_empty() {
-            return Err(StorageError::Io {
-                op: "start upload of",
-                store: self.describe(),
-                key: key.to_string(),
-                class: RetryClass::Permanent,
-                source: "the server returned no upload id".into(),
-            });
-        }
-        let mut tasks = JoinSet::new();
-        let result = self
-            .upload_parts(
-                key, &full, &upload_id, first, body, plan, if_absent, &mut tasks,
-            )
-            .await;
-        if result.is_err() {
-            // Cancel parts still in flight, then drop the upload; keep the first error.
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
-            if let Err(abort_err) = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(&upload_id)
-                .send()
-                .await
-            {
-                tracing::warn!(
-                    target = %self.describe(),
-                    key,
-                    error = %summarize(&abort_err),
-                    "could not abort the failed multipart upload; `cleanup_incomplete` will remove it"
-                );
-            }
-        }
-        result
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn upload_parts(
-        &self,
-        key: &str,
-        full: &str,
-        upload_id: &str,
-        first: Bytes,
-        body: &mut (dyn AsyncRead + Send + Unpin),
-        plan: PartPlan,
-        if_absent: bool,
-        tasks: &mut JoinSet<(i32, Result<CompletedPart, StorageError>)>,
-    ) -> Result<PutResult, StorageError> {
-        let mut done: Vec<CompletedPart> = Vec::new();
-        let mut next = Some(first);
-        let mut number: u64 = 0;
-        let mut size: u64 = 0;
-        while let Some(part) = next.take() {
-            number += 1;
-            if number > MAX_PARTS {
-                return Err(StorageError::Config {
-                    store: self.describe(),
-                    message: format!(
-                        "`{key}` needs more than {MAX_PARTS} parts; raise `max_object_size` (now {} bytes) or `part_size`",
-                        self.max_object_size
-                    ),
-                });
-            }
-            let full_part = part.len() as u64 == plan.size_of(number);
-            size += part.len() as u64;
-            self.spawn_part(tasks, key, full, upload_id, number as i32, part);
-            if !full_part {
-                break; // a short part is the last one
-            }
-            // Keep at most `concurrency` parts in flight while filling the next one.
-            while tasks.len() >= self.concurrency {
-                let joined = tasks.join_next().await.expect("tasks is not empty");
-                done.push(self.joined(key, joined)?);
-            }
-            let want = plan.size_of(number + 1) as usize;
-            let read = read_part(body, want);
-            tokio::pin!(read);
-            let part = loop {
-                tokio::select! {
-                    biased;
-                    Some(joined) = tasks.join_next(), if !tasks.is_empty() => done.push(self.joined(key, joined)?),
-                    r = &mut read => break r,
-                }
-            };
-            let part = part.map_err(|source| StorageError::Body {
-                store: self.describe(),
-                key: key.to_string(),
-                source,
-            })?;
-            if !part.is_empty() {
-                next = Some(part);
-            }
-        }
-        while let Some(joined) = tasks.join_next().await {
-            done.push(self.joined(key, joined)?);
-        }
-        done.sort_by_key(|p| p.part_number());
-        let mut complete = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(full)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(done))
-                    .build(),
-            );
-        if if_absent {
-            complete = complete.if_none_match("*");
-        }
-        let out = complete
-            .send()
-            .await
-            .map_err(|e| self.err("complete upload of", key, None, e))?;
-        Ok(PutResult {
-            size,
-            etag: out.e_tag().map(str::to_string),
-        })
-    }
-
-    fn spawn_part(
-        &self,
-        tasks: &mut JoinSet<(i32, Result<CompletedPart, StorageError>)>,
-        key: &str,
-        full: &str,
-        upload_id: &str,
-        number: i32,
-        data: Bytes,
-    ) {
-        let this = self.clone();
-        let (key, full, upload_id) = (key.to_string(), full.to_string(), upload_id.to_string());
-        tasks.spawn(async move {
-            let res = this
-                .client
-                .upload_part()
-                .bucket(&this.bucket)
-                .key(&full)
-                .upload_id(&upload_id)
-                .part_number(number)
-                .body(ByteStream::from(data))
-                .send()
-                .await;
-            let res = match res {
-                Ok(out) => Ok(CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(out.e_tag().map(str::to_string))
-                    .build()),
-                Err(e) => Err(this.err(
-                    "upload",
-                    &key,
-                    Some(format!("part {number} of the multipart upload")),
-                    e,
-                )),
-            };
-            (number, res)
-        });
-    }
-
-    fn joined(
-        &self,
-        key: &str,
-        joined: Result<(i32, Result<CompletedPart, StorageError>), tokio::task::JoinError>,
-    ) -> Result<CompletedPart, StorageError> {
-        match joined {
-            Ok((_, res)) => res,
-            Err(e) => Err(StorageError::Io {
-                op: "upload",
-                store: self.describe(),
-                key: key.to_string(),
-                class: RetryClass::Temporary,
-                source: Box::new(e),
-            }),
-        }
-    }
 }
 
 fn describe(bucket: &str, prefix: &str) -> String {
@@ -676,21 +294,6 @@ fn describe(bucket: &str, prefix: &str) -> String {
     } else {
         format!("s3://{bucket}/{prefix}")
     }
-}
-
-/// Reads up to `want` bytes (fewer only at the end of the stream).
-async fn read_part(
-    body: &mut (dyn AsyncRead + Send + Unpin),
-    want: usize,
-) -> std::io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(want);
-    while buf.len() < want {
-        let mut limited = (&mut *body).take((want - buf.len()) as u64);
-        if limited.read_buf(&mut buf).await? == 0 {
-            break;
-        }
-    }
-    Ok(buf.freeze())
 }
 
 fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -969,53 +572,6 @@ impl Store for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const GIB: u64 = 1 << 30;
-    const TIB: u64 = 1 << 40;
-
-    #[test]
-    fn two_tib_fits_in_ten_thousand_parts() {
-        for configured in [5 * MIB, 16 * MIB, 64 * MIB] {
-            let plan = PartPlan::new(configured, 2 * TIB);
-            assert!(
-                plan.parts_for(2 * TIB) <= MAX_PARTS,
-                "{plan:?}: {} parts",
-                plan.parts_for(2 * TIB)
-            );
-            assert!(plan.capacity() >= 2 * TIB);
-            assert_eq!(plan.first % MIB, 0);
-        }
-        // S3's own maximum object size, 5 TiB, fits too.
-        let plan = PartPlan::new(5 * MIB, 5 * TIB);
-        assert!(plan.parts_for(5 * TIB) <= MAX_PARTS);
-    }
-
-    #[test]
-    fn small_streams_keep_the_configured_part_size() {
-        let plan = PartPlan::new(16 * MIB, 2 * TIB);
-        assert_eq!(plan.first, 16 * MIB);
-        assert_eq!(plan.size_of(1), 16 * MIB);
-        assert_eq!(plan.size_of(1000), 16 * MIB);
-        assert_eq!(plan.size_of(1001), 32 * MIB);
-        assert_eq!(plan.parts_for(12 * MIB), 1);
-        // 1,000 parts of 16 MiB, 1,000 of 32 MiB, then 64 MiB parts.
-        assert_eq!(
-            plan.parts_for(100 * GIB),
-            2000 + (100 * GIB - 1000 * 48 * MIB).div_ceil(64 * MIB)
-        );
-    }
-
-    #[test]
-    fn part_sizes_stay_within_s3_limits() {
-        let plan = PartPlan::new(MIB, 2 * TIB);
-        assert_eq!(plan.first, MIN_PART_SIZE);
-        let huge = PartPlan::new(5 * MIB, 1 << 50);
-        assert!(huge.first <= MAX_PART_SIZE);
-        for n in [1, 1000, 5000, 9999, 10_000] {
-            assert!(huge.size_of(n) <= MAX_PART_SIZE);
-            assert!(PartPlan::new(5 * MIB, 2 * TIB).size_of(n) >= MIN_PART_SIZE);
-        }
-    }
 
     #[test]
     fn describe_names_bucket_and_prefix_only() {

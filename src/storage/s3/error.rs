@@ -1,0 +1,106 @@
+//! Turning SDK errors into gsdr's [`StorageError`](crate::storage::StorageError), by error code.
+
+use std::fmt;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+use crate::error::RetryClass;
+
+/// A failed S3 call, summarised for people (`SdkError`'s own `Display` says
+/// only "service error"), keeping the SDK error as its source.
+#[derive(Debug)]
+pub(super) struct S3Failure {
+    pub(super) summary: String,
+    pub(super) source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl fmt::Display for S3Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+impl std::error::Error for S3Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+/// What an SDK error means for gsdr.
+pub(super) enum Kind {
+    AccessDenied,
+    NotFound,
+    NoSuchBucket,
+    Precondition,
+    Other(RetryClass),
+}
+
+pub(super) fn kind_of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Kind {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    match err.code() {
+        Some(
+            "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AllAccessDisabled",
+        ) => return Kind::AccessDenied,
+        Some("NoSuchKey" | "NotFound") => return Kind::NotFound,
+        Some("NoSuchBucket") => return Kind::NoSuchBucket,
+        Some("PreconditionFailed" | "ConditionalRequestConflict") => return Kind::Precondition,
+        Some(
+            "SlowDown"
+            | "Throttling"
+            | "ThrottlingException"
+            | "RequestTimeout"
+            | "InternalError"
+            | "ServiceUnavailable"
+            | "RequestTimeTooSkewed",
+        ) => return Kind::Other(RetryClass::Temporary),
+        _ => {}
+    }
+    match (err, status) {
+        (_, Some(412)) => Kind::Precondition,
+        (_, Some(404)) => Kind::NotFound,
+        (_, Some(403)) => Kind::AccessDenied,
+        (_, Some(s)) if s >= 500 || s == 429 => Kind::Other(RetryClass::Temporary),
+        (
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_),
+            _,
+        ) => Kind::Other(RetryClass::Temporary),
+        _ => Kind::Other(RetryClass::Permanent),
+    }
+}
+
+pub(super) fn summarize<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    match (
+        err.code(),
+        err.message().filter(|m| !m.trim().is_empty()),
+        status,
+    ) {
+        (Some(code), Some(msg), Some(s)) => format!("{code}: {msg} (HTTP {s})"),
+        (Some(code), None, Some(s)) => format!("{code} (HTTP {s})"),
+        (None, _, Some(s)) => format!("HTTP {s}"),
+        _ => match err {
+            SdkError::DispatchFailure(_) => format!("cannot reach the server: {}", causes(err)),
+            SdkError::TimeoutError(_) => "the request timed out".to_string(),
+            _ => causes(err),
+        },
+    }
+}
+
+/// The error and its causes, `: `-separated, without repeating a message
+/// that already contains the next one.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&msg)) {
+            parts.push(msg);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
