@@ -2,7 +2,8 @@
 # the engines run (pg_basebackup/pg_dump for PostgreSQL, redis-server for RDB
 # restores), as a non-root user with a read-only root filesystem in mind.
 
-FROM rust:1.85-bookworm AS build
+# The toolchain the project is built and tested with.
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends cmake clang && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
