@@ -368,6 +368,47 @@ async fn run_once_runs_only_due_sources_or_the_named_one() {
     assert_eq!(out.keys().collect::<Vec<_>>(), ["once-6h"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_backup_leaves_no_listed_backup() {
+    use gsdr::scheduler::runner::JobRunner;
+    let dir = tempdir();
+    let id = age::x25519::Identity::generate();
+    let text = format!(
+        "name = \"t\"\n[encryption]\nrecipients = [\"{}\"]\n[targets.local]\nkind = \"fs\"\npath = \"{}\"\n\
+         [sources.slow]\nkind = \"command\"\n[sources.slow.command]\nargv = [\"sh\", \"-c\", \"head -c 3000000 /dev/urandom; sleep 30\"]\n",
+        id.to_public(),
+        dir.path().join("b").display()
+    );
+    let policy = gsdr::policy::Policy::parse(&text, std::path::Path::new("t.toml")).unwrap();
+    let env = Arc::new(gsdr::job::Env::new(policy));
+    let runner = JobRunner::new(env.clone());
+    let cancel = CancellationToken::new();
+    let task = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move { runner.run("slow", cancel).await })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let t0 = std::time::Instant::now();
+    cancel.cancel();
+    let e = task.await.unwrap().unwrap_err();
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the cancelled backup stops promptly"
+    );
+    assert!(e.to_string().contains("nothing was committed"), "{e}");
+    let listed = env
+        .catalog_for("slow")
+        .await
+        .unwrap()
+        .list(Some("slow"))
+        .await
+        .unwrap();
+    assert!(
+        listed.is_empty(),
+        "an aborted backup is never listed: {listed:?}"
+    );
+}
+
 // ---------------------------------------------------------------- leases
 
 #[tokio::test]
