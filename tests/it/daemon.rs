@@ -375,7 +375,7 @@ async fn an_aborted_backup_leaves_no_listed_backup() {
     let id = age::x25519::Identity::generate();
     let text = format!(
         "name = \"t\"\n[encryption]\nrecipients = [\"{}\"]\n[targets.local]\nkind = \"fs\"\npath = \"{}\"\n\
-         [sources.slow]\nkind = \"command\"\n[sources.slow.command]\nargv = [\"sh\", \"-c\", \"head -c 3000000 /dev/urandom; sleep 30\"]\n",
+         [sources.slow]\nkind = \"command\"\n[sources.slow.command]\nargv = [\"sh\", \"-c\", \"head -c 3000000 /dev/urandom; exec sleep 30\"]\n",
         id.to_public(),
         dir.path().join("b").display()
     );
