@@ -1166,6 +1166,28 @@ fn cli_run_once_prune_and_replicate_check() {
         1
     );
     assert!(f.gsdr(&["replicate", "--check"]).status.success());
+    // The off-site copy loses a manifest: --check lists it and exits 1; replicate repairs it.
+    let kept = f.gsdr_json(&["list"])["backups"][0].clone();
+    let data = f
+        .dir
+        .path()
+        .join("off")
+        .join(kept["data_key"].as_str().unwrap());
+    std::fs::remove_file(data.with_file_name("manifest.json")).unwrap();
+    let out = f.gsdr(&["replicate", "--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(kept["id"].as_str().unwrap()) && text.contains("no manifest off-site"),
+        "{text}"
+    );
+    let fixed = f.gsdr_json(&["replicate"]);
+    assert_eq!(
+        fixed["sweeps"]["s"]["copied"].as_array().unwrap().len(),
+        1,
+        "{fixed}"
+    );
+    assert!(f.gsdr(&["replicate", "--check"]).status.success());
 
     // A failing run exits non-zero and says why.
     let out = f.gsdr(&["run", "--once", "--source", "bad"]);
