@@ -523,7 +523,7 @@ async fn make_bucket(store: &S3Store, object_lock: bool) {
         .unwrap();
 }
 
-/// A run that records which replica ran which 2-second slot.
+/// A run that records which replica ran which 4-second slot (slack for a loaded machine).
 #[derive(Debug)]
 struct SlotRecorder {
     tag: String,
@@ -533,7 +533,7 @@ struct SlotRecorder {
 #[async_trait]
 impl Runner for SlotRecorder {
     async fn run(&self, _: &str, _: CancellationToken) -> gsdr::Result<RunReport> {
-        let slot = Utc::now().timestamp() / 2 * 2;
+        let slot = Utc::now().timestamp() / 4 * 4;
         self.runs.lock().unwrap().push((self.tag.clone(), slot));
         tokio::time::sleep(Duration::from_millis(300)).await;
         Ok(RunReport {
@@ -622,11 +622,11 @@ async fn two_daemons_one_bucket_every_slot_runs_exactly_once() {
             tag: tag.into(),
             runs: runs.clone(),
         });
-        let p = plan("two-daemons", "*/2 * * * * *", Some(Arc::new(store)));
+        let p = plan("two-daemons", "*/4 * * * * *", Some(Arc::new(store)));
         let sched = Scheduler::new(vec![p], runner, Arc::new(SystemClock), s, vec![]);
         handles.push(tokio::spawn(sched.run(stop.clone())));
     }
-    tokio::time::sleep(Duration::from_secs(13)).await;
+    tokio::time::sleep(Duration::from_secs(17)).await;
     stop.cancel();
     for h in handles {
         h.await.unwrap();
@@ -637,9 +637,9 @@ async fn two_daemons_one_bucket_every_slot_runs_exactly_once() {
         per_slot.entry(*slot).or_default().push(tag.clone());
     }
     let slots: Vec<i64> = per_slot.keys().copied().collect();
-    assert!(slots.len() >= 5, "about 6 slots in 13 s: {per_slot:?}");
+    assert!(slots.len() >= 3, "about 4 slots in 17 s: {per_slot:?}");
     for w in slots.windows(2) {
-        assert_eq!(w[1] - w[0], 2, "no slot skipped: {per_slot:?}");
+        assert_eq!(w[1] - w[0], 4, "no slot skipped: {per_slot:?}");
     }
     // moto's conditional write is check-then-act: a rare round has two
     // winners (ARCHITECTURE.md). Allow one such round, never a pattern.
