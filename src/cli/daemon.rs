@@ -67,10 +67,25 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     runner::publish_objectives(&env, settings.offset);
     let plans = runner::plans(&env).await?;
     let job_runner = Arc::new(runner::JobRunner::new(env.clone()));
-    // Catch-up sweep on start: whatever the off-site copy lacks, and the safety metrics.
-    for s in env.policy.sources.keys() {
-        job_runner.replicate_source(s).await;
-    }
+    // Catch-up sweep on start, then every `replicate_every`: whatever the
+    // off-site copy lacks (failed copies are retried), and the safety metrics.
+    let sweeper = {
+        let (runner, env, stop) = (job_runner.clone(), env.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                for s in env.policy.sources.keys() {
+                    tokio::select! {
+                        _ = runner.replicate_source(s) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(env.policy.daemon.replicate_every.0) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        })
+    };
     let sched = Scheduler::new(
         plans,
         job_runner,
@@ -89,6 +104,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     };
     let summary = sched.run(shutdown).await;
     watch.abort();
+    let _ = sweeper.await;
     server_stop.cancel();
     let _ = server.await;
     if summary.aborted_in_flight {

@@ -255,6 +255,9 @@ pub struct DaemonConfig {
     /// What to do on start for a source whose last success is older than its interval.
     #[serde(default)]
     pub missed_runs: MissedRuns,
+    /// How often the daemon sweeps every source for backups the off-site target lacks (failed copies are retried then).
+    #[serde(default = "default_replicate_every")]
+    pub replicate_every: HumanDuration,
     /// Apply the source's retention (primary and off-site) after each successful run, as `gsdr prune` does.
     #[serde(default = "yes")]
     pub prune_after_run: bool,
@@ -296,6 +299,9 @@ fn default_retry_backoff_base() -> HumanDuration {
 fn default_retry_backoff_max() -> HumanDuration {
     hd(900)
 }
+fn default_replicate_every() -> HumanDuration {
+    hd(900)
+}
 fn default_max_concurrent_runs() -> usize {
     2
 }
@@ -320,6 +326,7 @@ impl Default for DaemonConfig {
             missed_runs: MissedRuns::default(),
             max_concurrent_runs: default_max_concurrent_runs(),
             prune_after_run: true,
+            replicate_every: default_replicate_every(),
             webhook_url: None,
             notify_min_interval: default_notify_min_interval(),
             timezone: None,
@@ -758,6 +765,9 @@ impl Policy {
                 "daemon.lease_renew",
                 format!("must be above 0 and at most half of lease_ttl ({}), so a lease is renewed before it expires", d.lease_ttl),
             ));
+        }
+        if d.replicate_every.0.is_zero() {
+            return Err(self.err(text, "daemon.replicate_every", "must be above 0"));
         }
         if d.max_concurrent_runs == 0 {
             return Err(self.err(text, "daemon.max_concurrent_runs", "must be at least 1"));

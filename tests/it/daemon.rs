@@ -1226,10 +1226,16 @@ fn cli_daemon_runs_a_missed_source_serves_metrics_and_stops_on_sigterm() {
     let port = free_port();
     let f = crate::cli::Fixture::new(&format!(
         "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/primary\"\n\
+         [targets.off]\nkind = \"fs\"\npath = \"{{dir}}/off\"\n\
+         [defaults]\ntarget = \"local\"\noffsite = \"off\"\n\
          [sources.d]\nkind = \"command\"\nschedule = \"0 3 * * *\"\nobjectives = {{ rto = \"4h\", rpo = \"6h\" }}\n\
          [sources.d.command]\nargv = [\"echo\", \"hello\"]\n\
+         [sources.e]\nkind = \"command\"\n[sources.e.command]\nargv = [\"echo\", \"unscheduled\"]\n\
          [daemon]\nmetrics_addr = \"127.0.0.1:{port}\"\ngrace_period = \"5s\"\n"
     ));
+    // A backup made before the daemon, never copied off-site: the start sweep copies it.
+    assert!(f.gsdr(&["backup", "--source", "e"]).status.success());
+    assert_eq!(f.gsdr(&["replicate", "--check"]).status.code(), Some(1));
     let mut child = std::process::Command::new(crate::support::gsdr_bin())
         .arg("--policy")
         .arg(&f.policy)
@@ -1263,6 +1269,15 @@ fn cli_daemon_runs_a_missed_source_serves_metrics_and_stops_on_sigterm() {
         http::blocking_status(&format!("http://127.0.0.1:{port}/readyz")),
         200
     );
+    // The start sweep copies `e`'s older backup off-site while the daemon runs.
+    let t0 = std::time::Instant::now();
+    while !f.gsdr(&["replicate", "--check"]).status.success() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the start sweep never copied `e`"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -1276,7 +1291,13 @@ fn cli_daemon_runs_a_missed_source_serves_metrics_and_stops_on_sigterm() {
     );
     assert_eq!(
         f.gsdr_json(&["list"])["backups"].as_array().unwrap().len(),
-        1
+        2
+    );
+    let check = f.gsdr(&["replicate", "--check"]);
+    assert!(
+        check.status.success(),
+        "the sweep and the run copied both: {}",
+        String::from_utf8_lossy(&check.stdout)
     );
 }
 
