@@ -7,14 +7,22 @@
 //! does. [`policy`] files say what to back up, when, where and to whom.
 //! [`job`] ties these together for `backup`, `verify` and `restore`.
 //! [`velero`] drives Velero (Kubernetes object backups) through the Kubernetes API.
+//! The daemon side: [`scheduler`] (cron, leases, retries, shutdown),
+//! [`retention`] (what prune keeps), [`replicate`] (off-site copies),
+//! [`metrics`] (named events → logs and Prometheus), [`notify`] (webhook).
 //!
 //! Errors follow the policy in [`error`].
 
 pub mod catalog;
 pub mod error;
 pub mod job;
+pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod policy;
+pub mod replicate;
+pub mod retention;
+pub mod scheduler;
 pub mod source;
 pub mod storage;
 pub mod velero;

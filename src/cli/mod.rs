@@ -5,12 +5,17 @@
 //! Data goes to stdout (`--json` for machines), logs and progress to stderr.
 
 mod backup;
+mod daemon;
 mod keygen;
 mod list;
 mod output;
 mod policy_cmd;
 mod progress;
+mod prune;
+mod replicate;
 mod restore;
+mod run;
+mod storage_cmd;
 mod verify;
 mod wal;
 
@@ -79,6 +84,16 @@ enum Command {
     WalVerify(wal::VerifyArgs),
     /// Last archived WAL segment and base backup of a postgres source (current RPO).
     Status(wal::VerifyArgs),
+    /// Run every source on its schedule until SIGTERM; serve /metrics, /healthz, /readyz.
+    Daemon(daemon::Args),
+    /// CronJob mode: run what is due (or --source) once and exit non-zero if any run failed.
+    Run(run::Args),
+    /// Apply retention: delete backups no rule keeps (--dry-run shows what and why).
+    Prune(prune::Args),
+    /// Copy to the off-site target what it lacks (--check: only list it).
+    Replicate(replicate::Args),
+    /// Bucket settings: lifecycle rules, versioning, Object Lock.
+    Storage(storage_cmd::Args),
 }
 
 /// What a subcommand concluded.
@@ -137,6 +152,11 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::WalFetch(a) => wal::fetch(&ctx, a).await,
         Command::WalVerify(a) => wal::verify(&ctx, a).await,
         Command::Status(a) => wal::status(&ctx, a).await,
+        Command::Daemon(a) => daemon::run(&ctx, a).await,
+        Command::Run(a) => run::run(&ctx, a).await,
+        Command::Prune(a) => prune::run(&ctx, a).await,
+        Command::Replicate(a) => replicate::run(&ctx, a).await,
+        Command::Storage(a) => storage_cmd::run(&ctx, a).await,
     }
 }
 

@@ -15,6 +15,9 @@ use serde::Deserialize;
 
 pub use types::{ByteSize, CronSchedule, HumanDuration, Secret, SecretRef};
 
+/// The retention applied when a policy sets none: keep every backup of the last 30 days.
+pub const DEFAULT_KEEP_WITHIN_DAYS: u64 = 30;
+
 /// A whole policy file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +40,9 @@ pub struct Policy {
     /// Velero jobs: Kubernetes object backups driven through the Kubernetes API (`[velero]`).
     #[serde(default)]
     pub velero: Option<crate::velero::VeleroConfig>,
+    /// How `gsdr daemon` and `gsdr run` schedule, retry, lock and report.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
     /// The file this policy was read from (set by [`Policy::load`]).
     #[serde(skip)]
     pub path: PathBuf,
@@ -152,6 +158,213 @@ pub struct S3Target {
     /// Attempts per S3 request, first included (SDK default 3); `1` turns retries off (error-path tests).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Bucket settings `gsdr storage init` applies: lifecycle rules, versioning, Object Lock.
+    #[serde(default)]
+    pub lifecycle: Option<Box<Lifecycle>>,
+}
+
+/// Bucket settings of an S3 target, applied by `gsdr storage init`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    /// Expire objects under the prefix this long after they were written (whole days), e.g. `"35d"`; unset: never.
+    /// Set it a little above the retention so `gsdr prune` decides first and the rule is the backstop.
+    #[serde(default)]
+    pub expire_after: Option<HumanDuration>,
+    /// Abort multipart uploads left open this long (whole days, at least `"1d"`).
+    #[serde(default = "default_abort_incomplete")]
+    pub abort_incomplete_after: HumanDuration,
+    /// Turn bucket versioning on (required by Object Lock; deleted versions then expire after `expire_after` too).
+    #[serde(default)]
+    pub versioning: bool,
+    /// Default Object Lock retention of new objects; the bucket must have been created with Object Lock enabled.
+    #[serde(default)]
+    pub object_lock: Option<ObjectLock>,
+}
+
+fn default_abort_incomplete() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(86_400))
+}
+
+/// Default Object Lock retention of a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLock {
+    /// `governance` (users with `s3:BypassGovernanceRetention` may still delete) or `compliance` (nobody can, not even root).
+    pub mode: LockMode,
+    /// How long each new object version is locked (whole days), e.g. `"30d"`.
+    pub retention: HumanDuration,
+}
+
+/// Object Lock mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Deletable before expiry only with the bypass permission.
+    Governance,
+    /// Not deletable before expiry by anyone.
+    Compliance,
+}
+
+impl LockMode {
+    /// The S3 API spelling (`GOVERNANCE`, `COMPLIANCE`).
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+/// What the daemon does on start for a source whose last success is older than its interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedRuns {
+    /// Run it once now, then follow the schedule.
+    #[default]
+    RunOnce,
+    /// Wait for the next scheduled time.
+    Skip,
+}
+
+/// `[daemon]`: scheduling, locking, retries, shutdown, metrics and notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Address of the `/metrics`, `/healthz` and `/readyz` endpoints.
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: String,
+    /// Lifetime of a source's run lease; a lease not renewed within it may be taken over by another replica.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl: HumanDuration,
+    /// How often a running job renews its lease (well below `lease_ttl`).
+    #[serde(default = "default_lease_renew")]
+    pub lease_renew: HumanDuration,
+    /// Key prefix of the lease objects on each source's primary target (`<locks_prefix>/<source>.json`).
+    #[serde(default = "default_locks_prefix")]
+    pub locks_prefix: String,
+    /// Attempts per scheduled run, first included; only temporary errors are retried.
+    #[serde(default = "default_retry_max_attempts")]
+    pub retry_max_attempts: u32,
+    /// Wait before the first retry; doubled each time, with ±20% jitter.
+    #[serde(default = "default_retry_backoff_base")]
+    pub retry_backoff_base: HumanDuration,
+    /// Longest wait between retries.
+    #[serde(default = "default_retry_backoff_max")]
+    pub retry_backoff_max: HumanDuration,
+    /// On SIGTERM, how long running jobs may take to finish before they are aborted.
+    #[serde(default = "default_grace_period")]
+    pub grace_period: HumanDuration,
+    /// What to do on start for a source whose last success is older than its interval.
+    #[serde(default)]
+    pub missed_runs: MissedRuns,
+    /// How often the daemon sweeps every source for backups the off-site target lacks (failed copies are retried then).
+    #[serde(default = "default_replicate_every")]
+    pub replicate_every: HumanDuration,
+    /// Apply the source's retention (primary and off-site) after each successful run, as `gsdr prune` does.
+    #[serde(default = "yes")]
+    pub prune_after_run: bool,
+    /// Most runs (streams) at once in one process: memory is about this × one stream's bound.
+    #[serde(default = "default_max_concurrent_runs")]
+    pub max_concurrent_runs: usize,
+    /// Slack-compatible webhook URL (a secret: `{ file = "…" }` or `{ env = "…" }`); unset: no notifications.
+    #[serde(default)]
+    pub webhook_url: Option<SecretRef>,
+    /// At most one notification per source in this interval (recoveries always pass).
+    #[serde(default = "default_notify_min_interval")]
+    pub notify_min_interval: HumanDuration,
+    /// Time zone of cron schedules: `UTC` (default) or a fixed offset like `+01:00`.
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+fn hd(secs: u64) -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(secs))
+}
+fn default_metrics_addr() -> String {
+    "0.0.0.0:9464".into()
+}
+fn default_lease_ttl() -> HumanDuration {
+    hd(300)
+}
+fn default_lease_renew() -> HumanDuration {
+    hd(60)
+}
+fn default_locks_prefix() -> String {
+    "locks".into()
+}
+fn default_retry_max_attempts() -> u32 {
+    3
+}
+fn default_retry_backoff_base() -> HumanDuration {
+    hd(30)
+}
+fn default_retry_backoff_max() -> HumanDuration {
+    hd(900)
+}
+fn default_replicate_every() -> HumanDuration {
+    hd(900)
+}
+fn default_max_concurrent_runs() -> usize {
+    2
+}
+fn default_grace_period() -> HumanDuration {
+    hd(600)
+}
+fn default_notify_min_interval() -> HumanDuration {
+    hd(900)
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            metrics_addr: default_metrics_addr(),
+            lease_ttl: default_lease_ttl(),
+            lease_renew: default_lease_renew(),
+            locks_prefix: default_locks_prefix(),
+            retry_max_attempts: default_retry_max_attempts(),
+            retry_backoff_base: default_retry_backoff_base(),
+            retry_backoff_max: default_retry_backoff_max(),
+            grace_period: default_grace_period(),
+            missed_runs: MissedRuns::default(),
+            max_concurrent_runs: default_max_concurrent_runs(),
+            prune_after_run: true,
+            replicate_every: default_replicate_every(),
+            webhook_url: None,
+            notify_min_interval: default_notify_min_interval(),
+            timezone: None,
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// The cron time zone as a fixed offset (UTC when unset).
+    pub fn offset(&self) -> Result<chrono::FixedOffset, String> {
+        parse_offset(self.timezone.as_deref().unwrap_or("UTC"))
+    }
+}
+
+/// Parses `UTC`, `Z` or `±HH:MM` into a fixed offset.
+pub fn parse_offset(s: &str) -> Result<chrono::FixedOffset, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("utc") || t == "Z" {
+        return Ok(chrono::FixedOffset::east_opt(0).expect("zero offset"));
+    }
+    let bad = || {
+        format!("`{s}` is not a time zone gsdr knows: use `UTC` or a fixed offset like `+01:00`")
+    };
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    let h: i32 = h.parse().map_err(|_| bad())?;
+    let m: i32 = m.parse().map_err(|_| bad())?;
+    if h > 14 || m > 59 {
+        return Err(bad());
+    }
+    chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
 }
 
 fn default_region() -> String {
@@ -380,6 +593,11 @@ impl Policy {
                         "S3 parts must be at least 5MiB",
                     ));
                 }
+                if let Some(l) = &s.lifecycle {
+                    let f = format!("targets.{name}.lifecycle");
+                    validate_lifecycle(l)
+                        .map_err(|(k, m)| self.err(text, &format!("{f}{k}"), m))?;
+                }
                 if s.max_attempts == Some(0) {
                     return Err(self.err(
                         text,
@@ -418,6 +636,7 @@ impl Policy {
                 "several targets are defined: name the primary one",
             ));
         }
+        self.validate_daemon(text)?;
         for (name, s) in &self.sources {
             let f = format!("sources.{name}");
             check_name(name).map_err(|m| self.err(text, &f, m))?;
@@ -539,6 +758,101 @@ impl Policy {
     }
 }
 
+impl Policy {
+    fn validate_daemon(&self, text: &str) -> Result<(), PolicyError> {
+        let d = &self.daemon;
+        d.metrics_addr
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| {
+                self.err(
+                    text,
+                    "daemon.metrics_addr",
+                    format!(
+                        "`{}` is not an address like 0.0.0.0:9464: {e}",
+                        d.metrics_addr
+                    ),
+                )
+            })?;
+        if d.lease_renew.0.is_zero() || d.lease_renew.0 * 2 > d.lease_ttl.0 {
+            return Err(self.err(
+                text,
+                "daemon.lease_renew",
+                format!("must be above 0 and at most half of lease_ttl ({}), so a lease is renewed before it expires", d.lease_ttl),
+            ));
+        }
+        if d.replicate_every.0.is_zero() {
+            return Err(self.err(text, "daemon.replicate_every", "must be above 0"));
+        }
+        if d.max_concurrent_runs == 0 {
+            return Err(self.err(text, "daemon.max_concurrent_runs", "must be at least 1"));
+        }
+        if d.retry_max_attempts == 0 {
+            return Err(self.err(
+                text,
+                "daemon.retry_max_attempts",
+                "must be at least 1 (1 = no retries)",
+            ));
+        }
+        if d.retry_backoff_base.0 > d.retry_backoff_max.0 {
+            return Err(self.err(
+                text,
+                "daemon.retry_backoff_base",
+                "must not exceed retry_backoff_max",
+            ));
+        }
+        check_name(&d.locks_prefix).map_err(|m| self.err(text, "daemon.locks_prefix", m))?;
+        if self.sources.contains_key(&d.locks_prefix) {
+            return Err(self.err(
+                text,
+                "daemon.locks_prefix",
+                format!(
+                    "`{}` is also a source name; pick another prefix",
+                    d.locks_prefix
+                ),
+            ));
+        }
+        d.offset()
+            .map_err(|m| self.err(text, "daemon.timezone", m))?;
+        Ok(())
+    }
+}
+
+/// Checks a lifecycle table; errors carry the sub-field (`.expire_after`) and the message.
+fn validate_lifecycle(l: &Lifecycle) -> Result<(), (String, String)> {
+    let whole_days = |k: &str, d: &HumanDuration| -> Result<u64, (String, String)> {
+        let secs = d.0.as_secs();
+        if secs == 0 || secs % 86_400 != 0 || d.0.subsec_nanos() != 0 {
+            return Err((
+                format!(".{k}"),
+                format!("`{d}`: S3 counts these in whole days; write e.g. \"30d\""),
+            ));
+        }
+        Ok(secs / 86_400)
+    };
+    let expire = l
+        .expire_after
+        .as_ref()
+        .map(|d| whole_days("expire_after", d))
+        .transpose()?;
+    whole_days("abort_incomplete_after", &l.abort_incomplete_after)?;
+    if let Some(lock) = &l.object_lock {
+        let days = whole_days("object_lock.retention", &lock.retention)?;
+        if !l.versioning {
+            return Err((
+                ".versioning".into(),
+                "Object Lock needs versioning: set versioning = true".into(),
+            ));
+        }
+        if expire.is_some_and(|e| e < days) {
+            return Err((
+                ".expire_after".into(),
+                "must be at least object_lock.retention: a lifecycle rule cannot remove a locked version".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty()
         || !name
@@ -634,5 +948,75 @@ mod tests {
         assert_eq!(e.field, "sources.s.kind");
         assert_eq!(e.line, Some(8));
         assert!(e.message.contains("[sources.s.command]"), "{e}");
+    }
+
+    const HEAD: &str = "name = \"x\"\n[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n";
+
+    fn s3(lifecycle: &str) -> String {
+        format!(
+            "{HEAD}[targets.b]\nkind = \"s3\"\nbucket = \"b\"\n[targets.b.lifecycle]\n{lifecycle}"
+        )
+    }
+
+    #[test]
+    fn daemon_section_defaults_and_checks() {
+        let p = Policy::parse(
+            &format!("{HEAD}[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n"),
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        assert_eq!(p.daemon, DaemonConfig::default());
+        assert_eq!(p.daemon.offset().unwrap().local_minus_utc(), 0);
+        let bad = |d: &str| {
+            Policy::parse(
+                &format!("{HEAD}[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n[daemon]\n{d}\n"),
+                Path::new("p.toml"),
+            )
+            .unwrap_err()
+        };
+        assert_eq!(
+            bad("lease_ttl = \"1m\"\nlease_renew = \"45s\"").field,
+            "daemon.lease_renew"
+        );
+        assert_eq!(
+            bad("metrics_addr = \"nowhere\"").field,
+            "daemon.metrics_addr"
+        );
+        assert_eq!(bad("timezone = \"Europe/Berlin\"").field, "daemon.timezone");
+        assert_eq!(
+            bad("retry_max_attempts = 0").field,
+            "daemon.retry_max_attempts"
+        );
+        assert_eq!(bad("lease_tll = \"5m\"").field, "lease_tll");
+        assert_eq!(parse_offset("+01:30").unwrap().local_minus_utc(), 5400);
+    }
+
+    #[test]
+    fn lifecycle_checks_days_versioning_and_lock_vs_expiry() {
+        let ok = Policy::parse(&s3("expire_after = \"35d\"\nversioning = true\nobject_lock = { mode = \"compliance\", retention = \"30d\" }\n"), Path::new("p.toml")).unwrap();
+        let TargetConfig::S3(t) = &ok.targets["b"] else {
+            panic!()
+        };
+        let l = t.lifecycle.as_ref().unwrap();
+        assert_eq!(l.abort_incomplete_after.0.as_secs(), 86_400, "default 1d");
+        assert_eq!(l.object_lock.unwrap().mode, LockMode::Compliance);
+        let err = |l: &str| Policy::parse(&s3(l), Path::new("p.toml")).unwrap_err();
+        assert_eq!(
+            err("expire_after = \"36h\"").field,
+            "targets.b.lifecycle.expire_after"
+        );
+        assert_eq!(
+            err("object_lock = { mode = \"governance\", retention = \"30d\" }").field,
+            "targets.b.lifecycle.versioning"
+        );
+        assert_eq!(
+            err("expire_after = \"7d\"\nversioning = true\nobject_lock = { mode = \"governance\", retention = \"30d\" }").field,
+            "targets.b.lifecycle.expire_after"
+        );
+        assert!(
+            err("object_lock = { mode = \"legal\", retention = \"30d\" }")
+                .message
+                .contains("legal")
+        );
     }
 }

@@ -21,6 +21,7 @@ use tokio::io::AsyncRead;
 use crate::error::RetryClass;
 
 pub mod fs;
+pub mod lifecycle;
 pub mod s3;
 
 /// A boxed byte reader, as stores return and accept them.

@@ -155,6 +155,21 @@ impl S3Store {
         })
     }
 
+    /// The SDK client, for bucket-level settings (lifecycle, versioning, Object Lock).
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The key prefix, without a trailing slash (may be empty).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The full object key of `key`.
     fn full(&self, key: &str) -> String {
         if self.prefix.is_empty() {

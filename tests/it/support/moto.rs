@@ -151,6 +151,7 @@ impl Moto {
             request_checksums: ChecksumMode::WhenSupported,
             max_object_size: ByteSize(1 << 30),
             max_attempts: None,
+            lifecycle: None,
         }
     }
 

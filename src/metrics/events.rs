@@ -1,0 +1,390 @@
+//! Named events: one struct per thing that happens; `emit()` logs one line and updates the metrics.
+
+use chrono::{DateTime, Utc};
+
+use super::{global, src, ClassLabel, ResultLabel, ScenarioLabel, TargetLabel};
+use crate::error::RetryClass;
+
+fn secs(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// A scheduled or on-demand run of a source started (attempt 1 = first try).
+#[derive(Debug, Clone)]
+pub struct RunStarted<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// The cron slot it serves.
+    pub slot: DateTime<Utc>,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+}
+
+impl RunStarted<'_> {
+    /// Logs the event.
+    pub fn emit(&self) {
+        tracing::info!(event = "run_started", source = self.source, slot = %self.slot.to_rfc3339(), attempt = self.attempt);
+    }
+}
+
+/// A backup committed.
+#[derive(Debug, Clone)]
+pub struct BackupSucceeded<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Backup id.
+    pub id: &'a str,
+    /// Raw bytes.
+    pub bytes_raw: u64,
+    /// Stored bytes.
+    pub bytes_stored: u64,
+    /// Seconds taken.
+    pub duration_secs: f64,
+    /// When it committed.
+    pub finished_at: DateTime<Utc>,
+}
+
+impl BackupSucceeded<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::info!(
+            event = "backup_succeeded",
+            source = self.source,
+            id = self.id,
+            bytes_raw = self.bytes_raw,
+            bytes_stored = self.bytes_stored,
+            duration_secs = self.duration_secs
+        );
+        let m = global();
+        let l = src(self.source);
+        m.last_success.get_or_create(&l).set(secs(self.finished_at));
+        m.last_attempt_success.get_or_create(&l).set(1.0);
+        m.duration.get_or_create(&l).set(self.duration_secs);
+        m.raw_bytes.get_or_create(&l).set(self.bytes_raw as f64);
+        m.stored_bytes
+            .get_or_create(&l)
+            .set(self.bytes_stored as f64);
+    }
+}
+
+/// A backup attempt failed.
+#[derive(Debug, Clone)]
+pub struct BackupFailed<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// The error, as the operator reads it.
+    pub error: &'a str,
+    /// Its retry class.
+    pub class: RetryClass,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Whether the scheduler will retry.
+    pub will_retry: bool,
+}
+
+impl BackupFailed<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        let class = match self.class {
+            RetryClass::Temporary => "temporary",
+            RetryClass::Permanent => "permanent",
+        };
+        tracing::warn!(
+            event = "backup_failed",
+            source = self.source,
+            error = self.error,
+            class,
+            attempt = self.attempt,
+            will_retry = self.will_retry
+        );
+        let m = global();
+        m.last_attempt_success
+            .get_or_create(&src(self.source))
+            .set(0.0);
+        m.failures
+            .get_or_create(&ClassLabel {
+                source: self.source.to_string(),
+                class: class.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// A run (all its attempts) ended.
+#[derive(Debug, Clone)]
+pub struct RunFinished<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// `success`, `failure` or `skipped`.
+    pub result: &'a str,
+    /// Why, for `skipped` and `failure`.
+    pub detail: &'a str,
+}
+
+impl RunFinished<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::info!(
+            event = "run_finished",
+            source = self.source,
+            result = self.result,
+            detail = self.detail
+        );
+        global()
+            .runs
+            .get_or_create(&ResultLabel {
+                source: self.source.to_string(),
+                result: self.result.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// A run was not started here because another replica holds the lease or already did the slot.
+#[derive(Debug, Clone)]
+pub struct LeaseConflict<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Who holds it (holder id), or who did the slot.
+    pub holder: &'a str,
+    /// The slot.
+    pub slot: DateTime<Utc>,
+}
+
+impl LeaseConflict<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::info!(event = "lease_conflict", source = self.source, holder = self.holder, slot = %self.slot.to_rfc3339());
+        global()
+            .lease_conflicts
+            .get_or_create(&src(self.source))
+            .inc();
+    }
+}
+
+/// The schedule and objectives of a source, published once at start.
+#[derive(Debug, Clone)]
+pub struct SourceConfigured<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Scheduled interval, seconds (0 if unscheduled).
+    pub interval_secs: f64,
+    /// RPO objective, seconds, if any.
+    pub rpo_secs: Option<f64>,
+}
+
+impl SourceConfigured<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::debug!(
+            event = "source_configured",
+            source = self.source,
+            interval_secs = self.interval_secs,
+            rpo_secs = self.rpo_secs
+        );
+        let m = global();
+        m.interval
+            .get_or_create(&src(self.source))
+            .set(self.interval_secs);
+        if let Some(r) = self.rpo_secs {
+            m.rpo_target.get_or_create(&src(self.source)).set(r);
+        }
+    }
+}
+
+/// One backup was copied to the off-site target.
+#[derive(Debug, Clone)]
+pub struct Replicated<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Backup id.
+    pub id: &'a str,
+    /// Stored bytes copied.
+    pub bytes: u64,
+    /// Seconds taken.
+    pub duration_secs: f64,
+}
+
+impl Replicated<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::info!(
+            event = "replicated",
+            source = self.source,
+            id = self.id,
+            bytes = self.bytes,
+            duration_secs = self.duration_secs
+        );
+        global()
+            .replicated_bytes
+            .get_or_create(&src(self.source))
+            .inc_by(self.bytes);
+    }
+}
+
+/// Copying one backup off-site failed.
+#[derive(Debug, Clone)]
+pub struct ReplicationFailed<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Backup id.
+    pub id: &'a str,
+    /// The error.
+    pub error: &'a str,
+}
+
+impl ReplicationFailed<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = "replication_failed",
+            source = self.source,
+            id = self.id,
+            error = self.error
+        );
+        global()
+            .replication_failures
+            .get_or_create(&src(self.source))
+            .inc();
+    }
+}
+
+/// The state of a source's copies: what is safe, and how far off-site lags.
+#[derive(Debug, Clone)]
+pub struct SafetyState<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Newest recovery point present on every required copy.
+    pub safe_point: Option<DateTime<Utc>>,
+    /// Newest primary recovery point − newest off-site one (0 when none is missing).
+    pub replication_lag_secs: f64,
+}
+
+impl SafetyState<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::debug!(
+            event = "safety_state",
+            source = self.source,
+            safe_point = self.safe_point.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            replication_lag_secs = self.replication_lag_secs
+        );
+        let m = global();
+        m.replication_lag
+            .get_or_create(&src(self.source))
+            .set(self.replication_lag_secs);
+        if let Some(t) = self.safe_point {
+            m.set_safe_point(self.source, secs(t));
+        }
+    }
+}
+
+/// Retention deleted a backup.
+#[derive(Debug, Clone)]
+pub struct BackupPruned<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Target name.
+    pub target: &'a str,
+    /// Backup id.
+    pub id: &'a str,
+}
+
+impl BackupPruned<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::info!(
+            event = "backup_pruned",
+            source = self.source,
+            target = self.target,
+            id = self.id
+        );
+        global()
+            .pruned
+            .get_or_create(&TargetLabel {
+                source: self.source.to_string(),
+                target: self.target.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// A WAL segment was archived (PostgreSQL engine); `age_secs` = now − its end time.
+#[derive(Debug, Clone)]
+pub struct WalArchived<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Segment name.
+    pub segment: &'a str,
+    /// Archive lag in seconds.
+    pub lag_secs: f64,
+}
+
+impl WalArchived<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::info!(
+            event = "wal_archived",
+            source = self.source,
+            segment = self.segment,
+            lag_secs = self.lag_secs
+        );
+        global()
+            .wal_archive_lag
+            .get_or_create(&src(self.source))
+            .set(self.lag_secs);
+    }
+}
+
+/// A `wal-push` failed (PostgreSQL engine).
+#[derive(Debug, Clone)]
+pub struct WalPushFailed<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Segment name.
+    pub segment: &'a str,
+    /// The error.
+    pub error: &'a str,
+}
+
+impl WalPushFailed<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = "wal_push_failed",
+            source = self.source,
+            segment = self.segment,
+            error = self.error
+        );
+        global()
+            .wal_push_failures
+            .get_or_create(&src(self.source))
+            .inc();
+    }
+}
+
+/// A drill finished (drill module).
+#[derive(Debug, Clone)]
+pub struct DrillFinished<'a> {
+    /// Scenario.
+    pub scenario: &'a str,
+    /// Whether it met its targets.
+    pub ok: bool,
+}
+
+impl DrillFinished<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::info!(
+            event = "drill_finished",
+            scenario = self.scenario,
+            ok = self.ok
+        );
+        global()
+            .drill_last_success
+            .get_or_create(&ScenarioLabel {
+                scenario: self.scenario.to_string(),
+            })
+            .set(if self.ok { 1.0 } else { 0.0 });
+    }
+}

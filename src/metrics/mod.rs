@@ -1,0 +1,250 @@
+//! Metrics and health: a Prometheus registry fed by named events.
+//!
+//! Every observable thing gsdr does is one struct in [`events`] whose
+//! `emit()` writes ONE structured `tracing` line and updates the metrics, so
+//! logs and metrics never disagree. The registry is process-global
+//! ([`global`]); [`server::serve`] exposes it on `/metrics` (Prometheus text
+//! format) next to `/healthz` and `/readyz`.
+//!
+//! Metric names (all labelled by `source` unless noted):
+//!
+//! | name | type | meaning |
+//! |---|---|---|
+//! | `gsdr_backup_last_success_timestamp_seconds` | gauge | finish time of the last committed backup |
+//! | `gsdr_backup_last_attempt_success` | gauge | 1 if the last attempt committed, 0 if it failed |
+//! | `gsdr_backup_duration_seconds` | gauge | wall time of the last committed backup |
+//! | `gsdr_backup_raw_bytes` / `gsdr_backup_stored_bytes` | gauge | sizes of the last committed backup |
+//! | `gsdr_backup_failures_total` | counter | failed attempts (label `class`: temporary/permanent) |
+//! | `gsdr_backup_runs_total` | counter | finished runs (label `result`: success/failure/skipped) |
+//! | `gsdr_backup_interval_seconds` | gauge | scheduled interval (for staleness alerts) |
+//! | `gsdr_rpo_target_seconds` | gauge | the source's RPO objective |
+//! | `gsdr_rpo_safe_point_timestamp_seconds` | gauge | newest recovery point present on primary AND off-site (primary only when no off-site) |
+//! | `gsdr_rpo_exposure_seconds` | gauge | now − that safe point, refreshed at every scrape |
+//! | `gsdr_replication_lag_seconds` | gauge | newest primary recovery point − newest off-site one |
+//! | `gsdr_replication_failures_total` | counter | failed copies to the off-site target |
+//! | `gsdr_replicated_bytes_total` | counter | stored bytes copied off-site |
+//! | `gsdr_wal_archive_lag_seconds` | gauge | (PostgreSQL engine) age of the newest archived WAL segment |
+//! | `gsdr_wal_push_failures_total` | counter | (PostgreSQL engine) failed `wal-push` calls |
+//! | `gsdr_drill_last_success` | gauge | (label `scenario`) 1 if the last drill met its targets |
+//! | `gsdr_lease_conflicts_total` | counter | runs skipped because another replica held or had done the run |
+//! | `gsdr_pruned_backups_total` | counter | backups deleted by retention (label `target`) |
+
+pub mod events;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A gauge holding an `f64`.
+pub type FGauge = Gauge<f64, AtomicU64>;
+
+/// Label set `{source}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// Source name.
+    pub source: String,
+}
+
+/// Label set `{source, class}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    /// Source name.
+    pub source: String,
+    /// `temporary` or `permanent`.
+    pub class: String,
+}
+
+/// Label set `{source, result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// Source name.
+    pub source: String,
+    /// `success`, `failure` or `skipped`.
+    pub result: String,
+}
+
+/// Label set `{source, target}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabel {
+    /// Source name.
+    pub source: String,
+    /// Target name.
+    pub target: String,
+}
+
+/// Label set `{scenario}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScenarioLabel {
+    /// Drill scenario.
+    pub scenario: String,
+}
+
+/// Every metric gsdr exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// See the module table.
+    pub last_success: Family<SourceLabel, FGauge>,
+    /// See the module table.
+    pub last_attempt_success: Family<SourceLabel, FGauge>,
+    /// See the module table.
+    pub duration: Family<SourceLabel, FGauge>,
+    /// See the module table.
+    pub raw_bytes: Family<SourceLabel, FGauge>,
+    /// See the module table.
+    pub stored_bytes: Family<SourceLabel, FGauge>,
+    /// See the module table.
+    pub failures: Family<ClassLabel, Counter>,
+    /// See the module table.
+    pub runs: Family<ResultLabel, Counter>,
+    /// See the module table.
+    pub interval: Family<SourceLabel, FGauge>,
+    /// See the module table.
+    pub rpo_target: Family<SourceLabel, FGauge>,
+    /// See the module table.
+    pub safe_point: Family<SourceLabel, FGauge>,
+    /// See the module table.
+    pub rpo_exposure: Family<SourceLabel, FGauge>,
+    /// See the module table.
+    pub replication_lag: Family<SourceLabel, FGauge>,
+    /// See the module table.
+    pub replication_failures: Family<SourceLabel, Counter>,
+    /// See the module table.
+    pub replicated_bytes: Family<SourceLabel, Counter>,
+    /// See the module table.
+    pub wal_archive_lag: Family<SourceLabel, FGauge>,
+    /// See the module table.
+    pub wal_push_failures: Family<SourceLabel, Counter>,
+    /// See the module table.
+    pub drill_last_success: Family<ScenarioLabel, FGauge>,
+    /// See the module table.
+    pub lease_conflicts: Family<SourceLabel, Counter>,
+    /// See the module table.
+    pub pruned: Family<TargetLabel, Counter>,
+    /// Safe points by source (seconds since the epoch), for the exposure refresh at scrape time.
+    safe_points: Mutex<BTreeMap<String, f64>>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::default();
+        macro_rules! reg {
+            ($name:literal, $help:literal) => {{
+                let f = Family::default();
+                registry.register($name, $help, f.clone());
+                f
+            }};
+        }
+        Metrics {
+            last_success: reg!(
+                "gsdr_backup_last_success_timestamp_seconds",
+                "Finish time of the last committed backup"
+            ),
+            last_attempt_success: reg!(
+                "gsdr_backup_last_attempt_success",
+                "1 if the last attempt committed a backup, 0 if it failed"
+            ),
+            duration: reg!(
+                "gsdr_backup_duration_seconds",
+                "Wall time of the last committed backup"
+            ),
+            raw_bytes: reg!(
+                "gsdr_backup_raw_bytes",
+                "Raw size of the last committed backup"
+            ),
+            stored_bytes: reg!(
+                "gsdr_backup_stored_bytes",
+                "Stored (compressed, encrypted) size of the last committed backup"
+            ),
+            failures: reg!(
+                "gsdr_backup_failures",
+                "Failed backup attempts by retry class"
+            ),
+            runs: reg!("gsdr_backup_runs", "Finished scheduled runs by result"),
+            interval: reg!(
+                "gsdr_backup_interval_seconds",
+                "Scheduled interval of the source"
+            ),
+            rpo_target: reg!("gsdr_rpo_target_seconds", "RPO objective of the source"),
+            safe_point: reg!(
+                "gsdr_rpo_safe_point_timestamp_seconds",
+                "Newest recovery point stored on the primary and off-site targets"
+            ),
+            rpo_exposure: reg!(
+                "gsdr_rpo_exposure_seconds",
+                "Now minus the newest safe recovery point"
+            ),
+            replication_lag: reg!(
+                "gsdr_replication_lag_seconds",
+                "Newest primary recovery point minus the newest off-site one"
+            ),
+            replication_failures: reg!(
+                "gsdr_replication_failures",
+                "Failed copies to the off-site target"
+            ),
+            replicated_bytes: reg!(
+                "gsdr_replicated_bytes",
+                "Stored bytes copied to the off-site target"
+            ),
+            wal_archive_lag: reg!(
+                "gsdr_wal_archive_lag_seconds",
+                "Age of the newest archived WAL segment"
+            ),
+            wal_push_failures: reg!("gsdr_wal_push_failures", "Failed wal-push calls"),
+            drill_last_success: reg!(
+                "gsdr_drill_last_success",
+                "1 if the last drill of the scenario met its targets"
+            ),
+            lease_conflicts: reg!(
+                "gsdr_lease_conflicts",
+                "Runs skipped because another replica held or had done them"
+            ),
+            pruned: reg!("gsdr_pruned_backups", "Backups deleted by retention"),
+            safe_points: Mutex::new(BTreeMap::new()),
+            registry,
+        }
+    }
+
+    /// Records a source's safe point (seconds since the epoch).
+    pub(crate) fn set_safe_point(&self, source: &str, ts: f64) {
+        self.safe_point.get_or_create(&src(source)).set(ts);
+        self.safe_points
+            .lock()
+            .expect("metrics lock")
+            .insert(source.to_string(), ts);
+    }
+
+    /// The registry in Prometheus text format, RPO exposure refreshed to `now`.
+    pub fn encode(&self, now: chrono::DateTime<chrono::Utc>) -> String {
+        let now = now.timestamp_millis() as f64 / 1000.0;
+        for (s, ts) in self.safe_points.lock().expect("metrics lock").iter() {
+            self.rpo_exposure
+                .get_or_create(&src(s))
+                .set((now - ts).max(0.0));
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// `{source}` labels.
+pub(crate) fn src(source: &str) -> SourceLabel {
+    SourceLabel {
+        source: source.to_string(),
+    }
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}

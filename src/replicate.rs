@@ -1,0 +1,322 @@
+//! Off-site replication: every committed backup is copied from the primary
+//! target to the off-site one (another S3 endpoint with its own
+//! credentials), data first, manifest last, so the off-site catalog never
+//! lists a backup whose data is not there whole.
+//!
+//! The data object is streamed (memory: the off-site store's upload bound,
+//! `part_size × (upload_concurrency + 1)`), through a reader that hashes it
+//! on the way and turns the end of the stream into an error unless size and
+//! SHA-256 match the manifest: a corrupt or cut copy is never committed.
+//!
+//! [`catch_up`] copies whatever the off-site copy lacks (the daemon runs it on
+//! start and after every backup); [`check`] lists what it lacks without
+//! copying (`gsdr replicate --check`); [`safety`] computes the RPO view: a
+//! backup is *safe* only once both copies exist.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::catalog::{Catalog, Manifest};
+use crate::error::{Error, Result, RetryClass};
+use crate::metrics::events;
+use crate::storage::{PutCondition, PutOptions, Store};
+
+/// Attempts per backup within one sweep (temporary errors only).
+const COPY_ATTEMPTS: u32 = 3;
+/// First wait between attempts (doubled each time).
+const COPY_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Reader that checks size and SHA-256 at end of stream.
+struct Checked<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+    expect_size: u64,
+    expect_sha: String,
+    key: String,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if new.is_empty() && buf.remaining() > 0 {
+                    let sha = hex::encode(this.hasher.clone().finalize());
+                    if this.read != this.expect_size || sha != this.expect_sha {
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!(
+                                "`{}` read back as {} bytes with SHA-256 {sha}, but its manifest says {} bytes, {}; not copied",
+                                this.key, this.read, this.expect_size, this.expect_sha
+                            ),
+                        )));
+                    }
+                } else {
+                    this.hasher.update(new);
+                    this.read += new.len() as u64;
+                }
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Copies one backup: data (streamed, checked), then the manifest. Returns stored bytes copied.
+pub async fn copy_backup(
+    primary: &Arc<dyn Store>,
+    offsite: &Arc<dyn Store>,
+    m: &Manifest,
+) -> Result<u64> {
+    let manifest_key = m.manifest_key();
+    let (manifest_bytes, _) = primary.get_small(&manifest_key, 16 << 20).await?;
+    let body = primary.get_stream(&m.data_key).await?;
+    let mut reader = Checked {
+        inner: body,
+        hasher: Sha256::new(),
+        read: 0,
+        expect_size: m.stored_bytes,
+        expect_sha: m.stored_sha256.clone(),
+        key: m.data_key.clone(),
+    };
+    let put = offsite
+        .put_stream(
+            &m.data_key,
+            &mut reader,
+            PutOptions {
+                size_hint: Some(m.stored_bytes),
+                if_absent: false,
+            },
+        )
+        .await?;
+    if put.size != m.stored_bytes {
+        return Err(Error::Invalid(format!(
+            "off-site copy of `{}` in {} stored {} bytes, expected {}",
+            m.data_key,
+            offsite.describe(),
+            put.size,
+            m.stored_bytes
+        )));
+    }
+    match offsite
+        .put_small(&manifest_key, manifest_bytes, PutCondition::IfAbsent)
+        .await
+    {
+        Ok(_) | Err(crate::storage::StorageError::PreconditionFailed { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(m.stored_bytes)
+}
+
+/// Ids of the backups whose manifest the off-site store holds, by manifest key.
+async fn offsite_manifests(
+    offsite: &Arc<dyn Store>,
+    source: Option<&str>,
+) -> Result<BTreeSet<String>> {
+    let prefix = source.map(|s| format!("{s}/")).unwrap_or_default();
+    Ok(offsite
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with(crate::catalog::MANIFEST_OBJECT))
+        .collect())
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    /// Backups copied (ids).
+    pub copied: Vec<String>,
+    /// Stored bytes copied.
+    pub bytes: u64,
+    /// Backups that could not be copied, with the error.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Copies every backup (of `source`, if given) the off-site store lacks, oldest first.
+pub async fn catch_up(
+    primary: &Arc<dyn Store>,
+    offsite: &Arc<dyn Store>,
+    source: Option<&str>,
+) -> Result<SweepReport> {
+    let have = offsite_manifests(offsite, source).await?;
+    let all = Catalog::new(primary.clone()).list(source).await?;
+    let mut report = SweepReport::default();
+    for m in all.iter().filter(|m| !have.contains(&m.manifest_key())) {
+        let start = Instant::now();
+        let mut attempt = 1;
+        loop {
+            match copy_backup(primary, offsite, m).await {
+                Ok(bytes) => {
+                    events::Replicated {
+                        source: &m.source,
+                        id: &m.id,
+                        bytes,
+                        duration_secs: start.elapsed().as_secs_f64(),
+                    }
+                    .emit();
+                    report.copied.push(m.id.clone());
+                    report.bytes += bytes;
+                    break;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    events::ReplicationFailed {
+                        source: &m.source,
+                        id: &m.id,
+                        error: &msg,
+                    }
+                    .emit();
+                    if e.retry_class() == RetryClass::Temporary && attempt < COPY_ATTEMPTS {
+                        tokio::time::sleep(COPY_BACKOFF * 2u32.pow(attempt - 1)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    report.failed.push((m.id.clone(), msg));
+                    break;
+                }
+            }
+        }
+    }
+    for s in sources_of(&all) {
+        if let Ok(st) = safety(primary, Some(offsite), &s).await {
+            st.emit();
+        }
+    }
+    Ok(report)
+}
+
+fn sources_of(all: &[Manifest]) -> BTreeSet<String> {
+    all.iter().map(|m| m.source.clone()).collect()
+}
+
+/// Something the off-site copy lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Missing {
+    /// Source.
+    pub source: String,
+    /// Backup id.
+    pub id: String,
+    /// What is wrong with the off-site copy.
+    pub problem: String,
+}
+
+/// Lists what the off-site copy lacks or holds differently (`gsdr replicate --check`). Copies nothing.
+pub async fn check(
+    primary: &Arc<dyn Store>,
+    offsite: &Arc<dyn Store>,
+    source: Option<&str>,
+) -> Result<Vec<Missing>> {
+    let have = offsite_manifests(offsite, source).await?;
+    let off_cat = Catalog::new(offsite.clone());
+    let mut out = Vec::new();
+    for m in Catalog::new(primary.clone()).list(source).await? {
+        let miss = |problem: String| Missing {
+            source: m.source.clone(),
+            id: m.id.clone(),
+            problem,
+        };
+        if !have.contains(&m.manifest_key()) {
+            out.push(miss("no manifest off-site".into()));
+            continue;
+        }
+        match off_cat.read(&m.manifest_key()).await {
+            Ok(o) if o.stored_sha256 == m.stored_sha256 && o.stored_bytes == m.stored_bytes => {}
+            Ok(_) => {
+                out.push(miss(
+                    "the off-site manifest differs from the primary one".into(),
+                ));
+                continue;
+            }
+            Err(e) => {
+                out.push(miss(format!("the off-site manifest is unreadable: {e}")));
+                continue;
+            }
+        }
+        match offsite.head(&m.data_key).await? {
+            None => out.push(miss("no data object off-site".into())),
+            Some(o) if o.size != m.stored_bytes => out.push(miss(format!(
+                "the off-site data object is {} bytes, the manifest says {}",
+                o.size, m.stored_bytes
+            ))),
+            Some(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Newest recovery points of `source` and what is safe.
+pub async fn safety(
+    primary: &Arc<dyn Store>,
+    offsite: Option<&Arc<dyn Store>>,
+    source: &str,
+) -> Result<Safety> {
+    let newest = |ms: &[Manifest]| ms.iter().map(Manifest::recovery_point).max();
+    let prim = Catalog::new(primary.clone()).list(Some(source)).await?;
+    let p = newest(&prim);
+    let (safe, lag) = match offsite {
+        None => (p, 0.0),
+        Some(o) => {
+            let have = offsite_manifests(o, Some(source)).await?;
+            let both: Vec<Manifest> = prim
+                .into_iter()
+                .filter(|m| have.contains(&m.manifest_key()))
+                .collect();
+            let s = newest(&both);
+            let lag = match (p, s) {
+                (Some(p), Some(s)) => secs_between(s, p),
+                (Some(p), None) => secs_between(DateTime::<Utc>::UNIX_EPOCH, p),
+                _ => 0.0,
+            };
+            (s, lag)
+        }
+    };
+    Ok(Safety {
+        source: source.to_string(),
+        safe_point: safe,
+        replication_lag_secs: lag,
+    })
+}
+
+/// The RPO view of one source: its newest safe recovery point and the replication lag.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Safety {
+    /// Source.
+    pub source: String,
+    /// Newest recovery point on every required copy.
+    pub safe_point: Option<DateTime<Utc>>,
+    /// Newest primary recovery point − newest off-site one, seconds.
+    pub replication_lag_secs: f64,
+}
+
+impl Safety {
+    /// Publishes it ([`events::SafetyState`]).
+    pub fn emit(&self) {
+        events::SafetyState {
+            source: &self.source,
+            safe_point: self.safe_point,
+            replication_lag_secs: self.replication_lag_secs,
+        }
+        .emit();
+    }
+}
+
+fn secs_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
+    ((b - a).num_milliseconds() as f64 / 1000.0).max(0.0)
+}

@@ -1,0 +1,143 @@
+//! The production [`Runner`]: `job::backup`, then replication to the off-site target.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::{RunReport, Runner, SourcePlan};
+use crate::error::{Error, Result};
+use crate::job::{Env, NoProgress};
+use crate::metrics::events;
+use crate::replicate;
+
+/// Runs a policy's jobs.
+#[derive(Debug, Clone)]
+pub struct JobRunner {
+    env: Arc<Env>,
+}
+
+impl JobRunner {
+    /// A runner over `env`.
+    pub fn new(env: Arc<Env>) -> Self {
+        JobRunner { env }
+    }
+
+    /// Copies what the off-site target of `source` lacks (all of it: a catch-up
+    /// sweep) and publishes the source's safety state. Errors are logged, not returned.
+    pub async fn replicate_source(&self, source: &str) {
+        let r: Result<()> = async {
+            let primary = self
+                .env
+                .store(&self.env.primary_target_name(source)?)
+                .await?;
+            match self.env.policy.offsite_of(source) {
+                Some(off) => {
+                    let offsite = self.env.store(off).await?;
+                    let rep = replicate::catch_up(&primary, &offsite, Some(source)).await?;
+                    if !rep.failed.is_empty() {
+                        tracing::warn!(
+                            event = "replication_incomplete",
+                            source,
+                            failed = rep.failed.len()
+                        );
+                    }
+                }
+                None => replicate::safety(&primary, None, source).await?.emit(),
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            let msg = e.to_string();
+            events::ReplicationFailed {
+                source,
+                id: "(sweep)",
+                error: &msg,
+            }
+            .emit();
+        }
+    }
+}
+
+#[async_trait]
+impl Runner for JobRunner {
+    async fn run(&self, source: &str, cancel: CancellationToken) -> Result<RunReport> {
+        let out = tokio::select! {
+            r = crate::job::backup(&self.env, source, &NoProgress) => r?,
+            _ = cancel.cancelled() => {
+                return Err(Error::Invalid(format!(
+                    "backup of `{source}` aborted at shutdown before its manifest was written: nothing was committed"
+                )))
+            }
+        };
+        // The backup is committed: replication is best effort here (the next sweep retries).
+        tokio::select! {
+            _ = self.replicate_source(source) => {}
+            _ = cancel.cancelled() => tracing::warn!(event = "replication_aborted", source),
+        }
+        if self.env.policy.daemon.prune_after_run && !cancel.is_cancelled() {
+            match crate::retention::prune_policy_source(&self.env, source, None, Utc::now(), false)
+                .await
+            {
+                Ok(actions) => {
+                    for a in actions.iter().filter(|a| a.error.is_some()) {
+                        tracing::warn!(event = "prune_failed", source, target = %a.target, id = %a.decision.id, error = a.error.as_deref().unwrap_or(""));
+                    }
+                }
+                Err(e) => tracing::warn!(event = "prune_failed", source, error = %e),
+            }
+        }
+        Ok(RunReport {
+            id: out.manifest.id.clone(),
+            bytes_raw: out.manifest.raw_bytes,
+            bytes_stored: out.manifest.stored_bytes,
+            duration_secs: out.duration_secs,
+        })
+    }
+
+    async fn last_success(&self, source: &str) -> Result<Option<DateTime<Utc>>> {
+        let cat = self.env.catalog_for(source).await?;
+        Ok(cat
+            .list(Some(source))
+            .await?
+            .iter()
+            .map(|m| m.finished_at)
+            .max())
+    }
+}
+
+/// The scheduled sources of the policy, each with its lease on its primary target.
+pub async fn plans(env: &Env) -> Result<Vec<SourcePlan>> {
+    let mut out = Vec::new();
+    for (name, cfg) in &env.policy.sources {
+        let Some(sched) = &cfg.schedule else { continue };
+        let store = env.store(&env.primary_target_name(name)?).await?;
+        out.push(SourcePlan {
+            name: name.clone(),
+            schedule: sched.schedule.clone(),
+            lease_store: Some(store),
+        });
+    }
+    Ok(out)
+}
+
+/// Publishes every source's interval and RPO objective.
+pub fn publish_objectives(env: &Env, offset: chrono::FixedOffset) {
+    for (name, cfg) in &env.policy.sources {
+        let ival = cfg
+            .schedule
+            .as_ref()
+            .and_then(|s| super::interval(&s.schedule, offset, Utc::now()));
+        events::SourceConfigured {
+            source: name,
+            interval_secs: ival.map_or(0.0, |d| d.as_secs_f64()),
+            rpo_secs: env
+                .policy
+                .objectives_of(name)
+                .map(|o| o.rpo.0.as_secs_f64()),
+        }
+        .emit();
+    }
+}
