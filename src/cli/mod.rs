@@ -5,6 +5,7 @@
 //! Data goes to stdout (`--json` for machines), logs and progress to stderr.
 
 mod backup;
+mod drill;
 mod keygen;
 mod list;
 mod output;
@@ -64,8 +65,10 @@ enum Command {
     List(list::Args),
     /// Stream a backup back and check it: size, SHA-256, decryption, decompression.
     Verify(verify::Args),
-    /// Restore a backup.
-    Restore(restore::Args),
+    /// Restore a backup, or recover a whole scenario in an incident (`--scenario`).
+    Restore(Box<restore::Args>),
+    /// Rehearse recovery scenarios into scratch targets; measure RTO and RPO against the objectives.
+    Drill(drill::Args),
     /// Check a policy file.
     Policy(policy_cmd::Args),
     /// Create an age identity file (private key, mode 0600) and print its recipient (public key).
@@ -118,7 +121,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Backup(a) => backup::run(&ctx, a).await,
         Command::List(a) => list::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,
-        Command::Restore(a) => restore::run(&ctx, a).await,
+        Command::Restore(a) => restore::run(&ctx, *a).await,
+        Command::Drill(a) => drill::run(&ctx, a).await,
         Command::Policy(a) => policy_cmd::run(&ctx, a).await,
         Command::Keygen(a) => keygen::run(&ctx, a),
     }

@@ -54,7 +54,11 @@ pub async fn sha256(path: &Path, m: &Manifest) -> Result<CheckOutcome> {
         )));
     }
     Ok(CheckOutcome {
-        detail: format!("SHA-256 {}… matches backup {} ({n} bytes)", &got[..16], m.id),
+        detail: format!(
+            "SHA-256 {}… matches backup {} ({n} bytes)",
+            &got[..16],
+            m.id
+        ),
         recovered: None,
     })
 }

@@ -172,7 +172,10 @@ impl DrillReport {
             self.started_at.to_rfc3339(),
             self.finished_at.to_rfc3339()
         );
-        let _ = writeln!(m, "## Objectives\n\n| objective | achieved | target | met |\n|---|---|---|---|");
+        let _ = writeln!(
+            m,
+            "## Objectives\n\n| objective | achieved | target | met |\n|---|---|---|---|"
+        );
         let _ = writeln!(
             m,
             "| RTO | {} | {} | {} |",
@@ -226,7 +229,11 @@ impl DrillReport {
             let _ = writeln!(
                 m,
                 "\nScratch targets: {}.",
-                if c { "removed" } else { "NOT all removed: check the scratch directory" }
+                if c {
+                    "removed"
+                } else {
+                    "NOT all removed: check the scratch directory"
+                }
             );
         }
         if let Some(t) = &self.trend {
@@ -259,11 +266,7 @@ impl DrillReport {
             .iter()
             .map(|f| format!("<li>{}</li>", esc(f)))
             .collect();
-        let trend = self
-            .trend
-            .as_ref()
-            .map(|t| t.to_html())
-            .unwrap_or_default();
+        let trend = self.trend.as_ref().map(|t| t.to_html()).unwrap_or_default();
         format!(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{kind} {scenario}: {verdict}</title>\n<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.failed td{{background:#fdd}}.PASSED{{color:#070}}.FAILED{{color:#b00}}</style></head>\n<body>\n<h1>{kind} <code>{scenario}</code>: <span class=\"{verdict}\">{verdict}</span></h1>\n<p>{title}</p>\n<p>run <code>{id}</code>, policy <code>{policy}</code>, started {start}, finished {end}</p>\n<h2>Timeline</h2>\n{timeline}\n<h2>RTO and RPO against targets</h2>\n{bars}\n<h2>Steps</h2>\n<table><tr><th>step</th><th>kind</th><th>source</th><th>status</th><th>start</th><th>duration</th><th>detail</th></tr>\n{rows}</table>\n{fail}{trend}</body></html>\n",
             kind = match self.kind {
@@ -361,7 +364,10 @@ impl DrillReport {
                 .max(target.unwrap_or(0.0))
                 .max(0.001);
             let y = i as f64 * row_h + 4.0;
-            let w = achieved.map(|a| a / scale * chart_w).unwrap_or(0.0).max(1.0);
+            let w = achieved
+                .map(|a| a / scale * chart_w)
+                .unwrap_or(0.0)
+                .max(1.0);
             let color = if *met { "#4a4" } else { "#c33" };
             let _ = write!(
                 svg,
@@ -400,7 +406,11 @@ pub fn secs(s: f64) -> String {
     } else if s < 3600.0 {
         format!("{} min {:02} s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!("{} h {:02} min", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{} h {:02} min",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     }
 }
 

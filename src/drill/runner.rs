@@ -22,7 +22,9 @@ use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use super::canary::Recovered;
-use super::report::{DrillReport, RpoResult, RtoResult, RunKind, StepReport, StepStatus, REPORT_SCHEMA};
+use super::report::{
+    DrillReport, RpoResult, RtoResult, RunKind, StepReport, StepStatus, REPORT_SCHEMA,
+};
 use super::scenario::{Action, BackupCopy, Scenario, Step};
 use super::{checks, trend, DrillError};
 use crate::catalog::Manifest;
@@ -194,9 +196,11 @@ pub async fn plan(
                 });
                 into = Some(match opts.kind {
                     RunKind::Drill => "a scratch target".to_string(),
-                    RunKind::Incident => opts.endpoints.get(source).cloned().unwrap_or_else(|| {
-                        format!("(no endpoint: pass --into {source}=PATH|URI)")
-                    }),
+                    RunKind::Incident => {
+                        opts.endpoints.get(source).cloned().unwrap_or_else(|| {
+                            format!("(no endpoint: pass --into {source}=PATH|URI)")
+                        })
+                    }
                 });
             }
         }
@@ -249,8 +253,11 @@ impl IncidentState {
             file: path.to_path_buf(),
             message,
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| err(format!("cannot read it ({e}); run without --resume to start over")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(format!(
+                "cannot read it ({e}); run without --resume to start over"
+            ))
+        })?;
         let s: IncidentState =
             serde_json::from_str(&text).map_err(|e| err(format!("unreadable: {e}")))?;
         if s.scenario != scenario {
@@ -271,8 +278,11 @@ impl IncidentState {
                 source: e,
             })
         };
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("state serialises"))
-            .map_err(io)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).expect("state serialises"),
+        )
+        .map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     }
 }
@@ -284,7 +294,9 @@ struct Scratch {
 
 impl Scratch {
     fn new(root: Option<&Path>, scenario: &str) -> Result<Scratch, DrillError> {
-        let root = root.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+        let root = root
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&root).ok();
         let dir = tempfile::Builder::new()
             .prefix(&format!("gsdr-drill-{scenario}-"))
@@ -356,7 +368,10 @@ pub async fn run(
         }
         _ => None,
     };
-    let started_at = state.as_ref().map(|s| s.started_at).unwrap_or_else(Utc::now);
+    let started_at = state
+        .as_ref()
+        .map(|s| s.started_at)
+        .unwrap_or_else(Utc::now);
     let plan = plan(env, scenario, opts, started_at).await?;
     if opts.kind == RunKind::Incident {
         for st in &scenario.steps {
@@ -391,7 +406,12 @@ pub async fn run(
         plan: &plan,
         started_at,
         scratch: scratch.as_ref().map(|s| s.dir.path().to_path_buf()),
-        restored: Mutex::new(state.as_ref().map(|s| s.restored.clone()).unwrap_or_default()),
+        restored: Mutex::new(
+            state
+                .as_ref()
+                .map(|s| s.restored.clone())
+                .unwrap_or_default(),
+        ),
         progress,
     };
 
@@ -409,18 +429,19 @@ pub async fn run(
         }
         let mut runnable = Vec::new();
         for st in ready {
-            let dep_failed = st.after.iter().any(|a| {
-                !matches!(
-                    decided[a].status,
-                    StepStatus::Ok | StepStatus::AlreadyDone
-                )
-            });
+            let dep_failed = st
+                .after
+                .iter()
+                .any(|a| !matches!(decided[a].status, StepStatus::Ok | StepStatus::AlreadyDone));
             let previous = state
                 .as_ref()
                 .and_then(|s| s.steps.get(&st.name))
                 .filter(|r| matches!(r.status, StepStatus::Ok | StepStatus::AlreadyDone));
             if dep_failed {
-                decided.insert(st.name.clone(), skipped(st, started_at, "a step it runs after failed"));
+                decided.insert(
+                    st.name.clone(),
+                    skipped(st, started_at, "a step it runs after failed"),
+                );
                 order.push(st.name.clone());
             } else if let Some(prev) = previous {
                 let mut r = prev.clone();
@@ -457,7 +478,16 @@ pub async fn run(
     let mut steps: Vec<StepReport> = order.iter().map(|n| decided[n].clone()).collect();
     steps.sort_by(|a, b| a.start_offset_secs.total_cmp(&b.start_offset_secs));
     let restored = ctx.restored.lock().expect("lock").clone();
-    let report = build_report(env, scenario, opts, started_at, finished_at, steps, &restored, scratch_cleaned);
+    let report = build_report(
+        env,
+        scenario,
+        opts,
+        started_at,
+        finished_at,
+        steps,
+        &restored,
+        scratch_cleaned,
+    );
     let report = with_trend(env, scenario, opts, report).await;
     let (stored_keys, store_error) = if opts.store_report {
         match store_report(env, scenario, &report).await {
@@ -663,21 +693,32 @@ fn build_report(
     for s in &steps {
         match s.status {
             StepStatus::Failed => failures.push(format!("step `{}` failed: {}", s.name, s.detail)),
-            StepStatus::Skipped => failures.push(format!("step `{}` skipped: {}", s.name, s.detail)),
+            StepStatus::Skipped => {
+                failures.push(format!("step `{}` skipped: {}", s.name, s.detail))
+            }
             _ => {}
         }
     }
     let all_ok = failures.is_empty();
     let mut rpo = Vec::new();
     for src in scenario.restored_sources() {
-        let Some(r) = restored.get(&src) else { continue };
+        let Some(r) = restored.get(&src) else {
+            continue;
+        };
         let rec = r.recovered.clone().unwrap_or_else(|| Recovered {
             point: r.manifest.recovery_point(),
             measured_by: "manifest".into(),
-            note: Some("the scenario has no canary_age check for this source: the RPO uses the manifest's recovery point".into()),
+            note: Some(if r.manifest.engine == "command" {
+                super::canary::COMMAND_FALLBACK_NOTE.into()
+            } else {
+                "the scenario has no canary_age check for this source: the RPO uses the manifest's recovery point".into()
+            }),
         });
         let achieved = secs_between(rec.point, started_at);
-        let target = env.policy.objectives_of(&src).map(|o| o.rpo.0.as_secs_f64());
+        let target = env
+            .policy
+            .objectives_of(&src)
+            .map(|o| o.rpo.0.as_secs_f64());
         let met = target.is_none_or(|t| achieved <= t);
         if !met {
             failures.push(format!(
@@ -745,10 +786,11 @@ fn build_report(
     }
 }
 
-/// The target reports of `scenario` go to: the primary one, or the off-site one when the primary is hostile.
+/// The target reports of `scenario` go to: the primary one, or the off-site one
+/// when the scenario restores from it (the primary is lost or hostile).
 pub fn report_target(env: &Env, scenario: &Scenario) -> Option<String> {
     let first = scenario.restored_sources().into_iter().next();
-    if scenario.primary_hostile || scenario.from == BackupCopy::Offsite && scenario.primary_hostile {
+    if scenario.primary_hostile || scenario.from == BackupCopy::Offsite {
         return env
             .policy
             .defaults
@@ -768,18 +810,27 @@ pub fn report_target(env: &Env, scenario: &Scenario) -> Option<String> {
         })
 }
 
-async fn with_trend(env: &Env, scenario: &Scenario, opts: &RunOptions, mut report: DrillReport) -> DrillReport {
+async fn with_trend(
+    env: &Env,
+    scenario: &Scenario,
+    opts: &RunOptions,
+    mut report: DrillReport,
+) -> DrillReport {
     if opts.kind != RunKind::Drill || opts.trend_reports == 0 {
         return report;
     }
     let past = match report_target(env, scenario) {
         Some(t) => match env.store(&t).await {
-            Ok(store) => trend::history(store.as_ref(), &scenario.name, opts.trend_reports.saturating_sub(1))
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(event = "drill_trend_unavailable", error = %e);
-                    Vec::new()
-                }),
+            Ok(store) => trend::history(
+                store.as_ref(),
+                &scenario.name,
+                opts.trend_reports.saturating_sub(1),
+            )
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(event = "drill_trend_unavailable", error = %e);
+                Vec::new()
+            }),
             Err(e) => {
                 tracing::warn!(event = "drill_trend_unavailable", error = %e);
                 Vec::new()
@@ -857,7 +908,11 @@ pub fn write_local(dir: &Path, report: &DrillReport) -> Result<Vec<PathBuf>, Dri
 }
 
 /// Deletes the oldest reports of `scenario` beyond the newest `keep`.
-pub async fn prune_reports(env: &Env, scenario: &Scenario, keep: usize) -> Result<usize, DrillError> {
+pub async fn prune_reports(
+    env: &Env,
+    scenario: &Scenario,
+    keep: usize,
+) -> Result<usize, DrillError> {
     let Some(target) = report_target(env, scenario) else {
         return Ok(0);
     };
@@ -878,7 +933,10 @@ pub async fn prune_reports(env: &Env, scenario: &Scenario, keep: usize) -> Resul
     runs.dedup();
     let drop_n = runs.len().saturating_sub(keep);
     let doomed: Vec<&String> = runs.iter().take(drop_n).collect();
-    for k in keys.iter().filter(|k| doomed.iter().any(|d| k.starts_with(d.as_str()))) {
+    for k in keys
+        .iter()
+        .filter(|k| doomed.iter().any(|d| k.starts_with(d.as_str())))
+    {
         store.delete(k).await?;
     }
     Ok(drop_n)

@@ -315,7 +315,9 @@ impl Scenario {
         md += "## Where the data comes from\n\n";
         md += match self.from {
             BackupCopy::Primary => "- Each source's **primary** target.\n",
-            BackupCopy::Offsite => "- Each source's **off-site** target only; the primary copy is not used.\n",
+            BackupCopy::Offsite => {
+                "- Each source's **off-site** target only; the primary copy is not used.\n"
+            }
         };
         if self.primary_hostile {
             md += "- The primary bucket is **hostile**: gsdr neither reads nor writes it. Restore only from object-locked copies.\n";
@@ -419,7 +421,10 @@ after = ["restore"]
 
     #[test]
     fn unknown_step_field_is_an_error() {
-        let t = OK.replace("source = \"cfg\"\n[[steps]]", "source = \"cfg\"\nsorce = 1\n[[steps]]");
+        let t = OK.replace(
+            "source = \"cfg\"\n[[steps]]",
+            "source = \"cfg\"\nsorce = 1\n[[steps]]",
+        );
         let e = Scenario::parse(&t, Path::new("x.toml")).unwrap_err();
         assert!(e.to_string().contains("sorce"), "{e}");
     }

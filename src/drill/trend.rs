@@ -207,10 +207,17 @@ impl Trend {
             .fold(0.001_f64, f64::max);
         let (w, h) = (700.0, 160.0);
         let step = w / self.points.len().max(1) as f64;
-        let mut svg = format!("<svg width=\"{}\" height=\"{}\" role=\"img\" aria-label=\"RTO and RPO over time\">\n", w + 20.0, h + 20.0);
+        let mut svg = format!(
+            "<svg width=\"{}\" height=\"{}\" role=\"img\" aria-label=\"RTO and RPO over time\">\n",
+            w + 20.0,
+            h + 20.0
+        );
         for (i, p) in self.points.iter().enumerate() {
             let x = i as f64 * step + 4.0;
-            for (j, (v, color)) in [(p.rto_secs, "#36c"), (p.worst_rpo_secs, "#c90")].iter().enumerate() {
+            for (j, (v, color)) in [(p.rto_secs, "#36c"), (p.worst_rpo_secs, "#c90")]
+                .iter()
+                .enumerate()
+            {
                 if let Some(v) = v {
                     let bh = v / max * h;
                     let _ = write!(
@@ -234,7 +241,12 @@ impl Trend {
             .collect();
         let proj = self
             .projected_rto_secs
-            .map(|p| format!("<p>Projected RTO in {HORIZON_DAYS:.0} days: {}</p>", secs(p)))
+            .map(|p| {
+                format!(
+                    "<p>Projected RTO in {HORIZON_DAYS:.0} days: {}</p>",
+                    secs(p)
+                )
+            })
             .unwrap_or_default();
         format!("<h2>Trend of the last drills</h2>\n{svg}{proj}{warn}\n")
     }

@@ -3,4 +3,5 @@
 //! (see `support`) and fails, saying how to install it, if one is missing.
 
 mod cli;
+mod drill;
 mod support;

@@ -1,0 +1,514 @@
+//! DR drills and incident restores over `command` sources, end to end through
+//! the real binary: reports (JSON, Markdown, offline HTML), missed targets,
+//! failing checks with scratch cleanup, incident plans and resume, and the
+//! runbooks kept in sync with their scenario files.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::Fixture;
+use crate::support::repo_root;
+
+const TARGETS: &str = "[targets.local]\nkind = \"fs\"\npath = \"{dir}/store\"\n[targets.offsite]\nkind = \"fs\"\npath = \"{dir}/offsite\"\n";
+
+/// Two command sources (`cfg`, `data`) backing up files written into the fixture.
+fn fixture(objectives: &str) -> Fixture {
+    let f = Fixture::new(&format!(
+        "{TARGETS}[defaults]\ntarget = \"local\"\noffsite = \"offsite\"\nobjectives = {objectives}\n\
+         [sources.cfg]\nkind = \"command\"\n[sources.cfg.command]\nargv = [\"cat\", \"{{dir}}/cfg.txt\"]\n\
+         [sources.data]\nkind = \"command\"\n[sources.data.command]\nargv = [\"cat\", \"{{dir}}/data.bin\"]\n"
+    ));
+    std::fs::write(f.dir.path().join("cfg.txt"), "replicas = 3\n").unwrap();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(f.dir.path().join("data.bin"), data).unwrap();
+    let j = f.gsdr_json(&["backup"]);
+    assert_eq!(j["backups"].as_array().unwrap().len(), 2, "{j}");
+    f
+}
+
+const SCENARIO: &str = r#"
+name = "cmd-loss"
+title = "Both command sources are lost"
+description = "Restore both streams and verify them."
+from = "primary"
+max_parallel = 2
+
+[[steps]]
+name = "restore-cfg"
+kind = "restore_command_source"
+source = "cfg"
+
+[[steps]]
+name = "restore-data"
+kind = "restore_command_source"
+source = "data"
+
+[[steps]]
+name = "sha-cfg"
+kind = "sha256"
+source = "cfg"
+after = ["restore-cfg"]
+
+[[steps]]
+name = "sha-data"
+kind = "sha256"
+source = "data"
+after = ["restore-data"]
+
+[[steps]]
+name = "point-data"
+kind = "canary_age"
+source = "data"
+after = ["restore-data"]
+"#;
+
+/// A runbooks dir holding `text` as `<name>.toml`.
+fn runbooks(f: &Fixture, name: &str, text: &str) -> PathBuf {
+    let d = f.dir.path().join("runbooks");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join(format!("{name}.toml")), text).unwrap();
+    d
+}
+
+fn run(f: &Fixture, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let out = f.gsdr(&a);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+fn files_in(d: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(d)
+        .map(|r| r.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn drill_over_command_sources_writes_reports_and_measures() {
+    let f = fixture("{ rto = \"1h\", rpo = \"6h\" }");
+    let rb = runbooks(&f, "cmd-loss", SCENARIO);
+    let out = f.dir.path().join("out");
+    let scratch = f.dir.path().join("scratch");
+    let args = [
+        "drill",
+        "--scenario",
+        "all",
+        "--runbooks",
+        rb.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--scratch-dir",
+        scratch.to_str().unwrap(),
+    ];
+    let (code, j, err) = run(&f, &args);
+    assert_eq!(code, 0, "{j}\n{err}");
+    let r = &j["reports"][0]["report"];
+    assert_eq!(r["passed"], true, "{r}");
+    assert_eq!(r["kind"], "drill");
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 5);
+    assert!(steps.iter().all(|s| s["status"] == "ok"), "{r}");
+    let data = steps.iter().find(|s| s["name"] == "restore-data").unwrap();
+    assert_eq!(data["raw_bytes"], 3_000_000);
+    assert!(data["duration_secs"].as_f64().unwrap() > 0.0);
+    // RTO: start → last step end, within the 1h target.
+    let rto = r["rto"]["achieved_secs"].as_f64().unwrap();
+    let last_end = steps
+        .iter()
+        .map(|s| s["start_offset_secs"].as_f64().unwrap() + s["duration_secs"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(
+        (rto - last_end).abs() < 1e-9,
+        "RTO {rto} is the end of the last step {last_end}"
+    );
+    assert_eq!(r["rto"]["target_secs"], 3600.0);
+    // RPO per source, from the manifests (command sources hold no canary), and said so.
+    let rpo = r["rpo"].as_array().unwrap();
+    assert_eq!(rpo.len(), 2);
+    for p in rpo {
+        assert_eq!(p["measured_by"], "manifest");
+        assert!(p["note"].as_str().unwrap().contains("canary"), "{p}");
+        assert!(p["achieved_secs"].as_f64().unwrap() >= 0.0);
+        assert_eq!(p["met"], true);
+    }
+    // Scratch removed; reports stored in the primary target and written locally.
+    assert_eq!(r["scratch_cleaned"], true);
+    assert!(files_in(&scratch).is_empty(), "{:?}", files_in(&scratch));
+    let keys = j["reports"][0]["stored_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 3);
+    for k in keys {
+        let k = k.as_str().unwrap();
+        assert!(
+            k.starts_with("drills/") && k.contains("/cmd-loss/report."),
+            "{k}"
+        );
+        assert!(f.dir.path().join("store").join(k).is_file(), "{k} stored");
+    }
+    let local_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("cmd-loss/report.json")).unwrap()).unwrap();
+    assert_eq!(local_json["scenario"], "cmd-loss");
+    let html = std::fs::read_to_string(out.join("cmd-loss/report.html")).unwrap();
+    assert!(html.contains("<svg"), "timeline chart inline");
+    for attr in ["src=", "href="] {
+        for (i, _) in html.match_indices(attr) {
+            let v = &html[i + attr.len()..(i + attr.len() + 12).min(html.len())];
+            assert!(
+                !v.contains("http"),
+                "external resource in the HTML: {attr}{v}"
+            );
+        }
+    }
+    assert!(!html.contains("<script"), "no scripts");
+    let md = std::fs::read_to_string(out.join("cmd-loss/report.md")).unwrap();
+    assert!(md.contains("PASSED") && md.contains("restore-data"), "{md}");
+
+    // A second drill reads the first back: the trend has two points.
+    let (code, j, err) = run(&f, &args);
+    assert_eq!(code, 0, "{err}");
+    let t = &j["reports"][0]["report"]["trend"];
+    assert_eq!(t["points"].as_array().unwrap().len(), 2, "{t}");
+    assert!(t["throughput_bytes_per_sec"].as_f64().unwrap() > 0.0);
+
+    // Snapshot of the Markdown report, with times, durations and ids redacted.
+    let mut rep: gsdr::drill::DrillReport =
+        serde_json::from_value(j["reports"][0]["report"].clone()).unwrap();
+    redact(&mut rep);
+    insta::assert_snapshot!("drill_report_md", rep.to_markdown());
+}
+
+/// Replaces every measured time, duration and id by a fixed value.
+fn redact(r: &mut gsdr::drill::DrillReport) {
+    let t0: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+    r.id = "[run-id]".into();
+    r.policy = "[policy]".into();
+    r.started_at = t0;
+    r.finished_at = t0;
+    r.rto.achieved_secs = Some(1.0);
+    for (i, s) in r.steps.iter_mut().enumerate() {
+        s.start_offset_secs = i as f64;
+        s.duration_secs = 0.5;
+        s.detail = format!("[detail of {}]", s.kind);
+        s.backup_id = s.backup_id.as_ref().map(|_| "[backup-id]".into());
+        s.into = s.into.as_ref().map(|_| "[path]".into());
+    }
+    for p in &mut r.rpo {
+        p.recovered_point = t0;
+        p.achieved_secs = 2.0;
+    }
+    r.trend = None;
+}
+
+#[test]
+fn stale_backups_miss_the_rpo_target_and_exit_1() {
+    let f = fixture("{ rto = \"1h\", rpo = \"1s\" }");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let rb = runbooks(&f, "cmd-loss", SCENARIO);
+    let (code, j, err) = run(
+        &f,
+        &[
+            "drill",
+            "--scenario",
+            "cmd-loss",
+            "--runbooks",
+            rb.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{j}\n{err}");
+    let r = &j["reports"][0]["report"];
+    assert_eq!(r["passed"], false);
+    assert!(r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["status"] == "ok"));
+    let failures: Vec<&str> = r["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        failures
+            .iter()
+            .any(|m| m.contains("RPO of `data` missed") && m.contains("over by")),
+        "{failures:?}"
+    );
+    let data = r["rpo"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["source"] == "data")
+        .unwrap();
+    assert_eq!(data["met"], false);
+    assert!(data["achieved_secs"].as_f64().unwrap() > 1.0);
+}
+
+#[test]
+fn corrupted_backup_fails_the_drill_and_scratch_is_removed() {
+    let f = fixture("{ rto = \"1h\", rpo = \"6h\" }");
+    // Flip one byte in the middle of `data`'s stored object.
+    let obj = walk(&f.dir.path().join("store/data"))
+        .into_iter()
+        .find(|p| p.ends_with("data.zst.age"))
+        .unwrap();
+    let mut bytes = std::fs::read(&obj).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&obj, bytes).unwrap();
+    let rb = runbooks(&f, "cmd-loss", SCENARIO);
+    let scratch = f.dir.path().join("scratch");
+    let (code, j, err) = run(
+        &f,
+        &[
+            "drill",
+            "--scenario",
+            "cmd-loss",
+            "--runbooks",
+            rb.to_str().unwrap(),
+            "--scratch-dir",
+            scratch.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{j}\n{err}");
+    let r = &j["reports"][0]["report"];
+    let step = |n: &str| {
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(step("restore-data")["status"], "failed", "{r}");
+    assert!(!step("restore-data")["detail"].as_str().unwrap().is_empty());
+    assert_eq!(step("sha-data")["status"], "skipped");
+    assert_eq!(step("restore-cfg")["status"], "ok");
+    assert!(
+        r["failures"][0].as_str().unwrap().contains("restore-data"),
+        "{r}"
+    );
+    assert_eq!(r["rto"]["achieved_secs"], serde_json::Value::Null);
+    assert_eq!(r["scratch_cleaned"], true);
+    assert!(
+        files_in(&scratch).is_empty(),
+        "scratch left behind: {:?}",
+        files_in(&scratch)
+    );
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in files_in(d) {
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn offsite_scenario_with_hostile_primary_never_touches_it() {
+    let f = fixture("{ rto = \"1h\", rpo = \"6h\" }");
+    // The off-site copy (replication is not this test's concern), then the primary turns hostile:
+    // its folder becomes a plain file, so any access to it fails.
+    let store = f.dir.path().join("store");
+    let off = f.dir.path().join("offsite");
+    for p in walk(&store) {
+        let dst = off.join(p.strip_prefix(&store).unwrap());
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(&p, &dst).unwrap();
+    }
+    std::fs::remove_dir_all(&store).unwrap();
+    std::fs::write(&store, "hostile").unwrap();
+    let text = SCENARIO
+        .replace("name = \"cmd-loss\"", "name = \"ransom\"")
+        .replace(
+            "from = \"primary\"",
+            "from = \"offsite\"\nprimary_hostile = true",
+        );
+    let rb = runbooks(&f, "ransom", &text);
+    let (code, j, err) = run(
+        &f,
+        &[
+            "drill",
+            "--scenario",
+            "ransom",
+            "--runbooks",
+            rb.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{j}\n{err}");
+    let e = &j["reports"][0];
+    assert!(e["report"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["raw_bytes"].is_number())
+        .all(|s| s["from_target"] == "offsite"));
+    assert_eq!(e["store_error"], serde_json::Value::Null, "{e}");
+    let k = e["stored_keys"][0].as_str().unwrap();
+    assert!(off.join(k).is_file(), "report stored off-site");
+    assert_eq!(std::fs::read_to_string(&store).unwrap(), "hostile");
+}
+
+const INCIDENT: &str = r#"
+name = "inc"
+title = "Incident over two command sources"
+description = "Restore cfg, then data."
+
+[[steps]]
+name = "restore-cfg"
+kind = "restore_command_source"
+source = "cfg"
+
+[[steps]]
+name = "restore-data"
+kind = "restore_command_source"
+source = "data"
+after = ["restore-cfg"]
+
+[[steps]]
+name = "sha-data"
+kind = "sha256"
+source = "data"
+after = ["restore-data"]
+"#;
+
+#[test]
+fn incident_plan_then_failed_run_resumes_without_redoing_steps() {
+    let f = fixture("{ rto = \"1h\", rpo = \"6h\" }");
+    let rb = runbooks(&f, "inc", INCIDENT);
+    let d = f.dir.path();
+    let cfg_out = d.join("cfg.restored");
+    let state = d.join("inc.state.json");
+    let into_cfg = format!("cfg={}", cfg_out.display());
+    let bad_data = format!("data={}", d.join("missing-dir/data.restored").display());
+    let good_data = format!("data={}", d.join("data.restored").display());
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "restore",
+            "--scenario",
+            "inc",
+            "--runbooks",
+            rb.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--into",
+            &into_cfg,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    // --plan: the backups, targets and implied RPO; nothing restored.
+    let a = base(&["--into", &good_data, "--plan"]);
+    let (code, plan, err) = run(&f, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["backup"]["target"], "local");
+    assert!(steps[0]["backup"]["implied_rpo_secs"].as_f64().unwrap() >= 0.0);
+    assert_eq!(steps[0]["into"], cfg_out.display().to_string());
+    assert_eq!(steps[0]["backup"]["engine"], "command");
+    assert!(!cfg_out.exists(), "--plan restores nothing");
+    let human = f.gsdr(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("implied RPO") && text.contains("from target `local`"),
+        "{text}"
+    );
+
+    // Without --yes and without a terminal: refused.
+    let a = base(&["--into", &good_data]);
+    let o = f.gsdr(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!cfg_out.exists());
+
+    // First run: restore-data fails (its directory is missing); restore-cfg finished and is recorded.
+    let a = base(&["--into", &bad_data, "--yes"]);
+    let (code, j, err) = run(&f, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 1, "{j}\n{err}");
+    let r = &j["reports"][0]["report"];
+    assert_eq!(r["kind"], "incident");
+    assert_eq!(r["steps"][0]["status"], "ok");
+    assert_eq!(r["steps"][1]["status"], "failed");
+    assert!(cfg_out.is_file() && state.is_file());
+    let planned_cfg = steps[0]["backup"]["id"].clone();
+    assert_eq!(
+        r["steps"][0]["backup_id"], planned_cfg,
+        "execution uses the planned backup"
+    );
+
+    // A rerun without --resume refuses to start over silently.
+    let o = f.gsdr(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+
+    // Resume with the directory fixed: restore-cfg is not redone (its file stays deleted).
+    std::fs::remove_file(&cfg_out).unwrap();
+    let a = base(&["--into", &good_data, "--yes", "--resume"]);
+    let (code, j, err) = run(&f, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{j}\n{err}");
+    let r = &j["reports"][0]["report"];
+    assert_eq!(r["steps"][0]["status"], "already_done", "{r}");
+    assert_eq!(r["steps"][1]["status"], "ok");
+    assert_eq!(r["steps"][2]["status"], "ok");
+    assert!(!cfg_out.exists(), "finished step was not redone");
+    assert_eq!(
+        std::fs::read(d.join("data.restored")).unwrap(),
+        std::fs::read(d.join("data.bin")).unwrap()
+    );
+    assert!(r["rto"]["achieved_secs"].as_f64().is_some());
+    assert!(
+        !state.exists(),
+        "the state file is removed once the incident is recovered"
+    );
+    assert!(j["reports"][0]["stored_keys"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("incidents/"));
+}
+
+#[test]
+fn runbook_markdown_is_generated_from_the_scenario_files() {
+    let dir = repo_root().join("runbooks");
+    let scenarios = gsdr::drill::scenario::load_dir(&dir).unwrap();
+    let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+    for want in [
+        "node-loss",
+        "mongo-primary-loss",
+        "redis-loss",
+        "postgres-corruption",
+        "region-loss",
+        "ransomware",
+    ] {
+        assert!(names.contains(&want), "runbooks/{want}.toml is missing");
+    }
+    for s in &scenarios {
+        let md = std::fs::read_to_string(dir.join(format!("{}.md", s.name))).unwrap_or_default();
+        assert_eq!(
+            md,
+            s.render_markdown(),
+            "runbooks/{}.md is out of date: run `gsdr drill --render-runbooks --runbooks runbooks`",
+            s.name
+        );
+    }
+}
