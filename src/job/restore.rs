@@ -42,6 +42,7 @@ pub async fn restore(
         return restore_raw_to_file(env, catalog, m, path, req.replace, progress).await;
     }
     match m.engine.as_str() {
+        "redis" => crate::source::redis::restore(env, catalog, m, req, progress).await,
         "command" => Err(Error::Invalid(
             "a `command` backup restores to a file only: pass --to-file PATH (or - for stdout)"
                 .into(),

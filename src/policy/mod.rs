@@ -333,7 +333,7 @@ pub struct SourceConfig {
     pub mongo: Option<toml::Table>,
     /// Settings of a `redis` source.
     #[serde(default)]
-    pub redis: Option<toml::Table>,
+    pub redis: Option<crate::source::redis::RedisConfig>,
     /// Settings of a `postgres` source.
     #[serde(default)]
     pub postgres: Option<toml::Table>,
@@ -488,6 +488,10 @@ impl Policy {
                         }
                     ),
                 ));
+            }
+            if let Some(r) = &s.redis {
+                r.validate()
+                    .map_err(|m| self.err(text, &format!("{f}.redis"), m))?;
             }
             if let Some(c) = &s.command {
                 if c.argv.is_empty() {

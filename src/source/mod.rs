@@ -160,6 +160,14 @@ pub fn open_source(
             })?;
             Ok(Box::new(command::CommandSource::new(name, c)))
         }
+        Engine::Redis => {
+            let c = cfg.redis.clone().ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "source `{name}` has no [sources.{name}.redis] table"
+                ))
+            })?;
+            Ok(Box::new(redis::RedisSource::new(name, c)?))
+        }
         other => Err(crate::Error::NotSupported(format!(
             "backups of `{}` sources (source `{name}`)",
             other.as_str()
@@ -177,6 +185,12 @@ pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), 
                 .as_ref()
                 .ok_or_else(|| crate::Error::Invalid(format!("source `{name}` has no command")))?;
             command::probe(name, c)
+        }
+        Engine::Redis => {
+            let c = cfg.redis.as_ref().ok_or_else(|| {
+                crate::Error::Invalid(format!("source `{name}` has no redis table"))
+            })?;
+            redis::probe(name, c).await
         }
         other => Err(crate::Error::NotSupported(format!(
             "connection checks of `{}` sources",

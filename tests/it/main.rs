@@ -4,4 +4,5 @@
 
 mod cli;
 mod drill;
+mod redis;
 mod support;

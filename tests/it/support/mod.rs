@@ -112,3 +112,4 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn gsdr_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_gsdr"))
 }
+pub mod redis;

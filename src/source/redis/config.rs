@@ -1,0 +1,178 @@
+//! Settings of a `redis` source (`[sources.NAME.redis]` in a policy).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::policy::{HumanDuration, SecretRef};
+
+/// Settings of a `redis` source: either one node (`addr`) or a Sentinel
+/// deployment (`sentinels` + `master_name`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// One node to snapshot, `host:port` (a replica preferably). Excludes `sentinels`.
+    #[serde(default)]
+    pub addr: Option<String>,
+    /// Sentinel addresses, `host:port`; the first that answers is used. Needs `master_name`.
+    #[serde(default)]
+    pub sentinels: Vec<String>,
+    /// Name of the monitored master (`sentinel monitor <name> …`).
+    #[serde(default)]
+    pub master_name: Option<String>,
+    /// ACL user for the data nodes; unset = the `default` user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for the data nodes (`AUTH`), a secret reference.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// ACL user for the sentinels, if they require one.
+    #[serde(default)]
+    pub sentinel_username: Option<String>,
+    /// Password for the sentinels (`sentinel requirepass`), a secret reference.
+    #[serde(default)]
+    pub sentinel_password: Option<SecretRef>,
+    /// With Sentinel: snapshot the master when no healthy, in-sync replica exists.
+    /// Off by default: a fork on the master costs memory and latency.
+    #[serde(default)]
+    pub allow_master_fallback: bool,
+    /// Connect with TLS. Not supported yet: setting it is refused with a clear error.
+    #[serde(default)]
+    pub tls: bool,
+    /// Timeout of connecting and of each handshake reply.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Longest silence tolerated while the node prepares or streams the
+    /// snapshot (it sends keep-alives while forking and saving).
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: HumanDuration,
+    /// `redis-server` binary used for restores into a server and deep verification.
+    #[serde(default = "default_redis_server")]
+    pub redis_server: String,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+fn default_read_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(120))
+}
+
+/// Default `redis-server` binary (looked up on `PATH`).
+pub fn default_redis_server() -> String {
+    "redis-server".into()
+}
+
+impl RedisConfig {
+    /// A config for one node at `addr` with default timeouts and no credentials.
+    pub fn node(addr: impl Into<String>) -> Self {
+        RedisConfig {
+            addr: Some(addr.into()),
+            sentinels: Vec::new(),
+            master_name: None,
+            username: None,
+            password: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            allow_master_fallback: false,
+            tls: false,
+            connect_timeout: default_connect_timeout(),
+            read_timeout: default_read_timeout(),
+            redis_server: default_redis_server(),
+        }
+    }
+
+    /// Checks the combination of fields; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.addr, self.sentinels.is_empty(), &self.master_name) {
+            (Some(_), true, None) => {}
+            (None, false, Some(_)) => {}
+            (Some(_), false, _) => {
+                return Err(
+                    "set either `addr` (one node) or `sentinels` + `master_name`, not both".into(),
+                )
+            }
+            (None, false, None) => {
+                return Err(
+                    "`sentinels` needs `master_name` (the name in `sentinel monitor`)".into(),
+                )
+            }
+            (_, true, Some(_)) => {
+                return Err("`master_name` needs `sentinels` (their `host:port` addresses)".into())
+            }
+            (None, true, None) => {
+                return Err("set `addr` (one node) or `sentinels` + `master_name`".into())
+            }
+        }
+        for a in self.addr.iter().chain(self.sentinels.iter()) {
+            split_addr(a)?;
+        }
+        if self.tls {
+            return Err("`tls = true`: TLS connections to Redis are not supported yet; connect through a TLS sidecar/stunnel, or leave tls unset".into());
+        }
+        Ok(())
+    }
+}
+
+/// Splits `host:port` (IPv6 as `[::1]:6379`).
+pub fn split_addr(a: &str) -> Result<(String, u16), String> {
+    let (host, port) = a
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{a}` is not `host:port`"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{a}`: `{port}` is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("`{a}` has no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<RedisConfig, String> {
+        let c: RedisConfig = toml::from_str(s).map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn node_and_sentinel_forms() {
+        let c = parse("addr = \"10.0.0.1:6379\"\npassword = { env = \"REDIS_PW\" }").unwrap();
+        assert_eq!(c.addr.as_deref(), Some("10.0.0.1:6379"));
+        assert_eq!(c.read_timeout.0, Duration::from_secs(120));
+        let c = parse("sentinels = [\"s1:26379\", \"s2:26379\"]\nmaster_name = \"mymaster\"\nconnect_timeout = \"3s\"").unwrap();
+        assert_eq!(c.sentinels.len(), 2);
+        assert_eq!(c.connect_timeout.0, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_combinations_are_refused() {
+        assert!(parse("").unwrap_err().contains("set `addr`"));
+        assert!(parse("sentinels = [\"s:1\"]")
+            .unwrap_err()
+            .contains("master_name"));
+        assert!(parse("addr = \"a:1\"\nsentinels = [\"s:1\"]\nmaster_name = \"m\"").is_err());
+        assert!(parse("addr = \"nohost\"")
+            .unwrap_err()
+            .contains("host:port"));
+        assert!(parse("addr = \"a:1\"\ntls = true")
+            .unwrap_err()
+            .contains("not supported yet"));
+        assert!(parse("addr = \"a:1\"\npassword = \"plain\"")
+            .unwrap_err()
+            .contains("referenced"));
+        assert!(parse("addr = \"a:1\"\nbogus = 1")
+            .unwrap_err()
+            .contains("unknown field"));
+    }
+
+    #[test]
+    fn ipv6_addr() {
+        assert_eq!(split_addr("[::1]:6380").unwrap(), ("::1".to_string(), 6380));
+    }
+}

@@ -1,0 +1,469 @@
+//! Restores of Redis backups, and deep verification.
+//!
+//! - To a file: the raw stream is the `dump.rdb` (see [`crate::job::restore_raw_to_file`]).
+//!   Redis loads it at start-up only if `appendonly` is off for that start.
+//! - Into a running instance: the RDB is written to a temp dir, a scratch
+//!   `redis-server` on a free loopback port loads it, and every key is copied
+//!   with `DUMP` + `PEXPIRETIME` → `RESTORE key <abs-ms> <payload> ABSTTL`,
+//!   database by database (`SCAN`, [`BATCH_KEYS`] keys per round trip, so
+//!   memory is bounded by `BATCH_KEYS ×` the largest value). A target that
+//!   holds keys is refused unless the request says replace (`--flush`,
+//!   which runs `FLUSHALL` first). The target must run a Redis version that
+//!   reads the backup's RDB version.
+//! - Deep verify: the scratch server loads the RDB and its key counts per
+//!   database are compared with the manifest's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::catalog::{Catalog, Manifest};
+use crate::error::{Error, Result};
+use crate::job::{restore_raw_to_file, Env, Progress, RestoreOutcome};
+use crate::source::{RestoreRequest, SourceError};
+
+/// Keys copied per round trip.
+pub const BATCH_KEYS: usize = 100;
+/// Longest wait for one reply while restoring (a `RESTORE` of a huge key, `FLUSHALL`).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An async connection with timeouts fit for restores (the crate's default
+/// response timeout of 500 ms is too short for big keys).
+pub(crate) async fn connect(
+    client: &redis::Client,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    client
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(10)))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT)),
+        )
+        .await
+}
+
+/// Longest time a scratch server may take to load a snapshot.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn restore_err(source: &str, message: String, cause: Option<redis::RedisError>) -> Error {
+    Error::Source(SourceError::Restore {
+        source_name: source.to_string(),
+        message,
+        cause: cause.map(|c| Box::new(c) as _),
+    })
+}
+
+/// A throwaway `redis-server` on a free loopback port, loading `dump.rdb`
+/// from its directory; killed when dropped.
+pub struct ScratchServer {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for ScratchServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ScratchServer(127.0.0.1:{})", self.port)
+    }
+}
+
+impl ScratchServer {
+    /// Starts `redis_server` in `dir` (which holds `dump.rdb`, or nothing for
+    /// an empty server) and waits until it has loaded the data.
+    pub async fn start(redis_server: &str, dir: &Path) -> Result<ScratchServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| Error::LocalIo {
+                what: "finding a free port for a scratch redis-server in",
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        let log = dir.join("redis.log");
+        let child = Command::new(redis_server)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", &dir.display().to_string(), "--dbfilename", "dump.rdb"])
+            .args(["--appendonly", "no", "--save", "", "--protected-mode", "no"])
+            .args(["--logfile", &log.display().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "cannot start `{redis_server}` for a scratch server: {e}; install redis-server or set `redis_server` in the source's policy"
+                ))
+            })?;
+        let mut s = ScratchServer {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        s.wait_loaded().await?;
+        Ok(s)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+
+    async fn wait_loaded(&mut self) -> Result<()> {
+        let start = Instant::now();
+        let client = self.client(0)?;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(Error::Invalid(format!(
+                    "the scratch redis-server exited with {status} while loading the snapshot (is it older than the backup's RDB version?); its log ends: {}",
+                    self.log_tail()
+                )));
+            }
+            if let Ok(mut c) = connect(&client).await {
+                match redis::cmd("PING").query_async::<String>(&mut c).await {
+                    Ok(_) => return Ok(()),
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) => {}
+                    Err(_) => {}
+                }
+            }
+            if start.elapsed() > LOAD_TIMEOUT {
+                return Err(Error::Invalid(format!(
+                    "the scratch redis-server did not finish loading within {LOAD_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A client of database `db` on this server.
+    pub fn client(&self, db: i64) -> Result<redis::Client> {
+        redis::Client::open(format!("redis://127.0.0.1:{}/{db}", self.port))
+            .map_err(|e| Error::Invalid(format!("scratch redis-server client: {e}")))
+    }
+
+    /// Keys per database (`INFO keyspace`).
+    pub async fn keyspace(&self) -> Result<BTreeMap<u32, u64>> {
+        let mut c = connect(&self.client(0)?)
+            .await
+            .map_err(|e| Error::Invalid(format!("scratch redis-server: {e}")))?;
+        keyspace_of(&mut c)
+            .await
+            .map_err(|e| Error::Invalid(format!("scratch redis-server: INFO keyspace: {e}")))
+    }
+}
+
+impl Drop for ScratchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn keyspace_of(
+    c: &mut redis::aio::MultiplexedConnection,
+) -> redis::RedisResult<BTreeMap<u32, u64>> {
+    let text: String = redis::cmd("INFO").arg("keyspace").query_async(c).await?;
+    Ok(
+        super::replication::keyspace(&super::replication::parse_info(&text))
+            .into_iter()
+            .map(|(db, (keys, _))| (db, keys))
+            .collect(),
+    )
+}
+
+fn redis_server_for(env: &Env, m: &Manifest) -> String {
+    env.policy
+        .sources
+        .get(&m.source)
+        .and_then(|s| s.redis.as_ref())
+        .map(|r| r.redis_server.clone())
+        .unwrap_or_else(super::config::default_redis_server)
+}
+
+fn scratch_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("gsdr-redis-")
+        .tempdir()
+        .map_err(|e| Error::LocalIo {
+            what: "creating a scratch directory in",
+            path: std::env::temp_dir(),
+            source: e,
+        })
+}
+
+/// Restores a Redis backup as `req` asks: `to_file` writes the `dump.rdb`,
+/// `to_uri` (`redis://[user:password@]host:port`) copies every key into a
+/// running instance, TTLs included.
+pub async fn restore(
+    env: &Env,
+    catalog: &Catalog,
+    m: &Manifest,
+    req: &RestoreRequest,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
+    if m.engine != "redis" {
+        return Err(Error::Invalid(format!(
+            "backup {} is a `{}` backup, not a Redis one",
+            m.id, m.engine
+        )));
+    }
+    if req.to_dir.is_some()
+        || req.ns_from.is_some()
+        || req.ns_to.is_some()
+        || req.target_lsn.is_some()
+    {
+        return Err(Error::Invalid(
+            "a Redis backup restores with --to-file FILE (the dump.rdb) or --to redis://HOST:PORT; --to-dir, --ns-from/--ns-to and --target-lsn do not apply".into(),
+        ));
+    }
+    if req.target_time.is_some() || req.latest {
+        return Err(Error::Invalid(
+            "a Redis backup is one snapshot: there is no point-in-time recovery; pick the backup with --backup ID".into(),
+        ));
+    }
+    match (&req.to_file, &req.to_uri) {
+        (Some(path), None) => restore_raw_to_file(env, catalog, m, path, req.replace, progress).await,
+        (None, Some(uri)) => restore_into(env, catalog, m, uri, req.replace, progress).await,
+        _ => Err(Error::Invalid(
+            "restore a Redis backup with exactly one of --to-file FILE (the dump.rdb to place before Redis starts, with appendonly off) or --to redis://HOST:PORT (a running instance)".into(),
+        )),
+    }
+}
+
+/// Loads `m` into a scratch server (the RDB is staged in a temp dir).
+async fn load_scratch(
+    env: &Env,
+    catalog: &Catalog,
+    m: &Manifest,
+    progress: &dyn Progress,
+) -> Result<(tempfile::TempDir, ScratchServer, u64)> {
+    let dir = scratch_dir()?;
+    let out = restore_raw_to_file(
+        env,
+        catalog,
+        m,
+        &dir.path().join("dump.rdb"),
+        true,
+        progress,
+    )
+    .await?;
+    let server = ScratchServer::start(&redis_server_for(env, m), dir.path()).await?;
+    Ok((dir, server, out.raw_bytes))
+}
+
+async fn restore_into(
+    env: &Env,
+    catalog: &Catalog,
+    m: &Manifest,
+    uri: &str,
+    replace: bool,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
+    let start = Instant::now();
+    let target = redis::Client::open(uri).map_err(|e| {
+        Error::Invalid(format!(
+            "`--to`: not a Redis URL (redis://[user:password@]host:port): {e}"
+        ))
+    })?;
+    let target_info = target.get_connection_info().clone();
+    let shown = format!("redis://{}", target_info.addr());
+    let terr = |what: &str, e: redis::RedisError| {
+        restore_err(&m.source, format!("target {shown}: {what}: {e}"), Some(e))
+    };
+    let mut tc = connect(&target)
+        .await
+        .map_err(|e| terr("cannot connect", e))?;
+    let existing = keyspace_of(&mut tc)
+        .await
+        .map_err(|e| terr("INFO keyspace", e))?;
+    let existing_keys: u64 = existing.values().sum();
+    if existing_keys > 0 {
+        if !replace {
+            return Err(Error::Invalid(format!(
+                "target {shown} holds {existing_keys} keys; refusing to restore over them (pass --flush to empty it first)"
+            )));
+        }
+        redis::cmd("FLUSHALL")
+            .query_async::<()>(&mut tc)
+            .await
+            .map_err(|e| terr("FLUSHALL", e))?;
+        tracing::warn!(event = "redis_target_flushed", target = %shown, keys = existing_keys);
+    }
+
+    let (_dir, scratch, raw_bytes) = load_scratch(env, catalog, m, progress).await?;
+    let dbs = scratch.keyspace().await?;
+    let mut restored: BTreeMap<u32, u64> = BTreeMap::new();
+    progress.start(&format!("copy keys into {shown}"), None);
+    for (&db, &expected) in &dbs {
+        let mut sc = connect(&scratch.client(db.into())?)
+            .await
+            .map_err(|e| Error::Invalid(format!("scratch redis-server: {e}")))?;
+        let tdb = target_info
+            .clone()
+            .set_redis_settings(target_info.redis_settings().clone().set_db(db.into()));
+        let tclient = redis::Client::open(tdb).map_err(|e| terr("client", e))?;
+        let mut tc = connect(&tclient)
+            .await
+            .map_err(|e| terr(&format!("SELECT {db}"), e))?;
+        let n = copy_db(&mut sc, &mut tc, replace)
+            .await
+            .map_err(|e| terr(&format!("copying database {db}"), e))?;
+        progress.advance(n);
+        if n != expected {
+            tracing::warn!(
+                event = "redis_restore_count_differs",
+                db,
+                expected,
+                restored = n,
+                "keys expired while copying"
+            );
+        }
+        restored.insert(db, n);
+    }
+    progress.finish();
+    tracing::info!(event = "redis_restore_finished", target = %shown, keys = restored.values().sum::<u64>());
+    Ok(RestoreOutcome {
+        id: m.id.clone(),
+        source: m.source.clone(),
+        destination: shown,
+        raw_bytes,
+        duration_secs: start.elapsed().as_secs_f64(),
+        details: serde_json::json!({ "keys_per_db": restored }),
+    })
+}
+
+/// Copies every key of the scratch connection's database to the target's.
+async fn copy_db(
+    sc: &mut redis::aio::MultiplexedConnection,
+    tc: &mut redis::aio::MultiplexedConnection,
+    replace: bool,
+) -> redis::RedisResult<u64> {
+    let mut cursor: u64 = 0;
+    let mut copied = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(BATCH_KEYS)
+            .query_async(sc)
+            .await?;
+        if !keys.is_empty() {
+            let mut p = redis::pipe();
+            for k in &keys {
+                p.cmd("DUMP").arg(k).cmd("PEXPIRETIME").arg(k);
+            }
+            let vals: Vec<redis::Value> = p.query_async(sc).await?;
+            let mut r = redis::pipe();
+            let mut n = 0;
+            for (k, pair) in keys.iter().zip(vals.chunks(2)) {
+                let payload: Option<Vec<u8>> = redis::from_redis_value_ref(&pair[0])?;
+                let at: i64 = redis::from_redis_value_ref(&pair[1])?;
+                let Some(payload) = payload else { continue };
+                if at == -2 {
+                    continue; // expired between SCAN and DUMP
+                }
+                let c = r
+                    .cmd("RESTORE")
+                    .arg(k)
+                    .arg(at.max(0))
+                    .arg(payload)
+                    .arg("ABSTTL");
+                if replace {
+                    c.arg("REPLACE");
+                }
+                n += 1;
+            }
+            if n > 0 {
+                r.query_async::<()>(tc).await?;
+            }
+            copied += n;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(copied);
+        }
+    }
+}
+
+/// The outcome of a deep verify.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeepVerifyReport {
+    /// Backup id.
+    pub id: String,
+    /// Source.
+    pub source: String,
+    /// The stream checked out and the key counts match the manifest.
+    pub ok: bool,
+    /// Keys per database the manifest recorded.
+    pub expected_keys_per_db: BTreeMap<u32, u64>,
+    /// Keys per database the loaded snapshot holds.
+    pub loaded_keys_per_db: BTreeMap<u32, u64>,
+    /// Raw bytes restored.
+    pub raw_bytes: u64,
+    /// Seconds taken.
+    pub duration_secs: f64,
+    /// What failed, if anything.
+    pub error: Option<String>,
+}
+
+/// Keys per database recorded in a Redis manifest.
+pub fn manifest_keys(m: &Manifest) -> BTreeMap<u32, u64> {
+    m.consistency
+        .details
+        .get("keys_per_db")
+        .and_then(|v| v.as_object())
+        .map(|o| {
+            o.iter()
+                .filter_map(|(db, v)| Some((db.parse().ok()?, v.get("keys")?.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Deep verify: decrypt the backup, load it into a scratch `redis-server`
+/// and compare its key counts per database with the manifest. `Ok` with
+/// `ok: false` when the data does not match; `Err` when the check could not run.
+pub async fn verify_deep(
+    env: &Env,
+    catalog: &Catalog,
+    m: &Manifest,
+    progress: &dyn Progress,
+) -> Result<DeepVerifyReport> {
+    let start = Instant::now();
+    let expected = manifest_keys(m);
+    let mut report = DeepVerifyReport {
+        id: m.id.clone(),
+        source: m.source.clone(),
+        ok: false,
+        expected_keys_per_db: expected.clone(),
+        loaded_keys_per_db: BTreeMap::new(),
+        raw_bytes: 0,
+        duration_secs: 0.0,
+        error: None,
+    };
+    match load_scratch(env, catalog, m, progress).await {
+        Ok((_dir, scratch, raw)) => {
+            report.raw_bytes = raw;
+            let loaded = scratch.keyspace().await?;
+            report.ok = loaded == expected;
+            if !report.ok {
+                report.error = Some(format!(
+                    "keys per database differ: manifest {expected:?}, snapshot {loaded:?}"
+                ));
+            }
+            report.loaded_keys_per_db = loaded;
+        }
+        Err(e @ Error::Pipeline(crate::pipeline::PipelineError::Key(_))) => return Err(e),
+        Err(
+            e
+            @ (Error::Pipeline(_) | Error::Storage(crate::storage::StorageError::NotFound { .. })),
+        ) => report.error = Some(e.to_string()),
+        Err(e) => return Err(e),
+    }
+    report.duration_secs = start.elapsed().as_secs_f64();
+    tracing::info!(event = "verify_deep_finished", id = %m.id, ok = report.ok, error = report.error.as_deref().unwrap_or(""));
+    Ok(report)
+}

@@ -1,0 +1,491 @@
+//! Redis engine: snapshots over the replication protocol (both framings),
+//! Sentinel discovery, restores to a file and into a live instance, deep
+//! verify, failures (node dies mid-transfer, wrong password). Real
+//! `redis-server` processes only.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gsdr::catalog::{Catalog, Manifest};
+use gsdr::job::{Env, NoProgress};
+use gsdr::policy::Policy;
+use gsdr::source::redis::{rdb, verify_deep};
+use gsdr::source::RestoreRequest;
+
+use crate::support::redis::{write_file, Opts, RedisServer, Sentinel};
+use crate::support::tempdir;
+
+struct Ctx {
+    dir: tempfile::TempDir,
+    env: Env,
+}
+
+/// An environment with a local target and a `cache` Redis source set up by `redis_toml`.
+fn ctx(redis_toml: &str) -> Ctx {
+    let dir = tempdir();
+    let key = dir.path().join("key.txt");
+    let recipient = gsdr::pipeline::keys::keygen(&key).unwrap();
+    let text = format!(
+        r#"
+name = "test"
+[encryption]
+recipients = ["{recipient}"]
+identity_file = "{}"
+[targets.local]
+kind = "fs"
+path = "{}"
+[sources.cache]
+kind = "redis"
+[sources.cache.redis]
+{redis_toml}
+"#,
+        key.display(),
+        dir.path().join("store").display()
+    );
+    let policy = Policy::parse(&text, Path::new("test.toml")).unwrap();
+    Ctx {
+        env: Env::new(policy),
+        dir,
+    }
+}
+
+impl Ctx {
+    async fn catalog(&self) -> Catalog {
+        self.env.catalog("local").await.unwrap()
+    }
+}
+
+const BIG_KEY_BYTES: usize = 11 << 20;
+
+/// Every data type, TTLs, a >10 MB key, several databases.
+async fn populate(s: &RedisServer) {
+    let mut c = s.conn(0).await;
+    let big: Vec<u8> = (0..BIG_KEY_BYTES).map(|_| rand::random::<u8>()).collect();
+    let mut p = redis::pipe();
+    p.cmd("SET")
+        .arg("str")
+        .arg("hello")
+        .cmd("SET")
+        .arg("int")
+        .arg(42)
+        .cmd("HSET")
+        .arg("hash")
+        .arg("f1")
+        .arg("v1")
+        .arg("f2")
+        .arg("v2")
+        .cmd("RPUSH")
+        .arg("list")
+        .arg("a")
+        .arg("b")
+        .arg("c")
+        .cmd("SADD")
+        .arg("set")
+        .arg("x")
+        .arg("y")
+        .arg("z")
+        .cmd("SADD")
+        .arg("intset")
+        .arg(1)
+        .arg(2)
+        .arg(3)
+        .cmd("ZADD")
+        .arg("zset")
+        .arg(1.5)
+        .arg("a")
+        .arg(2)
+        .arg("b")
+        .cmd("SET")
+        .arg("ttl:str")
+        .arg("v")
+        .arg("EX")
+        .arg(3600)
+        .cmd("HSET")
+        .arg("ttl:hash")
+        .arg("f")
+        .arg("v")
+        .cmd("PEXPIRE")
+        .arg("ttl:hash")
+        .arg(7_200_000)
+        .cmd("SET")
+        .arg("big")
+        .arg(big);
+    for i in 0..1000 {
+        p.cmd("HSET").arg("bighash").arg(format!("field{i}")).arg(i);
+        p.cmd("ZADD").arg("bigzset").arg(i).arg(format!("m{i}"));
+    }
+    for i in 0..5 {
+        p.cmd("XADD").arg("stream").arg("*").arg("n").arg(i);
+    }
+    p.cmd("XGROUP")
+        .arg("CREATE")
+        .arg("stream")
+        .arg("g1")
+        .arg("0");
+    p.query_async::<()>(&mut c).await.unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g1")
+        .arg("consumer1")
+        .arg("COUNT")
+        .arg(2)
+        .arg("STREAMS")
+        .arg("stream")
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut c1 = s.conn(1).await;
+    redis::pipe()
+        .cmd("SET")
+        .arg("db1:a")
+        .arg("1")
+        .cmd("LPUSH")
+        .arg("db1:list")
+        .arg("q")
+        .cmd("SET")
+        .arg("db1:ttl")
+        .arg("v")
+        .arg("EX")
+        .arg(500)
+        .query_async::<()>(&mut c1)
+        .await
+        .unwrap();
+    let mut c5 = s.conn(5).await;
+    redis::cmd("SADD")
+        .arg("db5:set")
+        .arg("m")
+        .query_async::<()>(&mut c5)
+        .await
+        .unwrap();
+}
+
+const EXPECTED_KEYS: [(u32, u64); 3] = [(0, 13), (1, 3), (5, 1)];
+
+/// (database, key) → (dump, absolute expiry in ms).
+type Dumped = BTreeMap<(u32, Vec<u8>), (Vec<u8>, i64)>;
+
+/// Every key of every database: its `DUMP` and absolute expiry (ms, -1 = none).
+///
+/// A `hashtable`-encoded hash or set is dumped in its hash table's iteration
+/// order, which a reload is free to change; for those the "dump" is the
+/// sorted content instead (every other encoding is compared byte for byte).
+async fn dump_all(s: &RedisServer) -> Dumped {
+    let mut out = BTreeMap::new();
+    for db in 0..16 {
+        let mut c = s.conn(db).await;
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        for k in keys {
+            let enc: String = redis::cmd("OBJECT")
+                .arg("ENCODING")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let d: Vec<u8> = if enc == "hashtable" {
+                let t: String = redis::cmd("TYPE")
+                    .arg(&k)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                let mut items: Vec<Vec<u8>> = match t.as_str() {
+                    "hash" => redis::cmd("HGETALL")
+                        .arg(&k)
+                        .query_async::<Vec<(Vec<u8>, Vec<u8>)>>(&mut c)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|(f, v)| [f, b"=".to_vec(), v].concat())
+                        .collect(),
+                    _ => redis::cmd("SMEMBERS")
+                        .arg(&k)
+                        .query_async(&mut c)
+                        .await
+                        .unwrap(),
+                };
+                items.sort();
+                [format!("{t}:").into_bytes(), items.join(&b'\n')].concat()
+            } else {
+                redis::cmd("DUMP")
+                    .arg(&k)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap()
+            };
+            let t: i64 = redis::cmd("PEXPIRETIME")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            out.insert((db, k), (d, t));
+        }
+    }
+    out
+}
+
+fn assert_same_data(a: &Dumped, b: &Dumped) {
+    let ka: Vec<_> = a.keys().collect();
+    let kb: Vec<_> = b.keys().collect();
+    assert_eq!(ka, kb, "the same keys in the same databases");
+    let counts: BTreeMap<u32, u64> = a.keys().fold(BTreeMap::new(), |mut m, (db, _)| {
+        *m.entry(*db).or_default() += 1;
+        m
+    });
+    assert_eq!(counts, BTreeMap::from(EXPECTED_KEYS));
+    let mut ttls = 0;
+    for (k, (dump_a, t_a)) in a {
+        let (dump_b, t_b) = &b[k];
+        assert!(
+            dump_a == dump_b,
+            "DUMP of {:?} differs",
+            String::from_utf8_lossy(&k.1)
+        );
+        assert!(
+            (t_a - t_b).abs() <= 1000,
+            "TTL of {:?}: {t_a} vs {t_b}",
+            String::from_utf8_lossy(&k.1)
+        );
+        assert_eq!(*t_a == -1, *t_b == -1);
+        if *t_a > 0 {
+            ttls += 1;
+        }
+    }
+    assert_eq!(ttls, 3, "keys with TTLs survive");
+    let big = &a[&(0, b"big".to_vec())].0;
+    assert!(big.len() > BIG_KEY_BYTES);
+}
+
+fn details(m: &Manifest) -> &serde_json::Value {
+    &m.consistency.details
+}
+
+async fn snapshot_roundtrip(diskless: bool) {
+    let primary = RedisServer::start(Opts {
+        diskless,
+        ..Opts::default()
+    });
+    populate(&primary).await;
+    let ctx = ctx(&format!("addr = \"{}\"", primary.addr()));
+    let out = gsdr::job::backup(&ctx.env, "cache", &NoProgress)
+        .await
+        .unwrap();
+    let m = out.manifest;
+    assert_eq!((m.engine.as_str(), m.kind.as_str()), ("redis", "rdb"));
+    let d = details(&m);
+    assert_eq!(d["framing"], if diskless { "eof-mark" } else { "length" });
+    assert_eq!(d["master_replid"].as_str().unwrap().len(), 40);
+    assert!(d["master_repl_offset"].as_u64().is_some());
+    assert_eq!(d["rdb_version"], 10);
+    assert!(d["redis_version"].as_str().unwrap().starts_with('7'));
+    assert_eq!(d["keys_per_db"]["0"]["keys"], 13);
+    assert_eq!(d["keys_per_db"]["1"]["keys"], 3);
+    assert_eq!(d["keys_per_db"]["5"]["keys"], 1);
+    assert!(
+        d["rdb_crc64"].as_str().is_some(),
+        "the checksum was verified"
+    );
+    assert!(m.consistency.consistency_time.unwrap() >= m.started_at);
+    assert!(m.raw_bytes > BIG_KEY_BYTES as u64);
+
+    // Restore to a file: a dump.rdb whose trailer checks out (no EOF mark left in it).
+    let catalog = ctx.catalog().await;
+    let data_dir = tempdir();
+    let file = data_dir.path().join("dump.rdb");
+    let req = RestoreRequest {
+        to_file: Some(file.clone()),
+        ..RestoreRequest::default()
+    };
+    let r = gsdr::job::restore(&ctx.env, &catalog, &m, &req, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(r.raw_bytes, m.raw_bytes);
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len() as u64, d["rdb_bytes"].as_u64().unwrap());
+    assert!(bytes.starts_with(b"REDIS0010"));
+    let (body, trailer) = bytes.split_at(bytes.len() - 8);
+    assert_eq!(
+        u64::from_le_bytes(trailer.try_into().unwrap()),
+        rdb::crc64(body)
+    );
+
+    // A fresh redis-server started on it holds the same data.
+    let fresh = RedisServer::start_in(Opts::default(), data_dir);
+    assert_same_data(&dump_all(&primary).await, &dump_all(&fresh).await);
+
+    let v = verify_deep(&ctx.env, &catalog, &m, &NoProgress)
+        .await
+        .unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.loaded_keys_per_db, BTreeMap::from(EXPECTED_KEYS));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_snapshot_disk_framing_restores_to_file() {
+    snapshot_roundtrip(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_snapshot_diskless_framing_restores_to_file() {
+    snapshot_roundtrip(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_replica_snapshot_restores_into_live_instance() {
+    let pw = "s3cret-pw";
+    let primary = RedisServer::start(Opts {
+        password: Some(pw.into()),
+        ..Opts::default()
+    });
+    populate(&primary).await;
+    let replica = RedisServer::start(Opts {
+        password: Some(pw.into()),
+        replica_of: Some(primary.port),
+        ..Opts::default()
+    });
+    replica.wait_in_sync(&primary).await;
+    let sentinel = Sentinel::start("mymaster", primary.port, Some(pw));
+    sentinel.wait_replicas("mymaster", 1).await;
+
+    let secret_dir = tempdir();
+    let pw_file = write_file(secret_dir.path(), "pw", &format!("{pw}\n"));
+    let ctx = ctx(&format!(
+        "sentinels = [\"127.0.0.1:1\", \"{}\"]\nmaster_name = \"mymaster\"\npassword = {{ file = \"{}\" }}\nconnect_timeout = \"2s\"",
+        sentinel.addr(),
+        pw_file.display()
+    ));
+    let m = gsdr::job::backup(&ctx.env, "cache", &NoProgress)
+        .await
+        .unwrap()
+        .manifest;
+    let d = details(&m);
+    assert_eq!(
+        d["node"],
+        replica.addr(),
+        "the replica was snapshotted, not the master"
+    );
+    assert_eq!(d["role"], "slave");
+    assert_eq!(d["discovery"]["role_chosen"], "replica");
+    assert_eq!(d["discovery"]["master_addr"], primary.addr());
+    let json = serde_json::to_string(&m).unwrap();
+    assert!(!json.contains(pw), "no secret in the manifest");
+
+    // Into a live, empty instance.
+    let target = RedisServer::start(Opts::default());
+    let catalog = ctx.catalog().await;
+    let req = RestoreRequest {
+        to_uri: Some(target.url(0)),
+        ..RestoreRequest::default()
+    };
+    let out = gsdr::job::restore(&ctx.env, &catalog, &m, &req, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(out.details["keys_per_db"]["0"], 13);
+    assert_same_data(&dump_all(&primary).await, &dump_all(&target).await);
+
+    // A non-empty target is refused without --flush, and replaced with it.
+    let err = gsdr::job::restore(&ctx.env, &catalog, &m, &req, &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--flush"), "{err}");
+    let mut tc = target.conn(2).await;
+    redis::cmd("SET")
+        .arg("stray")
+        .arg("x")
+        .query_async::<()>(&mut tc)
+        .await
+        .unwrap();
+    let req = RestoreRequest {
+        replace: true,
+        ..req
+    };
+    gsdr::job::restore(&ctx.env, &catalog, &m, &req, &NoProgress)
+        .await
+        .unwrap();
+    assert_same_data(&dump_all(&primary).await, &dump_all(&target).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_node_dying_mid_transfer_fails_the_backup() {
+    let mut primary = RedisServer::start(Opts {
+        diskless: true,
+        extra: vec![("rdb-key-save-delay".into(), "1000".into())],
+        ..Opts::default()
+    });
+    let mut c = primary.conn(0).await;
+    let mut p = redis::pipe();
+    for i in 0..4000 {
+        p.cmd("SET").arg(format!("k{i}")).arg(i);
+    }
+    p.query_async::<()>(&mut c).await.unwrap();
+    let ctx = Arc::new(ctx(&format!("addr = \"{}\"", primary.addr())));
+    let c2 = ctx.clone();
+    let job = tokio::spawn(async move { gsdr::job::backup(&c2.env, "cache", &NoProgress).await });
+    // Wait for the fork that streams the snapshot, then kill the node.
+    let start = std::time::Instant::now();
+    while primary.children().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no snapshot fork started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    primary.crash();
+    let err = job.await.unwrap().unwrap_err().to_string();
+    assert!(
+        err.contains("truncated") || err.contains("connection"),
+        "{err}"
+    );
+    let listed = ctx.catalog().await.list(Some("cache")).await.unwrap();
+    assert!(
+        listed.is_empty(),
+        "nothing listed after a failed backup: {listed:?}"
+    );
+    let _ = &ctx.dir;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_wrong_or_missing_password_is_a_clear_error() {
+    let server = RedisServer::start(Opts {
+        password: Some("the-right-one".into()),
+        ..Opts::default()
+    });
+    let secret_dir = tempdir();
+    let wrong = "Wr0ng-pa55word";
+    let pw_file = write_file(secret_dir.path(), "pw", wrong);
+    let ctx1 = ctx(&format!(
+        "addr = \"{}\"\npassword = {{ file = \"{}\" }}",
+        server.addr(),
+        pw_file.display()
+    ));
+    let err = gsdr::job::backup(&ctx1.env, "cache", &NoProgress)
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("authentication failed") && msg.contains("check username and password"),
+        "{msg}"
+    );
+    assert!(!msg.contains(wrong), "the password never appears: {msg}");
+    assert_eq!(err.retry_class(), gsdr::RetryClass::Permanent);
+
+    let ctx2 = ctx(&format!("addr = \"{}\"", server.addr()));
+    let msg = gsdr::job::backup(&ctx2.env, "cache", &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("authentication failed") && msg.contains("set `password`"),
+        "{msg}"
+    );
+    for c in [&ctx1, &ctx2] {
+        assert!(c.catalog().await.list(None).await.unwrap().is_empty());
+    }
+}
