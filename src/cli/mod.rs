@@ -5,6 +5,7 @@
 //! Data goes to stdout (`--json` for machines), logs and progress to stderr.
 
 mod backup;
+mod canary;
 mod drill;
 mod keygen;
 mod list;
@@ -69,6 +70,8 @@ enum Command {
     Restore(Box<restore::Args>),
     /// Rehearse recovery scenarios into scratch targets; measure RTO and RPO against the objectives.
     Drill(drill::Args),
+    /// Write a heartbeat canary into sources now (drills read it back to measure the RPO).
+    Canary(canary::Args),
     /// Check a policy file.
     Policy(policy_cmd::Args),
     /// Create an age identity file (private key, mode 0600) and print its recipient (public key).
@@ -123,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::Restore(a) => restore::run(&ctx, *a).await,
         Command::Drill(a) => drill::run(&ctx, a).await,
+        Command::Canary(a) => canary::run(&ctx, a).await,
         Command::Policy(a) => policy_cmd::run(&ctx, a).await,
         Command::Keygen(a) => keygen::run(&ctx, a),
     }

@@ -46,9 +46,127 @@ pub async fn write(env: &crate::job::Env, source: &str) -> Result<DateTime<Utc>,
         Engine::Command => Err(crate::Error::Invalid(format!(
             "source `{source}`: {COMMAND_FALLBACK_NOTE}"
         ))),
+        Engine::Redis => {
+            let rc = cfg.redis.as_ref().ok_or_else(|| {
+                crate::Error::Invalid(format!("source `{source}` has no [sources.{source}.redis] table"))
+            })?;
+            let client = redis_primary_client(source, rc).await?;
+            let now = Utc::now();
+            let mut c = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| canary_err(source, "connecting to write the canary", e))?;
+            redis::cmd("SET")
+                .arg(REDIS_KEY)
+                .arg(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(|e| canary_err(source, "SET gsdr:canary", e))?;
+            Ok(now)
+        }
         other => Err(crate::Error::NotSupported(format!(
             "heartbeat canaries for `{}` sources (source `{source}`); the engine lands on its own branch",
             other.as_str()
         ))),
     }
+}
+
+fn canary_err(source: &str, what: &str, e: redis::RedisError) -> crate::Error {
+    crate::Error::Source(crate::source::SourceError::Connect {
+        source_name: source.to_string(),
+        message: format!("heartbeat canary: {what}: {e}"),
+        cause: Some(Box::new(e)),
+    })
+}
+
+/// A client of the Redis primary of a source (the node in `addr` mode, the
+/// master Sentinel names otherwise): canaries are written where clients write.
+async fn redis_primary_client(
+    source: &str,
+    rc: &crate::source::redis::RedisConfig,
+) -> Result<redis::Client, crate::Error> {
+    let (host, port) = match &rc.addr {
+        Some(a) => split_addr(a)?,
+        None => {
+            let src = crate::source::redis::RedisSource::new(source, rc.clone())?;
+            let (_, _, details) = src.resolve_node().await?;
+            let master = details["master_addr"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            split_addr(&master)?
+        }
+    };
+    let mut settings = redis::RedisConnectionInfo::default();
+    if let Some(u) = &rc.username {
+        settings = settings.set_username(u);
+    }
+    if let Some(p) = &rc.password {
+        let secret = p.read().map_err(|m| {
+            crate::Error::Invalid(format!(
+                "source `{source}`: cannot read the Redis password: {m}"
+            ))
+        })?;
+        settings = settings.set_password(secret.expose());
+    }
+    redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(host, port))
+        .and_then(|i| redis::Client::open(i.set_redis_settings(settings)))
+        .map_err(|e| canary_err(source, "client", e))
+}
+
+/// The newest canary in the restored Redis at `uri` (database 0).
+pub async fn read_redis(uri: &str) -> Result<Recovered, crate::Error> {
+    let client = redis::Client::open(uri)
+        .map_err(|e| crate::Error::Invalid(format!("restored Redis: not a Redis URL: {e}")))?;
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| crate::Error::Invalid(format!("restored Redis: cannot connect: {e}")))?;
+    let v: Option<String> = redis::cmd("GET")
+        .arg(REDIS_KEY)
+        .query_async(&mut c)
+        .await
+        .map_err(|e| crate::Error::Invalid(format!("restored Redis: GET {REDIS_KEY}: {e}")))?;
+    let v = v.ok_or_else(|| {
+        crate::Error::Invalid(format!(
+            "no heartbeat canary `{REDIS_KEY}` in the restored Redis: schedule `gsdr canary` for this source so drills can measure the RPO from data"
+        ))
+    })?;
+    let point = DateTime::parse_from_rfc3339(&v)
+        .map_err(|e| {
+            crate::Error::Invalid(format!(
+                "canary `{REDIS_KEY}` = `{v}` is not an RFC 3339 time: {e}"
+            ))
+        })?
+        .with_timezone(&Utc);
+    Ok(Recovered {
+        point,
+        measured_by: "canary".into(),
+        note: None,
+    })
+}
+
+/// Keys in every database of the Redis at `uri` (`INFO keyspace`).
+pub async fn redis_key_count(uri: &str) -> Result<u64, crate::Error> {
+    let client = redis::Client::open(uri)
+        .map_err(|e| crate::Error::Invalid(format!("restored Redis: not a Redis URL: {e}")))?;
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| crate::Error::Invalid(format!("restored Redis: cannot connect: {e}")))?;
+    let text: String = redis::cmd("INFO")
+        .arg("keyspace")
+        .query_async(&mut c)
+        .await
+        .map_err(|e| crate::Error::Invalid(format!("restored Redis: INFO keyspace: {e}")))?;
+    let ks = crate::source::redis::replication::keyspace(
+        &crate::source::redis::replication::parse_info(&text),
+    );
+    Ok(ks.values().map(|(keys, _)| keys).sum())
+}
+
+fn split_addr(a: &str) -> Result<(String, u16), crate::Error> {
+    a.rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?)))
+        .ok_or_else(|| crate::Error::Invalid(format!("`{a}` is not a host:port address")))
 }

@@ -235,6 +235,9 @@ struct Restored {
     target: String,
     into: String,
     path: Option<PathBuf>,
+    /// Server URI of a restore into a server (scratch or real).
+    #[serde(default)]
+    uri: Option<String>,
     recovered: Option<Recovered>,
 }
 
@@ -330,6 +333,8 @@ struct Ctx<'a> {
     started_at: DateTime<Utc>,
     scratch: Option<PathBuf>,
     restored: Mutex<BTreeMap<String, Restored>>,
+    /// Scratch servers started by restore steps; stopped at the end of the run.
+    redis_servers: Mutex<Vec<crate::source::redis::ScratchServer>>,
     progress: &'a dyn Progress,
 }
 
@@ -412,6 +417,7 @@ pub async fn run(
                 .map(|s| s.restored.clone())
                 .unwrap_or_default(),
         ),
+        redis_servers: Mutex::new(Vec::new()),
         progress,
     };
 
@@ -469,6 +475,13 @@ pub async fn run(
                 s.save(p)?;
             }
         }
+    }
+    // Scratch servers first (their data lives in the scratch dir), off the async threads.
+    let servers: Vec<_> = std::mem::take(&mut *ctx.redis_servers.lock().expect("lock"));
+    let n_servers = servers.len();
+    let _ = tokio::task::spawn_blocking(move || drop(servers)).await;
+    if n_servers > 0 {
+        tracing::info!(event = "drill_scratch_servers_stopped", count = n_servers);
     }
     let scratch_cleaned = match scratch {
         Some(s) => Some(s.cleanup().await),
@@ -618,6 +631,7 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
                     target: pb.target.clone(),
                     into: path.display().to_string(),
                     path: Some(path.clone()),
+                    uri: None,
                     recovered: None,
                 },
             );
@@ -629,9 +643,8 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
                 path.display()
             ))
         }
-        Action::RestorePostgresPitr { source }
-        | Action::RestoreMongo { source }
-        | Action::RestoreRedis { source } => Err(Error::NotSupported(format!(
+        Action::RestoreRedis { source } => restore_redis(ctx, st, source, rep).await,
+        Action::RestorePostgresPitr { source } | Action::RestoreMongo { source } => Err(Error::NotSupported(format!(
             "drill step `{}` ({}) for source `{source}`: the engine's restore is not merged into this build",
             st.name,
             st.action.kind()
@@ -640,9 +653,17 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             "drill step `{}`: Velero restores (schedule `{schedule}`)",
             st.name
         ))),
-        Action::Sql { source, .. }
-        | Action::MongoCount { source, .. }
-        | Action::RedisKeys { source, .. } => Err(Error::NotSupported(format!(
+        Action::RedisKeys { source, min } => {
+            let uri = server_uri(ctx, st, source)?;
+            let n = super::canary::redis_key_count(&uri).await?;
+            if n < *min {
+                return Err(Error::Invalid(format!(
+                    "restored Redis of `{source}` holds {n} keys, fewer than the {min} expected"
+                )));
+            }
+            Ok(format!("{n} keys (at least {min} expected)"))
+        }
+        Action::Sql { source, .. } | Action::MongoCount { source, .. } => Err(Error::NotSupported(format!(
             "check `{}` ({}) on source `{source}`: the engine is not merged into this build",
             st.name,
             st.action.kind()
@@ -661,6 +682,19 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             let r = restored_of(ctx, source)?;
             let out = match r.manifest.engine.as_str() {
                 "command" => checks::command_recovered_point(&r.manifest),
+                "redis" => {
+                    let uri = server_uri(ctx, st, source)?;
+                    let rec = super::canary::read_redis(&uri).await?;
+                    checks::CheckOutcome {
+                        detail: format!(
+                            "newest canary in the restored data: {} (backup {} recorded {})",
+                            rec.point.to_rfc3339(),
+                            r.manifest.id,
+                            r.manifest.recovery_point().to_rfc3339()
+                        ),
+                        recovered: Some(rec),
+                    }
+                }
                 other => {
                     return Err(Error::NotSupported(format!(
                         "reading heartbeat canaries from restored `{other}` data"
@@ -675,6 +709,101 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             let _ = ctx.scenario;
             Ok(out.detail)
         }
+    }
+}
+
+fn server_uri(ctx: &Ctx<'_>, st: &Step, source: &str) -> Result<String, Error> {
+    restored_of(ctx, source)?.uri.ok_or_else(|| {
+        Error::Invalid(format!(
+            "check `{}`: source `{source}` was restored to a file, not a server",
+            st.name
+        ))
+    })
+}
+
+/// Redis: into a scratch `redis-server` loading the RDB (drill), or copied key by key into the real endpoint (incident).
+async fn restore_redis(
+    ctx: &Ctx<'_>,
+    st: &Step,
+    source: &str,
+    rep: &mut StepReport,
+) -> Result<String, Error> {
+    let pb = planned_backup(ctx, st)?;
+    let cat = ctx.env.catalog(&pb.target).await?;
+    let m = cat.find(&pb.id).await?;
+    rep.backup_id = Some(m.id.clone());
+    rep.from_target = Some(pb.target.clone());
+    let (uri, bytes) = match ctx.opts.kind {
+        RunKind::Drill => {
+            let dir = ctx
+                .scratch
+                .as_ref()
+                .expect("drills have a scratch dir")
+                .join(source);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::LocalIo {
+                what: "creating the scratch directory",
+                path: dir.clone(),
+                source: e,
+            })?;
+            let out = crate::job::restore_raw_to_file(
+                ctx.env,
+                &cat,
+                &m,
+                &dir.join("dump.rdb"),
+                true,
+                ctx.progress,
+            )
+            .await?;
+            let bin = ctx
+                .env
+                .policy
+                .sources
+                .get(source)
+                .and_then(|s| s.redis.as_ref())
+                .map(|r| r.redis_server.clone())
+                .unwrap_or_else(|| "redis-server".into());
+            let server = crate::source::redis::ScratchServer::start(&bin, &dir).await?;
+            let uri = format!("redis://127.0.0.1:{}/0", server.port);
+            ctx.redis_servers.lock().expect("lock").push(server);
+            (uri, out.raw_bytes)
+        }
+        RunKind::Incident => {
+            let uri = ctx.opts.endpoints[source].clone();
+            let req = crate::source::RestoreRequest {
+                to_uri: Some(uri.clone()),
+                replace: true,
+                yes: true,
+                ..Default::default()
+            };
+            let out = crate::source::redis::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
+            (uri, out.raw_bytes)
+        }
+    };
+    rep.raw_bytes = Some(bytes);
+    let shown = redact_uri(&uri);
+    rep.into = Some(shown.clone());
+    ctx.restored.lock().expect("lock").insert(
+        source.to_string(),
+        Restored {
+            manifest: m.clone(),
+            target: pb.target.clone(),
+            into: shown.clone(),
+            path: None,
+            uri: Some(uri),
+            recovered: None,
+        },
+    );
+    Ok(format!(
+        "restored backup {} from target `{}` ({bytes} bytes) into {shown}",
+        m.id, pb.target
+    ))
+}
+
+/// A URI without its password, for reports.
+fn redact_uri(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &uri[..s], &uri[at + 1..]),
+        _ => uri.to_string(),
     }
 }
 
