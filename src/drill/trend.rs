@@ -251,3 +251,83 @@ impl Trend {
         format!("<h2>Trend of the last drills</h2>\n{svg}{proj}{warn}\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drill::report::{RtoResult, RunKind, StepReport, StepStatus, REPORT_SCHEMA};
+
+    fn report(day: i64, bytes: u64, restore_secs: f64, rto_target: f64) -> DrillReport {
+        let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        DrillReport {
+            schema_version: REPORT_SCHEMA,
+            kind: RunKind::Drill,
+            id: format!("d{day}"),
+            scenario: "s".into(),
+            title: "t".into(),
+            policy: "p".into(),
+            started_at: t0 + chrono::Duration::days(day),
+            finished_at: t0 + chrono::Duration::days(day),
+            passed: true,
+            steps: vec![StepReport {
+                name: "restore".into(),
+                kind: "restore_command_source".into(),
+                source: Some("x".into()),
+                status: StepStatus::Ok,
+                start_offset_secs: 0.0,
+                duration_secs: restore_secs,
+                backup_id: None,
+                from_target: None,
+                into: None,
+                raw_bytes: Some(bytes),
+                detail: String::new(),
+            }],
+            rto: RtoResult {
+                achieved_secs: Some(restore_secs + 10.0),
+                target_secs: Some(rto_target),
+                met: true,
+            },
+            rpo: vec![],
+            failures: vec![],
+            scratch_cleaned: Some(true),
+            trend: None,
+        }
+    }
+
+    #[test]
+    fn growth_that_breaks_the_rto_is_projected_and_warned() {
+        // 1 GB/day growth, 1 MB/s restore: each day adds 1000 s of restore time.
+        let past = [
+            report(0, 10_000_000_000, 10_000.0, 100_000.0),
+            report(1, 11_000_000_000, 11_000.0, 100_000.0),
+        ];
+        let cur = report(2, 12_000_000_000, 12_000.0, 100_000.0);
+        let t = compute(&past, &cur);
+        assert_eq!(t.points.len(), 3);
+        let g = t.growth_bytes_per_day.unwrap();
+        assert!((g - 1e9).abs() < 1.0, "{g}");
+        assert!((t.throughput_bytes_per_sec.unwrap() - 1e6).abs() < 1e-6);
+        // (100000 − 10 − 12000) s × 1 MB/s = 87.99 GB more = 87.99 days.
+        let d = t.days_until_rto_missed.unwrap();
+        assert!((d - 87.99).abs() < 0.01, "{d}");
+        assert!(
+            t.warnings
+                .iter()
+                .any(|w| w.contains("will be missed in about 88 days")),
+            "{:?}",
+            t.warnings
+        );
+        assert!((t.projected_rto_secs.unwrap() - (10.0 + 12_000.0 + 90_000.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn flat_data_gives_no_warning() {
+        let past = [report(0, 1_000, 1.0, 100.0)];
+        let t = compute(&past, &report(1, 1_000, 1.0, 100.0));
+        assert_eq!(t.growth_bytes_per_day, Some(0.0));
+        assert!(
+            t.days_until_rto_missed.is_none() && t.warnings.is_empty(),
+            "{t:?}"
+        );
+    }
+}

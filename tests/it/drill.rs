@@ -621,3 +621,35 @@ async fn redis_drill_measures_rpo_from_the_restored_canary() {
     );
     assert!(files_in(&scratch).is_empty());
 }
+
+/// The daemon's entry point: the `[drills]` section picks the scenarios, each
+/// report is stored, and only the newest `keep_reports` are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_drills_run_from_the_policy_and_keep_n_reports() {
+    let f = fixture("{ rto = \"1h\", rpo = \"6h\" }");
+    let rb = runbooks(&f, "cmd-loss", SCENARIO);
+    let mut text = std::fs::read_to_string(&f.policy).unwrap();
+    text += &format!(
+        "[drills]\nschedule = \"0 4 * * SUN\"\nscenarios = [\"cmd-loss\"]\nkeep_reports = 2\nrunbooks_dir = \"{}\"\n",
+        rb.display()
+    );
+    std::fs::write(&f.policy, &text).unwrap();
+    let policy = gsdr::policy::Policy::load(&f.policy).unwrap();
+    assert_eq!(policy.drills.as_ref().unwrap().keep_reports, 2);
+    let env = gsdr::job::Env::new(policy);
+    for i in 0..3 {
+        let out = gsdr::drill::run_scheduled(&env, None, &gsdr::job::NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 1);
+        assert!(out[0].report.passed, "{:?}", out[0].report.failures);
+        assert_eq!(
+            out[0].report.trend.as_ref().unwrap().points.len(),
+            (i + 1).min(3)
+        );
+        // Report prefixes have one-second resolution.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let runs = files_in(&f.dir.path().join("store/drills"));
+    assert_eq!(runs.len(), 2, "{runs:?}");
+}
