@@ -14,6 +14,7 @@ mod policy_cmd;
 mod progress;
 mod restore;
 mod verify;
+mod wal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +77,14 @@ enum Command {
     Policy(policy_cmd::Args),
     /// Create an age identity file (private key, mode 0600) and print its recipient (public key).
     Keygen(keygen::Args),
+    /// PostgreSQL archive_command: archive one WAL file (`%p`); exit 1 on failure.
+    WalPush(wal::PushArgs),
+    /// PostgreSQL restore_command: fetch one WAL file (`%f %p`); exit 1 if absent, 255 to stop recovery.
+    WalFetch(wal::FetchArgs),
+    /// Check the WAL archive for gaps per timeline (exit 1 on gaps).
+    WalVerify(wal::VerifyArgs),
+    /// Last archived WAL segment and base backup of a postgres source (current RPO).
+    Status(wal::VerifyArgs),
 }
 
 /// What a subcommand concluded.
@@ -84,6 +93,8 @@ pub enum Outcome {
     Ok,
     /// A check failed (exit 1).
     CheckFailed,
+    /// A specific exit status (PostgreSQL's archive/restore command contract).
+    Exit(u8),
 }
 
 /// Runs the CLI and maps the result to an exit code.
@@ -103,6 +114,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
@@ -129,6 +141,10 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Canary(a) => canary::run(&ctx, a).await,
         Command::Policy(a) => policy_cmd::run(&ctx, a).await,
         Command::Keygen(a) => keygen::run(&ctx, a),
+        Command::WalPush(a) => wal::push(&ctx, a).await,
+        Command::WalFetch(a) => wal::fetch(&ctx, a).await,
+        Command::WalVerify(a) => wal::verify(&ctx, a).await,
+        Command::Status(a) => wal::status(&ctx, a).await,
     }
 }
 

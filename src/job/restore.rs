@@ -47,6 +47,17 @@ pub async fn restore(
             "a `command` backup restores to a file only: pass --to-file PATH (or - for stdout)"
                 .into(),
         )),
+        "postgres" => {
+            crate::source::postgres::restore::restore(
+                env,
+                catalog,
+                &m.source,
+                Some(m),
+                req,
+                progress,
+            )
+            .await
+        }
         other => Err(Error::NotSupported(format!(
             "restoring `{other}` backups into a server"
         ))),

@@ -336,7 +336,7 @@ pub struct SourceConfig {
     pub redis: Option<crate::source::redis::RedisConfig>,
     /// Settings of a `postgres` source.
     #[serde(default)]
-    pub postgres: Option<toml::Table>,
+    pub postgres: Option<crate::source::postgres::PostgresConfig>,
 }
 
 /// An invalid policy. Names the file, the line and the field.

@@ -168,6 +168,16 @@ pub fn open_source(
             })?;
             Ok(Box::new(redis::RedisSource::new(name, c)?))
         }
+        Engine::Postgres => {
+            let c = cfg.postgres.clone().ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "source `{name}` has no [sources.{name}.postgres] table"
+                ))
+            })?;
+            c.validate()
+                .map_err(|m| crate::Error::Invalid(format!("[sources.{name}.postgres]: {m}")))?;
+            Ok(Box::new(postgres::base::BaseBackupSource::new(name, c)))
+        }
         other => Err(crate::Error::NotSupported(format!(
             "backups of `{}` sources (source `{name}`)",
             other.as_str()
@@ -191,6 +201,14 @@ pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), 
                 crate::Error::Invalid(format!("source `{name}` has no redis table"))
             })?;
             redis::probe(name, c).await
+        }
+        Engine::Postgres => {
+            let c = cfg.postgres.clone().ok_or_else(|| {
+                crate::Error::Invalid(format!("source `{name}` has no postgres table"))
+            })?;
+            Ok(postgres::base::BaseBackupSource::new(name, c)
+                .probe()
+                .await?)
         }
         other => Err(crate::Error::NotSupported(format!(
             "connection checks of `{}` sources",

@@ -4,5 +4,6 @@
 
 mod cli;
 mod drill;
+mod postgres;
 mod redis;
 mod support;

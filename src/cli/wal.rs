@@ -1,0 +1,190 @@
+//! `gsdr wal-push`, `wal-fetch`, `wal-verify`, `status`: PostgreSQL's
+//! `archive_command` / `restore_command` and the archive's health.
+//!
+//! Exit codes differ from the other subcommands, as PostgreSQL needs:
+//! `wal-push` exits 1 on any failure (never above 125); `wal-fetch` exits 1
+//! when the file is not archived and 255 for every other failure (including
+//! an unreadable policy), which stops recovery instead of ending it early.
+
+use std::path::PathBuf;
+
+use super::output::emit;
+use super::{Ctx, Outcome};
+use gsdr::job::Env;
+use gsdr::source::postgres::{wal, walverify};
+
+/// Arguments of `gsdr wal-push`.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// Postgres source (default: the policy's only postgres source).
+    #[arg(long, short = 's', value_name = "NAME")]
+    source: Option<String>,
+    /// The file to archive (`%p`).
+    #[arg(value_name = "PATH")]
+    path: PathBuf,
+}
+
+/// Arguments of `gsdr wal-fetch`.
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// Postgres source (default: the policy's only postgres source).
+    #[arg(long, short = 's', value_name = "NAME")]
+    source: Option<String>,
+    /// WAL file name (`%f`).
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// Where to write it (`%p`).
+    #[arg(value_name = "PATH")]
+    dest: PathBuf,
+}
+
+/// Arguments of `gsdr wal-verify` and `gsdr status`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Postgres source (default: the policy's only postgres source).
+    #[arg(long, short = 's', value_name = "NAME")]
+    source: Option<String>,
+}
+
+fn pick_source(env: &Env, given: Option<String>) -> anyhow::Result<String> {
+    if let Some(s) = given {
+        return Ok(s);
+    }
+    let pg: Vec<&String> = env
+        .policy
+        .sources
+        .iter()
+        .filter(|(_, c)| c.kind == gsdr::policy::Engine::Postgres)
+        .map(|(n, _)| n)
+        .collect();
+    match pg.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => anyhow::bail!("the policy has no postgres source"),
+        _ => anyhow::bail!("several postgres sources: pass --source NAME"),
+    }
+}
+
+/// Runs `gsdr wal-push`.
+pub async fn push(ctx: &Ctx, a: PushArgs) -> anyhow::Result<Outcome> {
+    let res = async {
+        let env = ctx.env()?;
+        let source = pick_source(&env, a.source)?;
+        match wal::wal_push(&env, &source, &a.path).await {
+            Ok(r) => Ok(Ok(r)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+    .await;
+    match res {
+        Ok(Ok(_)) => Ok(Outcome::Ok),
+        Ok(Err(e)) => {
+            eprintln!("error: wal-push {}: {e}", a.path.display());
+            Ok(Outcome::Exit(e.push_exit_code()))
+        }
+        Err(e) => {
+            let e: anyhow::Error = e;
+            eprintln!("error: wal-push {}: {e:#}", a.path.display());
+            Ok(Outcome::Exit(1))
+        }
+    }
+}
+
+/// Runs `gsdr wal-fetch`.
+pub async fn fetch(ctx: &Ctx, a: FetchArgs) -> anyhow::Result<Outcome> {
+    let res = async {
+        let env = ctx.env()?;
+        let source = pick_source(&env, a.source)?;
+        Ok::<_, anyhow::Error>(wal::wal_fetch(&env, &source, &a.name, &a.dest).await)
+    }
+    .await;
+    match res {
+        Ok(Ok(_)) => Ok(Outcome::Ok),
+        Ok(Err(e)) => {
+            if e.fetch_exit_code() == 1 {
+                tracing::debug!(event = "wal_fetch_not_found", name = %a.name);
+            } else {
+                eprintln!("error: wal-fetch {}: {e} (stopping recovery)", a.name);
+            }
+            Ok(Outcome::Exit(e.fetch_exit_code()))
+        }
+        Err(e) => {
+            eprintln!("error: wal-fetch {}: {e:#} (stopping recovery)", a.name);
+            Ok(Outcome::Exit(wal::FATAL_EXIT))
+        }
+    }
+}
+
+/// Runs `gsdr wal-verify`: exit 1 when the archive has gaps.
+pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
+    let env = ctx.env()?;
+    let source = pick_source(&env, a.source)?;
+    let r = walverify::wal_verify(&env, &source).await?;
+    emit(ctx.json, &r, |r| {
+        let mut s = String::new();
+        for t in &r.timelines {
+            s += &format!(
+                "timeline {}: {} .. {}: {} found, {} missing{}{}\n",
+                t.timeline,
+                t.first,
+                t.last,
+                t.found,
+                t.missing_count,
+                if t.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", t.missing.join(", "))
+                },
+                if t.incomplete.is_empty() {
+                    String::new()
+                } else {
+                    format!("; incomplete: {}", t.incomplete.join(", "))
+                }
+            );
+        }
+        for b in &r.base_backups {
+            s += &format!(
+                "base {}: WAL {} .. {} {}\n",
+                b.id,
+                b.first_segment,
+                b.last_segment,
+                if b.restorable {
+                    "complete"
+                } else {
+                    "INCOMPLETE"
+                }
+            );
+        }
+        s += if r.ok { "ok\n" } else { "GAPS FOUND\n" };
+        s
+    })?;
+    Ok(if r.ok {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
+}
+
+/// Runs `gsdr status` for a postgres source.
+pub async fn status(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
+    let env = ctx.env()?;
+    let source = pick_source(&env, a.source)?;
+    let r = walverify::wal_status(&env, &source).await?;
+    emit(ctx.json, &r, |r| {
+        format!(
+            "source {}: last WAL {} at {} ({} s ago); last base backup {} at {}\n",
+            r.source,
+            r.last_segment.as_deref().unwrap_or("-"),
+            r.last_archived_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or("-".into()),
+            r.seconds_since_last_archive
+                .map(|s| s.to_string())
+                .unwrap_or("-".into()),
+            r.last_base_backup.as_deref().unwrap_or("-"),
+            r.last_base_backup_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or("-".into()),
+        )
+    })?;
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,105 @@
+//! Settings of a `postgres` source (`[sources.NAME.postgres]`).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::policy::SecretRef;
+
+/// How gsdr reaches one PostgreSQL cluster and how it archives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Host name, IP or Unix socket directory of the server to base-backup.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Role with the REPLICATION attribute (base backups).
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Password of `user`; unset: trust, peer or `~/.pgpass`.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// Database used for the metadata queries (system identifier, timeline).
+    #[serde(default = "default_dbname")]
+    pub dbname: String,
+    /// Directory of `pg_basebackup` (e.g. `/usr/lib/postgresql/15/bin`); unset: `PATH`.
+    #[serde(default)]
+    pub pg_bin: Option<PathBuf>,
+    /// `pg_basebackup --checkpoint`: `fast` (start at once) or `spread`.
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint: String,
+    /// The gsdr binary written into `restore_command` on restore; unset: this executable.
+    #[serde(default)]
+    pub gsdr_bin: Option<PathBuf>,
+    /// Segments `wal-push` uploads at once (the requested one plus following `.ready` ones).
+    #[serde(default = "default_push_concurrency")]
+    pub push_concurrency: usize,
+    /// Segments `wal-fetch` downloads ahead into `pg_wal/.gsdr-prefetch` (0 = off).
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+    /// WAL segment size of the cluster (`initdb --wal-segsize`), in bytes.
+    #[serde(default = "default_segment_bytes")]
+    pub wal_segment_bytes: u64,
+    /// Write `archive_mode = off` into a restored cluster (drills: keeps a
+    /// scratch copy from archiving into the production prefix).
+    #[serde(default)]
+    pub restore_disable_archiving: bool,
+}
+
+fn default_host() -> String {
+    "localhost".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_user() -> String {
+    "postgres".into()
+}
+fn default_dbname() -> String {
+    "postgres".into()
+}
+fn default_checkpoint() -> String {
+    "fast".into()
+}
+fn default_push_concurrency() -> usize {
+    4
+}
+fn default_prefetch() -> usize {
+    8
+}
+fn default_segment_bytes() -> u64 {
+    super::DEFAULT_SEGMENT_BYTES
+}
+
+impl PostgresConfig {
+    /// Path of a PostgreSQL client program (`pg_basebackup`).
+    pub fn program(&self, name: &str) -> PathBuf {
+        match &self.pg_bin {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !["fast", "spread"].contains(&self.checkpoint.as_str()) {
+            return Err(format!(
+                "checkpoint = \"{}\": use \"fast\" or \"spread\"",
+                self.checkpoint
+            ));
+        }
+        let s = self.wal_segment_bytes;
+        if !s.is_power_of_two() || !((1 << 20)..=(1 << 30)).contains(&s) {
+            return Err(format!(
+                "wal_segment_bytes = {s}: must be a power of two between 1 MiB and 1 GiB"
+            ));
+        }
+        if self.push_concurrency == 0 {
+            return Err("push_concurrency must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! PostgreSQL: WAL archiving with the real `gsdr` binary as `archive_command`,
+//! base backups, point-in-time restore, refusals, an archive outage and a
+//! timeline switch — all on throwaway PostgreSQL 15 clusters.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::Fixture;
+use crate::support::gsdr_bin;
+use crate::support::postgres::{give_to_pg_user, PgCluster, PG_BIN};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A policy with a folder target and a postgres source `pg` for `cluster`, and
+/// `cluster` configured to archive with `gsdr wal-push`.
+fn setup() -> (Fixture, PgCluster) {
+    let cluster = PgCluster::init("");
+    let fx = Fixture::new(&format!(
+        "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n[defaults]\ntarget = \"local\"\n\
+         [sources.pg]\nkind = \"postgres\"\n[sources.pg.postgres]\nhost = \"127.0.0.1\"\nport = {}\n\
+         pg_bin = \"{PG_BIN}\"\ngsdr_bin = \"{}\"\nprefetch = 4\n",
+        cluster.port,
+        gsdr_bin().display()
+    ));
+    std::fs::create_dir_all(fx.dir.path().join("store/pg/wal")).unwrap();
+    give_to_pg_user(fx.dir.path());
+    // The archive_command PostgreSQL runs (as its own user) for every segment.
+    cluster.append_conf(&format!(
+        "archive_mode = on\narchive_command = '{} --policy {} -q wal-push --source pg %p'\n",
+        gsdr_bin().display(),
+        fx.policy.display()
+    ));
+    (fx, cluster)
+}
+
+fn ok(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An order-sensitive digest of everything the tests write.
+fn contents(c: &PgCluster) -> String {
+    c.psql(
+        "SELECT (SELECT count(*) || ':' || coalesce(md5(string_agg(id || '=' || v, ',' ORDER BY id)), '') FROM t) \
+         || '|' || (SELECT coalesce(sum(abalance), 0) || ':' || count(*) FROM pgbench_accounts) \
+         || '|' || (SELECT count(*) FROM pgbench_history)",
+    )
+}
+
+fn restore(fx: &Fixture, dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let d = dir.display().to_string();
+    let mut args = vec!["restore", "--source", "pg", "--to-dir", d.as_str()];
+    args.extend_from_slice(extra);
+    fx.gsdr_json(&args)
+}
+
+fn start_restored(dir: &Path) -> PgCluster {
+    let mut c = PgCluster::existing(dir);
+    c.start();
+    c.wait_promoted(WAIT);
+    c
+}
+
+fn scratch(fx: &Fixture, name: &str) -> PathBuf {
+    fx.dir.path().join(name)
+}
+
+#[test]
+fn pg_archive_base_backup_and_point_in_time_restore() {
+    let (fx, mut a) = setup();
+    a.start();
+    a.pgbench(&["-i", "-s", "2", "-q"]);
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.pgbench(&["-T", "3", "-c", "2"]);
+    let out = fx.gsdr(&["backup", "--source", "pg"]);
+    ok(&out, "gsdr backup");
+    let list = fx.gsdr_json(&["list", "--source", "pg"]);
+    let m = &list["backups"][0];
+    assert_eq!(m["kind"], "base");
+    let details = &m["consistency"]["details"];
+    assert_eq!(details["timeline"], 1);
+    assert_eq!(
+        details["system_identifier"].as_str().unwrap(),
+        a.psql("SELECT system_identifier FROM pg_control_system()")
+    );
+    assert_eq!(details["first_segment"].as_str().unwrap().len(), 24);
+
+    // Writes after the base backup, then T, then more writes.
+    a.psql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g");
+    a.pgbench(&["-T", "2", "-c", "2"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let at_t = contents(&a);
+    let t = chrono::Utc::now();
+    std::thread::sleep(Duration::from_millis(1200));
+    a.psql("INSERT INTO t SELECT g, 'late' FROM generate_series(1001, 1500) g");
+    a.psql("UPDATE t SET v = 'changed' WHERE id <= 10");
+    a.pgbench(&["-T", "2", "-c", "2"]);
+    let latest = contents(&a);
+    assert_ne!(at_t, latest);
+    a.switch_and_wait_archived(WAIT);
+
+    // Point in time.
+    let d1 = scratch(&fx, "restore-t");
+    let tt = t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let r = restore(&fx, &d1, &["--target-time", &tt]);
+    assert_eq!(r["details"]["base_backup"], m["id"]);
+    let c1 = start_restored(&d1);
+    assert_eq!(
+        contents(&c1),
+        at_t,
+        "restore to {tt} differs from the data at T"
+    );
+    drop(c1);
+
+    // Latest.
+    let d2 = scratch(&fx, "restore-latest");
+    restore(&fx, &d2, &["--latest"]);
+    let c2 = start_restored(&d2);
+    assert_eq!(contents(&c2), latest);
+    drop(c2);
+
+    // A non-empty directory is refused without --replace.
+    let out = fx.gsdr(&[
+        "restore",
+        "--source",
+        "pg",
+        "--to-dir",
+        d2.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+
+    // The archive has no gaps, and status names the newest segment.
+    let v = fx.gsdr_json(&["wal-verify", "--source", "pg"]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["base_backups"][0]["restorable"], true);
+    let s = fx.gsdr_json(&["status", "--source", "pg"]);
+    assert!(s["last_segment"].as_str().unwrap().starts_with("00000001"));
+}
+
+#[test]
+fn pg_same_segment_twice_and_other_cluster_are_handled() {
+    let (fx, mut a) = setup();
+    a.start();
+    a.psql("CREATE TABLE t (id int, v text); INSERT INTO t SELECT g, 'x' FROM generate_series(1, 5000) g");
+    let seg = a.switch_and_wait_archived(WAIT);
+    let copy_dir = fx.dir.path().join("copies");
+    std::fs::create_dir_all(&copy_dir).unwrap();
+    let copy = copy_dir.join(&seg);
+    std::fs::copy(a.data.join("pg_wal").join(&seg), &copy).unwrap_or_else(|_| {
+        // Recycled already: fetch it back from the archive instead.
+        let out = fx.gsdr(&["wal-fetch", "--source", "pg", &seg, copy.to_str().unwrap()]);
+        ok(&out, "wal-fetch");
+        0
+    });
+    let sidecar = fx
+        .dir
+        .path()
+        .join(format!("store/pg/wal/00000001/{seg}.json"));
+    let before = std::fs::read(&sidecar).unwrap();
+
+    // Same content: success, nothing rewritten.
+    let out = fx.gsdr(&["wal-push", "--source", "pg", copy.to_str().unwrap()]);
+    ok(&out, "second push of the same segment");
+
+    // Altered content: refused with exit 1, archive unchanged.
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes[100_000] ^= 0xff;
+    std::fs::write(&copy, &bytes).unwrap();
+    let out = fx.gsdr(&["wal-push", "--source", "pg", copy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("REFUSED"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&sidecar).unwrap(), before);
+
+    // Fetch: an absent segment and an absent history file exit 1.
+    let dest = copy_dir.join("RECOVERYXLOG");
+    for name in ["0000000100000000000000FE", "00000009.history"] {
+        let out = fx.gsdr(&["wal-fetch", "--source", "pg", name, dest.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "wal-fetch {name}");
+    }
+    // The archived one comes back bit for bit.
+    let out = fx.gsdr(&["wal-fetch", "--source", "pg", &seg, dest.to_str().unwrap()]);
+    ok(&out, "wal-fetch");
+    bytes[100_000] ^= 0xff;
+    assert!(std::fs::read(&dest).unwrap() == bytes);
+    // A corrupted object stops recovery (exit above 125), it does not end it.
+    let obj = fx
+        .dir
+        .path()
+        .join(format!("store/pg/wal/00000001/{seg}.zst.age"));
+    let mut stored = std::fs::read(&obj).unwrap();
+    let mid = stored.len() / 2;
+    stored[mid] ^= 1;
+    std::fs::write(&obj, &stored).unwrap();
+    let out = fx.gsdr(&["wal-fetch", "--source", "pg", &seg, dest.to_str().unwrap()]);
+    assert!(out.status.code().unwrap() > 125, "{:?}", out.status);
+
+    // Another cluster's segment into this prefix: refused.
+    let mut b = PgCluster::init("");
+    b.start();
+    let bseg = b.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    b.stop();
+    let out = fx.gsdr(&[
+        "wal-push",
+        "--source",
+        "pg",
+        b.data.join("pg_wal").join(&bseg).to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to the cluster"));
+}
+
+#[test]
+fn pg_archive_outage_fails_then_catches_up() {
+    let (fx, mut a) = setup();
+    a.start();
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.pgbench(&["-i", "-s", "1", "-q"]);
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    a.switch_and_wait_archived(WAIT);
+    let (_, failed0) = a.archiver_counts();
+
+    // Target down: the timeline folder becomes unwritable for the server's user.
+    let tl = fx.dir.path().join("store/pg/wal/00000001");
+    let chmod = |mode: &str| {
+        assert!(std::process::Command::new("chmod")
+            .args([mode, tl.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success())
+    };
+    chmod("0555");
+    let mut last = String::new();
+    for i in 0..3 {
+        a.psql(&format!(
+            "INSERT INTO t SELECT g, 'outage' FROM generate_series({}, {}) g",
+            i * 100 + 1,
+            i * 100 + 100
+        ));
+        last = a.psql("SELECT pg_walfile_name(pg_switch_wal())");
+    }
+    let start = std::time::Instant::now();
+    while a.archiver_counts().1 <= failed0 {
+        assert!(start.elapsed() < WAIT, "failed_count never rose");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let archived = a.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+    assert!(
+        archived.as_str() < last.as_str(),
+        "archived {archived} during the outage"
+    );
+    assert!(a.data.join("pg_wal").join(&last).exists(), "segment lost");
+
+    // Target back: archiving catches up; a restore to latest has every committed row.
+    chmod("0755");
+    a.wait_archived(&last, WAIT);
+    a.psql("INSERT INTO t SELECT g, 'after' FROM generate_series(301, 400) g");
+    let want = contents(&a);
+    a.switch_and_wait_archived(WAIT);
+    let d = scratch(&fx, "restore");
+    restore(&fx, &d, &["--latest"]);
+    let c = start_restored(&d);
+    assert_eq!(contents(&c), want);
+    assert_eq!(c.psql("SELECT count(*) FROM t"), "400");
+}
+
+#[test]
+fn pg_timeline_switch_restore_follows_the_new_timeline() {
+    let (fx, mut a) = setup();
+    a.start();
+    a.pgbench(&["-i", "-s", "1", "-q"]);
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    a.psql("INSERT INTO t SELECT g, 'tl1' FROM generate_series(1, 100) g");
+    a.switch_and_wait_archived(WAIT);
+    a.stop();
+
+    // B: restored from A, promoted onto timeline 2, keeps archiving into the same source.
+    let db = scratch(&fx, "b");
+    restore(&fx, &db, &["--latest"]);
+    let b = start_restored(&db);
+    assert_eq!(
+        b.psql("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "2"
+    );
+    b.psql("INSERT INTO t SELECT g, 'tl2' FROM generate_series(101, 200) g");
+    let want = contents(&b);
+    b.switch_and_wait_archived(WAIT);
+    drop(b);
+    assert!(fx
+        .dir
+        .path()
+        .join("store/pg/wal/00000002/00000002.history.zst.age")
+        .exists());
+
+    // C: from A's base backup (timeline 1), recovery follows the history to timeline 2.
+    let dc = scratch(&fx, "c");
+    restore(&fx, &dc, &["--latest"]);
+    let c = start_restored(&dc);
+    assert_eq!(contents(&c), want);
+    assert_eq!(c.psql("SELECT count(*) FROM t WHERE v = 'tl2'"), "100");
+    let v = fx.gsdr_json(&["wal-verify", "--source", "pg"]);
+    let tls: Vec<&str> = v["timelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["timeline"].as_str().unwrap())
+        .collect();
+    assert!(
+        tls.contains(&"00000001") && tls.contains(&"00000002"),
+        "{v}"
+    );
+}

@@ -1,0 +1,270 @@
+//! Throwaway PostgreSQL 15 clusters: `initdb` in a temp dir, `pg_ctl` on a
+//! free port. When the tests run as root (containers), the server runs as
+//! the `postgres` user through `runuser`, and the dirs it needs are handed
+//! to that user.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+/// Where the PostgreSQL 15 server binaries live.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Path of a PostgreSQL program, panicking with an install hint if missing.
+pub fn pg_program(name: &str) -> PathBuf {
+    let p = Path::new(PG_BIN).join(name);
+    assert!(
+        p.exists(),
+        "`{}` is missing: install PostgreSQL 15 (apt-get install postgresql-15)",
+        p.display()
+    );
+    p
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A command running `prog` as the server's user.
+pub fn as_pg_user(prog: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(prog);
+        c
+    } else {
+        Command::new(prog)
+    }
+}
+
+/// Gives `path` (recursively) to the server's user when running as root.
+pub fn give_to_pg_user(path: &Path) {
+    if is_root() {
+        let st = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "chown {} failed", path.display());
+    }
+}
+
+fn run(mut c: Command, what: &str) -> String {
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// One cluster: a data directory and a port. Stopped (immediate) on drop.
+pub struct PgCluster {
+    /// Data directory.
+    pub data: PathBuf,
+    /// Port.
+    pub port: u16,
+    /// Server log.
+    pub log: PathBuf,
+    running: bool,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl PgCluster {
+    /// `initdb` a new cluster (trust auth, user `postgres`) and append `conf` to postgresql.conf.
+    pub fn init(conf: &str) -> PgCluster {
+        let dir = super::tempdir();
+        give_to_pg_user(dir.path());
+        let data = dir.path().join("data");
+        let mut c = as_pg_user(&pg_program("initdb"));
+        c.arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
+        run(c, "initdb");
+        let port = free_port();
+        let base = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = on\nwal_level = replica\nmax_wal_senders = 4\nlog_min_messages = info\n",
+            dir.path().display()
+        );
+        let f = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&f).unwrap();
+        text += &base;
+        text += conf;
+        text += "\n";
+        std::fs::write(&f, text).unwrap();
+        let log = dir.path().join("server.log");
+        PgCluster {
+            data,
+            port,
+            log,
+            running: false,
+            _dir: Some(dir),
+        }
+    }
+
+    /// Appends settings to postgresql.conf (before `start`).
+    pub fn append_conf(&self, conf: &str) {
+        let f = self.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&f).unwrap();
+        text += "\n";
+        text += conf;
+        text += "\n";
+        std::fs::write(&f, text).unwrap();
+    }
+
+    /// An existing (e.g. restored) data directory, on a new free port.
+    pub fn existing(data: &Path) -> PgCluster {
+        give_to_pg_user(data);
+        let log = data.with_extension("log");
+        let _ = std::fs::write(&log, b"");
+        give_to_pg_user(&log);
+        PgCluster {
+            data: data.to_path_buf(),
+            port: free_port(),
+            log,
+            running: false,
+            _dir: None,
+        }
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn start(&mut self) {
+        let sock = self.data.parent().unwrap();
+        let mut c = as_pg_user(&pg_program("pg_ctl"));
+        c.arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "120", "-o"])
+            .arg(format!("-p {} -k {}", self.port, sock.display()))
+            .arg("start");
+        let out = c.output().unwrap();
+        if !out.status.success() {
+            panic!(
+                "pg_ctl start failed: {}\n--- server log ---\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        self.running = true;
+    }
+
+    /// Stops the server (fast shutdown: archives what it can first).
+    pub fn stop(&mut self) {
+        if self.running {
+            let mut c = as_pg_user(&pg_program("pg_ctl"));
+            c.arg("-D")
+                .arg(&self.data)
+                .args(["-m", "fast", "-w", "stop"]);
+            let _ = c.output();
+            self.running = false;
+        }
+    }
+
+    /// Runs SQL with psql; returns unaligned, tuples-only output.
+    pub fn psql(&self, sql: &str) -> String {
+        let mut c = Command::new(pg_program("psql"));
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-XAtq",
+        ])
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-p",
+            &self.port.to_string(),
+            "-c",
+            sql,
+        ]);
+        run(c, &format!("psql `{sql}`"))
+    }
+
+    /// Runs pgbench with `args`.
+    pub fn pgbench(&self, args: &[&str]) {
+        let mut c = Command::new(pg_program("pgbench"));
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+            &self.port.to_string(),
+        ])
+        .args(args)
+        .arg("postgres");
+        run(c, "pgbench");
+    }
+
+    /// Waits until recovery has finished (promoted), up to `timeout`.
+    pub fn wait_promoted(&self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if self.psql("SELECT pg_is_in_recovery()") == "f" {
+                return;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "still in recovery after {timeout:?}\n--- server log ---\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Switches to a new WAL segment and waits until the old one is archived.
+    pub fn switch_and_wait_archived(&self, timeout: Duration) -> String {
+        let seg = self.psql("SELECT pg_walfile_name(pg_switch_wal())");
+        self.wait_archived(&seg, timeout);
+        seg
+    }
+
+    /// Waits until `pg_stat_archiver.last_archived_wal` reaches `seg`.
+    pub fn wait_archived(&self, seg: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let last = self.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+            if last.len() >= 24 && last[..24] >= *seg {
+                return;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "segment {seg} not archived within {timeout:?} (last: {last})\n--- server log ---\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `pg_stat_archiver` counters: (archived_count, failed_count).
+    pub fn archiver_counts(&self) -> (i64, i64) {
+        let s = self.psql("SELECT archived_count || ',' || failed_count FROM pg_stat_archiver");
+        let (a, f) = s.split_once(',').unwrap();
+        (a.parse().unwrap(), f.parse().unwrap())
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if self.running {
+            let mut c = as_pg_user(&pg_program("pg_ctl"));
+            c.arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"]);
+            let _ = c.output();
+        }
+    }
+}
