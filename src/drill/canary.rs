@@ -46,6 +46,14 @@ pub async fn write(env: &crate::job::Env, source: &str) -> Result<DateTime<Utc>,
         Engine::Command => Err(crate::Error::Invalid(format!(
             "source `{source}`: {COMMAND_FALLBACK_NOTE}"
         ))),
+        Engine::Postgres => {
+            let pc = cfg.postgres.as_ref().ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "source `{source}` has no [sources.{source}.postgres] table"
+                ))
+            })?;
+            write_postgres(source, pc).await
+        }
         Engine::Redis => {
             let rc = cfg.redis.as_ref().ok_or_else(|| {
                 crate::Error::Invalid(format!("source `{source}` has no [sources.{source}.redis] table"))
@@ -169,4 +177,80 @@ fn split_addr(a: &str) -> Result<(String, u16), crate::Error> {
     a.rsplit_once(':')
         .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?)))
         .ok_or_else(|| crate::Error::Invalid(format!("`{a}` is not a host:port address")))
+}
+
+/// SQL that reads the newest canary as RFC 3339 text.
+pub const SQL_NEWEST: &str = "SELECT to_char(max(written_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM gsdr_canary";
+
+async fn write_postgres(
+    source: &str,
+    pc: &crate::source::postgres::PostgresConfig,
+) -> Result<DateTime<Utc>, crate::Error> {
+    let mut c = tokio_postgres::Config::new();
+    c.host(&pc.host)
+        .port(pc.port)
+        .user(&pc.user)
+        .dbname(&pc.dbname);
+    if let Some(p) = &pc.password {
+        let secret = p.read().map_err(|m| {
+            crate::Error::Invalid(format!(
+                "source `{source}`: cannot read the PostgreSQL password: {m}"
+            ))
+        })?;
+        c.password(secret.expose());
+    }
+    let err = |what: &str, e: tokio_postgres::Error| {
+        crate::Error::Source(crate::source::SourceError::Connect {
+            source_name: source.to_string(),
+            message: format!("heartbeat canary: {what}: {e}"),
+            cause: Some(Box::new(e)),
+        })
+    };
+    let (client, connection) = c
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| err("connecting", e))?;
+    let h = tokio::spawn(connection);
+    let r = async {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {SQL_TABLE} (id bigserial PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+            ))
+            .await
+            .map_err(|e| err("creating the canary table", e))?;
+        let row = client
+            .query_one(
+                &format!("INSERT INTO {SQL_TABLE} DEFAULT VALUES RETURNING to_char(written_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"),
+                &[],
+            )
+            .await
+            .map_err(|e| err("inserting the canary row", e))?;
+        let text: String = row.get(0);
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| crate::Error::Invalid(format!("canary time `{text}`: {e}")))
+    }
+    .await;
+    drop(client);
+    let _ = h.await;
+    r
+}
+
+/// The newest canary in the restored PostgreSQL reachable with `conn`.
+pub async fn read_postgres(conn: &str) -> Result<Recovered, crate::Error> {
+    let text = super::scratch_pg::query_text(conn, SQL_NEWEST)
+        .await?
+        .ok_or_else(|| {
+            crate::Error::Invalid(format!(
+                "no heartbeat canary in table `{SQL_TABLE}` of the restored PostgreSQL: schedule `gsdr canary` for this source so drills can measure the RPO from data"
+            ))
+        })?;
+    let point = DateTime::parse_from_rfc3339(&text)
+        .map_err(|e| crate::Error::Invalid(format!("canary time `{text}`: {e}")))?
+        .with_timezone(&Utc);
+    Ok(Recovered {
+        point,
+        measured_by: "canary".into(),
+        note: None,
+    })
 }

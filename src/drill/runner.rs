@@ -311,6 +311,12 @@ impl Scratch {
                     source: e,
                 })
             })?;
+        // Traversable (not listable) by other users: a scratch server may run
+        // as its own user (PostgreSQL as `postgres`) below this directory.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711));
+        }
         Ok(Scratch { dir })
     }
 
@@ -335,6 +341,8 @@ struct Ctx<'a> {
     restored: Mutex<BTreeMap<String, Restored>>,
     /// Scratch servers started by restore steps; stopped at the end of the run.
     redis_servers: Mutex<Vec<crate::source::redis::ScratchServer>>,
+    /// Scratch PostgreSQL servers.
+    pg_servers: Mutex<Vec<super::scratch_pg::ScratchPg>>,
     progress: &'a dyn Progress,
 }
 
@@ -418,6 +426,7 @@ pub async fn run(
                 .unwrap_or_default(),
         ),
         redis_servers: Mutex::new(Vec::new()),
+        pg_servers: Mutex::new(Vec::new()),
         progress,
     };
 
@@ -478,7 +487,11 @@ pub async fn run(
     }
     // Scratch servers first (their data lives in the scratch dir), off the async threads.
     let servers: Vec<_> = std::mem::take(&mut *ctx.redis_servers.lock().expect("lock"));
-    let n_servers = servers.len();
+    let pgs: Vec<_> = std::mem::take(&mut *ctx.pg_servers.lock().expect("lock"));
+    let n_servers = servers.len() + pgs.len();
+    for pg in pgs {
+        pg.stop().await;
+    }
     let _ = tokio::task::spawn_blocking(move || drop(servers)).await;
     if n_servers > 0 {
         tracing::info!(event = "drill_scratch_servers_stopped", count = n_servers);
@@ -644,7 +657,8 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             ))
         }
         Action::RestoreRedis { source } => restore_redis(ctx, st, source, rep).await,
-        Action::RestorePostgresPitr { source } | Action::RestoreMongo { source } => Err(Error::NotSupported(format!(
+        Action::RestorePostgresPitr { source } => restore_postgres(ctx, st, source, rep).await,
+        Action::RestoreMongo { source } => Err(Error::NotSupported(format!(
             "drill step `{}` ({}) for source `{source}`: the engine's restore is not merged into this build",
             st.name,
             st.action.kind()
@@ -663,7 +677,17 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             }
             Ok(format!("{n} keys (at least {min} expected)"))
         }
-        Action::Sql { source, .. } | Action::MongoCount { source, .. } => Err(Error::NotSupported(format!(
+        Action::Sql { source, query, min } => {
+            let conn = server_uri(ctx, st, source)?;
+            let v = super::scratch_pg::query_i64(&conn, query).await?;
+            if v < *min {
+                return Err(Error::Invalid(format!(
+                    "restored PostgreSQL of `{source}`: `{query}` returned {v}, less than the {min} expected"
+                )));
+            }
+            Ok(format!("`{query}` = {v} (at least {min} expected)"))
+        }
+        Action::MongoCount { source, .. } => Err(Error::NotSupported(format!(
             "check `{}` ({}) on source `{source}`: the engine is not merged into this build",
             st.name,
             st.action.kind()
@@ -682,9 +706,13 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             let r = restored_of(ctx, source)?;
             let out = match r.manifest.engine.as_str() {
                 "command" => checks::command_recovered_point(&r.manifest),
-                "redis" => {
+                "redis" | "postgres" => {
                     let uri = server_uri(ctx, st, source)?;
-                    let rec = super::canary::read_redis(&uri).await?;
+                    let rec = if r.manifest.engine == "redis" {
+                        super::canary::read_redis(&uri).await?
+                    } else {
+                        super::canary::read_postgres(&uri).await?
+                    };
                     checks::CheckOutcome {
                         detail: format!(
                             "newest canary in the restored data: {} (backup {} recorded {})",
@@ -796,6 +824,91 @@ async fn restore_redis(
     Ok(format!(
         "restored backup {} from target `{}` ({bytes} bytes) into {shown}",
         m.id, pb.target
+    ))
+}
+
+/// PostgreSQL: base backup + WAL up to the target into a scratch directory,
+/// started on a free port until it promotes (drill); into the endpoint
+/// directory, ready to start (incident).
+async fn restore_postgres(
+    ctx: &Ctx<'_>,
+    st: &Step,
+    source: &str,
+    rep: &mut StepReport,
+) -> Result<String, Error> {
+    let pb = planned_backup(ctx, st)?;
+    let cat = ctx.env.catalog(&pb.target).await?;
+    let m = cat.find(&pb.id).await?;
+    let cfg = ctx
+        .env
+        .source_config(source)?
+        .postgres
+        .clone()
+        .ok_or_else(|| Error::Invalid(format!("source `{source}` is not a postgres source")))?;
+    rep.from_target = Some(pb.target.clone());
+    let dir = match ctx.opts.kind {
+        RunKind::Drill => ctx
+            .scratch
+            .as_ref()
+            .expect("drills have a scratch dir")
+            .join(source)
+            .join("pgdata"),
+        RunKind::Incident => PathBuf::from(&ctx.opts.endpoints[source]),
+    };
+    let req = crate::source::RestoreRequest {
+        to_dir: Some(dir.clone()),
+        target_time: ctx.plan.target_time,
+        latest: ctx.plan.target_time.is_none(),
+        replace: true,
+        yes: true,
+        ..Default::default()
+    };
+    let out = crate::source::postgres::restore::restore(
+        ctx.env,
+        &cat,
+        source,
+        Some(&m),
+        &req,
+        ctx.progress,
+    )
+    .await?;
+    rep.raw_bytes = Some(out.raw_bytes);
+    rep.backup_id = Some(out.id.clone());
+    let base = cat.find(&out.id).await.unwrap_or(m);
+    let target = ctx
+        .plan
+        .target_time
+        .map(|t| format!("time {}", t.to_rfc3339()))
+        .unwrap_or_else(|| "the end of the archive".into());
+    let (uri, into) = match ctx.opts.kind {
+        RunKind::Drill => {
+            let pg = super::scratch_pg::ScratchPg::start(&cfg, &dir).await?;
+            let conn = pg.conn_string(&cfg);
+            let shown = format!(
+                "scratch PostgreSQL 127.0.0.1:{} ({})",
+                pg.port,
+                dir.display()
+            );
+            ctx.pg_servers.lock().expect("lock").push(pg);
+            (Some(conn), shown)
+        }
+        RunKind::Incident => (None, dir.display().to_string()),
+    };
+    rep.into = Some(into.clone());
+    ctx.restored.lock().expect("lock").insert(
+        source.to_string(),
+        Restored {
+            manifest: base.clone(),
+            target: pb.target.clone(),
+            into: into.clone(),
+            path: None,
+            uri,
+            recovered: None,
+        },
+    );
+    Ok(format!(
+        "restored base backup {} from target `{}` ({} bytes) and replayed WAL to {target} into {into}",
+        base.id, pb.target, out.raw_bytes
     ))
 }
 
