@@ -58,6 +58,7 @@ pub async fn restore(
             )
             .await
         }
+        "mongo" => crate::source::mongo::restore(env, catalog, m, req, progress).await,
         other => Err(Error::NotSupported(format!(
             "restoring `{other}` backups into a server"
         ))),

@@ -330,7 +330,7 @@ pub struct SourceConfig {
     pub command: Option<crate::source::command::CommandConfig>,
     /// Settings of a `mongo` source.
     #[serde(default)]
-    pub mongo: Option<toml::Table>,
+    pub mongo: Option<crate::source::mongo::MongoConfig>,
     /// Settings of a `redis` source.
     #[serde(default)]
     pub redis: Option<crate::source::redis::RedisConfig>,
@@ -492,6 +492,10 @@ impl Policy {
             if let Some(r) = &s.redis {
                 r.validate()
                     .map_err(|m| self.err(text, &format!("{f}.redis"), m))?;
+            }
+            if let Some(m) = &s.mongo {
+                m.validate()
+                    .map_err(|(field, msg)| self.err(text, &format!("{f}.mongo.{field}"), msg))?;
             }
             if let Some(c) = &s.command {
                 if c.argv.is_empty() {

@@ -178,10 +178,14 @@ pub fn open_source(
                 .map_err(|m| crate::Error::Invalid(format!("[sources.{name}.postgres]: {m}")))?;
             Ok(Box::new(postgres::base::BaseBackupSource::new(name, c)))
         }
-        other => Err(crate::Error::NotSupported(format!(
-            "backups of `{}` sources (source `{name}`)",
-            other.as_str()
-        ))),
+        Engine::Mongo => {
+            let c = cfg.mongo.clone().ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "source `{name}` has no [sources.{name}.mongo] table"
+                ))
+            })?;
+            Ok(Box::new(mongo::MongoSource::new(name, c)))
+        }
     }
 }
 
@@ -210,9 +214,11 @@ pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), 
                 .probe()
                 .await?)
         }
-        other => Err(crate::Error::NotSupported(format!(
-            "connection checks of `{}` sources",
-            other.as_str()
-        ))),
+        Engine::Mongo => {
+            let c = cfg.mongo.as_ref().ok_or_else(|| {
+                crate::Error::Invalid(format!("source `{name}` has no mongo settings"))
+            })?;
+            mongo::probe(name, c).await
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 mod cli;
 mod drill;
+mod mongo;
 mod postgres;
 mod redis;
 mod support;

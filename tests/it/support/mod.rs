@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod mongo;
 pub mod postgres;
 
 use std::net::TcpListener;

@@ -1,0 +1,2 @@
+//! `mongodb::bson` without the driver (for the fuzz build only).
+pub use bson;

@@ -1,0 +1,221 @@
+//! Settings of a `mongo` source (`[sources.NAME.mongo]` in a policy).
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::policy::{ByteSize, SecretRef};
+
+/// Settings of a `mongo` source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoConfig {
+    /// Connection string (`mongodb://user:pass@host1,host2/?replicaSet=rs0`), always a
+    /// secret reference: `{ env = "MONGO_URI" }` or `{ file = "/secrets/mongo-uri" }`.
+    pub uri: SecretRef,
+    /// Which member to read from: `primary`, `primary_preferred`, `secondary`
+    /// (default: keeps the dump's load off the primary), `secondary_preferred`, `nearest`.
+    #[serde(default)]
+    pub read_preference: ReadPreferenceMode,
+    /// Namespaces to dump, as `db.collection` patterns where `*` matches anything
+    /// (`"readings.*"`, `"*.predictions"`). Empty: every database but `local` and `config`.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Namespaces to leave out, same patterns; applied after `include`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Collections dumped (and restored) at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: NonZeroUsize,
+    /// Documents per cursor batch (`find` and `getMore` `batchSize`).
+    #[serde(default = "default_batch_docs")]
+    pub batch_docs: u32,
+    /// Bytes of documents collected before a segment is written to the archive;
+    /// dump memory is about `concurrency × 2 × segment_bytes` plus the driver's batches.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: ByteSize,
+    /// Documents per `insertMany` on restore.
+    #[serde(default = "default_insert_docs")]
+    pub insert_batch_docs: usize,
+    /// Bytes per `insertMany` on restore (a batch is sent at whichever limit comes first).
+    #[serde(default = "default_insert_bytes")]
+    pub insert_batch_bytes: ByteSize,
+    /// Capture the oplog during the dump on a replica set (`mongodump --oplog`), giving one
+    /// consistency point. Ignored (and recorded as `oplog: false`) on a standalone server.
+    #[serde(default = "yes")]
+    pub oplog: bool,
+    /// TLS settings; unset: as the URI says (`tls=true` there enables TLS with system roots).
+    #[serde(default)]
+    pub tls: Option<MongoTls>,
+    /// Seconds to wait for a server to be selected and to connect.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+}
+
+/// TLS settings of a `mongo` source.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoTls {
+    /// PEM file of the CA that signed the server certificates (a mounted secret or config map).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM file holding the client certificate and its key, for x.509 authentication.
+    #[serde(default)]
+    pub cert_key_file: Option<PathBuf>,
+    /// Accept any server certificate. Only for tests: it disables server authentication.
+    #[serde(default)]
+    pub allow_invalid_certificates: bool,
+}
+
+/// Read preference mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadPreferenceMode {
+    /// Only the primary.
+    Primary,
+    /// The primary, a secondary if there is none.
+    PrimaryPreferred,
+    /// Only secondaries.
+    #[default]
+    Secondary,
+    /// A secondary, the primary if there is none.
+    SecondaryPreferred,
+    /// The member with the lowest latency.
+    Nearest,
+}
+
+fn default_concurrency() -> NonZeroUsize {
+    NonZeroUsize::new(4).expect("4 > 0")
+}
+fn default_batch_docs() -> u32 {
+    1000
+}
+fn default_segment_bytes() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_insert_docs() -> usize {
+    1000
+}
+fn default_insert_bytes() -> ByteSize {
+    ByteSize(8 << 20)
+}
+fn yes() -> bool {
+    true
+}
+fn default_connect_timeout() -> u64 {
+    30
+}
+
+impl MongoConfig {
+    /// A configuration with every default and this URI (tests, tools).
+    pub fn with_uri(uri: SecretRef) -> Self {
+        MongoConfig {
+            uri,
+            read_preference: ReadPreferenceMode::default(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            concurrency: default_concurrency(),
+            batch_docs: default_batch_docs(),
+            segment_bytes: default_segment_bytes(),
+            insert_batch_docs: default_insert_docs(),
+            insert_batch_bytes: default_insert_bytes(),
+            oplog: true,
+            tls: None,
+            connect_timeout_secs: default_connect_timeout(),
+        }
+    }
+
+    /// Checks values serde cannot; the message names the field.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.batch_docs == 0 {
+            return Err(("batch_docs", "must be at least 1".into()));
+        }
+        if self.insert_batch_docs == 0 {
+            return Err(("insert_batch_docs", "must be at least 1".into()));
+        }
+        if !(4096..=(256 << 20)).contains(&self.segment_bytes.0) {
+            return Err(("segment_bytes", "must be between 4KiB and 256MiB".into()));
+        }
+        if !(4096..=(48 << 20)).contains(&self.insert_batch_bytes.0) {
+            return Err((
+                "insert_batch_bytes",
+                "must be between 4KiB and 48MiB (the server's message limit)".into(),
+            ));
+        }
+        for p in self.include.iter().chain(&self.exclude) {
+            if !p.contains('.') {
+                return Err((
+                    "include",
+                    format!(
+                        "`{p}` is not a `db.collection` pattern (use `db.*` for a whole database)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the namespace `db.coll` is selected by `include` / `exclude`.
+    pub fn selects(&self, ns: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| glob(p, ns)))
+            && !self.exclude.iter().any(|p| glob(p, ns))
+    }
+}
+
+/// `*`-only glob matching over the whole text.
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[rstest::rstest]
+    #[case("*", "a.b", true)]
+    #[case("a.*", "a.b", true)]
+    #[case("a.*", "ab.c", false)]
+    #[case("*.b", "x.b", true)]
+    #[case("a.b", "a.b", true)]
+    #[case("a.b", "a.bc", false)]
+    #[case("a.*x*", "a.yxz", true)]
+    #[case("a*a", "a", false)]
+    fn globs(#[case] p: &str, #[case] t: &str, #[case] want: bool) {
+        assert_eq!(glob(p, t), want);
+    }
+
+    #[test]
+    fn parses_with_defaults_and_rejects_inline_uri_and_unknown_fields() {
+        let c: MongoConfig = toml::from_str(r#"uri = { env = "MONGO_URI" }"#).unwrap();
+        assert_eq!(c.read_preference, ReadPreferenceMode::Secondary);
+        assert_eq!(c.concurrency.get(), 4);
+        assert!(c.oplog);
+        c.validate().unwrap();
+        assert!(toml::from_str::<MongoConfig>(r#"uri = "mongodb://u:p@h""#).is_err());
+        assert!(toml::from_str::<MongoConfig>("uri = { env = \"X\" }\nbogus = 1").is_err());
+        let c: MongoConfig = toml::from_str(
+            "uri = { file = \"/s\" }\ninclude = [\"readings.*\"]\nexclude = [\"readings.tmp_*\"]\nread_preference = \"primary\"\n[tls]\nca_file = \"/ca.pem\"",
+        )
+        .unwrap();
+        assert!(c.selects("readings.glucose"));
+        assert!(!c.selects("readings.tmp_1"));
+        assert!(!c.selects("other.x"));
+        assert_eq!(c.tls.unwrap().ca_file.unwrap(), PathBuf::from("/ca.pem"));
+    }
+}

@@ -1,0 +1,807 @@
+//! Restore: an archive stream back into a server, and deep verification.
+//!
+//! The archive is parsed on a blocking thread ([`ArchiveReader`] over the
+//! decoded stream) into batches of at most `insert_batch_docs` documents /
+//! `insert_batch_bytes`, sent over a bounded channel; at most `concurrency`
+//! unordered `insertMany` calls run at once, across collections. Indexes are
+//! built after the data, views created last, then the captured oplog is
+//! replayed (one `applyOps` per entry, `ui` stripped) up to the recorded point.
+//! Memory: `2 × concurrency × insert_batch_bytes` plus the pipeline's bound.
+//! A target collection that holds documents is refused unless `drop` is set.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
+use mongodb::Client;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::io::SyncIoBridge;
+
+use super::archive::{ArchiveError, ArchiveReader, CollectionMeta, Event, Metadata, Namespace};
+use super::digest::ContentDigest;
+use super::dump::DumpDetails;
+use super::{connect, read_uri, MongoConfig, ReadPreferenceMode};
+use crate::catalog::{Catalog, Manifest};
+use crate::error::{Error, Result};
+use crate::job::{Env, Progress, RestoreOutcome};
+use crate::pipeline::PipelineError;
+use crate::policy::SecretRef;
+use crate::source::{RestoreRequest, SourceError};
+use crate::storage::BoxRead;
+
+/// How to restore an archive.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Rename namespaces matching this pattern (`db.*`, one `*` at most)…
+    pub ns_from: Option<String>,
+    /// …to this one (`drill_db.*`).
+    pub ns_to: Option<String>,
+    /// Drop target collections that hold documents instead of refusing.
+    pub drop: bool,
+    /// Replay the captured oplog (if the archive has one).
+    pub oplog_replay: bool,
+    /// Apply only oplog entries strictly before this timestamp (`--oplogLimit`).
+    pub oplog_limit: Option<Timestamp>,
+    /// Insert calls in flight at once.
+    pub concurrency: usize,
+    /// Documents per `insertMany`.
+    pub insert_batch_docs: usize,
+    /// Bytes per `insertMany`.
+    pub insert_batch_bytes: usize,
+}
+
+impl RestoreOptions {
+    /// Options from a source's settings (batch sizes, concurrency) and nothing renamed.
+    pub fn from_config(cfg: &MongoConfig) -> Self {
+        RestoreOptions {
+            ns_from: None,
+            ns_to: None,
+            drop: false,
+            oplog_replay: true,
+            oplog_limit: None,
+            concurrency: cfg.concurrency.get(),
+            insert_batch_docs: cfg.insert_batch_docs,
+            insert_batch_bytes: cfg.insert_batch_bytes.0 as usize,
+        }
+    }
+}
+
+/// What a restore wrote.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RestoreSummary {
+    /// Archive namespace → (target namespace, documents inserted).
+    pub collections: BTreeMap<String, (String, u64)>,
+    /// Namespaces in the archive that were not restored (users, roles, system collections).
+    pub skipped: Vec<String>,
+    /// Indexes created (the `_id` index excluded).
+    pub indexes_built: u64,
+    /// Views created.
+    pub views_created: u64,
+    /// Oplog entries applied.
+    pub oplog_applied: u64,
+}
+
+fn rerr(name: &str, message: impl Into<String>, e: Option<mongodb::error::Error>) -> SourceError {
+    SourceError::Restore {
+        source_name: name.to_string(),
+        message: message.into(),
+        cause: e.map(|e| Box::new(e) as _),
+    }
+}
+
+/// Renames `ns` by `from` → `to` (`*` captures any text); unmatched namespaces stay.
+pub(crate) fn rename(from: Option<&str>, to: Option<&str>, ns: &str) -> String {
+    let (Some(from), Some(to)) = (from, to) else {
+        return ns.to_string();
+    };
+    match from.split_once('*') {
+        None if from == ns => to.to_string(),
+        None => ns.to_string(),
+        Some((pre, post)) => {
+            if ns.len() >= pre.len() + post.len() && ns.starts_with(pre) && ns.ends_with(post) {
+                let mid = &ns[pre.len()..ns.len() - post.len()];
+                to.replacen('*', mid, 1)
+            } else {
+                ns.to_string()
+            }
+        }
+    }
+}
+
+fn split_ns(ns: &str) -> Namespace {
+    match ns.split_once('.') {
+        Some((d, c)) => Namespace::new(d, c),
+        None => Namespace::new(ns, ""),
+    }
+}
+
+enum Msg {
+    Start(Vec<CollectionMeta>, Vec<Metadata>),
+    Batch(Namespace, Vec<RawDocumentBuf>),
+    End,
+}
+
+/// Parses the archive on the current (blocking) thread into batches.
+fn parse(
+    reader: BoxRead,
+    tx: mpsc::Sender<Msg>,
+    docs_max: usize,
+    bytes_max: usize,
+) -> std::result::Result<(), ArchiveError> {
+    let mut rd = ArchiveReader::open(SyncIoBridge::new(reader))?;
+    if tx
+        .blocking_send(Msg::Start(rd.prelude().to_vec(), rd.metadata().to_vec()))
+        .is_err()
+    {
+        return Ok(());
+    }
+    let mut pending: Option<(Namespace, Vec<RawDocumentBuf>, usize)> = None;
+    let flush = |p: &mut Option<(Namespace, Vec<RawDocumentBuf>, usize)>| -> bool {
+        match p.take() {
+            Some((ns, docs, _)) if !docs.is_empty() => {
+                tx.blocking_send(Msg::Batch(ns, docs)).is_ok()
+            }
+            _ => true,
+        }
+    };
+    while let Some(ev) = rd.next_event()? {
+        let ok = match ev {
+            Event::Doc { ns, doc } => {
+                let mut ok = true;
+                if pending.as_ref().is_some_and(|(p, _, _)| *p != ns) {
+                    ok = flush(&mut pending);
+                }
+                let p = pending.get_or_insert_with(|| (ns, Vec::new(), 0));
+                p.2 += doc.as_bytes().len();
+                p.1.push(doc);
+                if p.1.len() >= docs_max || p.2 >= bytes_max {
+                    ok = ok && flush(&mut pending);
+                }
+                ok
+            }
+            Event::End { .. } => flush(&mut pending) && tx.blocking_send(Msg::End).is_ok(),
+        };
+        if !ok {
+            return Ok(()); // the restore side stopped; it reports why
+        }
+    }
+    flush(&mut pending);
+    Ok(())
+}
+
+struct Target {
+    ns: Namespace,
+    meta: Metadata,
+}
+
+/// Restores the archive read from `reader` into `client`'s server.
+pub async fn restore_archive(
+    name: &str,
+    client: &Client,
+    reader: BoxRead,
+    opts: &RestoreOptions,
+) -> std::result::Result<RestoreSummary, SourceError> {
+    let concurrency = opts.concurrency.max(1);
+    let (tx, mut rx) = mpsc::channel::<Msg>(concurrency);
+    let (docs_max, bytes_max) = (
+        opts.insert_batch_docs.max(1),
+        opts.insert_batch_bytes.max(1),
+    );
+    let parser = tokio::task::spawn_blocking(move || parse(reader, tx, docs_max, bytes_max));
+    let result = restore_messages(name, client, &mut rx, opts, concurrency).await;
+    drop(rx);
+    let parsed = parser
+        .await
+        .map_err(|e| rerr(name, format!("the archive parser failed: {e}"), None))?;
+    match (result, parsed) {
+        // A damaged archive explains any failure that follows from it.
+        (_, Err(e)) => Err(SourceError::Format {
+            source_name: name.to_string(),
+            message: e.to_string(),
+        }),
+        (r, Ok(())) => r,
+    }
+}
+
+async fn restore_messages(
+    name: &str,
+    client: &Client,
+    rx: &mut mpsc::Receiver<Msg>,
+    opts: &RestoreOptions,
+    concurrency: usize,
+) -> std::result::Result<RestoreSummary, SourceError> {
+    let Some(Msg::Start(prelude, metadata)) = rx.recv().await else {
+        return Err(rerr(name, "the archive ended before its prelude", None));
+    };
+    let mut summary = RestoreSummary::default();
+    // Archive data namespace → where it goes.
+    let mut targets: HashMap<Namespace, Target> = HashMap::new();
+    let mut views = Vec::new();
+    let mut has_oplog = false;
+    for (m, md) in prelude.iter().zip(metadata) {
+        if m.ns.is_oplog() {
+            has_oplog = true;
+            continue;
+        }
+        if m.ns.db == "admin"
+            || (m.ns.collection.starts_with("system.") && m.ns.collection != "system.js")
+        {
+            summary.skipped.push(m.ns.to_string());
+            continue;
+        }
+        let to = split_ns(&rename(
+            opts.ns_from.as_deref(),
+            opts.ns_to.as_deref(),
+            &m.ns.to_string(),
+        ));
+        let kind = md
+            .kind
+            .clone()
+            .or_else(|| m.kind.clone())
+            .unwrap_or_else(|| "collection".into());
+        let data_ns = if kind == "timeseries" {
+            Namespace::new(&m.ns.db, format!("system.buckets.{}", m.ns.collection))
+        } else {
+            m.ns.clone()
+        };
+        if kind == "view" {
+            views.push((to, md));
+            continue;
+        }
+        let db = client.database(&to.db);
+        let coll = db.collection::<RawDocumentBuf>(&to.collection);
+        let nonempty = coll
+            .find_one(doc! {})
+            .await
+            .map_err(|e| rerr(name, format!("cannot read target `{to}`"), Some(e)))?
+            .is_some();
+        if nonempty {
+            if !opts.drop {
+                return Err(rerr(
+                    name,
+                    format!("target collection `{to}` is not empty; refusing to write into it (pass --drop to replace it, or --ns-to to restore elsewhere)"),
+                    None,
+                ));
+            }
+            coll.drop()
+                .await
+                .map_err(|e| rerr(name, format!("cannot drop `{to}`"), Some(e)))?;
+        }
+        if !md.options.is_empty() {
+            let mut cmd = doc! {"create": &to.collection};
+            cmd.extend(md.options.clone());
+            if let Err(e) = db.run_command(cmd).await {
+                tracing::warn!(event = "mongo_create_failed", ns = %to, error = %e);
+            }
+        }
+        targets.insert(data_ns, Target { ns: to, meta: md });
+    }
+    let _ = has_oplog;
+
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let mut inserts: JoinSet<std::result::Result<(), SourceError>> = JoinSet::new();
+    let mut counts: HashMap<Namespace, u64> = HashMap::new();
+    let mut post_data_done = false;
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Start(..) => return Err(rerr(name, "a second prelude in the archive", None)),
+            Msg::End => {}
+            Msg::Batch(ns, docs) if ns.is_oplog() => {
+                if !opts.oplog_replay {
+                    continue;
+                }
+                if !post_data_done {
+                    finish_inserts(&mut inserts).await?;
+                    build_indexes(name, client, &targets, &mut summary).await?;
+                    post_data_done = true;
+                }
+                for d in docs {
+                    if apply_oplog_entry(name, client, &d, opts, &targets).await? {
+                        summary.oplog_applied += 1;
+                    }
+                }
+            }
+            Msg::Batch(ns, docs) => {
+                let Some(t) = targets.get(&ns) else {
+                    if !summary.skipped.contains(&ns.to_string()) {
+                        summary.skipped.push(ns.to_string());
+                    }
+                    continue;
+                };
+                if post_data_done {
+                    return Err(rerr(
+                        name,
+                        format!("data of `{ns}` after the oplog in the archive; not supported"),
+                        None,
+                    ));
+                }
+                *counts.entry(ns.clone()).or_default() += docs.len() as u64;
+                let permit = sem.clone().acquire_owned().await.expect("semaphore open");
+                while let Some(r) = inserts.try_join_next() {
+                    joined(r)?;
+                }
+                let coll = client
+                    .database(&t.ns.db)
+                    .collection::<RawDocumentBuf>(&t.ns.collection);
+                let (to, name) = (t.ns.clone(), name.to_string());
+                inserts.spawn(async move {
+                    let n = docs.len();
+                    let r = coll.insert_many(&docs).ordered(false).await;
+                    drop(permit);
+                    r.map(|_| ()).map_err(|e| {
+                        rerr(
+                            &name,
+                            format!("inserting {n} documents into `{to}` failed"),
+                            Some(e),
+                        )
+                    })
+                });
+            }
+        }
+    }
+    finish_inserts(&mut inserts).await?;
+    if !post_data_done {
+        build_indexes(name, client, &targets, &mut summary).await?;
+    }
+    for (to, md) in views {
+        let mut cmd = doc! {"create": &to.collection};
+        cmd.extend(md.options.clone());
+        client
+            .database(&to.db)
+            .run_command(cmd)
+            .await
+            .map_err(|e| rerr(name, format!("creating view `{to}` failed"), Some(e)))?;
+        summary.views_created += 1;
+    }
+    for (ns, t) in &targets {
+        summary.collections.insert(
+            ns.to_string(),
+            (t.ns.to_string(), counts.get(ns).copied().unwrap_or(0)),
+        );
+    }
+    Ok(summary)
+}
+
+fn joined(
+    r: std::result::Result<std::result::Result<(), SourceError>, tokio::task::JoinError>,
+) -> std::result::Result<(), SourceError> {
+    r.map_err(|e| SourceError::Restore {
+        source_name: String::new(),
+        message: format!("an insert task failed: {e}"),
+        cause: None,
+    })?
+}
+
+async fn finish_inserts(
+    set: &mut JoinSet<std::result::Result<(), SourceError>>,
+) -> std::result::Result<(), SourceError> {
+    while let Some(r) = set.join_next().await {
+        joined(r)?;
+    }
+    Ok(())
+}
+
+async fn build_indexes(
+    name: &str,
+    client: &Client,
+    targets: &HashMap<Namespace, Target>,
+    summary: &mut RestoreSummary,
+) -> std::result::Result<(), SourceError> {
+    for t in targets.values() {
+        let specs: Vec<Bson> = t
+            .meta
+            .indexes
+            .iter()
+            .filter(|i| i.get_str("name").ok() != Some("_id_"))
+            .map(|i| {
+                let mut i = i.clone();
+                i.remove("ns");
+                Bson::Document(i)
+            })
+            .collect();
+        if specs.is_empty() {
+            continue;
+        }
+        let n = specs.len() as u64;
+        client
+            .database(&t.ns.db)
+            .run_command(doc! {"createIndexes": &t.ns.collection, "indexes": specs})
+            .await
+            .map_err(|e| {
+                rerr(
+                    name,
+                    format!("building the indexes of `{}` failed", t.ns),
+                    Some(e),
+                )
+            })?;
+        summary.indexes_built += n;
+    }
+    Ok(())
+}
+
+/// Applies one captured oplog entry; `Ok(false)` when it is skipped.
+async fn apply_oplog_entry(
+    name: &str,
+    client: &Client,
+    raw: &RawDocumentBuf,
+    opts: &RestoreOptions,
+    targets: &HashMap<Namespace, Target>,
+) -> std::result::Result<bool, SourceError> {
+    let mut e: Document = raw.to_document().map_err(|err| {
+        rerr(
+            name,
+            format!("an oplog entry is not valid BSON: {err}"),
+            None,
+        )
+    })?;
+    if let (Some(limit), Ok(ts)) = (opts.oplog_limit, e.get_timestamp("ts")) {
+        if ts >= limit {
+            return Ok(false);
+        }
+    }
+    let op = e.get_str("op").unwrap_or("").to_string();
+    let ns = e.get_str("ns").unwrap_or("").to_string();
+    if op == "n" || ns.is_empty() {
+        return Ok(false);
+    }
+    let src = split_ns(&ns);
+    if op != "c" && !targets.contains_key(&src) {
+        return Ok(false);
+    }
+    // Commands only for databases being restored: never touch others on the target.
+    if op == "c" && !targets.keys().any(|t| t.db == src.db) {
+        return Ok(false);
+    }
+    let renaming = opts.ns_from.is_some() && opts.ns_to.is_some();
+    if renaming
+        && e.get_document("o")
+            .is_ok_and(|o| o.contains_key("applyOps"))
+    {
+        return Err(rerr(
+            name,
+            format!("the captured oplog holds a transaction (applyOps) on `{ns}`; replaying it into renamed namespaces is not supported: restore without --ns-from/--ns-to, or with --target-time before it"),
+            None,
+        ));
+    }
+    e.remove("ui");
+    e.insert(
+        "ns",
+        rename(opts.ns_from.as_deref(), opts.ns_to.as_deref(), &ns),
+    );
+    client
+        .database("admin")
+        .run_command(doc! {"applyOps": [Bson::Document(e)]})
+        .await
+        .map_err(|err| {
+            rerr(
+                name,
+                format!("replaying an oplog entry on `{ns}` failed"),
+                Some(err),
+            )
+        })?;
+    Ok(true)
+}
+
+/// The MongoDB settings and URI a restore of `m` uses.
+fn restore_target(
+    env: &Env,
+    m: &Manifest,
+    to_uri: Option<&str>,
+) -> Result<(MongoConfig, crate::policy::Secret)> {
+    let cfg = env
+        .policy
+        .sources
+        .get(&m.source)
+        .and_then(|s| s.mongo.clone());
+    let uri = match (to_uri, &cfg) {
+        (Some(u), _) => crate::policy::Secret::new(u),
+        (None, Some(c)) => read_uri(&m.source, c)?,
+        (None, None) => {
+            return Err(Error::Invalid(format!(
+                "source `{}` is not a mongo source in this policy: pass --to URI",
+                m.source
+            )))
+        }
+    };
+    let mut cfg =
+        cfg.unwrap_or_else(|| MongoConfig::with_uri(SecretRef::Env("GSDR_UNUSED".into())));
+    cfg.read_preference = ReadPreferenceMode::Primary;
+    Ok((cfg, uri))
+}
+
+/// Restores a Mongo backup into a server (`gsdr restore --to URI`, `--ns-from/--ns-to`, `--drop`).
+pub async fn restore(
+    env: &Env,
+    catalog: &Catalog,
+    m: &Manifest,
+    req: &RestoreRequest,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
+    if req.to_dir.is_some() || req.target_lsn.is_some() {
+        return Err(Error::Invalid(
+            "a mongo restore takes --to URI (or the source's URI), --ns-from/--ns-to, --drop and --target-time; not a directory or an LSN".into(),
+        ));
+    }
+    if req.ns_from.is_some() != req.ns_to.is_some() {
+        return Err(Error::Invalid(
+            "pass both --ns-from and --ns-to, or neither".into(),
+        ));
+    }
+    let (cfg, uri) = restore_target(env, m, req.to_uri.as_deref())?;
+    let mut opts = RestoreOptions::from_config(&cfg);
+    opts.ns_from = req.ns_from.clone();
+    opts.ns_to = req.ns_to.clone();
+    opts.drop = req.replace;
+    opts.oplog_limit = req.target_time.map(|t| Timestamp {
+        time: t.timestamp().clamp(0, u32::MAX as i64) as u32,
+        increment: 0,
+    });
+    let start = Instant::now();
+    let client = connect(&m.source, uri.expose(), &cfg).await?;
+    let (summary, raw_bytes) = run_restore(env, catalog, m, &client, &opts, progress).await?;
+    let destination = mongodb::options::ClientOptions::parse(uri.expose())
+        .await
+        .map(|o| format!("mongodb://{}", super::hosts_of(&o)))
+        .unwrap_or_else(|_| "mongodb".into());
+    tracing::info!(event = "mongo_restore_finished", id = %m.id, namespaces = summary.collections.len(), oplog_applied = summary.oplog_applied);
+    Ok(RestoreOutcome {
+        id: m.id.clone(),
+        source: m.source.clone(),
+        destination,
+        raw_bytes,
+        duration_secs: start.elapsed().as_secs_f64(),
+        details: serde_json::to_value(&summary).expect("summary serialises"),
+    })
+}
+
+async fn run_restore(
+    env: &Env,
+    catalog: &Catalog,
+    m: &Manifest,
+    client: &Client,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<(RestoreSummary, u64)> {
+    let decoded = env.open_backup(catalog, m).await?;
+    progress.start(&format!("restore {}", m.id), Some(m.raw_bytes));
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = CountingRead {
+        inner: decoded.reader,
+        count: counter.clone(),
+    };
+    let fut = restore_archive(&m.source, client, Box::pin(reader), opts);
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    let r = loop {
+        tokio::select! {
+            r = &mut fut => break r,
+            _ = tick.tick() => progress.advance(counter.swap(0, std::sync::atomic::Ordering::Relaxed)),
+        }
+    };
+    progress.advance(counter.swap(0, std::sync::atomic::Ordering::Relaxed));
+    progress.finish();
+    let stats = decoded.stats.await.map_err(|e| PipelineError::Io {
+        stage: "pipeline thread",
+        source: std::io::Error::other(e),
+    })?;
+    match (r, stats) {
+        // We stopped reading because the restore failed: its error is the cause.
+        (Err(e), Err(PipelineError::Closed(_))) => Err(e.into()),
+        (_, Err(e)) => Err(e.into()),
+        (Err(e), Ok(_)) => Err(e.into()),
+        (Ok(s), Ok(st)) => Ok((s, st.raw_bytes)),
+    }
+}
+
+/// Counts the bytes read (the parser runs on another thread; progress is
+/// reported from the async side).
+struct CountingRead {
+    inner: BoxRead,
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl tokio::io::AsyncRead for CountingRead {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = self.inner.as_mut().poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        self.count
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+}
+
+/// One namespace compared by [`verify_deep`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NsCheck {
+    /// Namespace in the backup.
+    pub ns: String,
+    /// Where it was restored for the check.
+    pub restored_as: String,
+    /// Count in the manifest.
+    pub expected_count: u64,
+    /// Count read back.
+    pub actual_count: u64,
+    /// Digest in the manifest.
+    pub expected_digest: String,
+    /// Digest read back.
+    pub actual_digest: String,
+    /// Both match.
+    pub ok: bool,
+}
+
+/// Outcome of [`verify_deep`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeepVerifyReport {
+    /// Backup id.
+    pub id: String,
+    /// Every namespace matched.
+    pub ok: bool,
+    /// Scratch databases used (dropped afterwards).
+    pub scratch_databases: Vec<String>,
+    /// Per namespace.
+    pub collections: Vec<NsCheck>,
+    /// Namespaces not restored (users, roles, system collections).
+    pub skipped: Vec<String>,
+    /// Seconds taken.
+    pub duration_secs: f64,
+    /// What failed, if anything.
+    pub error: Option<String>,
+}
+
+/// Reads a collection back and digests it.
+pub(crate) async fn digest_collection(
+    client: &Client,
+    ns: &Namespace,
+) -> std::result::Result<ContentDigest, mongodb::error::Error> {
+    let mut cur = client
+        .database(&ns.db)
+        .collection::<RawDocumentBuf>(&ns.collection)
+        .find(doc! {})
+        .await?;
+    let mut d = ContentDigest::default();
+    while cur.advance().await? {
+        d.add(cur.current().as_bytes());
+    }
+    Ok(d)
+}
+
+/// `gsdr verify ID --deep --scratch URI`: restores `m` into scratch databases
+/// (`gsdrv_<random>_<db>`) on `scratch_uri`, without oplog replay, compares every
+/// collection's count and content digest with the manifest, then drops them.
+/// `Ok` with `ok: false` when the data differs; `Err` when the check could not run.
+pub async fn verify_deep(
+    env: &Env,
+    catalog: &Catalog,
+    m: &Manifest,
+    scratch_uri: &str,
+    progress: &dyn Progress,
+) -> Result<DeepVerifyReport> {
+    let start = Instant::now();
+    let details: DumpDetails = serde_json::from_value(m.consistency.details.clone()).map_err(|e| {
+        Error::Invalid(format!(
+            "backup `{}` has no Mongo dump details in its manifest ({e}); deep verification needs a mongo backup",
+            m.id
+        ))
+    })?;
+    let (cfg, _) = restore_target(env, m, Some(scratch_uri))?;
+    let prefix = format!("gsdrv_{:06x}_", rand::random::<u32>() & 0xff_ffff);
+    let mut opts = RestoreOptions::from_config(&cfg);
+    opts.ns_from = Some("*".into());
+    opts.ns_to = Some(format!("{prefix}*"));
+    opts.oplog_replay = false;
+    let client = connect(&m.source, scratch_uri, &cfg).await?;
+    let restored = run_restore(env, catalog, m, &client, &opts, progress).await;
+    let mut report = DeepVerifyReport {
+        id: m.id.clone(),
+        ok: false,
+        scratch_databases: Vec::new(),
+        collections: Vec::new(),
+        skipped: Vec::new(),
+        duration_secs: 0.0,
+        error: None,
+    };
+    let mut dbs = BTreeSet::new();
+    match restored {
+        Err(e @ Error::Pipeline(PipelineError::Key(_))) => return Err(e),
+        Err(e) => report.error = Some(e.to_string()),
+        Ok((summary, _)) => {
+            report.skipped = summary.skipped.clone();
+            let mut ok = true;
+            for (ns, expect) in &details.collections {
+                if expect.kind == "view" {
+                    continue;
+                }
+                let Some((to, _)) = summary.collections.get(ns) else {
+                    if !summary.skipped.contains(ns) {
+                        ok = false;
+                        report.collections.push(NsCheck {
+                            ns: ns.clone(),
+                            restored_as: String::new(),
+                            expected_count: expect.count,
+                            actual_count: 0,
+                            expected_digest: expect.digest.clone(),
+                            actual_digest: String::new(),
+                            ok: false,
+                        });
+                    }
+                    continue;
+                };
+                let to_ns = split_ns(to);
+                dbs.insert(to_ns.db.clone());
+                let got = digest_collection(&client, &to_ns)
+                    .await
+                    .map_err(|e| rerr(&m.source, format!("reading back `{to}` failed"), Some(e)))?;
+                let c = NsCheck {
+                    ns: ns.clone(),
+                    restored_as: to.clone(),
+                    expected_count: expect.count,
+                    actual_count: got.count,
+                    expected_digest: expect.digest.clone(),
+                    actual_digest: got.hex(),
+                    ok: got.count == expect.count && got.hex() == expect.digest,
+                };
+                ok &= c.ok;
+                report.collections.push(c);
+            }
+            report.ok = ok;
+            if !ok {
+                report.error =
+                    Some("restored data differs from the manifest's counts or digests".into());
+            }
+        }
+    }
+    // Scratch databases: every one named with our prefix.
+    if let Ok(names) = client.list_database_names().await {
+        dbs.extend(names.into_iter().filter(|n| n.starts_with(&prefix)));
+    }
+    for db in &dbs {
+        if let Err(e) = client.database(db).drop().await {
+            tracing::warn!(event = "mongo_scratch_drop_failed", db = %db, error = %e);
+        }
+    }
+    report.scratch_databases = dbs.into_iter().collect();
+    report.duration_secs = start.elapsed().as_secs_f64();
+    tracing::info!(event = "verify_deep_finished", id = %m.id, ok = report.ok);
+    Ok(report)
+}
+
+/// Lists a collection's indexes (for tests and tools).
+pub async fn list_indexes(
+    client: &Client,
+    ns: &Namespace,
+) -> mongodb::error::Result<Vec<Document>> {
+    client
+        .database(&ns.db)
+        .run_cursor_command(doc! {"listIndexes": &ns.collection})
+        .await?
+        .try_collect()
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[rstest::rstest]
+    #[case(Some("db.*"), Some("drill.*"), "db.c", "drill.c")]
+    #[case(Some("db.*"), Some("drill.*"), "other.c", "other.c")]
+    #[case(Some("*"), Some("p_*"), "db.c", "p_db.c")]
+    #[case(Some("a.b"), Some("c.d"), "a.b", "c.d")]
+    #[case(None, None, "a.b", "a.b")]
+    fn renames(
+        #[case] from: Option<&str>,
+        #[case] to: Option<&str>,
+        #[case] ns: &str,
+        #[case] want: &str,
+    ) {
+        assert_eq!(rename(from, to, ns), want);
+    }
+}

@@ -1,0 +1,528 @@
+//! MongoDB engine against a real nx-27017 (and, when `GSDR_TEST_MONGO_RS_URI`
+//! names it, the docker-compose replica set).
+//!
+//! nx-27017 keeps ObjectId, int32, large int64, double, string, datetime,
+//! binary subtype 0, bool, null, nested documents and arrays exactly: the data
+//! here uses those. Oplog capture/replay and mongorestore compatibility need a
+//! real `mongod` replica set: those tests are `#[ignore]`d with the command to run them.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use futures::TryStreamExt;
+use gsdr::catalog::Catalog;
+use gsdr::job::{Env, NoProgress};
+use gsdr::policy::Policy;
+use gsdr::source::mongo::{list_indexes, DumpDetails};
+use gsdr::source::RestoreRequest;
+use mongodb::bson::{doc, oid::ObjectId, Binary, Bson, DateTime, Document, RawDocumentBuf};
+
+use crate::support::mongo::{replica_set_uri, NxMongo};
+use crate::support::{tempdir, ChildGuard};
+
+/// A policy with one fs target and one mongo source `m` whose URI is in a file.
+struct Setup {
+    env: Env,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(uri: &str, extra: &str) -> Setup {
+    let dir = tempdir();
+    let id_file = dir.path().join("identity.txt");
+    let recipient = gsdr::pipeline::keys::keygen(&id_file).unwrap();
+    let uri_file = dir.path().join("mongo-uri");
+    std::fs::write(&uri_file, uri).unwrap();
+    let store = dir.path().join("store");
+    let text = format!(
+        r#"name = "t"
+[encryption]
+recipients = ["{recipient}"]
+identity_file = "{}"
+[targets.local]
+kind = "fs"
+path = "{}"
+[sources.m]
+kind = "mongo"
+[sources.m.mongo]
+uri = {{ file = "{}" }}
+read_preference = "primary"
+concurrency = 3
+connect_timeout_secs = 3
+{extra}
+"#,
+        id_file.display(),
+        store.display(),
+        uri_file.display()
+    );
+    let policy = Policy::parse(&text, Path::new("test.toml")).unwrap();
+    Setup {
+        env: Env::new(policy),
+        _dir: dir,
+    }
+}
+
+fn doc_of(i: i64, pad: usize) -> Document {
+    doc! {
+        "_id": ObjectId::new(),
+        "seq": i as i32,
+        "big": 5_000_000_000_i64 + i,
+        "mgdl": 80.5 + (i % 100) as f64,
+        "patient": format!("p{:05}", i % 977),
+        "at": DateTime::from_millis(1_700_000_000_000 + i * 1000),
+        "raw": Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: vec![(i % 251) as u8; 16] },
+        "ok": i % 2 == 0,
+        "none": Bson::Null,
+        "nested": { "a": [1, 2, { "b": "c" }], "s": "x".repeat(pad) },
+    }
+}
+
+async fn fill(client: &mongodb::Client, db: &str, coll: &str, n: i64, pad: usize) {
+    let c = client.database(db).collection::<Document>(coll);
+    let mut i = 0;
+    while i < n {
+        let batch: Vec<Document> = (i..(i + 5000).min(n)).map(|k| doc_of(k, pad)).collect();
+        c.insert_many(batch).await.unwrap();
+        i += 5000;
+    }
+}
+
+/// Every document of a collection, raw, sorted by its bytes (order-free comparison).
+async fn raw_docs(client: &mongodb::Client, db: &str, coll: &str) -> Vec<RawDocumentBuf> {
+    let mut v: Vec<RawDocumentBuf> = client
+        .database(db)
+        .collection::<RawDocumentBuf>(coll)
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    v.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    v
+}
+
+/// Index definitions without the names nx-27017 rewrites: (key, unique, ttl).
+async fn index_shapes(client: &mongodb::Client, db: &str, coll: &str) -> Vec<String> {
+    let ns = gsdr::source::mongo::archive::Namespace::new(db, coll);
+    let mut v: Vec<String> = list_indexes(client, &ns)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{} unique={:?} ttl={:?}",
+                i.get_document("key").unwrap(),
+                i.get_bool("unique").ok(),
+                i.get("expireAfterSeconds").map(|b| b.to_string())
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn only_manifest(env: &Env) -> (Catalog, gsdr::catalog::Manifest) {
+    let cat = env.catalog_for("m").await.unwrap();
+    let mut list = cat.list(Some("m")).await.unwrap();
+    assert_eq!(list.len(), 1);
+    (cat, list.remove(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_dump_and_restore_into_renamed_namespaces_is_byte_identical() {
+    let nx = NxMongo::start();
+    let client = nx.client().await;
+    // Several databases, 100k+ documents, ~1 MB documents, an empty collection, indexes.
+    let (fill_a, fill_b) = (
+        fill(&client, "readings", "glucose", 70_000, 0),
+        fill(&client, "ml", "predictions", 31_000, 0),
+    );
+    tokio::join!(fill_a, fill_b);
+    let models = client.database("ml").collection::<Document>("models");
+    let big: Vec<Document> = (0..4)
+        .map(|i| doc! {"_id": format!("model-{i}"), "weights": Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: vec![i as u8; 1_000_000] }})
+        .collect();
+    models.insert_many(big).await.unwrap();
+    client
+        .database("ml")
+        .create_collection("empty")
+        .await
+        .unwrap();
+    let glucose = client
+        .database("readings")
+        .collection::<Document>("glucose");
+    glucose
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! {"patient": 1, "seq": 1})
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .unique(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    glucose
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! {"at": 1})
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .expire_after(std::time::Duration::from_secs(86_400 * 365 * 50))
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+
+    let s = setup(&nx.uri(), "");
+    let out = gsdr::job::backup(&s.env, "m", &NoProgress).await.unwrap();
+    let m = out.manifest;
+    assert_eq!(m.engine, "mongo");
+    assert_eq!(m.kind, "full");
+    let details: DumpDetails = serde_json::from_value(m.consistency.details.clone()).unwrap();
+    assert!(
+        !details.oplog,
+        "nx-27017 is a standalone server without an oplog"
+    );
+    assert!(details.consistency.starts_with("fuzzy"));
+    assert_eq!(
+        m.consistency.consistency_time.map(|t| t <= m.finished_at),
+        Some(true)
+    );
+    assert_eq!(details.collections["readings.glucose"].count, 70_000);
+    assert_eq!(details.collections["ml.predictions"].count, 31_000);
+    assert_eq!(details.collections["ml.models"].count, 4);
+    assert_eq!(details.collections["ml.empty"].count, 0);
+
+    let (cat, m2) = only_manifest(&s.env).await;
+    assert_eq!(m2, m);
+    let req = RestoreRequest {
+        to_uri: Some(nx.uri()),
+        ns_from: Some("*".into()),
+        ns_to: Some("r_*".into()),
+        ..Default::default()
+    };
+    let restored = gsdr::job::restore(&s.env, &cat, &m, &req, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(restored.raw_bytes, m.raw_bytes);
+    assert!(!restored.destination.contains('@'));
+
+    for (db, coll) in [
+        ("readings", "glucose"),
+        ("ml", "predictions"),
+        ("ml", "models"),
+        ("ml", "empty"),
+    ] {
+        let src = raw_docs(&client, db, coll).await;
+        let dst = raw_docs(&client, &format!("r_{db}"), coll).await;
+        assert_eq!(src.len(), dst.len(), "{db}.{coll}");
+        assert!(
+            src == dst,
+            "{db}.{coll}: restored documents differ byte for byte"
+        );
+        assert_eq!(
+            index_shapes(&client, db, coll).await,
+            index_shapes(&client, &format!("r_{db}"), coll).await,
+            "{db}.{coll}: indexes"
+        );
+    }
+    assert_eq!(
+        index_shapes(&client, "r_readings", "glucose").await.len(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_restore_refuses_non_empty_targets_unless_drop() {
+    let nx = NxMongo::start();
+    let client = nx.client().await;
+    fill(&client, "app", "events", 1_000, 10).await;
+    let s = setup(&nx.uri(), "");
+    let m = gsdr::job::backup(&s.env, "m", &NoProgress)
+        .await
+        .unwrap()
+        .manifest;
+    let cat = s.env.catalog_for("m").await.unwrap();
+    let req = RestoreRequest {
+        to_uri: Some(nx.uri()),
+        ns_from: Some("app.*".into()),
+        ns_to: Some("copy.*".into()),
+        ..Default::default()
+    };
+    gsdr::job::restore(&s.env, &cat, &m, &req, &NoProgress)
+        .await
+        .unwrap();
+    // Someone writes into the restored copy; a second restore must not mix data in.
+    client
+        .database("copy")
+        .collection::<Document>("events")
+        .insert_one(doc! {"_id": "extra"})
+        .await
+        .unwrap();
+    let err = gsdr::job::restore(&s.env, &cat, &m, &req, &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    assert!(err.to_string().contains("--drop"), "{err}");
+    assert_eq!(
+        raw_docs(&client, "copy", "events").await.len(),
+        1_001,
+        "the refused restore wrote nothing"
+    );
+    // Restoring over the source itself is refused the same way.
+    let over = RestoreRequest {
+        to_uri: Some(nx.uri()),
+        ..Default::default()
+    };
+    assert!(gsdr::job::restore(&s.env, &cat, &m, &over, &NoProgress)
+        .await
+        .is_err());
+    // With --drop the target is replaced by exactly the backup.
+    let drop_req = RestoreRequest {
+        replace: true,
+        ..req.clone()
+    };
+    let out = gsdr::job::restore(&s.env, &cat, &m, &drop_req, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(out.details["collections"]["app.events"][1], 1_000);
+    assert!(raw_docs(&client, "copy", "events").await == raw_docs(&client, "app", "events").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_deep_verify_notices_a_changed_manifest_digest() {
+    let nx = NxMongo::start();
+    let client = nx.client().await;
+    fill(&client, "app", "events", 500, 10).await;
+    let s = setup(&nx.uri(), "");
+    let out = gsdr::job::backup(&s.env, "m", &NoProgress).await.unwrap();
+    let cat = s.env.catalog_for("m").await.unwrap();
+    let mut m = out.manifest;
+    let report = gsdr::source::mongo::verify_deep(&s.env, &cat, &m, &nx.uri(), &NoProgress)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    // The same data checked against a different digest must fail.
+    m.consistency.details["collections"]["app.events"]["digest"] = "0".repeat(32).into();
+    let report = gsdr::source::mongo::verify_deep(&s.env, &cat, &m, &nx.uri(), &NoProgress)
+        .await
+        .unwrap();
+    assert!(!report.ok);
+    assert!(!report.collections[0].ok);
+    assert_eq!(report.collections[0].actual_count, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_include_exclude_filters_select_namespaces() {
+    let nx = NxMongo::start();
+    let client = nx.client().await;
+    fill(&client, "keep", "a", 10, 0).await;
+    fill(&client, "keep", "tmp_b", 10, 0).await;
+    fill(&client, "drop", "c", 10, 0).await;
+    let s = setup(
+        &nx.uri(),
+        "include = [\"keep.*\"]\nexclude = [\"keep.tmp_*\"]",
+    );
+    let out = gsdr::job::backup(&s.env, "m", &NoProgress).await.unwrap();
+    let details: DumpDetails = serde_json::from_value(out.manifest.consistency.details).unwrap();
+    assert_eq!(details.collections.keys().collect::<Vec<_>>(), ["keep.a"]);
+}
+
+/// A source that kills the server once `after` bytes of the dump were read.
+struct KillingSource {
+    inner: gsdr::source::mongo::MongoSource,
+    child: Arc<Mutex<Option<ChildGuard>>>,
+    after: u64,
+}
+
+struct KillingReader {
+    inner: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    child: Arc<Mutex<Option<ChildGuard>>>,
+    left: u64,
+}
+
+impl tokio::io::AsyncRead for KillingReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = self.inner.as_mut().poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        self.left = self.left.saturating_sub(n);
+        if self.left == 0 {
+            if let Some(mut c) = self.child.lock().unwrap().take() {
+                c.kill();
+            }
+        }
+        r
+    }
+}
+
+#[async_trait::async_trait]
+impl gsdr::source::BackupSource for KillingSource {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    async fn open(&self) -> Result<gsdr::source::SourceStream, gsdr::source::SourceError> {
+        let s = self.inner.open().await?;
+        Ok(gsdr::source::SourceStream {
+            reader: Box::pin(KillingReader {
+                inner: s.reader,
+                child: self.child.clone(),
+                left: self.after,
+            }),
+            done: s.done,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_server_killed_mid_dump_fails_the_backup_and_lists_nothing() {
+    let mut nx = NxMongo::start();
+    let client = nx.client().await;
+    fill(&client, "app", "events", 20_000, 200).await;
+    let s = setup(&nx.uri(), "batch_docs = 100\nsegment_bytes = \"64KiB\"");
+    // Move the process into the killer; the guard left behind is a no-op stand-in.
+    let child = std::mem::replace(
+        &mut nx.child,
+        ChildGuard::spawn(std::process::Command::new("true"), "placeholder"),
+    );
+    let cfg = s.env.policy.sources["m"].mongo.clone().unwrap();
+    let src = KillingSource {
+        inner: gsdr::source::mongo::MongoSource::new("m", cfg),
+        child: Arc::new(Mutex::new(Some(child))),
+        after: 200_000,
+    };
+    let store = s.env.store("local").await.unwrap();
+    let opts = s.env.encode_options().unwrap();
+    let res = gsdr::job::backup_with("m", "mongo", &src, store, &opts, &NoProgress).await;
+    assert!(
+        src.child.lock().unwrap().is_none(),
+        "the server was never killed"
+    );
+    let err = res.expect_err("a dump whose server died must fail");
+    assert!(err.to_string().contains("source `m`"), "{err}");
+    let cat = s.env.catalog_for("m").await.unwrap();
+    assert!(
+        cat.list(None).await.unwrap().is_empty(),
+        "a failed dump must leave no backup"
+    );
+}
+
+// ------------------------------------------------------------------ replica set
+
+const RS: &str = "needs the docker-compose replica set: GSDR_TEST_MONGO_RS_URI=mongodb://localhost:27017/?replicaSet=rs0 cargo test --test it mongo_rs -- --ignored";
+
+fn rs_uri() -> String {
+    replica_set_uri().unwrap_or_else(|| panic!("GSDR_TEST_MONGO_RS_URI is not set: {RS}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the docker-compose replica set: GSDR_TEST_MONGO_RS_URI=... cargo test -- --ignored"]
+async fn mongo_rs_oplog_is_captured_and_replayed_to_the_consistency_point() {
+    let uri = rs_uri();
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let db = format!("gsdr_rs_{}", std::process::id());
+    client.database(&db).drop().await.unwrap();
+    fill(&client, &db, "c", 20_000, 100).await;
+    // Writes keep coming during the dump: the oplog must make the restore consistent.
+    let writer = {
+        let c = client.database(&db).collection::<Document>("c");
+        tokio::spawn(async move {
+            for i in 0..2_000 {
+                c.insert_one(doc_of(1_000_000 + i, 10)).await.unwrap();
+            }
+        })
+    };
+    let s = setup(&uri, "read_preference = \"secondary\"");
+    let out = gsdr::job::backup(&s.env, "m", &NoProgress).await.unwrap();
+    writer.await.unwrap();
+    let details: DumpDetails =
+        serde_json::from_value(out.manifest.consistency.details.clone()).unwrap();
+    assert!(details.oplog);
+    assert!(details.replica_set.is_some());
+    let end = details.oplog_end.unwrap();
+    assert_eq!(
+        out.manifest
+            .consistency
+            .consistency_time
+            .unwrap()
+            .timestamp(),
+        end.0 as i64
+    );
+    let cat = s.env.catalog_for("m").await.unwrap();
+    let req = RestoreRequest {
+        to_uri: Some(uri.clone()),
+        ns_from: Some(format!("{db}.*")),
+        ns_to: Some(format!("{db}_r.*")),
+        ..Default::default()
+    };
+    let r = gsdr::job::restore(&s.env, &cat, &out.manifest, &req, &NoProgress)
+        .await
+        .unwrap();
+    assert!(r.details["oplog_applied"].as_u64().unwrap() > 0 || details.oplog_entries == 0);
+    // Every document written up to the consistency point is in the restore.
+    let src_n = client
+        .database(&db)
+        .collection::<Document>("c")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    let dst_n = client
+        .database(&format!("{db}_r"))
+        .collection::<Document>("c")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert!(
+        dst_n >= 20_000 && dst_n <= src_n,
+        "restored {dst_n} of {src_n}"
+    );
+    client.database(&db).drop().await.unwrap();
+    client.database(&format!("{db}_r")).drop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the docker-compose replica set: GSDR_TEST_MONGO_RS_URI=... cargo test -- --ignored"]
+async fn mongo_rs_archive_is_readable_by_mongorestore() {
+    let uri = rs_uri();
+    let mongorestore = crate::support::require_program(
+        "mongorestore",
+        "install the MongoDB database tools (https://www.mongodb.com/try/download/database-tools)",
+    );
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let db = format!("gsdr_mr_{}", std::process::id());
+    fill(&client, &db, "c", 1_000, 10).await;
+    let s = setup(&uri, &format!("include = [\"{db}.*\"]"));
+    let out = gsdr::job::backup(&s.env, "m", &NoProgress).await.unwrap();
+    let cat = s.env.catalog_for("m").await.unwrap();
+    let dir = tempdir();
+    let file = dir.path().join("dump.archive");
+    gsdr::job::restore_raw_to_file(&s.env, &cat, &out.manifest, &file, false, &NoProgress)
+        .await
+        .unwrap();
+    let st = std::process::Command::new(mongorestore)
+        .arg(format!("--uri={uri}"))
+        .arg(format!("--archive={}", file.display()))
+        .arg(format!("--nsFrom={db}.*"))
+        .arg(format!("--nsTo={db}_mr.*"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let n = client
+        .database(&format!("{db}_mr"))
+        .collection::<Document>("c")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(n, 1_000);
+    client.database(&db).drop().await.unwrap();
+    client.database(&format!("{db}_mr")).drop().await.unwrap();
+}
