@@ -14,7 +14,9 @@ use crate::policy::Engine;
 
 /// PostgreSQL canary table: `(id bigserial, written_at timestamptz)`.
 pub const SQL_TABLE: &str = "gsdr_canary";
-/// MongoDB canary collection: documents `{_id: "heartbeat", written_at: <date>}`.
+/// MongoDB canary database.
+pub const MONGO_DB: &str = "gsdr";
+/// MongoDB canary collection (in [`MONGO_DB`]): documents `{written_at: "<RFC 3339, UTC, ms>"}`.
 pub const MONGO_COLLECTION: &str = "gsdr_canary";
 /// Redis canary key: the RFC 3339 time of the last heartbeat.
 pub const REDIS_KEY: &str = "gsdr:canary";
@@ -54,9 +56,19 @@ pub async fn write(env: &crate::job::Env, source: &str) -> Result<DateTime<Utc>,
             })?;
             write_postgres(source, pc).await
         }
+        Engine::Mongo => {
+            let mc = cfg.mongo.as_ref().ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "source `{source}` has no [sources.{source}.mongo] table"
+                ))
+            })?;
+            write_mongo(source, mc).await
+        }
         Engine::Redis => {
             let rc = cfg.redis.as_ref().ok_or_else(|| {
-                crate::Error::Invalid(format!("source `{source}` has no [sources.{source}.redis] table"))
+                crate::Error::Invalid(format!(
+                    "source `{source}` has no [sources.{source}.redis] table"
+                ))
             })?;
             let client = redis_primary_client(source, rc).await?;
             let now = Utc::now();
@@ -72,10 +84,6 @@ pub async fn write(env: &crate::job::Env, source: &str) -> Result<DateTime<Utc>,
                 .map_err(|e| canary_err(source, "SET gsdr:canary", e))?;
             Ok(now)
         }
-        other => Err(crate::Error::NotSupported(format!(
-            "heartbeat canaries for `{}` sources (source `{source}`); the engine lands on its own branch",
-            other.as_str()
-        ))),
     }
 }
 
@@ -250,6 +258,88 @@ pub async fn read_postgres(conn: &str) -> Result<Recovered, crate::Error> {
         .with_timezone(&Utc);
     Ok(Recovered {
         point,
+        measured_by: "canary".into(),
+        note: None,
+    })
+}
+
+fn mongo_err(source: &str, what: &str, e: mongodb::error::Error) -> crate::Error {
+    crate::Error::Source(crate::source::SourceError::Connect {
+        source_name: source.to_string(),
+        message: format!("heartbeat canary: {what}: {e}"),
+        cause: Some(Box::new(e)),
+    })
+}
+
+async fn write_mongo(
+    source: &str,
+    mc: &crate::source::mongo::MongoConfig,
+) -> Result<DateTime<Utc>, crate::Error> {
+    use mongodb::bson::doc;
+    let uri = mc.uri.read().map_err(|m| {
+        crate::Error::Invalid(format!(
+            "source `{source}`: cannot read the MongoDB URI: {m}"
+        ))
+    })?;
+    let mut cfg = mc.clone();
+    cfg.read_preference = crate::source::mongo::ReadPreferenceMode::Primary;
+    let client = crate::source::mongo::connect(source, uri.expose(), &cfg).await?;
+    let coll = client
+        .database(MONGO_DB)
+        .collection::<mongodb::bson::Document>(MONGO_COLLECTION);
+    let now = Utc::now();
+    let text = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    coll.insert_one(doc! { "written_at": &text })
+        .await
+        .map_err(|e| mongo_err(source, "inserting the canary document", e))?;
+    // Keep the collection small: older heartbeats are not needed.
+    if let Err(e) = coll
+        .delete_many(doc! { "written_at": { "$lt": &text } })
+        .await
+    {
+        tracing::warn!(event = "canary_prune_failed", source, error = %e);
+    }
+    Ok(DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(now))
+}
+
+/// The newest canary in the restored MongoDB at `uri`.
+pub async fn read_mongo(uri: &str) -> Result<Recovered, crate::Error> {
+    use futures::TryStreamExt;
+    let client = mongodb::Client::with_uri_str(uri)
+        .await
+        .map_err(|e| crate::Error::Invalid(format!("restored MongoDB: cannot connect: {e}")))?;
+    let docs: Vec<mongodb::bson::Document> = client
+        .database(MONGO_DB)
+        .collection::<mongodb::bson::Document>(MONGO_COLLECTION)
+        .find(mongodb::bson::doc! {})
+        .await
+        .map_err(|e| {
+            crate::Error::Invalid(format!(
+                "restored MongoDB: reading {MONGO_DB}.{MONGO_COLLECTION}: {e}"
+            ))
+        })?
+        .try_collect()
+        .await
+        .map_err(|e| {
+            crate::Error::Invalid(format!(
+                "restored MongoDB: reading {MONGO_DB}.{MONGO_COLLECTION}: {e}"
+            ))
+        })?;
+    let newest = docs
+        .iter()
+        .filter_map(|d| d.get_str("written_at").ok())
+        .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .max()
+        .ok_or_else(|| {
+            crate::Error::Invalid(format!(
+                "no heartbeat canary in {MONGO_DB}.{MONGO_COLLECTION} of the restored MongoDB: schedule `gsdr canary` for this source so drills can measure the RPO from data"
+            ))
+        })?;
+    Ok(Recovered {
+        point: newest,
         measured_by: "canary".into(),
         note: None,
     })

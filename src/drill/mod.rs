@@ -22,6 +22,7 @@ pub mod checks;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod scratch_mongo;
 pub mod scratch_pg;
 pub mod trend;
 

@@ -343,6 +343,8 @@ struct Ctx<'a> {
     redis_servers: Mutex<Vec<crate::source::redis::ScratchServer>>,
     /// Scratch PostgreSQL servers.
     pg_servers: Mutex<Vec<super::scratch_pg::ScratchPg>>,
+    /// Scratch MongoDB servers.
+    mongo_servers: Mutex<Vec<super::scratch_mongo::ScratchMongo>>,
     progress: &'a dyn Progress,
 }
 
@@ -427,6 +429,7 @@ pub async fn run(
         ),
         redis_servers: Mutex::new(Vec::new()),
         pg_servers: Mutex::new(Vec::new()),
+        mongo_servers: Mutex::new(Vec::new()),
         progress,
     };
 
@@ -488,7 +491,11 @@ pub async fn run(
     // Scratch servers first (their data lives in the scratch dir), off the async threads.
     let servers: Vec<_> = std::mem::take(&mut *ctx.redis_servers.lock().expect("lock"));
     let pgs: Vec<_> = std::mem::take(&mut *ctx.pg_servers.lock().expect("lock"));
-    let n_servers = servers.len() + pgs.len();
+    let mongos: Vec<_> = std::mem::take(&mut *ctx.mongo_servers.lock().expect("lock"));
+    let n_servers = servers.len() + pgs.len() + mongos.len();
+    for m in mongos {
+        m.stop().await;
+    }
     for pg in pgs {
         pg.stop().await;
     }
@@ -633,9 +640,8 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             rep.backup_id = Some(m.id.clone());
             rep.from_target = Some(pb.target.clone());
             rep.into = Some(path.display().to_string());
-            let out =
-                crate::job::restore_raw_to_file(ctx.env, &cat, &m, &path, true, ctx.progress)
-                    .await?;
+            let out = crate::job::restore_raw_to_file(ctx.env, &cat, &m, &path, true, ctx.progress)
+                .await?;
             rep.raw_bytes = Some(out.raw_bytes);
             ctx.restored.lock().expect("lock").insert(
                 source.clone(),
@@ -658,11 +664,7 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
         }
         Action::RestoreRedis { source } => restore_redis(ctx, st, source, rep).await,
         Action::RestorePostgresPitr { source } => restore_postgres(ctx, st, source, rep).await,
-        Action::RestoreMongo { source } => Err(Error::NotSupported(format!(
-            "drill step `{}` ({}) for source `{source}`: the engine's restore is not merged into this build",
-            st.name,
-            st.action.kind()
-        ))),
+        Action::RestoreMongo { source } => restore_mongo(ctx, st, source, rep).await,
         Action::VeleroRestore { schedule, .. } => Err(Error::NotSupported(format!(
             "drill step `{}`: Velero restores (schedule `{schedule}`)",
             st.name
@@ -687,11 +689,22 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             }
             Ok(format!("`{query}` = {v} (at least {min} expected)"))
         }
-        Action::MongoCount { source, .. } => Err(Error::NotSupported(format!(
-            "check `{}` ({}) on source `{source}`: the engine is not merged into this build",
-            st.name,
-            st.action.kind()
-        ))),
+        Action::MongoCount {
+            source,
+            collection,
+            min,
+        } => {
+            let uri = server_uri(ctx, st, source)?;
+            let n = super::scratch_mongo::count(&uri, collection).await?;
+            if n < *min {
+                return Err(Error::Invalid(format!(
+                    "restored MongoDB of `{source}`: `{collection}` holds {n} documents, fewer than the {min} expected"
+                )));
+            }
+            Ok(format!(
+                "`{collection}`: {n} documents (at least {min} expected)"
+            ))
+        }
         Action::Sha256 { source } => {
             let r = restored_of(ctx, source)?;
             let path = r.path.ok_or_else(|| {
@@ -706,12 +719,12 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             let r = restored_of(ctx, source)?;
             let out = match r.manifest.engine.as_str() {
                 "command" => checks::command_recovered_point(&r.manifest),
-                "redis" | "postgres" => {
+                "redis" | "postgres" | "mongo" => {
                     let uri = server_uri(ctx, st, source)?;
-                    let rec = if r.manifest.engine == "redis" {
-                        super::canary::read_redis(&uri).await?
-                    } else {
-                        super::canary::read_postgres(&uri).await?
+                    let rec = match r.manifest.engine.as_str() {
+                        "redis" => super::canary::read_redis(&uri).await?,
+                        "postgres" => super::canary::read_postgres(&uri).await?,
+                        _ => super::canary::read_mongo(&uri).await?,
                     };
                     checks::CheckOutcome {
                         detail: format!(
@@ -909,6 +922,72 @@ async fn restore_postgres(
     Ok(format!(
         "restored base backup {} from target `{}` ({} bytes) and replayed WAL to {target} into {into}",
         base.id, pb.target, out.raw_bytes
+    ))
+}
+
+/// MongoDB: into a scratch server (drill) or the endpoint URI (incident).
+async fn restore_mongo(
+    ctx: &Ctx<'_>,
+    st: &Step,
+    source: &str,
+    rep: &mut StepReport,
+) -> Result<String, Error> {
+    let pb = planned_backup(ctx, st)?;
+    let cat = ctx.env.catalog(&pb.target).await?;
+    let m = cat.find(&pb.id).await?;
+    rep.backup_id = Some(m.id.clone());
+    rep.from_target = Some(pb.target.clone());
+    let uri = match ctx.opts.kind {
+        RunKind::Drill => {
+            let dir = ctx
+                .scratch
+                .as_ref()
+                .expect("drills have a scratch dir")
+                .join(source);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::LocalIo {
+                what: "creating the scratch directory",
+                path: dir.clone(),
+                source: e,
+            })?;
+            let argv = ctx
+                .env
+                .policy
+                .drills
+                .clone()
+                .unwrap_or_default()
+                .mongo_scratch_argv;
+            let server = super::scratch_mongo::ScratchMongo::start(&argv, &dir).await?;
+            let uri = server.uri();
+            ctx.mongo_servers.lock().expect("lock").push(server);
+            uri
+        }
+        RunKind::Incident => ctx.opts.endpoints[source].clone(),
+    };
+    let req = crate::source::RestoreRequest {
+        to_uri: Some(uri.clone()),
+        replace: true,
+        yes: true,
+        target_time: ctx.plan.target_time,
+        ..Default::default()
+    };
+    let out = crate::source::mongo::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
+    rep.raw_bytes = Some(out.raw_bytes);
+    let shown = redact_uri(&uri);
+    rep.into = Some(shown.clone());
+    ctx.restored.lock().expect("lock").insert(
+        source.to_string(),
+        Restored {
+            manifest: m.clone(),
+            target: pb.target.clone(),
+            into: shown.clone(),
+            path: None,
+            uri: Some(uri),
+            recovered: None,
+        },
+    );
+    Ok(format!(
+        "restored backup {} from target `{}` ({} bytes) into {shown}",
+        m.id, pb.target, out.raw_bytes
     ))
 }
 

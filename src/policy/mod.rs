@@ -249,6 +249,23 @@ pub struct DrillsConfig {
     /// Parent directory of drills' scratch targets (default: the system temp dir).
     #[serde(default)]
     pub scratch_dir: Option<PathBuf>,
+    /// Program and arguments of a drill's scratch MongoDB server; `{port}` and `{dir}` are substituted.
+    #[serde(default = "default_mongo_scratch_argv")]
+    pub mongo_scratch_argv: Vec<String>,
+}
+
+fn default_mongo_scratch_argv() -> Vec<String> {
+    [
+        "mongod",
+        "--port",
+        "{port}",
+        "--bind_ip",
+        "127.0.0.1",
+        "--dbpath",
+        "{dir}",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn default_drill_scenarios() -> Vec<String> {
@@ -273,6 +290,7 @@ impl Default for DrillsConfig {
             trend_reports: default_trend_reports(),
             runbooks_dir: default_runbooks_dir(),
             scratch_dir: None,
+            mongo_scratch_argv: default_mongo_scratch_argv(),
         }
     }
 }

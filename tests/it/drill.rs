@@ -807,3 +807,107 @@ async fn postgres_pitr_drill_measures_rpo_from_the_restored_canary() {
         "only the canary before T survives"
     );
 }
+
+const MONGO_SCENARIO: &str = r#"
+name = "mongo-primary-loss"
+title = "MongoDB is lost"
+description = "Restore the archive into a scratch server and verify it."
+
+[[steps]]
+name = "restore-mongo"
+kind = "restore_mongo"
+source = "m"
+
+[[steps]]
+name = "readings"
+kind = "mongo_count"
+source = "m"
+collection = "glucosync.readings"
+min = 300
+after = ["restore-mongo"]
+
+[[steps]]
+name = "canary"
+kind = "canary_age"
+source = "m"
+after = ["restore-mongo"]
+"#;
+
+/// nx-27017 (MongoDB wire protocol): canary, archive backup, drill into a
+/// scratch nx-27017 started from `drills.mongo_scratch_argv`; the RPO comes
+/// from the canary document found in the restored data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_drill_measures_rpo_from_the_restored_canary() {
+    use crate::support::mongo::NxMongo;
+    use crate::support::require_program;
+    let server = NxMongo::start();
+    let client = server.client().await;
+    let docs: Vec<mongodb::bson::Document> = (0..300)
+        .map(|i| mongodb::bson::doc! { "seq": i, "mg_dl": 90 + i % 50 })
+        .collect();
+    client
+        .database("glucosync")
+        .collection::<mongodb::bson::Document>("readings")
+        .insert_many(docs)
+        .await
+        .unwrap();
+    let nx = require_program("nx-27017", "pip install nx-27017 into $GSDR_TEST_VENV");
+    let f = Fixture::new(&format!(
+        "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n[defaults]\nobjectives = {{ rto = \"1h\", rpo = \"6h\" }}\n\
+         [sources.m]\nkind = \"mongo\"\n[sources.m.mongo]\nuri = {{ file = \"{{dir}}/mongo-uri\" }}\nread_preference = \"primary\"\n\
+         [drills]\nmongo_scratch_argv = [\"{}\", \"--db\", \"memory\", \"--host\", \"127.0.0.1\", \"-p\", \"{{port}}\", \"--log-file\", \"{{dir}}/nx.log\", \"--pid-file\", \"{{dir}}/nx.pid\"]\n",
+        nx.display()
+    ));
+    std::fs::write(f.dir.path().join("mongo-uri"), server.uri()).unwrap();
+    let canary = f.gsdr_json(&["canary", "--source", "m"]);
+    let written: chrono::DateTime<chrono::Utc> = canary["canaries"][0]["written_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{canary}"))
+        .parse()
+        .unwrap();
+    f.gsdr_json(&["backup", "--source", "m"]);
+    let rb = runbooks(&f, "mongo-primary-loss", MONGO_SCENARIO);
+    let scratch = f.dir.path().join("scratch");
+    let (code, j, err) = run(
+        &f,
+        &[
+            "drill",
+            "--scenario",
+            "mongo-primary-loss",
+            "--runbooks",
+            rb.to_str().unwrap(),
+            "--scratch-dir",
+            scratch.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{j}\n{err}");
+    let r = &j["reports"][0]["report"];
+    let n = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "readings")
+        .unwrap();
+    assert_eq!(
+        n["detail"], "`glucosync.readings`: 300 documents (at least 300 expected)",
+        "{r}"
+    );
+    let rpo = &r["rpo"][0];
+    assert_eq!(rpo["measured_by"], "canary", "{rpo}");
+    let recovered: chrono::DateTime<chrono::Utc> =
+        rpo["recovered_point"].as_str().unwrap().parse().unwrap();
+    assert_eq!(recovered.timestamp_millis(), written.timestamp_millis());
+    let into = r["steps"][0]["into"].as_str().unwrap();
+    let port: u16 = into
+        .trim_start_matches("mongodb://127.0.0.1:")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "scratch server still listening on {port}"
+    );
+    assert!(files_in(&scratch).is_empty());
+}
