@@ -12,13 +12,13 @@
 //! also when a step failed — and, as a last resort (panic, cancellation), by
 //! their `Drop` guards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::canary::Recovered;
@@ -435,57 +435,60 @@ pub async fn run(
 
     let mut decided: BTreeMap<String, StepReport> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
+    let mut running: BTreeSet<String> = BTreeSet::new();
+    let mut in_flight = FuturesUnordered::new();
     loop {
-        let ready: Vec<&Step> = scenario
-            .steps
-            .iter()
-            .filter(|s| !decided.contains_key(&s.name))
-            .filter(|s| s.after.iter().all(|a| decided.contains_key(a)))
-            .collect();
-        if ready.is_empty() {
-            break;
-        }
-        let mut runnable = Vec::new();
-        for st in ready {
-            let dep_failed = st
-                .after
-                .iter()
-                .any(|a| !matches!(decided[a].status, StepStatus::Ok | StepStatus::AlreadyDone));
-            let previous = state
-                .as_ref()
-                .and_then(|s| s.steps.get(&st.name))
-                .filter(|r| matches!(r.status, StepStatus::Ok | StepStatus::AlreadyDone));
-            if dep_failed {
-                decided.insert(
-                    st.name.clone(),
-                    skipped(st, started_at, "a step it runs after failed"),
-                );
-                order.push(st.name.clone());
-            } else if let Some(prev) = previous {
-                let mut r = prev.clone();
-                r.status = StepStatus::AlreadyDone;
-                r.detail = format!("finished in an earlier run: {}", prev.detail);
-                tracing::info!(event = "drill_step_already_done", step = %st.name);
-                decided.insert(st.name.clone(), r);
-                order.push(st.name.clone());
-            } else {
-                runnable.push(st);
-            }
-        }
-        for chunk in runnable.chunks(scenario.max_parallel) {
-            let results = join_all(chunk.iter().map(|st| exec_step(&ctx, st))).await;
-            for (st, r) in chunk.iter().zip(results) {
-                tracing::info!(event = "drill_step_finished", step = %st.name, status = ?r.status, duration_secs = r.duration_secs, detail = %r.detail);
-                decided.insert(st.name.clone(), r);
-                order.push(st.name.clone());
-            }
-            if let (Some(s), Some(p)) = (state.as_mut(), &opts.state_file) {
-                for st in chunk {
-                    s.steps.insert(st.name.clone(), decided[&st.name].clone());
+        // Decide every step whose dependencies are decided: skip, already done, or start (within max_parallel).
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            for st in &scenario.steps {
+                if decided.contains_key(&st.name)
+                    || running.contains(&st.name)
+                    || !st.after.iter().all(|a| decided.contains_key(a))
+                {
+                    continue;
                 }
-                s.restored = ctx.restored.lock().expect("lock").clone();
-                s.save(p)?;
+                let dep_failed = st.after.iter().any(|a| {
+                    !matches!(decided[a].status, StepStatus::Ok | StepStatus::AlreadyDone)
+                });
+                let previous = state
+                    .as_ref()
+                    .and_then(|s| s.steps.get(&st.name))
+                    .filter(|r| matches!(r.status, StepStatus::Ok | StepStatus::AlreadyDone));
+                if dep_failed {
+                    decided.insert(
+                        st.name.clone(),
+                        skipped(st, started_at, "a step it runs after failed"),
+                    );
+                    order.push(st.name.clone());
+                    progressed = true;
+                } else if let Some(prev) = previous {
+                    let mut r = prev.clone();
+                    r.status = StepStatus::AlreadyDone;
+                    r.detail = format!("finished in an earlier run: {}", prev.detail);
+                    tracing::info!(event = "drill_step_already_done", step = %st.name);
+                    decided.insert(st.name.clone(), r);
+                    order.push(st.name.clone());
+                    progressed = true;
+                } else if running.len() < scenario.max_parallel {
+                    running.insert(st.name.clone());
+                    let ctx = &ctx;
+                    in_flight.push(async move { (st, exec_step(ctx, st).await) });
+                }
             }
+        }
+        let Some((st, r)) = in_flight.next().await else {
+            break;
+        };
+        tracing::info!(event = "drill_step_finished", step = %st.name, status = ?r.status, duration_secs = r.duration_secs, detail = %r.detail);
+        running.remove(&st.name);
+        decided.insert(st.name.clone(), r);
+        order.push(st.name.clone());
+        if let (Some(s), Some(p)) = (state.as_mut(), &opts.state_file) {
+            s.steps.insert(st.name.clone(), decided[&st.name].clone());
+            s.restored = ctx.restored.lock().expect("lock").clone();
+            s.save(p)?;
         }
     }
     // Scratch servers first (their data lives in the scratch dir), off the async threads.
