@@ -952,7 +952,7 @@ async fn drill_all_engines_end_to_end() {
         pg.port,
         gsdr_bin().display(),
         rs.addr(),
-        scale * 4 << 20,
+        (scale * 4) << 20,
         nx.display()
     ));
     std::fs::write(f.dir.path().join("mongo-uri"), nxm.uri()).unwrap();
