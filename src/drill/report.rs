@@ -154,6 +154,51 @@ impl DrillReport {
         serde_json::to_string_pretty(self).expect("report serialises")
     }
 
+    /// The results as Prometheus text exposition (for a node-exporter textfile or the daemon's registry).
+    pub fn to_prometheus(&self) -> String {
+        let sc = self.scenario.replace('"', "");
+        let kind = match self.kind {
+            RunKind::Drill => "drill",
+            RunKind::Incident => "incident",
+        };
+        let mut m = String::new();
+        let _ = writeln!(m, "# HELP gsdr_drill_passed 1 if every step passed and every target was met.\n# TYPE gsdr_drill_passed gauge");
+        let _ = writeln!(
+            m,
+            "gsdr_drill_passed{{scenario=\"{sc}\",kind=\"{kind}\"}} {}",
+            u8::from(self.passed)
+        );
+        let _ = writeln!(m, "# HELP gsdr_drill_last_run_timestamp_seconds Start of the last run.\n# TYPE gsdr_drill_last_run_timestamp_seconds gauge");
+        let _ = writeln!(
+            m,
+            "gsdr_drill_last_run_timestamp_seconds{{scenario=\"{sc}\",kind=\"{kind}\"}} {}",
+            self.started_at.timestamp()
+        );
+        let _ = writeln!(m, "# HELP gsdr_drill_rto_seconds RTO achieved (absent if a step failed) and its target.\n# TYPE gsdr_drill_rto_seconds gauge");
+        if let Some(a) = self.rto.achieved_secs {
+            let _ = writeln!(m, "gsdr_drill_rto_seconds{{scenario=\"{sc}\",kind=\"{kind}\",value=\"achieved\"}} {a}");
+        }
+        if let Some(t) = self.rto.target_secs {
+            let _ = writeln!(
+                m,
+                "gsdr_drill_rto_seconds{{scenario=\"{sc}\",kind=\"{kind}\",value=\"target\"}} {t}"
+            );
+        }
+        let _ = writeln!(m, "# HELP gsdr_drill_rpo_seconds RPO achieved per source and its target.\n# TYPE gsdr_drill_rpo_seconds gauge");
+        for r in &self.rpo {
+            let src = r.source.replace('"', "");
+            let _ = writeln!(m, "gsdr_drill_rpo_seconds{{scenario=\"{sc}\",kind=\"{kind}\",source=\"{src}\",value=\"achieved\"}} {}", r.achieved_secs);
+            if let Some(t) = r.target_secs {
+                let _ = writeln!(m, "gsdr_drill_rpo_seconds{{scenario=\"{sc}\",kind=\"{kind}\",source=\"{src}\",value=\"target\"}} {t}");
+            }
+        }
+        let _ = writeln!(m, "# HELP gsdr_drill_step_duration_seconds Duration of each step of the last run.\n# TYPE gsdr_drill_step_duration_seconds gauge");
+        for s in &self.steps {
+            let _ = writeln!(m, "gsdr_drill_step_duration_seconds{{scenario=\"{sc}\",kind=\"{kind}\",step=\"{}\"}} {}", s.name.replace('"', ""), s.duration_secs);
+        }
+        m
+    }
+
     /// The Markdown report.
     pub fn to_markdown(&self) -> String {
         let mut m = String::new();

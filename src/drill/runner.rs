@@ -1223,6 +1223,7 @@ pub fn write_local(dir: &Path, report: &DrillReport) -> Result<Vec<PathBuf>, Dri
         ("json", report.to_json()),
         ("md", report.to_markdown()),
         ("html", report.to_html()),
+        ("prom", report.to_prometheus()),
     ] {
         let p = sub.join(format!("report.{ext}"));
         std::fs::write(&p, body).map_err(|e| io(&p, e))?;

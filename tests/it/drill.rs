@@ -167,6 +167,12 @@ fn drill_over_command_sources_writes_reports_and_measures() {
         }
     }
     assert!(!html.contains("<script"), "no scripts");
+    let prom = std::fs::read_to_string(out.join("cmd-loss/report.prom")).unwrap();
+    assert!(
+        prom.contains("gsdr_drill_passed{scenario=\"cmd-loss\",kind=\"drill\"} 1"),
+        "{prom}"
+    );
+    assert!(prom.contains(&format!("gsdr_drill_rto_seconds{{scenario=\"cmd-loss\",kind=\"drill\",value=\"achieved\"}} {rto}")), "{prom}");
     let md = std::fs::read_to_string(out.join("cmd-loss/report.md")).unwrap();
     assert!(md.contains("PASSED") && md.contains("restore-data"), "{md}");
 
