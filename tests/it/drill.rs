@@ -628,6 +628,33 @@ async fn redis_drill_measures_rpo_from_the_restored_canary() {
         "scratch server still listening on {port}"
     );
     assert!(files_in(&scratch).is_empty());
+
+    // Incident: the same scenario into a real (fresh) Redis endpoint.
+    let fresh = RedisServer::start(Opts::default());
+    let into = format!("cache={}", fresh.url(0));
+    let state = f.dir.path().join("redis.state.json");
+    let (code, j, err) = run(
+        &f,
+        &[
+            "restore",
+            "--scenario",
+            "redis-loss",
+            "--runbooks",
+            rb.to_str().unwrap(),
+            "--into",
+            &into,
+            "--state",
+            state.to_str().unwrap(),
+            "--yes",
+        ],
+    );
+    assert_eq!(code, 0, "{j}\n{err}");
+    let r = &j["reports"][0]["report"];
+    assert_eq!(r["kind"], "incident");
+    assert_eq!(r["rpo"][0]["measured_by"], "canary");
+    let mut fc = fresh.conn(0).await;
+    let n: u64 = redis::cmd("DBSIZE").query_async(&mut fc).await.unwrap();
+    assert_eq!(n, 202, "every key restored into the endpoint");
 }
 
 /// The daemon's entry point: the `[drills]` section picks the scenarios, each
