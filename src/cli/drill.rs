@@ -42,6 +42,15 @@ pub struct Args {
 struct Summary {
     passed: bool,
     reports: Vec<Entry>,
+    /// Scenarios that could not run at all (no backup, a scratch server that would not start…).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    not_run: Vec<NotRun>,
+}
+
+#[derive(Serialize)]
+struct NotRun {
+    scenario: String,
+    error: String,
 }
 
 #[derive(Serialize)]
@@ -92,9 +101,20 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     let mut summary = Summary {
         passed: true,
         reports: Vec::new(),
+        not_run: Vec::new(),
     };
     for s in &scenarios {
-        let r = runner::run(&env, s, &opts, progress.as_ref()).await?;
+        let r = match runner::run(&env, s, &opts, progress.as_ref()).await {
+            Ok(r) => r,
+            Err(e) => {
+                summary.passed = false;
+                summary.not_run.push(NotRun {
+                    scenario: s.name.clone(),
+                    error: format!("{:#}", anyhow::Error::from(e)),
+                });
+                continue;
+            }
+        };
         let local_files = match &args.out {
             Some(d) => runner::write_local(d, &r.report)?,
             None => Vec::new(),
@@ -108,6 +128,19 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         });
     }
     emit(ctx.json, &summary, human)?;
+    if !summary.not_run.is_empty() {
+        anyhow::bail!(
+            "{} of {} scenarios could not run: {}",
+            summary.not_run.len(),
+            scenarios.len(),
+            summary
+                .not_run
+                .iter()
+                .map(|n| n.scenario.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(if summary.passed {
         Outcome::Ok
     } else {
@@ -117,6 +150,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
 
 fn human(s: &Summary) -> String {
     let mut out = String::new();
+    for n in &s.not_run {
+        out += &format!("NOT RUN {}: {}\n", n.scenario, n.error);
+    }
     for e in &s.reports {
         let r = &e.report;
         out += &format!(
@@ -241,6 +277,7 @@ pub async fn incident(ctx: &Ctx, a: IncidentArgs) -> anyhow::Result<Outcome> {
     let passed = r.report.passed;
     let summary = Summary {
         passed,
+        not_run: Vec::new(),
         reports: vec![Entry {
             report: r.report,
             stored_keys: r.stored_keys,

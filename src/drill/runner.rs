@@ -1269,12 +1269,14 @@ pub async fn prune_reports(
 
 /// The daemon's entry point: runs the scenarios of the policy's `[drills]`
 /// section as drills, stores each report and keeps the newest `keep_reports`.
-/// `runbooks` overrides `drills.runbooks_dir`.
+/// `runbooks` overrides `drills.runbooks_dir`. One scenario that cannot run
+/// (no backup yet, a server that will not start) does not stop the others:
+/// each scenario has its own result. `Err` only when the scenarios cannot be read.
 pub async fn run_scheduled(
     env: &Env,
     runbooks: Option<&Path>,
     progress: &dyn Progress,
-) -> Result<Vec<RunResult>, DrillError> {
+) -> Result<Vec<(String, Result<RunResult, DrillError>)>, DrillError> {
     let cfg = env.policy.drills.clone().unwrap_or_default();
     let dir = runbooks
         .map(Path::to_path_buf)
@@ -1290,11 +1292,16 @@ pub async fn run_scheduled(
     };
     let mut out = Vec::new();
     for s in &scenarios {
-        let r = run(env, s, &opts, progress).await?;
-        if let Err(e) = prune_reports(env, s, cfg.keep_reports as usize).await {
-            tracing::warn!(event = "drill_report_prune_failed", scenario = %s.name, error = %e);
+        let r = run(env, s, &opts, progress).await;
+        match &r {
+            Ok(_) => {
+                if let Err(e) = prune_reports(env, s, cfg.keep_reports as usize).await {
+                    tracing::warn!(event = "drill_report_prune_failed", scenario = %s.name, error = %e);
+                }
+            }
+            Err(e) => tracing::error!(event = "drill_not_run", scenario = %s.name, error = %e),
         }
-        out.push(r);
+        out.push((s.name.clone(), r));
     }
     Ok(out)
 }

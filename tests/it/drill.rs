@@ -677,9 +677,11 @@ async fn scheduled_drills_run_from_the_policy_and_keep_n_reports() {
             .await
             .unwrap();
         assert_eq!(out.len(), 1);
-        assert!(out[0].report.passed, "{:?}", out[0].report.failures);
+        assert_eq!(out[0].0, "cmd-loss");
+        let r = out[0].1.as_ref().unwrap();
+        assert!(r.report.passed, "{:?}", r.report.failures);
         assert_eq!(
-            out[0].report.trend.as_ref().unwrap().points.len(),
+            r.report.trend.as_ref().unwrap().points.len(),
             (i + 1).min(3)
         );
         // Report prefixes have one-second resolution.
@@ -1126,4 +1128,37 @@ async fn drill_all_engines_end_to_end() {
             s["detail"].as_str().unwrap()
         );
     }
+}
+
+/// Scenarios that cannot run (their sources are not in this policy) are
+/// listed with the reason; the others still run; exit 2.
+#[test]
+fn scenarios_that_cannot_run_are_reported_and_the_rest_still_run() {
+    let f = fixture("{ rto = \"1h\", rpo = \"6h\" }");
+    let rb = runbooks(&f, "cmd-loss", SCENARIO);
+    std::fs::copy(
+        repo_root().join("runbooks/redis-loss.toml"),
+        rb.join("redis-loss.toml"),
+    )
+    .unwrap();
+    let out = f.gsdr(&[
+        "--json",
+        "drill",
+        "--scenario",
+        "all",
+        "--runbooks",
+        rb.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["reports"][0]["report"]["scenario"], "cmd-loss");
+    assert_eq!(j["reports"][0]["report"]["passed"], true);
+    assert_eq!(j["not_run"][0]["scenario"], "redis-loss");
+    assert!(
+        j["not_run"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no source `redis`"),
+        "{j}"
+    );
 }
