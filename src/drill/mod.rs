@@ -8,6 +8,10 @@
 //!   keeps a state file so a failed run resumes without redoing finished steps.
 //! - [`checks`] and [`canary`]: what a check looks at; heartbeat canaries give
 //!   the recovered point of each source.
+//! - `engines` (private): the engines' restore steps into scratch servers
+//!   ([`scratch_pg`], [`scratch_mongo`], Redis's own scratch server) or real endpoints.
+//! - `store` (private, re-exported from [`runner`]): where reports go, pruning,
+//!   and [`run_scheduled`], the daemon's entry point.
 //! - [`report`]: the report (JSON, Markdown, self-contained HTML with an SVG
 //!   timeline), stored under `<prefix>/drills/<stamp>/<scenario>/`.
 //! - [`trend`]: the last drills' RTO/RPO and a projection of the RTO from data growth.
@@ -19,11 +23,13 @@
 
 pub mod canary;
 pub mod checks;
+mod engines;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod scratch_mongo;
 pub mod scratch_pg;
+mod store;
 pub mod trend;
 
 use std::path::PathBuf;

@@ -26,11 +26,10 @@ use super::report::{
     DrillReport, RpoResult, RtoResult, RunKind, StepReport, StepStatus, REPORT_SCHEMA,
 };
 use super::scenario::{Action, BackupCopy, Scenario, Step};
-use super::{checks, trend, DrillError};
+use super::{checks, DrillError};
 use crate::catalog::Manifest;
 use crate::error::Error;
 use crate::job::{Env, Progress};
-use crate::storage::PutCondition;
 
 /// How to run a scenario.
 #[derive(Debug, Clone)]
@@ -230,15 +229,15 @@ fn secs_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
 
 /// A restored source, as later steps (checks) and resumed runs need it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Restored {
-    manifest: Manifest,
-    target: String,
-    into: String,
-    path: Option<PathBuf>,
+pub(super) struct Restored {
+    pub(super) manifest: Manifest,
+    pub(super) target: String,
+    pub(super) into: String,
+    pub(super) path: Option<PathBuf>,
     /// Server URI of a restore into a server (scratch or real).
     #[serde(default)]
-    uri: Option<String>,
-    recovered: Option<Recovered>,
+    pub(super) uri: Option<String>,
+    pub(super) recovered: Option<Recovered>,
 }
 
 /// The resumable record of an incident run.
@@ -331,21 +330,21 @@ impl Scratch {
     }
 }
 
-struct Ctx<'a> {
-    env: &'a Env,
-    scenario: &'a Scenario,
-    opts: &'a RunOptions,
-    plan: &'a Plan,
-    started_at: DateTime<Utc>,
-    scratch: Option<PathBuf>,
-    restored: Mutex<BTreeMap<String, Restored>>,
+pub(super) struct Ctx<'a> {
+    pub(super) env: &'a Env,
+    pub(super) scenario: &'a Scenario,
+    pub(super) opts: &'a RunOptions,
+    pub(super) plan: &'a Plan,
+    pub(super) started_at: DateTime<Utc>,
+    pub(super) scratch: Option<PathBuf>,
+    pub(super) restored: Mutex<BTreeMap<String, Restored>>,
     /// Scratch servers started by restore steps; stopped at the end of the run.
-    redis_servers: Mutex<Vec<crate::source::redis::ScratchServer>>,
+    pub(super) redis_servers: Mutex<Vec<crate::source::redis::ScratchServer>>,
     /// Scratch PostgreSQL servers.
-    pg_servers: Mutex<Vec<super::scratch_pg::ScratchPg>>,
+    pub(super) pg_servers: Mutex<Vec<super::scratch_pg::ScratchPg>>,
     /// Scratch MongoDB servers.
-    mongo_servers: Mutex<Vec<super::scratch_mongo::ScratchMongo>>,
-    progress: &'a dyn Progress,
+    pub(super) mongo_servers: Mutex<Vec<super::scratch_mongo::ScratchMongo>>,
+    pub(super) progress: &'a dyn Progress,
 }
 
 /// Outcome of [`run`]: the report and where it was stored.
@@ -604,7 +603,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn planned_backup<'p>(ctx: &'p Ctx<'_>, st: &Step) -> Result<&'p PlannedBackup, Error> {
+pub(super) fn planned_backup<'p>(ctx: &'p Ctx<'_>, st: &Step) -> Result<&'p PlannedBackup, Error> {
     ctx.plan
         .steps
         .iter()
@@ -613,7 +612,7 @@ fn planned_backup<'p>(ctx: &'p Ctx<'_>, st: &Step) -> Result<&'p PlannedBackup, 
         .ok_or_else(|| Error::Invalid(format!("step `{}` has no planned backup", st.name)))
 }
 
-fn restored_of(ctx: &Ctx<'_>, source: &str) -> Result<Restored, Error> {
+pub(super) fn restored_of(ctx: &Ctx<'_>, source: &str) -> Result<Restored, Error> {
     ctx.restored
         .lock()
         .expect("lock")
@@ -756,252 +755,6 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
     }
 }
 
-fn server_uri(ctx: &Ctx<'_>, st: &Step, source: &str) -> Result<String, Error> {
-    restored_of(ctx, source)?.uri.ok_or_else(|| {
-        Error::Invalid(format!(
-            "check `{}`: source `{source}` was restored to a file, not a server",
-            st.name
-        ))
-    })
-}
-
-/// Redis: into a scratch `redis-server` loading the RDB (drill), or copied key by key into the real endpoint (incident).
-async fn restore_redis(
-    ctx: &Ctx<'_>,
-    st: &Step,
-    source: &str,
-    rep: &mut StepReport,
-) -> Result<String, Error> {
-    let pb = planned_backup(ctx, st)?;
-    let cat = ctx.env.catalog(&pb.target).await?;
-    let m = cat.find(&pb.id).await?;
-    rep.backup_id = Some(m.id.clone());
-    rep.from_target = Some(pb.target.clone());
-    let (uri, bytes) = match ctx.opts.kind {
-        RunKind::Drill => {
-            let dir = ctx
-                .scratch
-                .as_ref()
-                .expect("drills have a scratch dir")
-                .join(source);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::LocalIo {
-                what: "creating the scratch directory",
-                path: dir.clone(),
-                source: e,
-            })?;
-            let out = crate::job::restore_raw_to_file(
-                ctx.env,
-                &cat,
-                &m,
-                &dir.join("dump.rdb"),
-                true,
-                ctx.progress,
-            )
-            .await?;
-            let bin = ctx
-                .env
-                .policy
-                .sources
-                .get(source)
-                .and_then(|s| s.redis.as_ref())
-                .map(|r| r.redis_server.clone())
-                .unwrap_or_else(|| "redis-server".into());
-            let server = crate::source::redis::ScratchServer::start(&bin, &dir).await?;
-            let uri = format!("redis://127.0.0.1:{}/0", server.port);
-            ctx.redis_servers.lock().expect("lock").push(server);
-            (uri, out.raw_bytes)
-        }
-        RunKind::Incident => {
-            let uri = ctx.opts.endpoints[source].clone();
-            let req = crate::source::RestoreRequest {
-                to_uri: Some(uri.clone()),
-                replace: true,
-                yes: true,
-                ..Default::default()
-            };
-            let out = crate::source::redis::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
-            (uri, out.raw_bytes)
-        }
-    };
-    rep.raw_bytes = Some(bytes);
-    let shown = redact_uri(&uri);
-    rep.into = Some(shown.clone());
-    ctx.restored.lock().expect("lock").insert(
-        source.to_string(),
-        Restored {
-            manifest: m.clone(),
-            target: pb.target.clone(),
-            into: shown.clone(),
-            path: None,
-            uri: Some(uri),
-            recovered: None,
-        },
-    );
-    Ok(format!(
-        "restored backup {} from target `{}` ({bytes} bytes) into {shown}",
-        m.id, pb.target
-    ))
-}
-
-/// PostgreSQL: base backup + WAL up to the target into a scratch directory,
-/// started on a free port until it promotes (drill); into the endpoint
-/// directory, ready to start (incident).
-async fn restore_postgres(
-    ctx: &Ctx<'_>,
-    st: &Step,
-    source: &str,
-    rep: &mut StepReport,
-) -> Result<String, Error> {
-    let pb = planned_backup(ctx, st)?;
-    let cat = ctx.env.catalog(&pb.target).await?;
-    let m = cat.find(&pb.id).await?;
-    let cfg = ctx
-        .env
-        .source_config(source)?
-        .postgres
-        .clone()
-        .ok_or_else(|| Error::Invalid(format!("source `{source}` is not a postgres source")))?;
-    rep.from_target = Some(pb.target.clone());
-    let dir = match ctx.opts.kind {
-        RunKind::Drill => ctx
-            .scratch
-            .as_ref()
-            .expect("drills have a scratch dir")
-            .join(source)
-            .join("pgdata"),
-        RunKind::Incident => PathBuf::from(&ctx.opts.endpoints[source]),
-    };
-    let req = crate::source::RestoreRequest {
-        to_dir: Some(dir.clone()),
-        target_time: ctx.plan.target_time,
-        latest: ctx.plan.target_time.is_none(),
-        replace: true,
-        yes: true,
-        ..Default::default()
-    };
-    let out = crate::source::postgres::restore::restore(
-        ctx.env,
-        &cat,
-        source,
-        Some(&m),
-        &req,
-        ctx.progress,
-    )
-    .await?;
-    rep.raw_bytes = Some(out.raw_bytes);
-    rep.backup_id = Some(out.id.clone());
-    let base = cat.find(&out.id).await.unwrap_or(m);
-    let target = ctx
-        .plan
-        .target_time
-        .map(|t| format!("time {}", t.to_rfc3339()))
-        .unwrap_or_else(|| "the end of the archive".into());
-    let (uri, into) = match ctx.opts.kind {
-        RunKind::Drill => {
-            let pg = super::scratch_pg::ScratchPg::start(&cfg, &dir).await?;
-            let conn = pg.conn_string(&cfg);
-            let shown = format!(
-                "scratch PostgreSQL 127.0.0.1:{} ({})",
-                pg.port,
-                dir.display()
-            );
-            ctx.pg_servers.lock().expect("lock").push(pg);
-            (Some(conn), shown)
-        }
-        RunKind::Incident => (None, dir.display().to_string()),
-    };
-    rep.into = Some(into.clone());
-    ctx.restored.lock().expect("lock").insert(
-        source.to_string(),
-        Restored {
-            manifest: base.clone(),
-            target: pb.target.clone(),
-            into: into.clone(),
-            path: None,
-            uri,
-            recovered: None,
-        },
-    );
-    Ok(format!(
-        "restored base backup {} from target `{}` ({} bytes) and replayed WAL to {target} into {into}",
-        base.id, pb.target, out.raw_bytes
-    ))
-}
-
-/// MongoDB: into a scratch server (drill) or the endpoint URI (incident).
-async fn restore_mongo(
-    ctx: &Ctx<'_>,
-    st: &Step,
-    source: &str,
-    rep: &mut StepReport,
-) -> Result<String, Error> {
-    let pb = planned_backup(ctx, st)?;
-    let cat = ctx.env.catalog(&pb.target).await?;
-    let m = cat.find(&pb.id).await?;
-    rep.backup_id = Some(m.id.clone());
-    rep.from_target = Some(pb.target.clone());
-    let uri = match ctx.opts.kind {
-        RunKind::Drill => {
-            let dir = ctx
-                .scratch
-                .as_ref()
-                .expect("drills have a scratch dir")
-                .join(source);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::LocalIo {
-                what: "creating the scratch directory",
-                path: dir.clone(),
-                source: e,
-            })?;
-            let argv = ctx
-                .env
-                .policy
-                .drills
-                .clone()
-                .unwrap_or_default()
-                .mongo_scratch_argv;
-            let server = super::scratch_mongo::ScratchMongo::start(&argv, &dir).await?;
-            let uri = server.uri();
-            ctx.mongo_servers.lock().expect("lock").push(server);
-            uri
-        }
-        RunKind::Incident => ctx.opts.endpoints[source].clone(),
-    };
-    let req = crate::source::RestoreRequest {
-        to_uri: Some(uri.clone()),
-        replace: true,
-        yes: true,
-        target_time: ctx.plan.target_time,
-        ..Default::default()
-    };
-    let out = crate::source::mongo::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
-    rep.raw_bytes = Some(out.raw_bytes);
-    let shown = redact_uri(&uri);
-    rep.into = Some(shown.clone());
-    ctx.restored.lock().expect("lock").insert(
-        source.to_string(),
-        Restored {
-            manifest: m.clone(),
-            target: pb.target.clone(),
-            into: shown.clone(),
-            path: None,
-            uri: Some(uri),
-            recovered: None,
-        },
-    );
-    Ok(format!(
-        "restored backup {} from target `{}` ({} bytes) into {shown}",
-        m.id, pb.target, out.raw_bytes
-    ))
-}
-
-/// A URI without its password, for reports.
-fn redact_uri(uri: &str) -> String {
-    match (uri.find("://"), uri.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &uri[..s], &uri[at + 1..]),
-        _ => uri.to_string(),
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn build_report(
     env: &Env,
@@ -1110,198 +863,8 @@ fn build_report(
     }
 }
 
-/// The target reports of `scenario` go to: the primary one, or the off-site one
-/// when the scenario restores from it (the primary is lost or hostile).
-pub fn report_target(env: &Env, scenario: &Scenario) -> Option<String> {
-    let first = scenario.restored_sources().into_iter().next();
-    if scenario.primary_hostile || scenario.from == BackupCopy::Offsite {
-        return env
-            .policy
-            .defaults
-            .offsite
-            .clone()
-            .or_else(|| first.and_then(|s| env.policy.offsite_of(&s).map(str::to_string)));
-    }
-    env.policy
-        .defaults
-        .target
-        .clone()
-        .or_else(|| first.and_then(|s| env.policy.target_of(&s).map(str::to_string)))
-        .or_else(|| {
-            (env.policy.targets.len() == 1)
-                .then(|| env.policy.targets.keys().next().cloned())
-                .flatten()
-        })
-}
-
-async fn with_trend(
-    env: &Env,
-    scenario: &Scenario,
-    opts: &RunOptions,
-    mut report: DrillReport,
-) -> DrillReport {
-    if opts.kind != RunKind::Drill || opts.trend_reports == 0 {
-        return report;
-    }
-    let past = match report_target(env, scenario) {
-        Some(t) => match env.store(&t).await {
-            Ok(store) => trend::history(
-                store.as_ref(),
-                &scenario.name,
-                opts.trend_reports.saturating_sub(1),
-            )
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(event = "drill_trend_unavailable", error = %e);
-                Vec::new()
-            }),
-            Err(e) => {
-                tracing::warn!(event = "drill_trend_unavailable", error = %e);
-                Vec::new()
-            }
-        },
-        None => Vec::new(),
-    };
-    report.trend = Some(trend::compute(&past, &report));
-    report
-}
-
-/// Key prefix of a report: `drills/<stamp>/<scenario>` (incidents: `incidents/…`).
-pub fn report_prefix(report: &DrillReport) -> String {
-    format!(
-        "{}/{}/{}",
-        match report.kind {
-            RunKind::Drill => "drills",
-            RunKind::Incident => "incidents",
-        },
-        report.started_at.format("%Y-%m-%dT%H%M%SZ"),
-        report.scenario
-    )
-}
-
-/// Stores `report.{json,md,html}` in the report target; returns the keys.
-pub async fn store_report(
-    env: &Env,
-    scenario: &Scenario,
-    report: &DrillReport,
-) -> Result<Vec<String>, DrillError> {
-    let target = report_target(env, scenario).ok_or_else(|| {
-        DrillError::Gsdr(Error::Invalid(
-            "no target to store the drill report in: set defaults.target".into(),
-        ))
-    })?;
-    let store = env.store(&target).await?;
-    let prefix = report_prefix(report);
-    let mut keys = Vec::new();
-    for (ext, body) in [
-        ("json", report.to_json()),
-        ("md", report.to_markdown()),
-        ("html", report.to_html()),
-    ] {
-        let key = format!("{prefix}/report.{ext}");
-        store
-            .put_small(&key, body.into_bytes().into(), PutCondition::Overwrite)
-            .await?;
-        keys.push(key);
-    }
-    Ok(keys)
-}
-
-/// Writes `report.{json,md,html}` into `dir` (`--out`); returns the paths.
-pub fn write_local(dir: &Path, report: &DrillReport) -> Result<Vec<PathBuf>, DrillError> {
-    let sub = dir.join(&report.scenario);
-    let io = |p: &Path, e| {
-        DrillError::Gsdr(Error::LocalIo {
-            what: "writing the drill report",
-            path: p.to_path_buf(),
-            source: e,
-        })
-    };
-    std::fs::create_dir_all(&sub).map_err(|e| io(&sub, e))?;
-    let mut out = Vec::new();
-    for (ext, body) in [
-        ("json", report.to_json()),
-        ("md", report.to_markdown()),
-        ("html", report.to_html()),
-        ("prom", report.to_prometheus()),
-    ] {
-        let p = sub.join(format!("report.{ext}"));
-        std::fs::write(&p, body).map_err(|e| io(&p, e))?;
-        out.push(p);
-    }
-    Ok(out)
-}
-
-/// Deletes the oldest reports of `scenario` beyond the newest `keep`.
-pub async fn prune_reports(
-    env: &Env,
-    scenario: &Scenario,
-    keep: usize,
-) -> Result<usize, DrillError> {
-    let Some(target) = report_target(env, scenario) else {
-        return Ok(0);
-    };
-    let store = env.store(&target).await?;
-    let marker = format!("/{}/report.", scenario.name);
-    let mut keys: Vec<String> = store
-        .list("drills/")
-        .await?
-        .into_iter()
-        .map(|o| o.key)
-        .filter(|k| k.contains(&marker))
-        .collect();
-    keys.sort();
-    let mut runs: Vec<String> = keys
-        .iter()
-        .filter_map(|k| k.rsplit_once('/').map(|(d, _)| d.to_string()))
-        .collect();
-    runs.dedup();
-    let drop_n = runs.len().saturating_sub(keep);
-    let doomed: Vec<&String> = runs.iter().take(drop_n).collect();
-    for k in keys
-        .iter()
-        .filter(|k| doomed.iter().any(|d| k.starts_with(d.as_str())))
-    {
-        store.delete(k).await?;
-    }
-    Ok(drop_n)
-}
-
-/// The daemon's entry point: runs the scenarios of the policy's `[drills]`
-/// section as drills, stores each report and keeps the newest `keep_reports`.
-/// `runbooks` overrides `drills.runbooks_dir`. One scenario that cannot run
-/// (no backup yet, a server that will not start) does not stop the others:
-/// each scenario has its own result. `Err` only when the scenarios cannot be read.
-pub async fn run_scheduled(
-    env: &Env,
-    runbooks: Option<&Path>,
-    progress: &dyn Progress,
-) -> Result<Vec<(String, Result<RunResult, DrillError>)>, DrillError> {
-    let cfg = env.policy.drills.clone().unwrap_or_default();
-    let dir = runbooks
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| cfg.runbooks_dir.clone());
-    let mut scenarios = Vec::new();
-    for name in &cfg.scenarios {
-        scenarios.extend(super::scenario::select(&dir, name)?);
-    }
-    let opts = RunOptions {
-        scratch_root: cfg.scratch_dir.clone(),
-        trend_reports: cfg.trend_reports,
-        ..RunOptions::drill()
-    };
-    let mut out = Vec::new();
-    for s in &scenarios {
-        let r = run(env, s, &opts, progress).await;
-        match &r {
-            Ok(_) => {
-                if let Err(e) = prune_reports(env, s, cfg.keep_reports as usize).await {
-                    tracing::warn!(event = "drill_report_prune_failed", scenario = %s.name, error = %e);
-                }
-            }
-            Err(e) => tracing::error!(event = "drill_not_run", scenario = %s.name, error = %e),
-        }
-        out.push((s.name.clone(), r));
-    }
-    Ok(out)
-}
+use super::engines::{restore_mongo, restore_postgres, restore_redis, server_uri};
+use super::store::with_trend;
+pub use super::store::{
+    prune_reports, report_prefix, report_target, run_scheduled, store_report, write_local,
+};
