@@ -14,6 +14,7 @@
 //! Errors follow the policy in [`error`].
 
 pub mod catalog;
+pub mod drill;
 pub mod error;
 pub mod job;
 pub mod metrics;

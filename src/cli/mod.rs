@@ -6,6 +6,8 @@
 
 mod backup;
 mod daemon;
+mod canary;
+mod drill;
 mod keygen;
 mod list;
 mod output;
@@ -70,8 +72,12 @@ enum Command {
     List(list::Args),
     /// Stream a backup back and check it: size, SHA-256, decryption, decompression.
     Verify(verify::Args),
-    /// Restore a backup.
-    Restore(restore::Args),
+    /// Restore a backup, or recover a whole scenario in an incident (`--scenario`).
+    Restore(Box<restore::Args>),
+    /// Rehearse recovery scenarios into scratch targets; measure RTO and RPO against the objectives.
+    Drill(drill::Args),
+    /// Write a heartbeat canary into sources now (drills read it back to measure the RPO).
+    Canary(canary::Args),
     /// Check a policy file.
     Policy(policy_cmd::Args),
     /// Create an age identity file (private key, mode 0600) and print its recipient (public key).
@@ -145,7 +151,9 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Backup(a) => backup::run(&ctx, a).await,
         Command::List(a) => list::run(&ctx, a).await,
         Command::Verify(a) => verify::run(&ctx, a).await,
-        Command::Restore(a) => restore::run(&ctx, a).await,
+        Command::Restore(a) => restore::run(&ctx, *a).await,
+        Command::Drill(a) => drill::run(&ctx, a).await,
+        Command::Canary(a) => canary::run(&ctx, a).await,
         Command::Policy(a) => policy_cmd::run(&ctx, a).await,
         Command::Keygen(a) => keygen::run(&ctx, a),
         Command::WalPush(a) => wal::push(&ctx, a).await,

@@ -54,10 +54,48 @@ pub struct Args {
     /// Recover to the newest point available.
     #[arg(long)]
     latest: bool,
+    /// Incident mode: recover every source of this scenario (see `runbooks/`).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["backup", "id", "source"])]
+    scenario: Option<String>,
+    /// With --scenario: print what would be restored, from which backup, into which targets, and the implied RPO; change nothing.
+    #[arg(long, requires = "scenario")]
+    plan: bool,
+    /// With --scenario: the endpoint of a source, `SOURCE=PATH|URI` (repeatable).
+    #[arg(long, value_name = "SOURCE=ENDPOINT", requires = "scenario")]
+    into: Vec<String>,
+    /// With --scenario: state file recording finished steps (default: `gsdr-incident-<scenario>.state.json`).
+    #[arg(long, value_name = "FILE", requires = "scenario")]
+    state: Option<PathBuf>,
+    /// With --scenario: continue the run recorded in the state file, skipping finished steps.
+    #[arg(long, requires = "scenario")]
+    resume: bool,
+    /// With --scenario: directory of the scenario files.
+    #[arg(long, value_name = "DIR", env = "GSDR_RUNBOOKS", requires = "scenario")]
+    runbooks: Option<PathBuf>,
+    /// With --scenario: also write the incident record (json, md, html) under DIR/<scenario>/.
+    #[arg(long, value_name = "DIR", requires = "scenario")]
+    out: Option<PathBuf>,
 }
 
 /// Runs `gsdr restore`.
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
+    if let Some(scenario) = args.scenario.clone() {
+        return super::drill::incident(
+            ctx,
+            super::drill::IncidentArgs {
+                scenario,
+                plan: args.plan,
+                into: args.into,
+                state: args.state,
+                resume: args.resume,
+                runbooks: args.runbooks,
+                out: args.out,
+                yes: args.yes,
+                target_time: args.target_time,
+            },
+        )
+        .await;
+    }
     let env = ctx.env()?;
     let id = args.backup.clone().or(args.id.clone());
     let req = RestoreRequest {

@@ -160,6 +160,14 @@ pub fn open_source(
             })?;
             Ok(Box::new(command::CommandSource::new(name, c)))
         }
+        Engine::Redis => {
+            let c = cfg.redis.clone().ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "source `{name}` has no [sources.{name}.redis] table"
+                ))
+            })?;
+            Ok(Box::new(redis::RedisSource::new(name, c)?))
+        }
         Engine::Postgres => {
             let c = cfg.postgres.clone().ok_or_else(|| {
                 crate::Error::Invalid(format!(
@@ -170,14 +178,6 @@ pub fn open_source(
                 .map_err(|m| crate::Error::Invalid(format!("[sources.{name}.postgres]: {m}")))?;
             Ok(Box::new(postgres::base::BaseBackupSource::new(name, c)))
         }
-        Engine::Redis => {
-            let c = cfg.redis.clone().ok_or_else(|| {
-                crate::Error::Invalid(format!(
-                    "source `{name}` has no [sources.{name}.redis] table"
-                ))
-            })?;
-            Ok(Box::new(redis::RedisSource::new(name, c)?))
-        }
         Engine::Mongo => {
             let c = cfg.mongo.clone().ok_or_else(|| {
                 crate::Error::Invalid(format!(
@@ -186,10 +186,6 @@ pub fn open_source(
             })?;
             Ok(Box::new(mongo::MongoSource::new(name, c)))
         }
-        other => Err(crate::Error::NotSupported(format!(
-            "backups of `{}` sources (source `{name}`)",
-            other.as_str()
-        ))),
     }
 }
 
@@ -204,6 +200,12 @@ pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), 
                 .ok_or_else(|| crate::Error::Invalid(format!("source `{name}` has no command")))?;
             command::probe(name, c)
         }
+        Engine::Redis => {
+            let c = cfg.redis.as_ref().ok_or_else(|| {
+                crate::Error::Invalid(format!("source `{name}` has no redis table"))
+            })?;
+            redis::probe(name, c).await
+        }
         Engine::Postgres => {
             let c = cfg.postgres.clone().ok_or_else(|| {
                 crate::Error::Invalid(format!("source `{name}` has no postgres table"))
@@ -212,21 +214,11 @@ pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), 
                 .probe()
                 .await?)
         }
-        Engine::Redis => {
-            let c = cfg.redis.as_ref().ok_or_else(|| {
-                crate::Error::Invalid(format!("source `{name}` has no redis table"))
-            })?;
-            redis::probe(name, c).await
-        }
         Engine::Mongo => {
             let c = cfg.mongo.as_ref().ok_or_else(|| {
                 crate::Error::Invalid(format!("source `{name}` has no mongo settings"))
             })?;
             mongo::probe(name, c).await
         }
-        other => Err(crate::Error::NotSupported(format!(
-            "connection checks of `{}` sources",
-            other.as_str()
-        ))),
     }
 }

@@ -8,5 +8,6 @@ mod storage;
 mod postgres;
 mod redis;
 mod mongo;
+mod drill;
 mod support;
 mod velero;

@@ -1,0 +1,256 @@
+//! Restore steps of the engines: into scratch servers (drills) or the real
+//! endpoints (incidents). Scratch servers are registered in the run's context
+//! so the runner stops them at the end, also when a step failed.
+
+use std::path::PathBuf;
+
+use super::report::{RunKind, StepReport};
+use super::runner::{planned_backup, restored_of, Ctx, Restored};
+use super::scenario::Step;
+use crate::error::Error;
+
+pub(super) fn server_uri(ctx: &Ctx<'_>, st: &Step, source: &str) -> Result<String, Error> {
+    restored_of(ctx, source)?.uri.ok_or_else(|| {
+        Error::Invalid(format!(
+            "check `{}`: source `{source}` was restored to a file, not a server",
+            st.name
+        ))
+    })
+}
+
+/// Redis: into a scratch `redis-server` loading the RDB (drill), or copied key by key into the real endpoint (incident).
+pub(super) async fn restore_redis(
+    ctx: &Ctx<'_>,
+    st: &Step,
+    source: &str,
+    rep: &mut StepReport,
+) -> Result<String, Error> {
+    let pb = planned_backup(ctx, st)?;
+    let cat = ctx.env.catalog(&pb.target).await?;
+    let m = cat.find(&pb.id).await?;
+    rep.backup_id = Some(m.id.clone());
+    rep.from_target = Some(pb.target.clone());
+    let (uri, bytes) = match ctx.opts.kind {
+        RunKind::Drill => {
+            let dir = ctx
+                .scratch
+                .as_ref()
+                .expect("drills have a scratch dir")
+                .join(source);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::LocalIo {
+                what: "creating the scratch directory",
+                path: dir.clone(),
+                source: e,
+            })?;
+            let out = crate::job::restore_raw_to_file(
+                ctx.env,
+                &cat,
+                &m,
+                &dir.join("dump.rdb"),
+                true,
+                ctx.progress,
+            )
+            .await?;
+            let bin = ctx
+                .env
+                .policy
+                .sources
+                .get(source)
+                .and_then(|s| s.redis.as_ref())
+                .map(|r| r.redis_server.clone())
+                .unwrap_or_else(|| "redis-server".into());
+            let server = crate::source::redis::ScratchServer::start(&bin, &dir).await?;
+            let uri = format!("redis://127.0.0.1:{}/0", server.port);
+            ctx.redis_servers.lock().expect("lock").push(server);
+            (uri, out.raw_bytes)
+        }
+        RunKind::Incident => {
+            let uri = ctx.opts.endpoints[source].clone();
+            let req = crate::source::RestoreRequest {
+                to_uri: Some(uri.clone()),
+                replace: true,
+                yes: true,
+                ..Default::default()
+            };
+            let out = crate::source::redis::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
+            (uri, out.raw_bytes)
+        }
+    };
+    rep.raw_bytes = Some(bytes);
+    let shown = redact_uri(&uri);
+    rep.into = Some(shown.clone());
+    ctx.restored.lock().expect("lock").insert(
+        source.to_string(),
+        Restored {
+            manifest: m.clone(),
+            target: pb.target.clone(),
+            into: shown.clone(),
+            path: None,
+            uri: Some(uri),
+            recovered: None,
+        },
+    );
+    Ok(format!(
+        "restored backup {} from target `{}` ({bytes} bytes) into {shown}",
+        m.id, pb.target
+    ))
+}
+
+/// PostgreSQL: base backup + WAL up to the target into a scratch directory,
+/// started on a free port until it promotes (drill); into the endpoint
+/// directory, ready to start (incident).
+pub(super) async fn restore_postgres(
+    ctx: &Ctx<'_>,
+    st: &Step,
+    source: &str,
+    rep: &mut StepReport,
+) -> Result<String, Error> {
+    let pb = planned_backup(ctx, st)?;
+    let cat = ctx.env.catalog(&pb.target).await?;
+    let m = cat.find(&pb.id).await?;
+    let cfg = ctx
+        .env
+        .source_config(source)?
+        .postgres
+        .clone()
+        .ok_or_else(|| Error::Invalid(format!("source `{source}` is not a postgres source")))?;
+    rep.from_target = Some(pb.target.clone());
+    let dir = match ctx.opts.kind {
+        RunKind::Drill => ctx
+            .scratch
+            .as_ref()
+            .expect("drills have a scratch dir")
+            .join(source)
+            .join("pgdata"),
+        RunKind::Incident => PathBuf::from(&ctx.opts.endpoints[source]),
+    };
+    let req = crate::source::RestoreRequest {
+        to_dir: Some(dir.clone()),
+        target_time: ctx.plan.target_time,
+        latest: ctx.plan.target_time.is_none(),
+        replace: true,
+        yes: true,
+        ..Default::default()
+    };
+    let out = crate::source::postgres::restore::restore(
+        ctx.env,
+        &cat,
+        source,
+        Some(&m),
+        &req,
+        ctx.progress,
+    )
+    .await?;
+    rep.raw_bytes = Some(out.raw_bytes);
+    rep.backup_id = Some(out.id.clone());
+    let base = cat.find(&out.id).await.unwrap_or(m);
+    let target = ctx
+        .plan
+        .target_time
+        .map(|t| format!("time {}", t.to_rfc3339()))
+        .unwrap_or_else(|| "the end of the archive".into());
+    let (uri, into) = match ctx.opts.kind {
+        RunKind::Drill => {
+            let pg = super::scratch_pg::ScratchPg::start(&cfg, &dir).await?;
+            let conn = pg.conn_string(&cfg);
+            let shown = format!(
+                "scratch PostgreSQL 127.0.0.1:{} ({})",
+                pg.port,
+                dir.display()
+            );
+            ctx.pg_servers.lock().expect("lock").push(pg);
+            (Some(conn), shown)
+        }
+        RunKind::Incident => (None, dir.display().to_string()),
+    };
+    rep.into = Some(into.clone());
+    ctx.restored.lock().expect("lock").insert(
+        source.to_string(),
+        Restored {
+            manifest: base.clone(),
+            target: pb.target.clone(),
+            into: into.clone(),
+            path: None,
+            uri,
+            recovered: None,
+        },
+    );
+    Ok(format!(
+        "restored base backup {} from target `{}` ({} bytes) and replayed WAL to {target} into {into}",
+        base.id, pb.target, out.raw_bytes
+    ))
+}
+
+/// MongoDB: into a scratch server (drill) or the endpoint URI (incident).
+pub(super) async fn restore_mongo(
+    ctx: &Ctx<'_>,
+    st: &Step,
+    source: &str,
+    rep: &mut StepReport,
+) -> Result<String, Error> {
+    let pb = planned_backup(ctx, st)?;
+    let cat = ctx.env.catalog(&pb.target).await?;
+    let m = cat.find(&pb.id).await?;
+    rep.backup_id = Some(m.id.clone());
+    rep.from_target = Some(pb.target.clone());
+    let uri = match ctx.opts.kind {
+        RunKind::Drill => {
+            let dir = ctx
+                .scratch
+                .as_ref()
+                .expect("drills have a scratch dir")
+                .join(source);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::LocalIo {
+                what: "creating the scratch directory",
+                path: dir.clone(),
+                source: e,
+            })?;
+            let argv = ctx
+                .env
+                .policy
+                .drills
+                .clone()
+                .unwrap_or_default()
+                .mongo_scratch_argv;
+            let server = super::scratch_mongo::ScratchMongo::start(&argv, &dir).await?;
+            let uri = server.uri();
+            ctx.mongo_servers.lock().expect("lock").push(server);
+            uri
+        }
+        RunKind::Incident => ctx.opts.endpoints[source].clone(),
+    };
+    let req = crate::source::RestoreRequest {
+        to_uri: Some(uri.clone()),
+        replace: true,
+        yes: true,
+        target_time: ctx.plan.target_time,
+        ..Default::default()
+    };
+    let out = crate::source::mongo::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
+    rep.raw_bytes = Some(out.raw_bytes);
+    let shown = redact_uri(&uri);
+    rep.into = Some(shown.clone());
+    ctx.restored.lock().expect("lock").insert(
+        source.to_string(),
+        Restored {
+            manifest: m.clone(),
+            target: pb.target.clone(),
+            into: shown.clone(),
+            path: None,
+            uri: Some(uri),
+            recovered: None,
+        },
+    );
+    Ok(format!(
+        "restored backup {} from target `{}` ({} bytes) into {shown}",
+        m.id, pb.target, out.raw_bytes
+    ))
+}
+
+/// A URI without its password, for reports.
+fn redact_uri(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &uri[..s], &uri[at + 1..]),
+        _ => uri.to_string(),
+    }
+}

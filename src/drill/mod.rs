@@ -1,0 +1,76 @@
+//! DR drills and incident restores that measure RTO and RPO against the policy's objectives.
+//!
+//! - [`scenario`]: the `runbooks/*.toml` files (steps, order, parallelism) and
+//!   the Markdown runbooks generated from them.
+//! - [`runner`]: plans and runs a scenario — restores into scratch targets
+//!   (drill) or the real endpoints (incident), runs the checks, times every
+//!   step, cleans scratch targets up (also on failure) and, for incidents,
+//!   keeps a state file so a failed run resumes without redoing finished steps.
+//! - [`checks`] and [`canary`]: what a check looks at; heartbeat canaries give
+//!   the recovered point of each source.
+//! - `engines` (private): the engines' restore steps into scratch servers
+//!   ([`scratch_pg`], [`scratch_mongo`], Redis's own scratch server) or real endpoints.
+//! - `store` (private, re-exported from [`runner`]): where reports go, pruning,
+//!   and [`run_scheduled`], the daemon's entry point.
+//! - [`report`]: the report (JSON, Markdown, self-contained HTML with an SVG
+//!   timeline), stored under `<prefix>/drills/<stamp>/<scenario>/`.
+//! - [`trend`]: the last drills' RTO/RPO and a projection of the RTO from data growth.
+//!
+//! Definitions: **RPO achieved** = run start − newest point actually recovered
+//! (the newest canary found in the restored data; the manifest's recovery point
+//! where no canary can exist, and the report says so). **RTO achieved** = run
+//! start → every step passed (all restored services verified).
+
+pub mod canary;
+pub mod checks;
+mod engines;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod scratch_mongo;
+pub mod scratch_pg;
+mod store;
+pub mod trend;
+
+use std::path::PathBuf;
+
+pub use report::{DrillReport, RunKind};
+pub use runner::{plan, run, run_scheduled, Plan, RunOptions};
+pub use scenario::{Action, BackupCopy, Scenario, Step};
+
+/// Errors of drills and incident restores.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DrillError {
+    /// A scenario file is invalid.
+    #[error("scenario {}: {message}", file.display())]
+    Scenario {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// The state file of an incident run is unreadable or for another scenario.
+    #[error("incident state file {}: {message}", file.display())]
+    State {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A gsdr operation failed.
+    #[error(transparent)]
+    Gsdr(#[from] crate::Error),
+}
+
+impl From<crate::catalog::CatalogError> for DrillError {
+    fn from(e: crate::catalog::CatalogError) -> Self {
+        DrillError::Gsdr(e.into())
+    }
+}
+
+impl From<crate::storage::StorageError> for DrillError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        DrillError::Gsdr(e.into())
+    }
+}

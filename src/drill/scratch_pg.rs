@@ -1,0 +1,210 @@
+//! A scratch PostgreSQL server started from a restored data directory on a
+//! free loopback port; it replays the archived WAL up to the restore target
+//! and promotes. Stopped by [`ScratchPg::stop`] (async) or, as a last
+//! resort, on drop (`pg_ctl stop -m immediate`).
+//!
+//! When gsdr runs as root (containers), the server runs as the `postgres`
+//! user through `runuser` and the directory is handed to that user: PostgreSQL
+//! refuses to run as root.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::source::postgres::PostgresConfig;
+
+/// Longest wait for recovery to finish and the server to promote.
+const PROMOTE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A running scratch PostgreSQL.
+#[derive(Debug)]
+pub struct ScratchPg {
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    /// Port on 127.0.0.1.
+    pub port: u16,
+    stopped: bool,
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn as_server_user(prog: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(prog);
+        c
+    } else {
+        Command::new(prog)
+    }
+}
+
+impl ScratchPg {
+    /// Starts the restored directory `data` and waits until it has promoted.
+    pub async fn start(cfg: &PostgresConfig, data: &Path) -> Result<ScratchPg> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| Error::LocalIo {
+                what: "finding a free port for a scratch PostgreSQL for",
+                path: data.to_path_buf(),
+                source: e,
+            })?;
+        let parent = data.parent().unwrap_or(data).to_path_buf();
+        if is_root() {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&parent)
+                .status();
+        }
+        let pg_ctl = cfg.program("pg_ctl");
+        let log = parent.join("postgres.log");
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c archive_mode=off",
+            parent.display()
+        );
+        let data_s = data.display().to_string();
+        let log_s = log.display().to_string();
+        let mut cmd = as_server_user(&pg_ctl);
+        cmd.args(["-D", &data_s, "-l", &log_s, "-o", &opts, "-W", "start"]);
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .map_err(|e| Error::Invalid(format!("pg_ctl start: {e}")))?
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "cannot run `{}` for a scratch PostgreSQL: {e}; set pg_bin in the source's policy",
+                    pg_ctl.display()
+                ))
+            })?;
+        let s = ScratchPg {
+            pg_ctl,
+            data: data.to_path_buf(),
+            port,
+            stopped: false,
+        };
+        if !out.status.success() {
+            return Err(Error::Invalid(format!(
+                "pg_ctl start of the restored directory failed ({}): {}; server log: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                log_tail(&log)
+            )));
+        }
+        s.wait_promoted(cfg, &log).await?;
+        Ok(s)
+    }
+
+    /// A libpq connection string for this server, as the source's user and database.
+    pub fn conn_string(&self, cfg: &PostgresConfig) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={} dbname={}",
+            self.port, cfg.user, cfg.dbname
+        )
+    }
+
+    async fn wait_promoted(&self, cfg: &PostgresConfig, log: &Path) -> Result<()> {
+        let start = Instant::now();
+        let conn = self.conn_string(cfg);
+        loop {
+            if let Ok((client, connection)) =
+                tokio_postgres::connect(&conn, tokio_postgres::NoTls).await
+            {
+                let h = tokio::spawn(connection);
+                let r = client.query_one("SELECT pg_is_in_recovery()", &[]).await;
+                drop(client);
+                let _ = h.await;
+                if let Ok(row) = r {
+                    if !row.get::<_, bool>(0) {
+                        return Ok(());
+                    }
+                }
+            }
+            if start.elapsed() > PROMOTE_TIMEOUT {
+                return Err(Error::Invalid(format!(
+                    "the scratch PostgreSQL did not finish recovery within {PROMOTE_TIMEOUT:?}; server log: {}",
+                    log_tail(log)
+                )));
+            }
+            // pg_ctl -W returns before the postmaster writes its pid file: allow it a moment.
+            let shut_down = std::fs::read_to_string(log)
+                .is_ok_and(|t| t.contains("database system is shut down"));
+            if shut_down
+                || (start.elapsed() > Duration::from_secs(10)
+                    && !self.data.join("postmaster.pid").exists())
+            {
+                return Err(Error::Invalid(format!(
+                    "the scratch PostgreSQL stopped during recovery; server log: {}",
+                    log_tail(log)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn stop_sync(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let _ = as_server_user(&self.pg_ctl)
+            .args([
+                "-D",
+                &self.data.display().to_string(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output();
+    }
+
+    /// Stops the server (immediate: the data is thrown away).
+    pub async fn stop(mut self) {
+        let _ = tokio::task::spawn_blocking(move || self.stop_sync()).await;
+    }
+}
+
+impl Drop for ScratchPg {
+    fn drop(&mut self) {
+        self.stop_sync();
+    }
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+/// Runs `query` and returns the first column of the first row as an integer.
+pub async fn query_i64(conn: &str, query: &str) -> Result<i64> {
+    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::Invalid(format!("restored PostgreSQL: cannot connect: {e}")))?;
+    let h = tokio::spawn(connection);
+    let row = client
+        .query_one(&format!("SELECT ({query})::bigint"), &[])
+        .await
+        .map_err(|e| Error::Invalid(format!("restored PostgreSQL: `{query}`: {e}")));
+    drop(client);
+    let _ = h.await;
+    Ok(row?.get::<_, i64>(0))
+}
+
+/// Runs `query` and returns the first column of the first row as text (NULL = `None`).
+pub async fn query_text(conn: &str, query: &str) -> Result<Option<String>> {
+    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::Invalid(format!("PostgreSQL: cannot connect: {e}")))?;
+    let h = tokio::spawn(connection);
+    let row = client
+        .query_one(query, &[])
+        .await
+        .map_err(|e| Error::Invalid(format!("PostgreSQL: `{query}`: {e}")));
+    drop(client);
+    let _ = h.await;
+    Ok(row?.get::<_, Option<String>>(0))
+}
