@@ -5,8 +5,8 @@
 //! Data goes to stdout (`--json` for machines), logs and progress to stderr.
 
 mod backup;
-mod daemon;
 mod canary;
+mod daemon;
 mod drill;
 mod keygen;
 mod list;

@@ -758,7 +758,8 @@ impl Policy {
             }
         }
         if let Some(v) = &self.velero {
-            v.validate().map_err(|(field, message)| self.err(text, &field, message))?;
+            v.validate()
+                .map_err(|(field, message)| self.err(text, &field, message))?;
         }
         Ok(())
     }

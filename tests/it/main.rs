@@ -4,10 +4,10 @@
 
 mod cli;
 mod daemon;
-mod storage;
+mod drill;
+mod mongo;
 mod postgres;
 mod redis;
-mod mongo;
-mod drill;
+mod storage;
 mod support;
 mod velero;

@@ -8,10 +8,10 @@
 
 #![allow(dead_code)]
 
-pub mod moto;
 pub mod fake_kube;
-pub mod postgres;
 pub mod mongo;
+pub mod moto;
+pub mod postgres;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
