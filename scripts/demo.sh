@@ -45,11 +45,61 @@ urllib.request.urlopen(req).read()
 PY
 echo "S3 (moto) on 127.0.0.1:39000, bucket gsdr-offsite"
 
+need_port 39017 "MongoDB (nx-27017)"; need_port 39379 "Redis"; need_port 39432 "PostgreSQL"
+"$VENV/bin/nx-27017" --db memory --host 127.0.0.1 -p 39017 --log-file "$DEMO/run/nx.log" --pid-file "$DEMO/run/nx.pid" > /dev/null 2>&1 &
+PIDS+=($!)
+redis-server --port 39379 --bind 127.0.0.1 --dir "$DEMO/run" --save "" --appendonly no --daemonize no > "$DEMO/run/redis.log" 2>&1 &
+PIDS+=($!)
+export GSDR_DEMO_MONGO_URI="mongodb://127.0.0.1:39017/?directConnection=true"
+
+# PostgreSQL refuses to run as root: as root, run it as the `postgres` user.
+PGBIN=/usr/lib/postgresql/15/bin
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+umask 0000   # the archiver (user postgres) and gsdr (this user) share the demo folder
+mkdir -p "$DEMO/backups" "$DEMO/pg" "$DEMO/scratch" "$DEMO/runbooks"
+[ "$(id -u)" -eq 0 ] && chown postgres "$DEMO/pg" "$DEMO/backups"
+as_pg "$PGBIN/initdb" -D "$DEMO/pg/data" -U postgres --auth=trust > "$DEMO/run/initdb.log"
+cat >> "$DEMO/pg/data/postgresql.conf" <<CONF
+port = 39432
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DEMO/pg'
+archive_mode = on
+archive_timeout = 30
+archive_command = 'cd $PWD && GSDR_LOG=warn $GSDR --policy $POLICY -q wal-push --source postgres %p'
+CONF
+as_pg "$PGBIN/pg_ctl" -D "$DEMO/pg/data" -l "$DEMO/pg/server.log" -w start > /dev/null
+stop_pg() { as_pg "$PGBIN/pg_ctl" -D "$DEMO/pg/data" -m fast stop > /dev/null 2>&1 || true; }
+trap 'stop_pg; cleanup' EXIT
+wait_port 39017; wait_port 39379; wait_port 39432
+echo "MongoDB (nx-27017) :39017, Redis :39379, PostgreSQL 15 :39432 (archiving with gsdr wal-push)"
+
+echo "== loading demo data (glucose readings)"
+PSQL=("$PGBIN/psql" -h 127.0.0.1 -p 39432 -U postgres -q -v ON_ERROR_STOP=1)
+"${PSQL[@]}" -c "CREATE TABLE accounts (id serial PRIMARY KEY, name text, created timestamptz DEFAULT now());
+                 INSERT INTO accounts (name) SELECT 'patient-' || g FROM generate_series(1, 20000) g;"
+redis-cli -p 39379 DEBUG POPULATE 50000 reading 64 > /dev/null
+redis-cli -p 39379 HSET session:demo user p00042 expires 3600 > /dev/null
+"$VENV/bin/python" - <<'PY'
+import random, pymongo, datetime
+c = pymongo.MongoClient("mongodb://127.0.0.1:39017/?directConnection=true")
+now = datetime.datetime.now(datetime.timezone.utc)
+docs = [{"patient": f"p{i % 977:05}", "mg_dl": random.randint(40, 400), "ts": now - datetime.timedelta(minutes=5 * i)} for i in range(20000)]
+c.glucosync.readings.insert_many(docs)
+c.glucosync.predictions.insert_many([{"patient": f"p{i:05}", "predicted_mg_dl_30m": 120.5} for i in range(977)])
+print("mongo: %d readings" % c.glucosync.readings.count_documents({}))
+PY
+
 echo "== gsdr policy check --connect"
 "$GSDR" --policy "$POLICY" policy check --connect
 
+echo "== gsdr canary (heartbeats the drill's RPO is measured from)"
+"$GSDR" --policy "$POLICY" canary
+
 echo "== gsdr backup (every source)"
 "$GSDR" --policy "$POLICY" backup
+# Make sure the WAL up to now is archived, so the drill can replay it.
+"${PSQL[@]}" -c "SELECT pg_switch_wal();" > /dev/null
+sleep 3
 
 echo "== gsdr list"
 "$GSDR" --policy "$POLICY" list
@@ -57,4 +107,24 @@ echo "== gsdr list"
 echo "== gsdr verify (newest backup of every source)"
 "$GSDR" --policy "$POLICY" verify
 
-echo "== demo finished: backups in $DEMO/backups"
+echo "== gsdr replicate (off-site copy to the S3 target)"
+"$GSDR" --policy "$POLICY" replicate
+"$GSDR" --policy "$POLICY" replicate --check
+
+echo "== gsdr drill: node-loss (without its Velero step: no Kubernetes here)"
+"$VENV/bin/python" - "$DEMO/runbooks/node-loss.toml" <<'PY'
+import sys, re
+text = open("runbooks/node-loss.toml").read()
+blocks = text.split("[[steps]]")
+keep = [blocks[0]] + [b for b in blocks[1:] if 'kind = "velero_restore"' not in b]
+open(sys.argv[1], "w").write("[[steps]]".join(keep))
+PY
+set +e
+"$GSDR" --policy "$POLICY" drill --scenario node-loss --out "$DEMO/reports"
+code=$?
+set -e
+echo
+for f in "$DEMO"/reports/*/report.md; do cat "$f"; done
+echo
+echo "== demo finished (drill exit code $code): reports in $DEMO/reports (open report.html in a browser), backups in $DEMO/backups"
+exit $code

@@ -21,6 +21,8 @@ pub struct Args {
 #[derive(Serialize)]
 struct Listing {
     backups: Vec<gsdr::catalog::Manifest>,
+    /// Velero backups recorded in the same catalog.
+    velero: Vec<gsdr::velero::VeleroRecord>,
 }
 
 /// Runs `gsdr list`.
@@ -37,12 +39,16 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             .collect(),
     };
     let mut backups = Vec::new();
+    let mut velero = Vec::new();
     for t in targets {
         let cat = env.catalog(&t).await?;
         backups.extend(cat.list(args.source.as_deref()).await?);
+        if args.source.is_none() && env.policy.velero.is_some() {
+            velero.extend(gsdr::velero::list_records(cat.store().as_ref(), None).await?);
+        }
     }
     backups.sort_by(|a, b| (&a.source, a.started_at).cmp(&(&b.source, b.started_at)));
-    emit(ctx.json, &Listing { backups }, |l| {
+    emit(ctx.json, &Listing { backups, velero }, |l| {
         let mut s = format!(
             "{:<20} {:<26} {:<8} {:>10} {:>10}  {}\n",
             "SOURCE", "ID", "KIND", "RAW", "STORED", "RECOVERY POINT"
@@ -57,6 +63,19 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                 bytes(m.stored_bytes),
                 m.recovery_point()
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
+        for v in &l.velero {
+            s += &format!(
+                "{:<20} {:<26} {:<8} {:>10} {:>10}  {}\n",
+                format!("velero/{}", v.job.as_deref().unwrap_or("-")),
+                v.name,
+                "velero",
+                format!("{:?}", v.outcome),
+                "",
+                v.completed
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default()
             );
         }
         s

@@ -18,6 +18,7 @@ mod replicate;
 mod restore;
 mod run;
 mod storage_cmd;
+mod velero;
 mod verify;
 mod wal;
 
@@ -100,6 +101,8 @@ enum Command {
     Replicate(replicate::Args),
     /// Bucket settings: lifecycle rules, versioning, Object Lock.
     Storage(storage_cmd::Args),
+    /// Velero: Kubernetes backups and restores through the Kubernetes API.
+    Velero(velero::Args),
 }
 
 /// What a subcommand concluded.
@@ -165,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Prune(a) => prune::run(&ctx, a).await,
         Command::Replicate(a) => replicate::run(&ctx, a).await,
         Command::Storage(a) => storage_cmd::run(&ctx, a).await,
+        Command::Velero(a) => velero::run(&ctx, a).await,
     }
 }
 

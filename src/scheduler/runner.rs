@@ -64,6 +64,15 @@ impl JobRunner {
 #[async_trait]
 impl Runner for JobRunner {
     async fn run(&self, source: &str, cancel: CancellationToken) -> Result<RunReport> {
+        // The heartbeat drills measure RPO from: written just before the dump, so
+        // the newest canary a restore finds is this backup's point (best effort).
+        if let Ok(cfg) = self.env.source_config(source) {
+            if crate::drill::canary::supported(cfg.kind) {
+                if let Err(e) = crate::drill::canary::write(&self.env, source).await {
+                    tracing::warn!(event = "canary_failed", source, error = %e);
+                }
+            }
+        }
         let out = tokio::select! {
             r = crate::job::backup(&self.env, source, &NoProgress) => r?,
             _ = cancel.cancelled() => {
