@@ -15,6 +15,8 @@ GSDR="$PWD/target/debug/gsdr"
 VENV="${GSDR_TEST_VENV:-$PWD/.venv}"
 DEMO="$PWD/.gsdr-demo"
 POLICY="policies/local.toml"
+# Drills start scratch MongoDB servers (nx-27017) from the venv.
+export PATH="$VENV/bin:$PATH"
 
 rm -rf "$DEMO"; mkdir -p "$DEMO/run"
 PIDS=()
@@ -48,7 +50,7 @@ echo "S3 (moto) on 127.0.0.1:39000, bucket gsdr-offsite"
 need_port 39017 "MongoDB (nx-27017)"; need_port 39379 "Redis"; need_port 39432 "PostgreSQL"
 "$VENV/bin/nx-27017" --db memory --host 127.0.0.1 -p 39017 --log-file "$DEMO/run/nx.log" --pid-file "$DEMO/run/nx.pid" > /dev/null 2>&1 &
 PIDS+=($!)
-redis-server --port 39379 --bind 127.0.0.1 --dir "$DEMO/run" --save "" --appendonly no --daemonize no > "$DEMO/run/redis.log" 2>&1 &
+redis-server --port 39379 --bind 127.0.0.1 --dir "$DEMO/run" --save "" --appendonly no --enable-debug-command local --daemonize no > "$DEMO/run/redis.log" 2>&1 &
 PIDS+=($!)
 export GSDR_DEMO_MONGO_URI="mongodb://127.0.0.1:39017/?directConnection=true"
 
@@ -57,7 +59,9 @@ PGBIN=/usr/lib/postgresql/15/bin
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 umask 0000   # the archiver (user postgres) and gsdr (this user) share the demo folder
 mkdir -p "$DEMO/backups" "$DEMO/pg" "$DEMO/scratch" "$DEMO/runbooks"
-[ "$(id -u)" -eq 0 ] && chown postgres "$DEMO/pg" "$DEMO/backups"
+# As root, PostgreSQL (and the gsdr wal-push/wal-fetch it runs) is user postgres:
+# it gets the demo folders and the demo identity (restore_command decrypts WAL).
+[ "$(id -u)" -eq 0 ] && chown postgres "$DEMO/pg" "$DEMO/backups" "$DEMO/identity.txt"
 as_pg "$PGBIN/initdb" -D "$DEMO/pg/data" -U postgres --auth=trust > "$DEMO/run/initdb.log"
 cat >> "$DEMO/pg/data/postgresql.conf" <<CONF
 port = 39432
@@ -65,7 +69,7 @@ listen_addresses = '127.0.0.1'
 unix_socket_directories = '$DEMO/pg'
 archive_mode = on
 archive_timeout = 30
-archive_command = 'cd $PWD && GSDR_LOG=warn $GSDR --policy $POLICY -q wal-push --source postgres %p'
+archive_command = 'cd $PWD && GSDR_LOG=warn $GSDR --policy $POLICY -q wal-push --source postgres $DEMO/pg/data/%p'
 CONF
 as_pg "$PGBIN/pg_ctl" -D "$DEMO/pg/data" -l "$DEMO/pg/server.log" -w start > /dev/null
 stop_pg() { as_pg "$PGBIN/pg_ctl" -D "$DEMO/pg/data" -m fast stop > /dev/null 2>&1 || true; }
@@ -98,8 +102,13 @@ echo "== gsdr canary (heartbeats the drill's RPO is measured from)"
 echo "== gsdr backup (every source)"
 "$GSDR" --policy "$POLICY" backup
 # Make sure the WAL up to now is archived, so the drill can replay it.
-"${PSQL[@]}" -c "SELECT pg_switch_wal();" > /dev/null
-sleep 3
+seg=$("${PSQL[@]}" -Atc "SELECT pg_walfile_name(pg_switch_wal())")
+for _ in $(seq 1 120); do
+  [ "$("${PSQL[@]}" -Atc "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")" \> "$seg" ] && break
+  [ "$("${PSQL[@]}" -Atc "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")" = "$seg" ] && break
+  sleep 0.5
+done
+echo "WAL archived up to $seg"
 
 echo "== gsdr list"
 "$GSDR" --policy "$POLICY" list

@@ -128,9 +128,21 @@ pub fn restore_command(env: &Env, cfg: &PostgresConfig, source: &str) -> Result<
         "--source".into(),
         sh_quote(source),
         "%f".into(),
-        "%p".into(),
+        // %p is relative to the data directory, which the `cd` below leaves.
+        "\"$d/%p\"".into(),
     ]);
-    Ok(parts.join(" "))
+    // Relative paths in the policy (folder targets, key files) are relative to
+    // gsdr's working directory, not to the data directory PostgreSQL runs this in.
+    let cwd = std::env::current_dir().map_err(|e| Error::LocalIo {
+        what: "reading the working directory for restore_command",
+        path: PathBuf::from("."),
+        source: e,
+    })?;
+    Ok(format!(
+        "d=\"$PWD\"; cd {} && {}",
+        sh_quote(&cwd.display().to_string()),
+        parts.join(" ")
+    ))
 }
 
 fn pg_string(s: &str) -> String {
