@@ -19,7 +19,7 @@ PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0
 MOTO=$!
 trap 'kill $MOTO 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-"$VENV/bin/python" -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$PORT/rt', method='PUT')).read()"
+"$VENV/bin/python" -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$PORT/gsdr-rt', method='PUT')).read()"
 echo "dummy-key" > "$WORK/ak"; echo "dummy-secret" > "$WORK/sk"
 "$GSDR" keygen -o "$WORK/id.txt" > "$WORK/r"
 cat > "$WORK/p.toml" <<TOML
@@ -30,11 +30,11 @@ identity_file = "$WORK/id.txt"
 [targets.s3]
 kind = "s3"
 endpoint = "http://127.0.0.1:$PORT"
-bucket = "rt"
+bucket = "gsdr-rt"
 prefix = "gsdr"
 access_key_id = { file = "$WORK/ak" }
 secret_access_key = { file = "$WORK/sk" }
-part_size = "16MiB"
+part_size = "5MiB"
 upload_concurrency = 2
 [sources.data]
 kind = "command"
