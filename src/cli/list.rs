@@ -28,7 +28,7 @@ struct Listing {
 /// Runs `gsdr list`.
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     let env = ctx.env()?;
-    let targets: BTreeSet<String> = match (&args.target, &args.source) {
+    let mut targets: BTreeSet<String> = match (&args.target, &args.source) {
         (Some(t), _) => [t.clone()].into(),
         (None, Some(s)) => [env.primary_target_name(s)?].into(),
         (None, None) => env
@@ -38,6 +38,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             .filter_map(|s| env.policy.target_of(s).map(str::to_string))
             .collect(),
     };
+    if args.target.is_none() && args.source.is_none() && env.policy.velero.is_some() {
+        // Velero records live on the primary target (see `gsdr velero backup`).
+        if let Some(t) = super::velero::record_target(&env.policy) {
+            targets.insert(t);
+        }
+    }
     let mut backups = Vec::new();
     let mut velero = Vec::new();
     for t in targets {

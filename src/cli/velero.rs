@@ -57,13 +57,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                 Some(j) => vec![j],
                 None => cfg.jobs.keys().cloned().collect(),
             };
-            let target = env
-                .policy
-                .defaults
-                .target
-                .clone()
-                .or_else(|| env.policy.targets.keys().next().cloned())
-                .context("no target to record Velero backups in")?;
+            let target =
+                record_target(&env.policy).context("no target to record Velero backups in")?;
             let store = env.store(&target).await?;
             let mut out = Backups {
                 backups: Vec::new(),
@@ -125,4 +120,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// The target Velero records are kept in: the default target, else the first one.
+pub fn record_target(policy: &gsdr::policy::Policy) -> Option<String> {
+    policy
+        .defaults
+        .target
+        .clone()
+        .or_else(|| policy.targets.keys().next().cloned())
 }

@@ -843,3 +843,75 @@ async fn velero_records_live_in_the_catalog_beside_database_backups() {
         .unwrap_err();
     assert!(e.to_string().contains("not made by a gsdr job"), "{e}");
 }
+
+/// The `gsdr velero backup|status` and `gsdr list` commands end to end: the real
+/// binary, a kubeconfig pointing at the fake API server, the record stored in the
+/// catalog beside database backups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn velero_cli_backup_records_in_the_catalog_and_lists() {
+    let fake = FakeKube::start().await;
+    fake.script(
+        "backups",
+        vec![
+            step(20, json!({ "phase": "InProgress" })),
+            step(20, times(json!({ "phase": "Completed", "progress": { "totalItems": 7, "itemsBackedUp": 7 } }))),
+        ],
+    );
+    let f = crate::cli::Fixture::new(
+        "[targets.local]\nkind = \"fs\"\npath = \"{dir}/store\"\n\
+         [velero]\nnamespace = \"velero\"\ntimeout = \"30s\"\n\
+         [velero.jobs.data-namespaces]\nschedule = \"0 * * * *\"\nttl = \"720h\"\nincluded_namespaces = [\"data\"]\n",
+    );
+    let kubeconfig = f.dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+             current-context: fake\nusers:\n- name: fake\n  user:\n    token: not-a-secret\n",
+            fake.url
+        ),
+    )
+    .unwrap();
+    let run = |args: Vec<String>| {
+        let policy = f.policy.clone();
+        let kc = kubeconfig.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(crate::support::gsdr_bin())
+                .arg("--policy")
+                .arg(policy)
+                .arg("--json")
+                .args(args)
+                .env("KUBECONFIG", kc)
+                .env("GSDR_LOG", "warn")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(vec!["velero".into(), "backup".into()]).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["backups"][0]["outcome"], "completed", "{j}");
+    assert_eq!(j["backups"][0]["job"], "data-namespaces");
+
+    let out = run(vec!["list".into()]).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["velero"].as_array().unwrap().len(), 1, "{j}");
+    assert_eq!(j["velero"][0]["phase"], "Completed");
+
+    let out = run(vec!["velero".into(), "status".into()]).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
