@@ -2,6 +2,7 @@
 //! endpoints (incidents). Scratch servers are registered in the run's context
 //! so the runner stops them at the end, also when a step failed.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::report::{RunKind, StepReport};
@@ -253,4 +254,61 @@ fn redact_uri(uri: &str) -> String {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &uri[..s], &uri[at + 1..]),
         _ => uri.to_string(),
     }
+}
+
+/// A Velero restore of the newest completed backup of a gsdr Velero job,
+/// optionally into mapped (scratch) namespaces.
+pub(super) async fn restore_velero(
+    ctx: &Ctx<'_>,
+    job: &str,
+    mapping: &[String],
+    rep: &mut StepReport,
+) -> Result<String, Error> {
+    let cfg = ctx.env.policy.velero.clone().ok_or_else(|| {
+        Error::Invalid(format!(
+            "the scenario restores Velero job `{job}` but the policy has no [velero] section"
+        ))
+    })?;
+    let client = crate::velero::VeleroClient::connect(cfg.namespace.clone()).await?;
+    let status = crate::velero::status(&client).await?;
+    let newest = status
+        .backups
+        .into_iter()
+        .filter(|b| b.job.as_deref() == Some(job) && b.outcome == crate::velero::Outcome::Completed)
+        .max_by_key(|b| b.completed)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "no completed Velero backup of job `{job}` to restore"
+            ))
+        })?;
+    let mut namespace_mapping = BTreeMap::new();
+    for m in mapping {
+        let (from, to) = m
+            .split_once('=')
+            .or_else(|| m.split_once(':'))
+            .ok_or_else(|| Error::Invalid(format!("namespace mapping `{m}`: expected FROM=TO")))?;
+        namespace_mapping.insert(from.to_string(), to.to_string());
+    }
+    rep.backup_id = Some(newest.name.clone());
+    rep.into = Some(if namespace_mapping.is_empty() {
+        "the original namespaces".to_string()
+    } else {
+        format!("{namespace_mapping:?}")
+    });
+    let req = crate::velero::RestoreRequest {
+        backup_name: newest.name.clone(),
+        namespace_mapping,
+        ..Default::default()
+    };
+    let rec = crate::velero::restore(&client, &req, cfg.timeout.0).await?;
+    if rec.outcome != crate::velero::Outcome::Completed {
+        return Err(Error::Invalid(format!(
+            "Velero restore `{}` of backup `{}` ended {:?}",
+            rec.name, newest.name, rec.outcome
+        )));
+    }
+    Ok(format!(
+        "Velero restore `{}` of backup `{}` completed",
+        rec.name, newest.name
+    ))
 }

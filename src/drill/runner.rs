@@ -667,10 +667,10 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
         Action::RestoreRedis { source } => restore_redis(ctx, st, source, rep).await,
         Action::RestorePostgresPitr { source } => restore_postgres(ctx, st, source, rep).await,
         Action::RestoreMongo { source } => restore_mongo(ctx, st, source, rep).await,
-        Action::VeleroRestore { schedule, .. } => Err(Error::NotSupported(format!(
-            "drill step `{}`: Velero restores (schedule `{schedule}`)",
-            st.name
-        ))),
+        Action::VeleroRestore {
+            schedule,
+            namespace_mapping,
+        } => restore_velero(ctx, schedule, namespace_mapping, rep).await,
         Action::RedisKeys { source, min } => {
             let uri = server_uri(ctx, st, source)?;
             let n = super::canary::redis_key_count(&uri).await?;
@@ -863,7 +863,7 @@ fn build_report(
     }
 }
 
-use super::engines::{restore_mongo, restore_postgres, restore_redis, server_uri};
+use super::engines::{restore_mongo, restore_postgres, restore_redis, restore_velero, server_uri};
 use super::store::with_trend;
 pub use super::store::{
     prune_reports, report_prefix, report_target, run_scheduled, store_report, write_local,

@@ -11,7 +11,7 @@ use crate::support::repo_root;
 const TARGETS: &str = "[targets.local]\nkind = \"fs\"\npath = \"{dir}/store\"\n[targets.offsite]\nkind = \"fs\"\npath = \"{dir}/offsite\"\n";
 
 /// Two command sources (`cfg`, `data`) backing up files written into the fixture.
-fn fixture(objectives: &str) -> Fixture {
+pub(crate) fn fixture(objectives: &str) -> Fixture {
     let f = Fixture::new(&format!(
         "{TARGETS}[defaults]\ntarget = \"local\"\noffsite = \"offsite\"\nobjectives = {objectives}\n\
          [sources.cfg]\nkind = \"command\"\n[sources.cfg.command]\nargv = [\"cat\", \"{{dir}}/cfg.txt\"]\n\
@@ -27,7 +27,7 @@ fn fixture(objectives: &str) -> Fixture {
     f
 }
 
-const SCENARIO: &str = r#"
+pub(crate) const SCENARIO: &str = r#"
 name = "cmd-loss"
 title = "Both command sources are lost"
 description = "Restore both streams and verify them."
@@ -64,7 +64,7 @@ after = ["restore-data"]
 "#;
 
 /// A runbooks dir holding `text` as `<name>.toml`.
-fn runbooks(f: &Fixture, name: &str, text: &str) -> PathBuf {
+pub(crate) fn runbooks(f: &Fixture, name: &str, text: &str) -> PathBuf {
     let d = f.dir.path().join("runbooks");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join(format!("{name}.toml")), text).unwrap();

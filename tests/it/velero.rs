@@ -915,3 +915,103 @@ async fn velero_cli_backup_records_in_the_catalog_and_lists() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A drill step `velero_restore` restores the newest completed backup of a gsdr
+/// Velero job into mapped namespaces, through the fake API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn velero_drill_step_restores_the_newest_completed_backup() {
+    let fake = FakeKube::start().await;
+    for (name, phase, done) in [
+        (
+            "platform-20261128030000-aaaa",
+            "Completed",
+            "2026-11-28T03:04:00Z",
+        ),
+        (
+            "platform-20261129030000-bbbb",
+            "Completed",
+            "2026-11-29T03:04:00Z",
+        ),
+        (
+            "platform-20261129040000-cccc",
+            "Failed",
+            "2026-11-29T04:04:00Z",
+        ),
+    ] {
+        fake.insert(
+            "backups",
+            json!({
+                "apiVersion": "velero.io/v1", "kind": "Backup",
+                "metadata": { "name": name, "namespace": "velero", "labels": { "gsdr.io/job": "platform" } },
+                "spec": {},
+                "status": { "phase": phase, "completionTimestamp": done }
+            }),
+        );
+    }
+    fake.script(
+        "restores",
+        vec![
+            step(20, json!({ "phase": "InProgress" })),
+            step(20, json!({ "phase": "Completed" })),
+        ],
+    );
+    let f = crate::drill::fixture("{ rto = \"1h\", rpo = \"6h\" }");
+    let mut policy = std::fs::read_to_string(&f.policy).unwrap();
+    policy += "[velero]\nnamespace = \"velero\"\ntimeout = \"30s\"\n[velero.jobs.platform]\nschedule = \"0 3 * * *\"\nttl = \"720h\"\n";
+    std::fs::write(&f.policy, policy).unwrap();
+    let scenario = crate::drill::SCENARIO.replace("name = \"cmd-loss\"", "name = \"with-velero\"")
+        + "\n[[steps]]\nname = \"workloads\"\nkind = \"velero_restore\"\nschedule = \"platform\"\nnamespace_mapping = [\"data=drill-data\"]\n";
+    let rb = crate::drill::runbooks(&f, "with-velero", &scenario);
+    let kubeconfig = f.dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+             current-context: fake\nusers:\n- name: fake\n  user:\n    token: not-a-secret\n",
+            fake.url
+        ),
+    )
+    .unwrap();
+    let (policy, rbs) = (f.policy.clone(), rb.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::support::gsdr_bin())
+            .arg("--policy")
+            .arg(policy)
+            .args([
+                "--json",
+                "drill",
+                "--scenario",
+                "with-velero",
+                "--no-store",
+                "--runbooks",
+            ])
+            .arg(rbs)
+            .env("KUBECONFIG", kubeconfig)
+            .env("GSDR_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{j}");
+    let steps = j["reports"][0]["report"]["steps"].as_array().unwrap();
+    let v = steps.iter().find(|s| s["name"] == "workloads").unwrap();
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(
+        v["backup_id"], "platform-20261129030000-bbbb",
+        "the newest completed one: {v}"
+    );
+    let created = fake.created();
+    let (_, restore) = created
+        .iter()
+        .find(|(p, _)| p == "restores")
+        .expect("a Restore was created");
+    assert_eq!(
+        restore["spec"]["backupName"],
+        "platform-20261129030000-bbbb"
+    );
+    assert_eq!(restore["spec"]["namespaceMapping"]["data"], "drill-data");
+}
