@@ -941,7 +941,7 @@ fn peak_rss_mib() -> u64 {
 }
 
 /// Measurement, not a check: throughput and peak memory of a 128 MiB stream.
-/// `GSDR_TEST_VENV=/work/main/.venv cargo test --test it storage::measure_put_get -- --ignored --nocapture --test-threads 1`
+/// `GSDR_TEST_VENV=.venv cargo test --test it storage::measure_put_get -- --ignored --nocapture --test-threads 1`
 #[tokio::test]
 #[ignore = "measurement; run by hand"]
 async fn measure_put_get_throughput_and_memory() {
