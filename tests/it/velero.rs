@@ -862,17 +862,7 @@ async fn velero_cli_backup_records_in_the_catalog_and_lists() {
          [velero]\nnamespace = \"velero\"\ntimeout = \"30s\"\n\
          [velero.jobs.data-namespaces]\nschedule = \"0 * * * *\"\nttl = \"720h\"\nincluded_namespaces = [\"data\"]\n",
     );
-    let kubeconfig = f.dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
-             current-context: fake\nusers:\n- name: fake\n  user:\n    token: not-a-secret\n",
-            fake.url
-        ),
-    )
-    .unwrap();
+    let kubeconfig = write_kubeconfig(f.dir.path(), &fake.url);
     let run = |args: Vec<String>| {
         let policy = f.policy.clone();
         let kc = kubeconfig.clone();
@@ -962,17 +952,7 @@ async fn velero_drill_step_restores_the_newest_completed_backup() {
     let scenario = crate::drill::SCENARIO.replace("name = \"cmd-loss\"", "name = \"with-velero\"")
         + "\n[[steps]]\nname = \"workloads\"\nkind = \"velero_restore\"\nschedule = \"platform\"\nnamespace_mapping = [\"data=drill-data\"]\n";
     let rb = crate::drill::runbooks(&f, "with-velero", &scenario);
-    let kubeconfig = f.dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
-             current-context: fake\nusers:\n- name: fake\n  user:\n    token: not-a-secret\n",
-            fake.url
-        ),
-    )
-    .unwrap();
+    let kubeconfig = write_kubeconfig(f.dir.path(), &fake.url);
     let (policy, rbs) = (f.policy.clone(), rb.clone());
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(crate::support::gsdr_bin())
@@ -1014,4 +994,19 @@ async fn velero_drill_step_restores_the_newest_completed_backup() {
         "platform-20261129030000-bbbb"
     );
     assert_eq!(restore["spec"]["namespaceMapping"]["data"], "drill-data");
+}
+
+/// A kubeconfig pointing at the fake API server at `url`.
+fn write_kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+             current-context: fake\nusers:\n- name: fake\n  user:\n    token: not-a-secret\n"
+        ),
+    )
+    .unwrap();
+    path
 }
