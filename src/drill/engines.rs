@@ -77,23 +77,8 @@ pub(super) async fn restore_redis(
             (uri, out.raw_bytes)
         }
     };
-    rep.raw_bytes = Some(bytes);
-    let shown = redact_uri(&uri);
-    rep.into = Some(shown.clone());
-    ctx.restored.lock().expect("lock").insert(
-        source.to_string(),
-        Restored {
-            manifest: m.clone(),
-            target: pb.target.clone(),
-            into: shown.clone(),
-            path: None,
-            uri: Some(uri),
-            recovered: None,
-        },
-    );
-    Ok(format!(
-        "restored backup {} from target `{}` ({bytes} bytes) into {shown}",
-        m.id, pb.target
+    Ok(record_server_restore(
+        ctx, source, &m, &pb.target, uri, bytes, rep,
     ))
 }
 
@@ -228,23 +213,14 @@ pub(super) async fn restore_mongo(
         ..Default::default()
     };
     let out = crate::source::mongo::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
-    rep.raw_bytes = Some(out.raw_bytes);
-    let shown = redact_uri(&uri);
-    rep.into = Some(shown.clone());
-    ctx.restored.lock().expect("lock").insert(
-        source.to_string(),
-        Restored {
-            manifest: m.clone(),
-            target: pb.target.clone(),
-            into: shown.clone(),
-            path: None,
-            uri: Some(uri),
-            recovered: None,
-        },
-    );
-    Ok(format!(
-        "restored backup {} from target `{}` ({} bytes) into {shown}",
-        m.id, pb.target, out.raw_bytes
+    Ok(record_server_restore(
+        ctx,
+        source,
+        &m,
+        &pb.target,
+        uri,
+        out.raw_bytes,
+        rep,
     ))
 }
 
@@ -311,4 +287,34 @@ pub(super) async fn restore_velero(
         "Velero restore `{}` of backup `{}` completed",
         rec.name, newest.name
     ))
+}
+
+/// Records a restore into a scratch server (for the checks after it) and describes it.
+fn record_server_restore(
+    ctx: &Ctx<'_>,
+    source: &str,
+    m: &crate::catalog::Manifest,
+    target: &str,
+    uri: String,
+    bytes: u64,
+    rep: &mut StepReport,
+) -> String {
+    rep.raw_bytes = Some(bytes);
+    let shown = redact_uri(&uri);
+    rep.into = Some(shown.clone());
+    ctx.restored.lock().expect("lock").insert(
+        source.to_string(),
+        Restored {
+            manifest: m.clone(),
+            target: target.to_string(),
+            into: shown.clone(),
+            path: None,
+            uri: Some(uri),
+            recovered: None,
+        },
+    );
+    format!(
+        "restored backup {} from target `{target}` ({bytes} bytes) into {shown}",
+        m.id
+    )
 }
