@@ -7,6 +7,18 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 source scripts/env.sh
 export GSDR_TEST_VENV="${GSDR_TEST_VENV:-$PWD/.venv}"
+# A one-off run gains nothing from incremental state, and it is the largest
+# directory of a cold build (about 0.7 GiB).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# A cold build with the tests needs about 4 GiB; say so up front instead of
+# failing half-way with "No space left on device".
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_mib=$(df -Pm "$target_dir" | awk 'NR == 2 {print $4}')
+if [ "${free_mib:-0}" -lt 4096 ]; then
+  echo "warning: only ${free_mib} MiB free under $target_dir; a cold build needs about 4 GiB" >&2
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
