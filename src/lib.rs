@@ -26,6 +26,7 @@ pub mod retention;
 pub mod scheduler;
 pub mod source;
 pub mod storage;
+pub mod tls;
 pub mod velero;
 
 pub use error::{Error, Result, RetryClass};

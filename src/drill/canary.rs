@@ -101,10 +101,10 @@ async fn redis_primary_client(
     source: &str,
     rc: &crate::source::redis::RedisConfig,
 ) -> Result<redis::Client, crate::Error> {
+    let src = crate::source::redis::RedisSource::new(source, rc.clone())?;
     let (host, port) = match &rc.addr {
         Some(a) => split_addr(a)?,
         None => {
-            let src = crate::source::redis::RedisSource::new(source, rc.clone())?;
             let (_, _, details) = src.resolve_node().await?;
             let master = details["master_addr"]
                 .as_str()
@@ -113,20 +113,8 @@ async fn redis_primary_client(
             split_addr(&master)?
         }
     };
-    let mut settings = redis::RedisConnectionInfo::default();
-    if let Some(u) = &rc.username {
-        settings = settings.set_username(u);
-    }
-    if let Some(p) = &rc.password {
-        let secret = p.read().map_err(|m| {
-            crate::Error::Invalid(format!(
-                "source `{source}`: cannot read the Redis password: {m}"
-            ))
-        })?;
-        settings = settings.set_password(secret.expose());
-    }
-    redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(host, port))
-        .and_then(|i| redis::Client::open(i.set_redis_settings(settings)))
+    src.access()?
+        .client(&host, port)
         .map_err(|e| canary_err(source, "client", e))
 }
 

@@ -96,7 +96,7 @@ impl VeleroClient {
 
     /// Connects with the in-cluster service account, or `KUBECONFIG` / `~/.kube/config`.
     pub async fn connect(namespace: impl Into<String>) -> Result<Self, VeleroError> {
-        Self::ensure_crypto_provider();
+        crate::tls::install_default_provider();
         let client = kube::Client::try_default()
             .await
             .map_err(|e| VeleroError::Kube {
@@ -118,7 +118,7 @@ impl VeleroClient {
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|e| bad(e.to_string()))?;
-        Self::ensure_crypto_provider();
+        crate::tls::install_default_provider();
         let client = kube::Client::try_from(config).map_err(|e| VeleroError::Kube {
             what: format!("building a Kubernetes client from {}", path.display()),
             source: Box::new(e),
@@ -131,7 +131,7 @@ impl VeleroClient {
         let uri = url
             .parse()
             .map_err(|e| VeleroError::Invalid(format!("`{url}` is not a URL: {e}")))?;
-        Self::ensure_crypto_provider();
+        crate::tls::install_default_provider();
         let client =
             kube::Client::try_from(kube::Config::new(uri)).map_err(|e| VeleroError::Kube {
                 what: format!("building a Kubernetes client for {url}"),
@@ -143,10 +143,6 @@ impl VeleroClient {
     /// Velero's namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
-    }
-
-    fn ensure_crypto_provider() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 
     fn api(&self, r: Resource) -> Api<DynamicObject> {

@@ -14,7 +14,7 @@ use gsdr::policy::Policy;
 use gsdr::source::redis::{rdb, verify_deep};
 use gsdr::source::RestoreRequest;
 
-use crate::support::redis::{write_file, Opts, RedisServer, Sentinel};
+use crate::support::redis::{write_file, Opts, RedisServer, Sentinel, TlsFiles};
 use crate::support::tempdir;
 
 struct Ctx {
@@ -54,6 +54,14 @@ kind = "redis"
 impl Ctx {
     async fn catalog(&self) -> Catalog {
         self.env.catalog("local").await.unwrap()
+    }
+
+    /// A backup of `cache` that must succeed.
+    async fn backup(&self) -> Manifest {
+        gsdr::job::backup(&self.env, "cache", &NoProgress)
+            .await
+            .unwrap()
+            .manifest
     }
 }
 
@@ -359,10 +367,7 @@ async fn redis_sentinel_replica_snapshot_restores_into_live_instance() {
         sentinel.addr(),
         pw_file.display()
     ));
-    let m = gsdr::job::backup(&ctx.env, "cache", &NoProgress)
-        .await
-        .unwrap()
-        .manifest;
+    let m = ctx.backup().await;
     let d = details(&m);
     assert_eq!(
         d["node"],
@@ -511,10 +516,7 @@ async fn redis_wrong_or_missing_password_is_a_clear_error_acl_user_works() {
         server.addr(),
         pw_file.display()
     ));
-    let m = gsdr::job::backup(&ctx3.env, "cache", &NoProgress)
-        .await
-        .unwrap()
-        .manifest;
+    let m = ctx3.backup().await;
     assert!(m.raw_bytes > 0);
 }
 
@@ -545,11 +547,144 @@ async fn redis_sentinel_without_replica_uses_master_only_if_allowed() {
     assert!(refused.catalog().await.list(None).await.unwrap().is_empty());
 
     let allowed = ctx(&format!("{base}allow_master_fallback = true"));
-    let m = gsdr::job::backup(&allowed.env, "cache", &NoProgress)
-        .await
-        .unwrap()
-        .manifest;
+    let m = allowed.backup().await;
     assert_eq!(m.consistency.details["node"], primary.addr());
     assert_eq!(m.consistency.details["discovery"]["role_chosen"], "master");
     assert_eq!(m.consistency.details["keys_per_db"]["0"]["keys"], 1);
+}
+
+/// TLS everywhere, as a hardened deployment runs it: data nodes and the
+/// sentinel listen with TLS and require client certificates (Redis's
+/// default), replication between them is TLS. gsdr finds the replica through
+/// the sentinel, snapshots it, writes the canary to the master and restores
+/// into a `rediss://` target, all over TLS. Then the ways it goes wrong: no
+/// client certificate, a CA that did not sign the server, plain TCP to a TLS
+/// port — each a clear error, nothing listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_tls_sentinel_snapshot_canary_and_restore_into_tls_target() {
+    let certs_dir = tempdir();
+    let tls = TlsFiles::generate(certs_dir.path());
+    let with_tls = || Opts {
+        tls: Some(tls.clone()),
+        ..Opts::default()
+    };
+    let primary = RedisServer::start(with_tls());
+    populate(&primary).await;
+    let replica = RedisServer::start(Opts {
+        replica_of: primary.tls_port,
+        ..with_tls()
+    });
+    replica.wait_in_sync(&primary).await;
+    let (sentinel, sentinel_tls) =
+        Sentinel::start_tls("tlsmaster", primary.tls_port.unwrap(), None, Some(&tls));
+    sentinel.wait_replicas("tlsmaster", 1).await;
+
+    let main = ctx(&format!(
+        "sentinels = [\"127.0.0.1:{}\"]\nmaster_name = \"tlsmaster\"\nconnect_timeout = \"5s\"\n{}",
+        sentinel_tls.unwrap(),
+        tls.policy_lines()
+    ));
+    let cfg = main.env.policy.sources["cache"].redis.clone().unwrap();
+    gsdr::source::redis::probe("cache", &cfg).await.unwrap();
+    let m = main.backup().await;
+    let d = details(&m);
+    assert_eq!(
+        d["node"],
+        format!("127.0.0.1:{}", replica.tls_port.unwrap()),
+        "the replica's TLS port, as the sentinel announced it"
+    );
+    assert_eq!(d["discovery"]["role_chosen"], "replica");
+    assert_eq!(d["keys_per_db"]["0"]["keys"], 13);
+
+    // The drill canary goes to the master, over TLS.
+    gsdr::drill::canary::write(&main.env, "cache")
+        .await
+        .unwrap();
+    let mut pc = primary.conn(0).await;
+    let canary: Option<String> = redis::cmd("GET")
+        .arg("gsdr:canary")
+        .query_async(&mut pc)
+        .await
+        .unwrap();
+    assert!(canary.is_some(), "the canary reached the master");
+    redis::cmd("DEL")
+        .arg("gsdr:canary")
+        .query_async::<()>(&mut pc)
+        .await
+        .unwrap();
+
+    // Into a live TLS instance with the source's CA and client certificate.
+    let target = RedisServer::start(with_tls());
+    let catalog = main.catalog().await;
+    let req = RestoreRequest {
+        to_uri: Some(format!("rediss://127.0.0.1:{}/0", target.tls_port.unwrap())),
+        ..RestoreRequest::default()
+    };
+    let out = gsdr::job::restore(&main.env, &catalog, &m, &req, &NoProgress)
+        .await
+        .unwrap();
+    assert!(
+        out.destination.starts_with("rediss://"),
+        "{}",
+        out.destination
+    );
+    assert_same_data(&dump_all(&primary).await, &dump_all(&target).await);
+
+    // The ways TLS goes wrong, each a clear error, nothing listed.
+    let node = format!("127.0.0.1:{}", primary.tls_port.unwrap());
+    let other_dir = tempdir();
+    let other = TlsFiles::generate(other_dir.path());
+    let cases = [
+        (
+            // The server requires a client certificate.
+            format!(
+                "addr = \"{node}\"\ntls = true\ntls_ca_file = \"{}\"",
+                tls.ca.display()
+            ),
+            "requires a client certificate: set `tls_cert_file`",
+        ),
+        (
+            // The server's certificate is not signed by the configured CA.
+            format!(
+                "addr = \"{node}\"\ntls = true\ntls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+                other.ca.display(),
+                tls.client_cert.display(),
+                tls.client_key.display()
+            ),
+            "not signed by the CA in `tls_ca_file`",
+        ),
+        (
+            // Plain TCP to the TLS port.
+            format!("addr = \"{node}\"\nconnect_timeout = \"2s\""),
+            "set `tls = true`",
+        ),
+    ];
+    for (toml, expected) in cases {
+        let c = ctx(&toml);
+        let err = gsdr::job::backup(&c.env, "cache", &NoProgress)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(expected) && err.contains(&node),
+            "{toml}: {err}"
+        );
+        assert!(!err.contains("PRIVATE KEY"), "{err}");
+        assert!(c.catalog().await.list(None).await.unwrap().is_empty());
+    }
+
+    // A key file that is not a key: named, never quoted.
+    let bad_key = write_file(certs_dir.path(), "bad.key", "not a key at all");
+    let c = ctx(&format!(
+        "addr = \"{node}\"\ntls = true\ntls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+        tls.ca.display(),
+        tls.client_cert.display(),
+        bad_key.display()
+    ));
+    let err = gsdr::job::backup(&c.env, "cache", &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tls_key_file"), "{err}");
+    assert!(!err.contains("not a key at all"), "{err}");
 }

@@ -1,5 +1,6 @@
 //! Settings of a `redis` source (`[sources.NAME.redis]` in a policy).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -36,9 +37,20 @@ pub struct RedisConfig {
     /// Off by default: a fork on the master costs memory and latency.
     #[serde(default)]
     pub allow_master_fallback: bool,
-    /// Connect with TLS. Not supported yet: setting it is refused with a clear error.
+    /// Connect to the nodes and the sentinels with TLS (their `tls-port`).
     #[serde(default)]
     pub tls: bool,
+    /// PEM file of the CA that signed the servers' certificates; unset = the
+    /// system's trust store.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for servers that authenticate clients
+    /// (`tls-auth-clients yes`, Redis's default). Needs `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (a file only readable by gsdr).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// Timeout of connecting and of each handshake reply.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
@@ -77,6 +89,9 @@ impl RedisConfig {
             sentinel_password: None,
             allow_master_fallback: false,
             tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             connect_timeout: default_connect_timeout(),
             read_timeout: default_read_timeout(),
             redis_server: default_redis_server(),
@@ -108,8 +123,22 @@ impl RedisConfig {
         for a in self.addr.iter().chain(self.sentinels.iter()) {
             split_addr(a)?;
         }
-        if self.tls {
-            return Err("`tls = true`: TLS connections to Redis are not supported yet; connect through a TLS sidecar/stunnel, or leave tls unset".into());
+        let tls_files = [
+            ("tls_ca_file", &self.tls_ca_file),
+            ("tls_cert_file", &self.tls_cert_file),
+            ("tls_key_file", &self.tls_key_file),
+        ];
+        if !self.tls {
+            if let Some((field, _)) = tls_files.iter().find(|(_, v)| v.is_some()) {
+                return Err(format!(
+                    "`{field}` is set but `tls` is not: set `tls = true`"
+                ));
+            }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(
+                "`tls_cert_file` and `tls_key_file` go together: set both or neither".into(),
+            );
         }
         Ok(())
     }
@@ -160,9 +189,15 @@ mod tests {
         assert!(parse("addr = \"nohost\"")
             .unwrap_err()
             .contains("host:port"));
-        assert!(parse("addr = \"a:1\"\ntls = true")
+        assert!(parse("addr = \"a:1\"\ntls_ca_file = \"/ca.pem\"")
             .unwrap_err()
-            .contains("not supported yet"));
+            .contains("set `tls = true`"));
+        assert!(
+            parse("addr = \"a:1\"\ntls = true\ntls_cert_file = \"/c.pem\"")
+                .unwrap_err()
+                .contains("go together")
+        );
+        assert!(parse("addr = \"a:1\"\ntls = true\ntls_ca_file = \"/ca.pem\"").is_ok());
         assert!(parse("addr = \"a:1\"\npassword = \"plain\"")
             .unwrap_err()
             .contains("referenced"));

@@ -12,9 +12,11 @@
 //!   `redis-server` and copies every key (`DUMP`/`RESTORE … ABSTTL`) into a
 //!   running instance; [`verify_deep`] loads it and compares key counts.
 //!
-//! TLS is not supported yet (`tls = true` is refused by validation).
+//! With `tls = true` every connection, to nodes and sentinels, is TLS with
+//! the policy's CA and client certificate ([`connect`]).
 
 mod config;
+pub mod connect;
 pub mod rdb;
 pub mod replication;
 mod restore;
@@ -27,7 +29,8 @@ pub use restore::{restore, verify_deep, DeepVerifyReport, ScratchServer};
 
 use super::{BackupSource, SourceError, SourceMeta, SourceStream};
 use crate::error::RetryClass;
-use replication::{Credentials, Framing, ReplError, Timeouts};
+use connect::{Access, TlsMaterial};
+use replication::{Framing, ReplError, Timeouts};
 
 /// A configured Redis source.
 #[derive(Debug, Clone)]
@@ -46,7 +49,14 @@ impl RedisSource {
         Ok(RedisSource { name, config })
     }
 
-    fn credentials(&self) -> Result<Credentials, SourceError> {
+    fn tls(&self) -> Result<Option<std::sync::Arc<TlsMaterial>>, SourceError> {
+        TlsMaterial::load(&self.config)
+            .map(|t| t.map(std::sync::Arc::new))
+            .map_err(|m| self.connect_err(m, None))
+    }
+
+    /// Credentials and TLS for the data nodes.
+    pub fn access(&self) -> Result<Access, SourceError> {
         let password = match &self.config.password {
             Some(r) => Some(r.read().map_err(|m| SourceError::Auth {
                 source_name: self.name.clone(),
@@ -54,9 +64,10 @@ impl RedisSource {
             })?),
             None => None,
         };
-        Ok(Credentials {
+        Ok(Access {
             username: self.config.username.clone(),
             password,
+            tls: self.tls()?,
         })
     }
 
@@ -67,18 +78,22 @@ impl RedisSource {
             let (h, p) = config::split_addr(a).map_err(|m| self.connect_err(m, None))?;
             return Ok((h, p, serde_json::json!({ "mode": "node" })));
         }
-        let pw = match &c.sentinel_password {
+        let password = match &c.sentinel_password {
             Some(r) => Some(r.read().map_err(|m| SourceError::Auth {
                 source_name: self.name.clone(),
                 message: format!("cannot read the sentinel password: {m}"),
             })?),
             None => None,
         };
+        let access = Access {
+            username: c.sentinel_username.clone(),
+            password,
+            tls: self.tls()?,
+        };
         let chosen = sentinel::choose(
             &c.sentinels,
             c.master_name.as_deref().unwrap_or_default(),
-            c.sentinel_username.as_deref(),
-            pw.as_ref(),
+            &access,
             c.allow_master_fallback,
             c.connect_timeout.0,
         )
@@ -100,7 +115,7 @@ impl RedisSource {
     fn connect_err(&self, message: String, cause: Option<ReplError>) -> SourceError {
         SourceError::Connect {
             source_name: self.name.clone(),
-            message,
+            message: connect::with_tls_hint(message, self.config.tls),
             cause: cause.map(|c| Box::new(c) as _),
         }
     }
@@ -127,20 +142,10 @@ impl RedisSource {
 pub async fn probe(name: &str, c: &RedisConfig) -> Result<(), crate::Error> {
     let src = RedisSource::new(name, c.clone())?;
     let (host, port, _) = src.resolve_node().await?;
-    let creds = src.credentials()?;
-    let mut redis_info = redis::RedisConnectionInfo::default();
-    if let Some(u) = &creds.username {
-        redis_info = redis_info.set_username(u);
-    }
-    if let Some(p) = &creds.password {
-        redis_info = redis_info.set_password(p.expose());
-    }
-    let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
-        host.clone(),
-        port,
-    ))
-    .and_then(|i| redis::Client::open(i.set_redis_settings(redis_info)))
-    .map_err(|e| src.connect_err(format!("{host}:{port}: {e}"), None))?;
+    let info = src
+        .access()?
+        .client(&host, port)
+        .map_err(|e| src.connect_err(format!("{host}:{port}: {e}"), None))?;
     let ping = async {
         let mut conn = info.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
@@ -171,7 +176,7 @@ impl BackupSource for RedisSource {
     }
 
     async fn open(&self) -> Result<SourceStream, SourceError> {
-        let creds = self.credentials()?;
+        let creds = self.access()?;
         let (host, port, discovery) = self.resolve_node().await?;
         let node = format!("{host}:{port}");
         let (stream, sync, outcome) = replication::start_sync(

@@ -24,12 +24,11 @@ use std::time::Duration;
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, ReadBuf,
 };
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
+use super::connect::{Access, NodeIo};
 use super::rdb::{RdbSummary, RdbValidator};
-use crate::policy::Secret;
 
 /// Read buffer of the replication socket.
 pub const READ_BUFFER_BYTES: usize = 256 << 10;
@@ -63,24 +62,6 @@ pub enum ReplError {
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ReplError {
     let what = what.into();
     move |source| ReplError::Io { what, source }
-}
-
-/// Credentials for a node.
-#[derive(Clone, Default)]
-pub struct Credentials {
-    /// ACL user; `None` = `default`.
-    pub username: Option<String>,
-    /// Password.
-    pub password: Option<Secret>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
 }
 
 /// How the payload is delimited.
@@ -126,7 +107,7 @@ pub struct Timeouts {
     pub read: Duration,
 }
 
-type Conn = BufReader<TcpStream>;
+type Conn = BufReader<Box<dyn NodeIo>>;
 
 /// Connects to `host:port`, authenticates and asks for a snapshot. Returns
 /// the payload stream and a receiver that yields the validation result once
@@ -134,7 +115,7 @@ type Conn = BufReader<TcpStream>;
 pub async fn start_sync(
     host: &str,
     port: u16,
-    creds: &Credentials,
+    creds: &Access,
     t: Timeouts,
 ) -> Result<
     (
@@ -144,18 +125,11 @@ pub async fn start_sync(
     ),
     ReplError,
 > {
-    let tcp = tokio::time::timeout(t.connect, TcpStream::connect((host, port)))
+    let io = creds
+        .stream(host, port, t.connect)
         .await
-        .map_err(|_| ReplError::Io {
-            what: format!("connecting to {host}:{port}"),
-            source: io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer within {:?}", t.connect),
-            ),
-        })?
         .map_err(io_err(format!("connecting to {host}:{port}")))?;
-    let _ = tcp.set_nodelay(true);
-    let mut conn = BufReader::with_capacity(READ_BUFFER_BYTES, tcp);
+    let mut conn = BufReader::with_capacity(READ_BUFFER_BYTES, io);
 
     if let Some(pw) = &creds.password {
         let mut args: Vec<&[u8]> = vec![b"AUTH"];

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::connect::TlsMaterial;
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::job::{restore_raw_to_file, Env, Progress, RestoreOutcome};
@@ -183,6 +184,46 @@ fn redis_server_for(env: &Env, m: &Manifest) -> String {
         .unwrap_or_else(super::config::default_redis_server)
 }
 
+/// TLS material of the backup's source, for a `rediss://` target.
+fn source_tls(env: &Env, m: &Manifest) -> Result<Option<std::sync::Arc<TlsMaterial>>> {
+    let Some(c) = env
+        .policy
+        .sources
+        .get(&m.source)
+        .and_then(|s| s.redis.as_ref())
+    else {
+        return Ok(None);
+    };
+    TlsMaterial::load(c)
+        .map(|t| t.map(std::sync::Arc::new))
+        .map_err(|e| Error::Invalid(format!("source `{}`: {e}", m.source)))
+}
+
+/// The client of the `--to` URL. A `rediss://` target is reached with the
+/// source's CA and client certificate when the source uses TLS (a restore
+/// usually goes back into the same, or a sibling, deployment), else with the
+/// system trust store.
+fn target_client(env: &Env, m: &Manifest, uri: &str) -> Result<redis::Client> {
+    let bad = |e: redis::RedisError| {
+        Error::Invalid(format!(
+            "`--to`: not a Redis URL (redis[s]://[user:password@]host:port): {e}"
+        ))
+    };
+    let info = redis::IntoConnectionInfo::into_connection_info(uri).map_err(bad)?;
+    let tls = match info.addr() {
+        redis::ConnectionAddr::TcpTls { .. } => source_tls(env, m)?,
+        _ => None,
+    };
+    match &tls {
+        Some(t) => {
+            crate::tls::install_default_provider();
+            redis::Client::build_with_tls(info, t.certificates())
+        }
+        None => redis::Client::open(info),
+    }
+    .map_err(bad)
+}
+
 fn scratch_dir() -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix("gsdr-redis-")
@@ -263,13 +304,13 @@ async fn restore_into(
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
     let start = Instant::now();
-    let target = redis::Client::open(uri).map_err(|e| {
-        Error::Invalid(format!(
-            "`--to`: not a Redis URL (redis://[user:password@]host:port): {e}"
-        ))
-    })?;
+    let target = target_client(env, m, uri)?;
     let target_info = target.get_connection_info().clone();
-    let shown = format!("redis://{}", target_info.addr());
+    let scheme = match target_info.addr() {
+        redis::ConnectionAddr::TcpTls { .. } => "rediss",
+        _ => "redis",
+    };
+    let shown = format!("{scheme}://{}", target_info.addr());
     let terr = |what: &str, e: redis::RedisError| {
         restore_err(&m.source, format!("target {shown}: {what}: {e}"), Some(e))
     };
@@ -304,6 +345,7 @@ async fn restore_into(
         let tdb = target_info
             .clone()
             .set_redis_settings(target_info.redis_settings().clone().set_db(db.into()));
+        // The connection info carries the TLS parameters, if any.
         let tclient = redis::Client::open(tdb).map_err(|e| terr("client", e))?;
         let mut tc = connect(&tclient)
             .await

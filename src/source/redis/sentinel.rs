@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::config::split_addr;
-use crate::policy::Secret;
+use super::connect::Access;
 
 /// The node chosen for a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,14 +87,13 @@ pub fn pick_replica(replicas: &[ReplicaState]) -> Option<&ReplicaState> {
 pub async fn choose(
     sentinels: &[String],
     master_name: &str,
-    username: Option<&str>,
-    password: Option<&Secret>,
+    access: &Access,
     allow_master_fallback: bool,
     timeout: Duration,
 ) -> Result<Chosen, String> {
     let mut errors = Vec::new();
     for s in sentinels {
-        match ask(s, master_name, username, password, timeout).await {
+        match ask(s, master_name, access, timeout).await {
             Ok((master, replicas)) => {
                 let master_s = format!("{}:{}", master.0, master.1);
                 if let Some(r) = pick_replica(&replicas) {
@@ -135,23 +134,11 @@ type Discovery = ((String, u16), Vec<ReplicaState>);
 async fn ask(
     sentinel: &str,
     master_name: &str,
-    username: Option<&str>,
-    password: Option<&Secret>,
+    access: &Access,
     timeout: Duration,
 ) -> Result<Discovery, String> {
     let (host, port) = split_addr(sentinel)?;
-    let mut redis_info = redis::RedisConnectionInfo::default();
-    if let Some(u) = username {
-        redis_info = redis_info.set_username(u);
-    }
-    if let Some(p) = password {
-        redis_info = redis_info.set_password(p.expose());
-    }
-    let info =
-        redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(host, port))
-            .map_err(|e| e.to_string())?
-            .set_redis_settings(redis_info);
-    let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+    let client = access.client(&host, port).map_err(|e| e.to_string())?;
     let work = async {
         let mut c = client
             .get_multiplexed_async_connection()

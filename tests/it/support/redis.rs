@@ -1,7 +1,7 @@
 //! Throwaway `redis-server` instances (primary, replica, sentinel) on free
 //! loopback ports, each in its own temp dir, killed on drop.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,87 @@ pub struct Opts {
     pub replica_of: Option<u16>,
     /// Extra `--name value` settings.
     pub extra: Vec<(String, String)>,
+    /// Also listen with TLS (on [`RedisServer::tls_port`]), replicate over
+    /// TLS, and require client certificates (Redis's default).
+    pub tls: Option<TlsFiles>,
+}
+
+/// A test CA and the certificates it signed (files in `dir`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate (PEM).
+    pub ca: PathBuf,
+    /// Server certificate for 127.0.0.1 and localhost (also the servers'
+    /// client certificate when they replicate).
+    pub server_cert: PathBuf,
+    /// Its key.
+    pub server_key: PathBuf,
+    /// A client certificate for gsdr.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Generates a fresh CA, server and client certificate into `dir`.
+    pub fn generate(dir: &Path) -> TlsFiles {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+        // Distinct subject names: OpenSSL takes a leaf whose subject equals
+        // its issuer for self-signed, and refuses it.
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "gsdr test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |names: Vec<String>| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names.clone()).unwrap();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, names[names.len() - 1].clone());
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()]);
+        let (client_cert, client_key) = leaf(vec!["gsdr-client".into()]);
+        TlsFiles {
+            ca: write_file(dir, "ca.crt", &ca_cert.pem()),
+            server_cert: write_file(dir, "server.crt", &server_cert),
+            server_key: write_file(dir, "server.key", &server_key),
+            client_cert: write_file(dir, "client.crt", &client_cert),
+            client_key: write_file(dir, "client.key", &client_key),
+        }
+    }
+
+    /// The server-side `--name value` settings, listening with TLS on `port`.
+    fn server_args(&self, port: u16) -> Vec<(String, String)> {
+        [
+            ("tls-port", port.to_string()),
+            ("tls-cert-file", self.server_cert.display().to_string()),
+            ("tls-key-file", self.server_key.display().to_string()),
+            ("tls-ca-cert-file", self.ca.display().to_string()),
+            ("tls-replication", "yes".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// The policy lines of a source that connects with TLS and this client certificate.
+    pub fn policy_lines(&self) -> String {
+        format!(
+            "tls = true\ntls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            self.ca.display(),
+            self.client_cert.display(),
+            self.client_key.display()
+        )
+    }
 }
 
 /// A running `redis-server`.
@@ -30,6 +111,8 @@ pub struct RedisServer {
     pub port: u16,
     /// Password, if any.
     pub password: Option<String>,
+    /// TLS port on 127.0.0.1, when started with [`Opts::tls`].
+    pub tls_port: Option<u16>,
     /// Its directory.
     pub dir: tempfile::TempDir,
 }
@@ -67,20 +150,23 @@ impl RedisServer {
         if let Some(p) = opts.replica_of {
             cmd.args(["--replicaof", "127.0.0.1", &p.to_string()]);
         }
-        for (k, v) in &opts.extra {
+        let tls_port = opts.tls.as_ref().map(|_| free_port());
+        let tls_args = match (&opts.tls, tls_port) {
+            (Some(t), Some(p)) => t.server_args(p),
+            _ => Vec::new(),
+        };
+        for (k, v) in opts.extra.iter().chain(&tls_args) {
             cmd.arg(format!("--{k}")).arg(v);
         }
         let mut guard = ChildGuard::spawn(cmd, "redis-server");
-        wait_for_port(
-            port,
-            Duration::from_secs(10),
-            "redis-server",
-            &mut guard.child,
-        );
+        for p in std::iter::once(port).chain(tls_port) {
+            wait_for_port(p, Duration::from_secs(10), "redis-server", &mut guard.child);
+        }
         RedisServer {
             guard,
             port,
             password: opts.password,
+            tls_port,
             dir,
         }
     }
@@ -137,10 +223,15 @@ impl RedisServer {
             {
                 return;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "replica did not sync: {ri}"
-            );
+            if start.elapsed() > Duration::from_secs(30) {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                panic!(
+                    "replica did not sync: {ri}\nlast log lines (newest first):\n{}",
+                    tail.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -181,6 +272,17 @@ pub struct Sentinel {
 impl Sentinel {
     /// Starts a sentinel monitoring the primary on `master_port` as `name` (quorum 1).
     pub fn start(name: &str, master_port: u16, master_password: Option<&str>) -> Sentinel {
+        Self::start_tls(name, master_port, master_password, None).0
+    }
+
+    /// As [`Sentinel::start`]; with `tls`, it also listens with TLS (the
+    /// returned port) and reaches the data nodes over TLS.
+    pub fn start_tls(
+        name: &str,
+        master_port: u16,
+        master_password: Option<&str>,
+        tls: Option<&TlsFiles>,
+    ) -> (Sentinel, Option<u16>) {
         let bin = require_program("redis-server", HINT);
         let dir = tempdir();
         let port = free_port();
@@ -193,6 +295,12 @@ impl Sentinel {
         if let Some(pw) = master_password {
             text += &format!("sentinel auth-pass {name} {pw}\n");
         }
+        let tls_port = tls.map(|_| free_port());
+        if let (Some(t), Some(p)) = (tls, tls_port) {
+            for (k, v) in t.server_args(p) {
+                text += &format!("{k} {v}\n");
+            }
+        }
         std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(bin);
         cmd.arg(&conf)
@@ -200,13 +308,15 @@ impl Sentinel {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut guard = ChildGuard::spawn(cmd, "redis-server --sentinel");
-        wait_for_port(
-            port,
-            Duration::from_secs(10),
-            "redis sentinel",
-            &mut guard.child,
-        );
-        Sentinel { guard, port, dir }
+        for p in std::iter::once(port).chain(tls_port) {
+            wait_for_port(
+                p,
+                Duration::from_secs(10),
+                "redis sentinel",
+                &mut guard.child,
+            );
+        }
+        (Sentinel { guard, port, dir }, tls_port)
     }
 
     /// `127.0.0.1:port`.
