@@ -337,6 +337,17 @@ fn render_plan(p: &runner::Plan) -> String {
                     _ => "",
                 }
             );
+            if let Some(l) = &b.object_lock {
+                out += &format!(
+                    "    object lock {} until {}{}\n",
+                    l.mode,
+                    l.retain_until.to_rfc3339(),
+                    match b.skipped_unlocked {
+                        0 => String::new(),
+                        n => format!("; {n} newer unlocked backup(s) skipped"),
+                    }
+                );
+            }
         }
         if let Some(i) = &s.into {
             out += &format!("    into {i}\n");

@@ -121,6 +121,13 @@ pub struct PlannedBackup {
     pub rpo_target_secs: Option<f64>,
     /// Raw bytes.
     pub raw_bytes: u64,
+    /// Object Lock of the backup's data (the earlier of data and manifest),
+    /// when the scenario requires locked backups.
+    #[serde(default)]
+    pub object_lock: Option<crate::storage::ObjectLock>,
+    /// Newer backups passed over because they are not locked.
+    #[serde(default)]
+    pub skipped_unlocked: usize,
 }
 
 /// Target a scenario reads `source`'s backups from.
@@ -180,8 +187,14 @@ pub async fn plan(
             if let Some(source) = st.action.source() {
                 let target = copy_target(env, scenario, source)?;
                 let cat = env.catalog(&target).await?;
-                let m = cat.newest_before(source, None, target_time).await?;
+                let (m, object_lock, skipped_unlocked) = if scenario.require_object_lock {
+                    newest_locked(&cat, &scenario.name, source, &target, target_time, now).await?
+                } else {
+                    (cat.newest_before(source, None, target_time).await?, None, 0)
+                };
                 backup = Some(PlannedBackup {
+                    object_lock,
+                    skipped_unlocked,
                     implied_rpo_secs: secs_between(m.recovery_point(), now),
                     rpo_target_secs: env
                         .policy
@@ -221,6 +234,51 @@ pub async fn plan(
         target_time,
         steps,
     })
+}
+
+/// The newest backup of `source` (before `before`) whose data object and
+/// manifest are both under Object Lock until after `now`, the lock that ends
+/// first, and how many newer backups were passed over.
+async fn newest_locked(
+    cat: &crate::catalog::Catalog,
+    scenario: &str,
+    source: &str,
+    target: &str,
+    before: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(Manifest, Option<crate::storage::ObjectLock>, usize), DrillError> {
+    let mut candidates: Vec<Manifest> = cat
+        .list(Some(source))
+        .await?
+        .into_iter()
+        .filter(|m| before.is_none_or(|t| m.recovery_point() <= t))
+        .collect();
+    candidates.sort_by(|a, b| (b.recovery_point(), &b.id).cmp(&(a.recovery_point(), &a.id)));
+    let store = cat.store();
+    for (i, m) in candidates.iter().enumerate() {
+        let data = store.object_lock(&m.data_key).await.map_err(Error::from)?;
+        let manifest = store
+            .object_lock(&m.manifest_key())
+            .await
+            .map_err(Error::from)?;
+        if let (Some(d), Some(mf)) = (data, manifest) {
+            if d.retain_until > now && mf.retain_until > now {
+                if i > 0 {
+                    tracing::warn!(event = "drill_unlocked_backups_skipped", source, target, skipped = i, used = %m.id);
+                }
+                let first_to_end = if d.retain_until <= mf.retain_until {
+                    d
+                } else {
+                    mf
+                };
+                return Ok((m.clone(), Some(first_to_end), i));
+            }
+        }
+    }
+    Err(DrillError::Gsdr(Error::Invalid(format!(
+        "scenario `{scenario}` restores only object-locked backups, but none of the {} backups of source `{source}` on target `{target}` is locked: enable `object_lock` in [targets.{target}.lifecycle] and run `gsdr storage init` (new backups are then locked)",
+        candidates.len()
+    ))))
 }
 
 fn secs_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {

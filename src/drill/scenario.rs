@@ -29,6 +29,11 @@ pub struct Scenario {
     /// The primary bucket is considered hostile (ransomware): it is neither read nor written.
     #[serde(default)]
     pub primary_hostile: bool,
+    /// Restore only backups whose data and manifest are under S3 Object Lock
+    /// (the newest locked one per source): unlocked ones may have been
+    /// planted or altered by whoever holds the bucket's credentials.
+    #[serde(default)]
+    pub require_object_lock: bool,
     /// Point-in-time target: restore to just before `start − before` (e.g. `"10m"`); unset = newest.
     #[serde(default)]
     pub pitr_before: Option<String>,
@@ -320,7 +325,10 @@ impl Scenario {
             }
         };
         if self.primary_hostile {
-            md += "- The primary bucket is **hostile**: gsdr neither reads nor writes it. Restore only from object-locked copies.\n";
+            md += "- The primary bucket is **hostile**: gsdr neither reads nor writes it.\n";
+        }
+        if self.require_object_lock {
+            md += "- Only backups under **S3 Object Lock** are restored: for each source the newest backup whose data and manifest are locked; newer unlocked ones are skipped (the plan says how many). No locked backup: the scenario cannot run.\n";
         }
         if let Some(b) = &self.pitr_before {
             md += &format!("- Point in time: just before the incident, `{b}` before the time given with `--target-time` (default: the start of the run).\n");

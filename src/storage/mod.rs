@@ -40,6 +40,15 @@ pub struct ObjectMeta {
     pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// An object's Object Lock retention.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectLock {
+    /// `COMPLIANCE` or `GOVERNANCE`.
+    pub mode: String,
+    /// Until when the version cannot be deleted or overwritten.
+    pub retain_until: chrono::DateTime<chrono::Utc>,
+}
+
 /// Condition on a small write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutCondition {
@@ -105,6 +114,13 @@ pub trait Store: Send + Sync + Debug {
 
     /// Size and version of an object, `None` if absent.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError>;
+
+    /// The Object Lock retention of an object's current version, `None` when
+    /// it has none (or the store cannot lock: a folder never can).
+    async fn object_lock(&self, key: &str) -> Result<Option<ObjectLock>, StorageError> {
+        let _ = key;
+        Ok(None)
+    }
 
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;

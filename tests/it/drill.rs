@@ -6,14 +6,19 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::Fixture;
-use crate::support::repo_root;
+use crate::support::{repo_root, tempdir};
 
 const TARGETS: &str = "[targets.local]\nkind = \"fs\"\npath = \"{dir}/store\"\n[targets.offsite]\nkind = \"fs\"\npath = \"{dir}/offsite\"\n";
 
 /// Two command sources (`cfg`, `data`) backing up files written into the fixture.
 pub(crate) fn fixture(objectives: &str) -> Fixture {
+    fixture_with(TARGETS, objectives)
+}
+
+/// [`fixture`] with other `local` and `offsite` targets.
+fn fixture_with(targets: &str, objectives: &str) -> Fixture {
     let f = Fixture::new(&format!(
-        "{TARGETS}[defaults]\ntarget = \"local\"\noffsite = \"offsite\"\nobjectives = {objectives}\n\
+        "{targets}[defaults]\ntarget = \"local\"\noffsite = \"offsite\"\nobjectives = {objectives}\n\
          [sources.cfg]\nkind = \"command\"\n[sources.cfg.command]\nargv = [\"cat\", \"{{dir}}/cfg.txt\"]\n\
          [sources.data]\nkind = \"command\"\n[sources.data.command]\nargv = [\"cat\", \"{{dir}}/data.bin\"]\n"
     ));
@@ -69,6 +74,18 @@ pub(crate) fn runbooks(f: &Fixture, name: &str, text: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join(format!("{name}.toml")), text).unwrap();
     d
+}
+
+/// A runbooks dir with `ransom`: [`SCENARIO`] from the off-site copy, the
+/// primary hostile, plus `extra` scenario settings.
+fn ransom_runbooks(f: &Fixture, extra: &str) -> PathBuf {
+    let text = SCENARIO
+        .replace("name = \"cmd-loss\"", "name = \"ransom\"")
+        .replace(
+            "from = \"primary\"",
+            &format!("from = \"offsite\"\nprimary_hostile = true\n{extra}"),
+        );
+    runbooks(f, "ransom", &text)
 }
 
 fn run(f: &Fixture, args: &[&str]) -> (i32, serde_json::Value, String) {
@@ -339,13 +356,7 @@ fn offsite_scenario_with_hostile_primary_never_touches_it() {
     }
     std::fs::remove_dir_all(&store).unwrap();
     std::fs::write(&store, "hostile").unwrap();
-    let text = SCENARIO
-        .replace("name = \"cmd-loss\"", "name = \"ransom\"")
-        .replace(
-            "from = \"primary\"",
-            "from = \"offsite\"\nprimary_hostile = true",
-        );
-    let rb = runbooks(&f, "ransom", &text);
+    let rb = ransom_runbooks(&f, "");
     let (code, j, err) = run(
         &f,
         &[
@@ -1161,4 +1172,108 @@ fn scenarios_that_cannot_run_are_reported_and_the_rest_still_run() {
             .contains("no source `redis`"),
         "{j}"
     );
+}
+
+/// Ransomware: only object-locked backups are restored (`require_object_lock`,
+/// as in `runbooks/ransomware.toml`). The off-site target is a real moto S3
+/// bucket with Object Lock. With no locked backup the scenario cannot run
+/// and says why; once the bucket locks new objects, the newest locked backup
+/// is used and a newer unlocked one (as an attacker holding the off-site
+/// credentials could plant) is skipped, in the plan and in the drill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ransomware_drill_restores_only_object_locked_backups() {
+    let moto = crate::support::moto::Moto::start_own(&[]).await;
+    let bucket = format!("{}-locked", moto.bucket);
+    let s3 = moto.client();
+    s3.create_bucket()
+        .bucket(&bucket)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let key_dir = tempdir();
+    let key = key_dir.path().join("k");
+    std::fs::write(&key, "gsdr-test-key\n").unwrap();
+    let targets = format!(
+        "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n\
+         [targets.offsite]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nprefix = \"gs\"\n\
+         access_key_id = {{ file = \"{k}\" }}\nsecret_access_key = {{ file = \"{k}\" }}\n\
+         [targets.offsite.lifecycle]\nexpire_after = \"35d\"\nversioning = true\nobject_lock = {{ mode = \"governance\", retention = \"30d\" }}\n",
+        moto.endpoint,
+        k = key.display()
+    );
+    let f = fixture_with(&targets, "{ rto = \"1h\", rpo = \"6h\" }");
+    f.gsdr_json(&["replicate"]);
+    let rb = ransom_runbooks(&f, "require_object_lock = true\n");
+    let rb = rb.to_str().unwrap();
+
+    // Nothing locked yet: the scenario cannot run, and says what to do.
+    let (code, j, err) = run(&f, &["drill", "--scenario", "ransom", "--runbooks", rb]);
+    assert_ne!(code, 0, "{j}");
+    let why = format!("{j}{err}");
+    assert!(
+        why.contains("none of the 1 backups of source `") && why.contains("gsdr storage init"),
+        "{why}"
+    );
+
+    // Those backups get locked (moto refuses a default retention on a
+    // non-empty bucket, so each object is locked as the default would have)...
+    let listed = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    let until =
+        aws_sdk_s3::primitives::DateTime::from_secs(chrono::Utc::now().timestamp() + 86_400);
+    for o in listed.contents() {
+        s3.put_object_retention()
+            .bucket(&bucket)
+            .key(o.key().unwrap())
+            .retention(
+                aws_sdk_s3::types::ObjectLockRetention::builder()
+                    .mode(aws_sdk_s3::types::ObjectLockRetentionMode::Governance)
+                    .retain_until_date(until)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let locked_id = f.gsdr_json(&["list", "--source", "data"])["backups"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // ...then a newer, unlocked one lands, as an attacker holding the off-site credentials could plant.
+    let newer = f.gsdr_json(&["backup", "--source", "data"]);
+    let newer_id = newer["backups"][0]["manifest"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{newer}"))
+        .to_string();
+    f.gsdr_json(&["replicate"]);
+
+    let plan = f.gsdr_json(&[
+        "restore",
+        "--scenario",
+        "ransom",
+        "--runbooks",
+        rb,
+        "--plan",
+    ]);
+    let data_step = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "restore-data")
+        .unwrap_or_else(|| panic!("{plan}"));
+    let b = &data_step["backup"];
+    assert_eq!(
+        b["id"],
+        locked_id.as_str(),
+        "the newest LOCKED backup, not {newer_id}: {plan}"
+    );
+    assert_eq!(b["skipped_unlocked"], 1, "{plan}");
+    assert_eq!(b["object_lock"]["mode"], "GOVERNANCE", "{plan}");
+
+    let (code, j, err) = run(&f, &["drill", "--scenario", "ransom", "--runbooks", rb]);
+    assert_eq!(code, 0, "{j}\n{err}");
+    let steps = j["reports"][0]["report"]["steps"].as_array().unwrap();
+    let restored = steps.iter().find(|s| s["name"] == "restore-data").unwrap();
+    assert_eq!(restored["backup_id"], locked_id.as_str(), "{j}");
+    assert_eq!(restored["from_target"], "offsite");
 }

@@ -53,7 +53,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{BoxRead, ObjectMeta, PutCondition, PutOptions, PutResult, StorageError, Store};
+use super::{
+    BoxRead, ObjectLock, ObjectMeta, PutCondition, PutOptions, PutResult, StorageError, Store,
+};
 use crate::error::RetryClass;
 use crate::policy::{ChecksumMode, S3Target};
 
@@ -296,6 +298,24 @@ fn describe(bucket: &str, prefix: &str) -> String {
     }
 }
 
+impl S3Store {
+    /// `HeadObject` of `key`; `op` names the operation in errors.
+    async fn head_object(
+        &self,
+        key: &str,
+        op: &'static str,
+    ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput, StorageError> {
+        self.check_key(key)?;
+        self.client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map_err(|e| self.err(op, key, None, e))
+    }
+}
+
 fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> Option<chrono::DateTime<chrono::Utc>> {
     t.and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
 }
@@ -462,26 +482,32 @@ impl Store for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
-        self.check_key(key)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .send()
-            .await
-        {
+        match self.head_object(key, "look up").await {
             Ok(out) => Ok(Some(ObjectMeta {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 etag: out.e_tag().map(str::to_string),
                 last_modified: to_chrono(out.last_modified()),
             })),
-            Err(e) => match self.err("look up", key, None, e) {
-                StorageError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(other) => Err(other),
         }
+    }
+
+    async fn object_lock(&self, key: &str) -> Result<Option<ObjectLock>, StorageError> {
+        let out = self.head_object(key, "look up the retention of").await?;
+        Ok(
+            match (
+                out.object_lock_mode(),
+                to_chrono(out.object_lock_retain_until_date()),
+            ) {
+                (Some(mode), Some(retain_until)) => Some(ObjectLock {
+                    mode: mode.as_str().to_string(),
+                    retain_until,
+                }),
+                _ => None,
+            },
+        )
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
