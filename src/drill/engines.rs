@@ -265,6 +265,21 @@ pub(super) async fn restore_velero(
             .ok_or_else(|| Error::Invalid(format!("namespace mapping `{m}`: expected FROM=TO")))?;
         namespace_mapping.insert(from.to_string(), to.to_string());
     }
+    if ctx.opts.kind == RunKind::Drill {
+        // Only namespaces the drill creates are deleted afterwards: never
+        // restore a drill into (and then delete) one that already exists.
+        for to in namespace_mapping.values() {
+            if client.namespace_exists(to).await? {
+                return Err(Error::Invalid(format!(
+                    "scratch namespace `{to}` already exists: a drill restores only into namespaces it creates, and deletes them afterwards; map to another name or delete it"
+                )));
+            }
+            ctx.scratch_namespaces
+                .lock()
+                .expect("lock")
+                .push(to.clone());
+        }
+    }
     rep.backup_id = Some(newest.name.clone());
     rep.into = Some(if namespace_mapping.is_empty() {
         "the original namespaces".to_string()
@@ -287,6 +302,40 @@ pub(super) async fn restore_velero(
         "Velero restore `{}` of backup `{}` completed",
         rec.name, newest.name
     ))
+}
+
+/// Deletes the scratch namespaces Velero restores of a drill created; true
+/// when all are gone (or there were none).
+pub(super) async fn delete_scratch_namespaces(
+    env: &crate::job::Env,
+    namespaces: &[String],
+) -> bool {
+    let Some(cfg) = env
+        .policy
+        .velero
+        .as_ref()
+        .filter(|_| !namespaces.is_empty())
+    else {
+        return true;
+    };
+    let client = match crate::velero::VeleroClient::connect(cfg.namespace.clone()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(event = "drill_namespace_cleanup_failed", error = %e, namespaces = ?namespaces);
+            return false;
+        }
+    };
+    let mut all = true;
+    for ns in namespaces {
+        match client.delete_namespace(ns).await {
+            Ok(()) => tracing::info!(event = "drill_namespace_deleted", namespace = %ns),
+            Err(e) => {
+                all = false;
+                tracing::warn!(event = "drill_namespace_cleanup_failed", namespace = %ns, error = %e);
+            }
+        }
+    }
+    all
 }
 
 /// Records a restore into a scratch server (for the checks after it) and describes it.

@@ -402,6 +402,8 @@ pub(super) struct Ctx<'a> {
     pub(super) pg_servers: Mutex<Vec<super::scratch_pg::ScratchPg>>,
     /// Scratch MongoDB servers.
     pub(super) mongo_servers: Mutex<Vec<super::scratch_mongo::ScratchMongo>>,
+    /// Kubernetes namespaces a Velero restore step created; deleted at the end.
+    pub(super) scratch_namespaces: Mutex<Vec<String>>,
     pub(super) progress: &'a dyn Progress,
 }
 
@@ -487,6 +489,7 @@ pub async fn run(
         redis_servers: Mutex::new(Vec::new()),
         pg_servers: Mutex::new(Vec::new()),
         mongo_servers: Mutex::new(Vec::new()),
+        scratch_namespaces: Mutex::new(Vec::new()),
         progress,
     };
 
@@ -563,8 +566,11 @@ pub async fn run(
     if n_servers > 0 {
         tracing::info!(event = "drill_scratch_servers_stopped", count = n_servers);
     }
+    let namespaces: Vec<String> =
+        std::mem::take(&mut *ctx.scratch_namespaces.lock().expect("lock"));
+    let namespaces_deleted = super::engines::delete_scratch_namespaces(env, &namespaces).await;
     let scratch_cleaned = match scratch {
-        Some(s) => Some(s.cleanup().await),
+        Some(s) => Some(s.cleanup().await && namespaces_deleted),
         None => None,
     };
     let finished_at = Utc::now();

@@ -145,6 +145,29 @@ impl VeleroClient {
         &self.namespace
     }
 
+    /// Whether namespace `name` exists (a drill's scratch namespace must not).
+    pub async fn namespace_exists(&self, name: &str) -> Result<bool, VeleroError> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        api.get_opt(name)
+            .await
+            .map(|n| n.is_some())
+            .map_err(self.kube_err(format!("looking up namespace `{name}`")))
+    }
+
+    /// Deletes namespace `name` and everything in it (a drill's scratch
+    /// namespace); an absent namespace is not an error.
+    pub async fn delete_namespace(&self, name: &str) -> Result<(), VeleroError> {
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        match api
+            .delete(name, &kube::api::DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(self.kube_err(format!("deleting namespace `{name}`"))(e)),
+        }
+    }
+
     fn api(&self, r: Resource) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.namespace, &r.api_resource())
     }

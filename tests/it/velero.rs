@@ -953,30 +953,8 @@ async fn velero_drill_step_restores_the_newest_completed_backup() {
         + "\n[[steps]]\nname = \"workloads\"\nkind = \"velero_restore\"\nschedule = \"platform\"\nnamespace_mapping = [\"data=drill-data\"]\n";
     let rb = crate::drill::runbooks(&f, "with-velero", &scenario);
     let kubeconfig = write_kubeconfig(f.dir.path(), &fake.url);
-    let (policy, rbs) = (f.policy.clone(), rb.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(crate::support::gsdr_bin())
-            .arg("--policy")
-            .arg(policy)
-            .args([
-                "--json",
-                "drill",
-                "--scenario",
-                "with-velero",
-                "--no-store",
-                "--runbooks",
-            ])
-            .arg(rbs)
-            .env("KUBECONFIG", kubeconfig)
-            .env("GSDR_LOG", "warn")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(out.status.code(), Some(0), "{j}");
+    let (code, j) = velero_drill(&f, &rb, &kubeconfig).await;
+    assert_eq!(code, Some(0), "{j}");
     let steps = j["reports"][0]["report"]["steps"].as_array().unwrap();
     let v = steps.iter().find(|s| s["name"] == "workloads").unwrap();
     assert_eq!(v["status"], "ok", "{v}");
@@ -994,6 +972,75 @@ async fn velero_drill_step_restores_the_newest_completed_backup() {
         "platform-20261129030000-bbbb"
     );
     assert_eq!(restore["spec"]["namespaceMapping"]["data"], "drill-data");
+    // The scratch namespace was checked absent before, and deleted after.
+    let reqs = fake.requests();
+    let pos = |r: &str| {
+        reqs.iter()
+            .position(|x| x == r)
+            .unwrap_or_else(|| panic!("no `{r}` in {reqs:?}"))
+    };
+    assert!(
+        pos("GET /api/v1/namespaces/drill-data")
+            < pos("POST /apis/velero.io/v1/namespaces/velero/restores")
+    );
+    assert!(
+        pos("POST /apis/velero.io/v1/namespaces/velero/restores")
+            < pos("DELETE /api/v1/namespaces/drill-data")
+    );
+    assert_eq!(j["reports"][0]["report"]["scratch_cleaned"], true, "{j}");
+
+    // A scratch namespace that already exists is never restored into (nor deleted).
+    fake.add_namespace("drill-data");
+    let before = fake.requests().len();
+    let (code, j) = velero_drill(&f, &rb, &kubeconfig).await;
+    assert_eq!(code, Some(1), "{j}");
+    let steps = j["reports"][0]["report"]["steps"].as_array().unwrap();
+    let v = steps.iter().find(|s| s["name"] == "workloads").unwrap();
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(v.to_string().contains("already exists"), "{v}");
+    let later = &fake.requests()[before..];
+    assert!(
+        later
+            .iter()
+            .all(|r| !r.starts_with("DELETE") && !r.starts_with("POST")),
+        "{later:?}"
+    );
+}
+
+/// Runs `gsdr drill --scenario with-velero` with `kubeconfig`: exit code and JSON output.
+async fn velero_drill(
+    f: &crate::cli::Fixture,
+    runbooks: &std::path::Path,
+    kubeconfig: &std::path::Path,
+) -> (Option<i32>, serde_json::Value) {
+    let (policy, rbs, kc) = (
+        f.policy.clone(),
+        runbooks.to_path_buf(),
+        kubeconfig.to_path_buf(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::support::gsdr_bin())
+            .arg("--policy")
+            .arg(policy)
+            .args([
+                "--json",
+                "drill",
+                "--scenario",
+                "with-velero",
+                "--no-store",
+                "--runbooks",
+            ])
+            .arg(rbs)
+            .env("KUBECONFIG", kc)
+            .env("GSDR_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let j = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), j)
 }
 
 /// A kubeconfig pointing at the fake API server at `url`.

@@ -11,6 +11,10 @@
 //!   every change after resourceVersion N, until `timeoutSeconds`
 //! - `GET    /apis/velero.io/v1/namespaces/{ns}/{plural}/{name}`   get (404 `Status` if missing)
 //! - `GET    /download/{name}`                                     a DownloadRequest's "presigned" URL
+//! - `GET    /api/v1/namespaces/{name}`, `DELETE` the same        core namespaces (drill scratch
+//!   namespaces): 404 unless added with [`FakeKube::add_namespace`]; a delete answers the
+//!   namespace `Terminating` and removes it. A created Restore adds the
+//!   namespaces of its `namespaceMapping`, as Velero creates them.
 //!
 //! Every object gets a `resourceVersion` from one counter, as in etcd. When a
 //! Backup or Restore is created, the fake takes the next [`Script`] queued for
@@ -71,6 +75,7 @@ struct Inner {
     logs: HashMap<String, Vec<u8>>,
     requests: Vec<String>,
     gone_once: bool,
+    namespaces: std::collections::BTreeSet<String>,
 }
 
 struct Shared {
@@ -129,6 +134,10 @@ impl FakeKube {
             .route(prefix, get(list_or_watch).post(create))
             .route(&format!("{prefix}/{{name}}"), get(get_one))
             .route("/download/{name}", get(download))
+            .route(
+                "/api/v1/namespaces/{name}",
+                get(get_namespace).delete(delete_namespace),
+            )
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -170,6 +179,16 @@ impl FakeKube {
     pub fn insert(&self, plural: &str, object: Value) {
         let mut inner = self.shared.inner.lock().unwrap();
         store(&self.shared, &mut inner, plural, object, "ADDED");
+    }
+
+    /// Makes namespace `name` exist.
+    pub fn add_namespace(&self, name: &str) {
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .namespaces
+            .insert(name.to_string());
     }
 
     /// Every object POSTed, as received: (plural, body).
@@ -258,6 +277,16 @@ async fn create(
         body["metadata"]["generation"] = json!(1);
         let stored = store(&shared, &mut inner, &plural, body, "ADDED");
         let script = inner.scripts.get_mut(&plural).and_then(VecDeque::pop_front);
+        if plural == "restores" {
+            // Velero creates the mapped namespaces it restores into.
+            if let Some(m) = stored["spec"]["namespaceMapping"].as_object() {
+                let to: Vec<String> = m
+                    .values()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                inner.namespaces.extend(to);
+            }
+        }
         if plural == "downloadrequests" {
             let target = stored["spec"]["target"]["name"]
                 .as_str()
@@ -440,4 +469,30 @@ fn watch(shared: Arc<Shared>, plural: String, q: HashMap<String, String>) -> Res
         .header("content-type", "application/json")
         .body(Body::from_stream(stream))
         .unwrap()
+}
+
+fn namespace_object(name: &str, phase: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": { "name": name, "resourceVersion": "1" },
+        "status": { "phase": phase }
+    })
+}
+
+async fn get_namespace(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    log_request(&shared, format!("GET /api/v1/namespaces/{name}"));
+    if shared.inner.lock().unwrap().namespaces.contains(&name) {
+        Json(namespace_object(&name, "Active")).into_response()
+    } else {
+        status_error(404, "NotFound", format!("namespaces \"{name}\" not found"))
+    }
+}
+
+async fn delete_namespace(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    log_request(&shared, format!("DELETE /api/v1/namespaces/{name}"));
+    if shared.inner.lock().unwrap().namespaces.remove(&name) {
+        Json(namespace_object(&name, "Terminating")).into_response()
+    } else {
+        status_error(404, "NotFound", format!("namespaces \"{name}\" not found"))
+    }
 }
