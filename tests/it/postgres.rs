@@ -14,9 +14,15 @@ const WAIT: Duration = Duration::from_secs(90);
 /// A policy with a folder target and a postgres source `pg` for `cluster`, and
 /// `cluster` configured to archive with `gsdr wal-push`.
 fn setup() -> (Fixture, PgCluster) {
+    setup_with("[targets.local]\nkind = \"fs\"\npath = \"{dir}/store\"\n")
+}
+
+/// [`setup`] with another `local` target (`{dir}` is the fixture's folder,
+/// which the server's user can read).
+fn setup_with(target: &str) -> (Fixture, PgCluster) {
     let cluster = PgCluster::init("");
     let fx = Fixture::new(&format!(
-        "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n[defaults]\ntarget = \"local\"\n\
+        "{target}[defaults]\ntarget = \"local\"\n\
          [sources.pg]\nkind = \"postgres\"\n[sources.pg.postgres]\nhost = \"127.0.0.1\"\nport = {}\n\
          pg_bin = \"{PG_BIN}\"\ngsdr_bin = \"{}\"\nprefetch = 4\n",
         cluster.port,
@@ -221,14 +227,7 @@ fn pg_same_segment_twice_and_other_cluster_are_handled() {
 
 #[test]
 fn pg_archive_outage_fails_then_catches_up() {
-    let (fx, mut a) = setup();
-    a.start();
-    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
-    a.pgbench(&["-i", "-s", "1", "-q"]);
-    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
-    a.switch_and_wait_archived(WAIT);
-    let (_, failed0) = a.archiver_counts();
-
+    let (fx, a) = setup();
     // Target down: the timeline folder becomes unwritable for the server's user.
     let tl = fx.dir.path().join("store/pg/wal/00000001");
     let chmod = |mode: &str| {
@@ -238,7 +237,39 @@ fn pg_archive_outage_fails_then_catches_up() {
             .unwrap()
             .success())
     };
-    chmod("0555");
+    archive_outage(&fx, a, || chmod("0555"), || chmod("0755"));
+}
+
+/// The same outage on S3 (moto), the production path: the network to the
+/// server is cut by a relay while moto keeps its objects, then healed.
+#[test]
+fn pg_archive_to_s3_outage_fails_then_catches_up() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let moto = rt.block_on(crate::support::moto::Moto::start_own(&[]));
+    let proxy = rt.block_on(crate::support::moto::CutProxy::start(moto.port()));
+    let (fx, a) = setup_with(&format!(
+        "[targets.local]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nprefix = \"gs\"\n\
+         access_key_id = {{ file = \"{{dir}}/s3-key\" }}\nsecret_access_key = {{ file = \"{{dir}}/s3-key\" }}\n",
+        proxy.endpoint(),
+        moto.bucket
+    ));
+    std::fs::write(fx.dir.path().join("s3-key"), "gsdr-test-key\n").unwrap();
+    give_to_pg_user(fx.dir.path());
+    archive_outage(&fx, a, || proxy.cut(), || rt.block_on(proxy.heal()));
+}
+
+/// Archiving with the target `down()`: `wal-push` fails, the failures are
+/// counted, no segment is lost; `up()` again: archiving catches up and a
+/// restore to latest has every committed row.
+fn archive_outage(fx: &Fixture, mut a: PgCluster, down: impl Fn(), up: impl Fn()) {
+    a.start();
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.pgbench(&["-i", "-s", "1", "-q"]);
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    a.switch_and_wait_archived(WAIT);
+    let (_, failed0) = a.archiver_counts();
+
+    down();
     let mut last = String::new();
     for i in 0..3 {
         a.psql(&format!(
@@ -261,13 +292,13 @@ fn pg_archive_outage_fails_then_catches_up() {
     assert!(a.data.join("pg_wal").join(&last).exists(), "segment lost");
 
     // Target back: archiving catches up; a restore to latest has every committed row.
-    chmod("0755");
+    up();
     a.wait_archived(&last, WAIT);
     a.psql("INSERT INTO t SELECT g, 'after' FROM generate_series(301, 400) g");
     let want = contents(&a);
     a.switch_and_wait_archived(WAIT);
-    let d = scratch(&fx, "restore");
-    restore(&fx, &d, &["--latest"]);
+    let d = scratch(fx, "restore");
+    restore(fx, &d, &["--latest"]);
     let c = start_restored(&d);
     assert_eq!(contents(&c), want);
     assert_eq!(c.psql("SELECT count(*) FROM t"), "400");

@@ -256,10 +256,11 @@ impl Moto {
 }
 
 /// A TCP relay in front of a server whose connections can all be cut at once
-/// (a network partition) while the server keeps running.
+/// (a network partition) while the server keeps running, and healed again.
 pub struct CutProxy {
     port: u16,
-    cut: tokio_util::sync::CancellationToken,
+    target_port: u16,
+    cut: Mutex<tokio_util::sync::CancellationToken>,
 }
 
 impl CutProxy {
@@ -268,7 +269,19 @@ impl CutProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = tokio_util::sync::CancellationToken::new();
-        let token = cut.clone();
+        Self::serve(listener, target_port, cut.clone());
+        CutProxy {
+            port,
+            target_port,
+            cut: Mutex::new(cut),
+        }
+    }
+
+    fn serve(
+        listener: tokio::net::TcpListener,
+        target_port: u16,
+        token: tokio_util::sync::CancellationToken,
+    ) {
         tokio::spawn(async move {
             loop {
                 let mut inbound = tokio::select! {
@@ -293,7 +306,6 @@ impl CutProxy {
                 });
             }
         });
-        CutProxy { port, cut }
     }
 
     /// Endpoint URL through the relay.
@@ -303,12 +315,22 @@ impl CutProxy {
 
     /// Cuts every connection and refuses new ones.
     pub fn cut(&self) {
-        self.cut.cancel();
+        self.cut.lock().unwrap().cancel();
+    }
+
+    /// Ends a [`CutProxy::cut`]: relays again on the same port.
+    pub async fn heal(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let token = tokio_util::sync::CancellationToken::new();
+        Self::serve(listener, self.target_port, token.clone());
+        *self.cut.lock().unwrap() = token;
     }
 }
 
 impl Drop for CutProxy {
     fn drop(&mut self) {
-        self.cut.cancel();
+        self.cut.lock().unwrap().cancel();
     }
 }
