@@ -963,10 +963,15 @@ async fn mongo_drill_measures_rpo_from_the_restored_canary() {
 /// Size of the generated platform for the combined drill: `GSDR_DRILL_SCALE`
 /// (default 1: seconds; the figure in the report used a larger one).
 fn drill_scale() -> u64 {
-    std::env::var("GSDR_DRILL_SCALE")
+    env_u64("GSDR_DRILL_SCALE", 1)
+}
+
+/// A number from the environment, `default` when unset.
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
+        .unwrap_or(default)
 }
 
 /// `drill --scenario all` over every engine at once: PostgreSQL (pgbench data,
@@ -1031,13 +1036,16 @@ async fn drill_all_engines_end_to_end() {
         .arg("POPULATE")
         .arg(scale * 20_000)
         .arg("reading")
-        .arg(64)
+        // Value size: GSDR_DRILL_REDIS_VALUE bytes (default 64).
+        .arg(env_u64("GSDR_DRILL_REDIS_VALUE", 64))
         .query_async(&mut c)
         .await
         .unwrap();
     let client = nxm.client().await;
+    // Each reading carries GSDR_DRILL_MONGO_PAYLOAD bytes of notes (default none).
+    let notes = "n".repeat(env_u64("GSDR_DRILL_MONGO_PAYLOAD", 0) as usize);
     let docs: Vec<mongodb::bson::Document> = (0..scale as i32 * 2_000)
-        .map(|i| mongodb::bson::doc! { "seq": i, "mg_dl": 90 + i % 50, "patient": format!("p{:05}", i % 977) })
+        .map(|i| mongodb::bson::doc! { "seq": i, "mg_dl": 90 + i % 50, "patient": format!("p{:05}", i % 977), "notes": &notes })
         .collect();
     for chunk in docs.chunks(1000) {
         client
