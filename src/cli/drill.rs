@@ -217,6 +217,8 @@ pub struct IncidentArgs {
     pub yes: bool,
     /// Point-in-time target.
     pub target_time: Option<DateTime<Utc>>,
+    /// Start restored PostgreSQL data directories.
+    pub start_postgres: bool,
 }
 
 /// Runs `gsdr restore --scenario NAME`: plan, confirm, execute, record.
@@ -247,6 +249,7 @@ pub async fn incident(ctx: &Ctx, a: IncidentArgs) -> anyhow::Result<Outcome> {
         state_file: Some(state),
         resume: a.resume,
         target_time: a.target_time,
+        start_postgres: a.start_postgres,
         ..RunOptions::drill()
     };
     let plan = runner::plan(&env, &sc, &opts, Utc::now()).await?;

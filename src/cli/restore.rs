@@ -72,6 +72,9 @@ pub struct Args {
     /// With --scenario: directory of the scenario files.
     #[arg(long, value_name = "DIR", env = "GSDR_RUNBOOKS", requires = "scenario")]
     runbooks: Option<PathBuf>,
+    /// With --scenario: start each restored PostgreSQL data directory with pg_ctl on the source's port and wait until it promotes (default: prepare it for the operator to start).
+    #[arg(long, requires = "scenario")]
+    start_postgres: bool,
     /// With --scenario: also write the incident record (json, md, html) under DIR/<scenario>/.
     #[arg(long, value_name = "DIR", requires = "scenario")]
     out: Option<PathBuf>,
@@ -92,6 +95,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                 out: args.out,
                 yes: args.yes,
                 target_time: args.target_time,
+                start_postgres: args.start_postgres,
             },
         )
         .await;

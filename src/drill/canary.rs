@@ -233,7 +233,7 @@ async fn write_postgres(
 }
 
 /// The newest canary in the restored PostgreSQL reachable with `conn`.
-pub async fn read_postgres(conn: &str) -> Result<Recovered, crate::Error> {
+pub async fn read_postgres(conn: &tokio_postgres::Config) -> Result<Recovered, crate::Error> {
     let text = super::scratch_pg::query_text(conn, SQL_NEWEST)
         .await?
         .ok_or_else(|| {

@@ -147,7 +147,31 @@ pub(super) async fn restore_postgres(
             ctx.pg_servers.lock().expect("lock").push(pg);
             (Some(conn), shown)
         }
-        RunKind::Incident => (None, dir.display().to_string()),
+        RunKind::Incident => {
+            // The checks connect where clients do: the source's own endpoint.
+            let conn = format!(
+                "host={} port={} user={} dbname={}",
+                cfg.host, cfg.port, cfg.user, cfg.dbname
+            );
+            let into = if ctx.opts.start_postgres {
+                super::scratch_pg::ScratchPg::start_endpoint(&cfg, &dir)
+                    .await?
+                    .detach();
+                format!(
+                    "{} (started with pg_ctl on port {}, promoted)",
+                    dir.display(),
+                    cfg.port
+                )
+            } else {
+                format!(
+                    "{} (prepared: start PostgreSQL on it; the checks connect to {}:{})",
+                    dir.display(),
+                    cfg.host,
+                    cfg.port
+                )
+            };
+            (Some(conn), into)
+        }
     };
     rep.into = Some(into.clone());
     ctx.restored.lock().expect("lock").insert(

@@ -50,6 +50,9 @@ pub struct RunOptions {
     pub trend_reports: usize,
     /// Store the report in the report target.
     pub store_report: bool,
+    /// Incident: start restored PostgreSQL data directories (on the source's
+    /// port) instead of leaving that to the operator.
+    pub start_postgres: bool,
 }
 
 impl RunOptions {
@@ -64,6 +67,7 @@ impl RunOptions {
             target_time: None,
             trend_reports: 10,
             store_report: true,
+            start_postgres: false,
         }
     }
 }
@@ -667,6 +671,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Connection settings of a restored PostgreSQL: its URI, with the source's
+/// password from the policy (never stored in the state file or the report).
+fn pg_conn(ctx: &Ctx<'_>, st: &Step, source: &str) -> Result<tokio_postgres::Config, Error> {
+    let uri = server_uri(ctx, st, source)?;
+    let mut c: tokio_postgres::Config = uri
+        .parse()
+        .map_err(|e| Error::Invalid(format!("restored PostgreSQL `{uri}`: {e}")))?;
+    let cfg = ctx.env.source_config(source)?;
+    if let Some(p) = cfg.postgres.as_ref().and_then(|p| p.password.as_ref()) {
+        let pw = p.read().map_err(|m| {
+            Error::Invalid(format!("source `{source}`: cannot read the password: {m}"))
+        })?;
+        c.password(pw.expose());
+    }
+    Ok(c)
+}
+
+/// In an incident, a PostgreSQL check that cannot connect says what to do.
+fn with_start_hint(ctx: &Ctx<'_>, e: Error) -> Error {
+    match (ctx.opts.kind, e) {
+        (RunKind::Incident, Error::Invalid(m)) if m.contains("cannot connect") => Error::Invalid(format!(
+            "{m}: start PostgreSQL on the restored data directory (or pass --start-postgres), then rerun with --resume"
+        )),
+        (_, e) => e,
+    }
+}
+
 pub(super) fn planned_backup<'p>(ctx: &'p Ctx<'_>, st: &Step) -> Result<&'p PlannedBackup, Error> {
     ctx.plan
         .steps
@@ -746,8 +777,10 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             Ok(format!("{n} keys (at least {min} expected)"))
         }
         Action::Sql { source, query, min } => {
-            let conn = server_uri(ctx, st, source)?;
-            let v = super::scratch_pg::query_i64(&conn, query).await?;
+            let conn = pg_conn(ctx, st, source)?;
+            let v = super::scratch_pg::query_i64(&conn, query)
+                .await
+                .map_err(|e| with_start_hint(ctx, e))?;
             if v < *min {
                 return Err(Error::Invalid(format!(
                     "restored PostgreSQL of `{source}`: `{query}` returned {v}, less than the {min} expected"
@@ -789,7 +822,9 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
                     let uri = server_uri(ctx, st, source)?;
                     let rec = match r.manifest.engine.as_str() {
                         "redis" => super::canary::read_redis(&uri).await?,
-                        "postgres" => super::canary::read_postgres(&uri).await?,
+                        "postgres" => super::canary::read_postgres(&pg_conn(ctx, st, source)?)
+                            .await
+                            .map_err(|e| with_start_hint(ctx, e))?,
                         _ => super::canary::read_mongo(&uri).await?,
                     };
                     checks::CheckOutcome {

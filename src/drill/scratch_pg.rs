@@ -60,12 +60,51 @@ impl ScratchPg {
                 .arg(&parent)
                 .status();
         }
-        let pg_ctl = cfg.program("pg_ctl");
-        let log = parent.join("postgres.log");
         let opts = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c archive_mode=off",
             parent.display()
         );
+        Self::start_with(cfg, data, port, &opts, &parent.join("postgres.log")).await
+    }
+
+    /// Starts a directory restored in an incident as the real server: on the
+    /// source's port with the restored configuration otherwise untouched
+    /// (archiving included), and waits until it has promoted. It keeps
+    /// running after gsdr exits (see [`ScratchPg::detach`]).
+    pub async fn start_endpoint(cfg: &PostgresConfig, data: &Path) -> Result<ScratchPg> {
+        if is_root() {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(data)
+                .status();
+        }
+        let log = data.join("log").join("gsdr-incident-start.log");
+        let _ = std::fs::create_dir_all(log.parent().expect("has a parent"));
+        if is_root() {
+            let _ = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(log.parent().expect("has a parent"))
+                .status();
+        }
+        let opts = format!("-p {}", cfg.port);
+        Self::start_with(cfg, data, cfg.port, &opts, &log).await
+    }
+
+    /// Leaves the server running when this handle goes (an incident's real server).
+    pub fn detach(mut self) {
+        self.stopped = true;
+    }
+
+    async fn start_with(
+        cfg: &PostgresConfig,
+        data: &Path,
+        port: u16,
+        opts: &str,
+        log: &Path,
+    ) -> Result<ScratchPg> {
+        let pg_ctl = cfg.program("pg_ctl");
+        let log = log.to_path_buf();
+        let opts = opts.to_string();
         let data_s = data.display().to_string();
         let log_s = log.display().to_string();
         let mut cmd = as_server_user(&pg_ctl);
@@ -97,6 +136,19 @@ impl ScratchPg {
         Ok(s)
     }
 
+    /// Connection settings for this server, as the source's user and database.
+    fn config(&self, cfg: &PostgresConfig) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(self.port)
+            .user(&cfg.user)
+            .dbname(&cfg.dbname);
+        if let Some(pw) = cfg.password.as_ref().and_then(|p| p.read().ok()) {
+            c.password(pw.expose());
+        }
+        c
+    }
+
     /// A libpq connection string for this server, as the source's user and database.
     pub fn conn_string(&self, cfg: &PostgresConfig) -> String {
         format!(
@@ -107,11 +159,9 @@ impl ScratchPg {
 
     async fn wait_promoted(&self, cfg: &PostgresConfig, log: &Path) -> Result<()> {
         let start = Instant::now();
-        let conn = self.conn_string(cfg);
+        let conn = self.config(cfg);
         loop {
-            if let Ok((client, connection)) =
-                tokio_postgres::connect(&conn, tokio_postgres::NoTls).await
-            {
+            if let Ok((client, connection)) = conn.connect(tokio_postgres::NoTls).await {
                 let h = tokio::spawn(connection);
                 let r = client.query_one("SELECT pg_is_in_recovery()", &[]).await;
                 drop(client);
@@ -180,10 +230,13 @@ fn log_tail(log: &Path) -> String {
 }
 
 /// Runs `query` and returns the first column of the first row as an integer.
-pub async fn query_i64(conn: &str, query: &str) -> Result<i64> {
-    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| Error::Invalid(format!("restored PostgreSQL: cannot connect: {e}")))?;
+pub async fn query_i64(conn: &tokio_postgres::Config, query: &str) -> Result<i64> {
+    let (client, connection) = conn.connect(tokio_postgres::NoTls).await.map_err(|e| {
+        Error::Invalid(format!(
+            "restored PostgreSQL {}: cannot connect: {e}",
+            shown(conn)
+        ))
+    })?;
     let h = tokio::spawn(connection);
     let row = client
         .query_one(&format!("SELECT ({query})::bigint"), &[])
@@ -195,10 +248,11 @@ pub async fn query_i64(conn: &str, query: &str) -> Result<i64> {
 }
 
 /// Runs `query` and returns the first column of the first row as text (NULL = `None`).
-pub async fn query_text(conn: &str, query: &str) -> Result<Option<String>> {
-    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls)
+pub async fn query_text(conn: &tokio_postgres::Config, query: &str) -> Result<Option<String>> {
+    let (client, connection) = conn
+        .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| Error::Invalid(format!("PostgreSQL: cannot connect: {e}")))?;
+        .map_err(|e| Error::Invalid(format!("PostgreSQL {}: cannot connect: {e}", shown(conn))))?;
     let h = tokio::spawn(connection);
     let row = client
         .query_one(query, &[])
@@ -207,4 +261,14 @@ pub async fn query_text(conn: &str, query: &str) -> Result<Option<String>> {
     drop(client);
     let _ = h.await;
     Ok(row?.get::<_, Option<String>>(0))
+}
+
+/// `host:port` of a connection config, for messages (never the password).
+fn shown(c: &tokio_postgres::Config) -> String {
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "?".into(),
+    };
+    format!("{host}:{}", c.get_ports().first().copied().unwrap_or(5432))
 }

@@ -351,3 +351,125 @@ fn pg_timeline_switch_restore_follows_the_new_timeline() {
         "{v}"
     );
 }
+
+const PG_LOSS: &str = r#"
+name = "pg-loss"
+title = "The PostgreSQL node is lost"
+description = "Restore the newest base backup and the archived WAL into the new data directory."
+
+[[steps]]
+name = "restore-pg"
+kind = "restore_postgres_pitr"
+source = "pg"
+
+[[steps]]
+name = "check-rows"
+kind = "sql"
+source = "pg"
+query = "SELECT count(*) FROM t"
+min = 500
+after = ["restore-pg"]
+
+[[steps]]
+name = "canary-pg"
+kind = "canary_age"
+source = "pg"
+after = ["restore-pg"]
+"#;
+
+/// An incident on PostgreSQL (`restore --scenario`): the node is lost, its
+/// data directory restored into a new one at the real endpoint. Without
+/// `--start-postgres` the directory is prepared and the checks, which
+/// connect to the source's own host and port, fail with what to do; once the
+/// operator starts it, `--resume` runs only the checks. With
+/// `--start-postgres` gsdr starts it on the source's port itself.
+#[test]
+fn pg_incident_restores_the_endpoint_checks_it_and_resumes() {
+    let (fx, mut a) = setup();
+    a.start();
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.psql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 500) g");
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    a.psql("INSERT INTO t SELECT g, 'after' FROM generate_series(501, 600) g");
+    ok(&fx.gsdr(&["canary", "--source", "pg"]), "gsdr canary");
+    a.switch_and_wait_archived(WAIT);
+    let port = a.port;
+    a.stop(); // the node is lost
+
+    let rb = fx.dir.path().join("runbooks");
+    std::fs::create_dir_all(&rb).unwrap();
+    std::fs::write(rb.join("pg-loss.toml"), PG_LOSS).unwrap();
+    let rb = rb.display().to_string();
+    let incident = |dir: &Path, extra: &[&str]| {
+        let into = format!("pg={}", dir.display());
+        let state = dir.with_extension("state.json").display().to_string();
+        let mut args = vec![
+            "--json",
+            "restore",
+            "--scenario",
+            "pg-loss",
+            "--runbooks",
+            &rb,
+            "--into",
+            &into,
+            "--state",
+            &state,
+            "--yes",
+        ];
+        args.extend_from_slice(extra);
+        let out = fx.gsdr(&args);
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), j)
+    };
+    let step = |j: &serde_json::Value, name: &str| {
+        j["reports"][0]["report"]["steps"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{j}"))
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no step {name}: {j}"))
+    };
+
+    let all_rows_back = |j: &serde_json::Value| {
+        let detail = step(j, "check-rows")["detail"].to_string();
+        assert!(detail.contains("= 600"), "every committed row: {j}");
+    };
+
+    // Prepared only: the checks cannot connect and say what to do.
+    let d = scratch(&fx, "new-node");
+    let (code, j) = incident(&d, &[]);
+    assert_eq!(code, Some(1), "{j}");
+    assert_eq!(step(&j, "restore-pg")["status"], "ok", "{j}");
+    let check = step(&j, "check-rows");
+    assert_eq!(check["status"], "failed", "{j}");
+    assert!(
+        check.to_string().contains("--start-postgres") && check.to_string().contains("--resume"),
+        "{check}"
+    );
+    // The operator starts it on the endpoint's port; --resume runs the checks only.
+    let mut restored = PgCluster::existing(&d);
+    restored.port = port;
+    restored.start();
+    restored.wait_promoted(WAIT);
+    let (code, j) = incident(&d, &["--resume"]);
+    assert_eq!(code, Some(0), "{j}");
+    all_rows_back(&j);
+    assert_eq!(step(&j, "canary-pg")["status"], "ok", "{j}");
+    restored.stop();
+
+    // --start-postgres: gsdr starts the restored directory on the source's port.
+    let d2 = scratch(&fx, "new-node-2");
+    let (code, j) = incident(&d2, &["--start-postgres"]);
+    let _running = PgCluster::adopt_running(&d2, port);
+    assert_eq!(code, Some(0), "{j}");
+    assert!(
+        step(&j, "restore-pg")["into"]
+            .as_str()
+            .unwrap()
+            .contains("started with pg_ctl"),
+        "{j}"
+    );
+    all_rows_back(&j);
+}

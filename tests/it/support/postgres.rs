@@ -134,6 +134,17 @@ impl PgCluster {
         }
     }
 
+    /// A server another program started on `data` and `port`: stopped on drop.
+    pub fn adopt_running(data: &Path, port: u16) -> PgCluster {
+        PgCluster {
+            data: data.to_path_buf(),
+            port,
+            log: data.with_extension("log"),
+            running: true,
+            _dir: None,
+        }
+    }
+
     /// Starts the server and waits until it accepts connections.
     pub fn start(&mut self) {
         let sock = self.data.parent().unwrap();
