@@ -96,6 +96,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
 fn wal_line(w: &WalPrune) -> String {
     let what = match (&w.error, w.deleted) {
         (Some(_), _) => "FAILED",
+        (None, _) if w.files == 0 => "keep",
         (None, true) => "deleted",
         (None, false) => "delete",
     };
