@@ -11,10 +11,15 @@
 //!   days / ISO weeks / months that have a backup (UTC);
 //! - always: the newest backup of the source (a source never loses its last
 //!   restorable backup, whatever the rules say);
-//! - [`Protector`]s: engines veto deletions (the PostgreSQL engine keeps the
-//!   base backups its retained WAL depends on, and WAL needed by them).
+//! - [`Protector`]s: engines veto deletions.
 //!
 //! With no retention in the policy, `keep_within = 30d` applies.
+//!
+//! WAL follows the base backups: for a postgres source, once the backup
+//! deletions of a target are done, [`prune_policy_source`] deletes the
+//! archived WAL that none of the backups still there needs
+//! ([`crate::source::postgres::walprune`]); never before, so that a failed
+//! backup deletion only keeps more WAL.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -25,6 +30,7 @@ use serde::Serialize;
 
 use crate::catalog::Manifest;
 use crate::policy::{Retention, DEFAULT_KEEP_WITHIN_DAYS};
+use crate::source::postgres::walprune::{prune_wal, WalPrune};
 
 /// One backup as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,9 +183,8 @@ pub trait Protector: Send + Sync {
     async fn protected(&self, backups: &[Manifest]) -> crate::Result<BTreeMap<String, String>>;
 }
 
-/// The protectors of a source's engine. Engines register here: the
-/// PostgreSQL engine adds one keeping the base backups its retained WAL
-/// needs (and prunes WAL itself).
+/// The protectors of a source's engine. Engines register here. None does
+/// today: PostgreSQL WAL is pruned after the backups, from those that remain.
 pub fn protectors_for(engine: crate::policy::Engine) -> Vec<std::sync::Arc<dyn Protector>> {
     match engine {
         crate::policy::Engine::Command
@@ -189,14 +194,32 @@ pub fn protectors_for(engine: crate::policy::Engine) -> Vec<std::sync::Arc<dyn P
     }
 }
 
-/// Prunes `source` on its primary and off-site targets under the policy's retention.
+/// What `gsdr prune` did (or would do) for one source, on every target.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// One per backup.
+    pub actions: Vec<PruneAction>,
+    /// Postgres sources: the WAL deleted per target.
+    pub wal: Vec<WalPrune>,
+}
+
+impl PruneReport {
+    /// Failed deletions, backups and WAL.
+    pub fn errors(&self) -> usize {
+        self.actions.iter().filter(|a| a.error.is_some()).count()
+            + self.wal.iter().filter(|w| w.error.is_some()).count()
+    }
+}
+
+/// Prunes `source` on its primary and off-site targets under the policy's
+/// retention; for a postgres source, then its WAL on each target.
 pub async fn prune_policy_source(
     env: &crate::job::Env,
     source: &str,
     only_target: Option<&str>,
     now: DateTime<Utc>,
     dry_run: bool,
-) -> crate::Result<Vec<PruneAction>> {
+) -> crate::Result<PruneReport> {
     let cfg = env.source_config(source)?;
     let mut targets = BTreeSet::new();
     targets.insert(env.primary_target_name(source)?);
@@ -205,13 +228,28 @@ pub async fn prune_policy_source(
     }
     let rules = effective(env.policy.retention_of(source).as_ref());
     let protectors = protectors_for(cfg.kind);
-    let mut out = Vec::new();
+    let mut out = PruneReport::default();
     for t in targets
         .iter()
         .filter(|t| only_target.is_none_or(|w| w == t.as_str()))
     {
         let cat = env.catalog(t).await?;
-        out.extend(prune_source(&cat, t, source, &rules, now, &protectors, dry_run).await?);
+        let done = prune_source(&cat, t, source, &rules, now, &protectors, dry_run).await?;
+        if cfg.kind == crate::policy::Engine::Postgres {
+            let failed = done.actions.iter().filter(|a| a.error.is_some()).count();
+            out.wal.push(
+                prune_wal(
+                    cat.store().as_ref(),
+                    t,
+                    source,
+                    &done.remaining,
+                    failed,
+                    dry_run,
+                )
+                .await,
+            );
+        }
+        out.actions.extend(done.actions);
     }
     Ok(out)
 }
@@ -232,6 +270,16 @@ pub struct PruneAction {
     pub error: Option<String>,
 }
 
+/// What prune did to the backups of one source on one target.
+#[derive(Debug, Clone)]
+pub struct TargetPrune {
+    /// One per backup.
+    pub actions: Vec<PruneAction>,
+    /// The backups still there afterwards: those kept and those whose
+    /// deletion failed (in a dry run: those kept).
+    pub remaining: Vec<Manifest>,
+}
+
 /// Applies `rules` to the backups of `source` in `catalog` (target `target`):
 /// deletes (unless `dry_run`) every backup no rule keeps, manifest first (it
 /// stops being listed at once), then its data object.
@@ -243,7 +291,7 @@ pub async fn prune_source(
     now: DateTime<Utc>,
     protectors: &[std::sync::Arc<dyn Protector>],
     dry_run: bool,
-) -> crate::Result<Vec<PruneAction>> {
+) -> crate::Result<TargetPrune> {
     let manifests = catalog.list(Some(source)).await?;
     let mut protected = BTreeMap::new();
     for p in protectors {
@@ -285,7 +333,20 @@ pub async fn prune_source(
         }
         out.push(action);
     }
-    Ok(out)
+    let gone: BTreeSet<&str> = out
+        .iter()
+        .filter(|a| a.deleted || (dry_run && a.decision.delete()))
+        .map(|a| a.decision.id.as_str())
+        .collect();
+    let remaining = manifests
+        .iter()
+        .filter(|m| !gone.contains(m.id.as_str()))
+        .cloned()
+        .collect();
+    Ok(TargetPrune {
+        actions: out,
+        remaining,
+    })
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
-//! `gsdr prune`: apply retention; shows what goes and why.
+//! `gsdr prune`: apply retention; shows what goes and why, backups and PostgreSQL WAL.
 
 use serde::Serialize;
 
 use gsdr::retention::{self, PruneAction};
+use gsdr::source::postgres::walprune::WalPrune;
 
-use super::output::emit;
+use super::output::{bytes, emit};
 use super::{Ctx, Outcome};
 
 /// Arguments of `gsdr prune`.
@@ -25,6 +26,8 @@ pub struct Args {
 struct Report {
     dry_run: bool,
     actions: Vec<PruneAction>,
+    /// Postgres sources: WAL per target (a separate list keeps `actions` as it was).
+    wal: Vec<WalPrune>,
 }
 
 /// Runs `gsdr prune`.
@@ -38,17 +41,18 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         None => env.policy.sources.keys().cloned().collect(),
     };
     let now = chrono::Utc::now();
-    let mut actions = Vec::new();
+    let mut all = retention::PruneReport::default();
     for s in &sources {
-        actions.extend(
-            retention::prune_policy_source(&env, s, args.target.as_deref(), now, args.dry_run)
-                .await?,
-        );
+        let r = retention::prune_policy_source(&env, s, args.target.as_deref(), now, args.dry_run)
+            .await?;
+        all.actions.extend(r.actions);
+        all.wal.extend(r.wal);
     }
-    let errors = actions.iter().filter(|a| a.error.is_some()).count();
+    let errors = all.errors();
     let report = Report {
         dry_run: args.dry_run,
-        actions,
+        actions: all.actions,
+        wal: all.wal,
     };
     emit(ctx.json, &report, |r| {
         let mut out = String::new();
@@ -74,6 +78,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                 a.target, a.source, d.id, why
             );
         }
+        for w in &r.wal {
+            out += &wal_line(w);
+        }
         if r.dry_run {
             out += "(dry run: nothing deleted)\n";
         }
@@ -83,4 +90,32 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         anyhow::bail!("{errors} deletions failed");
     }
     Ok(Outcome::Ok)
+}
+
+/// One human line for the WAL of a source on a target.
+fn wal_line(w: &WalPrune) -> String {
+    let what = match (&w.error, w.deleted) {
+        (Some(_), _) => "FAILED",
+        (None, _) if w.files == 0 => "keep",
+        (None, true) => "deleted",
+        (None, false) => "delete",
+    };
+    let range = match (&w.first, &w.last) {
+        (Some(a), Some(b)) => format!(" {a} .. {b}"),
+        _ => String::new(),
+    };
+    let mut line = format!(
+        "{what:<8}{:<12}{:<20} WAL: {} files ({} objects, {}){range}\n        oldest kept {}: {}\n",
+        w.target,
+        w.source,
+        w.files,
+        w.objects,
+        bytes(w.bytes),
+        w.oldest_kept.as_deref().unwrap_or("none"),
+        w.reason
+    );
+    if let Some(e) = &w.error {
+        line += &format!("        {e}\n");
+    }
+    line
 }

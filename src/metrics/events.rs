@@ -309,6 +309,53 @@ impl BackupPruned<'_> {
     }
 }
 
+/// Retention deleted the WAL no kept base backup needs (PostgreSQL engine), on one target.
+#[derive(Debug, Clone)]
+pub struct WalPruned<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Target name.
+    pub target: &'a str,
+    /// WAL files deleted.
+    pub files: usize,
+    /// Their objects (segment and sidecar).
+    pub objects: usize,
+    /// Their stored bytes.
+    pub bytes: u64,
+    /// Oldest file deleted.
+    pub first: Option<&'a str>,
+    /// Newest file deleted.
+    pub last: Option<&'a str>,
+    /// WAL kept from this segment on; `None`: no base backup kept, nothing deleted.
+    pub keep_from: Option<&'a str>,
+}
+
+impl WalPruned<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::info!(
+            event = "wal_pruned",
+            source = self.source,
+            target = self.target,
+            files = self.files,
+            objects = self.objects,
+            bytes = self.bytes,
+            first = self.first.unwrap_or(""),
+            last = self.last.unwrap_or(""),
+            keep_from = self.keep_from.unwrap_or("")
+        );
+        let m = global();
+        let l = TargetLabel {
+            source: self.source.to_string(),
+            target: self.target.to_string(),
+        };
+        m.pruned_wal_files
+            .get_or_create(&l)
+            .inc_by(self.files as u64);
+        m.pruned_wal_bytes.get_or_create(&l).inc_by(self.bytes);
+    }
+}
+
 /// A WAL segment was archived (PostgreSQL engine); `age_secs` = now − its end time.
 #[derive(Debug, Clone)]
 pub struct WalArchived<'a> {

@@ -28,6 +28,7 @@
 //! | `gsdr_drill_last_success` | gauge | (label `scenario`) 1 if the last drill met its targets |
 //! | `gsdr_lease_conflicts_total` | counter | runs skipped because another replica held or had done the run |
 //! | `gsdr_pruned_backups_total` | counter | backups deleted by retention (label `target`) |
+//! | `gsdr_pruned_wal_files_total` / `gsdr_pruned_wal_bytes_total` | counter | (PostgreSQL engine) WAL files and their stored bytes deleted by retention (label `target`) |
 
 pub mod events;
 pub mod server;
@@ -128,6 +129,10 @@ pub struct Metrics {
     pub lease_conflicts: Family<SourceLabel, Counter>,
     /// See the module table.
     pub pruned: Family<TargetLabel, Counter>,
+    /// See the module table.
+    pub pruned_wal_files: Family<TargetLabel, Counter>,
+    /// See the module table.
+    pub pruned_wal_bytes: Family<TargetLabel, Counter>,
     /// Safe points by source (seconds since the epoch), for the exposure refresh at scrape time.
     safe_points: Mutex<BTreeMap<String, f64>>,
 }
@@ -207,6 +212,14 @@ impl Metrics {
                 "Runs skipped because another replica held or had done them"
             ),
             pruned: reg!("gsdr_pruned_backups", "Backups deleted by retention"),
+            pruned_wal_files: reg!(
+                "gsdr_pruned_wal_files",
+                "WAL files deleted by retention (PostgreSQL engine)"
+            ),
+            pruned_wal_bytes: reg!(
+                "gsdr_pruned_wal_bytes",
+                "Stored bytes of the WAL files deleted by retention (PostgreSQL engine)"
+            ),
             safe_points: Mutex::new(BTreeMap::new()),
             registry,
         }

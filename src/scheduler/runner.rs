@@ -90,9 +90,12 @@ impl Runner for JobRunner {
             match crate::retention::prune_policy_source(&self.env, source, None, Utc::now(), false)
                 .await
             {
-                Ok(actions) => {
-                    for a in actions.iter().filter(|a| a.error.is_some()) {
+                Ok(report) => {
+                    for a in report.actions.iter().filter(|a| a.error.is_some()) {
                         tracing::warn!(event = "prune_failed", source, target = %a.target, id = %a.decision.id, error = a.error.as_deref().unwrap_or(""));
+                    }
+                    for w in report.wal.iter().filter(|w| w.error.is_some()) {
+                        tracing::warn!(event = "wal_prune_failed", source, target = %w.target, error = w.error.as_deref().unwrap_or(""));
                     }
                 }
                 Err(e) => tracing::warn!(event = "prune_failed", source, error = %e),

@@ -14,15 +14,19 @@ const WAIT: Duration = Duration::from_secs(90);
 /// A policy with a folder target and a postgres source `pg` for `cluster`, and
 /// `cluster` configured to archive with `gsdr wal-push`.
 fn setup() -> (Fixture, PgCluster) {
-    setup_with("[targets.local]\nkind = \"fs\"\npath = \"{dir}/store\"\n")
+    setup_with(FS_TARGET, "")
 }
 
+/// A folder target `local` in the fixture's folder.
+const FS_TARGET: &str = "[targets.local]\nkind = \"fs\"\npath = \"{dir}/store\"\n";
+
 /// [`setup`] with another `local` target (`{dir}` is the fixture's folder,
-/// which the server's user can read).
-fn setup_with(target: &str) -> (Fixture, PgCluster) {
+/// which the server's user can read) and `defaults` added to the policy's
+/// `[defaults]` table.
+fn setup_with(target: &str, defaults: &str) -> (Fixture, PgCluster) {
     let cluster = PgCluster::init("");
     let fx = Fixture::new(&format!(
-        "{target}[defaults]\ntarget = \"local\"\n\
+        "{target}[defaults]\ntarget = \"local\"\n{defaults}\
          [sources.pg]\nkind = \"postgres\"\n[sources.pg.postgres]\nhost = \"127.0.0.1\"\nport = {}\n\
          pg_bin = \"{PG_BIN}\"\ngsdr_bin = \"{}\"\nprefetch = 4\n",
         cluster.port,
@@ -252,7 +256,7 @@ fn pg_archive_to_s3_outage_fails_then_catches_up() {
          access_key_id = {{ file = \"{{dir}}/s3-key\" }}\nsecret_access_key = {{ file = \"{{dir}}/s3-key\" }}\n",
         proxy.endpoint(),
         moto.bucket
-    ));
+    ), "");
     std::fs::write(fx.dir.path().join("s3-key"), "gsdr-test-key\n").unwrap();
     give_to_pg_user(fx.dir.path());
     archive_outage(&fx, a, || proxy.cut(), || rt.block_on(proxy.heal()));
@@ -472,4 +476,153 @@ fn pg_incident_restores_the_endpoint_checks_it_and_resumes() {
         "{j}"
     );
     all_rows_back(&j);
+}
+
+/// Every object under `store/pg/wal/`, as `<timeline>/<file>`.
+fn wal_objects(fx: &Fixture) -> std::collections::BTreeSet<String> {
+    let wal = fx.dir.path().join("store/pg/wal");
+    let mut out = std::collections::BTreeSet::new();
+    for tl in std::fs::read_dir(&wal).unwrap().flatten() {
+        if !tl.path().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(tl.path()).unwrap().flatten() {
+            out.insert(format!(
+                "{}/{}",
+                tl.file_name().to_string_lossy(),
+                f.file_name().to_string_lossy()
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn pg_prune_deletes_only_wal_before_the_retained_base_backup() {
+    let (fx, mut a) = setup_with(FS_TARGET, "retention = { keep_last = 1 }\n");
+    a.start();
+    a.pgbench(&["-i", "-s", "1", "-q"]);
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.psql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 100) g");
+    a.switch_and_wait_archived(WAIT);
+
+    // WAL but no base backup: prune deletes no WAL, and says why.
+    let r = fx.gsdr_json(&["prune"]);
+    assert_eq!(r["wal"][0]["files"], 0, "{r}");
+    assert_eq!(r["wal"][0]["floor"]["rule"], "no_base_backup", "{r}");
+    assert!(!wal_objects(&fx).is_empty());
+
+    // Base backup 1, WAL between, base backup 2, WAL after.
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup 1");
+    for i in 0..2 {
+        a.psql(&format!(
+            "INSERT INTO t SELECT g, 'between' FROM generate_series({}, {}) g",
+            101 + i * 100,
+            200 + i * 100
+        ));
+        a.switch_and_wait_archived(WAIT);
+    }
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup 2");
+    a.psql("INSERT INTO t SELECT g, 'after' FROM generate_series(301, 400) g");
+    a.switch_and_wait_archived(WAIT);
+    let want = contents(&a);
+
+    let mut backups = fx.gsdr_json(&["list", "--source", "pg"])["backups"]
+        .as_array()
+        .unwrap()
+        .clone();
+    backups.sort_by_key(|b| b["id"].as_str().unwrap().to_string());
+    let [old, new] = &backups[..] else {
+        panic!("two base backups expected: {backups:?}")
+    };
+    let first_of = |b: &serde_json::Value| {
+        b["consistency"]["details"]["first_segment"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (old_first, floor) = (first_of(old), first_of(new));
+    assert!(old_first < floor);
+
+    // What must go: every WAL object whose position is before the retained backup's first segment.
+    let before = wal_objects(&fx);
+    let name_of = |o: &str| {
+        let f = o.split_once('/').unwrap().1;
+        f.strip_suffix(".zst.age")
+            .or_else(|| f.strip_suffix(".json"))
+            .unwrap_or(f)
+            .to_string()
+    };
+    let doomed: std::collections::BTreeSet<String> = before
+        .iter()
+        .filter(|o| {
+            let n = name_of(o);
+            n.len() >= 24 && n[8..24] < floor[8..24]
+        })
+        .cloned()
+        .collect();
+    let doomed_names: std::collections::BTreeSet<String> =
+        doomed.iter().map(|o| name_of(o)).collect();
+    // Before the first backup, and between the two backups (the old backup's own first segment).
+    assert!(doomed_names.iter().any(|n| n.as_str() < old_first.as_str()));
+    assert!(doomed_names.contains(&old_first), "{doomed_names:?}");
+    assert!(doomed.contains(&format!("00000001/{old_first}.json")));
+
+    // Dry run: lists, deletes nothing.
+    let dry = fx.gsdr_json(&["prune", "--dry-run"]);
+    let w = &dry["wal"][0];
+    assert_eq!(w["deleted"], false, "{dry}");
+    assert_eq!(w["files"], doomed_names.len(), "{dry}");
+    assert_eq!(w["objects"], doomed.len(), "{dry}");
+    assert_eq!(w["first"], doomed_names.first().unwrap().as_str());
+    assert_eq!(w["last"], doomed_names.last().unwrap().as_str());
+    assert_eq!(w["floor"]["segment"], floor.as_str());
+    assert_eq!(w["floor"]["backup"], new["id"]);
+    assert_eq!(w["oldest_kept"], floor.as_str());
+    let text = String::from_utf8_lossy(&fx.gsdr(&["prune", "--dry-run"]).stdout).into_owned();
+    assert!(
+        text.contains(&format!("WAL: {} files", doomed_names.len())) && text.contains("dry run"),
+        "{text}"
+    );
+    assert_eq!(wal_objects(&fx), before, "a dry run deletes no WAL");
+    assert_eq!(
+        fx.gsdr_json(&["list", "--source", "pg"])["backups"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Prune: the old backup goes, and exactly the WAL before the retained backup's first segment.
+    let r = fx.gsdr_json(&["prune"]);
+    let deleted: Vec<&str> = r["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["deleted"] == true)
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(deleted, vec![old["id"].as_str().unwrap()], "{r}");
+    assert_eq!(r["wal"][0]["deleted"], true);
+    assert_eq!(r["wal"][0]["objects"], doomed.len(), "{r}");
+    let after = wal_objects(&fx);
+    let gone: std::collections::BTreeSet<String> = before.difference(&after).cloned().collect();
+    assert_eq!(gone, doomed);
+    assert!(fx.dir.path().join("store/pg/wal/cluster.json").exists());
+    // Nothing more to do.
+    assert_eq!(fx.gsdr_json(&["prune"])["wal"][0]["files"], 0);
+
+    // The retained backup's WAL range is complete, and it restores to the latest state.
+    let v = fx.gsdr_json(&["wal-verify", "--source", "pg"]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["base_backups"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["base_backups"][0]["id"], new["id"]);
+    assert_eq!(v["base_backups"][0]["restorable"], true);
+    assert_eq!(v["timelines"][0]["first"], floor.as_str(), "{v}");
+    let d = scratch(&fx, "restore-latest");
+    let rr = restore(&fx, &d, &["--latest"]);
+    assert_eq!(rr["details"]["base_backup"], new["id"]);
+    let c = start_restored(&d);
+    assert_eq!(contents(&c), want);
+    assert_eq!(c.psql("SELECT count(*) FROM t"), "400");
 }

@@ -12,11 +12,14 @@
 //!   data directory and writes the recovery settings.
 //! - [`walverify`]: gaps in the archived WAL chain per timeline, the newest
 //!   archived segment (the cluster's current RPO), and the retention helper.
+//! - [`walprune`]: after `gsdr prune` decided which base backups stay, deletes
+//!   the archived WAL none of them needs.
 
 pub mod base;
 pub mod config;
 pub mod restore;
 pub mod wal;
+pub mod walprune;
 pub mod walverify;
 
 pub use config::PostgresConfig;

@@ -220,6 +220,24 @@ pub fn sidecar_key(source: &str, name: &str) -> String {
     )
 }
 
+/// The WAL file an object of `source`'s archive belongs to, and whether it
+/// is the data object (else the sidecar); `None` for any key outside the
+/// layout (`cluster.json`, stray objects).
+pub fn file_of_key<'k>(source: &str, key: &'k str) -> Option<(&'k str, bool)> {
+    let file = key.rsplit('/').next()?;
+    let (name, is_data) = match file.strip_suffix(".zst.age") {
+        Some(n) => (n, true),
+        None => (file.strip_suffix(".json")?, false),
+    };
+    check_name(name).ok()?;
+    let expected = if is_data {
+        data_key(source, name)
+    } else {
+        sidecar_key(source, name)
+    };
+    (key == expected).then_some((name, is_data))
+}
+
 /// Key of the cluster identity document.
 pub fn cluster_key(source: &str) -> String {
     format!("{source}/wal/cluster.json")
@@ -803,6 +821,20 @@ mod tests {
             sidecar_key("pg", "00000002.history"),
             "pg/wal/00000002/00000002.history.json"
         );
+        let seg = "000000020000000000000003";
+        assert_eq!(file_of_key("pg", &data_key("pg", seg)), Some((seg, true)));
+        assert_eq!(
+            file_of_key("pg", &sidecar_key("pg", seg)),
+            Some((seg, false))
+        );
+        for stray in [
+            "pg/wal/cluster.json",
+            "pg/wal/00000001/000000020000000000000003.zst.age",
+            "other/wal/00000002/000000020000000000000003.json",
+            "pg/wal/00000002/notes.txt",
+        ] {
+            assert_eq!(file_of_key("pg", stray), None, "{stray}");
+        }
     }
 
     #[test]

@@ -99,19 +99,9 @@ async fn scan(
         .map_err(WalError::from)?;
     let mut files: BTreeMap<String, Entry> = BTreeMap::new();
     for o in objects {
-        let Some(file) = o.key.rsplit('/').next() else {
+        let Some((name, is_data)) = super::wal::file_of_key(source, &o.key) else {
             continue;
         };
-        let (name, is_data) = if let Some(n) = file.strip_suffix(".zst.age") {
-            (n, true)
-        } else if let Some(n) = file.strip_suffix(".json") {
-            (n, false)
-        } else {
-            continue;
-        };
-        if super::wal::check_name(name).is_err() {
-            continue;
-        }
         let e = files.entry(name.to_string()).or_default();
         if is_data {
             e.data = true;
@@ -243,14 +233,13 @@ pub async fn wal_status(env: &Env, source: &str) -> Result<WalStatus, WalError> 
 }
 
 /// The oldest WAL segment the retained base backups `manifests` need: prune
-/// must keep it and every later segment (any timeline), and every `.history` file.
+/// must keep it and every later segment (any timeline), and every `.history`
+/// file. `None` (keep everything) when no base backup is retained or one
+/// records no readable first segment ([`super::walprune::WalFloor`] says which).
 pub fn wal_needed_from(manifests: &[Manifest]) -> Option<String> {
-    manifests
-        .iter()
-        .filter(|m| m.kind == "base")
-        .filter_map(|m| serde_json::from_value::<BaseDetails>(m.consistency.details.clone()).ok())
-        .map(|d| d.first_segment)
-        .min_by_key(|n| n[8..].to_string())
+    super::walprune::WalFloor::of(manifests)
+        .segment()
+        .map(str::to_string)
 }
 
 /// Whether WAL file `name` must be kept, given [`wal_needed_from`]'s answer.
