@@ -81,6 +81,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             for (id, e) in &w.failed {
                 out += &format!("FAILED  {s:<20} {id}  {e}\n");
             }
+            for ws in &w.wal {
+                out += &format!(
+                    "copied  {:<20} {} WAL objects, {}\n",
+                    ws.source,
+                    ws.copied,
+                    bytes(ws.bytes)
+                );
+                for (key, e) in &ws.failed {
+                    out += &format!("FAILED  {:<20} {key}  {e}\n", ws.source);
+                }
+            }
         }
         if args.check && r.missing.is_empty() {
             out += "the off-site copy is complete\n";
@@ -88,8 +99,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         out
     })?;
     let failed: usize = report.sweeps.values().map(|w| w.failed.len()).sum();
-    if failed > 0 {
-        anyhow::bail!("{failed} backups could not be copied off-site");
+    let wal_failed: usize = report
+        .sweeps
+        .values()
+        .flat_map(|w| &w.wal)
+        .map(|w| w.failed.len())
+        .sum();
+    if failed > 0 || wal_failed > 0 {
+        anyhow::bail!("{failed} backups and {wal_failed} WAL objects could not be copied off-site");
     }
     if !report.missing.is_empty() {
         return Ok(Outcome::CheckFailed);

@@ -113,6 +113,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         target_time: args.target_time,
         target_lsn: args.target_lsn.clone(),
         latest: args.latest,
+        from_target: args.target.clone(),
     };
     // Find the backup: by id (searching the named or every primary target), or newest of a source.
     let (catalog, manifest) = match (&id, &args.source) {

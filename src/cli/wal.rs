@@ -30,6 +30,9 @@ pub struct FetchArgs {
     /// Postgres source (default: the policy's only postgres source).
     #[arg(long, short = 's', value_name = "NAME")]
     source: Option<String>,
+    /// Fetch from this target instead of the source's primary (a restore from the off-site copy).
+    #[arg(long, value_name = "TARGET")]
+    target: Option<String>,
     /// WAL file name (`%f`).
     #[arg(value_name = "NAME")]
     name: String,
@@ -44,6 +47,9 @@ pub struct VerifyArgs {
     /// Postgres source (default: the policy's only postgres source).
     #[arg(long, short = 's', value_name = "NAME")]
     source: Option<String>,
+    /// wal-verify: check this target's archive (e.g. the off-site copy) instead of the primary's.
+    #[arg(long, value_name = "TARGET")]
+    target: Option<String>,
 }
 
 fn pick_source(env: &Env, given: Option<String>) -> anyhow::Result<String> {
@@ -94,7 +100,9 @@ pub async fn fetch(ctx: &Ctx, a: FetchArgs) -> anyhow::Result<Outcome> {
     let res = async {
         let env = ctx.env()?;
         let source = pick_source(&env, a.source)?;
-        Ok::<_, anyhow::Error>(wal::wal_fetch(&env, &source, &a.name, &a.dest).await)
+        Ok::<_, anyhow::Error>(
+            wal::wal_fetch(&env, &source, a.target.as_deref(), &a.name, &a.dest).await,
+        )
     }
     .await;
     match res {
@@ -118,7 +126,7 @@ pub async fn fetch(ctx: &Ctx, a: FetchArgs) -> anyhow::Result<Outcome> {
 pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
     let env = ctx.env()?;
     let source = pick_source(&env, a.source)?;
-    let r = walverify::wal_verify(&env, &source).await?;
+    let r = walverify::wal_verify(&env, &source, a.target.as_deref()).await?;
     emit(ctx.json, &r, |r| {
         let mut s = String::new();
         for t in &r.timelines {

@@ -112,6 +112,7 @@ pub(super) async fn restore_postgres(
     };
     let req = crate::source::RestoreRequest {
         to_dir: Some(dir.clone()),
+        from_target: Some(pb.target.clone()),
         target_time: ctx.plan.target_time,
         latest: ctx.plan.target_time.is_none(),
         replace: true,

@@ -222,6 +222,45 @@ impl Replicated<'_> {
     }
 }
 
+/// A sweep copied archived WAL of a source off-site.
+#[derive(Debug, Clone)]
+pub struct WalReplicated<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Objects copied.
+    pub files: u64,
+    /// Stored bytes copied.
+    pub bytes: u64,
+    /// Objects that could not be copied.
+    pub failed: u64,
+}
+
+impl WalReplicated<'_> {
+    /// Logs the event and updates the metrics (the bytes count as replicated).
+    pub fn emit(&self) {
+        if self.failed > 0 {
+            tracing::warn!(
+                event = "wal_replicated",
+                source = self.source,
+                files = self.files,
+                bytes = self.bytes,
+                failed = self.failed
+            );
+        } else {
+            tracing::info!(
+                event = "wal_replicated",
+                source = self.source,
+                files = self.files,
+                bytes = self.bytes
+            );
+        }
+        global()
+            .replicated_bytes
+            .get_or_create(&src(self.source))
+            .inc_by(self.bytes);
+    }
+}
+
 /// Copying one backup off-site failed.
 #[derive(Debug, Clone)]
 pub struct ReplicationFailed<'a> {

@@ -143,6 +143,9 @@ pub struct RestoreRequest {
     pub target_lsn: Option<String>,
     /// Recover to the newest point available.
     pub latest: bool,
+    /// The target the backup is read from when it is not the source's
+    /// primary (the off-site copy): PostgreSQL then fetches WAL from it too.
+    pub from_target: Option<String>,
 }
 
 /// Builds the source named `name` from its policy settings.

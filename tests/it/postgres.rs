@@ -626,3 +626,71 @@ fn pg_prune_deletes_only_wal_before_the_retained_base_backup() {
     assert_eq!(contents(&c), want);
     assert_eq!(c.psql("SELECT count(*) FROM t"), "400");
 }
+
+/// Region loss for PostgreSQL: `gsdr replicate` copies the base backup and
+/// the archived WAL (as stored, data objects before sidecars) to the
+/// off-site target; with the primary target gone, a restore from the
+/// off-site copy alone (`--target offsite`, whose `restore_command` fetches
+/// WAL from there too) reaches the latest committed row.
+#[test]
+fn pg_region_loss_restores_from_the_offsite_copy_with_its_wal() {
+    let (fx, mut a) = setup_with(
+        &format!("{FS_TARGET}[targets.offsite]\nkind = \"fs\"\npath = \"{{dir}}/offsite\"\n"),
+        "offsite = \"offsite\"\n",
+    );
+    a.start();
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.pgbench(&["-i", "-s", "1", "-q"]);
+    a.psql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 300) g");
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    a.psql("INSERT INTO t SELECT g, 'after' FROM generate_series(301, 400) g");
+    let want = contents(&a);
+    a.switch_and_wait_archived(WAIT);
+
+    let r = fx.gsdr_json(&["replicate"]);
+    let wal = &r["sweeps"]["pg"]["wal"][0];
+    assert!(
+        wal["copied"].as_u64().unwrap() >= 4,
+        "segments and sidecars: {r}"
+    );
+    assert_eq!(wal["failed"].as_array().unwrap().len(), 0, "{r}");
+    let check = fx.gsdr(&["--json", "replicate", "--check"]);
+    ok(&check, "replicate --check");
+    let v = fx.gsdr(&[
+        "--json",
+        "wal-verify",
+        "--source",
+        "pg",
+        "--target",
+        "offsite",
+    ]);
+    ok(&v, "wal-verify --target offsite");
+    // A new segment not yet replicated is reported by the check.
+    a.psql("INSERT INTO t VALUES (401, 'late')");
+    a.switch_and_wait_archived(WAIT);
+    let check = fx.gsdr(&["--json", "replicate", "--check"]);
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("WAL objects missing off-site"));
+    a.stop();
+
+    // The primary target is lost.
+    let store = fx.dir.path().join("store");
+    std::fs::rename(&store, fx.dir.path().join("store-lost")).unwrap();
+    std::fs::write(&store, "lost").unwrap();
+    give_to_pg_user(fx.dir.path());
+    let d = scratch(&fx, "from-offsite");
+    let dir = d.display().to_string();
+    let rr = fx.gsdr_json(&[
+        "restore", "--source", "pg", "--target", "offsite", "--to-dir", &dir, "--latest",
+    ]);
+    assert_eq!(rr["source"], "pg", "{rr}");
+    let conf = std::fs::read_to_string(d.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.contains("--target offsite"), "{conf}");
+    let c = start_restored(&d);
+    assert_eq!(contents(&c), want, "everything replicated is back");
+}

@@ -102,8 +102,14 @@ fn sh_quote(s: &str) -> String {
     }
 }
 
-/// The `restore_command` for `source`.
-pub fn restore_command(env: &Env, cfg: &PostgresConfig, source: &str) -> Result<String> {
+/// The `restore_command` for `source`, fetching WAL from `from_target` when
+/// that is not the source's primary target (a restore from the off-site copy).
+pub fn restore_command(
+    env: &Env,
+    cfg: &PostgresConfig,
+    source: &str,
+    from_target: Option<&str>,
+) -> Result<String> {
     let bin = match &cfg.gsdr_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe().map_err(|e| Error::LocalIo {
@@ -127,6 +133,13 @@ pub fn restore_command(env: &Env, cfg: &PostgresConfig, source: &str) -> Result<
         "wal-fetch".into(),
         "--source".into(),
         sh_quote(source),
+    ]);
+    if let Some(t) =
+        from_target.filter(|t| env.primary_target_name(source).ok().as_deref() != Some(*t))
+    {
+        parts.extend(["--target".into(), sh_quote(t)]);
+    }
+    parts.extend([
         "%f".into(),
         // %p is relative to the data directory, which the `cd` below leaves.
         "\"$d/%p\"".into(),
@@ -215,7 +228,7 @@ pub async fn restore(
         .ok_or_else(|| Error::Invalid(format!("source `{source}` is not a postgres source")))?;
     let m = pick_base(catalog, source, manifest, req).await?;
     let d = details(&m)?;
-    let command = restore_command(env, &cfg, source)?;
+    let command = restore_command(env, &cfg, source, req.from_target.as_deref())?;
 
     // The directory: absent or empty, or emptied when the operator said so.
     if dir.exists() {

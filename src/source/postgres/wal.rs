@@ -271,13 +271,25 @@ pub(crate) struct WalCtx {
 }
 
 pub(crate) async fn wal_ctx(env: &Env, source: &str) -> Result<WalCtx, WalError> {
+    wal_ctx_on(env, source, None).await
+}
+
+/// [`wal_ctx`] on `target` instead of the source's primary target.
+pub(crate) async fn wal_ctx_on(
+    env: &Env,
+    source: &str,
+    target: Option<&str>,
+) -> Result<WalCtx, WalError> {
     let sc = env.source_config(source)?;
     let cfg = sc.postgres.clone().ok_or_else(|| {
         crate::Error::Invalid(format!(
             "source `{source}` is not a postgres source: WAL commands need [sources.{source}.postgres]"
         ))
     })?;
-    let target = env.primary_target_name(source)?;
+    let target = match target {
+        Some(t) => t.to_string(),
+        None => env.primary_target_name(source)?,
+    };
     let store = env.store(&target).await?;
     Ok(WalCtx {
         source: source.to_string(),
@@ -713,11 +725,12 @@ async fn fetch_with_retries(
 pub async fn wal_fetch(
     env: &Env,
     source: &str,
+    target: Option<&str>,
     name: &str,
     dest: &Path,
 ) -> Result<FetchOutcome, WalError> {
     check_name(name)?;
-    let ctx = wal_ctx(env, source).await?;
+    let ctx = wal_ctx_on(env, source, target).await?;
     let ids = env.identities()?;
     let pg_wal = dest.parent().unwrap_or(Path::new("."));
     let cache = pg_wal.join(PREFETCH_DIR);

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::base::BaseDetails;
-use super::wal::{wal_ctx, WalError};
+use super::wal::{wal_ctx_on, WalError};
 use super::SegmentId;
 use crate::catalog::{Catalog, Manifest};
 use crate::job::Env;
@@ -90,8 +90,9 @@ struct Entry {
 async fn scan(
     env: &Env,
     source: &str,
+    target: Option<&str>,
 ) -> Result<(BTreeMap<String, Entry>, u64, Catalog), WalError> {
-    let ctx = wal_ctx(env, source).await?;
+    let ctx = wal_ctx_on(env, source, target).await?;
     let objects = ctx
         .store
         .list(&format!("{source}/wal/"))
@@ -113,9 +114,14 @@ async fn scan(
     Ok((files, ctx.cfg.wal_segment_bytes, Catalog::new(ctx.store)))
 }
 
-/// Checks the archive of `source`: gaps per timeline and base backup coverage.
-pub async fn wal_verify(env: &Env, source: &str) -> Result<WalVerifyReport, WalError> {
-    let (files, seg_bytes, catalog) = scan(env, source).await?;
+/// Checks the archive of `source` on `target` (default: its primary target):
+/// gaps per timeline and base backup coverage.
+pub async fn wal_verify(
+    env: &Env,
+    source: &str,
+    target: Option<&str>,
+) -> Result<WalVerifyReport, WalError> {
+    let (files, seg_bytes, catalog) = scan(env, source, target).await?;
     let complete = |n: &str| files.get(n).is_some_and(|e| e.data && e.sidecar);
     let mut by_tli: BTreeMap<u32, Vec<(SegmentId, String)>> = BTreeMap::new();
     let mut history = Vec::new();
@@ -206,7 +212,7 @@ pub async fn wal_verify(env: &Env, source: &str) -> Result<WalVerifyReport, WalE
 
 /// The newest archived segment and base backup of `source`.
 pub async fn wal_status(env: &Env, source: &str) -> Result<WalStatus, WalError> {
-    let (files, seg_bytes, catalog) = scan(env, source).await?;
+    let (files, seg_bytes, catalog) = scan(env, source, None).await?;
     let last = files
         .iter()
         .filter(|(n, e)| e.data && SegmentId::parse(n, seg_bytes).is_some())

@@ -8,8 +8,8 @@
 //! on the way and turns the end of the stream into an error unless size and
 //! SHA-256 match the manifest: a corrupt or cut copy is never committed.
 //!
-//! [`catch_up`] copies whatever the off-site copy lacks (the daemon runs it on
-//! start and after every backup); [`check`] lists what it lacks without
+//! [`catch_up`] copies whatever the off-site copy lacks, archived WAL
+//! included ([`wal`]; the daemon runs it on start and after every backup); [`check`] lists what it lacks without
 //! copying (`gsdr replicate --check`); [`safety`] computes the RPO view: a
 //! backup is *safe* only once both copies exist.
 
@@ -28,6 +28,8 @@ use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result, RetryClass};
 use crate::metrics::events;
 use crate::storage::{PutCondition, PutOptions, Store};
+
+pub mod wal;
 
 /// Attempts per backup within one sweep (temporary errors only).
 const COPY_ATTEMPTS: u32 = 3;
@@ -147,6 +149,8 @@ pub struct SweepReport {
     pub bytes: u64,
     /// Backups that could not be copied, with the error.
     pub failed: Vec<(String, String)>,
+    /// Archived WAL copied, per source that has any (PostgreSQL).
+    pub wal: Vec<wal::WalSweep>,
 }
 
 /// Copies every backup (of `source`, if given) the off-site store lacks, oldest first.
@@ -194,6 +198,13 @@ pub async fn catch_up(
             }
         }
     }
+    // WAL after the backups: a base backup off-site is only restorable with it.
+    for s in wal_sources(&all, source) {
+        let w = wal::catch_up(primary, offsite, &s).await?;
+        if w.copied > 0 || !w.failed.is_empty() {
+            report.wal.push(w);
+        }
+    }
     for s in sources_of(&all) {
         if let Ok(st) = safety(primary, Some(offsite), &s).await {
             st.emit();
@@ -204,6 +215,16 @@ pub async fn catch_up(
 
 fn sources_of(all: &[Manifest]) -> BTreeSet<String> {
     all.iter().map(|m| m.source.clone()).collect()
+}
+
+/// Sources whose WAL is replicated: those with base backups (WAL without
+/// one restores nothing), plus the named source.
+fn wal_sources(all: &[Manifest], source: Option<&str>) -> BTreeSet<String> {
+    all.iter()
+        .filter(|m| m.engine == "postgres")
+        .map(|m| m.source.clone())
+        .chain(source.map(str::to_string))
+        .collect()
 }
 
 /// Something the off-site copy lacks.
@@ -256,6 +277,16 @@ pub async fn check(
                 o.size, m.stored_bytes
             ))),
             Some(_) => {}
+        }
+    }
+    let all = Catalog::new(primary.clone()).list(source).await?;
+    for s in wal_sources(&all, source) {
+        if let Some(problem) = wal::check(primary, offsite, &s).await? {
+            out.push(Missing {
+                source: s,
+                id: "wal".into(),
+                problem,
+            });
         }
     }
     Ok(out)

@@ -1,0 +1,227 @@
+//! Off-site copies of archived PostgreSQL WAL.
+//!
+//! A base backup is useless without the WAL after it (it is taken with
+//! `-X none`), so the off-site copy of a postgres source must hold its WAL
+//! too, or a region-loss restore cannot even reach consistency. The WAL
+//! objects are copied as they are stored (already compressed and
+//! encrypted): per file the data object first, then its sidecar, so an
+//! off-site sidecar always has its object; `cluster.json` (the cluster's
+//! identity) too. Only keys absent off-site are written: an off-site object
+//! whose size differs from the primary's is reported, never replaced.
+//!
+//! Memory: [`CONCURRENCY`] streamed copies at once, each bounded by the
+//! off-site store's upload buffers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::storage::{ObjectMeta, PutOptions, Store};
+
+/// WAL objects copied at once.
+pub const CONCURRENCY: usize = 4;
+
+/// What one WAL sweep of a source did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WalSweep {
+    /// Source.
+    pub source: String,
+    /// Objects copied (segments, history files, sidecars, `cluster.json`).
+    pub copied: u64,
+    /// Stored bytes copied.
+    pub bytes: u64,
+    /// Objects that could not be copied, with the error.
+    pub failed: Vec<(String, String)>,
+}
+
+/// The WAL objects of `source` on a store, by key.
+async fn wal_objects(store: &Arc<dyn Store>, source: &str) -> Result<BTreeMap<String, ObjectMeta>> {
+    Ok(store
+        .list(&format!("{source}/wal/"))
+        .await?
+        .into_iter()
+        .map(|o| (o.key.clone(), o))
+        .collect())
+}
+
+/// Replication order: data objects before their sidecars (an off-site
+/// sidecar then always has its object), `cluster.json` last.
+fn order(key: &str) -> (u8, &str) {
+    let rank = if key.ends_with(".zst.age") {
+        0
+    } else if key.ends_with("/cluster.json") {
+        2
+    } else {
+        1
+    };
+    (rank, key)
+}
+
+/// What the off-site copy lacks of `source`'s WAL: keys missing there, and
+/// keys whose off-site size differs (`Some(off-site size)`).
+async fn differences(
+    primary: &Arc<dyn Store>,
+    offsite: &Arc<dyn Store>,
+    source: &str,
+) -> Result<Vec<(ObjectMeta, Option<u64>)>> {
+    let have = wal_objects(offsite, source).await?;
+    let mut out: Vec<(ObjectMeta, Option<u64>)> = wal_objects(primary, source)
+        .await?
+        .into_values()
+        .filter_map(|o| match have.get(&o.key) {
+            None => Some((o, None)),
+            Some(h) if h.size != o.size => {
+                let size = h.size;
+                Some((o, Some(size)))
+            }
+            Some(_) => None,
+        })
+        .collect();
+    out.sort_by(|a, b| order(&a.0.key).cmp(&order(&b.0.key)));
+    Ok(out)
+}
+
+/// Copies one object as stored, checking its size.
+async fn copy_object(
+    primary: &Arc<dyn Store>,
+    offsite: &Arc<dyn Store>,
+    o: &ObjectMeta,
+) -> Result<u64> {
+    let mut body = primary.get_stream(&o.key).await?;
+    let put = offsite
+        .put_stream(
+            &o.key,
+            &mut body,
+            PutOptions {
+                size_hint: Some(o.size),
+                // Only keys absent off-site get here (see `differences`).
+                if_absent: false,
+            },
+        )
+        .await?;
+    if put.size != o.size {
+        return Err(Error::Invalid(format!(
+            "off-site copy of `{}` in {} stored {} bytes, the primary holds {}",
+            o.key,
+            offsite.describe(),
+            put.size,
+            o.size
+        )));
+    }
+    Ok(o.size)
+}
+
+/// Copies every WAL object of `source` the off-site store lacks. Objects
+/// that exist off-site with another size are reported as failed, never
+/// overwritten.
+pub async fn catch_up(
+    primary: &Arc<dyn Store>,
+    offsite: &Arc<dyn Store>,
+    source: &str,
+) -> Result<WalSweep> {
+    let todo = differences(primary, offsite, source).await?;
+    let mut sweep = WalSweep {
+        source: source.to_string(),
+        ..WalSweep::default()
+    };
+    // Data objects (and history files) first, in parallel; sidecars and
+    // cluster.json only after every data object has been tried.
+    for rank in 0..=2u8 {
+        let mut batch = todo
+            .iter()
+            .filter(|(o, _)| order(&o.key).0 == rank)
+            .cloned();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.len() < CONCURRENCY {
+                let Some((o, off_size)) = batch.next() else {
+                    break;
+                };
+                let (p, s) = (primary.clone(), offsite.clone());
+                running.spawn(async move {
+                    let r = match off_size {
+                        Some(size) => Err(Error::Invalid(format!(
+                            "the off-site `{}` is {size} bytes, the primary's {}: not overwritten; check which is right",
+                            o.key, o.size
+                        ))),
+                        None => copy_object(&p, &s, &o).await,
+                    };
+                    (o.key, r)
+                });
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            match done {
+                Ok((_, Ok(b))) => {
+                    sweep.copied += 1;
+                    sweep.bytes += b;
+                }
+                Ok((key, Err(e))) => sweep.failed.push((key, e.to_string())),
+                Err(e) => sweep
+                    .failed
+                    .push(("(copy task)".into(), format!("the copy task failed: {e}"))),
+            }
+        }
+    }
+    if sweep.copied > 0 || !sweep.failed.is_empty() {
+        crate::metrics::events::WalReplicated {
+            source,
+            files: sweep.copied,
+            bytes: sweep.bytes,
+            failed: sweep.failed.len() as u64,
+        }
+        .emit();
+    }
+    Ok(sweep)
+}
+
+/// What the off-site copy lacks of `source`'s WAL, as one line (`None`: nothing).
+pub async fn check(
+    primary: &Arc<dyn Store>,
+    offsite: &Arc<dyn Store>,
+    source: &str,
+) -> Result<Option<String>> {
+    let d = differences(primary, offsite, source).await?;
+    if d.is_empty() {
+        return Ok(None);
+    }
+    let missing = d.iter().filter(|(_, s)| s.is_none()).count();
+    let differ = d.len() - missing;
+    let mut keys: Vec<&str> = d.iter().map(|(o, _)| o.key.as_str()).collect();
+    keys.sort();
+    Ok(Some(format!(
+        "{missing} WAL objects missing off-site, {differ} of another size (first {}, last {})",
+        keys[0],
+        keys[keys.len() - 1]
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_objects_go_before_sidecars_and_cluster_json_last() {
+        let mut keys = vec![
+            "pg/wal/cluster.json",
+            "pg/wal/00000001/000000010000000000000002.json",
+            "pg/wal/00000001/000000010000000000000002.zst.age",
+            "pg/wal/00000001/000000010000000000000001.json",
+            "pg/wal/00000001/000000010000000000000001.zst.age",
+        ];
+        keys.sort_by(|a, b| order(a).cmp(&order(b)));
+        assert_eq!(
+            keys,
+            [
+                "pg/wal/00000001/000000010000000000000001.zst.age",
+                "pg/wal/00000001/000000010000000000000002.zst.age",
+                "pg/wal/00000001/000000010000000000000001.json",
+                "pg/wal/00000001/000000010000000000000002.json",
+                "pg/wal/cluster.json",
+            ]
+        );
+    }
+}
