@@ -86,6 +86,35 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             }
         })
     };
+    // The newest archived WAL of each postgres source, on start and every
+    // `wal_status_every`: wal-push runs in PostgreSQL's archiver, not here.
+    let wal_watch = {
+        let (runner, env, stop) = (job_runner.clone(), env.clone(), shutdown.clone());
+        let pg: Vec<String> = env
+            .policy
+            .sources
+            .iter()
+            .filter(|(_, c)| c.kind == gsdr::policy::Engine::Postgres)
+            .map(|(n, _)| n.clone())
+            .collect();
+        tokio::spawn(async move {
+            if pg.is_empty() {
+                return;
+            }
+            loop {
+                for s in &pg {
+                    tokio::select! {
+                        _ = runner.refresh_wal_status(s) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(env.policy.daemon.wal_status_every.0) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        })
+    };
     let sched = Scheduler::new(
         plans,
         job_runner,
@@ -105,6 +134,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     let summary = sched.run(shutdown).await;
     watch.abort();
     let _ = sweeper.await;
+    let _ = wal_watch.await;
     server_stop.cancel();
     let _ = server.await;
     if summary.aborted_in_flight {

@@ -395,30 +395,28 @@ impl WalPruned<'_> {
     }
 }
 
-/// A WAL segment was archived (PostgreSQL engine); `age_secs` = now − its end time.
+/// The newest archived WAL segment of a postgres source, as the daemon read it from the store.
 #[derive(Debug, Clone)]
 pub struct WalArchived<'a> {
     /// Source.
     pub source: &'a str,
-    /// Segment name.
+    /// Newest archived segment.
     pub segment: &'a str,
-    /// Archive lag in seconds.
-    pub lag_secs: f64,
+    /// When it was stored.
+    pub archived_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl WalArchived<'_> {
-    /// Logs the event and updates the metrics.
+    /// Logs the event and updates the metrics (the lag is refreshed at every scrape).
     pub fn emit(&self) {
-        tracing::info!(
+        tracing::debug!(
             event = "wal_archived",
             source = self.source,
             segment = self.segment,
-            lag_secs = self.lag_secs
+            archived_at = %self.archived_at.to_rfc3339(),
+            lag_secs = (chrono::Utc::now() - self.archived_at).num_milliseconds() as f64 / 1000.0
         );
-        global()
-            .wal_archive_lag
-            .get_or_create(&src(self.source))
-            .set(self.lag_secs);
+        global().set_wal_archived(self.source, secs(self.archived_at));
     }
 }
 

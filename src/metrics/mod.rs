@@ -23,8 +23,9 @@
 //! | `gsdr_replication_lag_seconds` | gauge | newest primary recovery point − newest off-site one |
 //! | `gsdr_replication_failures_total` | counter | failed copies to the off-site target |
 //! | `gsdr_replicated_bytes_total` | counter | stored bytes copied off-site |
-//! | `gsdr_wal_archive_lag_seconds` | gauge | (PostgreSQL engine) age of the newest archived WAL segment |
-//! | `gsdr_wal_push_failures_total` | counter | (PostgreSQL engine) failed `wal-push` calls |
+//! | `gsdr_wal_last_archived_timestamp_seconds` | gauge | (PostgreSQL engine) when the newest archived WAL segment was stored (read from the primary target every `daemon.wal_status_every`) |
+//! | `gsdr_wal_archive_lag_seconds` | gauge | (PostgreSQL engine) now − that time, refreshed at every scrape: on a quiet cluster it grows up to `archive_timeout` |
+//! | `gsdr_wal_push_failures_total` | counter | (PostgreSQL engine) failed `wal-push` calls in this process (`wal-push` runs in PostgreSQL's archiver, so the daemon sees archive failures through the lag) |
 //! | `gsdr_drill_last_success` | gauge | (label `scenario`) 1 if the last drill met its targets |
 //! | `gsdr_lease_conflicts_total` | counter | runs skipped because another replica held or had done the run |
 //! | `gsdr_pruned_backups_total` | counter | backups deleted by retention (label `target`) |
@@ -122,6 +123,8 @@ pub struct Metrics {
     /// See the module table.
     pub wal_archive_lag: Family<SourceLabel, FGauge>,
     /// See the module table.
+    pub wal_last_archived: Family<SourceLabel, FGauge>,
+    /// See the module table.
     pub wal_push_failures: Family<SourceLabel, Counter>,
     /// See the module table.
     pub drill_last_success: Family<ScenarioLabel, FGauge>,
@@ -135,6 +138,8 @@ pub struct Metrics {
     pub pruned_wal_bytes: Family<TargetLabel, Counter>,
     /// Safe points by source (seconds since the epoch), for the exposure refresh at scrape time.
     safe_points: Mutex<BTreeMap<String, f64>>,
+    /// Newest archived WAL by source (seconds since the epoch), for the lag refresh at scrape time.
+    wal_archived: Mutex<BTreeMap<String, f64>>,
 }
 
 impl Metrics {
@@ -202,6 +207,10 @@ impl Metrics {
                 "gsdr_wal_archive_lag_seconds",
                 "Age of the newest archived WAL segment"
             ),
+            wal_last_archived: reg!(
+                "gsdr_wal_last_archived_timestamp_seconds",
+                "When the newest archived WAL segment was stored"
+            ),
             wal_push_failures: reg!("gsdr_wal_push_failures", "Failed wal-push calls"),
             drill_last_success: reg!(
                 "gsdr_drill_last_success",
@@ -221,6 +230,7 @@ impl Metrics {
                 "Stored bytes of the WAL files deleted by retention (PostgreSQL engine)"
             ),
             safe_points: Mutex::new(BTreeMap::new()),
+            wal_archived: Mutex::new(BTreeMap::new()),
             registry,
         }
     }
@@ -234,11 +244,25 @@ impl Metrics {
             .insert(source.to_string(), ts);
     }
 
-    /// The registry in Prometheus text format, RPO exposure refreshed to `now`.
+    /// Records when a source's newest archived WAL segment was stored (seconds since the epoch).
+    pub(crate) fn set_wal_archived(&self, source: &str, ts: f64) {
+        self.wal_last_archived.get_or_create(&src(source)).set(ts);
+        self.wal_archived
+            .lock()
+            .expect("metrics lock")
+            .insert(source.to_string(), ts);
+    }
+
+    /// The registry in Prometheus text format, RPO exposure and WAL archive lag refreshed to `now`.
     pub fn encode(&self, now: chrono::DateTime<chrono::Utc>) -> String {
         let now = now.timestamp_millis() as f64 / 1000.0;
         for (s, ts) in self.safe_points.lock().expect("metrics lock").iter() {
             self.rpo_exposure
+                .get_or_create(&src(s))
+                .set((now - ts).max(0.0));
+        }
+        for (s, ts) in self.wal_archived.lock().expect("metrics lock").iter() {
+            self.wal_archive_lag
                 .get_or_create(&src(s))
                 .set((now - ts).max(0.0));
         }

@@ -264,6 +264,10 @@ pub struct DaemonConfig {
     /// How often the daemon sweeps every source for backups the off-site target lacks (failed copies are retried then).
     #[serde(default = "default_replicate_every")]
     pub replicate_every: HumanDuration,
+    /// How often the daemon reads the newest archived WAL segment of each
+    /// postgres source (`gsdr_wal_last_archived_timestamp_seconds`).
+    #[serde(default = "default_wal_status_every")]
+    pub wal_status_every: HumanDuration,
     /// Apply the source's retention (primary and off-site) after each successful run, as `gsdr prune` does.
     #[serde(default = "yes")]
     pub prune_after_run: bool,
@@ -308,6 +312,9 @@ fn default_retry_backoff_max() -> HumanDuration {
 fn default_replicate_every() -> HumanDuration {
     hd(900)
 }
+fn default_wal_status_every() -> HumanDuration {
+    hd(60)
+}
 fn default_max_concurrent_runs() -> usize {
     2
 }
@@ -333,6 +340,7 @@ impl Default for DaemonConfig {
             max_concurrent_runs: default_max_concurrent_runs(),
             prune_after_run: true,
             replicate_every: default_replicate_every(),
+            wal_status_every: default_wal_status_every(),
             webhook_url: None,
             notify_min_interval: default_notify_min_interval(),
             timezone: None,
@@ -854,6 +862,9 @@ impl Policy {
         }
         if d.replicate_every.0.is_zero() {
             return Err(self.err(text, "daemon.replicate_every", "must be above 0"));
+        }
+        if d.wal_status_every.0.is_zero() {
+            return Err(self.err(text, "daemon.wal_status_every", "must be above 0"));
         }
         if d.max_concurrent_runs == 0 {
             return Err(self.err(text, "daemon.max_concurrent_runs", "must be at least 1"));

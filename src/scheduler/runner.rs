@@ -24,6 +24,27 @@ impl JobRunner {
         JobRunner { env }
     }
 
+    /// Reads the newest archived WAL segment of a postgres `source` and
+    /// publishes when it was stored. Errors are logged, not returned: the
+    /// gauges keep their last value (and the lag keeps growing, which alerts).
+    pub async fn refresh_wal_status(&self, source: &str) {
+        match crate::source::postgres::walverify::wal_status(&self.env, source).await {
+            Ok(st) => {
+                if let (Some(segment), Some(at)) = (&st.last_segment, st.last_archived_at) {
+                    events::WalArchived {
+                        source,
+                        segment,
+                        archived_at: at,
+                    }
+                    .emit();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(event = "wal_status_failed", source, error = %e);
+            }
+        }
+    }
+
     /// Copies what the off-site target of `source` lacks (all of it: a catch-up
     /// sweep) and publishes the source's safety state. Errors are logged, not returned.
     pub async fn replicate_source(&self, source: &str) {

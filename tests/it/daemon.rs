@@ -1278,17 +1278,7 @@ fn cli_daemon_runs_a_missed_source_serves_metrics_and_stops_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_daemon(child);
     assert_eq!(
         f.gsdr_json(&["list"])["backups"].as_array().unwrap().len(),
         2
@@ -1301,8 +1291,23 @@ fn cli_daemon_runs_a_missed_source_serves_metrics_and_stops_on_sigterm() {
     );
 }
 
+/// Sends SIGTERM to a `gsdr daemon` child and asserts it exits 0.
+pub(crate) fn stop_daemon(child: std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Tiny blocking HTTP GET for tests that run the binary (no runtime of their own).
-mod http {
+pub(crate) mod http {
     pub fn blocking_get(url: &str) -> String {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

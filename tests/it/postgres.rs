@@ -694,3 +694,72 @@ fn pg_region_loss_restores_from_the_offsite_copy_with_its_wal() {
     let c = start_restored(&d);
     assert_eq!(contents(&c), want, "everything replicated is back");
 }
+
+/// The daemon publishes PostgreSQL archiving health although `wal-push`
+/// runs in PostgreSQL's archiver, not in the daemon: it reads the newest
+/// archived segment from the store (on start, then every
+/// `wal_status_every`) and serves when it was stored and the lag.
+#[test]
+fn daemon_exports_when_the_newest_wal_was_archived() {
+    let port = crate::support::free_port();
+    let (fx, mut a) = setup_with(FS_TARGET, "");
+    let mut policy = std::fs::read_to_string(&fx.policy).unwrap();
+    policy += &format!("[daemon]\nmetrics_addr = \"127.0.0.1:{port}\"\nwal_status_every = \"1s\"\ngrace_period = \"5s\"\n");
+    std::fs::write(&fx.policy, policy).unwrap();
+    a.start();
+    let started = chrono::Utc::now().timestamp() as f64;
+    a.psql("CREATE TABLE t (id int)");
+    a.switch_and_wait_archived(WAIT);
+    let mut child = std::process::Command::new(gsdr_bin())
+        .arg("--policy")
+        .arg(&fx.policy)
+        .arg("daemon")
+        .env("GSDR_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::support::wait_for_port(port, Duration::from_secs(30), "gsdr daemon", &mut child);
+    let value = |body: &str, metric: &str| -> Option<f64> {
+        body.lines()
+            .find(|l| l.starts_with(&format!("{metric}{{source=\"pg\"}} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let t0 = std::time::Instant::now();
+    let body = loop {
+        let body = crate::daemon::http::blocking_get(&format!("http://127.0.0.1:{port}/metrics"));
+        if value(&body, "gsdr_wal_last_archived_timestamp_seconds").is_some()
+            || t0.elapsed() > Duration::from_secs(30)
+        {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let at = value(&body, "gsdr_wal_last_archived_timestamp_seconds")
+        .unwrap_or_else(|| panic!("no WAL timestamp for pg: {body}"));
+    assert!(
+        at >= started - 1.0,
+        "archived at {at}, test started {started}"
+    );
+    let lag = value(&body, "gsdr_wal_archive_lag_seconds").expect("a lag");
+    assert!((0.0..120.0).contains(&lag), "lag {lag}");
+    // A newer segment moves the timestamp on.
+    std::thread::sleep(Duration::from_millis(1100));
+    a.psql("INSERT INTO t VALUES (1)");
+    a.switch_and_wait_archived(WAIT);
+    let t0 = std::time::Instant::now();
+    loop {
+        let body = crate::daemon::http::blocking_get(&format!("http://127.0.0.1:{port}/metrics"));
+        let now_at = value(&body, "gsdr_wal_last_archived_timestamp_seconds").unwrap_or(0.0);
+        if now_at > at {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the timestamp never moved: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    crate::daemon::stop_daemon(child);
+}
