@@ -102,6 +102,44 @@ fn run(f: &Fixture, args: &[&str]) -> (i32, serde_json::Value, String) {
     (out.status.code().unwrap_or(-1), json, stderr)
 }
 
+/// Writes the heartbeat canary of `source`; returns when it was written.
+fn write_canary(f: &Fixture, source: &str) -> chrono::DateTime<chrono::Utc> {
+    let c = f.gsdr_json(&["canary", "--source", source]);
+    c["canaries"][0]["written_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{c}"))
+        .parse()
+        .unwrap()
+}
+
+/// Runs `drill --scenario NAME` with scratch targets under `scratch`; asserts exit 0.
+fn drill_ok(f: &Fixture, scenario: &str, runbooks: &Path, scratch: &Path) -> serde_json::Value {
+    let (code, j, err) = run(
+        f,
+        &[
+            "drill",
+            "--scenario",
+            scenario,
+            "--runbooks",
+            runbooks.to_str().unwrap(),
+            "--scratch-dir",
+            scratch.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{j}\n{err}");
+    j
+}
+
+/// The step named `name` of a drill report.
+fn step_named<'r>(report: &'r serde_json::Value, name: &str) -> &'r serde_json::Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step `{name}`: {report}"))
+}
+
 fn files_in(d: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(d)
         .map(|r| r.map(|e| e.unwrap().path()).collect())
@@ -575,12 +613,7 @@ async fn redis_drill_measures_rpo_from_the_restored_canary() {
         "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n[defaults]\nobjectives = {{ rto = \"1h\", rpo = \"6h\" }}\n[sources.cache]\nkind = \"redis\"\n[sources.cache.redis]\naddr = \"{}\"\n",
         server.addr()
     ));
-    let canary = f.gsdr_json(&["canary", "--source", "cache"]);
-    let written: chrono::DateTime<chrono::Utc> = canary["canaries"][0]["written_at"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{canary}"))
-        .parse()
-        .unwrap();
+    let written = write_canary(&f, "cache");
     // A key written after the canary but before the backup: the canary, not the backup time, is the recovered point.
     let _: () = redis::cmd("SET")
         .arg("late")
@@ -591,26 +624,9 @@ async fn redis_drill_measures_rpo_from_the_restored_canary() {
     f.gsdr_json(&["backup", "--source", "cache"]);
     let rb = runbooks(&f, "redis-loss", REDIS_SCENARIO);
     let scratch = f.dir.path().join("scratch");
-    let (code, j, err) = run(
-        &f,
-        &[
-            "drill",
-            "--scenario",
-            "redis-loss",
-            "--runbooks",
-            rb.to_str().unwrap(),
-            "--scratch-dir",
-            scratch.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{j}\n{err}");
+    let j = drill_ok(&f, "redis-loss", &rb, &scratch);
     let r = &j["reports"][0]["report"];
-    let keys = r["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "keys")
-        .unwrap();
+    let keys = step_named(r, "keys");
     assert_eq!(
         keys["detail"], "202 keys (at least 202 expected)",
         "200 readings, the canary, the late key"
@@ -756,46 +772,19 @@ async fn postgres_pitr_drill_measures_rpo_from_the_restored_canary() {
     cluster.start();
     cluster.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
     cluster.psql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g");
-    let c1 = f.gsdr_json(&["canary", "--source", "pg"]);
-    let first: chrono::DateTime<chrono::Utc> = c1["canaries"][0]["written_at"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let first = write_canary(&f, "pg");
     f.gsdr_json(&["backup", "--source", "pg"]);
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let t = chrono::Utc::now();
     std::thread::sleep(std::time::Duration::from_millis(1200));
     // After the base backup and T: more rows and a newer canary, only in the WAL.
     cluster.psql("INSERT INTO t SELECT g, 'late' FROM generate_series(1001, 1500) g");
-    let c2 = f.gsdr_json(&["canary", "--source", "pg"]);
-    let written: chrono::DateTime<chrono::Utc> = c2["canaries"][0]["written_at"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let written = write_canary(&f, "pg");
     cluster.switch_and_wait_archived(std::time::Duration::from_secs(90));
 
-    let (code, j, err) = run(
-        &f,
-        &[
-            "drill",
-            "--scenario",
-            "pg-corruption",
-            "--runbooks",
-            rb.to_str().unwrap(),
-            "--scratch-dir",
-            scratch.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{j}\n{err}");
+    let j = drill_ok(&f, "pg-corruption", &rb, &scratch);
     let r = &j["reports"][0]["report"];
-    let rows = r["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "rows")
-        .unwrap();
+    let rows = step_named(r, "rows");
     assert_eq!(
         rows["detail"], "`SELECT count(*) FROM t` = 1500 (at least 1500 expected)",
         "{r}"
@@ -834,12 +823,7 @@ async fn postgres_pitr_drill_measures_rpo_from_the_restored_canary() {
     );
     assert_eq!(code, 0, "{j}\n{err}");
     let r = &j["reports"][0]["report"];
-    let rows = r["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "rows")
-        .unwrap();
+    let rows = step_named(r, "rows");
     assert_eq!(
         rows["detail"], "`SELECT count(*) FROM t` = 1000 (at least 1000 expected)",
         "{r}"
@@ -907,35 +891,13 @@ async fn mongo_drill_measures_rpo_from_the_restored_canary() {
         nx.display()
     ));
     std::fs::write(f.dir.path().join("mongo-uri"), server.uri()).unwrap();
-    let canary = f.gsdr_json(&["canary", "--source", "m"]);
-    let written: chrono::DateTime<chrono::Utc> = canary["canaries"][0]["written_at"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{canary}"))
-        .parse()
-        .unwrap();
+    let written = write_canary(&f, "m");
     f.gsdr_json(&["backup", "--source", "m"]);
     let rb = runbooks(&f, "mongo-primary-loss", MONGO_SCENARIO);
     let scratch = f.dir.path().join("scratch");
-    let (code, j, err) = run(
-        &f,
-        &[
-            "drill",
-            "--scenario",
-            "mongo-primary-loss",
-            "--runbooks",
-            rb.to_str().unwrap(),
-            "--scratch-dir",
-            scratch.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{j}\n{err}");
+    let j = drill_ok(&f, "mongo-primary-loss", &rb, &scratch);
     let r = &j["reports"][0]["report"];
-    let n = r["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "readings")
-        .unwrap();
+    let n = step_named(r, "readings");
     assert_eq!(
         n["detail"], "`glucosync.readings`: 300 documents (at least 300 expected)",
         "{r}"
