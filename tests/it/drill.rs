@@ -749,15 +749,14 @@ after = ["restore-postgres"]
 /// second canary found in the restored data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_pitr_drill_measures_rpo_from_the_restored_canary() {
-    use crate::support::gsdr_bin;
-    use crate::support::postgres::{give_to_pg_user, PgCluster, PG_BIN};
+    use crate::support::postgres::{give_to_pg_user, pg_gsdr_bin, PgCluster, PG_BIN};
     let mut cluster = PgCluster::init("");
     let f = Fixture::new(&format!(
         "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n[defaults]\ntarget = \"local\"\nobjectives = {{ rto = \"1h\", rpo = \"6h\" }}\n\
          [sources.pg]\nkind = \"postgres\"\n[sources.pg.postgres]\nhost = \"127.0.0.1\"\nport = {}\n\
          pg_bin = \"{PG_BIN}\"\ngsdr_bin = \"{}\"\nprefetch = 4\n",
         cluster.port,
-        gsdr_bin().display()
+        pg_gsdr_bin().display()
     ));
     std::fs::create_dir_all(f.dir.path().join("store/pg/wal")).unwrap();
     let rb = runbooks(&f, "pg-corruption", PG_SCENARIO);
@@ -766,7 +765,7 @@ async fn postgres_pitr_drill_measures_rpo_from_the_restored_canary() {
     give_to_pg_user(f.dir.path());
     cluster.append_conf(&format!(
         "archive_mode = on\narchive_command = '{} --policy {} -q wal-push --source pg %p'\n",
-        gsdr_bin().display(),
+        pg_gsdr_bin().display(),
         f.policy.display()
     ));
     cluster.start();
@@ -941,9 +940,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// into scratch servers, each verified, RPO from each canary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_all_engines_end_to_end() {
-    use crate::support::gsdr_bin;
     use crate::support::mongo::NxMongo;
-    use crate::support::postgres::{give_to_pg_user, PgCluster, PG_BIN};
+    use crate::support::postgres::{give_to_pg_user, pg_gsdr_bin, PgCluster, PG_BIN};
     use crate::support::redis::{Opts, RedisServer};
     use crate::support::require_program;
     let scale = drill_scale();
@@ -963,7 +961,7 @@ async fn drill_all_engines_end_to_end() {
          [sources.platform-config]\nkind = \"command\"\n[sources.platform-config.command]\nargv = [\"head\", \"-c\", \"{}\", \"/dev/urandom\"]\n\
          [drills]\nmongo_scratch_argv = [\"{}\", \"--db\", \"memory\", \"--host\", \"127.0.0.1\", \"-p\", \"{{port}}\", \"--log-file\", \"nx.log\", \"--pid-file\", \"nx.pid\"]\n",
         pg.port,
-        gsdr_bin().display(),
+        pg_gsdr_bin().display(),
         rs.addr(),
         (scale * 4) << 20,
         nx.display()
@@ -988,7 +986,7 @@ async fn drill_all_engines_end_to_end() {
     give_to_pg_user(f.dir.path());
     pg.append_conf(&format!(
         "archive_mode = on\narchive_timeout = 60\narchive_command = '{} --policy {} -q wal-push --source postgres %p'\n",
-        gsdr_bin().display(),
+        pg_gsdr_bin().display(),
         f.policy.display()
     ));
     pg.start();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::cli::Fixture;
 use crate::support::gsdr_bin;
-use crate::support::postgres::{give_to_pg_user, PgCluster, PG_BIN};
+use crate::support::postgres::{give_to_pg_user, pg_gsdr_bin, PgCluster, PG_BIN};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -30,14 +30,14 @@ fn setup_with(target: &str, defaults: &str) -> (Fixture, PgCluster) {
          [sources.pg]\nkind = \"postgres\"\n[sources.pg.postgres]\nhost = \"127.0.0.1\"\nport = {}\n\
          pg_bin = \"{PG_BIN}\"\ngsdr_bin = \"{}\"\nprefetch = 4\n",
         cluster.port,
-        gsdr_bin().display()
+        pg_gsdr_bin().display()
     ));
     std::fs::create_dir_all(fx.dir.path().join("store/pg/wal")).unwrap();
     give_to_pg_user(fx.dir.path());
     // The archive_command PostgreSQL runs (as its own user) for every segment.
     cluster.append_conf(&format!(
         "archive_mode = on\narchive_command = '{} --policy {} -q wal-push --source pg %p'\n",
-        gsdr_bin().display(),
+        pg_gsdr_bin().display(),
         fx.policy.display()
     ));
     (fx, cluster)

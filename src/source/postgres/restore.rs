@@ -146,13 +146,17 @@ pub fn restore_command(
     ]);
     // Relative paths in the policy (folder targets, key files) are relative to
     // gsdr's working directory, not to the data directory PostgreSQL runs this in.
+    // The server's user may not be allowed into that directory (a restore run
+    // as root from /root): then gsdr runs from the data directory, which is
+    // fine for a policy with absolute paths, and a relative path fails loudly
+    // (an unreadable policy stops recovery, exit 255), never silently.
     let cwd = std::env::current_dir().map_err(|e| Error::LocalIo {
         what: "reading the working directory for restore_command",
         path: PathBuf::from("."),
         source: e,
     })?;
     Ok(format!(
-        "d=\"$PWD\"; cd {} && {}",
+        "d=\"$PWD\"; cd {} 2>/dev/null; {}",
         sh_quote(&cwd.display().to_string()),
         parts.join(" ")
     ))

@@ -28,6 +28,43 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// The gsdr binary as the server's user can run it (`archive_command`,
+/// `restore_command`): the build's own when that user can reach it, else a
+/// copy in the temp dir — a checkout under a directory only root may enter
+/// would otherwise make every archive attempt fail.
+pub fn pg_gsdr_bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = super::gsdr_bin();
+        if !is_root()
+            || Command::new("runuser")
+                .args(["-u", "postgres", "--", "test", "-x"])
+                .arg(bin)
+                .status()
+                .is_ok_and(|s| s.success())
+        {
+            return bin.to_path_buf();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        // One copy per build (size and mtime), replaced when the build changes.
+        let meta = std::fs::metadata(bin).unwrap();
+        let stamp = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let dir = std::env::temp_dir().join("gsdr-test-bin");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let copy = dir.join(format!("gsdr-{}-{stamp}", meta.len()));
+        std::fs::copy(bin, &copy).unwrap();
+        for (p, mode) in [(&dir, 0o755), (&copy, 0o755)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        copy
+    })
+}
+
 /// A command running `prog` as the server's user.
 pub fn as_pg_user(prog: &Path) -> Command {
     if is_root() {
