@@ -292,15 +292,17 @@ pub async fn check(
     Ok(out)
 }
 
-/// Newest recovery points of `source` and what is safe.
+/// Newest recovery points of `source` and what is safe. For PostgreSQL the
+/// archived WAL after a base backup counts too: a cluster is recoverable up
+/// to its newest archived segment (on the copy that matters), as long as a
+/// base backup exists there and the chain is whole (`gsdr wal-verify`).
 pub async fn safety(
     primary: &Arc<dyn Store>,
     offsite: Option<&Arc<dyn Store>>,
     source: &str,
 ) -> Result<Safety> {
-    let newest = |ms: &[Manifest]| ms.iter().map(Manifest::recovery_point).max();
     let prim = Catalog::new(primary.clone()).list(Some(source)).await?;
-    let p = newest(&prim);
+    let p = newest_point(primary, &prim, source).await?;
     let (safe, lag) = match offsite {
         None => (p, 0.0),
         Some(o) => {
@@ -309,7 +311,7 @@ pub async fn safety(
                 .into_iter()
                 .filter(|m| have.contains(&m.manifest_key()))
                 .collect();
-            let s = newest(&both);
+            let s = newest_point(o, &both, source).await?;
             let lag = match (p, s) {
                 (Some(p), Some(s)) => secs_between(s, p),
                 (Some(p), None) => secs_between(DateTime::<Utc>::UNIX_EPOCH, p),
@@ -346,6 +348,30 @@ impl Safety {
         }
         .emit();
     }
+}
+
+/// The newest recovery point `manifests` (all on `store`) give, extended to
+/// the newest archived WAL on `store` for a postgres source with a base
+/// backup there.
+async fn newest_point(
+    store: &Arc<dyn Store>,
+    manifests: &[Manifest],
+    source: &str,
+) -> Result<Option<DateTime<Utc>>> {
+    let backups = manifests.iter().map(Manifest::recovery_point).max();
+    let Some(base) = manifests
+        .iter()
+        .filter(|m| m.engine == "postgres" && m.kind == "base")
+        .map(Manifest::recovery_point)
+        .max()
+    else {
+        return Ok(backups);
+    };
+    let wal = wal::newest_archived(store, source).await?;
+    Ok(match wal {
+        Some(t) if t > base => backups.max(Some(t)),
+        _ => backups,
+    })
 }
 
 fn secs_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {

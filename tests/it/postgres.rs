@@ -656,6 +656,25 @@ fn pg_region_loss_restores_from_the_offsite_copy_with_its_wal() {
     assert_eq!(wal["failed"].as_array().unwrap().len(), 0, "{r}");
     let check = fx.gsdr(&["--json", "replicate", "--check"]);
     ok(&check, "replicate --check");
+    // The safe point (RPO metric) counts the WAL replicated after the base backup.
+    let base_point: chrono::DateTime<chrono::Utc> = fx.gsdr_json(&["list", "--source", "pg"])
+        ["backups"][0]["consistency"]["consistency_time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let safety = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = |d: &str| -> std::sync::Arc<dyn gsdr::storage::Store> {
+            std::sync::Arc::new(gsdr::storage::fs::FsStore::new(fx.dir.path().join(d)).unwrap())
+        };
+        gsdr::replicate::safety(&store("store"), Some(&store("offsite")), "pg")
+            .await
+            .unwrap()
+    });
+    assert!(
+        safety.safe_point.unwrap() > base_point,
+        "WAL after the base backup extends the safe point: {safety:?}, base backup at {base_point}"
+    );
     let v = fx.gsdr(&[
         "--json",
         "wal-verify",
