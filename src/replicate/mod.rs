@@ -246,8 +246,9 @@ pub async fn check(
 ) -> Result<Vec<Missing>> {
     let have = offsite_manifests(offsite, source).await?;
     let off_cat = Catalog::new(offsite.clone());
+    let all = Catalog::new(primary.clone()).list(source).await?;
     let mut out = Vec::new();
-    for m in Catalog::new(primary.clone()).list(source).await? {
+    for m in &all {
         let miss = |problem: String| Missing {
             source: m.source.clone(),
             id: m.id.clone(),
@@ -279,7 +280,6 @@ pub async fn check(
             Some(_) => {}
         }
     }
-    let all = Catalog::new(primary.clone()).list(source).await?;
     for s in wal_sources(&all, source) {
         if let Some(problem) = wal::check(primary, offsite, &s).await? {
             out.push(Missing {
