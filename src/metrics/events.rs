@@ -67,6 +67,56 @@ impl BackupSucceeded<'_> {
     }
 }
 
+/// A job panicked; the panic was contained and counts as a failed attempt.
+#[derive(Debug, Clone)]
+pub struct JobPanicked<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// The panic's message.
+    pub message: &'a str,
+}
+
+impl JobPanicked<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::error!(
+            event = "job_panicked",
+            source = self.source,
+            message = self.message
+        );
+        global().job_panics.get_or_create(&src(self.source)).inc();
+    }
+}
+
+/// A job ran past its deadline and was cancelled.
+#[derive(Debug, Clone)]
+pub struct JobDeadlineExceeded<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// The deadline.
+    pub timeout_secs: u64,
+}
+
+impl JobDeadlineExceeded<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = "job_deadline_exceeded",
+            source = self.source,
+            timeout_secs = self.timeout_secs
+        );
+        global()
+            .job_deadlines
+            .get_or_create(&src(self.source))
+            .inc();
+    }
+}
+
+/// Registers a running job for `/healthz` until the returned guard is dropped.
+pub fn running_job(source: &str, deadline: std::time::Duration) -> super::jobs::RunningJob {
+    super::jobs::start(&format!("backup of `{source}`"), deadline)
+}
+
 /// A backup attempt failed.
 #[derive(Debug, Clone)]
 pub struct BackupFailed<'a> {

@@ -16,6 +16,8 @@
 //! | `gsdr_backup_raw_bytes` / `gsdr_backup_stored_bytes` | gauge | sizes of the last committed backup |
 //! | `gsdr_backup_failures_total` | counter | failed attempts (label `class`: temporary/permanent) |
 //! | `gsdr_backup_runs_total` | counter | finished runs (label `result`: success/failure/skipped) |
+//! | `gsdr_job_panics_total` | counter | jobs that panicked (each also counts as a failed attempt) |
+//! | `gsdr_job_deadline_exceeded_total` | counter | jobs cancelled at their deadline (`timeout`) |
 //! | `gsdr_backup_interval_seconds` | gauge | scheduled interval (for staleness alerts) |
 //! | `gsdr_rpo_target_seconds` | gauge | the source's RPO objective |
 //! | `gsdr_rpo_safe_point_timestamp_seconds` | gauge | newest recovery point present on primary AND off-site (primary only when no off-site) |
@@ -32,6 +34,7 @@
 //! | `gsdr_pruned_wal_files_total` / `gsdr_pruned_wal_bytes_total` | counter | (PostgreSQL engine) WAL files and their stored bytes deleted by retention (label `target`) |
 
 pub mod events;
+pub mod jobs;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -136,6 +139,10 @@ pub struct Metrics {
     pub pruned_wal_files: Family<TargetLabel, Counter>,
     /// See the module table.
     pub pruned_wal_bytes: Family<TargetLabel, Counter>,
+    /// See the module table.
+    pub job_panics: Family<SourceLabel, Counter>,
+    /// See the module table.
+    pub job_deadlines: Family<SourceLabel, Counter>,
     /// Safe points by source (seconds since the epoch), for the exposure refresh at scrape time.
     safe_points: Mutex<BTreeMap<String, f64>>,
     /// Newest archived WAL by source (seconds since the epoch), for the lag refresh at scrape time.
@@ -178,6 +185,14 @@ impl Metrics {
                 "Failed backup attempts by retry class"
             ),
             runs: reg!("gsdr_backup_runs", "Finished scheduled runs by result"),
+            job_panics: reg!(
+                "gsdr_job_panics",
+                "Jobs that panicked (contained: reported as failures)"
+            ),
+            job_deadlines: reg!(
+                "gsdr_job_deadline_exceeded",
+                "Jobs cancelled because they ran past their deadline"
+            ),
             interval: reg!(
                 "gsdr_backup_interval_seconds",
                 "Scheduled interval of the source"

@@ -5,6 +5,7 @@
 mod cli;
 mod daemon;
 mod drill;
+mod faults;
 mod mongo;
 mod postgres;
 mod redis;
