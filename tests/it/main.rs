@@ -5,6 +5,7 @@
 mod cli;
 mod daemon;
 mod drill;
+mod gc;
 mod mongo;
 mod postgres;
 mod redis;
