@@ -69,14 +69,16 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         }
     }
     backups.sort_by(|a, b| (&a.source, a.started_at).cmp(&(&b.source, b.started_at)));
-    // Data on stdout, warnings on stderr: a skipped manifest is not a backup.
+    // Data on stdout, warnings on stderr. Each skipped manifest was already
+    // logged as a `manifest_skipped` warning (key, reason, detail); this line
+    // says it once more where `-qq` silences the log.
+    let mut per_target = std::collections::BTreeMap::<&str, usize>::new();
     for s in &skipped {
+        *per_target.entry(s.target.as_str()).or_default() += 1;
+    }
+    for (t, n) in per_target {
         eprintln!(
-            "warning: skipped manifest `{}` on target `{}` ({}): {}",
-            s.skipped.key,
-            s.target,
-            s.skipped.reason.as_str(),
-            s.skipped.detail
+            "warning: {n} manifest(s) on target `{t}` skipped (unreadable, of a newer schema, or not matching their key): not listed; `gsdr --json list` shows them under `skipped`"
         );
     }
     let listing = Listing {
