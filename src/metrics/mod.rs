@@ -32,6 +32,9 @@
 //! | `gsdr_lease_conflicts_total` | counter | runs skipped because another replica held or had done the run |
 //! | `gsdr_pruned_backups_total` | counter | backups deleted by retention (label `target`) |
 //! | `gsdr_pruned_wal_files_total` / `gsdr_pruned_wal_bytes_total` | counter | (PostgreSQL engine) WAL files and their stored bytes deleted by retention (label `target`) |
+//! | `gsdr_catalog_manifests_skipped_total` | counter | (labels `store`, `reason`: unreadable/newer_schema/mismatch; no `source`) manifests a listing skipped, once per listing that met them |
+//! | `gsdr_gc_removed_objects_total` / `gsdr_gc_removed_bytes_total` | counter | (labels `target`, `category`: multipart_upload/temp_file/orphan_data; no `source`) leftovers garbage collection removed |
+//! | `gsdr_gc_failures_total` | counter | (label `target`; no `source`) garbage collection runs that could not finish or removals that failed |
 
 pub mod events;
 pub mod jobs;
@@ -55,6 +58,31 @@ pub type FGauge = Gauge<f64, AtomicU64>;
 pub struct SourceLabel {
     /// Source name.
     pub source: String,
+}
+
+/// Label set `{store, reason}` (catalog).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreReasonLabel {
+    /// Store description (`s3://bucket/prefix`, `file:///path`).
+    pub store: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Label set `{target, category}` (garbage collection).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GcLabel {
+    /// Target name.
+    pub target: String,
+    /// What was removed.
+    pub category: String,
+}
+
+/// Label set `{target}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OnlyTargetLabel {
+    /// Target name.
+    pub target: String,
 }
 
 /// Label set `{source, class}`.
@@ -143,6 +171,14 @@ pub struct Metrics {
     pub job_panics: Family<SourceLabel, Counter>,
     /// See the module table.
     pub job_deadlines: Family<SourceLabel, Counter>,
+    /// See the module table.
+    pub catalog_skipped: Family<StoreReasonLabel, Counter>,
+    /// See the module table.
+    pub gc_removed_objects: Family<GcLabel, Counter>,
+    /// See the module table.
+    pub gc_removed_bytes: Family<GcLabel, Counter>,
+    /// See the module table.
+    pub gc_failures: Family<OnlyTargetLabel, Counter>,
     /// Safe points by source (seconds since the epoch), for the exposure refresh at scrape time.
     safe_points: Mutex<BTreeMap<String, f64>>,
     /// Newest archived WAL by source (seconds since the epoch), for the lag refresh at scrape time.
@@ -243,6 +279,22 @@ impl Metrics {
             pruned_wal_bytes: reg!(
                 "gsdr_pruned_wal_bytes",
                 "Stored bytes of the WAL files deleted by retention (PostgreSQL engine)"
+            ),
+            catalog_skipped: reg!(
+                "gsdr_catalog_manifests_skipped",
+                "Manifests a catalog listing skipped (unreadable, newer schema, or not matching their key)"
+            ),
+            gc_removed_objects: reg!(
+                "gsdr_gc_removed_objects",
+                "Leftovers removed by garbage collection"
+            ),
+            gc_removed_bytes: reg!(
+                "gsdr_gc_removed_bytes",
+                "Bytes held by the leftovers removed by garbage collection"
+            ),
+            gc_failures: reg!(
+                "gsdr_gc_failures",
+                "Garbage collection runs or removals that failed"
             ),
             safe_points: Mutex::new(BTreeMap::new()),
             wal_archived: Mutex::new(BTreeMap::new()),

@@ -15,6 +15,7 @@
 //! the previous run was still going is skipped, not queued.
 
 pub mod clock;
+pub mod gc;
 pub mod lease;
 pub mod runner;
 

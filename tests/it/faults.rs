@@ -116,6 +116,9 @@ fn listed(f: &Fixture, extra: &[&str]) -> usize {
 /// One case: `Ok` when it survived, `Err(why)` otherwise.
 type Case = Result<(), String>;
 
+/// A named fault case.
+type Named<'a> = (&'static str, Box<dyn Fn() -> Case + 'a>);
+
 fn check(cond: bool, why: impl FnOnce() -> String) -> Case {
     if cond {
         Ok(())
@@ -435,7 +438,7 @@ fn backup_when_gsdr_is_sigkilled() -> Case {
 fn fault_suite() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let moto = rt.block_on(Moto::start_own(&[]));
-    let cases: Vec<(&str, Box<dyn Fn() -> Case + '_>)> = vec![
+    let cases: Vec<Named<'_>> = vec![
         (
             "backup / folder target full",
             Box::new(backup_to_a_full_folder_target),

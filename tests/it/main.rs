@@ -6,6 +6,7 @@ mod cli;
 mod daemon;
 mod drill;
 mod faults;
+mod gc;
 mod mongo;
 mod postgres;
 mod redis;
