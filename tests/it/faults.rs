@@ -249,18 +249,19 @@ fn restore_to_a_full_disk() -> Case {
 }
 
 /// A policy whose target goes through `proxy`, with short timeouts.
-fn s3_fixture(moto: &Moto, proxy: &FaultProxy, body: &str) -> Fixture {
+fn s3_fixture(moto: &Moto, proxy: &FaultProxy, prefix: &str, body: &str) -> Fixture {
     let dir = tempdir();
     let key = dir.path().join("s3-key");
     std::fs::write(&key, "test").unwrap();
     let f = Fixture::new(&format!(
-        "[targets.s3]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nprefix = \"faults\"\n\
+        "[targets.s3]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\n\
          access_key_id = {{ file = \"{k}\" }}\nsecret_access_key = {{ file = \"{k}\" }}\npart_size = \"5MiB\"\n\
          max_attempts = 2\nrequest_timeout = \"3s\"\npart_timeout = \"4s\"\nread_timeout = \"3s\"\n\
          [defaults]\ntarget = \"s3\"\n[pipeline]\nstall_timeout = \"5s\"\n[compression]\nlevel = 1\n{body}",
         proxy.endpoint(),
         moto.bucket,
-        k = key.display()
+        k = key.display(),
+        prefix = prefix
     ));
     std::mem::forget(dir);
     f
@@ -272,6 +273,7 @@ fn backup_with_s3_fault(rt: &tokio::runtime::Runtime, moto: &Moto, mode: Mode, n
     let f = s3_fixture(
         moto,
         &proxy,
+        name,
         &command_source(
             name,
             "head -c 8000000 /dev/urandom; sleep 1; head -c 30000000 /dev/urandom",
@@ -315,6 +317,7 @@ fn restore_with_s3_stalled_mid_download(rt: &tokio::runtime::Runtime, moto: &Mot
     let f = s3_fixture(
         moto,
         &proxy,
+        "dl",
         &command_source("dl", "head -c 40000000 /dev/urandom"),
     );
     let o = f.gsdr(&["backup", "--source", "dl"]);
@@ -429,6 +432,15 @@ fn backup_when_gsdr_is_sigkilled() -> Case {
         format!("expected the backup to be killed: {}", text(&o))
     })?;
     check(listed(&f, &[]) == 0, || "a killed backup is listed".into())?;
+    // What the kill left behind is garbage that gc removes, and nothing else.
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = f.gsdr(&["storage", "gc", "--grace", "1s"]);
+    check(o.status.success(), || format!("storage gc: {}", text(&o)))?;
+    let left: Vec<String> = walk(&f.dir.path().join("t"))
+        .into_iter()
+        .filter(|p| p.contains(".tmp") || p.contains("data.zst.age"))
+        .collect();
+    check(left.is_empty(), || format!("gc left: {left:?}"))?;
     let o = f.gsdr(&["backup", "--source", "sk"]);
     // The source still stalls, so this one fails too, but cleanly and in time.
     check(!o.status.success(), || "a stalled source committed".into())
