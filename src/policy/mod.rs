@@ -751,6 +751,10 @@ impl Policy {
                 r.validate()
                     .map_err(|m| self.err(text, &format!("{f}.redis"), m))?;
             }
+            if let Some(p) = &s.postgres {
+                p.validate()
+                    .map_err(|m| self.err(text, &format!("{f}.postgres"), m))?;
+            }
             if let Some(m) = &s.mongo {
                 m.validate()
                     .map_err(|(field, msg)| self.err(text, &format!("{f}.mongo.{field}"), msg))?;
