@@ -1,4 +1,5 @@
-//! `gsdr storage init`: apply each S3 target's lifecycle, versioning and Object Lock settings, showing the difference.
+//! `gsdr storage init`: apply each S3 target's lifecycle, versioning and Object Lock settings, showing the difference,
+//! and warn (exit 1) about other lifecycle rules of the bucket that can expire gsdr's objects.
 
 use serde::Serialize;
 
@@ -34,6 +35,8 @@ struct TargetReport {
     target: String,
     changes: Vec<Change>,
     applied: bool,
+    /// Other lifecycle rules of the bucket that can expire gsdr's objects.
+    warnings: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -58,10 +61,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         let changes = lifecycle::apply(&store, lc, dry_run)
             .await
             .map_err(|e| anyhow::anyhow!("target `{name}`: {e}"))?;
+        let warnings = lifecycle::hazards(&store)
+            .await
+            .map_err(|e| anyhow::anyhow!("target `{name}`: {e}"))?;
         report.targets.push(TargetReport {
             target: name.clone(),
             applied: !dry_run && !changes.is_empty(),
             changes,
+            warnings,
         });
     }
     if report.targets.is_empty() {
@@ -76,6 +83,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             if t.changes.is_empty() {
                 out += &format!("{}: up to date\n", t.target);
             }
+            for w in &t.warnings {
+                out += &format!("{}: WARNING: {w}\n", t.target);
+            }
             for c in &t.changes {
                 out += &format!(
                     "{}: {:<45} {} -> {}{}\n",
@@ -89,5 +99,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         }
         out
     })?;
-    Ok(Outcome::Ok)
+    // A foreign rule that can delete backups is a failed check (exit 1), not an error.
+    Ok(if report.targets.iter().any(|t| !t.warnings.is_empty()) {
+        Outcome::CheckFailed
+    } else {
+        Outcome::Ok
+    })
 }

@@ -5,7 +5,9 @@
 mod cli;
 mod daemon;
 mod drill;
+mod lifecycle;
 mod mongo;
+mod pg_safety;
 mod postgres;
 mod redis;
 mod storage;

@@ -8,6 +8,8 @@
 //!   push of the same file recognisable without the private key.
 //! - [`base`]: a [`crate::source::BackupSource`] of kind `base` streaming
 //!   `pg_basebackup -D - -Ft -X none` through the pipeline.
+//! - [`archiver`]: refuses a base backup of a cluster whose archiving is off
+//!   or failing, and bounds PostgreSQL's wait for the backup's WAL.
 //! - [`restore`]: unpacks the newest base backup before the target into a
 //!   data directory and writes the recovery settings.
 //! - [`walverify`]: gaps in the archived WAL chain per timeline, the end of
@@ -17,6 +19,7 @@
 //! - [`walprune`]: after `gsdr prune` decided which base backups stay, deletes
 //!   the archived WAL none of them needs.
 
+pub mod archiver;
 pub mod base;
 pub mod config;
 pub mod restore;
