@@ -169,6 +169,29 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// An incident that restores the newest base backup of `pg` and its WAL.
+const PG_LOSS: &str = r#"
+name = "pg-loss"
+title = "The PostgreSQL node is lost"
+description = "Restore the newest base backup and the archived WAL."
+
+[[steps]]
+name = "restore-pg"
+kind = "restore_postgres_pitr"
+source = "pg"
+"#;
+
+/// The first value of `key` anywhere in `v`.
+fn find<'v>(v: &'v serde_json::Value, key: &str) -> Option<&'v serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.get(key).or_else(|| m.values().find_map(|x| find(x, key)))
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(|x| find(x, key)),
+        _ => None,
+    }
+}
+
 /// Starts a restored data directory whose recovery is expected to stop with
 /// an error: waits until the server has exited, and returns its log.
 fn start_expecting_recovery_to_stop(dir: &Path) -> String {
@@ -217,6 +240,8 @@ fn pg_wal_hole_stops_recovery_and_status_reports_the_chain_end() {
         .to_string();
     let mut segs = Vec::new();
     for (i, tag) in ["a", "b", "c"].iter().enumerate() {
+        // Apart in time, so that the plan's implied RPO tells the segments apart.
+        std::thread::sleep(Duration::from_millis(1100));
         a.psql(&format!(
             "INSERT INTO t SELECT g, '{tag}' FROM generate_series({}, {}) g",
             101 + i * 100,
@@ -306,6 +331,33 @@ fn pg_wal_hole_stops_recovery_and_status_reports_the_chain_end() {
     );
     let v = fx.gsdr(&["--json", "wal-verify", "--source", "pg"]);
     assert_eq!(v.status.code(), Some(1));
+    // An incident plan implies the RPO of the chain's end, not of the newest object.
+    let rb = fx.dir.path().join("runbooks");
+    std::fs::create_dir_all(&rb).unwrap();
+    std::fs::write(rb.join("pg-loss.toml"), PG_LOSS).unwrap();
+    let into = format!("pg={}", scratch(&fx, "planned").display());
+    let before = chrono::Utc::now();
+    let plan = fx.gsdr_json(&[
+        "restore",
+        "--scenario",
+        "pg-loss",
+        "--runbooks",
+        rb.to_str().unwrap(),
+        "--plan",
+        "--into",
+        &into,
+    ]);
+    let after = chrono::Utc::now();
+    let implied = find(&plan, "implied_rpo_secs")
+        .and_then(|v| v.as_f64())
+        .unwrap_or_else(|| panic!("no implied RPO: {plan}"));
+    let secs = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+        (a - b).num_milliseconds() as f64 / 1000.0
+    };
+    assert!(
+        implied >= secs(before, chain_end) - 0.01 && implied <= secs(after, chain_end) + 0.01,
+        "implied RPO {implied} s, chain end {chain_end}, plan between {before} and {after}: {plan}"
+    );
 
     // A restore to latest: recovery stops with the error, it never promotes at N-1.
     let d1 = scratch(&fx, "restore-hole");

@@ -8,7 +8,7 @@
 //! than the last success). While it runs, [`watch`] bounds PostgreSQL's own
 //! wait for the backup's last segment to be archived, which otherwise lasts
 //! forever when archiving fails: once the backup's walsender has been in
-//! the `waiting for wal archiving` phase (`pg_stat_progress_basebackup`) for
+//! the `waiting for wal archiving to finish` phase (`pg_stat_progress_basebackup`) for
 //! `archive_wait`, `pg_basebackup` is killed and the backup fails with the
 //! archiver's state — it is never committed.
 //!
@@ -238,10 +238,16 @@ impl Watch {
             (Some(f), None) => format!("it needs every segment from {f} to the one of its stop position"),
             (None, _) => "its backup_label was not seen".into(),
         };
+        let held_back = match (&first, state.as_ref().and_then(|s| s.last_failed_wal.as_ref())) {
+            (Some(f), Some(w)) if state.as_ref().is_some_and(|s| s.failing) && w.as_str() < f.as_str() => {
+                " (the archiver takes segments in order: a failure on an earlier one holds this backup's back too)"
+            }
+            _ => "",
+        };
         let archiver = state.map_or_else(
             || "the archiver's state could not be read".to_string(),
             |s| s.describe(),
-        );
+        ) + held_back;
         SourceError::Dump {
             source_name: self.source.clone(),
             message: format!(
@@ -284,7 +290,7 @@ pub async fn watch(
                 let waiting = w
                     .phase()
                     .await
-                    .is_some_and(|p| p.eq_ignore_ascii_case("waiting for wal archiving"));
+                    .is_some_and(|p| p.to_ascii_lowercase().starts_with("waiting for wal archiving"));
                 if !waiting {
                     continue;
                 }
