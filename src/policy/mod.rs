@@ -275,8 +275,8 @@ pub struct DaemonConfig {
     /// How often the daemon sweeps every source for backups the off-site target lacks (failed copies are retried then).
     #[serde(default = "default_replicate_every")]
     pub replicate_every: HumanDuration,
-    /// How often the daemon reads the newest archived WAL segment of each
-    /// postgres source (`gsdr_wal_last_archived_timestamp_seconds`).
+    /// How often the daemon reads how far a restore of each postgres source
+    /// reaches, the end of its contiguous WAL chain (`gsdr_wal_last_archived_timestamp_seconds`).
     #[serde(default = "default_wal_status_every")]
     pub wal_status_every: HumanDuration,
     /// Apply the source's retention (primary and off-site) after each successful run, as `gsdr prune` does.
