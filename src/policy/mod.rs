@@ -827,6 +827,18 @@ impl Policy {
             if let Some(p) = &s.postgres {
                 p.validate()
                     .map_err(|m| self.err(text, &format!("{f}.postgres"), m))?;
+                // The stream is silent while PostgreSQL waits for the WAL: the
+                // stall detector must not end the backup first, without saying why.
+                if p.archive_wait >= self.pipeline.stall_timeout {
+                    return Err(self.err(
+                        text,
+                        &format!("{f}.postgres.archive_wait"),
+                        format!(
+                            "must be below pipeline.stall_timeout ({}): no byte flows while PostgreSQL waits for the backup's WAL, and the stall detector would end the backup first without naming the archiver's state",
+                            self.pipeline.stall_timeout
+                        ),
+                    ));
+                }
             }
             if let Some(m) = &s.mongo {
                 m.validate()
@@ -1308,6 +1320,27 @@ mod tests {
                 .message
                 .contains("legal")
         );
+    }
+
+    #[test]
+    fn postgres_archive_wait_stays_below_the_stall_timeout() {
+        let pg = |extra: &str| {
+            format!(
+                "{HEAD}{extra}[targets.f]\nkind = \"fs\"\npath = \"/tmp/x\"\n\
+                 [sources.pg]\nkind = \"postgres\"\n[sources.pg.postgres]\nhost = \"h\"\narchive_wait = \"5m\"\n"
+            )
+        };
+        let e = Policy::parse(&pg(""), Path::new("p.toml")).unwrap_err();
+        assert_eq!(e.field, "sources.pg.postgres.archive_wait", "{e}");
+        assert!(
+            e.message.contains("below pipeline.stall_timeout (5m)"),
+            "{e}"
+        );
+        Policy::parse(
+            &pg("[pipeline]\nstall_timeout = \"10m\"\n"),
+            Path::new("p.toml"),
+        )
+        .unwrap();
     }
 
     /// A policy with target `b` (lifecycle `lifecycle`), a second target

@@ -50,6 +50,7 @@ pub struct PostgresConfig {
     /// Longest a base backup waits, once its files are streamed, for
     /// PostgreSQL to archive the WAL it needs; then it is aborted (never
     /// committed) with the archiver's state. PostgreSQL alone waits forever.
+    /// Below `pipeline.stall_timeout` (no byte flows meanwhile).
     #[serde(default = "default_archive_wait")]
     pub archive_wait: HumanDuration,
     /// `wal-fetch`: a segment missing while its sidecar (or a later segment
@@ -81,7 +82,7 @@ fn default_prefetch() -> usize {
     8
 }
 fn default_archive_wait() -> HumanDuration {
-    HumanDuration(std::time::Duration::from_secs(300))
+    HumanDuration(std::time::Duration::from_secs(240))
 }
 fn default_in_flight_grace() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(30))
