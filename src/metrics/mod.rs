@@ -16,6 +16,8 @@
 //! | `gsdr_backup_raw_bytes` / `gsdr_backup_stored_bytes` | gauge | sizes of the last committed backup |
 //! | `gsdr_backup_failures_total` | counter | failed attempts (label `class`: temporary/permanent) |
 //! | `gsdr_backup_runs_total` | counter | finished runs (label `result`: success/failure/skipped) |
+//! | `gsdr_job_panics_total` | counter | jobs that panicked (each also counts as a failed attempt) |
+//! | `gsdr_job_deadline_exceeded_total` | counter | jobs cancelled at their deadline (`timeout`) |
 //! | `gsdr_backup_interval_seconds` | gauge | scheduled interval (for staleness alerts) |
 //! | `gsdr_rpo_target_seconds` | gauge | the source's RPO objective |
 //! | `gsdr_rpo_safe_point_timestamp_seconds` | gauge | newest recovery point present on primary AND off-site (primary only when no off-site) |
@@ -30,8 +32,12 @@
 //! | `gsdr_lease_conflicts_total` | counter | runs skipped because another replica held or had done the run |
 //! | `gsdr_pruned_backups_total` | counter | backups deleted by retention (label `target`) |
 //! | `gsdr_pruned_wal_files_total` / `gsdr_pruned_wal_bytes_total` | counter | (PostgreSQL engine) WAL files and their stored bytes deleted by retention (label `target`) |
+//! | `gsdr_catalog_manifests_skipped_total` | counter | (labels `store`, `reason`: unreadable/newer_schema/mismatch; no `source`) manifests a listing skipped, once per listing that met them |
+//! | `gsdr_gc_removed_objects_total` / `gsdr_gc_removed_bytes_total` | counter | (labels `target`, `category`: multipart_upload/temp_file/orphan_data; no `source`) leftovers garbage collection removed |
+//! | `gsdr_gc_failures_total` | counter | (label `target`; no `source`) garbage collection runs that could not finish or removals that failed |
 
 pub mod events;
+pub mod jobs;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -52,6 +58,31 @@ pub type FGauge = Gauge<f64, AtomicU64>;
 pub struct SourceLabel {
     /// Source name.
     pub source: String,
+}
+
+/// Label set `{store, reason}` (catalog).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreReasonLabel {
+    /// Store description (`s3://bucket/prefix`, `file:///path`).
+    pub store: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Label set `{target, category}` (garbage collection).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GcLabel {
+    /// Target name.
+    pub target: String,
+    /// What was removed.
+    pub category: String,
+}
+
+/// Label set `{target}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OnlyTargetLabel {
+    /// Target name.
+    pub target: String,
 }
 
 /// Label set `{source, class}`.
@@ -136,6 +167,18 @@ pub struct Metrics {
     pub pruned_wal_files: Family<TargetLabel, Counter>,
     /// See the module table.
     pub pruned_wal_bytes: Family<TargetLabel, Counter>,
+    /// See the module table.
+    pub job_panics: Family<SourceLabel, Counter>,
+    /// See the module table.
+    pub job_deadlines: Family<SourceLabel, Counter>,
+    /// See the module table.
+    pub catalog_skipped: Family<StoreReasonLabel, Counter>,
+    /// See the module table.
+    pub gc_removed_objects: Family<GcLabel, Counter>,
+    /// See the module table.
+    pub gc_removed_bytes: Family<GcLabel, Counter>,
+    /// See the module table.
+    pub gc_failures: Family<OnlyTargetLabel, Counter>,
     /// Safe points by source (seconds since the epoch), for the exposure refresh at scrape time.
     safe_points: Mutex<BTreeMap<String, f64>>,
     /// Newest archived WAL by source (seconds since the epoch), for the lag refresh at scrape time.
@@ -178,6 +221,14 @@ impl Metrics {
                 "Failed backup attempts by retry class"
             ),
             runs: reg!("gsdr_backup_runs", "Finished scheduled runs by result"),
+            job_panics: reg!(
+                "gsdr_job_panics",
+                "Jobs that panicked (contained: reported as failures)"
+            ),
+            job_deadlines: reg!(
+                "gsdr_job_deadline_exceeded",
+                "Jobs cancelled because they ran past their deadline"
+            ),
             interval: reg!(
                 "gsdr_backup_interval_seconds",
                 "Scheduled interval of the source"
@@ -228,6 +279,22 @@ impl Metrics {
             pruned_wal_bytes: reg!(
                 "gsdr_pruned_wal_bytes",
                 "Stored bytes of the WAL files deleted by retention (PostgreSQL engine)"
+            ),
+            catalog_skipped: reg!(
+                "gsdr_catalog_manifests_skipped",
+                "Manifests a catalog listing skipped (unreadable, newer schema, or not matching their key)"
+            ),
+            gc_removed_objects: reg!(
+                "gsdr_gc_removed_objects",
+                "Leftovers removed by garbage collection"
+            ),
+            gc_removed_bytes: reg!(
+                "gsdr_gc_removed_bytes",
+                "Bytes held by the leftovers removed by garbage collection"
+            ),
+            gc_failures: reg!(
+                "gsdr_gc_failures",
+                "Garbage collection runs or removals that failed"
             ),
             safe_points: Mutex::new(BTreeMap::new()),
             wal_archived: Mutex::new(BTreeMap::new()),

@@ -338,6 +338,14 @@ pub struct DaemonConfig {
     /// Time zone of cron schedules: `UTC` (default) or a fixed offset like `+01:00`.
     #[serde(default)]
     pub timezone: Option<String>,
+    /// How often the daemon collects garbage on every target (also once at
+    /// start): interrupted uploads, temp files, data objects without a manifest.
+    #[serde(default = "default_gc_every")]
+    pub gc_every: HumanDuration,
+    /// How old a leftover must be before garbage collection removes it
+    /// (`gsdr storage gc` and the daemon): longer than any backup or copy runs.
+    #[serde(default = "default_gc_grace")]
+    pub gc_grace: HumanDuration,
 }
 
 fn hd(secs: u64) -> HumanDuration {
@@ -379,6 +387,12 @@ fn default_grace_period() -> HumanDuration {
 fn default_notify_min_interval() -> HumanDuration {
     hd(900)
 }
+fn default_gc_every() -> HumanDuration {
+    hd(6 * 3600)
+}
+fn default_gc_grace() -> HumanDuration {
+    hd(24 * 3600)
+}
 
 impl Default for DaemonConfig {
     fn default() -> Self {
@@ -399,6 +413,8 @@ impl Default for DaemonConfig {
             webhook_url: None,
             notify_min_interval: default_notify_min_interval(),
             timezone: None,
+            gc_every: default_gc_every(),
+            gc_grace: default_gc_grace(),
         }
     }
 }
@@ -1004,6 +1020,16 @@ impl Policy {
         }
         if d.wal_status_every.0.is_zero() {
             return Err(self.err(text, "daemon.wal_status_every", "must be above 0"));
+        }
+        if d.gc_every.0.is_zero() {
+            return Err(self.err(text, "daemon.gc_every", "must be above 0"));
+        }
+        if d.gc_grace.0 < d.lease_ttl.0 {
+            return Err(self.err(
+                text,
+                "daemon.gc_grace",
+                format!("must be at least lease_ttl ({}): a shorter grace could remove what a backup is still writing", d.lease_ttl),
+            ));
         }
         if d.max_concurrent_runs == 0 {
             return Err(self.err(text, "daemon.max_concurrent_runs", "must be at least 1"));

@@ -124,6 +124,7 @@ fn plan(name: &str, cron: &str, store: Option<Arc<dyn Store>>) -> SourcePlan {
         name: name.into(),
         schedule: cron.parse().unwrap(),
         lease_store: store,
+        timeout: Duration::from_secs(3600),
     }
 }
 

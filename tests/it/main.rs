@@ -5,6 +5,8 @@
 mod cli;
 mod daemon;
 mod drill;
+mod faults;
+mod gc;
 mod lifecycle;
 mod mongo;
 mod pg_safety;
