@@ -86,7 +86,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             }
         })
     };
-    // The newest archived WAL of each postgres source, on start and every
+    // The end of the contiguous WAL chain of each postgres source, on start and every
     // `wal_status_every`: wal-push runs in PostgreSQL's archiver, not here.
     let wal_watch = {
         let (runner, env, stop) = (job_runner.clone(), env.clone(), shutdown.clone());

@@ -1,4 +1,5 @@
-//! `gsdr storage init`: apply each S3 target's lifecycle, versioning and Object Lock settings, showing the difference.
+//! `gsdr storage init`: apply each S3 target's lifecycle, versioning and Object Lock settings, showing the difference,
+//! and warn (exit 1) about other lifecycle rules of the bucket that can expire gsdr's objects.
 //! `gsdr storage gc`: remove what interrupted runs left behind, with counts and bytes per category.
 
 use serde::Serialize;
@@ -50,6 +51,8 @@ struct TargetReport {
     target: String,
     changes: Vec<Change>,
     applied: bool,
+    /// Other lifecycle rules of the bucket that can expire gsdr's objects.
+    warnings: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -176,10 +179,14 @@ async fn init(ctx: &Ctx, dry_run: bool, target: Option<String>) -> anyhow::Resul
         let changes = lifecycle::apply(&store, lc, dry_run)
             .await
             .map_err(|e| anyhow::anyhow!("target `{name}`: {e}"))?;
+        let warnings = lifecycle::hazards(&store)
+            .await
+            .map_err(|e| anyhow::anyhow!("target `{name}`: {e}"))?;
         report.targets.push(TargetReport {
             target: name.clone(),
             applied: !dry_run && !changes.is_empty(),
             changes,
+            warnings,
         });
     }
     if report.targets.is_empty() {
@@ -194,6 +201,9 @@ async fn init(ctx: &Ctx, dry_run: bool, target: Option<String>) -> anyhow::Resul
             if t.changes.is_empty() {
                 out += &format!("{}: up to date\n", t.target);
             }
+            for w in &t.warnings {
+                out += &format!("{}: WARNING: {w}\n", t.target);
+            }
             for c in &t.changes {
                 out += &format!(
                     "{}: {:<45} {} -> {}{}\n",
@@ -207,5 +217,10 @@ async fn init(ctx: &Ctx, dry_run: bool, target: Option<String>) -> anyhow::Resul
         }
         out
     })?;
-    Ok(Outcome::Ok)
+    // A foreign rule that can delete backups is a failed check (exit 1), not an error.
+    Ok(if report.targets.iter().any(|t| !t.warnings.is_empty()) {
+        Outcome::CheckFailed
+    } else {
+        Outcome::Ok
+    })
 }

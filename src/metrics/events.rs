@@ -448,7 +448,8 @@ impl WalPruned<'_> {
     }
 }
 
-/// The newest archived WAL segment of a postgres source, as the daemon read it from the store.
+/// How far a restore of a postgres source reaches, as the daemon read it from the store: the end of
+/// the contiguous WAL chain from its newest restorable base backup (`source::postgres::walchain`).
 #[derive(Debug, Clone)]
 pub struct WalArchived<'a> {
     /// Source.

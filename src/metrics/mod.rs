@@ -25,7 +25,7 @@
 //! | `gsdr_replication_lag_seconds` | gauge | newest primary recovery point − newest off-site one |
 //! | `gsdr_replication_failures_total` | counter | failed copies to the off-site target |
 //! | `gsdr_replicated_bytes_total` | counter | stored bytes copied off-site |
-//! | `gsdr_wal_last_archived_timestamp_seconds` | gauge | (PostgreSQL engine) when the newest archived WAL segment was stored (read from the primary target every `daemon.wal_status_every`) |
+//! | `gsdr_wal_last_archived_timestamp_seconds` | gauge | (PostgreSQL engine) when the last segment a restore reaches was stored: the end of the contiguous WAL chain from the newest restorable base backup, never a newer segment a hole cuts off; absent without a restorable base backup (read from the primary target every `daemon.wal_status_every`) |
 //! | `gsdr_wal_archive_lag_seconds` | gauge | (PostgreSQL engine) now − that time, refreshed at every scrape: on a quiet cluster it grows up to `archive_timeout` |
 //! | `gsdr_wal_push_failures_total` | counter | (PostgreSQL engine) failed `wal-push` calls in this process (`wal-push` runs in PostgreSQL's archiver, so the daemon sees archive failures through the lag) |
 //! | `gsdr_drill_last_success` | gauge | (label `scenario`) 1 if the last drill met its targets |
@@ -256,11 +256,11 @@ impl Metrics {
             ),
             wal_archive_lag: reg!(
                 "gsdr_wal_archive_lag_seconds",
-                "Age of the newest archived WAL segment"
+                "Age of the last WAL segment a restore reaches (the end of the contiguous chain)"
             ),
             wal_last_archived: reg!(
                 "gsdr_wal_last_archived_timestamp_seconds",
-                "When the newest archived WAL segment was stored"
+                "When the last WAL segment a restore reaches (the end of the contiguous chain) was stored"
             ),
             wal_push_failures: reg!("gsdr_wal_push_failures", "Failed wal-push calls"),
             drill_last_success: reg!(
@@ -311,7 +311,7 @@ impl Metrics {
             .insert(source.to_string(), ts);
     }
 
-    /// Records when a source's newest archived WAL segment was stored (seconds since the epoch).
+    /// Records when the end of a source's contiguous WAL chain was stored (seconds since the epoch).
     pub(crate) fn set_wal_archived(&self, source: &str, ts: f64) {
         self.wal_last_archived.get_or_create(&src(source)).set(ts);
         self.wal_archived

@@ -24,7 +24,8 @@ impl JobRunner {
         JobRunner { env }
     }
 
-    /// Reads the newest archived WAL segment of a postgres `source` and
+    /// Reads the end of the contiguous WAL chain of a postgres `source` (how
+    /// far a restore reaches, [`crate::source::postgres::walchain`]) and
     /// publishes when it was stored. Errors are logged, not returned: the
     /// gauges keep their last value (and the lag keeps growing, which alerts).
     pub async fn refresh_wal_status(&self, source: &str) {
