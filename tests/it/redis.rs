@@ -688,3 +688,80 @@ async fn redis_tls_sentinel_snapshot_canary_and_restore_into_tls_target() {
     assert!(err.contains("tls_key_file"), "{err}");
     assert!(!err.contains("not a key at all"), "{err}");
 }
+
+/// Issue 19: keys whose TTL runs out seconds after the backup. The scratch
+/// server loading the snapshot as a master drops them, so a deep verify must
+/// count them from the RDB itself and say how many it excluded — not fail a
+/// healthy backup against counts taken before the fork.
+#[test]
+fn redis_deep_verify_passes_after_keys_expired_and_prints_the_excluded_count() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let src = RedisServer::start(Opts::default());
+    rt.block_on(async {
+        for (db, live, ttl) in [(0u32, 200, 30), (1, 50, 10)] {
+            let mut c = src.conn(db).await;
+            let mut p = redis::pipe();
+            for i in 0..live {
+                p.cmd("SET").arg(format!("k{i}")).arg(i).ignore();
+            }
+            for i in 0..ttl {
+                // Expire a few seconds after the backup, well before the verify.
+                p.cmd("SET")
+                    .arg(format!("soon{i}"))
+                    .arg(i)
+                    .arg("PX")
+                    .arg(2500)
+                    .ignore();
+            }
+            p.query_async::<()>(&mut c).await.unwrap();
+        }
+    });
+    let fx = crate::cli::Fixture::new(&format!(
+        "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n[defaults]\ntarget = \"local\"\n\
+         [sources.cache]\nkind = \"redis\"\n[sources.cache.redis]\naddr = \"{}\"\n",
+        src.addr()
+    ));
+    let b = fx.gsdr_json(&["backup", "--source", "cache"]);
+    let id = b["backups"][0]["manifest"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Wait until the source itself has expired every TTL key (not a fixed sleep).
+    rt.block_on(async {
+        let start = std::time::Instant::now();
+        for db in [0u32, 1] {
+            let mut c = src.conn(db).await;
+            loop {
+                let left: u64 = redis::cmd("EXISTS")
+                    .arg((0..30).map(|i| format!("soon{i}")).collect::<Vec<_>>())
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                if left == 0 {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "keys never expired"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let out = fx.gsdr(&["verify", &id, "--deep"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "deep verify failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("40 expired keys excluded"), "{text}");
+    let j = fx.gsdr_json(&["verify", &id, "--deep"]);
+    let d = &j["deep"][0];
+    assert_eq!(d["ok"], true, "{j}");
+    assert_eq!(d["rdb_keys_per_db"]["0"], 230, "{j}");
+    assert_eq!(d["rdb_keys_per_db"]["1"], 60, "{j}");
+    assert_eq!(d["loaded_keys_per_db"]["0"], 200, "{j}");
+    assert_eq!(d["loaded_keys_per_db"]["1"], 50, "{j}");
+    assert_eq!(d["expired_excluded"], 40, "{j}");
+}
