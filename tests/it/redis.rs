@@ -765,3 +765,75 @@ fn redis_deep_verify_passes_after_keys_expired_and_prints_the_excluded_count() {
     assert_eq!(d["loaded_keys_per_db"]["1"], 50, "{j}");
     assert_eq!(d["expired_excluded"], 40, "{j}");
 }
+
+/// Issue 11: a restore over a live Redis with `--flush` but the wrong age
+/// identity fails before the target is touched — every key is still there.
+#[test]
+fn redis_restore_over_a_live_target_with_a_wrong_identity_leaves_it_as_it_was() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let src = RedisServer::start(Opts::default());
+    let target = RedisServer::start(Opts::default());
+    rt.block_on(async {
+        populate(&src).await;
+        let mut c = target.conn(0).await;
+        let mut p = redis::pipe();
+        for i in 0..500 {
+            p.cmd("SET").arg(format!("live{i}")).arg(i).ignore();
+        }
+        p.cmd("SET")
+            .arg("ttl")
+            .arg("x")
+            .arg("EX")
+            .arg(3600)
+            .ignore();
+        p.query_async::<()>(&mut c).await.unwrap();
+    });
+    let before = rt.block_on(dump_all(&target));
+    assert_eq!(before.len(), 501);
+    let fx = crate::cli::Fixture::new(&format!(
+        "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n[defaults]\ntarget = \"local\"\n\
+         [sources.cache]\nkind = \"redis\"\n[sources.cache.redis]\naddr = \"{}\"\n",
+        src.addr()
+    ));
+    fx.gsdr_json(&["backup", "--source", "cache"]);
+    let wrong = fx.dir.path().join("wrong.key");
+    let out = fx.gsdr(&["keygen", "-o", wrong.to_str().unwrap()]);
+    assert!(out.status.success());
+    let url = target.url(0);
+    let out = fx.gsdr(&[
+        "--identity",
+        wrong.to_str().unwrap(),
+        "restore",
+        "--source",
+        "cache",
+        "--to",
+        &url,
+        "--flush",
+        "--yes",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = rt.block_on(dump_all(&target));
+    assert_eq!(after.len(), before.len(), "no key was flushed");
+    for (k, (d, t)) in &before {
+        let (d2, t2) = &after[k];
+        assert!(d == d2 && (t - t2).abs() <= 1000, "key {:?} changed", k);
+    }
+    // With the right identity the same command replaces the target.
+    let out = fx.gsdr(&[
+        "restore", "--source", "cache", "--to", &url, "--flush", "--yes",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_data(
+        &rt.block_on(dump_all(&src)),
+        &rt.block_on(dump_all(&target)),
+    );
+}
