@@ -146,6 +146,10 @@ pub struct RestoreRequest {
     /// The target the backup is read from when it is not the source's
     /// primary (the off-site copy): PostgreSQL then fetches WAL from it too.
     pub from_target: Option<String>,
+    /// PostgreSQL: the restored cluster keeps archiving into the source's WAL
+    /// archive once promoted (it replaces production). Unset, it does not
+    /// archive at all (`archive_mode = off`).
+    pub keep_archiving: bool,
 }
 
 /// Builds the source named `name` from its policy settings.
@@ -224,4 +228,17 @@ pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), 
             mongo::probe(name, c).await
         }
     }
+}
+
+/// `n` with thousands separators (`50,002`), for plans people confirm.
+pub fn thousands(n: u64) -> String {
+    let d = n.to_string();
+    let mut out = String::new();
+    for (i, c) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

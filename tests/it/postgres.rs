@@ -319,9 +319,11 @@ fn pg_timeline_switch_restore_follows_the_new_timeline() {
     a.switch_and_wait_archived(WAIT);
     a.stop();
 
-    // B: restored from A, promoted onto timeline 2, keeps archiving into the same source.
+    // B: restored from A to replace it (--keep-archiving), promoted onto
+    // timeline 2, keeps archiving into the same source.
     let db = scratch(&fx, "b");
-    restore(&fx, &db, &["--latest"]);
+    let r = restore(&fx, &db, &["--latest", "--keep-archiving"]);
+    assert_eq!(r["details"]["archiving"], "kept", "{r}");
     let b = start_restored(&db);
     assert_eq!(
         b.psql("SELECT timeline_id FROM pg_control_checkpoint()"),
@@ -419,6 +421,7 @@ fn pg_incident_restores_the_endpoint_checks_it_and_resumes() {
             "--state",
             &state,
             "--yes",
+            "--keep-archiving",
         ];
         args.extend_from_slice(extra);
         let out = fx.gsdr(&args);
@@ -441,8 +444,38 @@ fn pg_incident_restores_the_endpoint_checks_it_and_resumes() {
         assert!(detail.contains("= 600"), "every committed row: {j}");
     };
 
-    // Prepared only: the checks cannot connect and say what to do.
+    // The plan says what the restore overwrites and what the restored
+    // cluster will do with its WAL; without that choice it does not run.
     let d = scratch(&fx, "new-node");
+    let into = format!("pg={}", d.display());
+    let base = [
+        "restore",
+        "--scenario",
+        "pg-loss",
+        "--runbooks",
+        &rb,
+        "--into",
+        &into,
+    ];
+    let plan = fx.gsdr(&[&base[..], &["--plan"]].concat());
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(
+        text.contains("does not exist: nothing is overwritten")
+            && text.contains("archiving after promotion: NOT CHOSEN"),
+        "{text}"
+    );
+    let plan = fx.gsdr(&[&base[..], &["--plan", "--keep-archiving"]].concat());
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("archiving after promotion: KEPT"));
+    let out = fx.gsdr(&[&base[..], &["--yes"]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--keep-archiving"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!d.exists(), "nothing restored without the choice");
+
+    // Prepared only: the checks cannot connect and say what to do.
     let (code, j) = incident(&d, &[]);
     assert_eq!(code, Some(1), "{j}");
     assert_eq!(step(&j, "restore-pg")["status"], "ok", "{j}");
@@ -781,4 +814,106 @@ fn daemon_exports_when_the_newest_wal_was_archived() {
         std::thread::sleep(Duration::from_millis(200));
     }
     crate::daemon::stop_daemon(child);
+}
+
+/// Every object of the archive with its bytes (`<timeline>/<file>` → content).
+fn wal_snapshot(fx: &Fixture) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let wal = fx.dir.path().join("store/pg/wal");
+    wal_objects(fx)
+        .into_iter()
+        .map(|o| {
+            let b = std::fs::read(wal.join(&o)).unwrap();
+            (o, b)
+        })
+        .collect()
+}
+
+/// Issue 19: an operator restores a backup by hand to look at the data and
+/// starts the copy; it promotes and switches WAL. It must not archive into
+/// production's prefix (it shares production's system identifier, and its
+/// timeline 2 would later refuse production's own failover onto timeline 2).
+/// Production's WAL prefix is unchanged, and production's next timeline —
+/// a standby promoted after the copy — archives.
+#[test]
+fn pg_hand_restored_copy_never_archives_into_production_and_production_fails_over() {
+    let (fx, mut a) = setup();
+    a.start();
+    a.pgbench(&["-i", "-s", "1", "-q"]);
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.psql("INSERT INTO t SELECT g, 'prod' FROM generate_series(1, 100) g");
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    a.switch_and_wait_archived(WAIT);
+    let mut standby = PgCluster::standby_of(&a);
+
+    let before = wal_snapshot(&fx);
+    let d = scratch(&fx, "look-at-the-data");
+    let r = restore(&fx, &d, &["--latest"]);
+    assert_eq!(r["details"]["archiving"], "off", "{r}");
+    let conf = std::fs::read_to_string(d.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.contains("archive_mode = 'off'"), "{conf}");
+    assert!(
+        conf.contains("--allow-branch") && conf.contains("real failover"),
+        "the config says how to re-enable archiving: {conf}"
+    );
+    let mut copy = start_restored(&d);
+    assert_eq!(copy.psql("SHOW archive_mode"), "off");
+    assert_eq!(
+        copy.psql("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "2"
+    );
+    copy.psql("INSERT INTO t SELECT g, 'copy' FROM generate_series(101, 200) g");
+    copy.psql("SELECT pg_switch_wal()");
+    copy.psql("CHECKPOINT");
+    // A fast shutdown gives an archiver its last chance to archive.
+    copy.stop();
+    let after = wal_snapshot(&fx);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "the copy added or removed archive objects"
+    );
+    assert!(before == after, "the copy changed an archive object");
+
+    // Production fails over: its standby promotes onto timeline 2 and archives.
+    standby.start();
+    a.psql("INSERT INTO t SELECT g, 'prod' FROM generate_series(201, 300) g");
+    let lsn = a.psql("SELECT pg_current_wal_lsn()");
+    let start = std::time::Instant::now();
+    while standby.psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'")) != "t" {
+        assert!(start.elapsed() < WAIT, "the standby never caught up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.stop();
+    standby.promote();
+    assert_eq!(
+        standby.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"),
+        "00000002"
+    );
+    standby.psql("INSERT INTO t SELECT g, 'tl2' FROM generate_series(301, 400) g");
+    let want = contents(&standby);
+    standby.switch_and_wait_archived(WAIT);
+    let (_, failed) = standby.archiver_counts();
+    assert_eq!(
+        failed, 0,
+        "production's new timeline archives without a failure"
+    );
+    let hist = fx
+        .dir
+        .path()
+        .join("store/pg/wal/00000002/00000002.history.json");
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&hist).unwrap()).unwrap();
+    let local = std::fs::read(standby.data.join("pg_wal/00000002.history")).unwrap();
+    assert_eq!(
+        sidecar["raw_sha256"].as_str().unwrap(),
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&local)),
+        "the archived history of timeline 2 is production's"
+    );
+    standby.stop();
+    // A restore to latest follows production's timeline 2.
+    let d2 = scratch(&fx, "after-failover");
+    restore(&fx, &d2, &["--latest"]);
+    let c = start_restored(&d2);
+    assert_eq!(contents(&c), want);
+    assert_eq!(c.psql("SELECT count(*) FROM t WHERE v = 'copy'"), "0");
 }

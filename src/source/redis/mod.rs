@@ -27,7 +27,7 @@ pub mod sentinel;
 use async_trait::async_trait;
 
 pub use config::RedisConfig;
-pub use restore::{restore, verify_deep, DeepVerifyReport, ScratchServer};
+pub use restore::{describe_overwrite, restore, verify_deep, DeepVerifyReport, ScratchServer};
 
 use super::{BackupSource, SourceError, SourceMeta, SourceStream};
 use crate::error::RetryClass;

@@ -404,6 +404,45 @@ async fn restore_into(
     })
 }
 
+/// What a restore of `m` into `uri` overwrites, for incident plans and their
+/// confirmation: the keys `FLUSHALL` removes ("flushes 50,002 keys in …").
+pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: &str) -> String {
+    let shown = |c: &redis::Client| {
+        let info = c.get_connection_info();
+        let scheme = match info.addr() {
+            redis::ConnectionAddr::TcpTls { .. } => "rediss",
+            _ => "redis",
+        };
+        format!("{scheme}://{}", info.addr())
+    };
+    let client = match target_client(env, m, uri) {
+        Ok(c) => c,
+        Err(e) => return format!("cannot use the endpoint: {e}"),
+    };
+    let at = shown(&client);
+    let counted = async {
+        let mut c = connect(&client).await?;
+        keyspace_of(&mut c).await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), counted).await {
+        Ok(Ok(k)) if k.values().sum::<u64>() == 0 => {
+            format!("{at} holds no keys: nothing is overwritten")
+        }
+        Ok(Ok(k)) => format!(
+            "flushes {} keys in {at} ({}), once the backup has loaded into a scratch server",
+            crate::source::thousands(k.values().sum()),
+            k.iter()
+                .map(|(db, n)| format!("db{db} {}", crate::source::thousands(*n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Ok(Err(e)) => {
+            format!("cannot count the keys in {at} ({e}): a restore flushes whatever it holds")
+        }
+        Err(_) => format!("{at} did not answer within 10 s: a restore flushes whatever it holds"),
+    }
+}
+
 /// Copies every key of the scratch connection's database to the target's.
 async fn copy_db(
     sc: &mut redis::aio::MultiplexedConnection,
