@@ -1229,6 +1229,45 @@ mod tests {
     }
 
     #[test]
+    fn history_files_parse() {
+        let h = "1\t0/3000000\tno recovery target specified\n\n# comment\n2\t0/5A00100\tbefore 2026-01-01\n";
+        assert_eq!(
+            parse_history(h),
+            Some(vec![(1, 0x300_0000), (2, 0x5A0_0100)])
+        );
+        assert_eq!(parse_history(""), Some(vec![]));
+        assert_eq!(parse_history("x\t0/1\n"), None);
+    }
+
+    #[test]
+    fn list_denied_names_the_permission_and_stops_recovery() {
+        let e = lookup_err(
+            StorageError::AccessDenied {
+                op: "read",
+                store: "s3://b/p".into(),
+                key: "pg/wal/00000002/00000002.history.json".into(),
+                source: "403".into(),
+            },
+            Purpose::Fetch,
+        );
+        let m = e.to_string();
+        assert!(
+            m.contains("s3:ListBucket") && m.contains("stops recovery"),
+            "{m}"
+        );
+        assert!(e.fetch_exit_code() > 125);
+        assert_eq!(e.push_exit_code(), 1);
+        let nf = lookup_err(
+            StorageError::NotFound {
+                store: "s".into(),
+                key: "k".into(),
+            },
+            Purpose::Push,
+        );
+        assert!(matches!(nf, WalError::Job(_)));
+    }
+
+    #[test]
     fn exit_codes() {
         let nf = WalError::NotFound {
             name: "x".into(),
