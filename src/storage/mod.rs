@@ -131,8 +131,8 @@ pub trait Store: Send + Sync + Debug {
     /// Checks that the target is reachable and usable (`gsdr policy check
     /// --connect`): S3 asks for the bucket and looks up a key that cannot
     /// exist (403 instead of 404 there means `s3:ListBucket` is missing), a
-    /// folder must be writable. The
-    /// default looks up one key, which checks connectivity and read access.
+    /// folder must be writable. The default looks up one key, which checks
+    /// connectivity and read access.
     async fn probe(&self) -> Result<(), StorageError> {
         self.head("gsdr-probe").await.map(|_| ())
     }
