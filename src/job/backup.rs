@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
+use tokio_util::sync::CancellationToken;
 
 use super::progress::{Counting, Progress};
 use super::Env;
 use crate::catalog::{new_backup_id, Catalog, Manifest, MANIFEST_SCHEMA};
 use crate::error::{Error, Result};
-use crate::pipeline::{self, EncodeOptions, PipelineError};
+use crate::pipeline::{self, EncodeOptions, Ends, StreamError};
 use crate::source::{open_source, BackupSource};
 use crate::storage::{PutOptions, StorageError, Store};
 
@@ -26,19 +27,31 @@ pub struct BackupOutcome {
 
 /// Backs up the source named `source` to its primary target.
 pub async fn backup(env: &Env, source: &str, progress: &dyn Progress) -> Result<BackupOutcome> {
+    backup_cancellable(env, source, progress, None).await
+}
+
+/// [`backup`] that `cancel` (a deadline, shutdown) ends cleanly: the stream
+/// is cancelled, the upload aborted, nothing committed.
+pub async fn backup_cancellable(
+    env: &Env,
+    source: &str,
+    progress: &dyn Progress,
+    cancel: Option<&CancellationToken>,
+) -> Result<BackupOutcome> {
     let cfg = env.source_config(source)?;
     let src = open_source(source, cfg)?;
     let target = env.primary_target_name(source)?;
     let store = env.store(&target).await?;
     let opts = env.encode_options()?;
     let start = Instant::now();
-    let manifest = backup_with(
+    let manifest = backup_stream(
         source,
         cfg.kind.as_str(),
         src.as_ref(),
         store,
         &opts,
         progress,
+        cancel,
     )
     .await?;
     Ok(BackupOutcome {
@@ -57,6 +70,18 @@ pub async fn backup_with(
     opts: &EncodeOptions,
     progress: &dyn Progress,
 ) -> Result<Manifest> {
+    backup_stream(source, engine, src, store, opts, progress, None).await
+}
+
+async fn backup_stream(
+    source: &str,
+    engine: &str,
+    src: &dyn BackupSource,
+    store: Arc<dyn Store>,
+    opts: &EncodeOptions,
+    progress: &dyn Progress,
+    cancel: Option<&CancellationToken>,
+) -> Result<Manifest> {
     let started_at = Utc::now();
     let id = new_backup_id(started_at);
     let kind = src.kind();
@@ -66,48 +91,56 @@ pub async fn backup_with(
 
     let stream = src.open().await?;
     let encoded = pipeline::encode(stream, opts.clone());
-    let mut reader = Counting {
-        inner: encoded.reader,
-        progress,
-    };
-    let put = store
-        .put_stream(
-            &key,
-            &mut reader,
-            PutOptions {
-                size_hint: None,
-                if_absent: true,
+    let input = format!("the source `{source}`");
+    let output = format!("the upload of `{key}` to {}", store.describe());
+    let ended = encoded
+        .finish(
+            Ends {
+                input: &input,
+                output: &output,
+            },
+            cancel,
+            |reader| async {
+                let mut reader = Counting {
+                    inner: reader,
+                    progress,
+                };
+                store
+                    .put_stream(
+                        &key,
+                        &mut reader,
+                        PutOptions {
+                            size_hint: None,
+                            if_absent: true,
+                        },
+                    )
+                    .await
             },
         )
         .await;
-    let stats = encoded.stats.await.map_err(|e| PipelineError::Io {
-        stage: "pipeline thread",
-        source: std::io::Error::other(e),
-    })?;
     progress.finish();
 
-    let (stats, meta) = match (put, stats) {
-        (put, Err(e)) => {
-            // The pipeline's error is the cause; the store only saw a broken stream.
-            if put.is_ok() {
-                let _ = store.delete(&key).await;
-            }
+    let (stats, meta) = match ended {
+        Err(e) => {
+            // The put never committed (the stream ended in an error), but a
+            // store that committed anyway must not keep an object without a manifest.
+            let _ = store.delete(&key).await;
+            let e: Error = match e {
+                StreamError::Pipeline(e) => e.into(),
+                StreamError::Sink(e) => e.into(),
+            };
             tracing::warn!(event = "backup_failed", source, id = %id, error = %e);
-            return Err(e.into());
+            return Err(e);
         }
-        (Err(e), Ok(_)) => {
-            tracing::warn!(event = "backup_failed", source, id = %id, error = %e);
-            return Err(e.into());
-        }
-        (Ok(put), Ok(s)) => {
-            if put.size != s.0.stored_bytes {
+        Ok(((stats, meta), put)) => {
+            if put.size != stats.stored_bytes {
                 let _ = store.delete(&key).await;
                 return Err(Error::Invalid(format!(
                     "upload of `{key}` stored {} bytes but the pipeline produced {}; backup abandoned",
-                    put.size, s.0.stored_bytes
+                    put.size, stats.stored_bytes
                 )));
             }
-            s
+            (stats, meta)
         }
     };
     // Confirm the object is really there, whole, before the manifest makes it a backup.

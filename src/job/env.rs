@@ -45,7 +45,7 @@ impl Env {
                 self.policy.path.display()
             ))
         })?;
-        let s = storage::open_target(name, cfg).await?;
+        let s = storage::open_target(name, cfg, self.policy.pipeline.memory_budget.0).await?;
         stores.insert(name.to_string(), s.clone());
         Ok(s)
     }
@@ -105,8 +105,12 @@ impl Env {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(EncodeOptions {
             level: self.policy.compression.level,
-            workers: self.policy.compression.effective_workers(),
+            workers: pipeline::budget::zstd_workers(
+                self.policy.compression.workers,
+                self.policy.pipeline.memory_budget.0,
+            ),
             recipients,
+            stall_timeout: self.policy.pipeline.stall_timeout.0,
         })
     }
 
@@ -156,7 +160,8 @@ impl Env {
                 raw_sha256: Some(m.raw_sha256.clone()),
                 recipients: m.recipients.clone(),
             },
-        ))
+        )
+        .stall_after(self.policy.pipeline.stall_timeout.0))
     }
 
     /// Key of a new backup's data object.

@@ -7,7 +7,7 @@ mod progress;
 mod restore;
 mod verify;
 
-pub use backup::{backup, backup_with, BackupOutcome};
+pub use backup::{backup, backup_cancellable, backup_with, BackupOutcome};
 pub use env::Env;
 pub use progress::{NoProgress, Progress};
 pub use restore::{restore, restore_raw_to_file, RestoreOutcome};

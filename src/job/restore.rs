@@ -9,7 +9,7 @@ use super::progress::{Counting, Progress};
 use super::Env;
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
-use crate::pipeline::PipelineError;
+use crate::pipeline::{Ends, StreamError};
 
 /// What a restore did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -86,37 +86,47 @@ pub async fn restore_raw_to_file(
     }
     let decoded = env.open_backup(catalog, m).await?;
     progress.start(&format!("restore {}", m.id), Some(m.raw_bytes));
-    let mut reader = Counting {
-        inner: decoded.reader,
-        progress,
-    };
     let tmp: Option<PathBuf> = (!to_stdout).then(|| partial_name(path));
-    let copy_res: std::io::Result<()> = async {
-        if let Some(tmp) = &tmp {
-            let mut f = tokio::fs::File::create(tmp).await?;
-            tokio::io::copy(&mut reader, &mut f).await?;
-            f.sync_all().await?;
-        } else {
-            let mut out = tokio::io::stdout();
-            tokio::io::copy(&mut reader, &mut out).await?;
-            out.flush().await?;
-        }
-        Ok(())
-    }
-    .await;
+    let input = format!(
+        "the download of `{}` from {}",
+        m.data_key,
+        catalog.store().describe()
+    );
+    let output = format!("writing `{}`", path.display());
+    let ended = decoded
+        .finish(
+            Ends {
+                input: &input,
+                output: &output,
+            },
+            None,
+            |reader| async {
+                let mut reader = Counting {
+                    inner: reader,
+                    progress,
+                };
+                if let Some(tmp) = &tmp {
+                    let mut f = tokio::fs::File::create(tmp).await?;
+                    tokio::io::copy(&mut reader, &mut f).await?;
+                    f.sync_all().await?;
+                } else {
+                    let mut out = tokio::io::stdout();
+                    tokio::io::copy(&mut reader, &mut out).await?;
+                    out.flush().await?;
+                }
+                Ok::<(), std::io::Error>(())
+            },
+        )
+        .await;
     progress.finish();
-    let stats = decoded.stats.await.map_err(|e| PipelineError::Io {
-        stage: "pipeline thread",
-        source: std::io::Error::other(e),
-    })?;
-    let outcome = match (copy_res, stats) {
-        (_, Err(e)) => Err(Error::Pipeline(e)),
-        (Err(e), Ok(_)) => Err(Error::LocalIo {
+    let outcome = match ended {
+        Ok((s, ())) => Ok(s),
+        Err(StreamError::Pipeline(e)) => Err(Error::Pipeline(e)),
+        Err(StreamError::Sink(e)) => Err(Error::LocalIo {
             what: "writing the restored data to",
             path: path.to_path_buf(),
             source: e,
         }),
-        (Ok(()), Ok(s)) => Ok(s),
     };
     match outcome {
         Ok(s) => {

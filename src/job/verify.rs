@@ -5,7 +5,7 @@ use std::time::Instant;
 use super::Env;
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
-use crate::pipeline::PipelineError;
+use crate::pipeline::{Ends, PipelineError, StreamError};
 
 /// The outcome of a verify.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -31,12 +31,21 @@ pub struct VerifyReport {
 pub async fn verify(env: &Env, catalog: &Catalog, m: &Manifest) -> Result<VerifyReport> {
     let start = Instant::now();
     let decoded = env.open_backup(catalog, m).await?;
-    let mut reader = decoded.reader;
-    let copied = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
-    let stats = decoded.stats.await.map_err(|e| PipelineError::Io {
-        stage: "pipeline thread",
-        source: std::io::Error::other(e),
-    })?;
+    let input = format!(
+        "the download of `{}` from {}",
+        m.data_key,
+        catalog.store().describe()
+    );
+    let ended = decoded
+        .finish(
+            Ends {
+                input: &input,
+                output: "the verifier",
+            },
+            None,
+            |mut reader| async move { tokio::io::copy(&mut reader, &mut tokio::io::sink()).await },
+        )
+        .await;
     let mut report = VerifyReport {
         id: m.id.clone(),
         source: m.source.clone(),
@@ -46,15 +55,14 @@ pub async fn verify(env: &Env, catalog: &Catalog, m: &Manifest) -> Result<Verify
         duration_secs: 0.0,
         error: None,
     };
-    match (copied, stats) {
-        (Ok(_), Ok(s)) => {
+    match ended {
+        Ok((s, _)) => {
             report.ok = true;
             report.stored_bytes = s.stored_bytes;
             report.raw_bytes = s.raw_bytes;
         }
-        (_, Err(e @ PipelineError::Key(_))) => return Err(Error::Pipeline(e)),
-        (_, Err(e)) => report.error = Some(e.to_string()),
-        (Err(e), Ok(_)) => report.error = Some(e.to_string()),
+        Err(StreamError::Pipeline(e @ PipelineError::Key(_))) => return Err(Error::Pipeline(e)),
+        Err(e) => report.error = Some(e.to_string()),
     }
     report.duration_secs = start.elapsed().as_secs_f64();
     tracing::info!(event = "verify_finished", id = %m.id, ok = report.ok, error = report.error.as_deref().unwrap_or(""));

@@ -5,10 +5,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
+use super::finish::Watch;
 use super::{CHANNEL_CHUNKS, CHUNK_BYTES};
 
 /// One message on a chunk channel.
@@ -91,15 +94,17 @@ impl AsyncRead for ChunkReader {
 /// sends them on a chunk channel, waiting when the channel is full.
 pub(crate) struct ChunkWriter {
     tx: mpsc::Sender<Msg>,
+    watch: Arc<Watch>,
     buf: BytesMut,
     pub(crate) hasher: Sha256,
     pub(crate) bytes: u64,
 }
 
 impl ChunkWriter {
-    pub(crate) fn new(tx: mpsc::Sender<Msg>) -> Self {
+    pub(crate) fn new(tx: mpsc::Sender<Msg>, watch: Arc<Watch>) -> Self {
         ChunkWriter {
             tx,
+            watch,
             buf: BytesMut::with_capacity(CHUNK_BYTES),
             hasher: Sha256::new(),
             bytes: 0,
@@ -116,9 +121,12 @@ impl ChunkWriter {
     }
 
     pub(crate) fn send(&self, msg: Msg) -> io::Result<()> {
+        self.watch.wait_output();
         self.tx
             .blocking_send(msg)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "receiver went away"))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "receiver went away"))?;
+        self.watch.touch();
+        Ok(())
     }
 
     /// Flushes the last chunk; the caller sends `Done` once everything is verified.

@@ -4,10 +4,11 @@ use std::io::{self, BufReader, Read, Write};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
 
 use super::chan::{self, ChunkWriter, Msg};
+use super::encode::WaitingRead;
+use super::finish::{Running, StreamCtl, DEFAULT_STALL_TIMEOUT};
 use super::keys::Identities;
 use super::{hex_digest, PipelineError, CHUNK_BYTES};
 use crate::storage::BoxRead;
@@ -38,30 +39,30 @@ pub struct DecodeStats {
     pub raw_sha256: String,
 }
 
-/// A running decode: read `reader` to the end, then await `stats`.
-pub struct Decoded {
-    /// The raw bytes. Ends with EOF only once every check passed; a failed
-    /// check shows as a read error, after which nothing written is valid.
-    pub reader: BoxRead,
-    /// The pipeline thread's result.
-    pub stats: JoinHandle<Result<DecodeStats, PipelineError>>,
-}
+/// A running decode: its raw bytes, which end with EOF only once every check
+/// passed (a failed check shows as a read error, after which nothing written
+/// is valid), and its stats. Run it with [`Running::finish`].
+pub type Decoded = Running<DecodeStats>;
 
 /// Starts decoding `stored` with `identities`. Must be called inside a Tokio runtime.
 pub fn decode(stored: BoxRead, identities: Arc<Identities>, expect: DecodeExpect) -> Decoded {
     let (tx, reader) = chan::channel();
     let handle = tokio::runtime::Handle::current();
+    let ctl = StreamCtl::new();
+    let thread_ctl = ctl.clone();
     let stats = tokio::task::spawn_blocking(move || {
         let fail_tx = tx.clone();
-        let result = run(stored, &identities, &expect, tx, &handle);
+        let result = run(stored, &identities, &expect, tx, &handle, &thread_ctl);
         if let Err(e) = &result {
-            let _ = fail_tx.blocking_send(Msg::Failed(io::Error::other(e.to_string())));
+            let _ = fail_tx.try_send(Msg::Failed(io::Error::other(e.to_string())));
         }
         result
     });
-    Decoded {
+    Running {
         reader: Box::pin(reader),
         stats,
+        ctl,
+        stall_timeout: DEFAULT_STALL_TIMEOUT,
     }
 }
 
@@ -87,15 +88,22 @@ fn run(
     expect: &DecodeExpect,
     tx: tokio::sync::mpsc::Sender<Msg>,
     handle: &tokio::runtime::Handle,
+    ctl: &StreamCtl,
 ) -> Result<DecodeStats, PipelineError> {
     let input = Hashing {
-        inner: SyncIoBridge::new_with_handle(stored, handle.clone()),
+        inner: WaitingRead {
+            inner: SyncIoBridge::new_with_handle(ctl.input(stored), handle.clone()),
+            ctl,
+        },
         hasher: Sha256::new(),
         bytes: 0,
     };
     let mut input = BufReader::with_capacity(CHUNK_BYTES / 4, input);
-    let mut out = ChunkWriter::new(tx);
+    let mut out = ChunkWriter::new(tx, ctl.watch.clone());
     let result = decrypt_into(&mut input, identities, expect, &mut out);
+    if result.is_err() && ctl.is_cancelled() {
+        return Err(ctl.cancelled_error());
+    }
     if let Err(e) = result {
         // A damaged last chunk at end-of-input on a short object is a cut, not corruption.
         let at_eof = matches!(io::BufRead::fill_buf(&mut input), Ok(b) if b.is_empty());
@@ -146,6 +154,9 @@ fn run(
                 actual: raw_sha256,
             });
         }
+    }
+    if ctl.is_cancelled() {
+        return Err(ctl.cancelled_error());
     }
     tx.blocking_send(Msg::Done)
         .map_err(|_| PipelineError::Closed("restore"))?;

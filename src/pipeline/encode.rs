@@ -3,10 +3,10 @@
 use std::io::{self, Read, Write};
 
 use sha2::{Digest, Sha256};
-use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
 
-use super::chan::{self, ChunkReader, ChunkWriter, Msg};
+use super::chan::{self, ChunkWriter, Msg};
+use super::finish::{Running, StreamCtl, WIND_DOWN};
 use super::{hex_digest, PipelineError, CHUNK_BYTES, ZSTD_JOB_BYTES};
 use crate::source::{SourceMeta, SourceStream};
 
@@ -19,6 +19,8 @@ pub struct EncodeOptions {
     pub workers: u32,
     /// age X25519 recipients (public keys); at least one.
     pub recipients: Vec<age::x25519::Recipient>,
+    /// No progress for this long cancels the stream ([`DEFAULT_STALL_TIMEOUT`] unless the policy says).
+    pub stall_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for EncodeOptions {
@@ -27,6 +29,7 @@ impl std::fmt::Debug for EncodeOptions {
             .field("level", &self.level)
             .field("workers", &self.workers)
             .field("recipients", &self.recipients.len())
+            .field("stall_timeout", &self.stall_timeout)
             .finish()
     }
 }
@@ -44,33 +47,46 @@ pub struct EncodeStats {
     pub stored_sha256: String,
 }
 
-/// A running encode: read `reader` to the end, then await `stats`.
-pub struct Encoded {
-    /// The stored (encrypted) bytes. Ends with EOF only if everything succeeded.
-    pub reader: ChunkReaderBox,
-    /// The pipeline thread: its stats and the source's metadata, or the first error.
-    pub stats: JoinHandle<Result<(EncodeStats, SourceMeta), PipelineError>>,
-}
-
-/// The stored stream of an encode.
-pub type ChunkReaderBox = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+/// A running encode: its stored (encrypted) bytes and, once they were read
+/// to the end, its stats and the source's metadata. Run it with
+/// [`Running::finish`].
+pub type Encoded = Running<(EncodeStats, SourceMeta)>;
 
 /// Starts encoding `src`. Must be called inside a Tokio runtime.
 pub fn encode(src: SourceStream, opts: EncodeOptions) -> Encoded {
     let (tx, reader) = chan::channel();
     let handle = tokio::runtime::Handle::current();
+    let ctl = StreamCtl::new();
+    let thread_ctl = ctl.clone();
+    let stall_timeout = opts.stall_timeout;
     let stats = tokio::task::spawn_blocking(move || {
         let fail_tx = tx.clone();
-        let result = run(src, &opts, tx, &handle);
+        let result = run(src, &opts, tx, &handle, &thread_ctl);
         if let Err(e) = &result {
-            // Tell the sink the stream is invalid so it aborts instead of committing.
-            let _ = fail_tx.blocking_send(Msg::Failed(io::Error::other(e.to_string())));
+            // Tell the sink the stream is invalid so it aborts instead of committing
+            // (never blocking: a sink that stopped reading is cancelled anyway).
+            let _ = fail_tx.try_send(Msg::Failed(io::Error::other(e.to_string())));
         }
         result
     });
-    Encoded {
-        reader: Box::pin(reader) as std::pin::Pin<Box<ChunkReader>>,
+    Running {
+        reader: Box::pin(reader),
         stats,
+        ctl,
+        stall_timeout,
+    }
+}
+
+/// Marks the codec as waiting for its input before each read.
+pub(super) struct WaitingRead<'a, R> {
+    pub(super) inner: R,
+    pub(super) ctl: &'a StreamCtl,
+}
+
+impl<R: Read> Read for WaitingRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.ctl.watch.wait_input();
+        self.inner.read(buf)
     }
 }
 
@@ -79,6 +95,7 @@ fn run(
     opts: &EncodeOptions,
     tx: tokio::sync::mpsc::Sender<Msg>,
     handle: &tokio::runtime::Handle,
+    ctl: &StreamCtl,
 ) -> Result<(EncodeStats, SourceMeta), PipelineError> {
     if opts.recipients.is_empty() {
         return Err(PipelineError::Key(
@@ -87,14 +104,41 @@ fn run(
         ));
     }
     let SourceStream { reader, done } = src;
-    let mut input = SyncIoBridge::new_with_handle(reader, handle.clone());
+    let mut input = WaitingRead {
+        inner: SyncIoBridge::new_with_handle(ctl.input(reader), handle.clone()),
+        ctl,
+    };
+    // The source's own completion check, bounded once the stream is cancelled.
+    let finish_source = |done: futures::future::BoxFuture<
+        'static,
+        Result<SourceMeta, crate::source::SourceError>,
+    >|
+     -> Result<SourceMeta, PipelineError> {
+        ctl.watch.wait_input();
+        let cancel = ctl.clone();
+        let r = handle.block_on(async move {
+            tokio::select! {
+                r = done => Some(r),
+                _ = async {
+                    while !cancel.is_cancelled() {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    tokio::time::sleep(WIND_DOWN / 2).await;
+                } => None,
+            }
+        });
+        match r {
+            Some(r) => r.map_err(PipelineError::Source),
+            None => Err(ctl.cancelled_error()),
+        }
+    };
 
     let recipients = opts.recipients.iter().map(|r| r as &dyn age::Recipient);
     let encryptor = age::Encryptor::with_recipients(recipients).map_err(|e| {
         PipelineError::Key(format!("cannot encrypt to the configured recipients: {e}"))
     })?;
     let age_w = encryptor
-        .wrap_output(ChunkWriter::new(tx))
+        .wrap_output(ChunkWriter::new(tx, ctl.watch.clone()))
         .map_err(closed_or("age"))?;
     let mut z = zstd::stream::write::Encoder::new(age_w, opts.level).map_err(io_err("zstd"))?;
     z.include_checksum(true).map_err(io_err("zstd"))?;
@@ -115,9 +159,12 @@ fn run(
             Err(e) => {
                 // The source's own verdict explains a broken stream better than the read error.
                 drop(input);
-                return match handle.block_on(done) {
-                    Err(src_err) => Err(PipelineError::Source(src_err)),
-                    Ok(_) => Err(PipelineError::Io {
+                if ctl.is_cancelled() {
+                    return Err(ctl.cancelled_error());
+                }
+                return match finish_source(done) {
+                    Err(e @ (PipelineError::Source(_) | PipelineError::Cancelled(_))) => Err(e),
+                    _ => Err(PipelineError::Io {
                         stage: "reading the source",
                         source: e,
                     }),
@@ -130,11 +177,14 @@ fn run(
     }
     drop(input);
     // The source confirms completeness (child exit status, trailer CRC...) before we seal.
-    let meta = handle.block_on(done)?;
+    let meta = finish_source(done)?;
 
     let age_w = z.finish().map_err(closed_or("zstd"))?;
     let sink = age_w.finish().map_err(closed_or("age"))?;
     let (tx, stored_hasher, stored_bytes) = sink.finish().map_err(closed_or("upload"))?;
+    if ctl.is_cancelled() {
+        return Err(ctl.cancelled_error());
+    }
     tx.blocking_send(Msg::Done)
         .map_err(|_| PipelineError::Closed("upload"))?;
     Ok((

@@ -16,13 +16,16 @@
 //! succeeded. A stream that stops without it reads as an error, never as a
 //! short but valid end-of-file, so a store cannot commit a truncated object.
 
+pub mod budget;
 mod chan;
 mod decode;
 mod encode;
+mod finish;
 pub mod keys;
 
 pub use decode::{decode, DecodeExpect, DecodeStats, Decoded};
 pub use encode::{encode, EncodeOptions, EncodeStats, Encoded};
+pub use finish::{Ends, Running, StreamCtl, StreamError, DEFAULT_STALL_TIMEOUT, WIND_DOWN};
 
 use crate::error::RetryClass;
 use crate::source::SourceError;
@@ -86,6 +89,20 @@ pub enum PipelineError {
     /// The other end of the pipeline went away (the upload or the consumer failed first).
     #[error("the {0} side of the pipeline stopped before the end of the stream")]
     Closed(&'static str),
+    /// Nothing moved for the stall timeout; the stream was cancelled.
+    #[error("{side} made no progress for {secs} s; the stream was cancelled (raise `pipeline.stall_timeout` if this server is legitimately that slow)")]
+    Stalled {
+        /// What stalled: the source, the upload, the restore target...
+        side: String,
+        /// The stall timeout.
+        secs: u64,
+    },
+    /// The stream was cancelled from outside (a job deadline, shutdown) or by its other side.
+    #[error("{0}")]
+    Cancelled(String),
+    /// The codec thread panicked (a bug); the stream was abandoned.
+    #[error("the compression/encryption thread panicked: {0}; nothing was committed")]
+    Panicked(String),
 }
 
 impl PipelineError {
@@ -93,7 +110,9 @@ impl PipelineError {
     pub fn retry_class(&self) -> RetryClass {
         match self {
             PipelineError::Source(e) => e.retry_class(),
-            PipelineError::Io { .. } | PipelineError::Closed(_) => RetryClass::Temporary,
+            PipelineError::Io { .. } | PipelineError::Closed(_) | PipelineError::Stalled { .. } => {
+                RetryClass::Temporary
+            }
             _ => RetryClass::Permanent,
         }
     }
@@ -154,6 +173,7 @@ mod tests {
                 level: 3,
                 workers,
                 recipients: vec![r],
+                stall_timeout: crate::pipeline::DEFAULT_STALL_TIMEOUT,
             },
         );
         let mut stored = Vec::new();
@@ -299,6 +319,7 @@ mod tests {
                 level: 3,
                 workers: 0,
                 recipients: vec![r],
+                stall_timeout: crate::pipeline::DEFAULT_STALL_TIMEOUT,
             },
         );
         let mut reader = enc.reader;

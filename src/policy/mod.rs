@@ -29,6 +29,9 @@ pub struct Policy {
     /// How hard to compress.
     #[serde(default)]
     pub compression: Compression,
+    /// Memory and progress limits of every stream (`[pipeline]`).
+    #[serde(default)]
+    pub pipeline: PipelineLimits,
     /// Where backups go, by name.
     pub targets: BTreeMap<String, TargetConfig>,
     /// Settings every source inherits unless it sets its own.
@@ -104,9 +107,41 @@ impl Compression {
     }
 }
 
+/// `[pipeline]`: what one stream (a backup, a restore, a WAL segment) may use.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineLimits {
+    /// Memory one stream may use: the zstd worker count and the S3 part
+    /// buffers in flight are derived from it (see `docs/ARCHITECTURE.md`, "Memory").
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget: ByteSize,
+    /// A stream that moves no byte for this long (source silent, upload or
+    /// restore target not answering) is cancelled with an error naming the side that stalled.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: HumanDuration,
+}
+
+fn default_memory_budget() -> ByteSize {
+    ByteSize(256 << 20)
+}
+fn default_stall_timeout() -> HumanDuration {
+    HumanDuration(crate::pipeline::DEFAULT_STALL_TIMEOUT)
+}
+
+impl Default for PipelineLimits {
+    fn default() -> Self {
+        PipelineLimits {
+            memory_budget: default_memory_budget(),
+            stall_timeout: default_stall_timeout(),
+        }
+    }
+}
+
 /// A target: an S3 bucket (and prefix) or a local folder.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+// Read once per process; boxing the S3 variant would only add noise to every match.
+#[allow(clippy::large_enum_variant)]
 pub enum TargetConfig {
     /// A local folder.
     Fs(FsTarget),
@@ -161,6 +196,15 @@ pub struct S3Target {
     /// Attempts per S3 request, first included (SDK default 3); `1` turns retries off (error-path tests).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Longest wait for the answer to one request (each attempt) that carries no part: heads, lists, manifests, leases, WAL sidecars.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// Longest one attempt at uploading a part (or a whole small object) may take.
+    #[serde(default = "default_part_timeout")]
+    pub part_timeout: HumanDuration,
+    /// A download that delivers no byte for this long fails (a server that stops answering mid-object).
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: HumanDuration,
     /// Bucket settings `gsdr storage init` applies: lifecycle rules, versioning, Object Lock.
     #[serde(default)]
     pub lifecycle: Option<Box<Lifecycle>>,
@@ -390,6 +434,15 @@ fn default_part_size() -> ByteSize {
 fn default_concurrency() -> usize {
     2
 }
+fn default_request_timeout() -> HumanDuration {
+    hd(60)
+}
+fn default_part_timeout() -> HumanDuration {
+    hd(600)
+}
+fn default_read_timeout() -> HumanDuration {
+    hd(60)
+}
 fn default_max_object() -> ByteSize {
     ByteSize(2 << 40)
 }
@@ -421,7 +474,13 @@ pub struct Defaults {
     /// Recovery objectives.
     #[serde(default)]
     pub objectives: Option<Objectives>,
+    /// Deadline of one backup run of a source, retries excluded (default `"6h"`): past it the run is cancelled, reported as failed and its lease released.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
 }
+
+/// The deadline of one backup run when the policy sets none.
+pub const DEFAULT_JOB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 /// How long backups are kept.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -570,6 +629,9 @@ pub struct SourceConfig {
     /// Objectives (default: `defaults.objectives`).
     #[serde(default)]
     pub objectives: Option<Objectives>,
+    /// Deadline of one backup run of this source (default: `defaults.timeout`).
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
     /// Settings of a `command` source.
     #[serde(default)]
     pub command: Option<crate::source::command::CommandConfig>,
@@ -818,6 +880,15 @@ impl Policy {
     pub fn offsite_of(&self, source: &str) -> Option<&str> {
         let s = self.sources.get(source)?;
         s.offsite.as_deref().or(self.defaults.offsite.as_deref())
+    }
+
+    /// Deadline of one backup run of a source.
+    pub fn timeout_of(&self, source: &str) -> std::time::Duration {
+        self.sources
+            .get(source)
+            .and_then(|s| s.timeout)
+            .or(self.defaults.timeout)
+            .map_or(DEFAULT_JOB_TIMEOUT, |d| d.0)
     }
 
     /// Objectives of a source.

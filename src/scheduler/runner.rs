@@ -95,7 +95,7 @@ impl Runner for JobRunner {
             }
         }
         let out = tokio::select! {
-            r = crate::job::backup(&self.env, source, &NoProgress) => r?,
+            r = crate::job::backup_cancellable(&self.env, source, &NoProgress, Some(&cancel)) => r?,
             _ = cancel.cancelled() => {
                 return Err(Error::Invalid(format!(
                     "backup of `{source}` aborted at shutdown before its manifest was written: nothing was committed"

@@ -21,6 +21,7 @@ use tokio::io::AsyncRead;
 use crate::error::RetryClass;
 
 pub mod fs;
+pub mod idle;
 pub mod lifecycle;
 pub mod s3;
 
@@ -150,6 +151,7 @@ pub trait Store: Send + Sync + Debug {
 pub async fn open_target(
     name: &str,
     cfg: &crate::policy::TargetConfig,
+    memory_budget: u64,
 ) -> Result<Arc<dyn Store>, StorageError> {
     use crate::policy::TargetConfig;
     let named = |e: StorageError| match e {
@@ -161,7 +163,12 @@ pub async fn open_target(
     };
     Ok(match cfg {
         TargetConfig::Fs(t) => Arc::new(fs::FsStore::new(&t.path).map_err(named)?),
-        TargetConfig::S3(t) => Arc::new(s3::S3Store::new(t).await.map_err(named)?),
+        TargetConfig::S3(t) => Arc::new(
+            s3::S3Store::new(t)
+                .await
+                .map_err(named)?
+                .with_upload_budget(crate::pipeline::budget::upload_share(memory_budget)),
+        ),
     })
 }
 

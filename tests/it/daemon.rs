@@ -695,6 +695,7 @@ async fn replication_catches_up_after_the_offsite_server_dies_midway() {
         level: 1,
         workers: 0,
         recipients: vec![id.to_public()],
+        stall_timeout: gsdr::pipeline::DEFAULT_STALL_TIMEOUT,
     };
     let src = gsdr::source::command::CommandSource::new(
         "repl",

@@ -604,10 +604,10 @@ async fn s3_list_follows_pagination() {
 #[tokio::test]
 async fn s3_prefixes_isolate_stores_and_describe_hides_credentials() {
     let moto = Moto::start().await;
-    let a = open_target("primary", &moto.target_config("team-a"))
+    let a = open_target("primary", &moto.target_config("team-a"), 256 << 20)
         .await
         .unwrap();
-    let b = open_target("primary", &moto.target_config("team-b/nested/"))
+    let b = open_target("primary", &moto.target_config("team-b/nested/"), 256 << 20)
         .await
         .unwrap();
     assert_eq!(a.describe(), format!("s3://{}/team-a", moto.bucket));

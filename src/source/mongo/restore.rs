@@ -29,7 +29,7 @@ use super::{connect, read_uri, MongoConfig, ReadPreferenceMode};
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::job::{Env, Progress, RestoreOutcome};
-use crate::pipeline::PipelineError;
+use crate::pipeline::{Ends, PipelineError, StreamError};
 use crate::policy::SecretRef;
 use crate::source::{RestoreRequest, SourceError};
 use crate::storage::BoxRead;
@@ -570,27 +570,41 @@ pub async fn restore(
 /// nothing anywhere.
 async fn prove_readable(env: &Env, catalog: &Catalog, m: &Manifest) -> Result<()> {
     let decoded = env.open_backup(catalog, m).await?;
-    let reader = decoded.reader;
-    let name = m.source.clone();
-    let parsed = tokio::task::spawn_blocking(move || -> std::result::Result<(), ArchiveError> {
-        let mut rd = ArchiveReader::open(SyncIoBridge::new(reader))?;
-        while rd.next_event()?.is_some() {}
-        Ok(())
-    })
-    .await
-    .map_err(|e| rerr(&name, format!("the archive check failed: {e}"), None))?;
-    let stats = decoded.stats.await.map_err(|e| PipelineError::Io {
-        stage: "pipeline thread",
-        source: std::io::Error::other(e),
-    })?;
-    match (parsed, stats) {
-        (_, Err(e)) => Err(e.into()),
-        (Err(e), Ok(_)) => Err(SourceError::Format {
+    let input = format!(
+        "the download of `{}` from {}",
+        m.data_key,
+        catalog.store().describe()
+    );
+    let ended = decoded
+        .finish(
+            Ends {
+                input: &input,
+                output: "the check of the archive before --drop",
+            },
+            None,
+            |reader| async move {
+                tokio::task::spawn_blocking(move || -> std::result::Result<(), ArchiveError> {
+                    let mut rd = ArchiveReader::open(SyncIoBridge::new(reader))?;
+                    while rd.next_event()?.is_some() {}
+                    Ok(())
+                })
+                .await
+                .map_err(|e| ArchiveError::Io {
+                    offset: 0,
+                    source: std::io::Error::other(e.to_string()),
+                })
+                .and_then(|r| r)
+            },
+        )
+        .await;
+    match ended {
+        Err(StreamError::Pipeline(e)) => Err(e.into()),
+        Err(StreamError::Sink(e)) => Err(SourceError::Format {
             source_name: m.source.clone(),
             message: e.to_string(),
         }
         .into()),
-        (Ok(()), Ok(_)) => Ok(()),
+        Ok(_) => Ok(()),
     }
 }
 
@@ -660,31 +674,41 @@ async fn run_restore(
     let decoded = env.open_backup(catalog, m).await?;
     progress.start(&format!("restore {}", m.id), Some(m.raw_bytes));
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reader = CountingRead {
-        inner: decoded.reader,
-        count: counter.clone(),
-    };
-    let fut = restore_archive(&m.source, client, Box::pin(reader), opts);
-    tokio::pin!(fut);
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
-    let r = loop {
-        tokio::select! {
-            r = &mut fut => break r,
-            _ = tick.tick() => progress.advance(counter.swap(0, std::sync::atomic::Ordering::Relaxed)),
-        }
-    };
+    let input = format!(
+        "the download of `{}` from {}",
+        m.data_key,
+        catalog.store().describe()
+    );
+    let ended = decoded
+        .finish(
+            Ends {
+                input: &input,
+                output: "the MongoDB restore target",
+            },
+            None,
+            |reader| async {
+                let reader = CountingRead {
+                    inner: reader,
+                    count: counter.clone(),
+                };
+                let fut = restore_archive(&m.source, client, Box::pin(reader), opts);
+                tokio::pin!(fut);
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+                loop {
+                    tokio::select! {
+                        r = &mut fut => break r,
+                        _ = tick.tick() => progress.advance(counter.swap(0, std::sync::atomic::Ordering::Relaxed)),
+                    }
+                }
+            },
+        )
+        .await;
     progress.advance(counter.swap(0, std::sync::atomic::Ordering::Relaxed));
     progress.finish();
-    let stats = decoded.stats.await.map_err(|e| PipelineError::Io {
-        stage: "pipeline thread",
-        source: std::io::Error::other(e),
-    })?;
-    match (r, stats) {
-        // We stopped reading because the restore failed: its error is the cause.
-        (Err(e), Err(PipelineError::Closed(_))) => Err(e.into()),
-        (_, Err(e)) => Err(e.into()),
-        (Err(e), Ok(_)) => Err(e.into()),
-        (Ok(s), Ok(st)) => Ok((s, st.raw_bytes)),
+    match ended {
+        Err(StreamError::Pipeline(e)) => Err(e.into()),
+        Err(StreamError::Sink(e)) => Err(e.into()),
+        Ok((st, s)) => Ok((s, st.raw_bytes)),
     }
 }
 

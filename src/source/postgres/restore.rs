@@ -19,7 +19,7 @@ use super::{parse_lsn, PostgresConfig};
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::job::{Env, Progress, RestoreOutcome};
-use crate::pipeline::PipelineError;
+use crate::pipeline::{Ends, StreamError};
 use crate::source::RestoreRequest;
 
 /// Marker line opening the settings gsdr appends to `postgresql.auto.conf`.
@@ -554,33 +554,46 @@ async fn unpack_checked(
     let decoded = env.open_backup(catalog, m).await?;
     progress.start(&format!("restore {}", m.id), Some(m.raw_bytes));
     let handle = tokio::runtime::Handle::current();
-    let reader = decoded.reader;
     let unpack_dir = dir.to_path_buf();
-    let unpack = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        use std::io::Read;
-        let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
-        // 1 MiB reads: the tar extractor's small reads would each cross into the runtime.
-        let mut ar = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, bridge));
-        ar.set_preserve_permissions(true);
-        ar.set_overwrite(true);
-        ar.unpack(&unpack_dir)?;
-        // Drain the zero blocks after the end marker so the decoder checks the whole stream.
-        let mut rest = ar.into_inner();
-        let mut buf = vec![0u8; 64 << 10];
-        while rest.read(&mut buf)? > 0 {}
-        Ok(())
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))
-    .and_then(|r| r);
-    let stats = decoded.stats.await.map_err(|e| PipelineError::Io {
-        stage: "pipeline thread",
-        source: std::io::Error::other(e),
-    })?;
-    let stats = match (unpack, stats) {
-        (_, Err(e)) => return Err(e.into()),
-        (Err(e), Ok(_)) => return Err(local("unpacking the base backup into", dir)(e)),
-        (Ok(()), Ok(s)) => s,
+    let input = format!(
+        "the download of `{}` from {}",
+        m.data_key,
+        catalog.store().describe()
+    );
+    let output = format!("unpacking into `{}`", dir.display());
+    let ended = decoded
+        .finish(
+            Ends {
+                input: &input,
+                output: &output,
+            },
+            None,
+            |reader| async move {
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    use std::io::Read;
+                    let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
+                    // 1 MiB reads: the tar extractor's small reads would each cross into the runtime.
+                    let mut ar =
+                        tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, bridge));
+                    ar.set_preserve_permissions(true);
+                    ar.set_overwrite(true);
+                    ar.unpack(&unpack_dir)?;
+                    // Drain the zero blocks after the end marker so the decoder checks the whole stream.
+                    let mut rest = ar.into_inner();
+                    let mut buf = vec![0u8; 64 << 10];
+                    while rest.read(&mut buf)? > 0 {}
+                    Ok(())
+                })
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r)
+            },
+        )
+        .await;
+    let stats = match ended {
+        Err(StreamError::Pipeline(e)) => return Err(e.into()),
+        Err(StreamError::Sink(e)) => return Err(local("unpacking the base backup into", dir)(e)),
+        Ok((s, ())) => s,
     };
     progress.advance(stats.raw_bytes);
     progress.finish();

@@ -34,7 +34,7 @@ use tokio::io::AsyncWriteExt;
 use super::{timeline_of, PostgresConfig, SegmentId};
 use crate::job::Env;
 use crate::pipeline::keys::Identities;
-use crate::pipeline::{self, DecodeExpect, EncodeOptions, PipelineError};
+use crate::pipeline::{self, DecodeExpect, EncodeOptions, Ends, PipelineError, StreamError};
 use crate::source::{SourceMeta, SourceStream};
 use crate::storage::{PutCondition, PutOptions, StorageError, Store};
 
@@ -869,31 +869,39 @@ async fn upload(
         done: Box::pin(async { Ok(SourceMeta::default()) }),
     };
     let enc = pipeline::encode(src, opts.clone());
-    let mut reader = enc.reader;
-    let put = ctx
-        .store
-        .put_stream(
-            dk,
-            &mut reader,
-            PutOptions {
-                size_hint: Some(size),
-                if_absent: true,
+    let input = format!("reading `{}`", path.display());
+    let output = format!("the upload of `{dk}` to {}", ctx.store.describe());
+    let dk_ref = dk;
+    let ended = enc
+        .finish(
+            Ends {
+                input: &input,
+                output: &output,
+            },
+            None,
+            |mut reader| async move {
+                ctx.store
+                    .put_stream(
+                        dk_ref,
+                        &mut reader,
+                        PutOptions {
+                            size_hint: Some(size),
+                            if_absent: true,
+                        },
+                    )
+                    .await
             },
         )
         .await;
-    drop(reader);
-    let stats = enc.stats.await.map_err(|e| PipelineError::Io {
-        stage: "pipeline thread",
-        source: std::io::Error::other(e),
-    })?;
-    match (put, stats) {
-        (Err(StorageError::PreconditionFailed { .. }), _) => Ok(None),
-        (Err(e), _) => Err(e.into()),
-        (Ok(_), Err(e)) => {
+    match ended.map(|((st, meta), put)| (put, (st, meta))) {
+        // A concurrent pusher stored it first.
+        Err(StreamError::Sink(StorageError::PreconditionFailed { .. })) => Ok(None),
+        Err(StreamError::Sink(e)) => Err(e.into()),
+        Err(StreamError::Pipeline(e)) => {
             let _ = ctx.store.delete(dk).await;
             Err(e.into())
         }
-        (Ok(put), Ok((st, _))) => {
+        Ok((put, (st, _))) => {
             if st.raw_sha256 != sha {
                 let _ = ctx.store.delete(dk).await;
                 return Err(crate::Error::Invalid(format!(
@@ -1038,32 +1046,37 @@ async fn fetch_one(
         ".{}.gsdr-tmp",
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal")
     ));
-    let mut reader = decoded.reader;
-    let copy: std::io::Result<()> = async {
-        let mut f = tokio::fs::File::create(&tmp).await?;
-        tokio::io::copy(&mut reader, &mut f).await?;
-        f.flush().await?;
-        Ok(())
-    }
-    .await;
-    drop(reader);
-    let stats = decoded.stats.await.map_err(|e| PipelineError::Io {
-        stage: "pipeline thread",
-        source: std::io::Error::other(e),
-    })?;
-    let res = match (copy, stats) {
-        (_, Err(e)) => Err(WalError::from(e)),
-        (Err(source), Ok(_)) => Err(WalError::Local {
+    let input = format!("the download of `{name}` from {}", ctx.store.describe());
+    let output = format!("writing `{}`", tmp.display());
+    let tmp_ref = tmp.as_path();
+    let ended = decoded
+        .finish(
+            Ends {
+                input: &input,
+                output: &output,
+            },
+            None,
+            |mut reader| async move {
+                let mut f = tokio::fs::File::create(tmp_ref).await?;
+                tokio::io::copy(&mut reader, &mut f).await?;
+                f.flush().await?;
+                Ok::<(), std::io::Error>(())
+            },
+        )
+        .await;
+    let res = match ended {
+        Err(StreamError::Pipeline(e)) => Err(WalError::from(e)),
+        Err(StreamError::Sink(source)) => Err(WalError::Local {
             what: "writing fetched WAL to",
             path: tmp.clone(),
             source,
         }),
-        (Ok(()), Ok(s)) if s.raw_bytes != sc.raw_bytes => Err(crate::Error::Invalid(format!(
+        Ok((s, ())) if s.raw_bytes != sc.raw_bytes => Err(crate::Error::Invalid(format!(
             "`{name}` decoded to {} bytes but {} were archived",
             s.raw_bytes, sc.raw_bytes
         ))
         .into()),
-        (Ok(()), Ok(_)) => tokio::fs::rename(&tmp, dest)
+        Ok(_) => tokio::fs::rename(&tmp, dest)
             .await
             .map_err(|source| WalError::Local {
                 what: "moving fetched WAL into place at",

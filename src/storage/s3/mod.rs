@@ -72,7 +72,13 @@ pub struct S3Store {
     prefix: String,
     part_size: u64,
     concurrency: usize,
+    /// Bytes of part buffers one upload may hold (see [`crate::pipeline::budget`]).
+    upload_budget: u64,
     max_object_size: u64,
+    /// Attempt timeout of requests that carry a part.
+    part_timeout: Duration,
+    /// A download that delivers no byte for this long fails.
+    read_timeout: Duration,
 }
 
 impl fmt::Debug for S3Store {
@@ -128,6 +134,7 @@ impl S3Store {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(target.request_timeout.0)
                     .build(),
             );
         if let Some(endpoint) = target.endpoint.as_deref().filter(|e| !e.is_empty()) {
@@ -153,8 +160,27 @@ impl S3Store {
             prefix: target.prefix.trim_matches('/').to_string(),
             part_size: target.part_size.0,
             concurrency: target.upload_concurrency,
+            upload_budget: u64::MAX,
             max_object_size: target.max_object_size.0,
+            part_timeout: target.part_timeout.0,
+            read_timeout: target.read_timeout.0,
         })
+    }
+
+    /// Caps the part buffers of each upload at `bytes` (the policy's memory
+    /// budget share, see [`crate::pipeline::budget::upload_share`]).
+    pub fn with_upload_budget(mut self, bytes: u64) -> Self {
+        self.upload_budget = bytes;
+        self
+    }
+
+    /// A config override for requests that carry a part: the longer part timeout.
+    fn part_config(&self) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default().timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(self.part_timeout)
+                .build(),
+        )
     }
 
     /// The SDK client, for bucket-level settings (lifecycle, versioning, Object Lock).
@@ -446,7 +472,11 @@ impl Store for S3Store {
             .send()
             .await
             .map_err(|e| self.err("read", key, None, e))?;
-        Ok(Box::pin(out.body.into_async_read()))
+        Ok(Box::pin(super::idle::IdleTimeout::new(
+            out.body.into_async_read(),
+            self.read_timeout,
+            format!("`{key}` in {}", self.describe()),
+        )))
     }
 
     async fn get_small(
@@ -480,7 +510,12 @@ impl Store for S3Store {
             last_modified: to_chrono(out.last_modified()),
         };
         // The length was checked; `take` guards against a server that sends more.
-        let mut reader = out.body.into_async_read().take(max_bytes + 1);
+        let mut reader = super::idle::IdleTimeout::new(
+            out.body.into_async_read(),
+            self.read_timeout,
+            format!("`{key}` in {}", self.describe()),
+        )
+        .take(max_bytes + 1);
         let mut buf = BytesMut::with_capacity(meta.size as usize);
         loop {
             match reader.read_buf(&mut buf).await {

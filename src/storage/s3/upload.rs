@@ -29,6 +29,8 @@ impl S3Store {
             req = req.if_none_match("*");
         }
         let out = req
+            .customize()
+            .config_override(self.part_config())
             .send()
             .await
             .map_err(|e| self.err("upload", key, None, e))?;
@@ -130,9 +132,15 @@ impl S3Store {
             }
             let full_part = part.len() as u64 == plan.size_of(number);
             size += part.len() as u64;
-            // At most `concurrency` parts in flight, plus this one waiting for
-            // a slot or, below, the next one being filled: concurrency + 1 buffers.
-            while tasks.len() >= self.concurrency {
+            // At most `in_flight` parts in flight (fewer as parts grow, within the
+            // memory budget), plus this one waiting for a slot or, below, the next
+            // one being filled: in_flight + 1 buffers.
+            let in_flight = crate::pipeline::budget::parts_in_flight(
+                self.upload_budget,
+                plan.size_of(number),
+                self.concurrency,
+            );
+            while tasks.len() >= in_flight {
                 let joined = tasks.join_next().await.expect("tasks is not empty");
                 done.push(self.joined(key, joined)?);
             }
@@ -207,6 +215,8 @@ impl S3Store {
                 .upload_id(&upload_id)
                 .part_number(number)
                 .body(ByteStream::from(data))
+                .customize()
+                .config_override(this.part_config())
                 .send()
                 .await;
             let res = match res {

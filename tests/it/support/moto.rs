@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use gsdr::policy::{ByteSize, ChecksumMode, S3Target, SecretRef, TargetConfig};
+use gsdr::policy::{ByteSize, ChecksumMode, HumanDuration, S3Target, SecretRef, TargetConfig};
 
 use super::{free_port, repo_root, tempdir, wait_for_port, ChildGuard};
 
@@ -151,6 +151,9 @@ impl Moto {
             request_checksums: ChecksumMode::WhenSupported,
             max_object_size: ByteSize(1 << 30),
             max_attempts: None,
+            request_timeout: HumanDuration(Duration::from_secs(30)),
+            part_timeout: HumanDuration(Duration::from_secs(120)),
+            read_timeout: HumanDuration(Duration::from_secs(30)),
             lifecycle: None,
         }
     }

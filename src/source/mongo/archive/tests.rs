@@ -351,6 +351,7 @@ mod property {
                 level: 3,
                 workers: 0,
                 recipients: vec![id.to_public()],
+                stall_timeout: crate::pipeline::DEFAULT_STALL_TIMEOUT,
             },
         );
         let mut stored = Vec::new();
