@@ -293,7 +293,12 @@ pub async fn incident(ctx: &Ctx, a: IncidentArgs) -> anyhow::Result<Outcome> {
         let destroys: Vec<String> = plan
             .steps
             .iter()
-            .filter_map(|s| s.overwrites.as_ref().map(|o| format!("  {}: {o}", s.name)))
+            .filter_map(|s| {
+                s.overwrites
+                    .as_ref()
+                    .filter(|o| o.destroys)
+                    .map(|o| format!("  {}: {}", s.name, o.text))
+            })
             .collect();
         let question = if destroys.is_empty() {
             "Restore into the endpoints above? Type `yes` to proceed: ".to_string()
@@ -393,7 +398,7 @@ fn render_plan(p: &runner::Plan) -> String {
             out += &format!("    into {i}\n");
         }
         if let Some(o) = &s.overwrites {
-            out += &format!("    overwrites: {o}\n");
+            out += &format!("    overwrites: {}\n", o.text);
         }
         if let Some(a) = &s.archiving {
             out += &format!("    archiving after promotion: {a}\n");

@@ -169,6 +169,22 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         }
         (None, None) => anyhow::bail!("name a backup id or --source"),
     };
+    // A restore that destroys what is at its destination says what, and asks.
+    if let Some(o) = gsdr::job::describe_overwrite(&env, &manifest, &req).await {
+        if o.destroys && !args.yes {
+            use std::io::{BufRead, IsTerminal, Write};
+            anyhow::ensure!(
+                std::io::stdin().is_terminal(),
+                "this restore {}: pass --yes to confirm (stdin is not a terminal)",
+                o.text
+            );
+            eprint!("This restore {}. Type `yes` to proceed: ", o.text);
+            std::io::stderr().flush()?;
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            anyhow::ensure!(line.trim() == "yes", "not confirmed; nothing was restored");
+        }
+    }
     let progress = progress::for_terminal(ctx.quiet || ctx.json);
     let outcome = gsdr::job::restore(&env, &catalog, &manifest, &req, progress.as_ref()).await?;
     if req.to_file.as_deref() == Some(std::path::Path::new("-")) {

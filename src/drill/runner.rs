@@ -115,7 +115,7 @@ pub struct PlannedStep {
     /// Incident: what the step destroys at its endpoint, in words
     /// ("flushes 50,002 keys in redis://…"); the confirmation asks about it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub overwrites: Option<String>,
+    pub overwrites: Option<crate::source::Overwrite>,
     /// Incident, PostgreSQL: what the restored cluster does with its WAL once promoted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archiving: Option<String>,
@@ -147,8 +147,14 @@ pub fn archiving_words(source: &str, keep: Option<bool>) -> String {
 }
 
 /// What restoring `m` into the incident endpoint of `action` destroys.
-async fn overwrite_of(env: &Env, action: &Action, m: &Manifest, endpoint: &str) -> String {
-    match action {
+async fn overwrite_of(
+    env: &Env,
+    action: &Action,
+    m: &Manifest,
+    endpoint: &str,
+) -> Option<crate::source::Overwrite> {
+    use crate::source::Overwrite;
+    Some(match action {
         Action::RestoreRedis { .. } => {
             crate::source::redis::describe_overwrite(env, m, endpoint).await
         }
@@ -159,14 +165,16 @@ async fn overwrite_of(env: &Env, action: &Action, m: &Manifest, endpoint: &str) 
             crate::source::postgres::restore::describe_overwrite(Path::new(endpoint))
         }
         Action::RestoreCommandSource { .. } => match std::fs::metadata(endpoint) {
-            Ok(md) => format!(
+            Ok(md) => Overwrite::destroys(format!(
                 "overwrites {endpoint} ({} bytes), once the restored stream passed every check",
                 crate::source::thousands(md.len())
-            ),
-            Err(_) => format!("{endpoint} does not exist: nothing is overwritten"),
+            )),
+            Err(_) => {
+                Overwrite::nothing(format!("{endpoint} does not exist: nothing is overwritten"))
+            }
         },
-        _ => String::new(),
-    }
+        _ => return None,
+    })
 }
 
 /// The backup a restore step will use.
@@ -260,8 +268,7 @@ pub async fn plan(
                     (cat.newest_before(source, None, target_time).await?, None, 0)
                 };
                 if let (RunKind::Incident, Some(ep)) = (opts.kind, opts.endpoints.get(source)) {
-                    let o = overwrite_of(env, &st.action, &m, ep).await;
-                    overwrites = (!o.is_empty()).then_some(o);
+                    overwrites = overwrite_of(env, &st.action, &m, ep).await;
                 }
                 if let (RunKind::Incident, Action::RestorePostgresPitr { .. }) =
                     (opts.kind, &st.action)

@@ -230,6 +230,34 @@ pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), 
     }
 }
 
+/// What a restore would destroy at its endpoint, in words, for incident
+/// plans and the confirmation a destructive restore asks for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Overwrite {
+    /// Something there is lost (or it could not be checked, which counts as lost).
+    pub destroys: bool,
+    /// "flushes 50,002 keys in redis://…".
+    pub text: String,
+}
+
+impl Overwrite {
+    /// Nothing is destroyed.
+    pub fn nothing(text: String) -> Overwrite {
+        Overwrite {
+            destroys: false,
+            text,
+        }
+    }
+
+    /// Something is (or may be) destroyed.
+    pub fn destroys(text: String) -> Overwrite {
+        Overwrite {
+            destroys: true,
+            text,
+        }
+    }
+}
+
 /// `n` with thousands separators (`50,002`), for plans people confirm.
 pub fn thousands(n: u64) -> String {
     let d = n.to_string();

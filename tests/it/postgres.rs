@@ -1230,20 +1230,36 @@ fn pg_replace_over_a_live_target_refuses_a_running_server_and_a_wrong_key_change
         &dir,
         "--replace",
         "--latest",
+        "--yes",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("decrypt") || err.contains("key"), "{err}");
     assert_eq!(entries(&b.data), before, "the directory is as it was");
     b.start();
     assert_eq!(contents(&b), live, "every row of the target is still there");
     b.stop();
 
+    // Without --yes (and no terminal) the restore says what it would replace, and stops.
+    let out = fx.gsdr(&[
+        "restore",
+        "--source",
+        "pg",
+        "--to-dir",
+        &dir,
+        "--replace",
+        "--latest",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains(&format!("replaces the {} entries of {dir}", before.len())),
+        "{err}"
+    );
+    assert_eq!(entries(&b.data), before);
+
     // The right identity: replaced; nothing of the old contents is left.
-    let r = restore(&fx, &b.data, &["--replace", "--latest"]);
+    let r = restore(&fx, &b.data, &["--replace", "--latest", "--yes"]);
     assert!(
         r["details"]["replaced_entries"].as_u64().unwrap() > 5,
         "{r}"

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::job::{Env, Progress, RestoreOutcome};
 use crate::pipeline::{Ends, PipelineError, StreamError};
 use crate::policy::SecretRef;
-use crate::source::{RestoreRequest, SourceError};
+use crate::source::{Overwrite, RestoreRequest, SourceError};
 use crate::storage::BoxRead;
 
 /// How to restore an archive.
@@ -611,14 +611,16 @@ async fn prove_readable(env: &Env, catalog: &Catalog, m: &Manifest) -> Result<()
 /// What a `--drop` restore of `m` into `uri` (or the source's own URI)
 /// overwrites, for incident plans and their confirmation: the backup's
 /// collections that already hold documents there.
-pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: Option<&str>) -> String {
+pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: Option<&str>) -> Overwrite {
     let details: DumpDetails = match serde_json::from_value(m.consistency.details.clone()) {
         Ok(d) => d,
-        Err(e) => return format!("cannot read the backup's collections ({e})"),
+        Err(e) => {
+            return Overwrite::destroys(format!("cannot read the backup's collections ({e})"))
+        }
     };
     let (cfg, uri) = match restore_target(env, m, uri) {
         Ok(x) => x,
-        Err(e) => return format!("cannot use the endpoint: {e}"),
+        Err(e) => return Overwrite::destroys(format!("cannot use the endpoint: {e}")),
     };
     let at = mongodb::options::ClientOptions::parse(uri.expose())
         .await
@@ -645,11 +647,11 @@ pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: Option<&str>) -> S
         Ok::<_, SourceError>(hit)
     };
     match tokio::time::timeout(std::time::Duration::from_secs(20), counted).await {
-        Ok(Ok(hit)) if hit.is_empty() => format!(
+        Ok(Ok(hit)) if hit.is_empty() => Overwrite::nothing(format!(
             "none of the backup's {} collections holds documents in {at}: nothing is dropped",
             details.collections.len()
-        ),
-        Ok(Ok(hit)) => format!(
+        )),
+        Ok(Ok(hit)) => Overwrite::destroys(format!(
             "drops {} collections holding {} documents in {at} ({}), once the whole backup has been read and checked",
             hit.len(),
             crate::source::thousands(hit.iter().map(|(_, n)| n).sum()),
@@ -657,9 +659,9 @@ pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: Option<&str>) -> S
                 .map(|(ns, n)| format!("{ns} {}", crate::source::thousands(*n)))
                 .collect::<Vec<_>>()
                 .join(", ")
-        ),
-        Ok(Err(e)) => format!("cannot count the documents in {at} ({e}): a restore drops the backup's collections there"),
-        Err(_) => format!("{at} did not answer within 20 s: a restore drops the backup's collections there"),
+        )),
+        Ok(Err(e)) => Overwrite::destroys(format!("cannot count the documents in {at} ({e}): a restore drops the backup's collections there")),
+        Err(_) => Overwrite::destroys(format!("{at} did not answer within 20 s: a restore drops the backup's collections there")),
     }
 }
 

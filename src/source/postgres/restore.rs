@@ -20,7 +20,7 @@ use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::job::{Env, Progress, RestoreOutcome};
 use crate::pipeline::{Ends, StreamError};
-use crate::source::RestoreRequest;
+use crate::source::{Overwrite, RestoreRequest};
 
 /// Marker line opening the settings gsdr appends to `postgresql.auto.conf`.
 pub const SETTINGS_MARKER: &str = "# --- recovery settings written by gsdr restore ---";
@@ -299,31 +299,39 @@ fn live_postmaster(dir: &Path) -> Result<Option<String>> {
 }
 
 /// What a restore into `dir` would overwrite, for incident plans.
-pub fn describe_overwrite(dir: &Path) -> String {
+pub fn describe_overwrite(dir: &Path) -> Overwrite {
     match live_postmaster(dir) {
+        // Nothing is destroyed: the restore refuses to run.
         Ok(Some(pid)) => {
-            return format!(
-                "REFUSED as it is: a PostgreSQL server (pid {pid}) runs on {}; stop it first",
+            return Overwrite::nothing(format!(
+                "REFUSED: a PostgreSQL server (pid {pid}) runs on {}; stop it first",
                 dir.display()
-            )
+            ))
         }
         Ok(None) => {}
-        Err(e) => return format!("cannot check {}: {e}", dir.display()),
+        Err(e) => return Overwrite::destroys(format!("cannot check {}: {e}", dir.display())),
     }
     match std::fs::read_dir(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            format!("{} does not exist: nothing is overwritten", dir.display())
-        }
-        Err(e) => format!("cannot read {}: {e}", dir.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Overwrite::nothing(format!(
+            "{} does not exist: nothing is overwritten",
+            dir.display()
+        )),
+        Err(e) => Overwrite::destroys(format!("cannot read {}: {e}", dir.display())),
         Ok(rd) => {
-            let n = rd.filter_map(|e| e.ok()).count();
+            let n = rd
+                .filter_map(|e| e.ok())
+                .filter(|e| !kept_in_place(&e.file_name()))
+                .count();
             if n == 0 {
-                format!("{} is empty: nothing is overwritten", dir.display())
+                Overwrite::nothing(format!(
+                    "{} is empty: nothing is overwritten",
+                    dir.display()
+                ))
             } else {
-                format!(
+                Overwrite::destroys(format!(
                     "replaces the {n} entries of {} (moved aside, deleted only once the restore succeeded)",
                     dir.display()
-                )
+                ))
             }
         }
     }

@@ -26,7 +26,7 @@ use super::connect::TlsMaterial;
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::job::{restore_raw_to_file, Env, Progress, RestoreOutcome};
-use crate::source::{RestoreRequest, SourceError};
+use crate::source::{Overwrite, RestoreRequest, SourceError};
 
 /// Keys copied per round trip.
 pub const BATCH_KEYS: usize = 100;
@@ -406,7 +406,7 @@ async fn restore_into(
 
 /// What a restore of `m` into `uri` overwrites, for incident plans and their
 /// confirmation: the keys `FLUSHALL` removes ("flushes 50,002 keys in …").
-pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: &str) -> String {
+pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: &str) -> Overwrite {
     let shown = |c: &redis::Client| {
         let info = c.get_connection_info();
         let scheme = match info.addr() {
@@ -417,7 +417,7 @@ pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: &str) -> String {
     };
     let client = match target_client(env, m, uri) {
         Ok(c) => c,
-        Err(e) => return format!("cannot use the endpoint: {e}"),
+        Err(e) => return Overwrite::destroys(format!("cannot use the endpoint: {e}")),
     };
     let at = shown(&client);
     let counted = async {
@@ -426,20 +426,22 @@ pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: &str) -> String {
     };
     match tokio::time::timeout(Duration::from_secs(10), counted).await {
         Ok(Ok(k)) if k.values().sum::<u64>() == 0 => {
-            format!("{at} holds no keys: nothing is overwritten")
+            Overwrite::nothing(format!("{at} holds no keys: nothing is overwritten"))
         }
-        Ok(Ok(k)) => format!(
+        Ok(Ok(k)) => Overwrite::destroys(format!(
             "flushes {} keys in {at} ({}), once the backup has loaded into a scratch server",
             crate::source::thousands(k.values().sum()),
             k.iter()
                 .map(|(db, n)| format!("db{db} {}", crate::source::thousands(*n)))
                 .collect::<Vec<_>>()
                 .join(", ")
-        ),
-        Ok(Err(e)) => {
-            format!("cannot count the keys in {at} ({e}): a restore flushes whatever it holds")
-        }
-        Err(_) => format!("{at} did not answer within 10 s: a restore flushes whatever it holds"),
+        )),
+        Ok(Err(e)) => Overwrite::destroys(format!(
+            "cannot count the keys in {at} ({e}): a restore flushes whatever it holds"
+        )),
+        Err(_) => Overwrite::destroys(format!(
+            "{at} did not answer within 10 s: a restore flushes whatever it holds"
+        )),
     }
 }
 
