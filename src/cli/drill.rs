@@ -219,6 +219,9 @@ pub struct IncidentArgs {
     pub target_time: Option<DateTime<Utc>>,
     /// Start restored PostgreSQL data directories.
     pub start_postgres: bool,
+    /// PostgreSQL: keep archiving into the source's WAL archive (`Some(true)`),
+    /// never archive (`Some(false)`), or not chosen.
+    pub archiving: Option<bool>,
 }
 
 /// Runs `gsdr restore --scenario NAME`: plan, confirm, execute, record.
@@ -243,13 +246,14 @@ pub async fn incident(ctx: &Ctx, a: IncidentArgs) -> anyhow::Result<Outcome> {
         .state
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("gsdr-incident-{}.state.json", sc.name)));
-    let opts = RunOptions {
+    let mut opts = RunOptions {
         kind: gsdr::drill::RunKind::Incident,
         endpoints,
         state_file: Some(state),
         resume: a.resume,
         target_time: a.target_time,
         start_postgres: a.start_postgres,
+        keep_archiving: a.archiving,
         ..RunOptions::drill()
     };
     let plan = runner::plan(&env, &sc, &opts, Utc::now()).await?;
@@ -259,17 +263,55 @@ pub async fn incident(ctx: &Ctx, a: IncidentArgs) -> anyhow::Result<Outcome> {
     if a.plan {
         return Ok(Outcome::Ok);
     }
+    use std::io::{BufRead, IsTerminal, Write};
+    let ask = |question: &str| -> anyhow::Result<String> {
+        eprint!("{question}");
+        std::io::stderr().flush()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Ok(line.trim().to_string())
+    };
+    if plan.needs_archiving_choice(&opts) {
+        anyhow::ensure!(
+            !a.yes && std::io::stdin().is_terminal(),
+            "the plan restores PostgreSQL: say what the restored cluster does with its WAL once promoted — --keep-archiving (it replaces production and continues the source's WAL archive) or --no-archiving (a copy that never writes there)"
+        );
+        let answer = ask(
+            "Does the restored PostgreSQL replace production and keep archiving into its WAL archive? Type `keep` or `off`: ",
+        )?;
+        opts.keep_archiving = match answer.as_str() {
+            "keep" => Some(true),
+            "off" => Some(false),
+            _ => anyhow::bail!("neither `keep` nor `off`; nothing was restored"),
+        };
+    }
     if !a.yes {
-        use std::io::{BufRead, IsTerminal, Write};
         anyhow::ensure!(
             std::io::stdin().is_terminal(),
             "executing an incident restore needs confirmation: pass --yes (stdin is not a terminal)"
         );
-        eprint!("Restore into the endpoints above? Type `yes` to proceed: ");
-        std::io::stderr().flush()?;
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        anyhow::ensure!(line.trim() == "yes", "not confirmed; nothing was restored");
+        let destroys: Vec<String> = plan
+            .steps
+            .iter()
+            .filter_map(|s| {
+                s.overwrites
+                    .as_ref()
+                    .filter(|o| o.destroys)
+                    .map(|o| format!("  {}: {}", s.name, o.text))
+            })
+            .collect();
+        let question = if destroys.is_empty() {
+            "Restore into the endpoints above? Type `yes` to proceed: ".to_string()
+        } else {
+            format!(
+                "This restore overwrites:\n{}\nProceed? Type `yes` to proceed: ",
+                destroys.join("\n")
+            )
+        };
+        anyhow::ensure!(
+            ask(&question)? == "yes",
+            "not confirmed; nothing was restored"
+        );
     }
     let progress = progress::for_terminal(ctx.quiet || ctx.json);
     let r = runner::run(&env, &sc, &opts, progress.as_ref()).await?;
@@ -354,6 +396,12 @@ fn render_plan(p: &runner::Plan) -> String {
         }
         if let Some(i) = &s.into {
             out += &format!("    into {i}\n");
+        }
+        if let Some(o) = &s.overwrites {
+            out += &format!("    overwrites: {}\n", o.text);
+        }
+        if let Some(a) = &s.archiving {
+            out += &format!("    archiving after promotion: {a}\n");
         }
     }
     out

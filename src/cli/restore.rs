@@ -54,6 +54,14 @@ pub struct Args {
     /// Recover to the newest point available.
     #[arg(long)]
     latest: bool,
+    /// PostgreSQL: the restored cluster replaces production and keeps archiving into the
+    /// source's WAL archive once promoted (default: it does not archive at all).
+    #[arg(long, conflicts_with = "no_archiving")]
+    keep_archiving: bool,
+    /// PostgreSQL: the restored cluster does not archive (the default for --to-dir; an
+    /// incident restore asks for one of --keep-archiving / --no-archiving).
+    #[arg(long)]
+    no_archiving: bool,
     /// Incident mode: recover every source of this scenario (see `runbooks/`).
     #[arg(long, value_name = "NAME", conflicts_with_all = ["backup", "id", "source"])]
     scenario: Option<String>,
@@ -96,6 +104,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                 yes: args.yes,
                 target_time: args.target_time,
                 start_postgres: args.start_postgres,
+                archiving: match (args.keep_archiving, args.no_archiving) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
             },
         )
         .await;
@@ -114,6 +127,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         target_lsn: args.target_lsn.clone(),
         latest: args.latest,
         from_target: args.target.clone(),
+        keep_archiving: args.keep_archiving,
     };
     // Find the backup: by id (searching the named or every primary target), or newest of a source.
     let (catalog, manifest) = match (&id, &args.source) {
@@ -155,6 +169,22 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         }
         (None, None) => anyhow::bail!("name a backup id or --source"),
     };
+    // A restore that destroys what is at its destination says what, and asks.
+    if let Some(o) = gsdr::job::describe_overwrite(&env, &manifest, &req).await {
+        if o.destroys && !args.yes {
+            use std::io::{BufRead, IsTerminal, Write};
+            anyhow::ensure!(
+                std::io::stdin().is_terminal(),
+                "this restore {}: pass --yes to confirm (stdin is not a terminal)",
+                o.text
+            );
+            eprint!("This restore {}. Type `yes` to proceed: ", o.text);
+            std::io::stderr().flush()?;
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            anyhow::ensure!(line.trim() == "yes", "not confirmed; nothing was restored");
+        }
+    }
     let progress = progress::for_terminal(ctx.quiet || ctx.json);
     let outcome = gsdr::job::restore(&env, &catalog, &manifest, &req, progress.as_ref()).await?;
     if req.to_file.as_deref() == Some(std::path::Path::new("-")) {

@@ -124,9 +124,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         for d in &r.deep {
             let ok = d["ok"].as_bool().unwrap_or(false);
             s += &format!(
-                "{}  deep {}{}\n",
+                "{}  deep {}{}{}\n",
                 if ok { "ok     " } else { "FAILED " },
                 d["id"].as_str().unwrap_or(""),
+                d["summary"]
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                    .map(|t| format!(": {t}"))
+                    .unwrap_or_default(),
                 d["error"]
                     .as_str()
                     .map(|e| format!(": {e}"))

@@ -22,6 +22,11 @@ pub struct PushArgs {
     /// The file to archive (`%p`).
     #[arg(value_name = "PATH")]
     path: PathBuf,
+    /// Accept a new timeline that branches off before the end of the archive:
+    /// this cluster replaces production after a point-in-time restore
+    /// (`gsdr restore --keep-archiving` writes it into archive_command).
+    #[arg(long)]
+    allow_branch: bool,
 }
 
 /// Arguments of `gsdr wal-fetch`.
@@ -75,7 +80,10 @@ pub async fn push(ctx: &Ctx, a: PushArgs) -> anyhow::Result<Outcome> {
     let res = async {
         let env = ctx.env()?;
         let source = pick_source(&env, a.source)?;
-        match wal::wal_push(&env, &source, &a.path).await {
+        let opts = wal::PushOptions {
+            allow_branch: a.allow_branch,
+        };
+        match wal::wal_push(&env, &source, &a.path, opts).await {
             Ok(r) => Ok(Ok(r)),
             Err(e) => Ok(Err(e)),
         }

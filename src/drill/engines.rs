@@ -101,6 +101,9 @@ pub(super) async fn restore_postgres(
         .clone()
         .ok_or_else(|| Error::Invalid(format!("source `{source}` is not a postgres source")))?;
     rep.from_target = Some(pb.target.clone());
+    if ctx.opts.kind == RunKind::Incident && ctx.opts.keep_archiving.is_none() {
+        return Err(Error::Invalid(super::runner::archiving_words(source, None)));
+    }
     let dir = match ctx.opts.kind {
         RunKind::Drill => ctx
             .scratch
@@ -117,6 +120,8 @@ pub(super) async fn restore_postgres(
         latest: ctx.plan.target_time.is_none(),
         replace: true,
         yes: true,
+        // Drills never archive; an incident does what the operator chose.
+        keep_archiving: ctx.opts.kind == RunKind::Incident && ctx.opts.keep_archiving == Some(true),
         ..Default::default()
     };
     let out = crate::source::postgres::restore::restore(

@@ -53,6 +53,11 @@ pub struct RunOptions {
     /// Incident: start restored PostgreSQL data directories (on the source's
     /// port) instead of leaving that to the operator.
     pub start_postgres: bool,
+    /// Incident: whether a restored PostgreSQL keeps archiving into the
+    /// source's WAL archive once promoted (it replaces production), or does
+    /// not archive. `None`: not chosen yet — an incident with a PostgreSQL
+    /// step refuses to run until it is. Drills never archive.
+    pub keep_archiving: Option<bool>,
 }
 
 impl RunOptions {
@@ -68,6 +73,7 @@ impl RunOptions {
             trend_reports: 10,
             store_report: true,
             start_postgres: false,
+            keep_archiving: None,
         }
     }
 }
@@ -106,6 +112,69 @@ pub struct PlannedStep {
     pub backup: Option<PlannedBackup>,
     /// Where a restore step writes.
     pub into: Option<String>,
+    /// Incident: what the step destroys at its endpoint, in words
+    /// ("flushes 50,002 keys in redis://…"); the confirmation asks about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overwrites: Option<crate::source::Overwrite>,
+    /// Incident, PostgreSQL: what the restored cluster does with its WAL once promoted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archiving: Option<String>,
+}
+
+impl Plan {
+    /// True when a PostgreSQL restore step needs the archiving choice
+    /// (`--keep-archiving` / `--no-archiving`) that was not made.
+    pub fn needs_archiving_choice(&self, opts: &RunOptions) -> bool {
+        opts.kind == RunKind::Incident
+            && opts.keep_archiving.is_none()
+            && self.steps.iter().any(|s| s.archiving.is_some())
+    }
+}
+
+/// The plan's words for a PostgreSQL step's archiving choice.
+pub fn archiving_words(source: &str, keep: Option<bool>) -> String {
+    match keep {
+        Some(true) => format!(
+            "KEPT (--keep-archiving): once promoted it continues the WAL archive of `{source}` on a new timeline, as the cluster that replaces production"
+        ),
+        Some(false) => format!(
+            "off (--no-archiving): it never writes into the WAL archive of `{source}`; re-enabling after a real failover is described in its postgresql.auto.conf"
+        ),
+        None => format!(
+            "NOT CHOSEN: pass --keep-archiving if the restored cluster replaces production (it continues the WAL archive of `{source}`), or --no-archiving for a copy that must never write there"
+        ),
+    }
+}
+
+/// What restoring `m` into the incident endpoint of `action` destroys.
+async fn overwrite_of(
+    env: &Env,
+    action: &Action,
+    m: &Manifest,
+    endpoint: &str,
+) -> Option<crate::source::Overwrite> {
+    use crate::source::Overwrite;
+    Some(match action {
+        Action::RestoreRedis { .. } => {
+            crate::source::redis::describe_overwrite(env, m, endpoint).await
+        }
+        Action::RestoreMongo { .. } => {
+            crate::source::mongo::describe_overwrite(env, m, Some(endpoint)).await
+        }
+        Action::RestorePostgresPitr { .. } => {
+            crate::source::postgres::restore::describe_overwrite(Path::new(endpoint))
+        }
+        Action::RestoreCommandSource { .. } => match std::fs::metadata(endpoint) {
+            Ok(md) => Overwrite::destroys(format!(
+                "overwrites {endpoint} ({} bytes), once the restored stream passed every check",
+                crate::source::thousands(md.len())
+            )),
+            Err(_) => {
+                Overwrite::nothing(format!("{endpoint} does not exist: nothing is overwritten"))
+            }
+        },
+        _ => return None,
+    })
 }
 
 /// The backup a restore step will use.
@@ -189,6 +258,8 @@ pub async fn plan(
     for st in &scenario.steps {
         let mut backup = None;
         let mut into = None;
+        let mut overwrites = None;
+        let mut archiving = None;
         if st.action.is_restore() {
             if let Some(source) = st.action.source() {
                 let target = copy_target(env, scenario, source)?;
@@ -207,6 +278,14 @@ pub async fn plan(
                 let reaches = target_time
                     .map_or(reaches, |t| reaches.min(t))
                     .max(m.recovery_point());
+                if let (RunKind::Incident, Some(ep)) = (opts.kind, opts.endpoints.get(source)) {
+                    overwrites = overwrite_of(env, &st.action, &m, ep).await;
+                }
+                if let (RunKind::Incident, Action::RestorePostgresPitr { .. }) =
+                    (opts.kind, &st.action)
+                {
+                    archiving = Some(archiving_words(source, opts.keep_archiving));
+                }
                 backup = Some(PlannedBackup {
                     object_lock,
                     skipped_unlocked,
@@ -239,6 +318,8 @@ pub async fn plan(
             description: st.action.describe(),
             backup,
             into,
+            overwrites,
+            archiving,
         });
     }
     Ok(Plan {

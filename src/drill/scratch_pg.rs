@@ -69,7 +69,8 @@ impl ScratchPg {
 
     /// Starts a directory restored in an incident as the real server: on the
     /// source's port with the restored configuration otherwise untouched
-    /// (archiving included), and waits until it has promoted. It keeps
+    /// (archiving as the restore wrote it: off, or kept with
+    /// `--keep-archiving`), and waits until it has promoted. It keeps
     /// running after gsdr exits (see [`ScratchPg::detach`]).
     pub async fn start_endpoint(cfg: &PostgresConfig, data: &Path) -> Result<ScratchPg> {
         if is_root() {

@@ -11,5 +11,5 @@ mod verify;
 pub use backup::{backup, backup_cancellable, backup_with, BackupOutcome};
 pub use env::Env;
 pub use progress::{NoProgress, Progress};
-pub use restore::{restore, restore_raw_to_file, RestoreOutcome};
+pub use restore::{describe_overwrite, restore, restore_raw_to_file, RestoreOutcome};
 pub use verify::{verify, VerifyReport};

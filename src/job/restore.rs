@@ -65,6 +65,34 @@ pub async fn restore(
     }
 }
 
+/// What restoring `m` as `req` asks would destroy at its destination (a
+/// `--replace` into a server or a data directory); `None` when the restore
+/// cannot destroy anything (no `--replace`, or a file, which is renamed into
+/// place only after every check).
+pub async fn describe_overwrite(
+    env: &Env,
+    m: &Manifest,
+    req: &crate::source::RestoreRequest,
+) -> Option<crate::source::Overwrite> {
+    if !req.replace || req.to_file.is_some() {
+        return None;
+    }
+    match m.engine.as_str() {
+        "redis" => match &req.to_uri {
+            Some(uri) => Some(crate::source::redis::describe_overwrite(env, m, uri).await),
+            None => None,
+        },
+        "mongo" => {
+            Some(crate::source::mongo::describe_overwrite(env, m, req.to_uri.as_deref()).await)
+        }
+        "postgres" => req
+            .to_dir
+            .as_deref()
+            .map(crate::source::postgres::restore::describe_overwrite),
+        _ => None,
+    }
+}
+
 /// Writes the raw stream of `m` to `path` (`-` for stdout). A file is written
 /// under a temporary name and renamed only once every check passed, so a
 /// failed restore never leaves a file that looks complete.

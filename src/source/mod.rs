@@ -146,6 +146,10 @@ pub struct RestoreRequest {
     /// The target the backup is read from when it is not the source's
     /// primary (the off-site copy): PostgreSQL then fetches WAL from it too.
     pub from_target: Option<String>,
+    /// PostgreSQL: the restored cluster keeps archiving into the source's WAL
+    /// archive once promoted (it replaces production). Unset, it does not
+    /// archive at all (`archive_mode = off`).
+    pub keep_archiving: bool,
 }
 
 /// Builds the source named `name` from its policy settings.
@@ -224,4 +228,45 @@ pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), 
             mongo::probe(name, c).await
         }
     }
+}
+
+/// What a restore would destroy at its endpoint, in words, for incident
+/// plans and the confirmation a destructive restore asks for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Overwrite {
+    /// Something there is lost (or it could not be checked, which counts as lost).
+    pub destroys: bool,
+    /// "flushes 50,002 keys in redis://…".
+    pub text: String,
+}
+
+impl Overwrite {
+    /// Nothing is destroyed.
+    pub fn nothing(text: String) -> Overwrite {
+        Overwrite {
+            destroys: false,
+            text,
+        }
+    }
+
+    /// Something is (or may be) destroyed.
+    pub fn destroys(text: String) -> Overwrite {
+        Overwrite {
+            destroys: true,
+            text,
+        }
+    }
+}
+
+/// `n` with thousands separators (`50,002`), for plans people confirm.
+pub fn thousands(n: u64) -> String {
+    let d = n.to_string();
+    let mut out = String::new();
+    for (i, c) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

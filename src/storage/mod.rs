@@ -130,8 +130,10 @@ pub trait Store: Send + Sync + Debug {
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
 
     /// Checks that the target is reachable and usable (`gsdr policy check
-    /// --connect`): S3 asks for the bucket, a folder must be writable. The
-    /// default looks up one key, which checks connectivity and read access.
+    /// --connect`): S3 asks for the bucket and looks up a key that cannot
+    /// exist (403 instead of 404 there means `s3:ListBucket` is missing), a
+    /// folder must be writable. The default looks up one key, which checks
+    /// connectivity and read access.
     async fn probe(&self) -> Result<(), StorageError> {
         self.head("gsdr-probe").await.map(|_| ())
     }

@@ -656,10 +656,37 @@ async fn redis_drill_measures_rpo_from_the_restored_canary() {
     );
     assert!(files_in(&scratch).is_empty());
 
-    // Incident: the same scenario into a real (fresh) Redis endpoint.
+    // Incident: the same scenario into a real Redis endpoint that holds keys:
+    // the plan says what the restore flushes there.
     let fresh = RedisServer::start(Opts::default());
+    {
+        let mut fc = fresh.conn(3).await;
+        let mut p = redis::pipe();
+        for i in 0..1234 {
+            p.cmd("SET").arg(format!("stale{i}")).arg(i).ignore();
+        }
+        p.query_async::<()>(&mut fc).await.unwrap();
+    }
     let into = format!("cache={}", fresh.url(0));
     let state = f.dir.path().join("redis.state.json");
+    let plan = f.gsdr(&[
+        "restore",
+        "--scenario",
+        "redis-loss",
+        "--runbooks",
+        rb.to_str().unwrap(),
+        "--into",
+        &into,
+        "--plan",
+    ]);
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "overwrites: flushes 1,234 keys in redis://127.0.0.1:{} (db3 1,234)",
+            fresh.port
+        )),
+        "{text}"
+    );
     let (code, j, err) = run(
         &f,
         &[

@@ -319,9 +319,11 @@ fn pg_timeline_switch_restore_follows_the_new_timeline() {
     a.switch_and_wait_archived(WAIT);
     a.stop();
 
-    // B: restored from A, promoted onto timeline 2, keeps archiving into the same source.
+    // B: restored from A to replace it (--keep-archiving), promoted onto
+    // timeline 2, keeps archiving into the same source.
     let db = scratch(&fx, "b");
-    restore(&fx, &db, &["--latest"]);
+    let r = restore(&fx, &db, &["--latest", "--keep-archiving"]);
+    assert_eq!(r["details"]["archiving"], "kept", "{r}");
     let b = start_restored(&db);
     assert_eq!(
         b.psql("SELECT timeline_id FROM pg_control_checkpoint()"),
@@ -419,6 +421,7 @@ fn pg_incident_restores_the_endpoint_checks_it_and_resumes() {
             "--state",
             &state,
             "--yes",
+            "--keep-archiving",
         ];
         args.extend_from_slice(extra);
         let out = fx.gsdr(&args);
@@ -441,8 +444,38 @@ fn pg_incident_restores_the_endpoint_checks_it_and_resumes() {
         assert!(detail.contains("= 600"), "every committed row: {j}");
     };
 
-    // Prepared only: the checks cannot connect and say what to do.
+    // The plan says what the restore overwrites and what the restored
+    // cluster will do with its WAL; without that choice it does not run.
     let d = scratch(&fx, "new-node");
+    let into = format!("pg={}", d.display());
+    let base = [
+        "restore",
+        "--scenario",
+        "pg-loss",
+        "--runbooks",
+        &rb,
+        "--into",
+        &into,
+    ];
+    let plan = fx.gsdr(&[&base[..], &["--plan"]].concat());
+    let text = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(
+        text.contains("does not exist: nothing is overwritten")
+            && text.contains("archiving after promotion: NOT CHOSEN"),
+        "{text}"
+    );
+    let plan = fx.gsdr(&[&base[..], &["--plan", "--keep-archiving"]].concat());
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("archiving after promotion: KEPT"));
+    let out = fx.gsdr(&[&base[..], &["--yes"]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--keep-archiving"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!d.exists(), "nothing restored without the choice");
+
+    // Prepared only: the checks cannot connect and say what to do.
     let (code, j) = incident(&d, &[]);
     assert_eq!(code, Some(1), "{j}");
     assert_eq!(step(&j, "restore-pg")["status"], "ok", "{j}");
@@ -783,4 +816,558 @@ fn daemon_exports_when_the_newest_wal_was_archived() {
         std::thread::sleep(Duration::from_millis(200));
     }
     crate::daemon::stop_daemon(child);
+}
+
+/// Every object of the archive with its bytes (`<timeline>/<file>` → content).
+fn wal_snapshot(fx: &Fixture) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let wal = fx.dir.path().join("store/pg/wal");
+    wal_objects(fx)
+        .into_iter()
+        .map(|o| {
+            let b = std::fs::read(wal.join(&o)).unwrap();
+            (o, b)
+        })
+        .collect()
+}
+
+/// Issue 19: an operator restores a backup by hand to look at the data and
+/// starts the copy; it promotes and switches WAL. It must not archive into
+/// production's prefix (it shares production's system identifier, and its
+/// timeline 2 would later refuse production's own failover onto timeline 2).
+/// Production's WAL prefix is unchanged, and production's next timeline —
+/// a standby promoted after the copy — archives.
+#[test]
+fn pg_hand_restored_copy_never_archives_into_production_and_production_fails_over() {
+    let (fx, mut a) = setup();
+    a.start();
+    a.pgbench(&["-i", "-s", "1", "-q"]);
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.psql("INSERT INTO t SELECT g, 'prod' FROM generate_series(1, 100) g");
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    a.switch_and_wait_archived(WAIT);
+    let mut standby = PgCluster::standby_of(&a);
+
+    let before = wal_snapshot(&fx);
+    let d = scratch(&fx, "look-at-the-data");
+    let r = restore(&fx, &d, &["--latest"]);
+    assert_eq!(r["details"]["archiving"], "off", "{r}");
+    let conf = std::fs::read_to_string(d.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.contains("archive_mode = 'off'"), "{conf}");
+    assert!(
+        conf.contains("--allow-branch") && conf.contains("real failover"),
+        "the config says how to re-enable archiving: {conf}"
+    );
+    let mut copy = start_restored(&d);
+    assert_eq!(copy.psql("SHOW archive_mode"), "off");
+    assert_eq!(
+        copy.psql("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "2"
+    );
+    copy.psql("INSERT INTO t SELECT g, 'copy' FROM generate_series(101, 200) g");
+    copy.psql("SELECT pg_switch_wal()");
+    copy.psql("CHECKPOINT");
+    // A fast shutdown gives an archiver its last chance to archive.
+    copy.stop();
+    let after = wal_snapshot(&fx);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "the copy added or removed archive objects"
+    );
+    assert!(before == after, "the copy changed an archive object");
+
+    // Production fails over: its standby promotes onto timeline 2 and archives.
+    standby.start();
+    a.psql("INSERT INTO t SELECT g, 'prod' FROM generate_series(201, 300) g");
+    let lsn = a.psql("SELECT pg_current_wal_lsn()");
+    let start = std::time::Instant::now();
+    while standby.psql(&format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'")) != "t" {
+        assert!(start.elapsed() < WAIT, "the standby never caught up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.stop();
+    standby.promote();
+    assert_eq!(
+        standby.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"),
+        "00000002"
+    );
+    standby.psql("INSERT INTO t SELECT g, 'tl2' FROM generate_series(301, 400) g");
+    let want = contents(&standby);
+    standby.switch_and_wait_archived(WAIT);
+    let (_, failed) = standby.archiver_counts();
+    assert_eq!(
+        failed, 0,
+        "production's new timeline archives without a failure"
+    );
+    let hist = fx
+        .dir
+        .path()
+        .join("store/pg/wal/00000002/00000002.history.json");
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&hist).unwrap()).unwrap();
+    let local = std::fs::read(standby.data.join("pg_wal/00000002.history")).unwrap();
+    assert_eq!(
+        sidecar["raw_sha256"].as_str().unwrap(),
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&local)),
+        "the archived history of timeline 2 is production's"
+    );
+    standby.stop();
+    // A restore to latest follows production's timeline 2.
+    let d2 = scratch(&fx, "after-failover");
+    restore(&fx, &d2, &["--latest"]);
+    let c = start_restored(&d2);
+    assert_eq!(contents(&c), want);
+    assert_eq!(c.psql("SELECT count(*) FROM t WHERE v = 'copy'"), "0");
+}
+
+/// An S3 target on `endpoint` for [`setup_with`] (credentials in `{dir}/s3-key`).
+fn s3_target(endpoint: &str, bucket: &str) -> String {
+    format!(
+        "[targets.local]\nkind = \"s3\"\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nprefix = \"gs\"\n\
+         access_key_id = {{ file = \"{{dir}}/s3-key\" }}\nsecret_access_key = {{ file = \"{{dir}}/s3-key\" }}\nmax_attempts = 1\n"
+    )
+}
+
+/// Runs gsdr with another policy file.
+fn gsdr_with(policy: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(gsdr_bin())
+        .arg("--policy")
+        .arg(policy)
+        .args(args)
+        .env("GSDR_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// Issue 19: without `s3:ListBucket`, S3 answers 403 for a key that does not
+/// exist. `wal-fetch` must say so — naming the permission — and exit above
+/// 125, so that recovery stops once instead of ending early or probing
+/// forever; `wal-push` fails with the same explanation; `policy check
+/// --connect` finds the missing permission. A relay in front of moto answers
+/// like S3 for such a user.
+#[test]
+fn pg_without_list_bucket_wal_commands_name_the_permission_and_recovery_stops() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let moto = rt.block_on(crate::support::moto::Moto::start_own(&[]));
+    let denied = rt.block_on(crate::support::moto::DenyMissingProxy::start(
+        moto.port(),
+        true,
+    ));
+    let missing_only = rt.block_on(crate::support::moto::DenyMissingProxy::start(
+        moto.port(),
+        false,
+    ));
+    let (fx, mut a) = setup_with(&s3_target(&moto.endpoint, &moto.bucket), "");
+    std::fs::write(fx.dir.path().join("s3-key"), "gsdr-test-key\n").unwrap();
+    give_to_pg_user(fx.dir.path());
+    a.start();
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.psql("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g");
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    let archived = a.switch_and_wait_archived(WAIT);
+    // The same policy with the restricted user's view of the bucket.
+    let policy_text = std::fs::read_to_string(&fx.policy).unwrap();
+    let policy_for = |name: &str, endpoint: &str| {
+        let p = fx.dir.path().join(name);
+        std::fs::write(&p, policy_text.replace(&moto.endpoint, endpoint)).unwrap();
+        p
+    };
+    let no_list = policy_for("no-list.toml", &denied.endpoint());
+    let no_list_head_ok = policy_for("no-list-missing-only.toml", &missing_only.endpoint());
+    give_to_pg_user(fx.dir.path());
+
+    // policy check --connect: fine with the full user, the permission named without it.
+    let out = fx.gsdr(&["policy", "check", "--connect"]);
+    ok(&out, "policy check --connect");
+    for p in [&no_list, &no_list_head_ok] {
+        let out = gsdr_with(p, &["policy", "check", "--connect"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains("s3:ListBucket"), "{}: {text}", p.display());
+    }
+
+    // wal-fetch of a file that is not archived: the permission, exit > 125.
+    let dest = fx.dir.path().join("RECOVERYXLOG");
+    let out = gsdr_with(
+        &no_list,
+        &[
+            "wal-fetch",
+            "--source",
+            "pg",
+            "00000009.history",
+            dest.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.code().unwrap() > 125, "{:?}: {err}", out.status);
+    assert!(
+        err.contains("s3:ListBucket") && err.contains("stops recovery"),
+        "{err}"
+    );
+    // An archived one is still fetched.
+    let out = gsdr_with(
+        &no_list,
+        &[
+            "wal-fetch",
+            "--source",
+            "pg",
+            &archived,
+            dest.to_str().unwrap(),
+        ],
+    );
+    ok(&out, "wal-fetch of an archived segment");
+    // wal-push of a segment not archived yet: exit 1 with the permission.
+    a.psql("INSERT INTO t VALUES (101, 'new segment')");
+    let current = a.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())");
+    assert!(current.as_str() > archived.as_str());
+    let copy = fx.dir.path().join(&current);
+    std::fs::copy(a.data.join("pg_wal").join(&current), &copy).unwrap();
+    let out = gsdr_with(
+        &no_list,
+        &["wal-push", "--source", "pg", copy.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("s3:ListBucket"), "{err}");
+
+    // Recovery with that user: the restored server asks for a history file
+    // that does not exist, wal-fetch exits 255 once, and the server stops —
+    // it neither promotes short of the archive's end nor retries forever.
+    let d = scratch(&fx, "restored");
+    restore(&fx, &d, &["--latest"]);
+    let auto = d.join("postgresql.auto.conf");
+    let conf = std::fs::read_to_string(&auto).unwrap();
+    let p = fx.policy.canonicalize().unwrap().display().to_string();
+    assert!(conf.contains(&p), "{conf}");
+    std::fs::write(&auto, conf.replace(&p, &no_list.display().to_string())).unwrap();
+    let c = PgCluster::existing(&d);
+    let mut start =
+        crate::support::postgres::as_pg_user(&crate::support::postgres::pg_program("pg_ctl"));
+    start
+        .arg("-D")
+        .arg(&d)
+        .arg("-l")
+        .arg(&c.log)
+        .args(["-w", "-t", "120", "-o"])
+        .arg(format!(
+            "-p {} -k {}",
+            c.port,
+            d.parent().unwrap().display()
+        ))
+        .arg("start");
+    let out = start.output().unwrap();
+    let log = std::fs::read_to_string(&c.log).unwrap();
+    assert!(!out.status.success(), "the server started: {log}");
+    assert!(
+        !d.join("postmaster.pid").exists(),
+        "the server still runs: {log}"
+    );
+    assert!(
+        log.contains("s3:ListBucket") && log.contains("exit code 255"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("access denied. S3 answers 403").count(),
+        1,
+        "restore_command ran once, not in a loop: {log}"
+    );
+    assert!(!log.contains("database system is ready"), "{log}");
+}
+
+/// Issue 19: a zero-byte or short WAL object is never "already stored": a
+/// second push of the file (PostgreSQL retrying, or an operator) replaces it
+/// with the content the sidecar claims, and `wal-verify` reports an empty one.
+#[test]
+fn pg_zero_byte_or_short_wal_object_is_replaced_not_taken_as_stored() {
+    let (fx, mut a) = setup();
+    a.start();
+    a.psql("CREATE TABLE t (id int, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    let seg = a.switch_and_wait_archived(WAIT);
+    let copy = fx.dir.path().join(&seg);
+    let out = fx.gsdr(&["wal-fetch", "--source", "pg", &seg, copy.to_str().unwrap()]);
+    ok(&out, "wal-fetch");
+    let original = std::fs::read(&copy).unwrap();
+    let obj = fx
+        .dir
+        .path()
+        .join(format!("store/pg/wal/00000001/{seg}.zst.age"));
+    let sidecar = fx
+        .dir
+        .path()
+        .join(format!("store/pg/wal/00000001/{seg}.json"));
+    let stored = std::fs::read(&obj).unwrap();
+    let sc: serde_json::Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    assert_eq!(
+        sc["stored_bytes"].as_u64(),
+        Some(stored.len() as u64),
+        "the sidecar records the stored size: {sc}"
+    );
+    let fetch_back = |what: &str| {
+        let dest = fx.dir.path().join("fetched");
+        let _ = std::fs::remove_file(&dest);
+        let out = fx.gsdr(&["wal-fetch", "--source", "pg", &seg, dest.to_str().unwrap()]);
+        ok(&out, what);
+        assert!(
+            std::fs::read(&dest).unwrap() == original,
+            "{what}: the segment comes back"
+        );
+    };
+
+    // Zero bytes: wal-verify reports it, a push replaces it.
+    std::fs::write(&obj, b"").unwrap();
+    let v = fx.gsdr(&["--json", "wal-verify", "--source", "pg"]);
+    assert_eq!(
+        v.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+    assert!(String::from_utf8_lossy(&v.stdout).contains(&seg));
+    let out = fx.gsdr(&["wal-push", "--source", "pg", copy.to_str().unwrap()]);
+    ok(&out, "wal-push over a zero-byte object");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wal_object_damaged"));
+    assert!(std::fs::metadata(&obj).unwrap().len() > 0);
+    fetch_back("after replacing a zero-byte object");
+
+    // Short (half the bytes), with the stored size recorded: replaced.
+    let now = std::fs::read(&obj).unwrap();
+    std::fs::write(&obj, &now[..now.len() / 2]).unwrap();
+    ok(
+        &fx.gsdr(&["wal-push", "--source", "pg", copy.to_str().unwrap()]),
+        "wal-push over a short object",
+    );
+    fetch_back("after replacing a short object");
+
+    // Short, under a sidecar of an older version (no stored size): too short
+    // for an age file (without the key, only its framing can be checked).
+    let mut old: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    old.as_object_mut().unwrap().remove("stored_bytes");
+    std::fs::write(&sidecar, serde_json::to_vec(&old).unwrap()).unwrap();
+    let now = std::fs::read(&obj).unwrap();
+    std::fs::write(&obj, &now[..100]).unwrap();
+    ok(
+        &fx.gsdr(&["wal-push", "--source", "pg", copy.to_str().unwrap()]),
+        "wal-push over a short legacy object",
+    );
+    fetch_back("after replacing a short legacy object");
+    // A whole object under such a sidecar is kept, and its size recorded.
+    let kept = std::fs::read(&obj).unwrap();
+    old.as_object_mut().unwrap().remove("stored_bytes");
+    std::fs::write(&sidecar, serde_json::to_vec(&old).unwrap()).unwrap();
+    let out = fx.gsdr(&["wal-push", "--source", "pg", copy.to_str().unwrap()]);
+    ok(&out, "wal-push over a whole legacy object");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("wal_object_damaged"));
+    assert!(
+        std::fs::read(&obj).unwrap() == kept,
+        "a whole object is not rewritten"
+    );
+    let sc: serde_json::Value = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    assert_eq!(sc["stored_bytes"].as_u64(), Some(kept.len() as u64));
+    assert_eq!(fx.gsdr_json(&["wal-verify", "--source", "pg"])["ok"], true);
+}
+
+/// Issue 11: `restore --to-dir --replace` over a live target. A running
+/// postmaster is refused; a wrong identity fails before anything is
+/// touched (the rows are all there afterwards); with the right identity the
+/// old contents are moved aside and deleted only once the restore succeeded.
+#[test]
+fn pg_replace_over_a_live_target_refuses_a_running_server_and_a_wrong_key_changes_nothing() {
+    let (fx, mut a) = setup();
+    a.start();
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.psql("INSERT INTO t SELECT g, 'backup' FROM generate_series(1, 300) g");
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    a.pgbench(&["-i", "-s", "1", "-q"]);
+    let want = contents(&a);
+    a.switch_and_wait_archived(WAIT);
+
+    // The live target: another cluster with its own rows.
+    let mut b = PgCluster::init("");
+    b.start();
+    b.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    b.psql("INSERT INTO t SELECT g, 'live' FROM generate_series(1, 777) g");
+    b.pgbench(&["-i", "-s", "1", "-q"]);
+    let live = contents(&b);
+    let entries = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let dir = b.data.display().to_string();
+
+    // Running: refused.
+    let out = fx.gsdr(&[
+        "restore",
+        "--source",
+        "pg",
+        "--to-dir",
+        &dir,
+        "--replace",
+        "--latest",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("is running on"), "{err}");
+    assert_eq!(contents(&b), live);
+    b.stop();
+    let before = entries(&b.data);
+
+    // A wrong identity: nothing touched.
+    let wrong = fx.dir.path().join("wrong.key");
+    ok(
+        &fx.gsdr(&["keygen", "-o", wrong.to_str().unwrap()]),
+        "keygen",
+    );
+    let out = fx.gsdr(&[
+        "--identity",
+        wrong.to_str().unwrap(),
+        "restore",
+        "--source",
+        "pg",
+        "--to-dir",
+        &dir,
+        "--replace",
+        "--latest",
+        "--yes",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("decrypt") || err.contains("key"), "{err}");
+    assert_eq!(entries(&b.data), before, "the directory is as it was");
+    b.start();
+    assert_eq!(contents(&b), live, "every row of the target is still there");
+    b.stop();
+
+    // Without --yes (and no terminal) the restore says what it would replace, and stops.
+    let out = fx.gsdr(&[
+        "restore",
+        "--source",
+        "pg",
+        "--to-dir",
+        &dir,
+        "--replace",
+        "--latest",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains(&format!("replaces the {} entries of {dir}", before.len())),
+        "{err}"
+    );
+    assert_eq!(entries(&b.data), before);
+
+    // The right identity: replaced; nothing of the old contents is left.
+    let r = restore(&fx, &b.data, &["--replace", "--latest", "--yes"]);
+    assert!(
+        r["details"]["replaced_entries"].as_u64().unwrap() > 5,
+        "{r}"
+    );
+    assert!(r["details"]["old_contents_left_at"].is_null(), "{r}");
+    assert!(
+        !entries(&b.data).iter().any(|e| e.starts_with(".gsdr-")),
+        "{:?}",
+        entries(&b.data)
+    );
+    let c = start_restored(&b.data);
+    assert_eq!(contents(&c), want);
+}
+
+/// Issue 19: a copy restored to an earlier point whose configuration still
+/// archives into production's prefix (restored by another tool, or archiving
+/// switched back on by hand): `wal-push` refuses its new timeline — it
+/// branches off timeline 1 before WAL production archived later — with an
+/// error naming the restored copy, and nothing of it reaches the archive.
+/// With `--allow-branch` (a cluster that replaces production) the same
+/// history is accepted.
+#[test]
+fn pg_wal_push_refuses_the_timeline_of_a_copy_restored_to_an_earlier_point() {
+    let (fx, mut a) = setup();
+    a.start();
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.psql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 100) g");
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    a.switch_and_wait_archived(WAIT);
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = chrono::Utc::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    for i in 0..3 {
+        a.psql(&format!("INSERT INTO t VALUES ({}, 'later')", 1000 + i));
+        a.switch_and_wait_archived(WAIT);
+    }
+
+    let d = scratch(&fx, "copy-of-t");
+    let tt = t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    restore(&fx, &d, &["--target-time", &tt]);
+    // As if gsdr had not turned archiving off: production's archive_command
+    // from postgresql.conf applies.
+    let auto = d.join("postgresql.auto.conf");
+    let conf = std::fs::read_to_string(&auto).unwrap();
+    std::fs::write(&auto, conf.replace("\narchive_mode = 'off'\n", "\n")).unwrap();
+    let copy = start_restored(&d);
+    assert_eq!(copy.psql("SHOW archive_mode"), "on");
+    let start = std::time::Instant::now();
+    while copy.archiver_counts().1 == 0 {
+        assert!(start.elapsed() < WAIT, "the copy never tried to archive");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(&copy.log).unwrap();
+    assert!(
+        log.contains("REFUSED: new timeline 00000002")
+            && log.contains("does not descend")
+            && log.contains("restored from this archive"),
+        "{log}"
+    );
+    assert!(
+        !wal_objects(&fx).iter().any(|o| o.starts_with("00000002/")),
+        "{:?}",
+        wal_objects(&fx)
+    );
+    let history = d.join("pg_wal/00000002.history");
+    drop(copy);
+    // Production keeps archiving.
+    a.psql("INSERT INTO t VALUES (2000, 'prod')");
+    a.switch_and_wait_archived(WAIT);
+
+    // The same history pushed with --allow-branch is accepted.
+    let out = fx.gsdr(&[
+        "wal-push",
+        "--source",
+        "pg",
+        "--allow-branch",
+        history.to_str().unwrap(),
+    ]);
+    ok(&out, "wal-push --allow-branch");
+    assert!(wal_objects(&fx).contains("00000002/00000002.history.zst.age"));
+    // A different history for the same timeline: refused, naming the copy.
+    let other = fx.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    let fake = other.join("00000002.history");
+    std::fs::write(&fake, "1\t0/9000000\tno recovery target specified\n").unwrap();
+    let out = fx.gsdr(&["wal-push", "--source", "pg", fake.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already started timeline 00000002") && err.contains("restored"),
+        "{err}"
+    );
+    // A history of timeline 3 that does not begin with the archived one of 2: refused even with --allow-branch.
+    let fake3 = other.join("00000003.history");
+    std::fs::write(&fake3, "1\t0/1000000\tx\n2\t0/9000000\ty\n").unwrap();
+    let out = fx.gsdr(&[
+        "wal-push",
+        "--source",
+        "pg",
+        "--allow-branch",
+        fake3.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not begin with the archived history of its parent timeline 00000002"),
+        "{err}"
+    );
 }

@@ -688,3 +688,152 @@ async fn redis_tls_sentinel_snapshot_canary_and_restore_into_tls_target() {
     assert!(err.contains("tls_key_file"), "{err}");
     assert!(!err.contains("not a key at all"), "{err}");
 }
+
+/// Issue 19: keys whose TTL runs out seconds after the backup. The scratch
+/// server loading the snapshot as a master drops them, so a deep verify must
+/// count them from the RDB itself and say how many it excluded — not fail a
+/// healthy backup against counts taken before the fork.
+#[test]
+fn redis_deep_verify_passes_after_keys_expired_and_prints_the_excluded_count() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let src = RedisServer::start(Opts::default());
+    rt.block_on(async {
+        for (db, live, ttl) in [(0u32, 200, 30), (1, 50, 10)] {
+            let mut c = src.conn(db).await;
+            let mut p = redis::pipe();
+            for i in 0..live {
+                p.cmd("SET").arg(format!("k{i}")).arg(i).ignore();
+            }
+            for i in 0..ttl {
+                // Expire a few seconds after the backup, well before the verify.
+                p.cmd("SET")
+                    .arg(format!("soon{i}"))
+                    .arg(i)
+                    .arg("PX")
+                    .arg(2500)
+                    .ignore();
+            }
+            p.query_async::<()>(&mut c).await.unwrap();
+        }
+    });
+    let fx = crate::cli::Fixture::new(&format!(
+        "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n[defaults]\ntarget = \"local\"\n\
+         [sources.cache]\nkind = \"redis\"\n[sources.cache.redis]\naddr = \"{}\"\n",
+        src.addr()
+    ));
+    let b = fx.gsdr_json(&["backup", "--source", "cache"]);
+    let id = b["backups"][0]["manifest"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Wait until the source itself has expired every TTL key (not a fixed sleep).
+    rt.block_on(async {
+        let start = std::time::Instant::now();
+        for db in [0u32, 1] {
+            let mut c = src.conn(db).await;
+            loop {
+                let left: u64 = redis::cmd("EXISTS")
+                    .arg((0..30).map(|i| format!("soon{i}")).collect::<Vec<_>>())
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                if left == 0 {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "keys never expired"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let out = fx.gsdr(&["verify", &id, "--deep"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "deep verify failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("40 expired keys excluded"), "{text}");
+    let j = fx.gsdr_json(&["verify", &id, "--deep"]);
+    let d = &j["deep"][0];
+    assert_eq!(d["ok"], true, "{j}");
+    assert_eq!(d["rdb_keys_per_db"]["0"], 230, "{j}");
+    assert_eq!(d["rdb_keys_per_db"]["1"], 60, "{j}");
+    assert_eq!(d["loaded_keys_per_db"]["0"], 200, "{j}");
+    assert_eq!(d["loaded_keys_per_db"]["1"], 50, "{j}");
+    assert_eq!(d["expired_excluded"], 40, "{j}");
+}
+
+/// Issue 11: a restore over a live Redis with `--flush` but the wrong age
+/// identity fails before the target is touched — every key is still there.
+#[test]
+fn redis_restore_over_a_live_target_with_a_wrong_identity_leaves_it_as_it_was() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let src = RedisServer::start(Opts::default());
+    let target = RedisServer::start(Opts::default());
+    rt.block_on(async {
+        populate(&src).await;
+        let mut c = target.conn(0).await;
+        let mut p = redis::pipe();
+        for i in 0..500 {
+            p.cmd("SET").arg(format!("live{i}")).arg(i).ignore();
+        }
+        p.cmd("SET")
+            .arg("ttl")
+            .arg("x")
+            .arg("EX")
+            .arg(3600)
+            .ignore();
+        p.query_async::<()>(&mut c).await.unwrap();
+    });
+    let before = rt.block_on(dump_all(&target));
+    assert_eq!(before.len(), 501);
+    let fx = crate::cli::Fixture::new(&format!(
+        "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n[defaults]\ntarget = \"local\"\n\
+         [sources.cache]\nkind = \"redis\"\n[sources.cache.redis]\naddr = \"{}\"\n",
+        src.addr()
+    ));
+    fx.gsdr_json(&["backup", "--source", "cache"]);
+    let wrong = fx.dir.path().join("wrong.key");
+    let out = fx.gsdr(&["keygen", "-o", wrong.to_str().unwrap()]);
+    assert!(out.status.success());
+    let url = target.url(0);
+    let out = fx.gsdr(&[
+        "--identity",
+        wrong.to_str().unwrap(),
+        "restore",
+        "--source",
+        "cache",
+        "--to",
+        &url,
+        "--flush",
+        "--yes",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = rt.block_on(dump_all(&target));
+    assert_eq!(after.len(), before.len(), "no key was flushed");
+    for (k, (d, t)) in &before {
+        let (d2, t2) = &after[k];
+        assert!(d == d2 && (t - t2).abs() <= 1000, "key {:?} changed", k);
+    }
+    // With the right identity the same command replaces the target.
+    let out = fx.gsdr(&[
+        "restore", "--source", "cache", "--to", &url, "--flush", "--yes",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_data(
+        &rt.block_on(dump_all(&src)),
+        &rt.block_on(dump_all(&target)),
+    );
+}

@@ -23,8 +23,8 @@ pub use config::{MongoConfig, MongoTls, ReadPreferenceMode};
 pub use digest::ContentDigest;
 pub use dump::{DumpDetails, MongoSource, NsSummary};
 pub use restore::{
-    list_indexes, restore, restore_archive, verify_deep, DeepVerifyReport, NsCheck, RestoreOptions,
-    RestoreSummary,
+    describe_overwrite, list_indexes, restore, restore_archive, verify_deep, DeepVerifyReport,
+    NsCheck, RestoreOptions, RestoreSummary,
 };
 
 use std::time::Duration;

@@ -7,7 +7,9 @@
 //! built after the data, views created last, then the captured oplog is
 //! replayed (one `applyOps` per entry, `ui` stripped) up to the recorded point.
 //! Memory: `2 × concurrency × insert_batch_bytes` plus the pipeline's bound.
-//! A target collection that holds documents is refused unless `drop` is set.
+//! A target collection that holds documents is refused unless `drop` is set;
+//! with `drop` the whole backup is read and checked first (nothing is
+//! dropped before it proved readable end to end).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::job::{Env, Progress, RestoreOutcome};
 use crate::pipeline::{Ends, PipelineError, StreamError};
 use crate::policy::SecretRef;
-use crate::source::{RestoreRequest, SourceError};
+use crate::source::{Overwrite, RestoreRequest, SourceError};
 use crate::storage::BoxRead;
 
 /// How to restore an archive.
@@ -541,6 +543,12 @@ pub async fn restore(
     });
     let start = Instant::now();
     let client = connect(&m.source, uri.expose(), &cfg).await?;
+    if opts.drop {
+        // `--drop` destroys target collections as the stream reaches them:
+        // first prove the whole backup readable, so a wrong key or a damaged
+        // object never costs the target a collection.
+        prove_readable(env, catalog, m).await?;
+    }
     let (summary, raw_bytes) = run_restore(env, catalog, m, &client, &opts, progress).await?;
     let destination = mongodb::options::ClientOptions::parse(uri.expose())
         .await
@@ -555,6 +563,106 @@ pub async fn restore(
         duration_secs: start.elapsed().as_secs_f64(),
         details: serde_json::to_value(&summary).expect("summary serialises"),
     })
+}
+
+/// Reads the whole backup through every check — size and SHA-256 against
+/// the manifest, age, zstd, the archive's framing to its end — writing
+/// nothing anywhere.
+async fn prove_readable(env: &Env, catalog: &Catalog, m: &Manifest) -> Result<()> {
+    let decoded = env.open_backup(catalog, m).await?;
+    let input = format!(
+        "the download of `{}` from {}",
+        m.data_key,
+        catalog.store().describe()
+    );
+    let ended = decoded
+        .finish(
+            Ends {
+                input: &input,
+                output: "the check of the archive before --drop",
+            },
+            None,
+            |reader| async move {
+                tokio::task::spawn_blocking(move || -> std::result::Result<(), ArchiveError> {
+                    let mut rd = ArchiveReader::open(SyncIoBridge::new(reader))?;
+                    while rd.next_event()?.is_some() {}
+                    Ok(())
+                })
+                .await
+                .map_err(|e| ArchiveError::Io {
+                    offset: 0,
+                    source: std::io::Error::other(e.to_string()),
+                })
+                .and_then(|r| r)
+            },
+        )
+        .await;
+    match ended {
+        Err(StreamError::Pipeline(e)) => Err(e.into()),
+        Err(StreamError::Sink(e)) => Err(SourceError::Format {
+            source_name: m.source.clone(),
+            message: e.to_string(),
+        }
+        .into()),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// What a `--drop` restore of `m` into `uri` (or the source's own URI)
+/// overwrites, for incident plans and their confirmation: the backup's
+/// collections that already hold documents there.
+pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: Option<&str>) -> Overwrite {
+    let details: DumpDetails = match serde_json::from_value(m.consistency.details.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            return Overwrite::destroys(format!("cannot read the backup's collections ({e})"))
+        }
+    };
+    let (cfg, uri) = match restore_target(env, m, uri) {
+        Ok(x) => x,
+        Err(e) => return Overwrite::destroys(format!("cannot use the endpoint: {e}")),
+    };
+    let at = mongodb::options::ClientOptions::parse(uri.expose())
+        .await
+        .map(|o| format!("mongodb://{}", super::hosts_of(&o)))
+        .unwrap_or_else(|_| "the target".into());
+    let counted = async {
+        let client = connect(&m.source, uri.expose(), &cfg).await?;
+        let mut hit = Vec::new();
+        for ns in details.collections.keys() {
+            let n = split_ns(ns);
+            if n.db == "admin" || n.collection.starts_with("system.") {
+                continue;
+            }
+            let c = client
+                .database(&n.db)
+                .collection::<RawDocumentBuf>(&n.collection)
+                .estimated_document_count()
+                .await
+                .map_err(|e| rerr(&m.source, format!("counting `{ns}`"), Some(e)))?;
+            if c > 0 {
+                hit.push((ns.clone(), c));
+            }
+        }
+        Ok::<_, SourceError>(hit)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(20), counted).await {
+        Ok(Ok(hit)) if hit.is_empty() => Overwrite::nothing(format!(
+            "none of the backup's {} collections holds documents in {at}: nothing is dropped",
+            details.collections.len()
+        )),
+        Ok(Ok(hit)) => Overwrite::destroys(format!(
+            "drops {} collections holding {} documents in {at} ({}), once the whole backup has been read and checked",
+            hit.len(),
+            crate::source::thousands(hit.iter().map(|(_, n)| n).sum()),
+            hit.iter()
+                .map(|(ns, n)| format!("{ns} {}", crate::source::thousands(*n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Ok(Err(e)) => Overwrite::destroys(format!("cannot count the documents in {at} ({e}): a restore drops the backup's collections there")),
+        Err(_) => Overwrite::destroys(format!("{at} did not answer within 20 s: a restore drops the backup's collections there")),
+    }
 }
 
 async fn run_restore(

@@ -43,10 +43,10 @@ pub struct PostgresConfig {
     /// WAL segment size of the cluster (`initdb --wal-segsize`), in bytes.
     #[serde(default = "default_segment_bytes")]
     pub wal_segment_bytes: u64,
-    /// Write `archive_mode = off` into a restored cluster (drills: keeps a
-    /// scratch copy from archiving into the production prefix).
+    /// No longer used: a restored cluster never archives unless the restore
+    /// is given `--keep-archiving` (accepted so that older policies parse).
     #[serde(default)]
-    pub restore_disable_archiving: bool,
+    pub restore_disable_archiving: Option<bool>,
     /// Longest a base backup waits, once its files are streamed, for
     /// PostgreSQL to archive the WAL it needs; then it is aborted (never
     /// committed) with the archiver's state. PostgreSQL alone waits forever.

@@ -58,6 +58,12 @@ pub struct WalSidecar {
     pub pushed_at: chrono::DateTime<chrono::Utc>,
     /// gsdr version that pushed it.
     pub gsdr_version: String,
+    /// Size of the stored (compressed, encrypted) object, recorded once it
+    /// was uploaded and read back: an object of any other size is damaged,
+    /// never "already stored". Absent in sidecars of older versions and
+    /// while the first upload is in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
 }
 
 /// `<source>/wal/cluster.json`: which cluster owns the prefix.
@@ -79,6 +85,8 @@ pub enum WalPushOutcome {
     Uploaded,
     /// Already stored with the same content (an earlier call or look-ahead upload).
     AlreadyStored,
+    /// A damaged object (zero-byte, short) was under the name: deleted and uploaded again.
+    Replaced,
 }
 
 /// Result of one `wal-push` call.
@@ -160,6 +168,44 @@ pub enum WalError {
         /// LSN where the segment starts.
         starts_at: String,
     },
+    /// Another cluster already started this timeline in the archive.
+    #[error("REFUSED: `{name}` is already archived in {store} with different content (stored sha256 {stored_sha256}, local {local_sha256}): another server with this cluster's system identifier already started timeline {timeline} in this archive — most likely a copy restored from it and started with archiving on. Its timeline is not this cluster's; see \"Restored copies\" in docs/postgres.md to move it aside, then archiving resumes")]
+    TimelineTaken {
+        /// The `.history` file.
+        name: String,
+        /// Timeline (8 hex digits).
+        timeline: String,
+        /// Store description.
+        store: String,
+        /// Hash recorded in the archive.
+        stored_sha256: String,
+        /// Hash of the local file.
+        local_sha256: String,
+    },
+    /// A new timeline that does not continue the archived ones.
+    #[error("REFUSED: new timeline {timeline} (`{name}`) does not descend from the timelines archived in {store}: {why}. The server pushing it is most likely a copy restored from this archive and started with archiving on; a restored copy must not archive here (`gsdr restore` turns archiving off unless --keep-archiving). If this cluster really replaces production after a point-in-time restore, archive with `wal-push --allow-branch` (see \"Restored copies\" in docs/postgres.md)")]
+    ForeignTimeline {
+        /// The `.history` file.
+        name: String,
+        /// Timeline (8 hex digits).
+        timeline: String,
+        /// Store description.
+        store: String,
+        /// What does not fit.
+        why: String,
+    },
+    /// S3 denied a lookup of a key that may simply not exist.
+    #[error("{op} `{key}` in {store}: access denied. S3 answers 403 AccessDenied instead of 404 for a key that does not exist when the user may not list the bucket: grant gsdr's user s3:ListBucket on the bucket (besides s3:GetObject and s3:PutObject on the prefix); {}", .purpose.consequence())]
+    ListDenied {
+        /// Operation.
+        op: &'static str,
+        /// Key.
+        key: String,
+        /// Store description.
+        store: String,
+        /// What the denial means for the caller.
+        purpose: Purpose,
+    },
     /// The file name is not a WAL file name.
     #[error("`{0}` is not a WAL segment, .history, .backup or .partial file name")]
     BadName(String),
@@ -185,6 +231,38 @@ pub enum WalError {
     /// Configuration, target, pipeline or key failure.
     #[error(transparent)]
     Job(#[from] crate::Error),
+}
+
+/// Which command met a [`WalError::ListDenied`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `wal-push`.
+    Push,
+    /// `wal-fetch`.
+    Fetch,
+}
+
+impl Purpose {
+    fn consequence(&self) -> &'static str {
+        match self {
+            Purpose::Fetch => "until then gsdr cannot tell a missing WAL file from a forbidden one, so it stops recovery (exit 255) instead of ending it early at a file that may exist, or retrying forever",
+            Purpose::Push => "until then gsdr cannot tell whether a WAL file is already archived, so archiving fails (PostgreSQL keeps the file and retries)",
+        }
+    }
+}
+
+/// A storage error of a lookup whose key may legitimately be absent:
+/// `AccessDenied` there is, on S3, most likely a missing `s3:ListBucket`.
+fn lookup_err(e: StorageError, purpose: Purpose) -> WalError {
+    match e {
+        StorageError::AccessDenied { op, store, key, .. } => WalError::ListDenied {
+            op,
+            key,
+            store,
+            purpose,
+        },
+        e => e.into(),
+    }
 }
 
 impl From<StorageError> for WalError {
@@ -315,18 +393,25 @@ pub(crate) async fn wal_ctx_on(
     })
 }
 
-async fn read_sidecar(ctx: &WalCtx, name: &str) -> Result<Option<WalSidecar>, WalError> {
+/// The sidecar of `name` and its version tag, `None` if absent.
+async fn read_sidecar(
+    ctx: &WalCtx,
+    name: &str,
+    purpose: Purpose,
+) -> Result<Option<(WalSidecar, Option<String>)>, WalError> {
     let key = sidecar_key(&ctx.source, name);
     match ctx.store.get_small(&key, SIDECAR_MAX_BYTES).await {
-        Ok((b, _)) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-            crate::Error::Invalid(format!(
-                "WAL sidecar `{key}` in {} is unreadable: {e}",
-                ctx.store.describe()
-            ))
-            .into()
-        }),
+        Ok((b, meta)) => serde_json::from_slice(&b)
+            .map(|sc| Some((sc, meta.etag)))
+            .map_err(|e| {
+                crate::Error::Invalid(format!(
+                    "WAL sidecar `{key}` in {} is unreadable: {e}",
+                    ctx.store.describe()
+                ))
+                .into()
+            }),
         Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(lookup_err(e, purpose)),
     }
 }
 
@@ -415,7 +500,8 @@ async fn check_cluster(ctx: &WalCtx, path: &Path, name: &str) -> Result<(), WalE
                 }
                 return Ok(());
             }
-            Err(e) if e.is_not_found() => {
+            Err(e) if !e.is_not_found() => return Err(lookup_err(e, Purpose::Push)),
+            Err(_) => {
                 let info = ClusterInfo {
                     system_identifier: local.clone(),
                     wal_segment_bytes: seg as u64,
@@ -433,44 +519,232 @@ async fn check_cluster(ctx: &WalCtx, path: &Path, name: &str) -> Result<(), WalE
                     Err(e) => return Err(e.into()),
                 }
             }
-            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
 }
 
+/// How `wal-push` treats what it finds in the archive.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PushOptions {
+    /// Accept a new timeline that branches off its parent before the end of
+    /// the parent's archived WAL (a cluster that replaces production after a
+    /// point-in-time restore). Never accepts a history that contradicts an
+    /// archived one.
+    pub allow_branch: bool,
+}
+
+/// Parses a timeline history file: `(parent timeline, switch LSN)` per line.
+pub fn parse_history(text: &str) -> Option<Vec<(u32, u64)>> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut f = line.split_whitespace();
+        let tli = f.next()?.parse().ok()?;
+        let lsn = super::parse_lsn(f.next()?)?;
+        out.push((tli, lsn));
+    }
+    Some(out)
+}
+
+/// Checks that the new timeline whose history file is at `path` continues
+/// the archived ones: its history must begin with the archived history of
+/// its parent byte for byte (PostgreSQL copies the parent's file and appends
+/// one line), and — unless `allow_branch` — its parent must not hold
+/// archived WAL a whole segment or more past the switch point, which a
+/// failover never leaves but a copy restored to an earlier point does.
+async fn check_new_timeline(
+    ctx: &WalCtx,
+    path: &Path,
+    name: &str,
+    opts: PushOptions,
+) -> Result<(), WalError> {
+    let text = tokio::fs::read(path)
+        .await
+        .map_err(|source| WalError::Local {
+            what: "reading timeline history file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let timeline = name.trim_end_matches(".history").to_string();
+    let foreign = |why: String| WalError::ForeignTimeline {
+        name: name.to_string(),
+        timeline: timeline.clone(),
+        store: ctx.store.describe(),
+        why,
+    };
+    let Some(lines) = parse_history(&String::from_utf8_lossy(&text)) else {
+        tracing::warn!(
+            event = "wal_history_unparsed",
+            name,
+            "not checked against the archive"
+        );
+        return Ok(());
+    };
+    let Some(&(parent, switch)) = lines.last() else {
+        return Ok(());
+    };
+    if parent > 1 {
+        let pname = format!("{parent:08X}.history");
+        if let Some((psc, _)) = read_sidecar(ctx, &pname, Purpose::Push).await? {
+            let n = psc.raw_bytes as usize;
+            let same = text.len() > n && hex::encode(Sha256::digest(&text[..n])) == psc.raw_sha256;
+            if !same {
+                return Err(foreign(format!(
+                    "its history does not begin with the archived history of its parent timeline {parent:08X} (`{pname}`)"
+                )));
+            }
+        }
+    }
+    if opts.allow_branch {
+        tracing::info!(event = "wal_branch_allowed", name, parent, switch = %super::format_lsn(switch));
+        return Ok(());
+    }
+    let seg_bytes = ctx.cfg.wal_segment_bytes;
+    let at = SegmentId::of_lsn(parent, switch, seg_bytes);
+    let prefix = format!("{}/wal/{parent:08X}/", ctx.source);
+    let later: Vec<String> = ctx
+        .store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| file_of_key(&ctx.source, &o.key).map(|(n, _)| n.to_string()))
+        .filter(|n| SegmentId::parse(n, seg_bytes).is_some_and(|s| s.number > at.number))
+        .collect();
+    if let Some(last) = later.iter().max() {
+        let mut names = later.clone();
+        names.sort();
+        names.dedup();
+        return Err(foreign(format!(
+            "it branches off timeline {parent:08X} at {}, but the archive already holds {} later segment(s) of timeline {parent:08X} (up to `{last}`), written after that point by the cluster the archive follows",
+            super::format_lsn(switch),
+            names.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The smallest stored object gsdr can write: an age header with one
+/// recipient stanza, the payload nonce and one chunk's tag.
+const MIN_STORED_BYTES: u64 = 150;
+/// Bytes read to find the end of an age header (one stanza per recipient).
+const AGE_HEADER_MAX: usize = 16 << 10;
+
+/// Whether a stored object of `size` bytes whose sidecar records no stored
+/// size (older versions) can be complete: an age file whose payload length
+/// fits age's 64 KiB chunking. Reads the header only.
+async fn plausible_object(
+    ctx: &WalCtx,
+    key: &str,
+    size: u64,
+) -> Result<Result<(), String>, WalError> {
+    use tokio::io::AsyncReadExt;
+    if size < MIN_STORED_BYTES {
+        return Ok(Err(format!("it is {size} bytes long")));
+    }
+    let mut r = ctx
+        .store
+        .get_stream(key)
+        .await
+        .map_err(|e| lookup_err(e, Purpose::Push))?;
+    let mut head = vec![0u8; AGE_HEADER_MAX.min(size as usize)];
+    let mut got = 0;
+    while got < head.len() {
+        let n = r.read(&mut head[got..]).await.map_err(|e| {
+            WalError::from(StorageError::Io {
+                op: "read",
+                store: ctx.store.describe(),
+                key: key.to_string(),
+                class: crate::RetryClass::Temporary,
+                source: Box::new(e),
+            })
+        })?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let head = &head[..got];
+    if !head.starts_with(b"age-encryption.org/v1\n") {
+        return Ok(Err("it does not start with an age header".into()));
+    }
+    // The header ends with the `--- <mac>` line.
+    let Some(mac) = head.windows(5).position(|w| w == b"\n--- ") else {
+        return Ok(Err("its age header has no end".into()));
+    };
+    let Some(nl) = head[mac + 5..].iter().position(|&b| b == b'\n') else {
+        return Ok(Err("its age header has no end".into()));
+    };
+    let header = (mac + 5 + nl + 1) as u64;
+    const CHUNK: u64 = 64 * 1024 + 16;
+    let payload = size.saturating_sub(header + 16);
+    let last = payload % CHUNK;
+    if payload < 16 || (last != 0 && last <= 16) {
+        return Ok(Err(format!(
+            "its {size} bytes do not end on an age chunk: truncated"
+        )));
+    }
+    Ok(Ok(()))
+}
+
 /// Uploads one WAL file (no cluster check).
+///
+/// An object already under the name counts as stored only when its size is
+/// the one the sidecar recorded after the upload (or, for sidecars of older
+/// versions, when it is a plausible age file); a zero-byte, short or
+/// otherwise damaged object is deleted and uploaded again — only for the
+/// content the sidecar claims, so create-only still holds for the name.
 pub(crate) async fn push_one(
     ctx: &WalCtx,
     opts: &EncodeOptions,
+    push: PushOptions,
     path: &Path,
     name: &str,
 ) -> Result<WalPushOutcome, WalError> {
     let (sha, size) = hash_file(path).await?;
     let dk = data_key(&ctx.source, name);
     let sk = sidecar_key(&ctx.source, name);
-    let conflict = |stored: String| WalError::Conflict {
-        name: name.to_string(),
-        store: ctx.store.describe(),
-        stored_sha256: stored,
-        local_sha256: sha.clone(),
+    let conflict = |stored: String| {
+        if name.ends_with(".history") {
+            WalError::TimelineTaken {
+                name: name.to_string(),
+                timeline: name.trim_end_matches(".history").to_string(),
+                store: ctx.store.describe(),
+                stored_sha256: stored,
+                local_sha256: sha.clone(),
+            }
+        } else {
+            WalError::Conflict {
+                name: name.to_string(),
+                store: ctx.store.describe(),
+                stored_sha256: stored,
+                local_sha256: sha.clone(),
+            }
+        }
     };
     // Claim the name for this content (create-only), or compare with the claim.
-    let mut claimed = false;
+    let mut claim: Option<(WalSidecar, Option<String>)> = None;
     for _ in 0..2 {
-        match read_sidecar(ctx, name).await? {
-            Some(sc) if sc.raw_sha256 != sha => return Err(conflict(sc.raw_sha256)),
-            Some(_) => {
-                claimed = true;
+        match read_sidecar(ctx, name, Purpose::Push).await? {
+            Some((sc, _)) if sc.raw_sha256 != sha => return Err(conflict(sc.raw_sha256)),
+            Some(found) => {
+                claim = Some(found);
                 break;
             }
             None => {
+                if name.ends_with(".history") {
+                    check_new_timeline(ctx, path, name, push).await?;
+                }
                 let sc = WalSidecar {
                     name: name.to_string(),
                     raw_sha256: sha.clone(),
                     raw_bytes: size,
                     pushed_at: chrono::Utc::now(),
                     gsdr_version: env!("CARGO_PKG_VERSION").to_string(),
+                    stored_bytes: None,
                 };
                 let body = serde_json::to_vec(&sc).expect("serialises");
                 match ctx
@@ -478,8 +752,8 @@ pub(crate) async fn push_one(
                     .put_small(&sk, body.into(), PutCondition::IfAbsent)
                     .await
                 {
-                    Ok(_) => {
-                        claimed = true;
+                    Ok(put) => {
+                        claim = Some((sc, put.etag));
                         break;
                     }
                     Err(StorageError::PreconditionFailed { .. }) => continue,
@@ -488,18 +762,118 @@ pub(crate) async fn push_one(
             }
         }
     }
-    if !claimed {
+    let Some((mut sidecar, mut sidecar_etag)) = claim else {
         return Err(crate::Error::Invalid(format!(
             "could not claim `{sk}` in {}",
             ctx.store.describe()
         ))
         .into());
-    }
-    if let Some(o) = ctx.store.head(&dk).await? {
-        if o.size > 0 {
-            return Ok(WalPushOutcome::AlreadyStored);
+    };
+    let mut replaced = false;
+    for attempt in 0..2 {
+        if let Some(o) = ctx
+            .store
+            .head(&dk)
+            .await
+            .map_err(|e| lookup_err(e, Purpose::Push))?
+        {
+            let damage = match sidecar.stored_bytes {
+                Some(n) if n == o.size => None,
+                Some(n) => Some(format!(
+                    "it is {} bytes long, but {n} were stored and read back",
+                    o.size
+                )),
+                None => plausible_object(ctx, &dk, o.size).await?.err(),
+            };
+            match damage {
+                None => {
+                    if sidecar.stored_bytes.is_none() {
+                        record_stored_size(ctx, &sk, &mut sidecar, &mut sidecar_etag, o.size).await;
+                    }
+                    return Ok(if replaced {
+                        WalPushOutcome::Replaced
+                    } else {
+                        WalPushOutcome::AlreadyStored
+                    });
+                }
+                Some(why) if attempt == 0 => {
+                    tracing::warn!(event = "wal_object_damaged", name, key = %dk, store = %ctx.store.describe(), why = %why, "deleting it and uploading the file again");
+                    ctx.store.delete(&dk).await.map_err(|e| {
+                        crate::Error::Invalid(format!(
+                            "`{dk}` in {} is damaged ({why}) and could not be deleted to store it again: {e}; delete it by hand (the file is still in pg_wal)",
+                            ctx.store.describe()
+                        ))
+                    })?;
+                    replaced = true;
+                }
+                Some(why) => {
+                    return Err(crate::Error::Invalid(format!(
+                        "`{dk}` in {} is damaged ({why}) and is still there after it was deleted; check the bucket's versioning and Object Lock settings",
+                        ctx.store.describe()
+                    ))
+                    .into())
+                }
+            }
+        }
+        match upload(ctx, opts, path, &dk, &sha, size).await? {
+            Some(stored) => {
+                record_stored_size(ctx, &sk, &mut sidecar, &mut sidecar_etag, stored).await;
+                return Ok(if replaced {
+                    WalPushOutcome::Replaced
+                } else {
+                    WalPushOutcome::Uploaded
+                });
+            }
+            // A concurrent pusher stored it first: check what it stored.
+            None => {
+                if let Some((sc, etag)) = read_sidecar(ctx, name, Purpose::Push).await? {
+                    sidecar = sc;
+                    sidecar_etag = etag;
+                }
+            }
         }
     }
+    Err(crate::Error::Invalid(format!(
+        "`{dk}` in {} keeps changing while it is archived; another pusher may be writing it",
+        ctx.store.describe()
+    ))
+    .into())
+}
+
+/// Writes the stored size into the sidecar (compare-and-swap on the claim
+/// this push holds). Best effort: without it, the next push of the name
+/// checks the object's structure instead.
+async fn record_stored_size(
+    ctx: &WalCtx,
+    key: &str,
+    sidecar: &mut WalSidecar,
+    etag: &mut Option<String>,
+    stored: u64,
+) {
+    let Some(tag) = etag.clone() else { return };
+    sidecar.stored_bytes = Some(stored);
+    let body = serde_json::to_vec(&sidecar).expect("serialises");
+    match ctx
+        .store
+        .put_small(key, body.into(), PutCondition::IfMatch(tag))
+        .await
+    {
+        Ok(put) => *etag = put.etag,
+        Err(e) => tracing::debug!(event = "wal_sidecar_size_not_recorded", key, error = %e),
+    }
+}
+
+/// Encodes and uploads `path` create-only to `dk`; `Some(stored bytes)` once
+/// it is stored and read back at that size, `None` when a concurrent pusher
+/// stored the name first.
+async fn upload(
+    ctx: &WalCtx,
+    opts: &EncodeOptions,
+    path: &Path,
+    dk: &str,
+    sha: &str,
+    size: u64,
+) -> Result<Option<u64>, WalError> {
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|source| WalError::Local {
@@ -514,7 +888,7 @@ pub(crate) async fn push_one(
     let enc = pipeline::encode(src, opts.clone());
     let input = format!("reading `{}`", path.display());
     let output = format!("the upload of `{dk}` to {}", ctx.store.describe());
-    let dk_ref = dk.as_str();
+    let dk_ref = dk;
     let ended = enc
         .finish(
             Ends {
@@ -537,18 +911,16 @@ pub(crate) async fn push_one(
         )
         .await;
     match ended.map(|((st, meta), put)| (put, (st, meta))) {
-        // A concurrent pusher stored it first; the sidecar says it is this content.
-        Err(StreamError::Sink(StorageError::PreconditionFailed { .. })) => {
-            Ok(WalPushOutcome::AlreadyStored)
-        }
+        // A concurrent pusher stored it first.
+        Err(StreamError::Sink(StorageError::PreconditionFailed { .. })) => Ok(None),
         Err(StreamError::Sink(e)) => Err(e.into()),
         Err(StreamError::Pipeline(e)) => {
-            let _ = ctx.store.delete(&dk).await;
+            let _ = ctx.store.delete(dk).await;
             Err(e.into())
         }
         Ok((put, (st, _))) => {
             if st.raw_sha256 != sha {
-                let _ = ctx.store.delete(&dk).await;
+                let _ = ctx.store.delete(dk).await;
                 return Err(crate::Error::Invalid(format!(
                     "`{}` changed while it was archived (sha256 {sha} then {}); upload discarded",
                     path.display(),
@@ -556,10 +928,8 @@ pub(crate) async fn push_one(
                 ))
                 .into());
             }
-            match ctx.store.head(&dk).await? {
-                Some(o) if o.size == put.size && o.size == st.stored_bytes => {
-                    Ok(WalPushOutcome::Uploaded)
-                }
+            match ctx.store.head(dk).await? {
+                Some(o) if o.size == put.size && o.size == st.stored_bytes => Ok(Some(o.size)),
                 other => Err(crate::Error::Invalid(format!(
                     "`{dk}` reads back as {:?} bytes after upload, expected {}",
                     other.map(|o| o.size),
@@ -594,7 +964,12 @@ fn ready_after(pg_wal: &Path, name: &str, max: usize) -> Vec<String> {
 
 /// `archive_command`: archives the file at `path` (as PostgreSQL passes `%p`),
 /// and uploads following `.ready` files ahead in parallel.
-pub async fn wal_push(env: &Env, source: &str, path: &Path) -> Result<WalPushReport, WalError> {
+pub async fn wal_push(
+    env: &Env,
+    source: &str,
+    path: &Path,
+    push: PushOptions,
+) -> Result<WalPushReport, WalError> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -621,11 +996,11 @@ pub async fn wal_push(env: &Env, source: &str, path: &Path) -> Result<WalPushRep
     let conc = ctx.cfg.push_concurrency.max(1);
     let ctx_ref = &ctx;
     let opts_ref = &opts;
-    let main = push_one(ctx_ref, opts_ref, path, &name);
+    let main = push_one(ctx_ref, opts_ref, push, path, &name);
     let extras = stream::iter(ahead.into_iter().map(|n| {
         let p = pg_wal.join(&n);
         async move {
-            let r = push_one(ctx_ref, opts_ref, &p, &n).await;
+            let r = push_one(ctx_ref, opts_ref, push, &p, &n).await;
             if let Err(e) = &r {
                 tracing::warn!(event = "wal_push_ahead_failed", name = %n, error = %e);
             }
@@ -644,7 +1019,7 @@ pub async fn wal_push(env: &Env, source: &str, path: &Path) -> Result<WalPushRep
     };
     let ahead_uploaded = extras
         .iter()
-        .filter(|r| matches!(r, Ok(WalPushOutcome::Uploaded)))
+        .filter(|r| matches!(r, Ok(WalPushOutcome::Uploaded | WalPushOutcome::Replaced)))
         .count();
     let ahead_failed = extras.iter().filter(|r| r.is_err()).count();
     tracing::info!(event = "wal_pushed", source, name = %name, outcome = ?outcome, ahead_uploaded, ahead_failed);
@@ -668,7 +1043,9 @@ async fn fetch_one(
         source_name: ctx.source.clone(),
         store: ctx.store.describe(),
     };
-    let sc = read_sidecar(ctx, name).await?.ok_or_else(not_found)?;
+    let (sc, _) = read_sidecar(ctx, name, Purpose::Fetch)
+        .await?
+        .ok_or_else(not_found)?;
     let stored = match ctx.store.get_stream(&data_key(&ctx.source, name)).await {
         Ok(s) => s,
         Err(e) if e.is_not_found() => return Err(not_found()),
@@ -880,6 +1257,45 @@ mod tests {
         ] {
             assert_eq!(file_of_key("pg", stray), None, "{stray}");
         }
+    }
+
+    #[test]
+    fn history_files_parse() {
+        let h = "1\t0/3000000\tno recovery target specified\n\n# comment\n2\t0/5A00100\tbefore 2026-01-01\n";
+        assert_eq!(
+            parse_history(h),
+            Some(vec![(1, 0x300_0000), (2, 0x5A0_0100)])
+        );
+        assert_eq!(parse_history(""), Some(vec![]));
+        assert_eq!(parse_history("x\t0/1\n"), None);
+    }
+
+    #[test]
+    fn list_denied_names_the_permission_and_stops_recovery() {
+        let e = lookup_err(
+            StorageError::AccessDenied {
+                op: "read",
+                store: "s3://b/p".into(),
+                key: "pg/wal/00000002/00000002.history.json".into(),
+                source: "403".into(),
+            },
+            Purpose::Fetch,
+        );
+        let m = e.to_string();
+        assert!(
+            m.contains("s3:ListBucket") && m.contains("stops recovery"),
+            "{m}"
+        );
+        assert!(e.fetch_exit_code() > 125);
+        assert_eq!(e.push_exit_code(), 1);
+        let nf = lookup_err(
+            StorageError::NotFound {
+                store: "s".into(),
+                key: "k".into(),
+            },
+            Purpose::Push,
+        );
+        assert!(matches!(nf, WalError::Job(_)));
     }
 
     #[test]

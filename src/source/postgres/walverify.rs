@@ -33,7 +33,8 @@ pub struct TimelineReport {
     pub missing_count: u64,
     /// The first missing names (up to 100).
     pub missing: Vec<String>,
-    /// Names with a sidecar but no data object, or the reverse (an interrupted push).
+    /// Names with a sidecar but no data object (or an empty one), or the
+    /// reverse (an interrupted push, a damaged object).
     pub incomplete: Vec<String>,
 }
 
@@ -118,7 +119,8 @@ async fn scan(
         };
         let e = files.entry(name.to_string()).or_default();
         if is_data {
-            e.data = true;
+            // A zero-byte object holds nothing: as good as missing.
+            e.data = o.size > 0;
             e.at = o.last_modified;
         } else {
             e.sidecar = true;

@@ -10,7 +10,8 @@
 //!   keys per database, the Redis and RDB versions.
 //! - [`restore`] writes the `dump.rdb` to a file, or loads it into a scratch
 //!   `redis-server` and copies every key (`DUMP`/`RESTORE … ABSTTL`) into a
-//!   running instance; [`verify_deep`] loads it and compares key counts.
+//!   running instance; [`verify_deep`] loads it and checks that the server
+//!   holds every key of the RDB ([`rdbkeys`]) except those already expired.
 //!
 //! With `tls = true` every connection, to nodes and sentinels, is TLS with
 //! the policy's CA and client certificate ([`connect`]).
@@ -18,6 +19,7 @@
 mod config;
 pub mod connect;
 pub mod rdb;
+pub mod rdbkeys;
 pub mod replication;
 mod restore;
 pub mod sentinel;
@@ -25,7 +27,7 @@ pub mod sentinel;
 use async_trait::async_trait;
 
 pub use config::RedisConfig;
-pub use restore::{restore, verify_deep, DeepVerifyReport, ScratchServer};
+pub use restore::{describe_overwrite, restore, verify_deep, DeepVerifyReport, ScratchServer};
 
 use super::{BackupSource, SourceError, SourceMeta, SourceStream};
 use crate::error::RetryClass;

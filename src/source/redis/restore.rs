@@ -7,11 +7,15 @@
 //!   with `DUMP` + `PEXPIRETIME` → `RESTORE key <abs-ms> <payload> ABSTTL`,
 //!   database by database (`SCAN`, [`BATCH_KEYS`] keys per round trip, so
 //!   memory is bounded by `BATCH_KEYS ×` the largest value). A target that
-//!   holds keys is refused unless the request says replace (`--flush`,
-//!   which runs `FLUSHALL` first). The target must run a Redis version that
-//!   reads the backup's RDB version.
-//! - Deep verify: the scratch server loads the RDB and its key counts per
-//!   database are compared with the manifest's.
+//!   holds keys is refused unless the request says replace (`--flush`);
+//!   then `FLUSHALL` runs only once the scratch server has loaded the
+//!   snapshot — the backup is proven readable (decrypted, checksums, RDB
+//!   parsed) before anything in the target is touched. The target must run a
+//!   Redis version that reads the backup's RDB version.
+//! - Deep verify: the scratch server loads the RDB; the keys of the RDB
+//!   itself are counted per database ([`super::rdbkeys`]) and the server
+//!   must hold every one except those whose expiry passed, which are
+//!   reported as excluded.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +26,7 @@ use super::connect::TlsMaterial;
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::job::{restore_raw_to_file, Env, Progress, RestoreOutcome};
-use crate::source::{RestoreRequest, SourceError};
+use crate::source::{Overwrite, RestoreRequest, SourceError};
 
 /// Keys copied per round trip.
 pub const BATCH_KEYS: usize = 100;
@@ -274,13 +278,26 @@ pub async fn restore(
     }
 }
 
-/// Loads `m` into a scratch server (the RDB is staged in a temp dir).
+/// A snapshot loaded into a scratch server: the staged `dump.rdb` stays in
+/// `dir` (deep verify walks it afterwards).
+struct Loaded {
+    dir: tempfile::TempDir,
+    server: ScratchServer,
+    raw_bytes: u64,
+    /// Unix ms just before the server started loading.
+    load_started_ms: i64,
+}
+
+/// Loads `m` into a scratch server (the RDB is staged in a temp dir). This
+/// proves the backup readable end to end: size and SHA-256 against the
+/// manifest, age authentication, zstd checksums, and a `redis-server` that
+/// parsed the whole RDB (its CRC-64 included).
 async fn load_scratch(
     env: &Env,
     catalog: &Catalog,
     m: &Manifest,
     progress: &dyn Progress,
-) -> Result<(tempfile::TempDir, ScratchServer, u64)> {
+) -> Result<Loaded> {
     let dir = scratch_dir()?;
     let out = restore_raw_to_file(
         env,
@@ -291,8 +308,14 @@ async fn load_scratch(
         progress,
     )
     .await?;
+    let load_started_ms = chrono::Utc::now().timestamp_millis();
     let server = ScratchServer::start(&redis_server_for(env, m), dir.path()).await?;
-    Ok((dir, server, out.raw_bytes))
+    Ok(Loaded {
+        dir,
+        server,
+        raw_bytes: out.raw_bytes,
+        load_started_ms,
+    })
 }
 
 async fn restore_into(
@@ -321,20 +344,24 @@ async fn restore_into(
         .await
         .map_err(|e| terr("INFO keyspace", e))?;
     let existing_keys: u64 = existing.values().sum();
+    if existing_keys > 0 && !replace {
+        return Err(Error::Invalid(format!(
+            "target {shown} holds {existing_keys} keys; refusing to restore over them (pass --flush to empty it first)"
+        )));
+    }
+
+    // Prove the backup readable before the target is touched: a wrong key, a
+    // damaged object or an RDB the server cannot load fails here, and the
+    // target keeps every key it had.
+    let loaded = load_scratch(env, catalog, m, progress).await?;
+    let (scratch, raw_bytes) = (&loaded.server, loaded.raw_bytes);
     if existing_keys > 0 {
-        if !replace {
-            return Err(Error::Invalid(format!(
-                "target {shown} holds {existing_keys} keys; refusing to restore over them (pass --flush to empty it first)"
-            )));
-        }
         redis::cmd("FLUSHALL")
             .query_async::<()>(&mut tc)
             .await
             .map_err(|e| terr("FLUSHALL", e))?;
         tracing::warn!(event = "redis_target_flushed", target = %shown, keys = existing_keys);
     }
-
-    let (_dir, scratch, raw_bytes) = load_scratch(env, catalog, m, progress).await?;
     let dbs = scratch.keyspace().await?;
     let mut restored: BTreeMap<u32, u64> = BTreeMap::new();
     progress.start(&format!("copy keys into {shown}"), None);
@@ -375,6 +402,47 @@ async fn restore_into(
         duration_secs: start.elapsed().as_secs_f64(),
         details: serde_json::json!({ "keys_per_db": restored }),
     })
+}
+
+/// What a restore of `m` into `uri` overwrites, for incident plans and their
+/// confirmation: the keys `FLUSHALL` removes ("flushes 50,002 keys in …").
+pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: &str) -> Overwrite {
+    let shown = |c: &redis::Client| {
+        let info = c.get_connection_info();
+        let scheme = match info.addr() {
+            redis::ConnectionAddr::TcpTls { .. } => "rediss",
+            _ => "redis",
+        };
+        format!("{scheme}://{}", info.addr())
+    };
+    let client = match target_client(env, m, uri) {
+        Ok(c) => c,
+        Err(e) => return Overwrite::destroys(format!("cannot use the endpoint: {e}")),
+    };
+    let at = shown(&client);
+    let counted = async {
+        let mut c = connect(&client).await?;
+        keyspace_of(&mut c).await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), counted).await {
+        Ok(Ok(k)) if k.values().sum::<u64>() == 0 => {
+            Overwrite::nothing(format!("{at} holds no keys: nothing is overwritten"))
+        }
+        Ok(Ok(k)) => Overwrite::destroys(format!(
+            "flushes {} keys in {at} ({}), once the backup has loaded into a scratch server",
+            crate::source::thousands(k.values().sum()),
+            k.iter()
+                .map(|(db, n)| format!("db{db} {}", crate::source::thousands(*n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Ok(Err(e)) => Overwrite::destroys(format!(
+            "cannot count the keys in {at} ({e}): a restore flushes whatever it holds"
+        )),
+        Err(_) => Overwrite::destroys(format!(
+            "{at} did not answer within 10 s: a restore flushes whatever it holds"
+        )),
+    }
 }
 
 /// Copies every key of the scratch connection's database to the target's.
@@ -437,12 +505,27 @@ pub struct DeepVerifyReport {
     pub id: String,
     /// Source.
     pub source: String,
-    /// The stream checked out and the key counts match the manifest.
+    /// The stream checked out and the scratch server loaded every key of the
+    /// RDB except those whose expiry had passed.
     pub ok: bool,
-    /// Keys per database the manifest recorded.
+    /// Keys per database the scratch server should hold: the RDB's keys
+    /// minus those whose expiry had passed when the load began.
     pub expected_keys_per_db: BTreeMap<u32, u64>,
     /// Keys per database the loaded snapshot holds.
     pub loaded_keys_per_db: BTreeMap<u32, u64>,
+    /// Keys per database in the RDB itself (counted at the fork).
+    pub rdb_keys_per_db: BTreeMap<u32, u64>,
+    /// Keys with an expiry per database in the RDB.
+    pub rdb_expires_per_db: BTreeMap<u32, u64>,
+    /// Keys of the RDB the server did not keep because their expiry passed
+    /// (before or during the load): RDB keys − loaded keys.
+    pub expired_excluded: u64,
+    /// Keys per database from `INFO keyspace` before the sync (the
+    /// manifest): shown for comparison, not checked (writes before the fork
+    /// and expiries make them differ).
+    pub manifest_keys_per_db: BTreeMap<u32, u64>,
+    /// One line for people.
+    pub summary: String,
     /// Raw bytes restored.
     pub raw_bytes: u64,
     /// Seconds taken.
@@ -465,9 +548,46 @@ pub fn manifest_keys(m: &Manifest) -> BTreeMap<u32, u64> {
         .unwrap_or_default()
 }
 
-/// Deep verify: decrypt the backup, load it into a scratch `redis-server`
-/// and compare its key counts per database with the manifest. `Ok` with
-/// `ok: false` when the data does not match; `Err` when the check could not run.
+/// The comparison of a deep verify, database by database: the server must
+/// hold every key of the RDB except those whose expiry passed. A key whose
+/// expiry lies between the start of the load and the key count may or may
+/// not be there yet, so the loaded count must lie in
+/// `[keys − expired by the count, keys − expired by the load start]`.
+fn compare(
+    rdb: &BTreeMap<u32, super::rdbkeys::DbCounts>,
+    loaded: &BTreeMap<u32, u64>,
+) -> std::result::Result<(), String> {
+    let mut bad = Vec::new();
+    let dbs: std::collections::BTreeSet<u32> = rdb.keys().chain(loaded.keys()).copied().collect();
+    for db in dbs {
+        let have = loaded.get(&db).copied().unwrap_or(0);
+        let (keys, at_start, at_count) = rdb
+            .get(&db)
+            .map(|c| (c.keys, c.expired_before[0], c.expired_before[1]))
+            .unwrap_or((0, 0, 0));
+        let (lo, hi) = (keys - at_count, keys - at_start);
+        if !(lo..=hi).contains(&have) {
+            bad.push(if lo == hi {
+                format!("db{db}: {have} keys loaded, {hi} expected")
+            } else {
+                format!("db{db}: {have} keys loaded, {lo} to {hi} expected")
+            });
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the scratch server did not load what the RDB holds ({}; keys whose expiry passed are not counted)",
+            bad.join(", ")
+        ))
+    }
+}
+
+/// Deep verify: decrypt the backup, load it into a scratch `redis-server`,
+/// count the keys of the RDB itself, and check that the server holds every
+/// one of them except those whose expiry had passed. `Ok` with `ok: false`
+/// when the data does not match; `Err` when the check could not run.
 pub async fn verify_deep(
     env: &Env,
     catalog: &Catalog,
@@ -475,27 +595,61 @@ pub async fn verify_deep(
     progress: &dyn Progress,
 ) -> Result<DeepVerifyReport> {
     let start = Instant::now();
-    let expected = manifest_keys(m);
     let mut report = DeepVerifyReport {
         id: m.id.clone(),
         source: m.source.clone(),
         ok: false,
-        expected_keys_per_db: expected.clone(),
+        expected_keys_per_db: BTreeMap::new(),
         loaded_keys_per_db: BTreeMap::new(),
+        rdb_keys_per_db: BTreeMap::new(),
+        rdb_expires_per_db: BTreeMap::new(),
+        expired_excluded: 0,
+        manifest_keys_per_db: manifest_keys(m),
+        summary: String::new(),
         raw_bytes: 0,
         duration_secs: 0.0,
         error: None,
     };
     match load_scratch(env, catalog, m, progress).await {
-        Ok((_dir, scratch, raw)) => {
-            report.raw_bytes = raw;
-            let loaded = scratch.keyspace().await?;
-            report.ok = loaded == expected;
-            if !report.ok {
-                report.error = Some(format!(
-                    "keys per database differ: manifest {expected:?}, snapshot {loaded:?}"
-                ));
+        Ok(l) => {
+            report.raw_bytes = l.raw_bytes;
+            let loaded = l.server.keyspace().await?;
+            let counted_ms = chrono::Utc::now().timestamp_millis();
+            let file = l.dir.path().join("dump.rdb");
+            let instants = [l.load_started_ms, counted_ms + 1];
+            let rdb = tokio::task::spawn_blocking(move || {
+                let f = std::fs::File::open(&file)?;
+                super::rdbkeys::count_keys(std::io::BufReader::with_capacity(1 << 20, f), &instants)
+                    .map_err(std::io::Error::other)
+            })
+            .await
+            .map_err(|e| Error::Invalid(format!("counting the keys of the RDB: {e}")))?
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "cannot count the keys of backup {} from its RDB: {e}",
+                    m.id
+                ))
+            })?;
+            drop(l);
+            let rdb_total: u64 = rdb.values().map(|c| c.keys).sum();
+            let loaded_total: u64 = loaded.values().sum();
+            report.rdb_keys_per_db = rdb.iter().map(|(d, c)| (*d, c.keys)).collect();
+            report.rdb_expires_per_db = rdb.iter().map(|(d, c)| (*d, c.expires)).collect();
+            report.expected_keys_per_db = rdb
+                .iter()
+                .map(|(d, c)| (*d, c.keys - c.expired_before[0]))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            report.expired_excluded = rdb_total.saturating_sub(loaded_total);
+            match compare(&rdb, &loaded) {
+                Ok(()) => report.ok = true,
+                Err(e) => report.error = Some(e),
             }
+            report.summary = format!(
+                "{loaded_total} of the RDB's {rdb_total} keys loaded in {} database(s); {} expired keys excluded",
+                loaded.len(),
+                report.expired_excluded
+            );
             report.loaded_keys_per_db = loaded;
         }
         Err(e @ Error::Pipeline(crate::pipeline::PipelineError::Key(_))) => return Err(e),
@@ -506,6 +660,34 @@ pub async fn verify_deep(
         Err(e) => return Err(e),
     }
     report.duration_secs = start.elapsed().as_secs_f64();
-    tracing::info!(event = "verify_deep_finished", id = %m.id, ok = report.ok, error = report.error.as_deref().unwrap_or(""));
+    tracing::info!(event = "verify_deep_finished", id = %m.id, ok = report.ok, expired_excluded = report.expired_excluded, error = report.error.as_deref().unwrap_or(""));
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::rdbkeys::DbCounts;
+    use super::*;
+
+    fn counts(keys: u64, at_start: u64, at_count: u64) -> DbCounts {
+        DbCounts {
+            keys,
+            expires: at_count,
+            expired_before: vec![at_start, at_count],
+        }
+    }
+
+    #[test]
+    fn expired_keys_are_not_expected_and_keys_expiring_during_the_load_may_go_either_way() {
+        let rdb = BTreeMap::from([(0, counts(230, 30, 30)), (1, counts(60, 8, 10))]);
+        assert!(compare(&rdb, &BTreeMap::from([(0, 200), (1, 50)])).is_ok());
+        assert!(compare(&rdb, &BTreeMap::from([(0, 200), (1, 52)])).is_ok());
+        let e = compare(&rdb, &BTreeMap::from([(0, 199), (1, 53)])).unwrap_err();
+        assert!(e.contains("db0: 199 keys loaded, 200 expected"), "{e}");
+        assert!(e.contains("db1: 53 keys loaded, 50 to 52 expected"), "{e}");
+        // A database the RDB does not have, or one the server lost entirely.
+        let e = compare(&rdb, &BTreeMap::from([(0, 200), (1, 50), (4, 1)])).unwrap_err();
+        assert!(e.contains("db4: 1 keys loaded, 0 expected"), "{e}");
+        assert!(compare(&rdb, &BTreeMap::from([(0, 200)])).is_err());
+    }
 }

@@ -361,6 +361,14 @@ impl Store for S3Store {
             .send()
             .await
             .map_err(|e| match self.err("reach bucket", "", None, e) {
+                // HeadBucket is allowed by s3:ListBucket, nothing else.
+                StorageError::AccessDenied { store, source, .. } => StorageError::Config {
+                    message: format!(
+                        "reaching bucket `{}` was denied ({source}): HeadBucket needs s3:ListBucket, which gsdr's user also needs so that a missing WAL file reads as missing (404, not 403); check the credentials and grant s3:ListBucket on the bucket",
+                        self.bucket
+                    ),
+                    store,
+                },
                 StorageError::NotFound { store, .. } => StorageError::Config {
                     message: format!(
                         "bucket `{}` does not exist; create it or fix `bucket` in the target",
@@ -370,7 +378,22 @@ impl Store for S3Store {
                 },
                 other => other,
             })?;
-        Ok(())
+        // A key that cannot exist must read as missing (404). Without
+        // s3:ListBucket, S3 answers 403 for it instead, and gsdr could not
+        // tell a missing WAL file from a forbidden one (wal-fetch, wal-push).
+        let probe = format!("gsdr-probe-missing-{:016x}", rand::random::<u64>());
+        match self.head_object(&probe, "look up").await {
+            Err(StorageError::NotFound { .. }) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(StorageError::AccessDenied { store, key, .. }) => Err(StorageError::Config {
+                store,
+                message: format!(
+                    "looking up the missing key `{key}` was denied (403) instead of answering 404: gsdr's user lacks s3:ListBucket on bucket `{}` (besides s3:GetObject, s3:PutObject, s3:DeleteObject on the prefix); grant it — without it wal-fetch cannot tell a missing WAL file from a forbidden one and stops recovery, and wal-push fails",
+                    self.bucket
+                ),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     async fn put_stream(

@@ -351,3 +351,114 @@ impl Drop for CutProxy {
         self.cut.lock().unwrap().cancel();
     }
 }
+
+/// An HTTP relay in front of an S3 server that behaves like S3 for a user
+/// without `s3:ListBucket`: a read (GET/HEAD) of a key that does not exist
+/// answers 403 `AccessDenied` instead of 404, and listing the bucket and
+/// `HeadBucket` (which need that permission too) are denied.
+/// Everything else is passed through unchanged.
+pub struct DenyMissingProxy {
+    port: u16,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl DenyMissingProxy {
+    /// Relays `127.0.0.1:<new port>` to `127.0.0.1:<target_port>`;
+    /// `deny_bucket_reads: false` lets listing and HeadBucket through (only
+    /// missing keys are denied), to reach gsdr's missing-key check.
+    pub async fn start(target_port: u16, deny_bucket_reads: bool) -> DenyMissingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let client = reqwest::Client::new();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            relay_denying_missing(client.clone(), target_port, deny_bucket_reads, req)
+        });
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+        });
+        DenyMissingProxy { port, stop }
+    }
+
+    /// Endpoint URL through the relay.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for DenyMissingProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+const ACCESS_DENIED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+
+async fn relay_denying_missing(
+    client: reqwest::Client,
+    port: u16,
+    deny_bucket_reads: bool,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::http::{Method, StatusCode};
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let path = parts.uri.path();
+    let is_read = parts.method == Method::GET || parts.method == Method::HEAD;
+    let object_key = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .is_some_and(|(_, k)| !k.is_empty());
+    let denied = |head: bool| {
+        let mut r = (
+            StatusCode::FORBIDDEN,
+            [("content-type", "application/xml")],
+            if head {
+                String::new()
+            } else {
+                ACCESS_DENIED.to_string()
+            },
+        )
+            .into_response();
+        r.headers_mut().remove("content-length");
+        r
+    };
+    // Listing the bucket, and HeadBucket, need s3:ListBucket as well.
+    if deny_bucket_reads && is_read && !object_key && path.len() > 1 {
+        return denied(parts.method == Method::HEAD);
+    }
+    let url = format!(
+        "http://127.0.0.1:{port}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut rb = client.request(parts.method.clone(), url);
+    for (k, v) in &parts.headers {
+        if k != "host" && k != "content-length" && k != "transfer-encoding" {
+            rb = rb.header(k, v);
+        }
+    }
+    let resp = rb.body(body).send().await.unwrap();
+    if is_read && object_key && resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return denied(parts.method == Method::HEAD);
+    }
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    let mut out = (status, bytes).into_response();
+    // A HEAD answer has no body but the object's length.
+    let keep_length = parts.method == Method::HEAD;
+    for (k, v) in &headers {
+        if (k != "content-length" || keep_length) && k != "transfer-encoding" && k != "connection" {
+            out.headers_mut().insert(k, v.clone());
+        }
+    }
+    out
+}

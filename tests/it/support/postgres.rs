@@ -171,6 +171,37 @@ impl PgCluster {
         }
     }
 
+    /// A streaming standby of `primary` (`pg_basebackup -R`) in a new temp
+    /// dir, on a free port; its configuration (archiving included) is the
+    /// primary's. Not started.
+    pub fn standby_of(primary: &PgCluster) -> PgCluster {
+        let dir = super::tempdir();
+        give_to_pg_user(dir.path());
+        let data = dir.path().join("data");
+        let mut c = as_pg_user(&pg_program("pg_basebackup"));
+        c.arg("-D")
+            .arg(&data)
+            .args(["-R", "-X", "stream", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &primary.port.to_string()]);
+        run(c, "pg_basebackup for a standby");
+        let log = dir.path().join("server.log");
+        PgCluster {
+            data,
+            port: free_port(),
+            log,
+            running: false,
+            _dir: Some(dir),
+        }
+    }
+
+    /// Promotes this standby (`pg_ctl promote -w`): a failover onto a new timeline.
+    pub fn promote(&self) {
+        let mut c = as_pg_user(&pg_program("pg_ctl"));
+        c.arg("-D").arg(&self.data).args(["-w", "promote"]);
+        run(c, "pg_ctl promote");
+        self.wait_promoted(Duration::from_secs(90));
+    }
+
     /// A server another program started on `data` and `port`: stopped on drop.
     pub fn adopt_running(data: &Path, port: u16) -> PgCluster {
         PgCluster {
