@@ -355,6 +355,150 @@ fn restore_with_s3_stalled_mid_download(rt: &tokio::runtime::Runtime, moto: &Mot
     })
 }
 
+/// `wal-push` and `wal-fetch` (PostgreSQL's archive and restore commands)
+/// against a server that stops answering: each exits with its failure code
+/// within the request timeout (PostgreSQL's archiver then retries), and the
+/// segment pushed before the stall is still fetched whole afterwards.
+fn wal_commands_with_s3_stalled(rt: &tokio::runtime::Runtime, moto: &Moto) -> Case {
+    let proxy = rt.block_on(FaultProxy::start(moto.port()));
+    let f = s3_fixture(
+        moto,
+        &proxy,
+        "walfault",
+        "[sources.pg]\nkind = \"postgres\"\n[sources.pg.postgres]\nhost = \"127.0.0.1\"\nport = 1\nuser = \"postgres\"\narchive_wait = \"2s\"\n",
+    );
+    let wal = f.dir.path().join("pg_wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    let first = wal.join("00000002.history");
+    std::fs::write(&first, b"1\t0/3000000\tno recovery target specified\n").unwrap();
+    let o = f.gsdr(&["wal-push", "--source", "pg", first.to_str().unwrap()]);
+    check(o.status.success(), || {
+        format!("wal-push before the fault: {}", text(&o))
+    })?;
+    proxy.set(Mode::Stall);
+    let second = wal.join("00000003.history");
+    std::fs::write(
+        &second,
+        b"1\t0/3000000\tno recovery target specified\n2\t0/5000000\tno recovery target specified\n",
+    )
+    .unwrap();
+    let (o, took) = timed(
+        &f,
+        &["wal-push", "--source", "pg", second.to_str().unwrap()],
+        &[],
+        Duration::from_secs(90),
+    );
+    check(o.status.code() == Some(1), || {
+        format!(
+            "wal-push must exit 1 (the archiver retries), got {:?}: {}",
+            o.status,
+            text(&o)
+        )
+    })?;
+    check(took < Duration::from_secs(30), || {
+        format!("wal-push took {took:?}")
+    })?;
+    let dest = f.dir.path().join("fetched.history");
+    let (o, took) = timed(
+        &f,
+        &[
+            "wal-fetch",
+            "--source",
+            "pg",
+            "00000002.history",
+            dest.to_str().unwrap(),
+        ],
+        &[],
+        Duration::from_secs(90),
+    );
+    check(
+        !o.status.success() && took < Duration::from_secs(30),
+        || {
+            format!(
+                "wal-fetch against a stalled server: {:?} after {took:?}: {}",
+                o.status,
+                text(&o)
+            )
+        },
+    )?;
+    check(!dest.exists(), || "a failed wal-fetch left its file".into())?;
+    proxy.set(Mode::Pass);
+    let o = f.gsdr(&[
+        "wal-fetch",
+        "--source",
+        "pg",
+        "00000002.history",
+        dest.to_str().unwrap(),
+    ]);
+    check(o.status.success(), || {
+        format!("wal-fetch after the fault: {}", text(&o))
+    })?;
+    check(
+        std::fs::read(&dest).unwrap() == std::fs::read(&first).unwrap(),
+        || "the fetched segment differs from the pushed one".into(),
+    )
+}
+
+/// Replication to an off-site server that stops answering, then prune
+/// against a primary whose connections are cut: both fail in time and
+/// nothing committed is lost; with the servers back, the copy completes.
+fn replicate_and_prune_under_s3_faults(rt: &tokio::runtime::Runtime, moto: &Moto) -> Case {
+    let proxy = rt.block_on(FaultProxy::start(moto.port()));
+    let dir = tempdir();
+    let key = dir.path().join("s3-key");
+    std::fs::write(&key, "test").unwrap();
+    let f = Fixture::new(&format!(
+        "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/primary\"\n\
+         [targets.off]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nprefix = \"replfault\"\n\
+         access_key_id = {{ file = \"{k}\" }}\nsecret_access_key = {{ file = \"{k}\" }}\npart_size = \"5MiB\"\n\
+         max_attempts = 2\nrequest_timeout = \"3s\"\npart_timeout = \"4s\"\nread_timeout = \"3s\"\n\
+         [defaults]\ntarget = \"local\"\noffsite = \"off\"\nretention = {{ keep_last = 1 }}\n\
+         [pipeline]\nstall_timeout = \"5s\"\n[compression]\nlevel = 1\n{}",
+        proxy.endpoint(),
+        moto.bucket,
+        command_source("rp", "head -c 12000000 /dev/urandom"),
+        k = key.display()
+    ));
+    for _ in 0..2 {
+        let o = f.gsdr(&["backup", "--source", "rp"]);
+        check(o.status.success(), || text(&o))?;
+    }
+    proxy.set(Mode::Stall);
+    let (o, took) = timed(&f, &["replicate"], &[], Duration::from_secs(120));
+    check(
+        !o.status.success() && took < Duration::from_secs(60),
+        || {
+            format!(
+                "replicate to a stalled server: {:?} after {took:?}: {}",
+                o.status,
+                text(&o)
+            )
+        },
+    )?;
+    proxy.set(Mode::Cut);
+    let (o, took) = timed(&f, &["prune"], &[], Duration::from_secs(120));
+    check(took < Duration::from_secs(60), || {
+        format!("prune took {took:?}: {}", text(&o))
+    })?;
+    // Nothing was lost on the primary, whatever prune managed.
+    check(listed(&f, &[]) >= 1, || {
+        "the primary lost every backup".into()
+    })?;
+    proxy.set(Mode::Pass);
+    let o = f.gsdr(&["replicate"]);
+    check(o.status.success(), || {
+        format!("replicate after the fault: {}", text(&o))
+    })?;
+    let o = f.gsdr(&["replicate", "--check"]);
+    check(o.status.success(), || {
+        format!("replicate --check after the fault: {}", text(&o))
+    })?;
+    let o = f.gsdr(&["verify", "--source", "rp", "--target", "off"]);
+    check(o.status.success(), || {
+        format!("verify of the off-site copy: {}", text(&o))
+    })
+}
+
 fn run_with_an_injected_panic() -> Case {
     let f = Fixture::new(&format!("{FS_SOURCE}{}", command_source("p", "echo data")));
     let flag = f.dir.path().join("panic-once");
@@ -486,6 +630,14 @@ fn fault_suite() {
         (
             "restore to file / S3 stalled mid-download",
             Box::new(|| restore_with_s3_stalled_mid_download(&rt, &moto)),
+        ),
+        (
+            "wal-push, wal-fetch / S3 stalled",
+            Box::new(|| wal_commands_with_s3_stalled(&rt, &moto)),
+        ),
+        (
+            "replicate / off-site stalled; prune / primary cut",
+            Box::new(|| replicate_and_prune_under_s3_faults(&rt, &moto)),
         ),
         ("run / injected panic", Box::new(run_with_an_injected_panic)),
         ("run / past its deadline", Box::new(run_past_its_deadline)),
