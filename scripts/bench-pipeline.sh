@@ -3,6 +3,10 @@
 # the shell pipeline `cat FILE | zstd -3 -T0 | age -r KEY > file` on the same 1 GiB of
 # JSON-like data, in the same run; then gsdr's peak RSS for 1 GiB and 4 GiB
 # inputs, and a restore round trip (SHA-256 compared).
+# Then the memory budget: `workers = 0` (one zstd worker per CPU, capped by
+# pipeline.memory_budget) through S3 (a throwaway moto_server) with the part
+# size doubling every 10 parts instead of 1,000 (GSDR_BENCH_PARTS_PER_TIER),
+# so 1 GiB crosses four doublings (5 → 80 MiB parts); its peak RSS is printed.
 # Last two lines: peak_rss_mib=N (max over the runs) and ratio=X.XX
 # (gsdr throughput ÷ shell pipeline throughput; target ≥ 1.0).
 # Usage: scripts/bench-pipeline.sh [SIZE_BYTES]   (default 1 GiB)
@@ -77,6 +81,41 @@ back=$(sha256sum "$WORK/restored" | cut -d' ' -f1)
 rssr=$(rss_of "$WORK/time-restore.txt")
 if [ "$back" = "$RAW_SHA" ]; then echo "restore: SHA-256 identical ($back), peak RSS $rssr MiB"; else echo "restore: SHA-256 MISMATCH"; exit 1; fi
 
-peak=$(printf '%s\n' "$rss1" "$rss4" "$rssr" | sort -n | tail -1)
+# Memory budget through S3 with growing parts.
+VENV="${GSDR_TEST_VENV:-$PWD/.venv}"
+PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$VENV/bin/python" -m moto.server -H 127.0.0.1 -p "$PORT" > "$WORK/moto.log" 2>&1 &
+MOTO=$!
+trap 'kill $MOTO 2>/dev/null; rm -rf "$WORK" "$DATA_DIR"' EXIT
+for _ in $(seq 100); do "$VENV/bin/python" -c "import socket; socket.create_connection(('127.0.0.1',$PORT))" 2>/dev/null && break; sleep 0.1; done
+"$VENV/bin/python" -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$PORT/gsdr-budget', method='PUT')).read()"
+echo test > "$WORK/s3key"
+cat > "$WORK/budget.toml" <<TOML
+name = "bench"
+[encryption]
+recipients = ["$R"]
+identity_file = "$WORK/id.txt"
+[compression]
+workers = 0
+[pipeline]
+memory_budget = "256MiB"
+[targets.s3]
+kind = "s3"
+endpoint = "http://127.0.0.1:$PORT"
+bucket = "gsdr-budget"
+access_key_id = { file = "$WORK/s3key" }
+secret_access_key = { file = "$WORK/s3key" }
+part_size = "5MiB"
+upload_concurrency = 8
+[sources.data]
+kind = "command"
+[sources.data.command]
+argv = ["cat", "$INPUT"]
+TOML
+GSDR_BENCH_PARTS_PER_TIER=10 /usr/bin/time -v "$GSDR" --policy "$WORK/budget.toml" -q backup > /dev/null 2> "$WORK/time-budget.txt"
+rssb=$(rss_of "$WORK/time-budget.txt")
+echo "gsdr   workers=0 to S3, parts 5 -> 80 MiB, upload_concurrency 8, memory_budget 256 MiB: peak RSS $rssb MiB"
+
+peak=$(printf '%s\n' "$rss1" "$rss4" "$rssr" "$rssb" | sort -n | tail -1)
 echo "peak_rss_mib=$peak"
 echo "ratio=$(echo "scale=2; $best_shell / $best_gsdr" | bc -l | sed 's/^\./0./')"

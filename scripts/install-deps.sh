@@ -10,6 +10,7 @@ log() { printf '[install-deps] %s\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------
 # redis-server: Redis tests; age, zstd: benchmarks compare against the CLIs;
 # mold: fast linking; pgbackrest: the PostgreSQL benchmark;
+# strace: the folder-store durability test (which folders are fsynced);
 # postgresql-15: the machine normally ships it (/usr/lib/postgresql/15/bin).
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
@@ -19,6 +20,7 @@ command -v mold >/dev/null 2>&1 || need_apt+=(mold)
 command -v pgbackrest >/dev/null 2>&1 || need_apt+=(pgbackrest)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
 [ -x /usr/bin/time ] || need_apt+=(time)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
     log "missing Debian packages: ${need_apt[*]} (run as root or install them)"; exit 1

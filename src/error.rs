@@ -64,6 +64,12 @@ pub enum Error {
     /// Anything the operator asked for that cannot be done as asked.
     #[error("{0}")]
     Invalid(String),
+    /// A job panicked (a bug); the panic was contained and nothing committed.
+    #[error("{0}")]
+    Panicked(String),
+    /// A job ran past its deadline and was cancelled.
+    #[error("{0}")]
+    DeadlineExceeded(String),
 }
 
 impl Error {

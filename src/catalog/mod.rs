@@ -7,6 +7,18 @@
 //!
 //! Layout under a target's prefix:
 //! `<source>/<kind>/<backup-id>/data.zst.age` and `.../manifest.json`.
+//!
+//! # A tolerant, suspicious listing
+//!
+//! A manifest counts only if its content matches the key it was read from:
+//! `source`, `kind` and `id` equal the key's three folders and `data_key`
+//! lies under the same folder. Everything that acts on a listed backup
+//! (prune, replicate, restore) therefore touches only keys under the
+//! manifest's own location. A manifest that does not parse, was written by a
+//! newer gsdr (`schema_version` above [`MANIFEST_SCHEMA`]) or does not match
+//! its key is skipped — reported by a warning event and
+//! `gsdr_catalog_manifests_skipped_total` — and never fails the listing of
+//! the others. Failing to *reach* the store is still an error.
 
 use std::sync::Arc;
 
@@ -152,25 +164,59 @@ impl Catalog {
         Ok(())
     }
 
-    /// Reads one manifest by key.
+    /// Reads one manifest by key and checks it against the key
+    /// ([`CatalogError::BadManifest`] if it does not parse, is of a newer
+    /// schema, or does not match).
     pub async fn read(&self, key: &str) -> Result<Manifest, CatalogError> {
         let (bytes, _) = self.store.get_small(key, MANIFEST_MAX_BYTES).await?;
-        serde_json::from_slice(&bytes).map_err(|e| CatalogError::BadManifest {
+        check_manifest(key, &bytes).map_err(|s| CatalogError::BadManifest {
             key: key.to_string(),
             store: self.store.describe(),
-            message: e.to_string(),
+            message: s.detail,
         })
     }
 
-    /// Every committed backup (of `source` if given), oldest first.
+    /// Every committed backup (of `source` if given), oldest first. Manifests
+    /// that do not count are skipped (see [`Catalog::list_checked`]).
     pub async fn list(&self, source: Option<&str>) -> Result<Vec<Manifest>, CatalogError> {
+        Ok(self.list_checked(source).await?.manifests)
+    }
+
+    /// Every committed backup (of `source` if given), oldest first, and the
+    /// manifests skipped because they do not count, each reported by a
+    /// [`ManifestSkipped`](crate::metrics::events::ManifestSkipped) event.
+    pub async fn list_checked(&self, source: Option<&str>) -> Result<Listing, CatalogError> {
         let prefix = source.map(|s| format!("{s}/")).unwrap_or_default();
         let objects = self.store.list(&prefix).await?;
-        let mut out = Vec::new();
+        let mut out = Listing::default();
         for o in objects.iter().filter(|o| is_backup_manifest(&o.key)) {
-            out.push(self.read(&o.key).await?);
+            let checked = match self.store.get_small(&o.key, MANIFEST_MAX_BYTES).await {
+                Ok((bytes, _)) => check_manifest(&o.key, &bytes),
+                // Pruned between the listing and the read: gone, not bad.
+                Err(e) if e.is_not_found() => continue,
+                Err(StorageError::TooLarge { size, max, .. }) => Err(Skipped {
+                    key: o.key.clone(),
+                    reason: SkipReason::Unreadable,
+                    detail: format!("{size} bytes, more than the {max} a manifest may have"),
+                }),
+                Err(e) => return Err(e.into()),
+            };
+            match checked {
+                Ok(m) => out.manifests.push(m),
+                Err(s) => {
+                    crate::metrics::events::ManifestSkipped {
+                        store: &self.store.describe(),
+                        key: &s.key,
+                        reason: s.reason,
+                        detail: &s.detail,
+                    }
+                    .emit();
+                    out.skipped.push(s);
+                }
+            }
         }
-        out.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        out.manifests
+            .sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
         Ok(out)
     }
 
@@ -210,7 +256,163 @@ impl Catalog {
 }
 
 /// True for `<source>/<kind>/<id>/manifest.json` keys (not WAL, drills, leases).
-fn is_backup_manifest(key: &str) -> bool {
+pub fn is_backup_manifest(key: &str) -> bool {
     let parts: Vec<&str> = key.split('/').collect();
     parts.len() == 4 && parts[3] == MANIFEST_OBJECT
+}
+
+/// What a listing found: the manifests that count, and those skipped.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Committed backups, oldest first.
+    pub manifests: Vec<Manifest>,
+    /// Manifests that do not count, in key order.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Why a manifest was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Not a manifest this build can parse (garbage, truncated, wrong fields, too large).
+    Unreadable,
+    /// Written by a newer gsdr: `schema_version` above [`MANIFEST_SCHEMA`].
+    NewerSchema,
+    /// Parses, but its source, kind, id or data key do not match where it was found.
+    Mismatch,
+}
+
+impl SkipReason {
+    /// The metric label: `unreadable`, `newer_schema`, `mismatch`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Unreadable => "unreadable",
+            SkipReason::NewerSchema => "newer_schema",
+            SkipReason::Mismatch => "mismatch",
+        }
+    }
+}
+
+/// A manifest the catalog does not count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// Its key.
+    pub key: String,
+    /// Why.
+    pub reason: SkipReason,
+    /// What exactly, for the operator.
+    pub detail: String,
+}
+
+/// Parses the manifest read from `key` and checks that it belongs there.
+fn check_manifest(key: &str, bytes: &[u8]) -> Result<Manifest, Skipped> {
+    let skip = |reason, detail: String| Skipped {
+        key: key.to_string(),
+        reason,
+        detail,
+    };
+    // The schema version first: a newer manifest may have fields this build
+    // rejects, and "upgrade gsdr" is the useful message then.
+    #[derive(Deserialize)]
+    struct Version {
+        schema_version: Option<u64>,
+    }
+    match serde_json::from_slice::<Version>(bytes) {
+        Ok(Version {
+            schema_version: Some(v),
+        }) if v > u64::from(MANIFEST_SCHEMA) => {
+            return Err(skip(
+                SkipReason::NewerSchema,
+                format!("schema_version {v} was written by a newer gsdr (this build reads up to {MANIFEST_SCHEMA}); upgrade gsdr to use this backup"),
+            ))
+        }
+        _ => {}
+    }
+    let m: Manifest = serde_json::from_slice(bytes)
+        .map_err(|e| skip(SkipReason::Unreadable, format!("not a valid manifest: {e}")))?;
+    let parts: Vec<&str> = key.split('/').collect();
+    let [source, kind, id, _] = parts.as_slice() else {
+        return Err(skip(
+            SkipReason::Mismatch,
+            "not at <source>/<kind>/<id>/manifest.json".into(),
+        ));
+    };
+    let mut wrong = Vec::new();
+    for (field, found, want) in [
+        ("source", &m.source, source),
+        ("kind", &m.kind, kind),
+        ("id", &m.id, id),
+    ] {
+        if found != want {
+            wrong.push(format!("{field} `{found}` (the key says `{want}`)"));
+        }
+    }
+    let dir = format!("{}/", Manifest::dir_key(source, kind, id));
+    let data_inside = m.data_key.strip_prefix(&dir).is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..")
+    });
+    if !data_inside {
+        wrong.push(format!("data_key `{}` outside `{dir}`", m.data_key));
+    }
+    if !wrong.is_empty() {
+        return Err(skip(
+            SkipReason::Mismatch,
+            format!(
+                "its content does not match its key: {}; it was copied or edited by hand — move it back or delete it",
+                wrong.join(", ")
+            ),
+        ));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn doc(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut v = serde_json::json!({
+            "schema_version": 1, "id": "20261129T000000Z-aaaaaa", "source": "db", "engine": "command",
+            "kind": "stdout", "started_at": "2026-11-29T00:00:00Z", "finished_at": "2026-11-29T00:00:01Z",
+            "consistency": {"consistency_time": null},
+            "raw_bytes": 1, "raw_sha256": "", "stored_bytes": 1, "stored_sha256": "",
+            "data_key": "db/stdout/20261129T000000Z-aaaaaa/data.zst.age", "zstd_level": 3,
+            "recipients": [], "gsdr_version": "0"
+        });
+        edit(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    const KEY: &str = "db/stdout/20261129T000000Z-aaaaaa/manifest.json";
+
+    #[rstest]
+    #[case::ok(doc(|_| {}), KEY, None)]
+    #[case::garbage(b"{not json".to_vec(), KEY, Some((SkipReason::Unreadable, "not a valid manifest")))]
+    #[case::unknown_field(doc(|v| v["extra"] = 1.into()), KEY, Some((SkipReason::Unreadable, "unknown field `extra`")))]
+    #[case::newer(doc(|v| { v["schema_version"] = 2.into(); v["new_field"] = true.into(); }), KEY, Some((SkipReason::NewerSchema, "schema_version 2 was written by a newer gsdr")))]
+    #[case::copied_to_other_id(doc(|_| {}), "db/stdout/20261130T000000Z-bbbbbb/manifest.json", Some((SkipReason::Mismatch, "id `20261129T000000Z-aaaaaa` (the key says `20261130T000000Z-bbbbbb`)")))]
+    #[case::other_source(doc(|v| v["source"] = "other".into()), KEY, Some((SkipReason::Mismatch, "source `other` (the key says `db`)")))]
+    #[case::other_kind(doc(|v| v["kind"] = "full".into()), KEY, Some((SkipReason::Mismatch, "kind `full`")))]
+    #[case::data_elsewhere(doc(|v| v["data_key"] = "other/stdout/x/data.zst.age".into()), KEY, Some((SkipReason::Mismatch, "data_key `other/stdout/x/data.zst.age` outside `db/stdout/20261129T000000Z-aaaaaa/`")))]
+    #[case::data_escapes(doc(|v| v["data_key"] = "db/stdout/20261129T000000Z-aaaaaa/../../../locks/db.json".into()), KEY, Some((SkipReason::Mismatch, "outside")))]
+    #[case::data_is_dir(doc(|v| v["data_key"] = "db/stdout/20261129T000000Z-aaaaaa/".into()), KEY, Some((SkipReason::Mismatch, "outside")))]
+    fn manifests_count_only_where_they_belong(
+        #[case] bytes: Vec<u8>,
+        #[case] key: &str,
+        #[case] want: Option<(SkipReason, &str)>,
+    ) {
+        match (check_manifest(key, &bytes), want) {
+            (Ok(m), None) => assert_eq!(m.manifest_key(), key),
+            (Err(s), Some((reason, text))) => {
+                assert_eq!(s.reason, reason, "{}", s.detail);
+                assert!(s.detail.contains(text), "{}", s.detail);
+                assert_eq!(s.key, key);
+            }
+            (got, want) => panic!("got {got:?}, want {want:?}"),
+        }
+    }
 }

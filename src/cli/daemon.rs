@@ -86,7 +86,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             }
         })
     };
-    // The newest archived WAL of each postgres source, on start and every
+    // The end of the contiguous WAL chain of each postgres source, on start and every
     // `wal_status_every`: wal-push runs in PostgreSQL's archiver, not here.
     let wal_watch = {
         let (runner, env, stop) = (job_runner.clone(), env.clone(), shutdown.clone());
@@ -115,6 +115,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             }
         })
     };
+    // Garbage collection on start, then every `gc_every`.
+    let gc = tokio::spawn(scheduler::gc::run_every(env.clone(), shutdown.clone()));
     let sched = Scheduler::new(
         plans,
         job_runner,
@@ -135,6 +137,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     watch.abort();
     let _ = sweeper.await;
     let _ = wal_watch.await;
+    let _ = gc.await;
     server_stop.cancel();
     let _ = server.await;
     if summary.aborted_in_flight {

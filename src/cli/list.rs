@@ -23,6 +23,15 @@ struct Listing {
     backups: Vec<gsdr::catalog::Manifest>,
     /// Velero backups recorded in the same catalog.
     velero: Vec<gsdr::velero::VeleroRecord>,
+    /// Manifests that do not count (unreadable, newer schema, not matching their key).
+    skipped: Vec<SkippedOn>,
+}
+
+#[derive(Serialize)]
+struct SkippedOn {
+    target: String,
+    #[serde(flatten)]
+    skipped: gsdr::catalog::Skipped,
 }
 
 /// Runs `gsdr list`.
@@ -46,15 +55,38 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     }
     let mut backups = Vec::new();
     let mut velero = Vec::new();
+    let mut skipped = Vec::new();
     for t in targets {
         let cat = env.catalog(&t).await?;
-        backups.extend(cat.list(args.source.as_deref()).await?);
+        let listing = cat.list_checked(args.source.as_deref()).await?;
+        backups.extend(listing.manifests);
+        skipped.extend(listing.skipped.into_iter().map(|s| SkippedOn {
+            target: t.clone(),
+            skipped: s,
+        }));
         if args.source.is_none() && env.policy.velero.is_some() {
             velero.extend(gsdr::velero::list_records(cat.store().as_ref(), None).await?);
         }
     }
     backups.sort_by(|a, b| (&a.source, a.started_at).cmp(&(&b.source, b.started_at)));
-    emit(ctx.json, &Listing { backups, velero }, |l| {
+    // Data on stdout, warnings on stderr. Each skipped manifest was already
+    // logged as a `manifest_skipped` warning (key, reason, detail); this line
+    // says it once more where `-qq` silences the log.
+    let mut per_target = std::collections::BTreeMap::<&str, usize>::new();
+    for s in &skipped {
+        *per_target.entry(s.target.as_str()).or_default() += 1;
+    }
+    for (t, n) in per_target {
+        eprintln!(
+            "warning: {n} manifest(s) on target `{t}` skipped (unreadable, of a newer schema, or not matching their key): not listed; `gsdr --json list` shows them under `skipped`"
+        );
+    }
+    let listing = Listing {
+        backups,
+        velero,
+        skipped,
+    };
+    emit(ctx.json, &listing, |l| {
         let mut s = format!(
             "{:<20} {:<26} {:<8} {:>10} {:>10}  {}\n",
             "SOURCE", "ID", "KIND", "RAW", "STORED", "RECOVERY POINT"

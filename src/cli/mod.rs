@@ -99,7 +99,7 @@ enum Command {
     Prune(prune::Args),
     /// Copy to the off-site target what it lacks (--check: only list it).
     Replicate(replicate::Args),
-    /// Bucket settings: lifecycle rules, versioning, Object Lock.
+    /// Bucket settings (lifecycle rules, versioning, Object Lock) and garbage collection of leftovers.
     Storage(storage_cmd::Args),
     /// Velero: Kubernetes backups and restores through the Kubernetes API.
     Velero(velero::Args),

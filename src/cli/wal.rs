@@ -186,21 +186,37 @@ pub async fn status(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
     let source = pick_source(&env, a.source)?;
     let r = walverify::wal_status(&env, &source).await?;
     emit(ctx.json, &r, |r| {
-        format!(
-            "source {}: last WAL {} at {} ({} s ago); last base backup {} at {}\n",
-            r.source,
-            r.last_segment.as_deref().unwrap_or("-"),
-            r.last_archived_at
-                .map(|t| t.to_rfc3339())
-                .unwrap_or("-".into()),
-            r.seconds_since_last_archive
-                .map(|s| s.to_string())
-                .unwrap_or("-".into()),
+        let mut s = match (&r.last_segment, &r.chain_base_backup) {
+            (Some(seg), Some(base)) => format!(
+                "source {}: restorable up to WAL {seg} stored at {} ({} s ago), the end of the contiguous chain from base backup {base}",
+                r.source,
+                r.last_archived_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or("-".into()),
+                r.seconds_since_last_archive
+                    .map(|s| s.to_string())
+                    .unwrap_or("-".into()),
+            ),
+            _ => format!(
+                "source {}: no restorable base backup (newest WAL stored: {}): nothing can be recovered yet",
+                r.source,
+                r.newest_segment.as_deref().unwrap_or("-")
+            ),
+        };
+        s += &format!(
+            "; last base backup {} at {}\n",
             r.last_base_backup.as_deref().unwrap_or("-"),
             r.last_base_backup_at
                 .map(|t| t.to_rfc3339())
                 .unwrap_or("-".into()),
-        )
+        );
+        if let Some(h) = &r.hole_at {
+            s += &format!(
+                "WARNING: {h} is missing while later WAL is stored (newest {}): recovery stops before it; run `gsdr wal-verify`\n",
+                r.newest_segment.as_deref().unwrap_or("-")
+            );
+        }
+        s
     })?;
     Ok(Outcome::Ok)
 }

@@ -188,7 +188,9 @@ pub struct PlannedBackup {
     pub target: String,
     /// Its recovery point.
     pub recovery_point: DateTime<Utc>,
-    /// Plan time − recovery point: the RPO this restore implies, seconds.
+    /// Plan time − the newest point the restore reaches (its recovery point;
+    /// for a PostgreSQL base backup the end of the contiguous WAL chain on
+    /// the target, capped at the target time): the RPO it implies, seconds.
     pub implied_rpo_secs: f64,
     /// The source's RPO objective, seconds.
     pub rpo_target_secs: Option<f64>,
@@ -267,6 +269,15 @@ pub async fn plan(
                 } else {
                     (cat.newest_before(source, None, target_time).await?, None, 0)
                 };
+                // A PostgreSQL restore goes on past its base backup to the end of
+                // the contiguous WAL chain there (never past a hole), up to the target time.
+                let reaches = crate::source::postgres::walchain::restore_reaches(cat.store(), &m)
+                    .await
+                    .map_err(Error::from)?
+                    .unwrap_or(m.recovery_point());
+                let reaches = target_time
+                    .map_or(reaches, |t| reaches.min(t))
+                    .max(m.recovery_point());
                 if let (RunKind::Incident, Some(ep)) = (opts.kind, opts.endpoints.get(source)) {
                     overwrites = overwrite_of(env, &st.action, &m, ep).await;
                 }
@@ -278,7 +289,7 @@ pub async fn plan(
                 backup = Some(PlannedBackup {
                     object_lock,
                     skipped_unlocked,
-                    implied_rpo_secs: secs_between(m.recovery_point(), now),
+                    implied_rpo_secs: secs_between(reaches, now),
                     rpo_target_secs: env
                         .policy
                         .objectives_of(source)

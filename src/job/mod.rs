@@ -1,8 +1,9 @@
 //! Jobs: the operations the CLI, the daemon and drills run — backup, verify,
-//! restore — over an [`Env`] built once from a policy.
+//! restore, garbage collection ([`gc`]) — over an [`Env`] built once from a policy.
 
 mod backup;
 mod env;
+pub mod gc;
 mod progress;
 mod restore;
 mod verify;

@@ -2,7 +2,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{global, src, ClassLabel, ResultLabel, ScenarioLabel, TargetLabel};
+use super::{
+    global, src, ClassLabel, GcLabel, OnlyTargetLabel, ResultLabel, ScenarioLabel,
+    StoreReasonLabel, TargetLabel,
+};
 use crate::error::RetryClass;
 
 fn secs(t: DateTime<Utc>) -> f64 {
@@ -65,6 +68,56 @@ impl BackupSucceeded<'_> {
             .get_or_create(&l)
             .set(self.bytes_stored as f64);
     }
+}
+
+/// A job panicked; the panic was contained and counts as a failed attempt.
+#[derive(Debug, Clone)]
+pub struct JobPanicked<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// The panic's message.
+    pub message: &'a str,
+}
+
+impl JobPanicked<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::error!(
+            event = "job_panicked",
+            source = self.source,
+            message = self.message
+        );
+        global().job_panics.get_or_create(&src(self.source)).inc();
+    }
+}
+
+/// A job ran past its deadline and was cancelled.
+#[derive(Debug, Clone)]
+pub struct JobDeadlineExceeded<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// The deadline.
+    pub timeout_secs: u64,
+}
+
+impl JobDeadlineExceeded<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = "job_deadline_exceeded",
+            source = self.source,
+            timeout_secs = self.timeout_secs
+        );
+        global()
+            .job_deadlines
+            .get_or_create(&src(self.source))
+            .inc();
+    }
+}
+
+/// Registers a running job for `/healthz` until the returned guard is dropped.
+pub fn running_job(source: &str, deadline: std::time::Duration) -> super::jobs::RunningJob {
+    super::jobs::start(&format!("backup of `{source}`"), deadline)
 }
 
 /// A backup attempt failed.
@@ -395,7 +448,8 @@ impl WalPruned<'_> {
     }
 }
 
-/// The newest archived WAL segment of a postgres source, as the daemon read it from the store.
+/// How far a restore of a postgres source reaches, as the daemon read it from the store: the end of
+/// the contiguous WAL chain from its newest restorable base backup (`source::postgres::walchain`).
 #[derive(Debug, Clone)]
 pub struct WalArchived<'a> {
     /// Source.
@@ -470,5 +524,138 @@ impl DrillFinished<'_> {
                 scenario: self.scenario.to_string(),
             })
             .set(if self.ok { 1.0 } else { 0.0 });
+    }
+}
+
+/// A catalog listing skipped a manifest that does not count (unreadable, newer schema, not matching its key).
+#[derive(Debug, Clone)]
+pub struct ManifestSkipped<'a> {
+    /// Store description.
+    pub store: &'a str,
+    /// Key of the manifest.
+    pub key: &'a str,
+    /// Why.
+    pub reason: crate::catalog::SkipReason,
+    /// What exactly.
+    pub detail: &'a str,
+}
+
+impl ManifestSkipped<'_> {
+    /// Logs the event (a warning) and updates the metrics.
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = "manifest_skipped",
+            store = self.store,
+            key = self.key,
+            reason = self.reason.as_str(),
+            detail = self.detail
+        );
+        global()
+            .catalog_skipped
+            .get_or_create(&StoreReasonLabel {
+                store: self.store.to_string(),
+                reason: self.reason.as_str().to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Garbage collection removed (or, in a dry run, would remove) one leftover.
+#[derive(Debug, Clone)]
+pub struct GcRemoved<'a> {
+    /// Target name.
+    pub target: &'a str,
+    /// `multipart_upload`, `temp_file` or `orphan_data`.
+    pub category: &'a str,
+    /// The key it was written for.
+    pub key: &'a str,
+    /// Bytes it held.
+    pub bytes: u64,
+    /// A dry run: nothing was removed (no metric then).
+    pub dry_run: bool,
+}
+
+impl GcRemoved<'_> {
+    /// Logs the event and, unless a dry run, updates the metrics.
+    pub fn emit(&self) {
+        tracing::info!(
+            event = "gc_removed",
+            target = self.target,
+            category = self.category,
+            key = self.key,
+            bytes = self.bytes,
+            dry_run = self.dry_run
+        );
+        if self.dry_run {
+            return;
+        }
+        let m = global();
+        let l = GcLabel {
+            target: self.target.to_string(),
+            category: self.category.to_string(),
+        };
+        m.gc_removed_objects.get_or_create(&l).inc();
+        m.gc_removed_bytes.get_or_create(&l).inc_by(self.bytes);
+    }
+}
+
+/// Garbage collection of a target failed, entirely or for one leftover.
+#[derive(Debug, Clone)]
+pub struct GcFailed<'a> {
+    /// Target name.
+    pub target: &'a str,
+    /// The key concerned, empty when the whole run failed.
+    pub key: &'a str,
+    /// The error.
+    pub error: &'a str,
+}
+
+impl GcFailed<'_> {
+    /// Logs the event (a warning) and updates the metrics.
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = "gc_failed",
+            target = self.target,
+            key = self.key,
+            error = self.error
+        );
+        global()
+            .gc_failures
+            .get_or_create(&OnlyTargetLabel {
+                target: self.target.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Garbage collection of one target finished.
+#[derive(Debug, Clone)]
+pub struct GcFinished<'a> {
+    /// Target name.
+    pub target: &'a str,
+    /// Leftovers removed (or found, in a dry run).
+    pub removed: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Leftovers kept: too young, or a live run may still be writing them.
+    pub kept: u64,
+    /// Removals that failed.
+    pub failed: u64,
+    /// A dry run.
+    pub dry_run: bool,
+}
+
+impl GcFinished<'_> {
+    /// Logs the event.
+    pub fn emit(&self) {
+        tracing::info!(
+            event = "gc_finished",
+            target = self.target,
+            removed = self.removed,
+            bytes = self.bytes,
+            kept = self.kept,
+            failed = self.failed,
+            dry_run = self.dry_run
+        );
     }
 }

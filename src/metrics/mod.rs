@@ -16,6 +16,8 @@
 //! | `gsdr_backup_raw_bytes` / `gsdr_backup_stored_bytes` | gauge | sizes of the last committed backup |
 //! | `gsdr_backup_failures_total` | counter | failed attempts (label `class`: temporary/permanent) |
 //! | `gsdr_backup_runs_total` | counter | finished runs (label `result`: success/failure/skipped) |
+//! | `gsdr_job_panics_total` | counter | jobs that panicked (each also counts as a failed attempt) |
+//! | `gsdr_job_deadline_exceeded_total` | counter | jobs cancelled at their deadline (`timeout`) |
 //! | `gsdr_backup_interval_seconds` | gauge | scheduled interval (for staleness alerts) |
 //! | `gsdr_rpo_target_seconds` | gauge | the source's RPO objective |
 //! | `gsdr_rpo_safe_point_timestamp_seconds` | gauge | newest recovery point present on primary AND off-site (primary only when no off-site) |
@@ -23,15 +25,19 @@
 //! | `gsdr_replication_lag_seconds` | gauge | newest primary recovery point − newest off-site one |
 //! | `gsdr_replication_failures_total` | counter | failed copies to the off-site target |
 //! | `gsdr_replicated_bytes_total` | counter | stored bytes copied off-site |
-//! | `gsdr_wal_last_archived_timestamp_seconds` | gauge | (PostgreSQL engine) when the newest archived WAL segment was stored (read from the primary target every `daemon.wal_status_every`) |
+//! | `gsdr_wal_last_archived_timestamp_seconds` | gauge | (PostgreSQL engine) when the last segment a restore reaches was stored: the end of the contiguous WAL chain from the newest restorable base backup, never a newer segment a hole cuts off; absent without a restorable base backup (read from the primary target every `daemon.wal_status_every`) |
 //! | `gsdr_wal_archive_lag_seconds` | gauge | (PostgreSQL engine) now − that time, refreshed at every scrape: on a quiet cluster it grows up to `archive_timeout` |
 //! | `gsdr_wal_push_failures_total` | counter | (PostgreSQL engine) failed `wal-push` calls in this process (`wal-push` runs in PostgreSQL's archiver, so the daemon sees archive failures through the lag) |
 //! | `gsdr_drill_last_success` | gauge | (label `scenario`) 1 if the last drill met its targets |
 //! | `gsdr_lease_conflicts_total` | counter | runs skipped because another replica held or had done the run |
 //! | `gsdr_pruned_backups_total` | counter | backups deleted by retention (label `target`) |
 //! | `gsdr_pruned_wal_files_total` / `gsdr_pruned_wal_bytes_total` | counter | (PostgreSQL engine) WAL files and their stored bytes deleted by retention (label `target`) |
+//! | `gsdr_catalog_manifests_skipped_total` | counter | (labels `store`, `reason`: unreadable/newer_schema/mismatch; no `source`) manifests a listing skipped, once per listing that met them |
+//! | `gsdr_gc_removed_objects_total` / `gsdr_gc_removed_bytes_total` | counter | (labels `target`, `category`: multipart_upload/temp_file/orphan_data; no `source`) leftovers garbage collection removed |
+//! | `gsdr_gc_failures_total` | counter | (label `target`; no `source`) garbage collection runs that could not finish or removals that failed |
 
 pub mod events;
+pub mod jobs;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -52,6 +58,31 @@ pub type FGauge = Gauge<f64, AtomicU64>;
 pub struct SourceLabel {
     /// Source name.
     pub source: String,
+}
+
+/// Label set `{store, reason}` (catalog).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreReasonLabel {
+    /// Store description (`s3://bucket/prefix`, `file:///path`).
+    pub store: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Label set `{target, category}` (garbage collection).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GcLabel {
+    /// Target name.
+    pub target: String,
+    /// What was removed.
+    pub category: String,
+}
+
+/// Label set `{target}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OnlyTargetLabel {
+    /// Target name.
+    pub target: String,
 }
 
 /// Label set `{source, class}`.
@@ -136,6 +167,18 @@ pub struct Metrics {
     pub pruned_wal_files: Family<TargetLabel, Counter>,
     /// See the module table.
     pub pruned_wal_bytes: Family<TargetLabel, Counter>,
+    /// See the module table.
+    pub job_panics: Family<SourceLabel, Counter>,
+    /// See the module table.
+    pub job_deadlines: Family<SourceLabel, Counter>,
+    /// See the module table.
+    pub catalog_skipped: Family<StoreReasonLabel, Counter>,
+    /// See the module table.
+    pub gc_removed_objects: Family<GcLabel, Counter>,
+    /// See the module table.
+    pub gc_removed_bytes: Family<GcLabel, Counter>,
+    /// See the module table.
+    pub gc_failures: Family<OnlyTargetLabel, Counter>,
     /// Safe points by source (seconds since the epoch), for the exposure refresh at scrape time.
     safe_points: Mutex<BTreeMap<String, f64>>,
     /// Newest archived WAL by source (seconds since the epoch), for the lag refresh at scrape time.
@@ -178,6 +221,14 @@ impl Metrics {
                 "Failed backup attempts by retry class"
             ),
             runs: reg!("gsdr_backup_runs", "Finished scheduled runs by result"),
+            job_panics: reg!(
+                "gsdr_job_panics",
+                "Jobs that panicked (contained: reported as failures)"
+            ),
+            job_deadlines: reg!(
+                "gsdr_job_deadline_exceeded",
+                "Jobs cancelled because they ran past their deadline"
+            ),
             interval: reg!(
                 "gsdr_backup_interval_seconds",
                 "Scheduled interval of the source"
@@ -205,11 +256,11 @@ impl Metrics {
             ),
             wal_archive_lag: reg!(
                 "gsdr_wal_archive_lag_seconds",
-                "Age of the newest archived WAL segment"
+                "Age of the last WAL segment a restore reaches (the end of the contiguous chain)"
             ),
             wal_last_archived: reg!(
                 "gsdr_wal_last_archived_timestamp_seconds",
-                "When the newest archived WAL segment was stored"
+                "When the last WAL segment a restore reaches (the end of the contiguous chain) was stored"
             ),
             wal_push_failures: reg!("gsdr_wal_push_failures", "Failed wal-push calls"),
             drill_last_success: reg!(
@@ -229,6 +280,22 @@ impl Metrics {
                 "gsdr_pruned_wal_bytes",
                 "Stored bytes of the WAL files deleted by retention (PostgreSQL engine)"
             ),
+            catalog_skipped: reg!(
+                "gsdr_catalog_manifests_skipped",
+                "Manifests a catalog listing skipped (unreadable, newer schema, or not matching their key)"
+            ),
+            gc_removed_objects: reg!(
+                "gsdr_gc_removed_objects",
+                "Leftovers removed by garbage collection"
+            ),
+            gc_removed_bytes: reg!(
+                "gsdr_gc_removed_bytes",
+                "Bytes held by the leftovers removed by garbage collection"
+            ),
+            gc_failures: reg!(
+                "gsdr_gc_failures",
+                "Garbage collection runs or removals that failed"
+            ),
             safe_points: Mutex::new(BTreeMap::new()),
             wal_archived: Mutex::new(BTreeMap::new()),
             registry,
@@ -244,7 +311,7 @@ impl Metrics {
             .insert(source.to_string(), ts);
     }
 
-    /// Records when a source's newest archived WAL segment was stored (seconds since the epoch).
+    /// Records when the end of a source's contiguous WAL chain was stored (seconds since the epoch).
     pub(crate) fn set_wal_archived(&self, source: &str, ts: f64) {
         self.wal_last_archived.get_or_create(&src(source)).set(ts);
         self.wal_archived

@@ -1,5 +1,6 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process
-//! answers), `/readyz` (the scheduler runs and is not shutting down).
+//! answers and no job is past its deadline), `/readyz` (that, and the
+//! scheduler runs and is not shutting down).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,15 +41,21 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz() -> (StatusCode, String) {
+    match super::jobs::overdue_message() {
+        None => (StatusCode::OK, "ok\n".into()),
+        Some(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+    }
 }
 
-async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {
+async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
+    if let Some(m) = super::jobs::overdue_message() {
+        return (StatusCode::SERVICE_UNAVAILABLE, m);
+    }
     if h.is_ready() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, "ready\n".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
     }
 }
 

@@ -214,19 +214,30 @@ pub struct S3Target {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lifecycle {
-    /// Expire objects under the prefix this long after they were written (whole days), e.g. `"35d"`; unset: never.
-    /// Set it a little above the retention so `gsdr prune` decides first and the rule is the backstop.
+    /// Expire *current* objects under the prefix this long after they were written (whole days); unset: never
+    /// (the default, and the only choice on a target any source keeps backups on: an age-based expiration
+    /// would delete a source's newest restorable backup and its WAL once its backups stop, whatever the
+    /// retention keeps, so `gsdr policy check` refuses it there). `gsdr prune` decides for current objects.
     #[serde(default)]
     pub expire_after: Option<HumanDuration>,
+    /// With `versioning = true`: how long a version `gsdr prune` deleted (hidden by a delete marker) or an
+    /// object overwrote stays recoverable before the lifecycle removes it (whole days, default `"1d"`).
+    /// Object Lock keeps a locked version until its retention ends, whatever this says.
+    #[serde(default = "default_noncurrent_expire")]
+    pub noncurrent_expire_after: HumanDuration,
     /// Abort multipart uploads left open this long (whole days, at least `"1d"`).
     #[serde(default = "default_abort_incomplete")]
     pub abort_incomplete_after: HumanDuration,
-    /// Turn bucket versioning on (required by Object Lock; deleted versions then expire after `expire_after` too).
+    /// Turn bucket versioning on (required by Object Lock; deleted versions then expire after `noncurrent_expire_after`).
     #[serde(default)]
     pub versioning: bool,
     /// Default Object Lock retention of new objects; the bucket must have been created with Object Lock enabled.
     #[serde(default)]
     pub object_lock: Option<ObjectLock>,
+}
+
+fn default_noncurrent_expire() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(86_400))
 }
 
 fn default_abort_incomplete() -> HumanDuration {
@@ -308,8 +319,8 @@ pub struct DaemonConfig {
     /// How often the daemon sweeps every source for backups the off-site target lacks (failed copies are retried then).
     #[serde(default = "default_replicate_every")]
     pub replicate_every: HumanDuration,
-    /// How often the daemon reads the newest archived WAL segment of each
-    /// postgres source (`gsdr_wal_last_archived_timestamp_seconds`).
+    /// How often the daemon reads how far a restore of each postgres source
+    /// reaches, the end of its contiguous WAL chain (`gsdr_wal_last_archived_timestamp_seconds`).
     #[serde(default = "default_wal_status_every")]
     pub wal_status_every: HumanDuration,
     /// Apply the source's retention (primary and off-site) after each successful run, as `gsdr prune` does.
@@ -327,6 +338,14 @@ pub struct DaemonConfig {
     /// Time zone of cron schedules: `UTC` (default) or a fixed offset like `+01:00`.
     #[serde(default)]
     pub timezone: Option<String>,
+    /// How often the daemon collects garbage on every target (also once at
+    /// start): interrupted uploads, temp files, data objects without a manifest.
+    #[serde(default = "default_gc_every")]
+    pub gc_every: HumanDuration,
+    /// How old a leftover must be before garbage collection removes it
+    /// (`gsdr storage gc` and the daemon): longer than any backup or copy runs.
+    #[serde(default = "default_gc_grace")]
+    pub gc_grace: HumanDuration,
 }
 
 fn hd(secs: u64) -> HumanDuration {
@@ -368,6 +387,12 @@ fn default_grace_period() -> HumanDuration {
 fn default_notify_min_interval() -> HumanDuration {
     hd(900)
 }
+fn default_gc_every() -> HumanDuration {
+    hd(6 * 3600)
+}
+fn default_gc_grace() -> HumanDuration {
+    hd(24 * 3600)
+}
 
 impl Default for DaemonConfig {
     fn default() -> Self {
@@ -388,6 +413,8 @@ impl Default for DaemonConfig {
             webhook_url: None,
             notify_min_interval: default_notify_min_interval(),
             timezone: None,
+            gc_every: default_gc_every(),
+            gc_grace: default_gc_grace(),
         }
     }
 }
@@ -813,6 +840,22 @@ impl Policy {
                 r.validate()
                     .map_err(|m| self.err(text, &format!("{f}.redis"), m))?;
             }
+            if let Some(p) = &s.postgres {
+                p.validate()
+                    .map_err(|m| self.err(text, &format!("{f}.postgres"), m))?;
+                // The stream is silent while PostgreSQL waits for the WAL: the
+                // stall detector must not end the backup first, without saying why.
+                if p.archive_wait >= self.pipeline.stall_timeout {
+                    return Err(self.err(
+                        text,
+                        &format!("{f}.postgres.archive_wait"),
+                        format!(
+                            "must be below pipeline.stall_timeout ({}): no byte flows while PostgreSQL waits for the backup's WAL, and the stall detector would end the backup first without naming the archiver's state",
+                            self.pipeline.stall_timeout
+                        ),
+                    ));
+                }
+            }
             if let Some(m) = &s.mongo {
                 m.validate()
                     .map_err(|(field, msg)| self.err(text, &format!("{f}.mongo.{field}"), msg))?;
@@ -830,6 +873,47 @@ impl Policy {
         if let Some(v) = &self.velero {
             v.validate()
                 .map_err(|(field, message)| self.err(text, &field, message))?;
+        }
+        self.validate_lifecycle_vs_retention(text)?;
+        Ok(())
+    }
+
+    /// Refuses a lifecycle `Expiration` (of current objects) on a target a
+    /// source keeps backups on (as its primary or off-site target): it covers
+    /// every backup and WAL object under the prefix by age alone, so it would
+    /// delete what retention keeps — always the source's newest restorable
+    /// backup and the WAL it needs, once its backups stop for `expire_after`.
+    /// The error names the retention rule it contradicts most plainly.
+    fn validate_lifecycle_vs_retention(&self, text: &str) -> Result<(), PolicyError> {
+        for (name, t) in &self.targets {
+            let TargetConfig::S3(s3) = t else { continue };
+            let Some(expire) = s3.lifecycle.as_ref().and_then(|l| l.expire_after) else {
+                continue;
+            };
+            let mut reasons: Vec<(u8, String)> = Vec::new();
+            for source in self.sources.keys() {
+                let on = self.target_of(source) == Some(name.as_str())
+                    || self.offsite_of(source) == Some(name.as_str());
+                if !on {
+                    continue;
+                }
+                reasons.push(retention_outlives(
+                    source,
+                    self.retention_of(source),
+                    expire,
+                ));
+            }
+            let Some((_, why)) = reasons.into_iter().min() else {
+                continue;
+            };
+            return Err(self.err(
+                text,
+                &format!("targets.{name}.lifecycle.expire_after"),
+                format!(
+                    "an Expiration after {} deletes every current backup and WAL object under the prefix by age, whatever the retention keeps: {why}. Remove expire_after: `gsdr prune` decides for current objects (it never deletes a source's newest restorable backup or the WAL it needs), and with versioning = true the lifecycle removes only what prune deleted, after noncurrent_expire_after",
+                    expire_days_text(expire)
+                ),
+            ));
         }
         Ok(())
     }
@@ -937,6 +1021,16 @@ impl Policy {
         if d.wal_status_every.0.is_zero() {
             return Err(self.err(text, "daemon.wal_status_every", "must be above 0"));
         }
+        if d.gc_every.0.is_zero() {
+            return Err(self.err(text, "daemon.gc_every", "must be above 0"));
+        }
+        if d.gc_grace.0 < d.lease_ttl.0 {
+            return Err(self.err(
+                text,
+                "daemon.gc_grace",
+                format!("must be at least lease_ttl ({}): a shorter grace could remove what a backup is still writing", d.lease_ttl),
+            ));
+        }
         if d.max_concurrent_runs == 0 {
             return Err(self.err(text, "daemon.max_concurrent_runs", "must be at least 1"));
         }
@@ -971,6 +1065,85 @@ impl Policy {
     }
 }
 
+fn expire_days_text(d: HumanDuration) -> String {
+    let secs = d.0.as_secs();
+    if secs % 86_400 == 0 {
+        format!("{}d", secs / 86_400)
+    } else {
+        d.to_string()
+    }
+}
+
+/// How the retention of `source` outlives an expiration after `expire`, the
+/// plainest reason first (lower rank): `keep_last`, then a `keep_*` span at
+/// least as long, then the floor every source has (its newest backup).
+fn retention_outlives(source: &str, r: Option<Retention>, expire: HumanDuration) -> (u8, String) {
+    const DAY: u64 = 86_400;
+    let days = |secs: u64| {
+        if secs % DAY == 0 {
+            format!("{}d", secs / DAY)
+        } else {
+            HumanDuration(std::time::Duration::from_secs(secs)).to_string()
+        }
+    };
+    let r = r.unwrap_or(Retention {
+        keep_within: Some(HumanDuration(std::time::Duration::from_secs(
+            DEFAULT_KEEP_WITHIN_DAYS * DAY,
+        ))),
+        keep_last: None,
+        keep_daily: None,
+        keep_weekly: None,
+        keep_monthly: None,
+    });
+    if let Some(n) = r.keep_last.filter(|n| *n > 0) {
+        return (
+            0,
+            format!("source `{source}` has keep_last = {n}, which keeps its newest {n} backups whatever their age"),
+        );
+    }
+    let e = expire.0.as_secs();
+    let spans = [
+        (
+            "keep_monthly",
+            r.keep_monthly.map(|n| n as u64 * 31 * DAY),
+            "months",
+        ),
+        (
+            "keep_weekly",
+            r.keep_weekly.map(|n| n as u64 * 7 * DAY),
+            "weeks",
+        ),
+        ("keep_daily", r.keep_daily.map(|n| n as u64 * DAY), "days"),
+        ("keep_within", r.keep_within.map(|d| d.0.as_secs()), ""),
+    ];
+    for (field, span, unit) in spans {
+        let Some(span) = span.filter(|s| *s >= e) else {
+            continue;
+        };
+        let n = match field {
+            "keep_monthly" => r.keep_monthly.map(|n| n.to_string()),
+            "keep_weekly" => r.keep_weekly.map(|n| n.to_string()),
+            "keep_daily" => r.keep_daily.map(|n| n.to_string()),
+            _ => r
+                .keep_within
+                .map(|d| format!("\"{}\"", days(d.0.as_secs()))),
+        }
+        .unwrap_or_default();
+        return (
+            1,
+            format!(
+                "source `{source}` has {field} = {n}, which keeps backups up to {}{}, at least as long as the expiration",
+                days(span),
+                if unit.is_empty() { String::new() } else { format!(" ({n} {unit})") }
+            ),
+        );
+    }
+    (
+        2,
+        format!("`gsdr prune` always keeps the newest restorable backup of source `{source}` and the WAL it needs, and the expiration would delete them {} after its last successful backup", days(e)),
+    )
+}
+
 /// Checks a lifecycle table; errors carry the sub-field (`.expire_after`) and the message.
 fn validate_lifecycle(l: &Lifecycle) -> Result<(), (String, String)> {
     let whole_days = |k: &str, d: &HumanDuration| -> Result<u64, (String, String)> {
@@ -989,6 +1162,7 @@ fn validate_lifecycle(l: &Lifecycle) -> Result<(), (String, String)> {
         .map(|d| whole_days("expire_after", d))
         .transpose()?;
     whole_days("abort_incomplete_after", &l.abort_incomplete_after)?;
+    whole_days("noncurrent_expire_after", &l.noncurrent_expire_after)?;
     if let Some(lock) = &l.object_lock {
         let days = whole_days("object_lock.retention", &lock.retention)?;
         if !l.versioning {
@@ -1171,6 +1345,112 @@ mod tests {
             err("object_lock = { mode = \"legal\", retention = \"30d\" }")
                 .message
                 .contains("legal")
+        );
+    }
+
+    #[test]
+    fn postgres_archive_wait_stays_below_the_stall_timeout() {
+        let pg = |extra: &str| {
+            format!(
+                "{HEAD}{extra}[targets.f]\nkind = \"fs\"\npath = \"/tmp/x\"\n\
+                 [sources.pg]\nkind = \"postgres\"\n[sources.pg.postgres]\nhost = \"h\"\narchive_wait = \"5m\"\n"
+            )
+        };
+        let e = Policy::parse(&pg(""), Path::new("p.toml")).unwrap_err();
+        assert_eq!(e.field, "sources.pg.postgres.archive_wait", "{e}");
+        assert!(
+            e.message.contains("below pipeline.stall_timeout (5m)"),
+            "{e}"
+        );
+        Policy::parse(
+            &pg("[pipeline]\nstall_timeout = \"10m\"\n"),
+            Path::new("p.toml"),
+        )
+        .unwrap();
+    }
+
+    /// A policy with target `b` (lifecycle `lifecycle`), a second target
+    /// `f`, and source `s` on `target` (off-site `offsite`) with `retention`.
+    fn with_source(lifecycle: &str, target: &str, offsite: &str, retention: &str) -> String {
+        format!(
+            "{}[targets.f]\nkind = \"fs\"\npath = \"/tmp/x\"\n[defaults]\ntarget = \"{target}\"\n{offsite}\
+             [sources.s]\nkind = \"command\"\n{retention}[sources.s.command]\nargv = [\"true\"]\n",
+            s3(lifecycle)
+        )
+    }
+
+    #[test]
+    fn an_expiration_on_a_target_holding_backups_is_refused_with_the_rule_it_breaks() {
+        let parse = |t: &str| Policy::parse(t, Path::new("policies/p.toml"));
+        let lc = "expire_after = \"35d\"\nversioning = true\n";
+        let cases = [
+            // (retention of the source, what the message must say)
+            (
+                "retention = { keep_last = 4 }\n",
+                "keep_last = 4, which keeps its newest 4 backups whatever their age",
+            ),
+            (
+                "retention = { keep_within = \"7d\", keep_monthly = 12 }\n",
+                "keep_monthly = 12, which keeps backups up to",
+            ),
+            ("retention = { keep_daily = 40 }\n", "keep_daily = 40"),
+            (
+                "retention = { keep_within = \"60d\" }\n",
+                "keep_within = \"60d\", which keeps backups up to 60d",
+            ),
+            // The default retention (keep_within 30d < 35d): the floor still breaks.
+            (
+                "",
+                "always keeps the newest restorable backup of source `s` and the WAL it needs",
+            ),
+        ];
+        for (retention, says) in cases {
+            let e = parse(&with_source(lc, "b", "", retention)).unwrap_err();
+            assert_eq!(e.field, "targets.b.lifecycle.expire_after", "{e}");
+            let line = s3(lc)
+                .lines()
+                .position(|l| l.starts_with("expire_after"))
+                .unwrap()
+                + 1;
+            assert_eq!(e.line, Some(line), "{e}");
+            assert!(e.message.contains(says), "{retention}: {e}");
+            assert!(e.message.contains("Remove expire_after"), "{e}");
+            assert!(
+                e.to_string().starts_with(&format!(
+                    "policies/p.toml:{line}: targets.b.lifecycle.expire_after: "
+                )),
+                "{e}"
+            );
+        }
+        // As the off-site target too.
+        let e = parse(&with_source(
+            lc,
+            "f",
+            "offsite = \"b\"\n",
+            "retention = { keep_last = 2 }\n",
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("keep_last = 2"), "{e}");
+        // No expiration, or no source on that target: accepted.
+        parse(&with_source(
+            "versioning = true\n",
+            "b",
+            "",
+            "retention = { keep_last = 4 }\n",
+        ))
+        .unwrap();
+        parse(&with_source(lc, "f", "", "retention = { keep_last = 4 }\n")).unwrap();
+        // noncurrent_expire_after counts whole days.
+        let e = parse(&with_source(
+            "versioning = true\nnoncurrent_expire_after = \"12h\"\n",
+            "b",
+            "",
+            "",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.field, "targets.b.lifecycle.noncurrent_expire_after",
+            "{e}"
         );
     }
 }

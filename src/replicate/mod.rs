@@ -294,8 +294,8 @@ pub async fn check(
 
 /// Newest recovery points of `source` and what is safe. For PostgreSQL the
 /// archived WAL after a base backup counts too: a cluster is recoverable up
-/// to its newest archived segment (on the copy that matters), as long as a
-/// base backup exists there and the chain is whole (`gsdr wal-verify`).
+/// to the end of the contiguous WAL chain from its newest restorable base
+/// backup on the copy that matters (`source::postgres::walchain`).
 pub async fn safety(
     primary: &Arc<dyn Store>,
     offsite: Option<&Arc<dyn Store>>,
@@ -350,28 +350,18 @@ impl Safety {
     }
 }
 
-/// The newest recovery point `manifests` (all on `store`) give, extended to
-/// the newest archived WAL on `store` for a postgres source with a base
-/// backup there.
+/// The newest recovery point `manifests` (all on `store`) give, extended,
+/// for a postgres source with a restorable base backup there, to the end of
+/// the contiguous WAL chain on `store` from that backup's first segment
+/// (never to a newer segment a hole cuts off).
 async fn newest_point(
     store: &Arc<dyn Store>,
     manifests: &[Manifest],
     source: &str,
 ) -> Result<Option<DateTime<Utc>>> {
     let backups = manifests.iter().map(Manifest::recovery_point).max();
-    let Some(base) = manifests
-        .iter()
-        .filter(|m| m.engine == "postgres" && m.kind == "base")
-        .map(Manifest::recovery_point)
-        .max()
-    else {
-        return Ok(backups);
-    };
-    let wal = wal::newest_archived(store, source).await?;
-    Ok(match wal {
-        Some(t) if t > base => backups.max(Some(t)),
-        _ => backups,
-    })
+    let wal = crate::source::postgres::walchain::recoverable_on(store, source, manifests).await?;
+    Ok(backups.max(wal.map(|r| r.until)))
 }
 
 fn secs_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {

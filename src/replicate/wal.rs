@@ -233,20 +233,6 @@ pub async fn catch_up(
     Ok(sweep)
 }
 
-/// When the newest WAL data object of `source` was stored on `store` (WAL
-/// segments and history files; sidecars and `cluster.json` do not count).
-pub async fn newest_archived(
-    store: &Arc<dyn Store>,
-    source: &str,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-    Ok(wal_objects(store, source)
-        .await?
-        .into_values()
-        .filter(|o| o.key.ends_with(".zst.age"))
-        .filter_map(|o| o.last_modified)
-        .max())
-}
-
 /// What the off-site copy lacks of `source`'s WAL, as one line (`None`: nothing).
 pub async fn check(
     primary: &Arc<dyn Store>,

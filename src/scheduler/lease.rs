@@ -172,15 +172,43 @@ impl Lease {
     pub async fn renew(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<(), StorageError> {
         let mut doc = self.doc.clone();
         doc.expires_at = now + ttl_of(ttl);
-        self.etag = write(
+        self.swap(doc).await
+    }
+
+    /// Compare-and-swap of the document. A 412 may only mean that our own
+    /// write landed and its response was lost (the SDK retried it): the
+    /// lease is still ours if it holds exactly what we wrote.
+    async fn swap(&mut self, doc: LeaseDoc) -> Result<(), StorageError> {
+        match write(
             &self.store,
             &self.key,
             &doc,
             PutCondition::IfMatch(self.etag.clone()),
         )
-        .await?;
-        self.doc = doc;
-        Ok(())
+        .await
+        {
+            Ok(etag) => {
+                self.etag = etag;
+                self.doc = doc;
+                Ok(())
+            }
+            Err(e @ StorageError::PreconditionFailed { .. }) => {
+                let (bytes, meta) = match self.store.get_small(&self.key, LEASE_MAX_BYTES).await {
+                    Ok(got) => got,
+                    Err(_) => return Err(e),
+                };
+                match serde_json::from_slice::<LeaseDoc>(&bytes) {
+                    Ok(current) if current == doc => {
+                        tracing::info!(event = "lease_write_confirmed", key = %self.key, "a lost response: the lease holds our write");
+                        self.etag = meta.etag.unwrap_or_default();
+                        self.doc = doc;
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Lets go, recording the slot as handled when `done`.
@@ -191,14 +219,6 @@ impl Lease {
         if done {
             doc.done_slot = Some(doc.done_slot.map_or(doc.slot, |d| d.max(doc.slot)));
         }
-        self.etag = write(
-            &self.store,
-            &self.key,
-            &doc,
-            PutCondition::IfMatch(self.etag.clone()),
-        )
-        .await?;
-        self.doc = doc;
-        Ok(())
+        self.swap(doc).await
     }
 }

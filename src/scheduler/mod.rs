@@ -15,6 +15,7 @@
 //! the previous run was still going is skipped, not queued.
 
 pub mod clock;
+pub mod gc;
 pub mod lease;
 pub mod runner;
 
@@ -66,6 +67,8 @@ pub struct SourcePlan {
     pub schedule: cron::Schedule,
     /// Where its lease lives (its primary target); `None` = no cross-replica lease.
     pub lease_store: Option<Arc<dyn Store>>,
+    /// Deadline of one attempt: past it the attempt is cancelled and the slot fails.
+    pub timeout: Duration,
 }
 
 /// Scheduler settings (from the policy's `[daemon]`).
@@ -291,7 +294,9 @@ impl Shared {
         }
         let attempt_cancel = jobs.child_token();
         let renewer = lease.map(|l| self.spawn_renewer(l, attempt_cancel.clone()));
-        let outcome = self.attempts(source, slot, shutdown, &attempt_cancel).await;
+        let outcome = self
+            .attempts(source, slot, plan.timeout, shutdown, &attempt_cancel)
+            .await;
         attempt_cancel.cancel();
         if let Some(r) = renewer {
             if let Ok(Some(l)) = r.await {
@@ -346,10 +351,71 @@ impl Shared {
         })
     }
 
+    /// One attempt, contained: a panic is a failure, and past `timeout` the
+    /// attempt is cancelled (it gets [`crate::pipeline::WIND_DOWN`] twice over
+    /// to stop cleanly, then it is dropped) and reported as failed.
+    async fn attempt(
+        &self,
+        source: &str,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Option<crate::Result<RunReport>> {
+        use futures::FutureExt;
+        let attempt_cancel = cancel.child_token();
+        let _running = events::running_job(source, timeout);
+        let run = std::panic::AssertUnwindSafe(self.runner.run(source, attempt_cancel.clone()))
+            .catch_unwind();
+        tokio::pin!(run);
+        let contained = |r: std::thread::Result<crate::Result<RunReport>>| match r {
+            Ok(r) => r,
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into());
+                events::JobPanicked {
+                    source,
+                    message: &msg,
+                }
+                .emit();
+                Err(Error::Panicked(format!(
+                    "the backup job of `{source}` panicked: {msg}; nothing was committed (a bug: please report it)"
+                )))
+            }
+        };
+        // Biased: a runner that returns on cancellation reports it itself.
+        tokio::select! {
+            biased;
+            r = &mut run => return Some(contained(r)),
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(timeout) => {}
+        }
+        events::JobDeadlineExceeded {
+            source,
+            timeout_secs: timeout.as_secs(),
+        }
+        .emit();
+        attempt_cancel.cancel();
+        let limit = crate::pipeline::WIND_DOWN * 2;
+        if tokio::time::timeout(limit, &mut run).await.is_err() {
+            tracing::error!(
+                event = "job_not_stopped",
+                source,
+                "the cancelled job did not stop; abandoning it"
+            );
+        }
+        Some(Err(Error::DeadlineExceeded(format!(
+            "the backup of `{source}` ran past its deadline of {}; it was cancelled and nothing was committed (raise `timeout` for this source if it is legitimately that long)",
+            humantime::format_duration(timeout)
+        ))))
+    }
+
     async fn attempts(
         &self,
         source: &str,
         slot: DateTime<Utc>,
+        timeout: Duration,
         shutdown: &CancellationToken,
         cancel: &CancellationToken,
     ) -> SlotOutcome {
@@ -362,11 +428,8 @@ impl Shared {
                 attempt,
             }
             .emit();
-            // Biased: a runner that returns on cancellation reports it itself.
-            let res = tokio::select! {
-                biased;
-                r = self.runner.run(source, cancel.clone()) => r,
-                _ = cancel.cancelled() => return SlotOutcome::Aborted,
+            let Some(res) = self.attempt(source, timeout, cancel).await else {
+                return SlotOutcome::Aborted;
             };
             let e = match res {
                 Ok(r) => {

@@ -24,7 +24,8 @@ impl JobRunner {
         JobRunner { env }
     }
 
-    /// Reads the newest archived WAL segment of a postgres `source` and
+    /// Reads the end of the contiguous WAL chain of a postgres `source` (how
+    /// far a restore reaches, [`crate::source::postgres::walchain`]) and
     /// publishes when it was stored. Errors are logged, not returned: the
     /// gauges keep their last value (and the lag keeps growing, which alerts).
     pub async fn refresh_wal_status(&self, source: &str) {
@@ -85,6 +86,7 @@ impl JobRunner {
 #[async_trait]
 impl Runner for JobRunner {
     async fn run(&self, source: &str, cancel: CancellationToken) -> Result<RunReport> {
+        inject_panic_for_tests(source);
         // The heartbeat drills measure RPO from: written just before the dump, so
         // the newest canary a restore finds is this backup's point (best effort).
         if let Ok(cfg) = self.env.source_config(source) {
@@ -94,14 +96,19 @@ impl Runner for JobRunner {
                 }
             }
         }
-        let out = tokio::select! {
-            r = crate::job::backup_cancellable(&self.env, source, &NoProgress, Some(&cancel)) => r?,
-            _ = cancel.cancelled() => {
-                return Err(Error::Invalid(format!(
-                    "backup of `{source}` aborted at shutdown before its manifest was written: nothing was committed"
-                )))
-            }
-        };
+        // The backup watches `cancel` itself: its stream is cancelled and its
+        // upload aborted, so nothing half-written is left for cleanup.
+        let out = crate::job::backup_cancellable(&self.env, source, &NoProgress, Some(&cancel))
+            .await
+            .map_err(|e| {
+                if cancel.is_cancelled() {
+                    Error::Invalid(format!(
+                        "backup of `{source}` cancelled before its manifest was written (deadline or shutdown): nothing was committed ({e})"
+                    ))
+                } else {
+                    e
+                }
+            })?;
         // The backup is committed: replication is best effort here (the next sweep retries).
         tokio::select! {
             _ = self.replicate_source(source) => {}
@@ -151,6 +158,7 @@ pub async fn plans(env: &Env) -> Result<Vec<SourcePlan>> {
             name: name.clone(),
             schedule: sched.schedule.clone(),
             lease_store: Some(store),
+            timeout: env.policy.timeout_of(name),
         });
     }
     Ok(out)
@@ -173,4 +181,18 @@ pub fn publish_objectives(env: &Env, offset: chrono::FixedOffset) {
         }
         .emit();
     }
+}
+
+/// Test-only fault injection (debug builds): when `GSDR_TEST_PANIC_ONCE`
+/// names a file that exists, the next job removes it and panics, so the fault
+/// suite can check that a panic is contained and the next slot runs.
+fn inject_panic_for_tests(source: &str) {
+    #[cfg(debug_assertions)]
+    if let Some(flag) = std::env::var_os("GSDR_TEST_PANIC_ONCE") {
+        if std::fs::remove_file(&flag).is_ok() {
+            panic!("injected panic in the backup of `{source}` (GSDR_TEST_PANIC_ONCE)");
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = source;
 }

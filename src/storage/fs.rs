@@ -3,17 +3,27 @@
 //! Writes go to a hidden temp file in the destination folder, are fsynced,
 //! then renamed into place (atomic on POSIX), and the folder is fsynced, so a
 //! crash leaves either the whole object or a `.tmp-*` file that
-//! [`Store::cleanup_incomplete`] removes. Conditional creates use a hard link
-//! (`link(2)` fails if the name exists), which is atomic too.
+//! `gsdr storage gc` ([`Store::incomplete_writes`]) removes. Conditional
+//! creates use a hard link (`link(2)` fails if the name exists), which is
+//! atomic too.
+//!
+//! Durability: a write returns only once the file, its directory entry and
+//! every directory it had to create (each one's entry in its parent) are on
+//! disk, so an object a caller was told is stored — a WAL segment in a new
+//! timeline folder included — survives a power cut. Deletes fsync the folder
+//! too, so a backup's manifest is gone for good before its data is deleted.
+//! A failing fsync is an error, never ignored.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{BoxRead, ObjectMeta, PutCondition, PutOptions, PutResult, StorageError, Store};
+use super::{
+    BoxRead, IncompleteKind, IncompleteWrite, ObjectMeta, PutCondition, PutOptions, PutResult,
+    StorageError, Store,
+};
 use crate::error::RetryClass;
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -28,10 +38,17 @@ impl FsStore {
     /// A store rooted at `root` (created if missing).
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
         let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|e| StorageError::Config {
+        let existed = root.is_dir();
+        let cannot = |e: std::io::Error| StorageError::Config {
             store: format!("file://{}", root.display()),
             message: format!("cannot create the folder: {e}"),
-        })?;
+        };
+        std::fs::create_dir_all(&root).map_err(cannot)?;
+        if !existed {
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir_blocking(parent).map_err(cannot)?;
+            }
+        }
         Ok(FsStore { root })
     }
 
@@ -104,9 +121,46 @@ impl FsStore {
         };
         let _ = tokio::fs::remove_file(tmp).await;
         res?;
+        // The new name is durable only once its folder is synced.
         if let Some(dir) = dest.parent() {
-            if let Ok(d) = tokio::fs::File::open(dir).await {
-                let _ = d.sync_all().await;
+            self.sync_dir(key, dir).await?;
+        }
+        Ok(())
+    }
+
+    /// fsyncs folder `dir` (its entries: new, renamed and removed names).
+    async fn sync_dir(&self, key: &str, dir: &Path) -> Result<(), StorageError> {
+        let d = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || sync_dir_blocking(&d))
+            .await
+            .map_err(|e| self.io("sync the folder of", key, std::io::Error::other(e)))?
+            .map_err(|e| self.io("sync the folder of", key, e))
+    }
+
+    /// Creates `dir` and any missing folder above it (up to the root), fsyncing
+    /// the parent of each one created so that the new folders survive a crash.
+    async fn create_dirs(&self, key: &str, dir: &Path) -> Result<(), StorageError> {
+        let mut missing = Vec::new();
+        let mut d = Some(dir);
+        while let Some(cur) = d {
+            if tokio::fs::try_exists(cur)
+                .await
+                .map_err(|e| self.io("create folder for", key, e))?
+            {
+                break;
+            }
+            missing.push(cur.to_path_buf());
+            d = cur.parent();
+        }
+        for m in missing.iter().rev() {
+            match tokio::fs::create_dir(m).await {
+                Ok(()) => {}
+                // Another writer made it meanwhile; its entry is synced below all the same.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(self.io("create folder for", key, e)),
+            }
+            if let Some(parent) = m.parent() {
+                self.sync_dir(key, parent).await?;
             }
         }
         Ok(())
@@ -171,9 +225,7 @@ impl Store for FsStore {
     ) -> Result<PutResult, StorageError> {
         let dest = self.path(key)?;
         if let Some(dir) = dest.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| self.io("create folder for", key, e))?;
+            self.create_dirs(key, dir).await?;
         }
         let tmp = Self::tmp_path(&dest);
         let result = async {
@@ -319,7 +371,12 @@ impl Store for FsStore {
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path(key)?;
         match tokio::fs::remove_file(&path).await {
-            Ok(()) => {}
+            Ok(()) => {
+                // Durable before the caller goes on (prune deletes the data after the manifest).
+                if let Some(dir) = path.parent() {
+                    self.sync_dir(key, dir).await?;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(self.io("delete", key, e)),
         }
@@ -327,24 +384,118 @@ impl Store for FsStore {
         Ok(())
     }
 
-    async fn cleanup_incomplete(&self, older_than: Duration) -> Result<usize, StorageError> {
+    async fn incomplete_writes(&self) -> Result<Vec<IncompleteWrite>, StorageError> {
         let root = self.root.clone();
         let store = self.describe();
         tokio::task::spawn_blocking(move || {
-            let mut n = 0;
-            let cutoff = std::time::SystemTime::now() - older_than;
-            clean(&root, cutoff, &mut n).map_err(|e| StorageError::Io {
-                op: "clean up",
+            let mut out = Vec::new();
+            temp_files(&root, &root, &mut out).map_err(|e| StorageError::Io {
+                op: "list temp files in",
                 store,
                 key: String::new(),
                 class: RetryClass::Temporary,
                 source: Box::new(e),
             })?;
-            Ok(n)
+            out.sort_by(|a, b| a.handle.cmp(&b.handle));
+            Ok(out)
         })
         .await
-        .unwrap_or(Ok(0))
+        .map_err(|e| StorageError::Io {
+            op: "list temp files in",
+            store: self.describe(),
+            key: String::new(),
+            class: RetryClass::Temporary,
+            source: Box::new(e),
+        })?
     }
+
+    async fn remove_incomplete(&self, w: &IncompleteWrite) -> Result<(), StorageError> {
+        // Only ever a temp file inside the folder, whatever the handle says.
+        let rel = Path::new(&w.handle);
+        let is_temp = rel
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(TMP_PREFIX));
+        let inside = rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if w.kind != IncompleteKind::TempFile || !is_temp || !inside {
+            return Err(StorageError::Config {
+                store: self.describe(),
+                message: format!("`{}` is not a temp file of this folder", w.handle),
+            });
+        }
+        let path = self.root.join(rel);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io("remove temp file of", &w.key, e)),
+        }
+        self.prune_empty_dirs(&path).await;
+        Ok(())
+    }
+}
+
+fn sync_dir_blocking(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Every `.tmp-*` file under `dir`, with the key it was being written for.
+fn temp_files(root: &Path, dir: &Path, out: &mut Vec<IncompleteWrite>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        let path = entry.path();
+        if ft.is_dir() {
+            temp_files(root, &path, out)?;
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
+            continue;
+        };
+        if !ft.is_file() {
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            // Renamed into place or removed since it was listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        // `.tmp-<16 hex>-<name>`: the name the file was to be renamed to.
+        let target = match rest.split_once('-') {
+            Some((rnd, n)) if rnd.len() == 16 && rnd.bytes().all(|b| b.is_ascii_hexdigit()) => n,
+            _ => rest,
+        };
+        let rel_dir = dir
+            .strip_prefix(root)
+            .unwrap_or(dir)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let rel = |n: &str| {
+            if rel_dir.is_empty() {
+                n.to_string()
+            } else {
+                format!("{rel_dir}/{n}")
+            }
+        };
+        out.push(IncompleteWrite {
+            key: rel(target),
+            kind: IncompleteKind::TempFile,
+            handle: rel(&name),
+            started: meta
+                .modified()
+                .ok()
+                .map(chrono::DateTime::<chrono::Utc>::from),
+            bytes: Some(meta.len()),
+        });
+    }
+    Ok(())
 }
 
 fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
@@ -373,22 +524,6 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std
             }
         } else if ft.is_file() && rel.starts_with(prefix) {
             out.push(file_meta(&rel, &entry.metadata()?));
-        }
-    }
-    Ok(())
-}
-
-fn clean(dir: &Path, cutoff: std::time::SystemTime, n: &mut usize) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
-            clean(&entry.path(), cutoff, n)?;
-        } else if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX)
-            && entry.metadata()?.modified()? < cutoff
-        {
-            std::fs::remove_file(entry.path())?;
-            *n += 1;
         }
     }
     Ok(())

@@ -4,15 +4,24 @@
 //! [`read`] reads what the server holds, [`desired`] says what the policy
 //! wants, [`diff`] lists the differences, [`apply`] makes the changes (only
 //! those; running it twice changes nothing). Other lifecycle rules of the
-//! bucket are kept. Versioning is only ever turned on (S3 cannot turn it
-//! off, only suspend it), and Object Lock only managed when configured.
+//! bucket are kept; [`hazards`] names those that could expire gsdr's
+//! objects. Versioning is only ever turned on (S3 cannot turn it off, only
+//! suspend it), and Object Lock only managed when configured.
 //!
-//! gsdr's rule (id `gsdr:<prefix>`, filter `<prefix>/`):
-//! - `Expiration.Days = expire_after`: the backstop behind `gsdr prune`;
-//! - `NoncurrentVersionExpiration.NoncurrentDays = 1` when versioning is on:
-//!   versions hidden by a delete (prune) go a day later, unless Object Lock
-//!   still holds them, in which case they go once their retention ends;
-//! - `AbortIncompleteMultipartUpload.DaysAfterInitiation = abort_incomplete_after`.
+//! **Retention's floor holds against the lifecycle**: no rule gsdr installs
+//! expires a *current* object, so none can delete a source's newest
+//! restorable backup or the WAL it needs — `gsdr prune` decides for current
+//! objects. gsdr's rule (id `gsdr:<prefix>`, filter `<prefix>/`):
+//! - `NoncurrentVersionExpiration.NoncurrentDays = noncurrent_expire_after`
+//!   when versioning is on: versions prune deleted (hidden by a delete
+//!   marker) go that long after, unless Object Lock still holds them, in
+//!   which case they go once their retention ends;
+//! - `Expiration.ExpiredObjectDeleteMarker` when versioning is on: delete
+//!   markers with no version left behind them are removed (they hide
+//!   nothing);
+//! - `AbortIncompleteMultipartUpload.DaysAfterInitiation = abort_incomplete_after`;
+//! - `Expiration.Days = expire_after` only when set, which the policy check
+//!   allows only on a target no source keeps backups on.
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{
@@ -37,6 +46,8 @@ pub struct RuleState {
     pub prefix: String,
     /// Expiration of current versions, days.
     pub expire_days: Option<i32>,
+    /// Removal of delete markers with no noncurrent version behind them.
+    pub expired_delete_markers: bool,
     /// Expiration of noncurrent versions, days.
     pub noncurrent_days: Option<i32>,
     /// Abort of incomplete multipart uploads, days.
@@ -136,6 +147,10 @@ fn rule_state(r: &LifecycleRule) -> RuleState {
             .unwrap_or_default()
             .to_string(),
         expire_days: r.expiration().and_then(|e| e.days()),
+        expired_delete_markers: r
+            .expiration()
+            .and_then(|e| e.expired_object_delete_marker())
+            .unwrap_or(false),
         noncurrent_days: r
             .noncurrent_version_expiration()
             .and_then(|e| e.noncurrent_days()),
@@ -236,7 +251,9 @@ pub fn desired(cfg: &Lifecycle, prefix: &str, current: &BucketState) -> BucketSt
             id: rule_id(prefix),
             prefix: rule_prefix(prefix),
             expire_days: cfg.expire_after.as_ref().map(days),
-            noncurrent_days: versioned.then_some(1),
+            // S3 takes Days or ExpiredObjectDeleteMarker in one Expiration, not both.
+            expired_delete_markers: versioned && cfg.expire_after.is_none(),
+            noncurrent_days: versioned.then(|| days(&cfg.noncurrent_expire_after)),
             abort_days: Some(days(&cfg.abort_incomplete_after)),
         }),
         versioning,
@@ -284,6 +301,11 @@ pub fn diff(current: &BucketState, want: &BucketState) -> Vec<Change> {
         "lifecycle.expiration",
         field(cr, |r| opt(r.expire_days)),
         field(wr, |r| opt(r.expire_days)),
+    );
+    push(
+        "lifecycle.expired_object_delete_marker",
+        field(cr, |r| r.expired_delete_markers.to_string()),
+        field(wr, |r| r.expired_delete_markers.to_string()),
     );
     push(
         "lifecycle.noncurrent_version_expiration",
@@ -365,6 +387,12 @@ pub async fn apply(
             .filter(LifecycleRuleFilter::builder().prefix(&w.prefix).build());
         if let Some(d) = w.expire_days {
             b = b.expiration(LifecycleExpiration::builder().days(d).build());
+        } else if w.expired_delete_markers {
+            b = b.expiration(
+                LifecycleExpiration::builder()
+                    .expired_object_delete_marker(true)
+                    .build(),
+            );
         }
         if let Some(d) = w.noncurrent_days {
             b = b.noncurrent_version_expiration(
@@ -403,6 +431,48 @@ pub async fn apply(
     Ok(changes)
 }
 
+/// Other lifecycle rules of the bucket that expire current objects under
+/// gsdr's prefix (their filter covers it, or lies inside it): each could
+/// delete a source's newest backup or its WAL, which no rule gsdr installs
+/// does. One sentence per rule; empty when there is none.
+pub async fn hazards(store: &S3Store) -> Result<Vec<String>, StorageError> {
+    let ours = rule_id(store.prefix());
+    let prefix = rule_prefix(store.prefix());
+    Ok(current_rules(store)
+        .await?
+        .iter()
+        .filter(|r| r.id() != Some(ours.as_str()))
+        .filter(|r| r.status() == &ExpirationStatus::Enabled)
+        .map(rule_state_with_date)
+        .filter(|(r, _)| overlaps(&r.prefix, &prefix))
+        .filter_map(|(r, date)| {
+            let when = match (r.expire_days, date) {
+                (Some(d), _) => format!("{d} days after they are written"),
+                (None, Some(d)) => format!("on {d}"),
+                (None, None) => return None,
+            };
+            Some(format!(
+                "lifecycle rule `{}` (prefix `{}`) of bucket {} expires current objects {when}, gsdr's under `{prefix}` included: it can delete a source's newest backup and the WAL it needs; narrow its filter or remove it",
+                if r.id.is_empty() { "(no id)" } else { r.id.as_str() },
+                r.prefix,
+                store.bucket()
+            ))
+        })
+        .collect())
+}
+
+fn rule_state_with_date(r: &LifecycleRule) -> (RuleState, Option<String>) {
+    (
+        rule_state(r),
+        r.expiration().and_then(|e| e.date()).map(|d| d.to_string()),
+    )
+}
+
+/// Whether a rule filtering on `theirs` reaches objects under `ours`.
+fn overlaps(theirs: &str, ours: &str) -> bool {
+    ours.starts_with(theirs) || theirs.starts_with(ours)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,7 +486,8 @@ mod tests {
     #[test]
     fn diff_of_a_bare_bucket_lists_every_setting_and_none_once_applied() {
         let cfg = Lifecycle {
-            expire_after: Some(d(35)),
+            expire_after: None,
+            noncurrent_expire_after: d(7),
             abort_incomplete_after: d(1),
             versioning: true,
             object_lock: Some(ObjectLock {
@@ -440,11 +511,56 @@ mod tests {
                 "object_lock.default_retention",
                 "lifecycle.prefix",
                 "lifecycle.expiration",
+                "lifecycle.expired_object_delete_marker",
                 "lifecycle.noncurrent_version_expiration",
                 "lifecycle.abort_incomplete_multipart_upload"
             ]
         );
         assert_eq!(ch[1].desired, "COMPLIANCE 30 days");
+        let rule = want.rule.as_ref().unwrap();
+        assert_eq!(rule.expire_days, None, "no current object ever expires");
+        assert_eq!(rule.noncurrent_days, Some(7));
+        assert!(rule.expired_delete_markers);
         assert!(diff(&want, &desired(&cfg, "p", &want)).is_empty());
+    }
+
+    #[test]
+    fn an_old_prefix_wide_expiration_is_removed_and_foreign_rules_are_matched_by_prefix() {
+        let cfg = Lifecycle {
+            expire_after: None,
+            noncurrent_expire_after: d(1),
+            abort_incomplete_after: d(1),
+            versioning: false,
+            object_lock: None,
+        };
+        let old = BucketState {
+            versioning: "Off".into(),
+            object_lock_enabled: false,
+            default_retention: None,
+            rule: Some(RuleState {
+                id: rule_id("p"),
+                prefix: "p/".into(),
+                expire_days: Some(35),
+                expired_delete_markers: false,
+                noncurrent_days: None,
+                abort_days: Some(1),
+            }),
+        };
+        let ch = diff(&old, &desired(&cfg, "p", &old));
+        assert_eq!(ch.len(), 1, "{ch:?}");
+        assert_eq!(
+            (
+                ch[0].setting.as_str(),
+                ch[0].current.as_str(),
+                ch[0].desired.as_str()
+            ),
+            ("lifecycle.expiration", "35 days", "none")
+        );
+        assert!(overlaps("", "p/"));
+        assert!(overlaps("p/", "p/"));
+        assert!(overlaps("p/pg/wal/", "p/"));
+        assert!(overlaps("p", "p/"));
+        assert!(!overlaps("q/", "p/"));
+        assert!(!overlaps("p2/", "p/"));
     }
 }

@@ -138,12 +138,59 @@ pub trait Store: Send + Sync + Debug {
         self.head("gsdr-probe").await.map(|_| ())
     }
 
+    /// Leftovers of interrupted writes under the store's prefix: open
+    /// multipart uploads (S3) or `.tmp-*` files (folder). A write in progress
+    /// looks the same; callers decide by age ([`IncompleteWrite::started`])
+    /// and by who may still be writing (`gsdr storage gc` checks run leases).
+    async fn incomplete_writes(&self) -> Result<Vec<IncompleteWrite>, StorageError>;
+
+    /// Removes one leftover listed by [`Store::incomplete_writes`] (aborts the
+    /// upload, deletes the temp file). One already gone is not an error.
+    async fn remove_incomplete(&self, w: &IncompleteWrite) -> Result<(), StorageError>;
+
     /// Removes leftovers of interrupted writes (incomplete multipart uploads,
-    /// temp files) older than `older_than`; returns how many were removed.
+    /// temp files) started more than `older_than` ago; returns how many were
+    /// removed. One without a start time is left alone: it may be in progress.
     async fn cleanup_incomplete(
         &self,
         older_than: std::time::Duration,
-    ) -> Result<usize, StorageError>;
+    ) -> Result<usize, StorageError> {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        let mut removed = 0;
+        for w in self.incomplete_writes().await? {
+            if w.started.is_some_and(|t| t < cutoff) {
+                self.remove_incomplete(&w).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// What an interrupted write leaves behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncompleteKind {
+    /// An S3 multipart upload never completed nor aborted.
+    MultipartUpload,
+    /// A folder store's `.tmp-*` file never renamed into place.
+    TempFile,
+}
+
+/// One leftover of an interrupted write (or a write still in progress).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IncompleteWrite {
+    /// The key being written, relative to the store's prefix.
+    pub key: String,
+    /// Upload or temp file.
+    pub kind: IncompleteKind,
+    /// The backend's handle: the S3 upload id, or the temp file's path relative to the folder.
+    pub handle: String,
+    /// When the upload was initiated (S3) or the temp file last written (folder).
+    pub started: Option<chrono::DateTime<chrono::Utc>>,
+    /// Bytes it holds (uploaded parts, file size), if known.
+    pub bytes: Option<u64>,
 }
 
 /// Opens the target named `name` of a policy: a folder or an S3 bucket.

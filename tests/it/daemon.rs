@@ -124,6 +124,7 @@ fn plan(name: &str, cron: &str, store: Option<Arc<dyn Store>>) -> SourcePlan {
         name: name.into(),
         schedule: cron.parse().unwrap(),
         lease_store: store,
+        timeout: Duration::from_secs(3600),
     }
 }
 
@@ -823,7 +824,7 @@ async fn storage_init_applies_lifecycle_and_object_lock_idempotently() {
         moto.port,
         "locked",
         "gs",
-        "[lifecycle]\nexpire_after = \"35d\"\nabort_incomplete_after = \"1d\"\nversioning = true\nobject_lock = { mode = \"compliance\", retention = \"30d\" }\n",
+        "[lifecycle]\nabort_incomplete_after = \"1d\"\nversioning = true\nobject_lock = { mode = \"compliance\", retention = \"30d\" }\n",
     );
     let store = S3Store::new(&target).await.unwrap();
     make_bucket(&store, true).await;
@@ -862,10 +863,12 @@ async fn storage_init_applies_lifecycle_and_object_lock_idempotently() {
         (
             rule.prefix.as_str(),
             rule.expire_days,
+            rule.expired_delete_markers,
             rule.abort_days,
             rule.noncurrent_days
         ),
-        ("gs/", Some(35), Some(1), Some(1))
+        ("gs/", None, true, Some(1), Some(1)),
+        "no current object expires: prune decides"
     );
 
     // A locked object version cannot be deleted; a plain delete only hides it (prune's view).
@@ -1486,7 +1489,7 @@ async fn cli_storage_init_shows_the_difference_then_is_up_to_date() {
     let f = crate::cli::Fixture::new(&format!(
         "[targets.m]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:{}\"\nbucket = \"clilock\"\nprefix = \"gs\"\n\
          access_key_id = {{ file = \"{k}\" }}\nsecret_access_key = {{ file = \"{k}\" }}\n\
-         [targets.m.lifecycle]\nexpire_after = \"35d\"\nversioning = true\nobject_lock = {{ mode = \"governance\", retention = \"30d\" }}\n",
+         [targets.m.lifecycle]\nversioning = true\nobject_lock = {{ mode = \"governance\", retention = \"30d\" }}\n",
         moto.port,
         k = key.display()
     ));

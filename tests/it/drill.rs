@@ -1193,7 +1193,7 @@ async fn ransomware_drill_restores_only_object_locked_backups() {
         "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n\
          [targets.offsite]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nprefix = \"gs\"\n\
          access_key_id = {{ file = \"{k}\" }}\nsecret_access_key = {{ file = \"{k}\" }}\n\
-         [targets.offsite.lifecycle]\nexpire_after = \"35d\"\nversioning = true\nobject_lock = {{ mode = \"governance\", retention = \"30d\" }}\n",
+         [targets.offsite.lifecycle]\nversioning = true\nobject_lock = {{ mode = \"governance\", retention = \"30d\" }}\n",
         moto.endpoint,
         k = key.display()
     );

@@ -5,7 +5,11 @@
 mod cli;
 mod daemon;
 mod drill;
+mod faults;
+mod gc;
+mod lifecycle;
 mod mongo;
+mod pg_safety;
 mod postgres;
 mod redis;
 mod storage;

@@ -9,21 +9,21 @@ use crate::cli::Fixture;
 use crate::support::gsdr_bin;
 use crate::support::postgres::{give_to_pg_user, pg_gsdr_bin, PgCluster, PG_BIN};
 
-const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
 /// A policy with a folder target and a postgres source `pg` for `cluster`, and
 /// `cluster` configured to archive with `gsdr wal-push`.
-fn setup() -> (Fixture, PgCluster) {
+pub(crate) fn setup() -> (Fixture, PgCluster) {
     setup_with(FS_TARGET, "")
 }
 
 /// A folder target `local` in the fixture's folder.
-const FS_TARGET: &str = "[targets.local]\nkind = \"fs\"\npath = \"{dir}/store\"\n";
+pub(crate) const FS_TARGET: &str = "[targets.local]\nkind = \"fs\"\npath = \"{dir}/store\"\n";
 
 /// [`setup`] with another `local` target (`{dir}` is the fixture's folder,
 /// which the server's user can read) and `defaults` added to the policy's
 /// `[defaults]` table.
-fn setup_with(target: &str, defaults: &str) -> (Fixture, PgCluster) {
+pub(crate) fn setup_with(target: &str, defaults: &str) -> (Fixture, PgCluster) {
     let cluster = PgCluster::init("");
     let fx = Fixture::new(&format!(
         "{target}[defaults]\ntarget = \"local\"\n{defaults}\
@@ -43,7 +43,7 @@ fn setup_with(target: &str, defaults: &str) -> (Fixture, PgCluster) {
     (fx, cluster)
 }
 
-fn ok(out: &std::process::Output, what: &str) {
+pub(crate) fn ok(out: &std::process::Output, what: &str) {
     assert!(
         out.status.success(),
         "{what} failed ({}): {}{}",
@@ -62,21 +62,21 @@ fn contents(c: &PgCluster) -> String {
     )
 }
 
-fn restore(fx: &Fixture, dir: &Path, extra: &[&str]) -> serde_json::Value {
+pub(crate) fn restore(fx: &Fixture, dir: &Path, extra: &[&str]) -> serde_json::Value {
     let d = dir.display().to_string();
     let mut args = vec!["restore", "--source", "pg", "--to-dir", d.as_str()];
     args.extend_from_slice(extra);
     fx.gsdr_json(&args)
 }
 
-fn start_restored(dir: &Path) -> PgCluster {
+pub(crate) fn start_restored(dir: &Path) -> PgCluster {
     let mut c = PgCluster::existing(dir);
     c.start();
     c.wait_promoted(WAIT);
     c
 }
 
-fn scratch(fx: &Fixture, name: &str) -> PathBuf {
+pub(crate) fn scratch(fx: &Fixture, name: &str) -> PathBuf {
     fx.dir.path().join(name)
 }
 
@@ -748,8 +748,8 @@ fn pg_region_loss_restores_from_the_offsite_copy_with_its_wal() {
 }
 
 /// The daemon publishes PostgreSQL archiving health although `wal-push`
-/// runs in PostgreSQL's archiver, not in the daemon: it reads the newest
-/// archived segment from the store (on start, then every
+/// runs in PostgreSQL's archiver, not in the daemon: it reads the end of
+/// the contiguous WAL chain of the newest base backup from the store (on start, then every
 /// `wal_status_every`) and serves when it was stored and the lag.
 #[test]
 fn daemon_exports_when_the_newest_wal_was_archived() {
@@ -761,6 +761,8 @@ fn daemon_exports_when_the_newest_wal_was_archived() {
     a.start();
     let started = chrono::Utc::now().timestamp() as f64;
     a.psql("CREATE TABLE t (id int)");
+    // The gauge is how far a restore reaches: the WAL chain of a base backup.
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
     a.switch_and_wait_archived(WAIT);
     let mut child = std::process::Command::new(gsdr_bin())
         .arg("--policy")

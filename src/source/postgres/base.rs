@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use super::archiver::{self, ArchiverState};
 use super::{format_lsn, parse_lsn, PostgresConfig, SegmentId};
 use crate::error::RetryClass;
 use crate::source::{BackupSource, SourceError, SourceMeta, SourceStream};
@@ -83,42 +84,68 @@ impl BaseBackupSource {
         }
     }
 
-    /// Checks the server answers (and has one tablespace): `gsdr policy check --connect`.
+    /// Checks the server answers, has one tablespace and archives WAL:
+    /// `gsdr policy check --connect`.
     pub async fn probe(&self) -> Result<(), SourceError> {
         let password = self.password()?;
-        self.server_facts(password.as_deref()).await.map(|_| ())
+        let client = self.connect(password.as_deref()).await?;
+        self.server_facts(&client).await.map(|_| ())
     }
 
-    /// Connects with tokio-postgres and reads the facts pg_basebackup does not print.
-    async fn server_facts(&self, password: Option<&str>) -> Result<(String, String), SourceError> {
+    fn pg_config(&self, password: Option<&str>) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         c.host(&self.cfg.host)
             .port(self.cfg.port)
             .user(&self.cfg.user)
             .dbname(&self.cfg.dbname)
+            .application_name("gsdr")
             .connect_timeout(std::time::Duration::from_secs(10));
         if let Some(p) = password {
             c.password(p);
         }
-        let (client, conn) = c.connect(tokio_postgres::NoTls).await.map_err(|e| {
-            let msg = e.to_string();
-            if msg.contains("password") || msg.contains("authentication") {
-                SourceError::Auth {
-                    source_name: self.name.clone(),
-                    message: msg,
+        c
+    }
+
+    fn server(&self) -> String {
+        format!("{}:{}", self.cfg.host, self.cfg.port)
+    }
+
+    /// A session for the metadata queries (its connection task runs until the client is dropped).
+    async fn connect(&self, password: Option<&str>) -> Result<tokio_postgres::Client, SourceError> {
+        let (client, conn) = self
+            .pg_config(password)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| {
+                let msg = e.to_string();
+                if msg.contains("password") || msg.contains("authentication") {
+                    SourceError::Auth {
+                        source_name: self.name.clone(),
+                        message: msg,
+                    }
+                } else {
+                    SourceError::Connect {
+                        source_name: self.name.clone(),
+                        message: format!(
+                            "cannot connect to PostgreSQL at {} as `{}`; check host, port and pg_hba.conf",
+                            self.server(),
+                            self.cfg.user
+                        ),
+                        cause: Some(Box::new(e)),
+                    }
                 }
-            } else {
-                SourceError::Connect {
-                    source_name: self.name.clone(),
-                    message: format!(
-                        "cannot connect to PostgreSQL at {}:{} as `{}`; check host, port and pg_hba.conf",
-                        self.cfg.host, self.cfg.port, self.cfg.user
-                    ),
-                    cause: Some(Box::new(e)),
-                }
-            }
-        })?;
-        let conn = tokio::spawn(conn);
+            })?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    /// Reads the facts pg_basebackup does not print (system identifier,
+    /// version), and refuses a cluster with extra tablespaces or whose WAL
+    /// archiving is off or failing ([`ArchiverState::refusal`]).
+    async fn server_facts(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<(String, String), SourceError> {
         let q = |e: tokio_postgres::Error| SourceError::Connect {
             source_name: self.name.clone(),
             message: "metadata query failed".into(),
@@ -135,13 +162,21 @@ impl BaseBackupSource {
         let sysid: String = row.get(0);
         let version: String = row.get(1);
         let spaces: i64 = row.get(2);
-        drop(client);
-        let _ = conn.await;
         if spaces > 0 {
             return Err(SourceError::Dump {
                 source_name: self.name.clone(),
                 message: format!("the cluster has {spaces} extra tablespace(s); gsdr's base backups support the default tablespace only (pg_basebackup streams one tablespace to stdout)"),
                 class: RetryClass::Permanent,
+                cause: None,
+            });
+        }
+        let archiver = ArchiverState::read(client).await.map_err(q)?;
+        if let Some((message, class)) = archiver.refusal(&self.server(), &self.name) {
+            tracing::error!(event = "pg_base_backup_refused", source = %self.name, reason = %message);
+            return Err(SourceError::Dump {
+                source_name: self.name.clone(),
+                message,
+                class,
                 cause: None,
             });
         }
@@ -306,13 +341,17 @@ impl BackupSource for BaseBackupSource {
 
     async fn open(&self) -> Result<SourceStream, SourceError> {
         let password = self.password()?;
-        let (sysid, version) = self.server_facts(password.as_deref()).await?;
+        let client = self.connect(password.as_deref()).await?;
+        let (sysid, version) = self.server_facts(&client).await?;
         let prog = self.cfg.program("pg_basebackup");
+        // A name of its own, so the watch finds this backup's walsender.
+        let app = format!("gsdr-base-{:08x}", rand::random::<u32>());
         let mut cmd = tokio::process::Command::new(&prog);
         cmd.args(["-D", "-", "-Ft", "-X", "none", "-w"])
             .arg(format!("--checkpoint={}", self.cfg.checkpoint))
             .args(["-h", &self.cfg.host, "-p", &self.cfg.port.to_string()])
             .args(["-U", &self.cfg.user])
+            .env("PGAPPNAME", &app)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -354,13 +393,32 @@ impl BackupSource for BaseBackupSource {
         });
         let name = self.name.clone();
         let seg_bytes = self.cfg.wal_segment_bytes;
+        // The watch owns the child: it bounds PostgreSQL's wait for the WAL.
+        let (status_tx, status_rx) = tokio::sync::oneshot::channel();
+        let label_seen = seen.clone();
+        tokio::spawn(archiver::watch(
+            child,
+            archiver::Watch {
+                source: self.name.clone(),
+                config: self.pg_config(password.as_deref()),
+                client: Some(client),
+                application_name: app,
+                archive_wait: self.cfg.archive_wait.0,
+                start: Box::new(move || {
+                    let g = label_seen.lock().expect("not poisoned");
+                    parse_label(&String::from_utf8_lossy(&g.label))
+                }),
+                seg_bytes,
+            },
+            status_tx,
+        ));
         let done = async move {
-            let status = child.wait().await.map_err(|e| SourceError::Dump {
+            let status = status_rx.await.map_err(|_| SourceError::Dump {
                 source_name: name.clone(),
-                message: "waiting for pg_basebackup failed".into(),
+                message: "the pg_basebackup watch ended without a status".into(),
                 class: RetryClass::Temporary,
-                cause: Some(Box::new(e)),
-            })?;
+                cause: None,
+            })??;
             let stop_time = chrono::Utc::now();
             let lines = err_task.await.unwrap_or_default();
             if !status.success() {

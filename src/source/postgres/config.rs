@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::policy::SecretRef;
+use crate::policy::{HumanDuration, SecretRef};
 
 /// How gsdr reaches one PostgreSQL cluster and how it archives it.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +47,17 @@ pub struct PostgresConfig {
     /// is given `--keep-archiving` (accepted so that older policies parse).
     #[serde(default)]
     pub restore_disable_archiving: Option<bool>,
+    /// Longest a base backup waits, once its files are streamed, for
+    /// PostgreSQL to archive the WAL it needs; then it is aborted (never
+    /// committed) with the archiver's state. PostgreSQL alone waits forever.
+    /// Below `pipeline.stall_timeout` (no byte flows meanwhile).
+    #[serde(default = "default_archive_wait")]
+    pub archive_wait: HumanDuration,
+    /// `wal-fetch`: a segment missing while its sidecar (or a later segment
+    /// of its timeline) was stored less than this ago may be a push under
+    /// way: it is waited for up to this long before recovery is stopped.
+    #[serde(default = "default_in_flight_grace")]
+    pub in_flight_grace: HumanDuration,
 }
 
 fn default_host() -> String {
@@ -69,6 +80,12 @@ fn default_push_concurrency() -> usize {
 }
 fn default_prefetch() -> usize {
     8
+}
+fn default_archive_wait() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(240))
+}
+fn default_in_flight_grace() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
 }
 fn default_segment_bytes() -> u64 {
     super::DEFAULT_SEGMENT_BYTES
@@ -96,6 +113,12 @@ impl PostgresConfig {
             return Err(format!(
                 "wal_segment_bytes = {s}: must be a power of two between 1 MiB and 1 GiB"
             ));
+        }
+        if self.archive_wait.0.is_zero() {
+            return Err(
+                "archive_wait must be above 0 (PostgreSQL needs some time to archive the backup's last segment)"
+                    .into(),
+            );
         }
         if self.push_concurrency == 0 {
             return Err("push_concurrency must be at least 1".into());

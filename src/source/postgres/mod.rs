@@ -8,17 +8,23 @@
 //!   push of the same file recognisable without the private key.
 //! - [`base`]: a [`crate::source::BackupSource`] of kind `base` streaming
 //!   `pg_basebackup -D - -Ft -X none` through the pipeline.
+//! - [`archiver`]: refuses a base backup of a cluster whose archiving is off
+//!   or failing, and bounds PostgreSQL's wait for the backup's WAL.
 //! - [`restore`]: unpacks the newest base backup before the target into a
 //!   data directory and writes the recovery settings.
-//! - [`walverify`]: gaps in the archived WAL chain per timeline, the newest
-//!   archived segment (the cluster's current RPO), and the retention helper.
+//! - [`walverify`]: gaps in the archived WAL chain per timeline, the end of
+//!   the contiguous chain (the cluster's current RPO), and the retention helper.
+//! - [`walchain`]: the contiguous chain from a base backup's first segment,
+//!   and why a segment `wal-fetch` did not find is missing (end or hole).
 //! - [`walprune`]: after `gsdr prune` decided which base backups stay, deletes
 //!   the archived WAL none of them needs.
 
+pub mod archiver;
 pub mod base;
 pub mod config;
 pub mod restore;
 pub mod wal;
+pub mod walchain;
 pub mod walprune;
 pub mod walverify;
 

@@ -16,7 +16,8 @@
 //! failure). `wal-fetch` exits 1 when the file is not in the archive
 //! (`.history` included: recovery ends cleanly there) and
 //! [`FATAL_EXIT`] for anything else (unreachable target after retries,
-//! corrupt or altered object, wrong key): those must stop recovery rather than
+//! corrupt or altered object, wrong key, a sidecar without its data object,
+//! a hole before a stored segment): those must stop recovery rather than
 //! let PostgreSQL promote at a point short of the real end of WAL.
 //!
 //! Memory: one segment in flight per concurrent push or fetch, each bounded by
@@ -150,6 +151,22 @@ pub enum WalError {
         local: String,
         /// Segment checked.
         name: String,
+    },
+    /// The archive is broken at this segment (a sidecar without its data
+    /// object, or a hole before a stored segment): recovery must stop here,
+    /// not end silently one segment short ([`super::walchain`]).
+    #[error("WAL segment `{name}` of source `{source_name}` in {store}: {problem}. Recovery stops here instead of ending silently before it: put the segment back (from the server's pg_wal or another target, with `gsdr wal-push`), or restore to a point before it (--target-lsn below {starts_at}, where it starts)")]
+    Broken {
+        /// Segment name.
+        name: String,
+        /// Source.
+        source_name: String,
+        /// Store description.
+        store: String,
+        /// What is wrong, in words.
+        problem: String,
+        /// LSN where the segment starts.
+        starts_at: String,
     },
     /// Another cluster already started this timeline in the archive.
     #[error("REFUSED: `{name}` is already archived in {store} with different content (stored sha256 {stored_sha256}, local {local_sha256}): another server with this cluster's system identifier already started timeline {timeline} in this archive — most likely a copy restored from it and started with archiving on. Its timeline is not this cluster's; see \"Restored copies\" in docs/postgres.md to move it aside, then archiving resumes")]
@@ -1091,7 +1108,7 @@ async fn fetch_one(
     res
 }
 
-async fn fetch_with_retries(
+pub(crate) async fn fetch_with_retries(
     ctx: &WalCtx,
     ids: &Arc<Identities>,
     name: &str,
@@ -1138,7 +1155,8 @@ pub async fn wal_fetch(
             })?;
         FetchOutcome::Prefetched
     } else {
-        fetch_with_retries(&ctx, &ids, name, dest).await?;
+        // A missing segment is the end of the archive, or a broken archive (an error).
+        super::walchain::fetch_or_explain(&ctx, &ids, name, dest).await?;
         FetchOutcome::Downloaded
     };
     if let (Some(seg), true) = (seg, ctx.cfg.prefetch > 0) {

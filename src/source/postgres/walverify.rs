@@ -1,6 +1,7 @@
-//! The state of a WAL archive: gaps per timeline (`gsdr wal-verify`), the
-//! newest archived file (`gsdr status`: the cluster's current RPO), and the
-//! retention rule that keeps every segment a retained base backup needs.
+//! The state of a WAL archive: gaps per timeline (`gsdr wal-verify`), how
+//! far a restore reaches (`gsdr status`: the end of the contiguous chain,
+//! the cluster's current RPO), and the retention rule that keeps every
+//! segment a retained base backup needs.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use serde::Serialize;
 
 use super::base::BaseDetails;
 use super::wal::{wal_ctx_on, WalError};
+use super::walchain::{self, WalIndex};
 use super::SegmentId;
 use crate::catalog::{Catalog, Manifest};
 use crate::job::Env;
@@ -69,12 +71,23 @@ pub struct WalVerifyReport {
 pub struct WalStatus {
     /// Source.
     pub source: String,
-    /// Newest archived segment.
+    /// The end of the contiguous WAL chain from the first segment of the
+    /// newest restorable base backup: what a restore to latest reaches
+    /// ([`super::walchain`]). `None` without a restorable base backup.
     pub last_segment: Option<String>,
     /// When it was stored.
     pub last_archived_at: Option<DateTime<Utc>>,
     /// Seconds since then: the current RPO bound from archiving alone.
     pub seconds_since_last_archive: Option<i64>,
+    /// The base backup that chain starts from.
+    pub chain_base_backup: Option<String>,
+    /// Its first segment (where the chain starts).
+    pub chain_first: Option<String>,
+    /// The missing segment that cuts the chain while later ones are stored
+    /// (those restore nothing until it is back).
+    pub hole_at: Option<String>,
+    /// The newest complete segment stored, chain or not.
+    pub newest_segment: Option<String>,
     /// Newest base backup id.
     pub last_base_backup: Option<String>,
     /// Its consistency time.
@@ -212,30 +225,31 @@ pub async fn wal_verify(
     })
 }
 
-/// The newest archived segment and base backup of `source`.
+/// How far a restore to latest of `source` reaches on its primary target
+/// (the end of the contiguous WAL chain), and its newest base backup.
 pub async fn wal_status(env: &Env, source: &str) -> Result<WalStatus, WalError> {
-    let (files, seg_bytes, catalog) = scan(env, source, None).await?;
-    let last = files
-        .iter()
-        .filter(|(n, e)| e.data && SegmentId::parse(n, seg_bytes).is_some())
-        .max_by_key(|(n, _)| {
-            let s = SegmentId::parse(n, seg_bytes).expect("filtered");
-            (s.number, s.timeline)
-        });
-    let base = catalog
+    let ctx = wal_ctx_on(env, source, None).await?;
+    let index = WalIndex::read(ctx.store.as_ref(), source, None, ctx.cfg.wal_segment_bytes).await?;
+    let manifests = Catalog::new(ctx.store.clone())
         .list(Some(source))
         .await
-        .map_err(crate::Error::from)?
-        .into_iter()
+        .map_err(crate::Error::from)?;
+    let base = manifests
+        .iter()
         .filter(|m| m.kind == "base")
         .max_by_key(|m| m.recovery_point());
-    let at = last.and_then(|(_, e)| e.at);
+    let rec = walchain::recoverable(&index, &manifests);
+    let at = rec.as_ref().and_then(|r| r.chain.last_stored_at);
     Ok(WalStatus {
         source: source.to_string(),
-        last_segment: last.map(|(n, _)| n.clone()),
+        last_segment: rec.as_ref().map(|r| r.chain.last.clone()),
         last_archived_at: at,
         seconds_since_last_archive: at.map(|t| (Utc::now() - t).num_seconds()),
-        last_base_backup: base.as_ref().map(|m| m.id.clone()),
+        chain_base_backup: rec.as_ref().map(|r| r.backup.clone()),
+        chain_first: rec.as_ref().map(|r| r.chain.first.clone()),
+        hole_at: rec.as_ref().and_then(|r| r.chain.hole_at.clone()),
+        newest_segment: index.newest().map(|(n, _)| n),
+        last_base_backup: base.map(|m| m.id.clone()),
         last_base_backup_at: base.map(|m| m.recovery_point()),
     })
 }

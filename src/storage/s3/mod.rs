@@ -22,7 +22,8 @@
 //! refusing a request — in-flight part uploads are cancelled, the multipart
 //! upload is aborted and the *original* error is returned; nothing becomes
 //! visible under the key. A crash (no chance to abort) leaves an incomplete
-//! upload that [`Store::cleanup_incomplete`] removes.
+//! upload that `gsdr storage gc` ([`Store::incomplete_writes`],
+//! [`Store::remove_incomplete`]) or the bucket's lifecycle rule removes.
 //!
 //! # Errors
 //!
@@ -54,7 +55,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{
-    BoxRead, ObjectLock, ObjectMeta, PutCondition, PutOptions, PutResult, StorageError, Store,
+    BoxRead, IncompleteKind, IncompleteWrite, ObjectLock, ObjectMeta, PutCondition, PutOptions,
+    PutResult, StorageError, Store,
 };
 use crate::error::RetryClass;
 use crate::policy::{ChecksumMode, S3Target};
@@ -618,38 +620,77 @@ impl Store for S3Store {
         }
     }
 
-    async fn cleanup_incomplete(&self, older_than: Duration) -> Result<usize, StorageError> {
-        let cutoff = std::time::SystemTime::now() - older_than;
-        let cutoff_secs = cutoff
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        let mut removed = 0;
+    async fn incomplete_writes(&self) -> Result<Vec<IncompleteWrite>, StorageError> {
+        let mut out = Vec::new();
         for (full, id, initiated) in self.open_uploads().await? {
-            // An upload without a start time is left alone: it may be in progress.
-            let Some(initiated) = initiated else { continue };
-            if initiated.as_secs_f64() >= cutoff_secs {
-                continue;
-            }
             let key = self.relative(&full).unwrap_or(&full).to_string();
-            match self
+            let bytes = match self.uploaded_bytes(&full, &key, &id).await {
+                Ok(n) => Some(n),
+                // Completed or aborted since it was listed: nothing left.
+                Err(StorageError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            out.push(IncompleteWrite {
+                key,
+                kind: IncompleteKind::MultipartUpload,
+                handle: id,
+                started: to_chrono(initiated.as_ref()),
+                bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn remove_incomplete(&self, w: &IncompleteWrite) -> Result<(), StorageError> {
+        self.check_key(&w.key)?;
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full(&w.key))
+            .upload_id(&w.handle)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.err("abort incomplete upload of", &w.key, None, e) {
+                // Completed or aborted by someone else meanwhile.
+                StorageError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+impl S3Store {
+    /// Bytes held by the parts already uploaded to an open multipart upload.
+    async fn uploaded_bytes(&self, full: &str, key: &str, id: &str) -> Result<u64, StorageError> {
+        let mut total = 0u64;
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
                 .client
-                .abort_multipart_upload()
+                .list_parts()
                 .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(&id)
+                .key(full)
+                .upload_id(id)
+                .set_part_number_marker(marker.take())
                 .send()
                 .await
-            {
-                Ok(_) => removed += 1,
-                Err(e) => match self.err("abort incomplete upload of", &key, None, e) {
-                    // Completed or aborted by someone else meanwhile.
-                    StorageError::NotFound { .. } => {}
-                    other => return Err(other),
-                },
+                .map_err(|e| {
+                    self.err("list the parts of the incomplete upload of", key, None, e)
+                })?;
+            total += page
+                .parts()
+                .iter()
+                .map(|p| p.size().unwrap_or(0).max(0) as u64)
+                .sum::<u64>();
+            match page.next_part_number_marker() {
+                Some(m) if page.is_truncated() == Some(true) => marker = Some(m.to_string()),
+                _ => break,
             }
         }
-        Ok(removed)
+        Ok(total)
     }
 }
 

@@ -10,6 +10,20 @@ pub const MAX_PART_SIZE: u64 = 5 << 30;
 /// Parts uploaded at one size before the part size doubles.
 const PARTS_PER_TIER: u64 = 1_000;
 
+/// [`PARTS_PER_TIER`], or `GSDR_BENCH_PARTS_PER_TIER` when set: the memory
+/// benchmark lowers it so a stream of a few hundred MiB crosses several
+/// doublings (S3 would need tens of GiB).
+fn parts_per_tier() -> u64 {
+    static TIER: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TIER.get_or_init(|| {
+        std::env::var("GSDR_BENCH_PARTS_PER_TIER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(PARTS_PER_TIER)
+    })
+}
+
 /// How a stream is cut into parts: `first` bytes per part for the first 1,000
 /// parts, doubling every 1,000 parts, never above 5 GiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,17 +47,15 @@ impl PartPlan {
 
     /// Size of part `number` (1-based).
     pub fn size_of(&self, number: u64) -> u64 {
-        let tier = (number.saturating_sub(1) / PARTS_PER_TIER).min(32) as u32;
+        let tier = (number.saturating_sub(1) / parts_per_tier()).min(32) as u32;
         self.first.saturating_mul(1u64 << tier).min(MAX_PART_SIZE)
     }
 
     /// Bytes that 10,000 parts of this plan hold.
     pub fn capacity(&self) -> u64 {
-        (0..MAX_PARTS / PARTS_PER_TIER)
-            .map(|t| {
-                self.size_of(t * PARTS_PER_TIER + 1)
-                    .saturating_mul(PARTS_PER_TIER)
-            })
+        let per = parts_per_tier();
+        (0..MAX_PARTS / per)
+            .map(|t| self.size_of(t * per + 1).saturating_mul(per))
             .fold(0u64, u64::saturating_add)
     }
 

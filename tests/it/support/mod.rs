@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kube;
+pub mod faults;
 pub mod mongo;
 pub mod moto;
 pub mod postgres;

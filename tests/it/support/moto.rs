@@ -158,6 +158,20 @@ impl Moto {
         }
     }
 
+    /// The body of a `[targets.NAME]` table (after the header) for this bucket
+    /// under `prefix`, as a policy file names it: for tests that run the binary.
+    pub fn target_toml(&self, prefix: &str) -> String {
+        format!(
+            "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\n\
+             access_key_id = {{ file = \"{}\" }}\nsecret_access_key = {{ file = \"{}\" }}\n\
+             part_size = \"5MiB\"\n",
+            self.endpoint,
+            self.bucket,
+            self.key_file.display(),
+            self.secret_file.display()
+        )
+    }
+
     /// [`Moto::target`] as a policy target.
     pub fn target_config(&self, prefix: &str) -> TargetConfig {
         TargetConfig::S3(self.target(prefix))
