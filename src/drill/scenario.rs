@@ -314,9 +314,17 @@ impl Scenario {
         );
         md += "## Run it\n\n";
         md += &format!(
-            "- Rehearse (scratch targets, nothing touched): `gsdr drill --scenario {}`\n- In an incident, see the plan first: `gsdr restore --scenario {0} --plan`\n- Then execute: `gsdr restore --scenario {0}` (asks for confirmation; `--yes` skips it; `--resume` continues a failed run)\n\n",
+            "- Rehearse (scratch targets, nothing touched): `gsdr drill --scenario {}`\n- In an incident, see the plan first: `gsdr restore --scenario {0} --plan` (it says what each step overwrites)\n- Then execute: `gsdr restore --scenario {0}` (asks for confirmation of those overwrites; `--yes` skips it; `--resume` continues a failed run)\n",
             self.name
         );
+        if self
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::RestorePostgresPitr { .. }))
+        {
+            md += "- PostgreSQL: add `--keep-archiving` when the restored cluster replaces production (it continues the WAL archive on a new timeline), or `--no-archiving` for a copy that must never write into it\n";
+        }
+        md += "\n";
         md += "## Where the data comes from\n\n";
         md += match self.from {
             BackupCopy::Primary => "- Each source's **primary** target.\n",

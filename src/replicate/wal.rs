@@ -6,8 +6,12 @@
 //! objects are copied as they are stored (already compressed and
 //! encrypted): per file the data object first, then its sidecar, so an
 //! off-site sidecar always has its object; `cluster.json` (the cluster's
-//! identity) too. Only keys absent off-site are written: an off-site object
-//! whose size differs from the primary's is reported, never replaced.
+//! identity) too. Only keys absent off-site are written, with two
+//! exceptions that cannot lose data: a sidecar that differs only by the
+//! stored size `wal-push` records after the upload is brought up to date, and
+//! a data object whose primary copy is confirmed by that recorded size
+//! replaces an off-site copy of another size (a zero-byte or short object).
+//! Any other size difference is reported, never replaced.
 //!
 //! Memory: [`CONCURRENCY`] streamed copies at once, each bounded by the
 //! off-site store's upload buffers.
@@ -113,9 +117,62 @@ async fn copy_object(
     Ok(o.size)
 }
 
+/// An off-site WAL object of another size than the primary's: replaced when
+/// that provably loses nothing (see the module doc), else an error.
+async fn reconcile(
+    primary: &Arc<dyn Store>,
+    offsite: &Arc<dyn Store>,
+    source: &str,
+    o: &ObjectMeta,
+    off_size: u64,
+) -> Result<u64> {
+    use crate::source::postgres::wal::{file_of_key, sidecar_key, WalSidecar};
+    const MAX: u64 = 64 << 10;
+    let refused = || {
+        Error::Invalid(format!(
+            "the off-site `{}` is {off_size} bytes, the primary's {}: not overwritten; check which is right",
+            o.key, o.size
+        ))
+    };
+    let read = |store: &Arc<dyn Store>, key: String| {
+        let store = store.clone();
+        async move {
+            let (b, _) = store.get_small(&key, MAX).await?;
+            serde_json::from_slice::<WalSidecar>(&b)
+                .map_err(|e| Error::Invalid(format!("sidecar `{key}` is unreadable: {e}")))
+        }
+    };
+    match file_of_key(source, &o.key) {
+        Some((_, false)) => {
+            let (p, s) = (
+                read(primary, o.key.clone()).await?,
+                read(offsite, o.key.clone()).await?,
+            );
+            if p.raw_sha256 != s.raw_sha256 || p.raw_bytes != s.raw_bytes {
+                return Err(refused());
+            }
+            let (body, _) = primary.get_small(&o.key, MAX).await?;
+            offsite
+                .put_small(&o.key, body, crate::storage::PutCondition::Overwrite)
+                .await?;
+            Ok(o.size)
+        }
+        Some((name, true)) => {
+            let p = read(primary, sidecar_key(source, name)).await?;
+            if p.stored_bytes != Some(o.size) {
+                return Err(refused());
+            }
+            tracing::warn!(event = "wal_offsite_object_replaced", key = %o.key, offsite_bytes = off_size, primary_bytes = o.size);
+            offsite.delete(&o.key).await?;
+            copy_object(primary, offsite, o).await
+        }
+        None => Err(refused()),
+    }
+}
+
 /// Copies every WAL object of `source` the off-site store lacks. Objects
-/// that exist off-site with another size are reported as failed, never
-/// overwritten.
+/// that exist off-site with another size are reported as failed, unless
+/// replacing them provably loses nothing ([`reconcile`]).
 pub async fn catch_up(
     primary: &Arc<dyn Store>,
     offsite: &Arc<dyn Store>,
@@ -140,12 +197,10 @@ pub async fn catch_up(
                     break;
                 };
                 let (p, s) = (primary.clone(), offsite.clone());
+                let source = source.to_string();
                 running.spawn(async move {
                     let r = match off_size {
-                        Some(size) => Err(Error::Invalid(format!(
-                            "the off-site `{}` is {size} bytes, the primary's {}: not overwritten; check which is right",
-                            o.key, o.size
-                        ))),
+                        Some(size) => reconcile(&p, &s, &source, &o, size).await,
                         None => copy_object(&p, &s, &o).await,
                     };
                     (o.key, r)

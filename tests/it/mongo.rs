@@ -242,6 +242,19 @@ async fn mongo_restore_refuses_non_empty_targets_unless_drop() {
     let nx = NxMongo::start();
     let client = nx.client().await;
     fill(&client, "app", "events", 1_000, 10).await;
+    // Incompressible bytes: the stored stream spans many age chunks, so a
+    // damaged one near the end is met only after the archive's prelude.
+    let blobs: Vec<Document> = (0..4000)
+        .map(|i| {
+            doc! { "_id": i, "b": Binary { subtype: mongodb::bson::spec::BinarySubtype::Generic, bytes: (0..2048).map(|_| rand::random::<u8>()).collect() } }
+        })
+        .collect();
+    client
+        .database("app")
+        .collection::<Document>("blobs")
+        .insert_many(blobs)
+        .await
+        .unwrap();
     let s = setup(&nx.uri(), "");
     let m = gsdr::job::backup(&s.env, "m", &NoProgress)
         .await
@@ -282,11 +295,30 @@ async fn mongo_restore_refuses_non_empty_targets_unless_drop() {
     assert!(gsdr::job::restore(&s.env, &cat, &m, &over, &NoProgress)
         .await
         .is_err());
-    // With --drop the target is replaced by exactly the backup.
+    // With --drop but a damaged backup: nothing is dropped, because the
+    // whole backup is read and checked before the first drop.
     let drop_req = RestoreRequest {
         replace: true,
         ..req.clone()
     };
+    let data = s._dir.path().join("store").join(&m.data_key);
+    let good = std::fs::read(&data).unwrap();
+    assert!(good.len() > 4 * 65_536, "{} bytes", good.len());
+    let mut bad = good.clone();
+    let at = bad.len() - 1_000;
+    bad[at] ^= 1;
+    std::fs::write(&data, &bad).unwrap();
+    let err = gsdr::job::restore(&s.env, &cat, &m, &drop_req, &NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        raw_docs(&client, "copy", "events").await.len(),
+        1_001,
+        "nothing dropped for a damaged backup: {err}"
+    );
+    assert_eq!(raw_docs(&client, "copy", "blobs").await.len(), 4000);
+    std::fs::write(&data, &good).unwrap();
+    // With --drop the target is replaced by exactly the backup.
     let out = gsdr::job::restore(&s.env, &cat, &m, &drop_req, &NoProgress)
         .await
         .unwrap();

@@ -1371,3 +1371,63 @@ fn pg_wal_push_refuses_the_timeline_of_a_copy_restored_to_an_earlier_point() {
         "{err}"
     );
 }
+
+/// The stored size `wal-push` records in sidecars reaches the off-site copy:
+/// `gsdr replicate` brings an off-site sidecar that lacks it up to date, and
+/// replaces a zero-byte off-site object when the primary's size is confirmed
+/// by its sidecar; the segment then comes back from the off-site copy.
+#[test]
+fn pg_replicate_repairs_offsite_sidecars_and_zero_byte_objects() {
+    let (fx, mut a) = setup_with(
+        &format!("{FS_TARGET}[targets.offsite]\nkind = \"fs\"\npath = \"{{dir}}/offsite\"\n"),
+        "offsite = \"offsite\"\n",
+    );
+    a.start();
+    a.psql("CREATE TABLE t (id int, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g");
+    let seg = a.switch_and_wait_archived(WAIT);
+    let r = fx.gsdr_json(&["replicate"]);
+    assert_eq!(
+        r["sweeps"]["pg"]["wal"][0]["failed"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "{r}"
+    );
+    let off = fx.dir.path().join("offsite/pg/wal/00000001");
+    let sidecar = off.join(format!("{seg}.json"));
+    let mut sc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    assert!(sc["stored_bytes"].as_u64().is_some(), "{sc}");
+    sc.as_object_mut().unwrap().remove("stored_bytes");
+    std::fs::write(&sidecar, serde_json::to_vec(&sc).unwrap()).unwrap();
+    std::fs::write(off.join(format!("{seg}.zst.age")), b"").unwrap();
+    let r = fx.gsdr_json(&["replicate"]);
+    let wal = &r["sweeps"]["pg"]["wal"][0];
+    assert_eq!(wal["failed"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(wal["copied"], 2, "{r}");
+    assert_eq!(
+        std::fs::read(&sidecar).unwrap(),
+        std::fs::read(
+            fx.dir
+                .path()
+                .join(format!("store/pg/wal/00000001/{seg}.json"))
+        )
+        .unwrap()
+    );
+    let dest = fx.dir.path().join("from-offsite");
+    let out = fx.gsdr(&[
+        "wal-fetch",
+        "--source",
+        "pg",
+        "--target",
+        "offsite",
+        &seg,
+        dest.to_str().unwrap(),
+    ]);
+    ok(&out, "wal-fetch from the off-site copy");
+    ok(
+        &fx.gsdr(&["--json", "replicate", "--check"]),
+        "replicate --check",
+    );
+}

@@ -609,7 +609,8 @@ async fn check_new_timeline(
     let later: Vec<String> = ctx
         .store
         .list(&prefix)
-        .await?
+        .await
+        .map_err(|e| lookup_err(e, Purpose::Push))?
         .into_iter()
         .filter_map(|o| file_of_key(&ctx.source, &o.key).map(|(n, _)| n.to_string()))
         .filter(|n| SegmentId::parse(n, seg_bytes).is_some_and(|s| s.number > at.number))
