@@ -164,6 +164,15 @@ impl Env {
         .stall_after(self.policy.pipeline.stall_timeout.0))
     }
 
+    /// How a backup's download is named in stall and failure messages.
+    pub fn download_label(catalog: &Catalog, m: &Manifest) -> String {
+        format!(
+            "the download of `{}` from {}",
+            m.data_key,
+            catalog.store().describe()
+        )
+    }
+
     /// Key of a new backup's data object.
     pub fn data_key(source: &str, kind: &str, id: &str) -> String {
         format!("{}/{DATA_OBJECT}", Manifest::dir_key(source, kind, id))

@@ -115,11 +115,7 @@ pub async fn restore_raw_to_file(
     let decoded = env.open_backup(catalog, m).await?;
     progress.start(&format!("restore {}", m.id), Some(m.raw_bytes));
     let tmp: Option<PathBuf> = (!to_stdout).then(|| partial_name(path));
-    let input = format!(
-        "the download of `{}` from {}",
-        m.data_key,
-        catalog.store().describe()
-    );
+    let input = Env::download_label(catalog, m);
     let output = format!("writing `{}`", path.display());
     let ended = decoded
         .finish(

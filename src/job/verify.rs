@@ -31,11 +31,7 @@ pub struct VerifyReport {
 pub async fn verify(env: &Env, catalog: &Catalog, m: &Manifest) -> Result<VerifyReport> {
     let start = Instant::now();
     let decoded = env.open_backup(catalog, m).await?;
-    let input = format!(
-        "the download of `{}` from {}",
-        m.data_key,
-        catalog.store().describe()
-    );
+    let input = Env::download_label(catalog, m);
     let ended = decoded
         .finish(
             Ends {

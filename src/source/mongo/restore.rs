@@ -570,11 +570,7 @@ pub async fn restore(
 /// nothing anywhere.
 async fn prove_readable(env: &Env, catalog: &Catalog, m: &Manifest) -> Result<()> {
     let decoded = env.open_backup(catalog, m).await?;
-    let input = format!(
-        "the download of `{}` from {}",
-        m.data_key,
-        catalog.store().describe()
-    );
+    let input = Env::download_label(catalog, m);
     let ended = decoded
         .finish(
             Ends {
@@ -676,11 +672,7 @@ async fn run_restore(
     let decoded = env.open_backup(catalog, m).await?;
     progress.start(&format!("restore {}", m.id), Some(m.raw_bytes));
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let input = format!(
-        "the download of `{}` from {}",
-        m.data_key,
-        catalog.store().describe()
-    );
+    let input = Env::download_label(catalog, m);
     let ended = decoded
         .finish(
             Ends {

@@ -563,11 +563,7 @@ async fn unpack_checked(
     progress.start(&format!("restore {}", m.id), Some(m.raw_bytes));
     let handle = tokio::runtime::Handle::current();
     let unpack_dir = dir.to_path_buf();
-    let input = format!(
-        "the download of `{}` from {}",
-        m.data_key,
-        catalog.store().describe()
-    );
+    let input = Env::download_label(catalog, m);
     let output = format!("unpacking into `{}`", dir.display());
     let ended = decoded
         .finish(
