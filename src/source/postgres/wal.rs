@@ -889,7 +889,6 @@ async fn upload(
     let enc = pipeline::encode(src, opts.clone());
     let input = format!("reading `{}`", path.display());
     let output = format!("the upload of `{dk}` to {}", ctx.store.describe());
-    let dk_ref = dk;
     let ended = enc
         .finish(
             Ends {
@@ -900,7 +899,7 @@ async fn upload(
             |mut reader| async move {
                 ctx.store
                     .put_stream(
-                        dk_ref,
+                        dk,
                         &mut reader,
                         PutOptions {
                             size_hint: Some(size),
