@@ -113,7 +113,11 @@ impl Notifier {
 }
 
 impl OutcomeHook for std::sync::Arc<Notifier> {
-    fn outcome(&self, source: &str, outcome: &SlotOutcome) {
+    fn outcome(&self, job: &crate::scheduler::JobId, outcome: &SlotOutcome) {
+        if job.kind != crate::scheduler::JobKind::Backup {
+            return;
+        }
+        let source = job.name.as_str();
         let msg = {
             let mut st = self.state.lock().expect("notify lock");
             let s = st.entry(source.to_string()).or_default();

@@ -1,11 +1,11 @@
-//! `gsdr daemon`: run every source on its schedule until SIGTERM, with metrics and health endpoints.
+//! `gsdr daemon`: run every job of the policy on its schedule until SIGTERM, with metrics and health endpoints.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use gsdr::metrics::server::{self, Health};
-use gsdr::scheduler::{self, runner, OutcomeHook, Scheduler, SystemClock};
+use gsdr::scheduler::{self, OutcomeHook, SystemClock};
 
 use super::{Ctx, Outcome};
 
@@ -64,83 +64,27 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     let server_stop = CancellationToken::new();
     let (bound, server) = server::serve(addr, health.clone(), server_stop.clone()).await?;
     eprintln!("gsdr daemon: metrics on http://{bound}/metrics");
-    runner::publish_objectives(&env, settings.offset);
-    let plans = runner::plans(&env).await?;
-    let job_runner = Arc::new(runner::JobRunner::new(env.clone()));
-    // Catch-up sweep on start, then every `replicate_every`: whatever the
-    // off-site copy lacks (failed copies are retried), and the safety metrics.
-    let sweeper = {
-        let (runner, env, stop) = (job_runner.clone(), env.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            loop {
-                for s in env.policy.sources.keys() {
-                    tokio::select! {
-                        _ = runner.replicate_source(s) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(env.policy.daemon.replicate_every.0) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-        })
-    };
-    // The end of the contiguous WAL chain of each postgres source, on start and every
-    // `wal_status_every`: wal-push runs in PostgreSQL's archiver, not here.
-    let wal_watch = {
-        let (runner, env, stop) = (job_runner.clone(), env.clone(), shutdown.clone());
-        let pg: Vec<String> = env
-            .policy
-            .sources
-            .iter()
-            .filter(|(_, c)| c.kind == gsdr::policy::Engine::Postgres)
-            .map(|(n, _)| n.clone())
-            .collect();
-        tokio::spawn(async move {
-            if pg.is_empty() {
-                return;
-            }
-            loop {
-                for s in &pg {
-                    tokio::select! {
-                        _ = runner.refresh_wal_status(s) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(env.policy.daemon.wal_status_every.0) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-        })
-    };
-    // Garbage collection on start, then every `gc_every`.
-    let gc = tokio::spawn(scheduler::gc::run_every(env.clone(), shutdown.clone()));
-    let sched = Scheduler::new(
-        plans,
-        job_runner,
-        Arc::new(SystemClock),
-        settings,
-        hooks(&env)?,
-    );
-    health.set_ready(true);
-    let stop = shutdown.clone();
     let watch = {
-        let health = health.clone();
+        let (health, stop) = (health.clone(), shutdown.clone());
         tokio::spawn(async move {
             stop.cancelled().await;
             health.set_ready(false);
         })
     };
-    let summary = sched.run(shutdown).await;
+    let ready = health.clone();
+    let summary = scheduler::daemon::run(
+        env.clone(),
+        settings,
+        Arc::new(SystemClock),
+        hooks(&env)?,
+        shutdown,
+        move || ready.set_ready(true),
+    )
+    .await;
     watch.abort();
-    let _ = sweeper.await;
-    let _ = wal_watch.await;
-    let _ = gc.await;
     server_stop.cancel();
     let _ = server.await;
-    if summary.aborted_in_flight {
+    if summary?.aborted_in_flight {
         anyhow::bail!("running jobs were aborted at the end of the grace period; nothing partial was committed");
     }
     Ok(Outcome::Ok)

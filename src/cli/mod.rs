@@ -17,6 +17,7 @@ mod prune;
 mod replicate;
 mod restore;
 mod run;
+mod status;
 mod storage_cmd;
 mod velero;
 mod verify;
@@ -89,9 +90,9 @@ enum Command {
     WalFetch(wal::FetchArgs),
     /// Check the WAL archive for gaps per timeline (exit 1 on gaps).
     WalVerify(wal::VerifyArgs),
-    /// Last archived WAL segment and base backup of a postgres source (current RPO).
+    /// Every scheduled job: next run, last run, outcome (from the catalog); with --source, a postgres source's WAL status.
     Status(wal::VerifyArgs),
-    /// Run every source on its schedule until SIGTERM; serve /metrics, /healthz, /readyz.
+    /// Run every job (backups, Velero, drills, prune, replication, gc) on its schedule until SIGTERM; serve /metrics, /healthz, /readyz.
     Daemon(daemon::Args),
     /// CronJob mode: run what is due (or --source) once and exit non-zero if any run failed.
     Run(run::Args),
@@ -162,7 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::WalPush(a) => wal::push(&ctx, a).await,
         Command::WalFetch(a) => wal::fetch(&ctx, a).await,
         Command::WalVerify(a) => wal::verify(&ctx, a).await,
-        Command::Status(a) => wal::status(&ctx, a).await,
+        Command::Status(a) => status::run(&ctx, a).await,
         Command::Daemon(a) => daemon::run(&ctx, a).await,
         Command::Run(a) => run::run(&ctx, a).await,
         Command::Prune(a) => prune::run(&ctx, a).await,

@@ -1,4 +1,4 @@
-//! `gsdr run --once`: CronJob mode — run what is due (or the named source) and exit.
+//! `gsdr run --once`: CronJob mode — run every job that is due (or the named source's backup) and exit.
 
 use std::sync::Arc;
 
@@ -15,14 +15,19 @@ pub struct Args {
     /// Run once and exit (the only mode; the long-running mode is `gsdr daemon`).
     #[arg(long, required = true)]
     once: bool,
-    /// Run this source now, due or not (default: every source whose scheduled time has passed since its last backup).
+    /// Back up this source now, due or not (default: every job whose scheduled time has passed since its last success).
     #[arg(long, short = 's', value_name = "NAME")]
     source: Option<String>,
 }
 
 #[derive(Serialize)]
 struct Row {
-    source: String,
+    /// `kind/name`.
+    job: String,
+    kind: scheduler::JobKind,
+    /// The source, for backups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
     result: &'static str,
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,15 +47,15 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     runner::publish_objectives(&env, settings.offset);
     let mut plans = runner::plans(&env).await?;
     if let Some(s) = &args.source {
-        if !plans.iter().any(|p| &p.name == s) {
+        if !plans.iter().any(|p| p.id == scheduler::JobId::backup(s)) {
             // An unscheduled source can still be run by name.
             env.source_config(s)?;
-            plans.push(scheduler::SourcePlan {
-                name: s.clone(),
-                schedule: "0 0 0 1 1 * 2099".parse()?,
-                lease_store: Some(env.store(&env.primary_target_name(s)?).await?),
-                timeout: env.policy.timeout_of(s),
-            });
+            plans.push(scheduler::JobPlan::backup(
+                s,
+                "0 0 0 1 1 * 2099".parse()?,
+                Some(env.store(&env.primary_target_name(s)?).await?),
+                env.policy.timeout_of(s),
+            ));
         }
     }
     let job_runner = Arc::new(runner::JobRunner::new(env.clone()));
@@ -67,7 +72,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     .await;
     let mut report = Report { runs: Vec::new() };
     let mut failed = 0;
-    for (source, o) in outcomes {
+    for (id, o) in outcomes {
+        let source = (id.kind == scheduler::JobKind::Backup).then(|| id.name.clone());
         let (result, detail, bytes_stored) = match o {
             SlotOutcome::Success(r) => ("ok", r.id, Some(r.bytes_stored)),
             SlotOutcome::Skipped(w) => ("skipped", w, None),
@@ -78,6 +84,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             failed += 1;
         }
         report.runs.push(Row {
+            job: id.to_string(),
+            kind: id.kind,
             source,
             result,
             detail,
@@ -92,9 +100,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             .iter()
             .map(|x| {
                 format!(
-                    "{:<8}{:<20} {}{}\n",
+                    "{:<8}{:<24} {}{}\n",
                     x.result,
-                    x.source,
+                    x.source.as_deref().unwrap_or(&x.job),
                     x.detail,
                     x.bytes_stored
                         .map(|b| format!(" ({})", bytes(b)))

@@ -51,10 +51,10 @@ pub struct FetchArgs {
 pub struct VerifyArgs {
     /// Postgres source (default: the policy's only postgres source).
     #[arg(long, short = 's', value_name = "NAME")]
-    source: Option<String>,
+    pub(crate) source: Option<String>,
     /// wal-verify: check this target's archive (e.g. the off-site copy) instead of the primary's.
     #[arg(long, value_name = "TARGET")]
-    target: Option<String>,
+    pub(crate) target: Option<String>,
 }
 
 fn pick_source(env: &Env, given: Option<String>) -> anyhow::Result<String> {

@@ -194,6 +194,22 @@ pub async fn run_scheduled(
     let mut out = Vec::new();
     for s in &scenarios {
         let r = run(env, s, &opts, progress).await;
+        let rep = r.as_ref().ok().map(|x| &x.report);
+        crate::metrics::events::DrillFinished {
+            scenario: &s.name,
+            ok: rep.is_some_and(|x| x.passed),
+        }
+        .emit();
+        if let Some(rep) = rep {
+            crate::metrics::events::DrillObserved {
+                scenario: &rep.scenario,
+                ok: rep.passed,
+                started_at: rep.started_at,
+                rto_secs: rep.rto.achieved_secs,
+                rto_target_secs: rep.rto.target_secs,
+            }
+            .emit();
+        }
         match &r {
             Ok(_) => {
                 if let Err(e) = prune_reports(env, s, cfg.keep_reports as usize).await {

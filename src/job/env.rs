@@ -55,6 +55,27 @@ impl Env {
         self.stores.lock().await.insert(name.to_string(), store);
     }
 
+    /// The home target of the policy-wide records (job records, Velero
+    /// records): `defaults.target`, else the first target by name.
+    pub fn home_target_name(&self) -> Result<String> {
+        self.policy
+            .defaults
+            .target
+            .clone()
+            .or_else(|| self.policy.targets.keys().next().cloned())
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} defines no target to keep job records in",
+                    self.policy.path.display()
+                ))
+            })
+    }
+
+    /// The opened home target ([`Env::home_target_name`]).
+    pub async fn home_store(&self) -> Result<Arc<dyn Store>> {
+        self.store(&self.home_target_name()?).await
+    }
+
     /// Name of the primary target of `source`.
     pub fn primary_target_name(&self, source: &str) -> Result<String> {
         self.source_config(source)?;

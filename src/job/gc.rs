@@ -134,6 +134,11 @@ pub struct TargetGc {
 }
 
 impl TargetGc {
+    /// How many leftovers were removed (or, in a dry run, would be).
+    pub fn removed_count(&self) -> u64 {
+        self.removed.values().map(|t| t.count).sum()
+    }
+
     fn record(&mut self, item: GcItem) {
         let tally = match &item.action {
             GcAction::Removed | GcAction::WouldRemove => {

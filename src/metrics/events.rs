@@ -659,3 +659,235 @@ impl GcFinished<'_> {
         );
     }
 }
+
+/// An attempt of a scheduled job failed (a backup's also counts as [`BackupFailed`]).
+#[derive(Debug, Clone)]
+pub struct JobFailed<'a> {
+    /// The job.
+    pub job: &'a crate::scheduler::JobId,
+    /// The error, as the operator reads it.
+    pub error: &'a str,
+    /// Its retry class.
+    pub class: RetryClass,
+    /// Attempt number, from 1 (0: the lease could not be taken).
+    pub attempt: u32,
+    /// Whether the scheduler will retry.
+    pub will_retry: bool,
+}
+
+impl JobFailed<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        use crate::scheduler::JobKind;
+        if self.job.kind == JobKind::Backup {
+            BackupFailed {
+                source: &self.job.name,
+                error: self.error,
+                class: self.class,
+                attempt: self.attempt,
+                will_retry: self.will_retry,
+            }
+            .emit();
+        } else {
+            tracing::warn!(
+                event = "job_failed",
+                job = %self.job,
+                error = self.error,
+                attempt = self.attempt,
+                will_retry = self.will_retry
+            );
+        }
+        let m = global();
+        let l = super::job_label(self.job);
+        m.job_failures.get_or_create(&l).inc();
+        m.job_last_attempt_success.get_or_create(&l).set(0.0);
+    }
+}
+
+/// A slot of a scheduled job ended (a backup's also counts as [`RunFinished`]).
+#[derive(Debug, Clone)]
+pub struct JobFinished<'a> {
+    /// The job.
+    pub job: &'a crate::scheduler::JobId,
+    /// `success`, `failure` or `skipped`.
+    pub result: &'a str,
+    /// What it made, or why not.
+    pub detail: &'a str,
+    /// Wall time of the slot.
+    pub duration_secs: f64,
+    /// When it succeeded (success only).
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobFinished<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        use crate::scheduler::JobKind;
+        if self.job.kind == JobKind::Backup {
+            RunFinished {
+                source: &self.job.name,
+                result: self.result,
+                detail: self.detail,
+            }
+            .emit();
+        } else {
+            tracing::info!(
+                event = "job_finished",
+                job = %self.job,
+                result = self.result,
+                detail = self.detail,
+                duration_secs = self.duration_secs
+            );
+        }
+        let m = global();
+        let l = super::job_label(self.job);
+        m.job_runs
+            .get_or_create(&super::JobResultLabel {
+                kind: l.kind.clone(),
+                job: l.job.clone(),
+                result: self.result.to_string(),
+            })
+            .inc();
+        if let Some(t) = self.finished_at {
+            m.job_last_attempt_success.get_or_create(&l).set(1.0);
+            m.job_last_success.get_or_create(&l).set(secs(t));
+        }
+    }
+}
+
+/// The scheduler computed a job's next slot.
+#[derive(Debug, Clone)]
+pub struct JobNextRun<'a> {
+    /// The job.
+    pub job: &'a crate::scheduler::JobId,
+    /// Its next slot.
+    pub at: DateTime<Utc>,
+}
+
+impl JobNextRun<'_> {
+    /// Logs the event (debug) and updates the metrics.
+    pub fn emit(&self) {
+        tracing::debug!(event = "job_next_run", job = %self.job, at = %self.at.to_rfc3339());
+        global()
+            .job_next_run
+            .get_or_create(&super::job_label(self.job))
+            .set(secs(self.at));
+    }
+}
+
+/// A job record was written or read back from the catalog: the metrics follow it,
+/// so every replica publishes the same last outcome whoever ran the job.
+#[derive(Debug, Clone)]
+pub struct JobRecorded<'a> {
+    /// The record.
+    pub record: &'a crate::scheduler::record::JobRecord,
+}
+
+impl JobRecorded<'_> {
+    /// Logs the event (debug) and updates the metrics.
+    pub fn emit(&self) {
+        use crate::scheduler::record::RunResult;
+        use crate::scheduler::JobKind;
+        let r = self.record;
+        tracing::debug!(event = "job_recorded", job = %r.id, result = ?r.last.result);
+        let m = global();
+        let l = super::job_label(&r.id);
+        let ok = if r.last.result == RunResult::Success {
+            1.0
+        } else {
+            0.0
+        };
+        m.job_last_attempt_success.get_or_create(&l).set(ok);
+        m.job_last_run
+            .get_or_create(&l)
+            .set(secs(r.last.finished_at));
+        m.job_last_duration
+            .get_or_create(&l)
+            .set(r.last.duration_secs());
+        if let Some(s) = &r.last_success {
+            m.job_last_success
+                .get_or_create(&l)
+                .set(secs(s.finished_at));
+        }
+        match r.id.kind {
+            JobKind::Backup => {
+                m.last_attempt_success
+                    .get_or_create(&src(&r.id.name))
+                    .set(ok);
+            }
+            JobKind::Velero => {
+                let v = super::VeleroJobLabel {
+                    job: r.id.name.clone(),
+                };
+                m.velero_last_attempt_success.get_or_create(&v).set(ok);
+                if let Some(s) = &r.last_success {
+                    m.velero_last_success
+                        .get_or_create(&v)
+                        .set(secs(s.finished_at));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The newest drill report of a scenario, as the catalog has it.
+#[derive(Debug, Clone)]
+pub struct DrillObserved<'a> {
+    /// Scenario.
+    pub scenario: &'a str,
+    /// Whether it passed and met its targets.
+    pub ok: bool,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// RTO achieved, seconds (none if it never finished).
+    pub rto_secs: Option<f64>,
+    /// RTO objective, seconds.
+    pub rto_target_secs: Option<f64>,
+}
+
+impl DrillObserved<'_> {
+    /// Logs the event (debug) and updates the metrics.
+    pub fn emit(&self) {
+        tracing::debug!(
+            event = "drill_observed",
+            scenario = self.scenario,
+            ok = self.ok
+        );
+        let m = global();
+        let l = ScenarioLabel {
+            scenario: self.scenario.to_string(),
+        };
+        m.drill_last_success
+            .get_or_create(&l)
+            .set(if self.ok { 1.0 } else { 0.0 });
+        m.drill_last_run
+            .get_or_create(&l)
+            .set(secs(self.started_at));
+        if let Some(v) = self.rto_secs {
+            m.drill_rto.get_or_create(&l).set(v);
+        }
+        if let Some(v) = self.rto_target_secs {
+            m.drill_rto_target.get_or_create(&l).set(v);
+        }
+    }
+}
+
+/// The newest committed backup of a source, as the catalog has it (every replica reads it).
+#[derive(Debug, Clone)]
+pub struct BackupObserved<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// When it committed.
+    pub finished_at: DateTime<Utc>,
+}
+
+impl BackupObserved<'_> {
+    /// Updates the metrics.
+    pub fn emit(&self) {
+        global()
+            .last_success
+            .get_or_create(&src(self.source))
+            .set(secs(self.finished_at));
+    }
+}

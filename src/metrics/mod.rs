@@ -34,6 +34,17 @@
 //! | `gsdr_pruned_wal_files_total` / `gsdr_pruned_wal_bytes_total` | counter | (PostgreSQL engine) WAL files and their stored bytes deleted by retention (label `target`) |
 //! | `gsdr_catalog_manifests_skipped_total` | counter | (labels `store`, `reason`: unreadable/newer_schema/mismatch; no `source`) manifests a listing skipped, once per listing that met them |
 //! | `gsdr_gc_removed_objects_total` / `gsdr_gc_removed_bytes_total` | counter | (labels `target`, `category`: multipart_upload/temp_file/orphan_data; no `source`) leftovers garbage collection removed |
+//! | `gsdr_job_last_attempt_success` | gauge | (labels `kind`, `job`; no `source`) 1 if the job's last run succeeded, 0 if it failed; from the job's record in the catalog, so every replica publishes the same value |
+//! | `gsdr_job_last_success_timestamp_seconds` | gauge | (labels `kind`, `job`) end of the job's last successful run (job record) |
+//! | `gsdr_job_last_run_timestamp_seconds` | gauge | (labels `kind`, `job`) end of the job's last run, whatever its outcome (job record) |
+//! | `gsdr_job_last_duration_seconds` | gauge | (labels `kind`, `job`) wall time of the job's last run (job record) |
+//! | `gsdr_job_next_run_timestamp_seconds` | gauge | (labels `kind`, `job`) the job's next slot as this replica's scheduler sees it |
+//! | `gsdr_job_runs_total` | counter | (labels `kind`, `job`, `result`: success/failure/skipped) slots this process handled |
+//! | `gsdr_job_failures_total` | counter | (labels `kind`, `job`) failed attempts in this process |
+//! | `gsdr_drill_last_run_timestamp_seconds` | gauge | (label `scenario`) when the scenario's newest drill report in the catalog started |
+//! | `gsdr_drill_rto_seconds` / `gsdr_drill_rto_target_seconds` | gauge | (label `scenario`) RTO achieved by that drill and its objective |
+//! | `gsdr_velero_last_attempt_success` | gauge | (label `job`) 1 if the last Velero backup of the job completed, 0 otherwise (job record) |
+//! | `gsdr_velero_last_success_timestamp_seconds` | gauge | (label `job`) end of its last completed Velero backup (job record) |
 //! | `gsdr_gc_failures_total` | counter | (label `target`; no `source`) garbage collection runs that could not finish or removals that failed |
 
 pub mod events;
@@ -83,6 +94,33 @@ pub struct GcLabel {
 pub struct OnlyTargetLabel {
     /// Target name.
     pub target: String,
+}
+
+/// Label set `{kind, job}` (scheduled jobs).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabel {
+    /// Job kind (`backup`, `velero`, `drill`, …).
+    pub kind: String,
+    /// Job name (source, Velero job, `all`).
+    pub job: String,
+}
+
+/// Label set `{kind, job, result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobResultLabel {
+    /// Job kind.
+    pub kind: String,
+    /// Job name.
+    pub job: String,
+    /// `success`, `failure` or `skipped`.
+    pub result: String,
+}
+
+/// Label set `{job}` (Velero jobs).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VeleroJobLabel {
+    /// `[velero.jobs.NAME]`.
+    pub job: String,
 }
 
 /// Label set `{source, class}`.
@@ -171,6 +209,30 @@ pub struct Metrics {
     pub job_panics: Family<SourceLabel, Counter>,
     /// See the module table.
     pub job_deadlines: Family<SourceLabel, Counter>,
+    /// See the module table.
+    pub job_last_attempt_success: Family<JobLabel, FGauge>,
+    /// See the module table.
+    pub job_last_success: Family<JobLabel, FGauge>,
+    /// See the module table.
+    pub job_last_run: Family<JobLabel, FGauge>,
+    /// See the module table.
+    pub job_last_duration: Family<JobLabel, FGauge>,
+    /// See the module table.
+    pub job_next_run: Family<JobLabel, FGauge>,
+    /// See the module table.
+    pub job_runs: Family<JobResultLabel, Counter>,
+    /// See the module table.
+    pub job_failures: Family<JobLabel, Counter>,
+    /// See the module table.
+    pub drill_last_run: Family<ScenarioLabel, FGauge>,
+    /// See the module table.
+    pub drill_rto: Family<ScenarioLabel, FGauge>,
+    /// See the module table.
+    pub drill_rto_target: Family<ScenarioLabel, FGauge>,
+    /// See the module table.
+    pub velero_last_attempt_success: Family<VeleroJobLabel, FGauge>,
+    /// See the module table.
+    pub velero_last_success: Family<VeleroJobLabel, FGauge>,
     /// See the module table.
     pub catalog_skipped: Family<StoreReasonLabel, Counter>,
     /// See the module table.
@@ -280,6 +342,48 @@ impl Metrics {
                 "gsdr_pruned_wal_bytes",
                 "Stored bytes of the WAL files deleted by retention (PostgreSQL engine)"
             ),
+            job_last_attempt_success: reg!(
+                "gsdr_job_last_attempt_success",
+                "1 if the job's last run succeeded, 0 if it failed (from the catalog's job record)"
+            ),
+            job_last_success: reg!(
+                "gsdr_job_last_success_timestamp_seconds",
+                "End of the job's last successful run (from the catalog's job record)"
+            ),
+            job_last_run: reg!(
+                "gsdr_job_last_run_timestamp_seconds",
+                "End of the job's last run, whatever its outcome (from the catalog's job record)"
+            ),
+            job_last_duration: reg!(
+                "gsdr_job_last_duration_seconds",
+                "Wall time of the job's last run (from the catalog's job record)"
+            ),
+            job_next_run: reg!(
+                "gsdr_job_next_run_timestamp_seconds",
+                "The job's next scheduled slot"
+            ),
+            job_runs: reg!("gsdr_job_runs", "Slots of scheduled jobs handled by this process, by result"),
+            job_failures: reg!("gsdr_job_failures", "Failed attempts of scheduled jobs in this process"),
+            drill_last_run: reg!(
+                "gsdr_drill_last_run_timestamp_seconds",
+                "Start of the scenario's newest drill report in the catalog"
+            ),
+            drill_rto: reg!(
+                "gsdr_drill_rto_seconds",
+                "RTO achieved by the scenario's newest drill"
+            ),
+            drill_rto_target: reg!(
+                "gsdr_drill_rto_target_seconds",
+                "RTO objective of the scenario's newest drill"
+            ),
+            velero_last_attempt_success: reg!(
+                "gsdr_velero_last_attempt_success",
+                "1 if the last Velero backup of the job completed, 0 otherwise"
+            ),
+            velero_last_success: reg!(
+                "gsdr_velero_last_success_timestamp_seconds",
+                "End of the job's last completed Velero backup"
+            ),
             catalog_skipped: reg!(
                 "gsdr_catalog_manifests_skipped",
                 "Manifests a catalog listing skipped (unreadable, newer schema, or not matching their key)"
@@ -337,6 +441,14 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// `{kind, job}` labels.
+pub(crate) fn job_label(id: &crate::scheduler::JobId) -> JobLabel {
+    JobLabel {
+        kind: id.kind.as_str().to_string(),
+        job: id.name.clone(),
     }
 }
 

@@ -326,6 +326,14 @@ pub struct DaemonConfig {
     /// Apply the source's retention (primary and off-site) after each successful run, as `gsdr prune` does.
     #[serde(default = "yes")]
     pub prune_after_run: bool,
+    /// When the daemon applies every source's retention as a job of its own
+    /// (`prune/all`), beside `prune_after_run`; unset: no scheduled prune job.
+    #[serde(default)]
+    pub prune_schedule: Option<CronSchedule>,
+    /// Deadlines of one attempt of each job kind other than backups (whose
+    /// deadline is `timeout` of the source or of `[defaults]`).
+    #[serde(default)]
+    pub timeouts: JobTimeouts,
     /// Most runs (streams) at once in one process: memory is about this × one stream's bound.
     #[serde(default = "default_max_concurrent_runs")]
     pub max_concurrent_runs: usize,
@@ -408,6 +416,8 @@ impl Default for DaemonConfig {
             missed_runs: MissedRuns::default(),
             max_concurrent_runs: default_max_concurrent_runs(),
             prune_after_run: true,
+            prune_schedule: None,
+            timeouts: JobTimeouts::default(),
             replicate_every: default_replicate_every(),
             wal_status_every: default_wal_status_every(),
             webhook_url: None,
@@ -415,6 +425,59 @@ impl Default for DaemonConfig {
             timezone: None,
             gc_every: default_gc_every(),
             gc_grace: default_gc_grace(),
+        }
+    }
+}
+
+/// `[daemon.timeouts]`: the deadline of one attempt of each job kind.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobTimeouts {
+    /// A Velero job (default: the job's Velero wait, `velero.timeout`, plus 10 minutes).
+    #[serde(default)]
+    pub velero: Option<HumanDuration>,
+    /// The scheduled drills, all scenarios together.
+    #[serde(default = "default_drill_timeout")]
+    pub drill: HumanDuration,
+    /// Retention of every source.
+    #[serde(default = "default_prune_timeout")]
+    pub prune: HumanDuration,
+    /// The replication sweep of every source.
+    #[serde(default = "default_replicate_timeout")]
+    pub replicate: HumanDuration,
+    /// Garbage collection of every target.
+    #[serde(default = "default_gc_timeout")]
+    pub gc: HumanDuration,
+    /// The status refresh (WAL chain ends, metrics from the catalog).
+    #[serde(default = "default_wal_status_timeout", rename = "wal-status")]
+    pub wal_status: HumanDuration,
+}
+
+fn default_drill_timeout() -> HumanDuration {
+    hd(6 * 3600)
+}
+fn default_prune_timeout() -> HumanDuration {
+    hd(3600)
+}
+fn default_replicate_timeout() -> HumanDuration {
+    hd(6 * 3600)
+}
+fn default_gc_timeout() -> HumanDuration {
+    hd(2 * 3600)
+}
+fn default_wal_status_timeout() -> HumanDuration {
+    hd(600)
+}
+
+impl Default for JobTimeouts {
+    fn default() -> Self {
+        JobTimeouts {
+            velero: None,
+            drill: default_drill_timeout(),
+            prune: default_prune_timeout(),
+            replicate: default_replicate_timeout(),
+            gc: default_gc_timeout(),
+            wal_status: default_wal_status_timeout(),
         }
     }
 }

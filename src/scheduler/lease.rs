@@ -72,6 +72,22 @@ pub fn lease_key(locks_prefix: &str, source: &str) -> String {
     format!("{locks_prefix}/{source}.json")
 }
 
+/// Reads the lease at `key`; `None` if there is none. An unreadable one is an error.
+pub async fn read(store: &dyn Store, key: &str) -> Result<Option<LeaseDoc>, StorageError> {
+    match store.get_small(key, LEASE_MAX_BYTES).await {
+        Ok((bytes, _)) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StorageError::Config {
+                    store: store.describe(),
+                    message: format!("lease `{key}` is not a gsdr lease: {e}"),
+                })
+        }
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn ttl_of(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }

@@ -1,7 +1,9 @@
-//! The daemon loop: cron triggers, one run per source at a time (also across
-//! replicas, through a [`lease`]), retries with exponential backoff and
-//! jitter decided by the error's [`RetryClass`], the missed-run policy, and
-//! graceful shutdown.
+//! The daemon loop: jobs ([`job`]: backups, Velero backups, drills, prune,
+//! replication sweeps, garbage collection, WAL status) on their triggers, one
+//! run per job at a time (also across replicas, through a [`lease`]), retries
+//! with exponential backoff and jitter decided by the error's [`RetryClass`],
+//! a deadline per attempt, the missed-run policy, a [`record`] of every run in
+//! the catalog, and graceful shutdown.
 //!
 //! Time and shutdown are injected: the scheduler reads "now" from a
 //! [`Clock`] and sleeps with tokio's timer (tests pause it); it stops taking
@@ -10,14 +12,18 @@
 //! cancelled backup never commits its manifest, so no partial backup is
 //! listed; its incomplete upload is removed by `abort_incomplete_after`.
 //!
-//! One task per scheduled source; each runs its slots one after the other,
-//! so a source never runs twice at once in one process. A slot missed while
+//! One task per scheduled job; each runs its slots one after the other,
+//! so a job never runs twice at once in one process. A slot missed while
 //! the previous run was still going is skipped, not queued.
 
 pub mod clock;
+pub mod daemon;
 pub mod gc;
+pub mod job;
 pub mod lease;
+pub mod record;
 pub mod runner;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,17 +35,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use clock::{Clock, SystemClock, TokioClock};
+pub use job::{JobId, JobKind, JobPlan, Trigger};
 use lease::{Acquire, Lease};
+use record::{RunEntry, RunResult};
 
 use crate::error::{Error, RetryClass};
 use crate::metrics::events;
 use crate::policy::{DaemonConfig, MissedRuns};
-use crate::storage::Store;
 
 /// What one successful attempt produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunReport {
-    /// Backup id.
+    /// What it made: backup id, drill report location, Velero backup name, a summary.
     pub id: String,
     /// Raw bytes.
     pub bytes_raw: u64,
@@ -49,26 +56,13 @@ pub struct RunReport {
     pub duration_secs: f64,
 }
 
-/// The job the scheduler runs for a source (production: backup, then replication).
+/// What the scheduler runs (production: [`runner::JobRunner`]).
 #[async_trait]
 pub trait Runner: Send + Sync {
-    /// Runs one attempt. When `cancel` fires it must stop promptly, leaving no listed partial backup.
-    async fn run(&self, source: &str, cancel: CancellationToken) -> crate::Result<RunReport>;
-    /// Finish time of the newest committed backup of `source`, for the missed-run policy.
-    async fn last_success(&self, source: &str) -> crate::Result<Option<DateTime<Utc>>>;
-}
-
-/// A source the scheduler runs.
-#[derive(Debug, Clone)]
-pub struct SourcePlan {
-    /// Source name.
-    pub name: String,
-    /// Its cron schedule.
-    pub schedule: cron::Schedule,
-    /// Where its lease lives (its primary target); `None` = no cross-replica lease.
-    pub lease_store: Option<Arc<dyn Store>>,
-    /// Deadline of one attempt: past it the attempt is cancelled and the slot fails.
-    pub timeout: Duration,
+    /// Runs one attempt of `job`. When `cancel` fires it must stop promptly, leaving no listed partial backup.
+    async fn run(&self, job: &JobId, cancel: CancellationToken) -> crate::Result<RunReport>;
+    /// When `job` last succeeded (a backup: its newest committed backup), for the missed-run policy.
+    async fn last_success(&self, job: &JobId) -> crate::Result<Option<DateTime<Utc>>>;
 }
 
 /// Scheduler settings (from the policy's `[daemon]`).
@@ -194,19 +188,29 @@ pub fn interval(
     (b - a).to_std().ok()
 }
 
-/// Told the outcome of every slot that ran (notifications).
+/// Told the outcome of every slot this replica ran (notifications: the lease
+/// holder tells, so a message goes out once across replicas).
 pub trait OutcomeHook: Send + Sync {
-    /// `outcome` of a slot of `source` (never called for skipped slots).
-    fn outcome(&self, source: &str, outcome: &SlotOutcome);
+    /// `outcome` of a slot of `job` (never called for skipped slots).
+    fn outcome(&self, job: &JobId, outcome: &SlotOutcome);
 }
 
-/// Everything a source task needs.
+/// Everything a job task needs.
 struct Shared {
     runner: Arc<dyn Runner>,
     clock: Arc<dyn Clock>,
     settings: Settings,
     hooks: Vec<Arc<dyn OutcomeHook>>,
     slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// The name events and `/healthz` give a job: a backup by its source (as
+/// before jobs had kinds), any other job as `kind/name`.
+fn label(id: &JobId) -> String {
+    match id.kind {
+        JobKind::Backup => id.name.clone(),
+        _ => id.to_string(),
+    }
 }
 
 impl Shared {
@@ -228,23 +232,30 @@ impl Shared {
         }
     }
 
-    /// Runs one slot: lease, attempts with backoff, release.
+    /// Runs one slot: lease, attempts with backoff, record, release.
     async fn run_slot(
         &self,
-        plan: &SourcePlan,
+        plan: &JobPlan,
         slot: DateTime<Utc>,
         shutdown: &CancellationToken,
         jobs: &CancellationToken,
     ) -> SlotOutcome {
-        let source = plan.name.as_str();
-        // Bounded memory: at most `max_concurrent_runs` streams at once; wait before taking the lease.
-        let _permit = tokio::select! {
-            p = self.slots.clone().acquire_owned() => p.expect("the run semaphore is never closed"),
-            _ = shutdown.cancelled() => return SlotOutcome::Skipped("shutting down".into()),
+        let id = &plan.id;
+        let name = label(id);
+        // Bounded memory: at most `max_concurrent_runs` streams at once; wait
+        // before taking the lease. Only backups stream through the pipeline.
+        let _permit = if id.kind == JobKind::Backup {
+            tokio::select! {
+                p = self.slots.clone().acquire_owned() => Some(p.expect("the run semaphore is never closed")),
+                _ = shutdown.cancelled() => return SlotOutcome::Skipped("shutting down".into()),
+            }
+        } else {
+            None
         };
         let mut lease = None;
-        if let Some(store) = &plan.lease_store {
-            let key = lease::lease_key(&self.settings.locks_prefix, source);
+        let leased = id.kind.leased();
+        if let (true, Some(store)) = (leased, &plan.home) {
+            let key = id.lease_key(&self.settings.locks_prefix);
             match lease::acquire(
                 store.clone(),
                 &key,
@@ -258,68 +269,100 @@ impl Shared {
                 Ok(Acquire::Got(l)) => lease = Some(l),
                 Ok(Acquire::Busy { holder }) | Ok(Acquire::Done { by: holder }) => {
                     events::LeaseConflict {
-                        source,
+                        source: &name,
                         holder: &holder,
                         slot,
                     }
                     .emit();
                     let why = format!("lease held or slot done by {holder}");
-                    events::RunFinished {
-                        source,
+                    events::JobFinished {
+                        job: id,
                         result: "skipped",
                         detail: &why,
+                        duration_secs: 0.0,
+                        finished_at: None,
                     }
                     .emit();
                     return SlotOutcome::Skipped(why);
                 }
                 Err(e) => {
                     let msg = format!("cannot take the run lease: {e}");
-                    events::BackupFailed {
-                        source,
+                    events::JobFailed {
+                        job: id,
                         error: &msg,
                         class: e.retry_class(),
                         attempt: 0,
                         will_retry: false,
                     }
                     .emit();
-                    events::RunFinished {
-                        source,
+                    events::JobFinished {
+                        job: id,
                         result: "failure",
                         detail: &msg,
+                        duration_secs: 0.0,
+                        finished_at: None,
                     }
                     .emit();
-                    return SlotOutcome::Failed(msg);
+                    let outcome = SlotOutcome::Failed(msg);
+                    for h in &self.hooks {
+                        h.outcome(id, &outcome);
+                    }
+                    return outcome;
                 }
             }
         }
+        let started_at = self.clock.now();
         let attempt_cancel = jobs.child_token();
         let renewer = lease.map(|l| self.spawn_renewer(l, attempt_cancel.clone()));
-        let outcome = self
-            .attempts(source, slot, plan.timeout, shutdown, &attempt_cancel)
-            .await;
+        let (outcome, attempts) = self.attempts(plan, slot, shutdown, &attempt_cancel).await;
         attempt_cancel.cancel();
-        if let Some(r) = renewer {
-            if let Ok(Some(l)) = r.await {
-                let done = !matches!(outcome, SlotOutcome::Aborted);
-                if let Err(e) = l.release(self.clock.now(), done).await {
-                    tracing::warn!(event = "lease_release_failed", source, error = %e);
-                }
-            }
-        }
+        let finished_at = self.clock.now();
         let (result, detail) = match &outcome {
             SlotOutcome::Success(r) => ("success", r.id.clone()),
             SlotOutcome::Failed(e) => ("failure", e.clone()),
             SlotOutcome::Skipped(w) => ("skipped", w.clone()),
             SlotOutcome::Aborted => ("failure", "aborted by shutdown".to_string()),
         };
-        events::RunFinished {
-            source,
+        // The record before the release: a replica that takes the next slot reads it.
+        let holds = match renewer {
+            Some(r) => r.await.ok().flatten(),
+            None => None,
+        };
+        if let (Some(store), Some(_)) = (&plan.home, &holds) {
+            let entry = RunEntry {
+                slot,
+                started_at,
+                finished_at,
+                result: match outcome {
+                    SlotOutcome::Success(_) => RunResult::Success,
+                    SlotOutcome::Aborted => RunResult::Aborted,
+                    _ => RunResult::Failure,
+                },
+                detail: detail.clone(),
+                attempts,
+                holder: self.settings.holder.clone(),
+            };
+            match record::append(store.as_ref(), id, entry).await {
+                Ok(rec) => events::JobRecorded { record: &rec }.emit(),
+                Err(e) => tracing::warn!(event = "job_record_failed", job = %id, error = %e),
+            }
+        }
+        if let Some(l) = holds {
+            let done = !matches!(outcome, SlotOutcome::Aborted);
+            if let Err(e) = l.release(self.clock.now(), done).await {
+                tracing::warn!(event = "lease_release_failed", job = %id, error = %e);
+            }
+        }
+        events::JobFinished {
+            job: id,
             result,
             detail: &detail,
+            duration_secs: (finished_at - started_at).num_milliseconds() as f64 / 1000.0,
+            finished_at: matches!(outcome, SlotOutcome::Success(_)).then_some(finished_at),
         }
         .emit();
         for h in &self.hooks {
-            h.outcome(source, &outcome);
+            h.outcome(id, &outcome);
         }
         outcome
     }
@@ -356,14 +399,19 @@ impl Shared {
     /// to stop cleanly, then it is dropped) and reported as failed.
     async fn attempt(
         &self,
-        source: &str,
+        id: &JobId,
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Option<crate::Result<RunReport>> {
         use futures::FutureExt;
+        let name = label(id);
+        let what = match id.kind {
+            JobKind::Backup => format!("the backup of `{}`", id.name),
+            _ => format!("job `{id}`"),
+        };
         let attempt_cancel = cancel.child_token();
-        let _running = events::running_job(source, timeout);
-        let run = std::panic::AssertUnwindSafe(self.runner.run(source, attempt_cancel.clone()))
+        let _running = events::running_job(&name, timeout);
+        let run = std::panic::AssertUnwindSafe(self.runner.run(id, attempt_cancel.clone()))
             .catch_unwind();
         tokio::pin!(run);
         let contained = |r: std::thread::Result<crate::Result<RunReport>>| match r {
@@ -375,12 +423,12 @@ impl Shared {
                     .or_else(|| p.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic without a message".into());
                 events::JobPanicked {
-                    source,
+                    source: &name,
                     message: &msg,
                 }
                 .emit();
                 Err(Error::Panicked(format!(
-                    "the backup job of `{source}` panicked: {msg}; nothing was committed (a bug: please report it)"
+                    "{what} panicked: {msg}; nothing was committed (a bug: please report it)"
                 )))
             }
         };
@@ -392,7 +440,7 @@ impl Shared {
             _ = tokio::time::sleep(timeout) => {}
         }
         events::JobDeadlineExceeded {
-            source,
+            source: &name,
             timeout_secs: timeout.as_secs(),
         }
         .emit();
@@ -401,60 +449,72 @@ impl Shared {
         if tokio::time::timeout(limit, &mut run).await.is_err() {
             tracing::error!(
                 event = "job_not_stopped",
-                source,
+                job = %id,
                 "the cancelled job did not stop; abandoning it"
             );
         }
+        let knob = match id.kind {
+            JobKind::Backup => "`timeout` for this source".to_string(),
+            k => format!("`daemon.timeouts.{k}`"),
+        };
         Some(Err(Error::DeadlineExceeded(format!(
-            "the backup of `{source}` ran past its deadline of {}; it was cancelled and nothing was committed (raise `timeout` for this source if it is legitimately that long)",
+            "{what} ran past its deadline of {}; it was cancelled and nothing was committed (raise {knob} if it is legitimately that long)",
             humantime::format_duration(timeout)
         ))))
     }
 
+    /// The attempts of one slot, and how many were made.
     async fn attempts(
         &self,
-        source: &str,
+        plan: &JobPlan,
         slot: DateTime<Utc>,
-        timeout: Duration,
         shutdown: &CancellationToken,
         cancel: &CancellationToken,
-    ) -> SlotOutcome {
-        let max = self.settings.retry_max_attempts.max(1);
+    ) -> (SlotOutcome, u32) {
+        let id = &plan.id;
+        let name = label(id);
+        let max = if id.kind.retried() {
+            self.settings.retry_max_attempts.max(1)
+        } else {
+            1
+        };
         let mut attempt = 1;
         loop {
             events::RunStarted {
-                source,
+                source: &name,
                 slot,
                 attempt,
             }
             .emit();
-            let Some(res) = self.attempt(source, timeout, cancel).await else {
-                return SlotOutcome::Aborted;
+            let Some(res) = self.attempt(id, plan.timeout, cancel).await else {
+                return (SlotOutcome::Aborted, attempt);
             };
             let e = match res {
                 Ok(r) => {
-                    events::BackupSucceeded {
-                        source,
-                        id: &r.id,
-                        bytes_raw: r.bytes_raw,
-                        bytes_stored: r.bytes_stored,
-                        duration_secs: r.duration_secs,
-                        finished_at: self.clock.now(),
+                    if id.kind == JobKind::Backup {
+                        events::BackupSucceeded {
+                            source: &id.name,
+                            id: &r.id,
+                            bytes_raw: r.bytes_raw,
+                            bytes_stored: r.bytes_stored,
+                            duration_secs: r.duration_secs,
+                            finished_at: self.clock.now(),
+                        }
+                        .emit();
                     }
-                    .emit();
-                    return SlotOutcome::Success(r);
+                    return (SlotOutcome::Success(r), attempt);
                 }
                 Err(e) => e,
             };
             if cancel.is_cancelled() {
-                return SlotOutcome::Aborted;
+                return (SlotOutcome::Aborted, attempt);
             }
             let class = e.retry_class();
             let will_retry =
                 class == RetryClass::Temporary && attempt < max && !shutdown.is_cancelled();
             let msg = e.to_string();
-            events::BackupFailed {
-                source,
+            events::JobFailed {
+                job: id,
                 error: &msg,
                 class,
                 attempt,
@@ -462,52 +522,60 @@ impl Shared {
             }
             .emit();
             if !will_retry {
-                return SlotOutcome::Failed(msg);
+                return (SlotOutcome::Failed(msg), attempt);
             }
             let wait = backoff(&self.settings, attempt);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.cancelled() => return SlotOutcome::Failed(format!("{msg} (not retried: shutting down)")),
-                _ = cancel.cancelled() => return SlotOutcome::Aborted,
+                _ = shutdown.cancelled() => return (SlotOutcome::Failed(format!("{msg} (not retried: shutting down)")), attempt),
+                _ = cancel.cancelled() => return (SlotOutcome::Aborted, attempt),
             }
             attempt += 1;
         }
     }
 
-    /// The first slot to run on start: the previous one if the source missed it.
-    async fn first_slot(&self, plan: &SourcePlan) -> Option<DateTime<Utc>> {
+    /// The first slot to run on start: the previous one if the job missed it.
+    async fn first_slot(&self, plan: &JobPlan) -> Option<DateTime<Utc>> {
         let now = self.clock.now();
-        let (prev, next) = slots(&plan.schedule, self.settings.offset, now);
+        let (prev, next) = plan.trigger.slots(self.settings.offset, now);
         if self.settings.missed_runs == MissedRuns::Skip {
             return next;
         }
         let Some(prev) = prev else { return next };
-        let ival = interval(&plan.schedule, self.settings.offset, now).unwrap_or(Duration::MAX);
-        let missed = match self.runner.last_success(&plan.name).await {
+        let ival = plan
+            .trigger
+            .interval(self.settings.offset, now)
+            .unwrap_or(Duration::MAX);
+        let missed = match self.runner.last_success(&plan.id).await {
             Ok(None) => true,
             Ok(Some(last)) => clock::until(last, now) > ival,
             Err(e) => {
-                tracing::warn!(event = "missed_run_check_failed", source = %plan.name, error = %e);
+                tracing::warn!(event = "missed_run_check_failed", job = %plan.id, error = %e);
                 false
             }
         };
         if missed {
-            tracing::info!(event = "missed_run", source = %plan.name, slot = %prev.to_rfc3339());
+            tracing::info!(event = "missed_run", job = %plan.id, slot = %prev.to_rfc3339());
             Some(prev)
         } else {
             next
         }
     }
 
-    async fn source_loop(
+    async fn job_loop(
         self: Arc<Self>,
-        plan: SourcePlan,
+        plan: JobPlan,
         shutdown: CancellationToken,
         jobs: CancellationToken,
     ) -> u32 {
         let mut failures = 0;
         let mut next = self.first_slot(&plan).await;
         while let Some(slot) = next {
+            events::JobNextRun {
+                job: &plan.id,
+                at: slot,
+            }
+            .emit();
             let wait = clock::until(self.clock.now(), slot);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -522,7 +590,7 @@ impl Shared {
             }
             // The next slot strictly after both this one and now (slots passed while running are skipped).
             let after = self.clock.now().max(slot);
-            next = slots(&plan.schedule, self.settings.offset, after).1;
+            next = plan.trigger.slots(self.settings.offset, after).1;
         }
         failures
     }
@@ -531,7 +599,7 @@ impl Shared {
 /// The scheduler of one daemon process.
 pub struct Scheduler {
     shared: Arc<Shared>,
-    plans: Vec<SourcePlan>,
+    plans: Vec<JobPlan>,
 }
 
 /// What a scheduler did before it stopped.
@@ -546,7 +614,7 @@ pub struct Summary {
 impl Scheduler {
     /// A scheduler for `plans`, running jobs through `runner`.
     pub fn new(
-        plans: Vec<SourcePlan>,
+        plans: Vec<JobPlan>,
         runner: Arc<dyn Runner>,
         clock: Arc<dyn Clock>,
         settings: Settings,
@@ -563,21 +631,22 @@ impl Scheduler {
         let jobs = CancellationToken::new();
         let mut set = JoinSet::new();
         for plan in self.plans {
-            let ival = interval(
-                &plan.schedule,
-                self.shared.settings.offset,
-                self.shared.clock.now(),
-            );
-            events::SourceConfigured {
-                source: &plan.name,
-                interval_secs: ival.map_or(0.0, |d| d.as_secs_f64()),
-                rpo_secs: None,
+            if plan.id.kind == JobKind::Backup {
+                let ival = plan
+                    .trigger
+                    .interval(self.shared.settings.offset, self.shared.clock.now());
+                events::SourceConfigured {
+                    source: &plan.id.name,
+                    interval_secs: ival.map_or(0.0, |d| d.as_secs_f64()),
+                    rpo_secs: None,
+                }
+                .emit();
             }
-            .emit();
+            tracing::info!(event = "job_scheduled", job = %plan.id, schedule = %plan.trigger.describe(), timeout_secs = plan.timeout.as_secs());
             set.spawn(
                 self.shared
                     .clone()
-                    .source_loop(plan, shutdown.clone(), jobs.clone()),
+                    .job_loop(plan, shutdown.clone(), jobs.clone()),
             );
         }
         shutdown.cancelled().await;
@@ -607,17 +676,17 @@ impl Scheduler {
     }
 }
 
-/// One `run --once` pass: runs every due source (or only `only`), one after the other.
-/// A source is due when a scheduled slot has passed since its last success, or it has none.
+/// One `run --once` pass: runs every due job (or only the backup of `only`), one after the other.
+/// A job is due when a scheduled slot has passed since its last success, or it has none.
 pub async fn run_once(
-    plans: &[SourcePlan],
+    plans: &[JobPlan],
     only: Option<&str>,
     runner: Arc<dyn Runner>,
     clock: Arc<dyn Clock>,
     settings: Settings,
     hooks: Vec<Arc<dyn OutcomeHook>>,
     shutdown: CancellationToken,
-) -> BTreeMap<String, SlotOutcome> {
+) -> BTreeMap<JobId, SlotOutcome> {
     let shared = Shared::new(runner, clock, settings, hooks);
     let jobs = CancellationToken::new();
     // Shutdown during a one-shot run aborts after the grace period too.
@@ -631,16 +700,20 @@ pub async fn run_once(
         })
     };
     let mut out = BTreeMap::new();
-    for plan in plans.iter().filter(|p| only.is_none_or(|o| o == p.name)) {
+    let wanted = |p: &&JobPlan| match only {
+        Some(o) => p.id.kind == JobKind::Backup && p.id.name == o,
+        None => true,
+    };
+    for plan in plans.iter().filter(wanted) {
         if shutdown.is_cancelled() {
             break;
         }
         let now = shared.clock.now();
-        let (prev, _) = slots(&plan.schedule, shared.settings.offset, now);
+        let (prev, _) = plan.trigger.slots(shared.settings.offset, now);
         let slot = if only.is_some() {
             Some(now)
         } else {
-            match (prev, shared.runner.last_success(&plan.name).await) {
+            match (prev, shared.runner.last_success(&plan.id).await) {
                 (Some(p), Ok(Some(last))) if last >= p => None,
                 (Some(p), _) => Some(p),
                 (None, Ok(None)) => Some(now),
@@ -650,10 +723,10 @@ pub async fn run_once(
         match slot {
             Some(slot) => {
                 let o = shared.run_slot(plan, slot, &shutdown, &jobs).await;
-                out.insert(plan.name.clone(), o);
+                out.insert(plan.id.clone(), o);
             }
             None => {
-                tracing::info!(event = "not_due", source = %plan.name);
+                tracing::info!(event = "not_due", job = %plan.id);
             }
         }
     }

@@ -1,12 +1,23 @@
-//! The production [`Runner`]: `job::backup`, then replication to the off-site target.
+//! The production [`Runner`]: what each [`JobKind`] does, and the policy's job plans.
+//!
+//! - backup: `job::backup`, then replication of that source and (with
+//!   `daemon.prune_after_run`) its retention;
+//! - velero: a Velero Backup of the job, waited for and recorded in the catalog;
+//! - drill: the `[drills]` scenarios (`drill::run_scheduled`);
+//! - prune: retention of every source; replicate: the catch-up sweep of every
+//!   source; gc: garbage collection of every target;
+//! - wal-status: the per-replica refresh ([`super::status::refresh`]) of
+//!   everything the metrics derive from the catalog.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{RunReport, Runner, SourcePlan};
+use super::job::{JobId, JobKind, JobPlan, Trigger};
+use super::{record, RunReport, Runner};
 use crate::error::{Error, Result};
 use crate::job::{Env, NoProgress};
 use crate::metrics::events;
@@ -17,6 +28,11 @@ use crate::replicate;
 pub struct JobRunner {
     env: Arc<Env>,
 }
+
+/// The name of the policy-wide jobs (prune, replicate, gc, wal-status).
+pub const ALL: &str = "all";
+/// The name of the scheduled drill job.
+pub const SCHEDULED_DRILLS: &str = "scheduled";
 
 impl JobRunner {
     /// A runner over `env`.
@@ -47,8 +63,9 @@ impl JobRunner {
     }
 
     /// Copies what the off-site target of `source` lacks (all of it: a catch-up
-    /// sweep) and publishes the source's safety state. Errors are logged, not returned.
-    pub async fn replicate_source(&self, source: &str) {
+    /// sweep) and publishes the source's safety state. A failure is reported
+    /// ([`events::ReplicationFailed`]) and returned.
+    pub async fn replicate_source(&self, source: &str) -> Result<()> {
         let r: Result<()> = async {
             let primary = self
                 .env
@@ -59,11 +76,11 @@ impl JobRunner {
                     let offsite = self.env.store(off).await?;
                     let rep = replicate::catch_up(&primary, &offsite, Some(source)).await?;
                     if !rep.failed.is_empty() {
-                        tracing::warn!(
-                            event = "replication_incomplete",
-                            source,
-                            failed = rep.failed.len()
-                        );
+                        let (id, e) = &rep.failed[0];
+                        return Err(Error::Invalid(format!(
+                            "{} of the backups of `{source}` could not be copied off-site (first: {id}: {e})",
+                            rep.failed.len()
+                        )));
                     }
                 }
                 None => replicate::safety(&primary, None, source).await?.emit(),
@@ -71,7 +88,7 @@ impl JobRunner {
             Ok(())
         }
         .await;
-        if let Err(e) = r {
+        if let Err(e) = &r {
             let msg = e.to_string();
             events::ReplicationFailed {
                 source,
@@ -80,13 +97,10 @@ impl JobRunner {
             }
             .emit();
         }
+        r
     }
-}
 
-#[async_trait]
-impl Runner for JobRunner {
-    async fn run(&self, source: &str, cancel: CancellationToken) -> Result<RunReport> {
-        inject_panic_for_tests(source);
+    async fn backup(&self, source: &str, cancel: CancellationToken) -> Result<RunReport> {
         // The heartbeat drills measure RPO from: written just before the dump, so
         // the newest canary a restore finds is this backup's point (best effort).
         if let Ok(cfg) = self.env.source_config(source) {
@@ -109,24 +123,14 @@ impl Runner for JobRunner {
                     e
                 }
             })?;
-        // The backup is committed: replication is best effort here (the next sweep retries).
+        // The backup is committed: replication is best effort here (the sweep retries).
         tokio::select! {
-            _ = self.replicate_source(source) => {}
+            r = self.replicate_source(source) => { let _ = r; }
             _ = cancel.cancelled() => tracing::warn!(event = "replication_aborted", source),
         }
         if self.env.policy.daemon.prune_after_run && !cancel.is_cancelled() {
-            match crate::retention::prune_policy_source(&self.env, source, None, Utc::now(), false)
-                .await
-            {
-                Ok(report) => {
-                    for a in report.actions.iter().filter(|a| a.error.is_some()) {
-                        tracing::warn!(event = "prune_failed", source, target = %a.target, id = %a.decision.id, error = a.error.as_deref().unwrap_or(""));
-                    }
-                    for w in report.wal.iter().filter(|w| w.error.is_some()) {
-                        tracing::warn!(event = "wal_prune_failed", source, target = %w.target, error = w.error.as_deref().unwrap_or(""));
-                    }
-                }
-                Err(e) => tracing::warn!(event = "prune_failed", source, error = %e),
+            if let Err(e) = self.prune_source(source).await {
+                tracing::warn!(event = "prune_failed", source, error = %e);
             }
         }
         Ok(RunReport {
@@ -137,30 +141,310 @@ impl Runner for JobRunner {
         })
     }
 
-    async fn last_success(&self, source: &str) -> Result<Option<DateTime<Utc>>> {
-        let cat = self.env.catalog_for(source).await?;
-        Ok(cat
-            .list(Some(source))
-            .await?
-            .iter()
-            .map(|m| m.finished_at)
-            .max())
+    /// Retention of one source on its targets; the first failed deletion is the error.
+    async fn prune_source(&self, source: &str) -> Result<usize> {
+        let report =
+            crate::retention::prune_policy_source(&self.env, source, None, Utc::now(), false)
+                .await?;
+        let mut first = None;
+        for a in report.actions.iter().filter(|a| a.error.is_some()) {
+            let e = a.error.as_deref().unwrap_or("");
+            tracing::warn!(event = "prune_failed", source, target = %a.target, id = %a.decision.id, error = e);
+            first.get_or_insert_with(|| format!("deleting {} in {}: {e}", a.decision.id, a.target));
+        }
+        for w in report.wal.iter().filter(|w| w.error.is_some()) {
+            let e = w.error.as_deref().unwrap_or("");
+            tracing::warn!(event = "wal_prune_failed", source, target = %w.target, error = e);
+            first.get_or_insert_with(|| format!("pruning WAL in {}: {e}", w.target));
+        }
+        match first {
+            Some(e) => Err(Error::Invalid(format!("retention of `{source}`: {e}"))),
+            None => Ok(report.actions.iter().filter(|a| a.error.is_none()).count()),
+        }
+    }
+
+    /// Runs `f` for every source; fails with the count and the first error if any failed.
+    async fn every_source<F, Fut>(&self, what: &str, f: F) -> Result<usize>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<usize>>,
+    {
+        let (mut done, mut failed) = (0, Vec::new());
+        for s in self.env.policy.sources.keys() {
+            match f(s.clone()).await {
+                Ok(n) => done += n,
+                Err(e) => failed.push(format!("`{s}`: {e}")),
+            }
+        }
+        if failed.is_empty() {
+            Ok(done)
+        } else {
+            Err(Error::Invalid(format!(
+                "{what} failed for {} of {} sources: {}",
+                failed.len(),
+                self.env.policy.sources.len(),
+                failed.join("; ")
+            )))
+        }
+    }
+
+    async fn velero(&self, job: &str) -> Result<RunReport> {
+        let started = std::time::Instant::now();
+        let cfg = self
+            .env
+            .policy
+            .velero
+            .clone()
+            .ok_or_else(|| Error::Invalid("the policy has no [velero] section".into()))?;
+        let client = crate::velero::VeleroClient::connect(cfg.namespace.clone()).await?;
+        let rec = crate::velero::backup(&client, &cfg, job).await?;
+        let home = self.env.home_store().await?;
+        crate::velero::put_record(home.as_ref(), &rec).await?;
+        if rec.outcome != crate::velero::Outcome::Completed {
+            return Err(Error::Velero(crate::velero::VeleroError::Invalid(format!(
+                "Velero backup `{}` of job `{job}` ended {:?} with {} errors and {} warnings (record: {})",
+                rec.name,
+                rec.outcome,
+                rec.errors,
+                rec.warnings,
+                crate::velero::record_key(job, &rec.name)
+            ))));
+        }
+        Ok(RunReport {
+            id: rec.name.clone(),
+            bytes_raw: 0,
+            bytes_stored: 0,
+            duration_secs: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    async fn drills(&self) -> Result<RunReport> {
+        let started = std::time::Instant::now();
+        let results = crate::drill::run_scheduled(&self.env, None, &NoProgress)
+            .await
+            .map_err(drill_error)?;
+        let mut failed = Vec::new();
+        let mut where_ = Vec::new();
+        for (name, r) in &results {
+            match r {
+                Ok(run) => {
+                    let at = run.stored_keys.first().cloned().unwrap_or_default();
+                    if !run.report.passed {
+                        failed.push(format!(
+                            "`{name}` failed ({}); report {at}",
+                            run.report.failures.join("; ")
+                        ));
+                    }
+                    where_.push(at);
+                }
+                Err(e) => failed.push(format!("`{name}` did not run: {e}")),
+            }
+        }
+        if results.is_empty() {
+            return Err(Error::Invalid(
+                "no drill scenario matched `drills.scenarios` in `drills.runbooks_dir`".into(),
+            ));
+        }
+        if !failed.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{} of {} drills failed: {}",
+                failed.len(),
+                results.len(),
+                failed.join("; ")
+            )));
+        }
+        Ok(RunReport {
+            id: format!("{} drills passed: {}", results.len(), where_.join(", ")),
+            bytes_raw: 0,
+            bytes_stored: 0,
+            duration_secs: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    async fn replicate_all(&self) -> Result<RunReport> {
+        let started = std::time::Instant::now();
+        let n = self
+            .every_source("the replication sweep", |s| async move {
+                self.replicate_source(&s).await.map(|_| 1)
+            })
+            .await?;
+        Ok(summary(format!("{n} sources swept"), started))
+    }
+
+    async fn prune_all(&self) -> Result<RunReport> {
+        let started = std::time::Instant::now();
+        let n = self
+            .every_source("retention", |s| async move { self.prune_source(&s).await })
+            .await?;
+        Ok(summary(format!("{n} backups deleted"), started))
+    }
+
+    async fn gc(&self) -> Result<RunReport> {
+        let started = std::time::Instant::now();
+        let d = &self.env.policy.daemon;
+        let results = super::gc::collect(&self.env, None, d.gc_grace.0, false).await?;
+        let mut removed = 0;
+        let mut failed = Vec::new();
+        for r in results {
+            match r {
+                Ok(t) => removed += t.removed_count(),
+                Err((name, e)) => failed.push(format!("{name}: {e}")),
+            }
+        }
+        if !failed.is_empty() {
+            return Err(Error::Invalid(format!(
+                "garbage collection failed on {}",
+                failed.join("; ")
+            )));
+        }
+        Ok(summary(format!("{removed} leftovers removed"), started))
     }
 }
 
-/// The scheduled sources of the policy, each with its lease on its primary target.
-pub async fn plans(env: &Env) -> Result<Vec<SourcePlan>> {
+fn summary(id: String, started: std::time::Instant) -> RunReport {
+    RunReport {
+        id,
+        bytes_raw: 0,
+        bytes_stored: 0,
+        duration_secs: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn drill_error(e: crate::drill::DrillError) -> Error {
+    match e {
+        crate::drill::DrillError::Gsdr(e) => e,
+        other => Error::Invalid(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl Runner for JobRunner {
+    async fn run(&self, job: &JobId, cancel: CancellationToken) -> Result<RunReport> {
+        inject_panic_for_tests(job);
+        match job.kind {
+            JobKind::Backup => self.backup(&job.name, cancel).await,
+            JobKind::Velero => self.velero(&job.name).await,
+            JobKind::Drill => self.drills().await,
+            JobKind::Prune => self.prune_all().await,
+            JobKind::Replicate => self.replicate_all().await,
+            JobKind::Gc => self.gc().await,
+            JobKind::WalStatus => {
+                let started = std::time::Instant::now();
+                super::status::refresh(&self.env, self).await;
+                Ok(summary(
+                    "metrics refreshed from the catalog".into(),
+                    started,
+                ))
+            }
+        }
+    }
+
+    async fn last_success(&self, job: &JobId) -> Result<Option<DateTime<Utc>>> {
+        match job.kind {
+            JobKind::Backup => {
+                let cat = self.env.catalog_for(&job.name).await?;
+                Ok(cat
+                    .list(Some(&job.name))
+                    .await?
+                    .iter()
+                    .map(|m| m.finished_at)
+                    .max())
+            }
+            // Every replica refreshes its own metrics at start.
+            JobKind::WalStatus => Ok(None),
+            _ => {
+                let home = self.env.home_store().await?;
+                Ok(record::read(home.as_ref(), job)
+                    .await?
+                    .and_then(|r| r.last_success)
+                    .map(|e| e.finished_at))
+            }
+        }
+    }
+}
+
+/// The deadline of one attempt of a job of `kind` (not backups: `timeout_of`).
+pub fn timeout_of(env: &Env, id: &JobId) -> Duration {
+    let t = &env.policy.daemon.timeouts;
+    match id.kind {
+        JobKind::Backup => env.policy.timeout_of(&id.name),
+        JobKind::Velero => t.velero.map(|d| d.0).unwrap_or_else(|| {
+            // Velero's own wait, plus time to create, fetch the log and record.
+            let wait = env
+                .policy
+                .velero
+                .as_ref()
+                .and_then(|v| v.job(&id.name).ok().map(|j| v.timeout_of(j)))
+                .unwrap_or(Duration::from_secs(4 * 3600));
+            wait + Duration::from_secs(600)
+        }),
+        JobKind::Drill => t.drill.0,
+        JobKind::Prune => t.prune.0,
+        JobKind::Replicate => t.replicate.0,
+        JobKind::Gc => t.gc.0,
+        JobKind::WalStatus => t.wal_status.0,
+    }
+}
+
+/// Every job of the policy: each scheduled source's backup, each scheduled
+/// Velero job, the scheduled drills, prune, the replication sweep, garbage
+/// collection and the status refresh. Each job lives on its home target.
+pub async fn plans(env: &Env) -> Result<Vec<JobPlan>> {
     let mut out = Vec::new();
+    let d = &env.policy.daemon;
     for (name, cfg) in &env.policy.sources {
         let Some(sched) = &cfg.schedule else { continue };
         let store = env.store(&env.primary_target_name(name)?).await?;
-        out.push(SourcePlan {
-            name: name.clone(),
-            schedule: sched.schedule.clone(),
-            lease_store: Some(store),
-            timeout: env.policy.timeout_of(name),
-        });
+        out.push(JobPlan::backup(
+            name,
+            sched.schedule.clone(),
+            Some(store),
+            env.policy.timeout_of(name),
+        ));
     }
+    let home = env.home_store().await?;
+    let mut add = |id: JobId, trigger: Trigger| {
+        let timeout = timeout_of(env, &id);
+        out.push(JobPlan {
+            id,
+            trigger,
+            home: Some(home.clone()),
+            timeout,
+        });
+    };
+    if let Some(v) = &env.policy.velero {
+        for (name, job) in &v.jobs {
+            if let Some(s) = &job.schedule {
+                add(
+                    JobId::new(JobKind::Velero, name),
+                    Trigger::Cron(Box::new(s.schedule.clone())),
+                );
+            }
+        }
+    }
+    if let Some(s) = env.policy.drills.as_ref().and_then(|x| x.schedule.as_ref()) {
+        add(
+            JobId::new(JobKind::Drill, SCHEDULED_DRILLS),
+            Trigger::Cron(Box::new(s.schedule.clone())),
+        );
+    }
+    if let Some(s) = &d.prune_schedule {
+        add(
+            JobId::new(JobKind::Prune, ALL),
+            Trigger::Cron(Box::new(s.schedule.clone())),
+        );
+    }
+    if env.policy.sources.values().any(|c| c.schedule.is_some()) {
+        add(
+            JobId::new(JobKind::Replicate, ALL),
+            Trigger::Every(d.replicate_every.0),
+        );
+    }
+    add(JobId::new(JobKind::Gc, ALL), Trigger::Every(d.gc_every.0));
+    add(
+        JobId::new(JobKind::WalStatus, ALL),
+        Trigger::Every(d.wal_status_every.0),
+    );
     Ok(out)
 }
 
@@ -186,13 +470,25 @@ pub fn publish_objectives(env: &Env, offset: chrono::FixedOffset) {
 /// Test-only fault injection (debug builds): when `GSDR_TEST_PANIC_ONCE`
 /// names a file that exists, the next job removes it and panics, so the fault
 /// suite can check that a panic is contained and the next slot runs.
-fn inject_panic_for_tests(source: &str) {
+/// `GSDR_TEST_PANIC_JOB` (e.g. `prune/all`) limits it to one job.
+fn inject_panic_for_tests(job: &JobId) {
     #[cfg(debug_assertions)]
     if let Some(flag) = std::env::var_os("GSDR_TEST_PANIC_ONCE") {
-        if std::fs::remove_file(&flag).is_ok() {
-            panic!("injected panic in the backup of `{source}` (GSDR_TEST_PANIC_ONCE)");
+        let only = std::env::var("GSDR_TEST_PANIC_JOB").ok();
+        let wanted = match &only {
+            Some(j) => *j == job.to_string(),
+            None => job.kind == JobKind::Backup,
+        };
+        if wanted && std::fs::remove_file(&flag).is_ok() {
+            match job.kind {
+                JobKind::Backup => panic!(
+                    "injected panic in the backup of `{}` (GSDR_TEST_PANIC_ONCE)",
+                    job.name
+                ),
+                _ => panic!("injected panic in job `{job}` (GSDR_TEST_PANIC_ONCE)"),
+            }
         }
     }
     #[cfg(not(debug_assertions))]
-    let _ = source;
+    let _ = job;
 }

@@ -16,7 +16,8 @@ use gsdr::catalog::Catalog;
 use gsdr::policy::{MissedRuns, S3Target};
 use gsdr::scheduler::lease::{self, Acquire};
 use gsdr::scheduler::{
-    Clock, RunReport, Runner, Scheduler, Settings, SlotOutcome, SourcePlan, SystemClock, TokioClock,
+    Clock, JobId, JobPlan, RunReport, Runner, Scheduler, Settings, SlotOutcome, SystemClock,
+    TokioClock,
 };
 use gsdr::storage::s3::S3Store;
 use gsdr::storage::Store;
@@ -64,7 +65,8 @@ impl Scripted {
 
 #[async_trait]
 impl Runner for Scripted {
-    async fn run(&self, source: &str, cancel: CancellationToken) -> gsdr::Result<RunReport> {
+    async fn run(&self, job: &JobId, cancel: CancellationToken) -> gsdr::Result<RunReport> {
+        let source = &job.name;
         self.calls
             .lock()
             .unwrap()
@@ -93,7 +95,7 @@ impl Runner for Scripted {
         }
     }
 
-    async fn last_success(&self, _: &str) -> gsdr::Result<Option<DateTime<Utc>>> {
+    async fn last_success(&self, _: &JobId) -> gsdr::Result<Option<DateTime<Utc>>> {
         Ok(self.last)
     }
 }
@@ -119,20 +121,20 @@ fn settings(missed: MissedRuns) -> Settings {
     }
 }
 
-fn plan(name: &str, cron: &str, store: Option<Arc<dyn Store>>) -> SourcePlan {
-    SourcePlan {
-        name: name.into(),
-        schedule: cron.parse().unwrap(),
-        lease_store: store,
-        timeout: Duration::from_secs(3600),
-    }
+fn plan(name: &str, cron: &str, store: Option<Arc<dyn Store>>) -> JobPlan {
+    JobPlan::backup(
+        name,
+        cron.parse().unwrap(),
+        store,
+        Duration::from_secs(3600),
+    )
 }
 
 /// Runs a scheduler over `job` for `run_for` of (paused) time, then shuts it down.
 async fn drive(
     job: Arc<Scripted>,
     clock: TokioClock,
-    p: SourcePlan,
+    p: JobPlan,
     s: Settings,
     run_for: Duration,
 ) -> gsdr::scheduler::Summary {
@@ -351,11 +353,14 @@ async fn run_once_runs_only_due_sources_or_the_named_one() {
     )
     .await;
     assert_eq!(
-        out.keys().collect::<Vec<_>>(),
+        out.keys().map(|k| k.name.as_str()).collect::<Vec<_>>(),
         ["once-hourly"],
         "07:00 slot passed since 06:30"
     );
-    assert!(matches!(out["once-hourly"], SlotOutcome::Success(_)));
+    assert!(matches!(
+        out[&JobId::backup("once-hourly")],
+        SlotOutcome::Success(_)
+    ));
     let out = gsdr::scheduler::run_once(
         &plans,
         Some("once-6h"),
@@ -366,7 +371,10 @@ async fn run_once_runs_only_due_sources_or_the_named_one() {
         CancellationToken::new(),
     )
     .await;
-    assert_eq!(out.keys().collect::<Vec<_>>(), ["once-6h"]);
+    assert_eq!(
+        out.keys().map(|k| k.name.as_str()).collect::<Vec<_>>(),
+        ["once-6h"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,7 +394,7 @@ async fn an_aborted_backup_leaves_no_listed_backup() {
     let cancel = CancellationToken::new();
     let task = {
         let cancel = cancel.clone();
-        tokio::spawn(async move { runner.run("slow", cancel).await })
+        tokio::spawn(async move { runner.run(&JobId::backup("slow"), cancel).await })
     };
     tokio::time::sleep(Duration::from_millis(800)).await;
     let t0 = std::time::Instant::now();
@@ -533,7 +541,7 @@ struct SlotRecorder {
 
 #[async_trait]
 impl Runner for SlotRecorder {
-    async fn run(&self, _: &str, _: CancellationToken) -> gsdr::Result<RunReport> {
+    async fn run(&self, _: &JobId, _: CancellationToken) -> gsdr::Result<RunReport> {
         let slot = Utc::now().timestamp() / 4 * 4;
         self.runs.lock().unwrap().push((self.tag.clone(), slot));
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -544,7 +552,7 @@ impl Runner for SlotRecorder {
             duration_secs: 0.3,
         })
     }
-    async fn last_success(&self, _: &str) -> gsdr::Result<Option<DateTime<Utc>>> {
+    async fn last_success(&self, _: &JobId) -> gsdr::Result<Option<DateTime<Utc>>> {
         Ok(None)
     }
 }
@@ -1107,20 +1115,44 @@ fn cli_run_once_prune_and_replicate_check() {
          [daemon]\nretry_max_attempts = 2\nretry_backoff_base = \"1s\"\nretry_backoff_max = \"1s\"\nprune_after_run = false\n",
     );
     // Never backed up and a 03:00 slot has passed: due. `bad` has no schedule: not run.
+    let backups = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        r["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["kind"] == "backup")
+            .cloned()
+            .collect()
+    };
     let r = f.gsdr_json(&["run", "--once"]);
-    let runs = r["runs"].as_array().unwrap();
+    let runs = backups(&r);
     assert_eq!(runs.len(), 1, "{r}");
     assert_eq!(
         (runs[0]["source"].as_str(), runs[0]["result"].as_str()),
         (Some("s"), Some("ok"))
     );
-    // Just backed up: nothing due.
+    // The policy-wide jobs were due too (never ran): the sweep, gc, the status refresh.
+    let jobs: Vec<&str> = r["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["job"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        f.gsdr_json(&["run", "--once"])["runs"]
+        jobs,
+        ["backup/s", "replicate/all", "gc/all", "wal-status/all"],
+        "{r}"
+    );
+    // Just backed up: no backup due (and the leased jobs just ran).
+    let again = f.gsdr_json(&["run", "--once"]);
+    assert_eq!(backups(&again).len(), 0, "{again}");
+    assert!(
+        again["runs"]
             .as_array()
             .unwrap()
-            .len(),
-        0
+            .iter()
+            .all(|x| x["kind"] == "wal-status"),
+        "{again}"
     );
     // By name it runs anyway; the run replicated its backup.
     assert_eq!(
@@ -1439,12 +1471,21 @@ async fn webhook_gets_one_failure_message_per_interval_and_a_recovery() {
         Duration::from_secs(900),
     ));
     let hook: Arc<dyn gsdr::scheduler::OutcomeHook> = Arc::new(n);
-    hook.outcome("notify-src", &SlotOutcome::Failed("disk full".into()));
-    hook.outcome("notify-src", &SlotOutcome::Failed("disk full".into()));
-    hook.outcome("notify-src", &SlotOutcome::Failed("disk full".into()));
+    hook.outcome(
+        &JobId::backup("notify-src"),
+        &SlotOutcome::Failed("disk full".into()),
+    );
+    hook.outcome(
+        &JobId::backup("notify-src"),
+        &SlotOutcome::Failed("disk full".into()),
+    );
+    hook.outcome(
+        &JobId::backup("notify-src"),
+        &SlotOutcome::Failed("disk full".into()),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     hook.outcome(
-        "notify-src",
+        &JobId::backup("notify-src"),
         &SlotOutcome::Success(RunReport {
             id: "b9".into(),
             bytes_raw: 1,

@@ -1,0 +1,29 @@
+//! The long-running daemon: every job of the policy on its trigger until
+//! shutdown (`gsdr daemon` wires the CLI, the signals and the HTTP server).
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{runner, Clock, OutcomeHook, Scheduler, Settings, Summary};
+use crate::error::Result;
+use crate::job::Env;
+
+/// Runs every job of `env`'s policy until `shutdown`, then lets running jobs
+/// finish within the grace period. `on_started` is told once the jobs are
+/// planned (readiness).
+pub async fn run(
+    env: Arc<Env>,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+    hooks: Vec<Arc<dyn OutcomeHook>>,
+    shutdown: CancellationToken,
+    on_started: impl FnOnce(),
+) -> Result<Summary> {
+    runner::publish_objectives(&env, settings.offset);
+    let plans = runner::plans(&env).await?;
+    let job_runner = Arc::new(runner::JobRunner::new(env.clone()));
+    let sched = Scheduler::new(plans, job_runner, clock, settings, hooks);
+    on_started();
+    Ok(sched.run(shutdown).await)
+}

@@ -1,0 +1,189 @@
+//! What every replica derives from the catalog, and `gsdr status`.
+//!
+//! [`refresh`] runs on every replica (the `wal-status` job, not leased) and
+//! sets every per-source and per-job series from what is stored: the newest
+//! committed backup of each source, its safe point and off-site lag, the end
+//! of each postgres source's WAL chain, each job's record, each drill
+//! scenario's newest report. So two replicas publish the same values, and a
+//! restarted one publishes them again within one `wal_status_every`.
+//!
+//! [`collect`] gives every job of the policy with its schedule, next slot,
+//! last run and outcome, from the same records: any replica, or a laptop
+//! with the policy, shows the same.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use serde::Serialize;
+
+use super::job::{JobId, JobKind, JobPlan};
+use super::record::{self, JobRecord, RunEntry};
+use super::runner::JobRunner;
+use crate::catalog::Catalog;
+use crate::error::Result;
+use crate::job::Env;
+use crate::metrics::events;
+use crate::replicate;
+
+/// Refreshes this replica's metrics from the catalog. Errors are logged and
+/// the series keep their last values (ages keep growing, which alerts).
+pub async fn refresh(env: &Env, runner: &JobRunner) {
+    for (name, cfg) in &env.policy.sources {
+        if cfg.kind == crate::policy::Engine::Postgres {
+            runner.refresh_wal_status(name).await;
+        }
+        if let Err(e) = refresh_source(env, name).await {
+            tracing::warn!(event = "status_refresh_failed", source = %name, error = %e);
+        }
+    }
+    if let Err(e) = refresh_jobs(env).await {
+        tracing::warn!(event = "status_refresh_failed", what = "job records", error = %e);
+    }
+    refresh_drills(env).await;
+}
+
+async fn refresh_source(env: &Env, source: &str) -> Result<()> {
+    let primary = env.store(&env.primary_target_name(source)?).await?;
+    let newest = Catalog::new(primary.clone())
+        .list(Some(source))
+        .await?
+        .iter()
+        .map(|m| m.finished_at)
+        .max();
+    if let Some(t) = newest {
+        events::BackupObserved {
+            source,
+            finished_at: t,
+        }
+        .emit();
+    }
+    if let Some(r) = record::read(primary.as_ref(), &JobId::backup(source)).await? {
+        events::JobRecorded { record: &r }.emit();
+    }
+    let offsite = match env.policy.offsite_of(source) {
+        Some(o) => Some(env.store(o).await?),
+        None => None,
+    };
+    replicate::safety(&primary, offsite.as_ref(), source)
+        .await?
+        .emit();
+    Ok(())
+}
+
+async fn refresh_jobs(env: &Env) -> Result<()> {
+    let home = env.home_store().await?;
+    for kind in JobKind::ALL {
+        if matches!(kind, JobKind::Backup | JobKind::WalStatus) {
+            continue;
+        }
+        for r in record::list(home.as_ref(), kind).await? {
+            events::JobRecorded { record: &r }.emit();
+        }
+    }
+    Ok(())
+}
+
+async fn refresh_drills(env: &Env) {
+    let Some(cfg) = &env.policy.drills else {
+        return;
+    };
+    let mut scenarios = Vec::new();
+    for name in &cfg.scenarios {
+        match crate::drill::scenario::select(&cfg.runbooks_dir, name) {
+            Ok(v) => scenarios.extend(v),
+            Err(e) => {
+                tracing::warn!(event = "status_refresh_failed", what = "drill scenarios", error = %e);
+                return;
+            }
+        }
+    }
+    for s in &scenarios {
+        let Some(target) = crate::drill::runner::report_target(env, s) else {
+            continue;
+        };
+        let r = async {
+            let store = env.store(&target).await?;
+            Ok::<_, crate::Error>(crate::drill::trend::history(store.as_ref(), &s.name, 1).await?)
+        }
+        .await;
+        match r {
+            Ok(v) => {
+                if let Some(rep) = v.last() {
+                    events::DrillObserved {
+                        scenario: &rep.scenario,
+                        ok: rep.passed,
+                        started_at: rep.started_at,
+                        rto_secs: rep.rto.achieved_secs,
+                        rto_target_secs: rep.rto.target_secs,
+                    }
+                    .emit();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(event = "status_refresh_failed", scenario = %s.name, error = %e)
+            }
+        }
+    }
+}
+
+/// One job as `gsdr status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    /// `kind/name`.
+    pub job: String,
+    /// Kind.
+    pub kind: JobKind,
+    /// Name.
+    pub name: String,
+    /// Its schedule.
+    pub schedule: String,
+    /// Deadline of one attempt, seconds.
+    pub timeout_secs: u64,
+    /// Whether one replica runs each slot (a lease) or every replica does.
+    pub leased: bool,
+    /// Its next slot.
+    pub next_run: Option<DateTime<Utc>>,
+    /// Its newest run, from the catalog (none for jobs every replica runs).
+    pub last_run: Option<RunEntry>,
+    /// End of its newest successful run.
+    pub last_success: Option<DateTime<Utc>>,
+    /// Who holds its lease right now (a run in progress), if anyone.
+    pub running_on: Option<String>,
+}
+
+/// Every job of `plans` with its record.
+pub async fn collect(
+    plans: &[JobPlan],
+    locks_prefix: &str,
+    offset: FixedOffset,
+    now: DateTime<Utc>,
+) -> Result<Vec<JobStatus>> {
+    let mut out = Vec::new();
+    for p in plans {
+        let rec: Option<JobRecord> = match (&p.home, p.id.kind.leased()) {
+            (Some(h), true) => record::read(h.as_ref(), &p.id).await?,
+            _ => None,
+        };
+        let running_on = match (&p.home, p.id.kind.leased()) {
+            (Some(h), true) => super::lease::read(h.as_ref(), &p.id.lease_key(locks_prefix))
+                .await?
+                .filter(|d| !d.released && d.expires_at > now)
+                .map(|d| d.holder),
+            _ => None,
+        };
+        out.push(JobStatus {
+            job: p.id.to_string(),
+            kind: p.id.kind,
+            name: p.id.name.clone(),
+            schedule: p.trigger.describe(),
+            timeout_secs: p.timeout.as_secs(),
+            leased: p.id.kind.leased(),
+            next_run: p.trigger.slots(offset, now).1,
+            last_success: rec
+                .as_ref()
+                .and_then(|r| r.last_success.as_ref())
+                .map(|e| e.finished_at),
+            last_run: rec.map(|r| r.last),
+            running_on,
+        });
+    }
+    Ok(out)
+}
