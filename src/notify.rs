@@ -26,7 +26,7 @@ pub struct NotifyState {
 pub fn decide(
     state: &mut NotifyState,
     platform: &str,
-    source: &str,
+    subject: &str,
     outcome: &SlotOutcome,
     now: tokio::time::Instant,
     min_interval: Duration,
@@ -35,7 +35,12 @@ pub fn decide(
         SlotOutcome::Success(r) => {
             let was = std::mem::take(&mut state.failing);
             state.last_sent = None;
-            was.then(|| format!(":white_check_mark: gsdr {platform}: backup of `{source}` recovered (backup {})", r.id))
+            was.then(|| {
+                format!(
+                    ":white_check_mark: gsdr {platform}: {subject} recovered ({})",
+                    r.id
+                )
+            })
         }
         SlotOutcome::Failed(e) => {
             state.failing = true;
@@ -46,9 +51,7 @@ pub fn decide(
                 return None;
             }
             state.last_sent = Some(now);
-            Some(format!(
-                ":x: gsdr {platform}: backup of `{source}` failed: {e}"
-            ))
+            Some(format!(":x: gsdr {platform}: {subject} failed: {e}"))
         }
         SlotOutcome::Aborted => {
             state.failing = true;
@@ -113,27 +116,74 @@ impl Notifier {
 }
 
 impl OutcomeHook for std::sync::Arc<Notifier> {
-    fn outcome(&self, job: &crate::scheduler::JobId, outcome: &SlotOutcome) {
-        if job.kind != crate::scheduler::JobKind::Backup {
-            return;
-        }
-        let source = job.name.as_str();
-        let msg = {
-            let mut st = self.state.lock().expect("notify lock");
-            let s = st.entry(source.to_string()).or_default();
-            decide(
-                s,
-                &self.platform,
-                source,
-                outcome,
-                tokio::time::Instant::now(),
-                self.min_interval,
-            )
+    fn outcome(
+        &self,
+        job: &crate::scheduler::JobId,
+        outcome: &SlotOutcome,
+        before: Option<&crate::scheduler::record::JobRecord>,
+    ) -> bool {
+        let subject = match job.kind {
+            crate::scheduler::JobKind::Backup => format!("backup of `{}`", job.name),
+            _ => format!("job `{job}`"),
         };
-        if let Some(text) = msg {
-            let me = self.clone();
-            tokio::spawn(async move { me.send(&text).await });
+        let msg = match before {
+            // The catalog's record says whether the job was failing and when
+            // that was last said, whichever replica ran the earlier slots.
+            Some(rec) => decide_recorded(
+                rec,
+                &self.platform,
+                &subject,
+                outcome,
+                chrono::Utc::now(),
+                self.min_interval,
+            ),
+            None => {
+                let mut st = self.state.lock().expect("notify lock");
+                let s = st.entry(job.to_string()).or_default();
+                decide(
+                    s,
+                    &self.platform,
+                    &subject,
+                    outcome,
+                    tokio::time::Instant::now(),
+                    self.min_interval,
+                )
+            }
+        };
+        let Some(text) = msg else { return false };
+        let failure = matches!(outcome, SlotOutcome::Failed(_));
+        let me = self.clone();
+        tokio::spawn(async move { me.send(&text).await });
+        failure
+    }
+}
+
+/// [`decide`] from a job's record in the catalog: a recovery when the
+/// previous run failed; a failure when the previous run succeeded, or when
+/// the streak was last notified at least `min_interval` ago.
+pub fn decide_recorded(
+    before: &crate::scheduler::record::JobRecord,
+    platform: &str,
+    subject: &str,
+    outcome: &SlotOutcome,
+    now: chrono::DateTime<chrono::Utc>,
+    min_interval: Duration,
+) -> Option<String> {
+    match outcome {
+        SlotOutcome::Success(r) => before.failing().then(|| {
+            format!(
+                ":white_check_mark: gsdr {platform}: {subject} recovered ({})",
+                r.id
+            )
+        }),
+        SlotOutcome::Failed(e) => {
+            let recent = before.failing()
+                && before
+                    .notified_failure_at
+                    .is_some_and(|t| (now - t).to_std().unwrap_or(Duration::ZERO) < min_interval);
+            (!recent).then(|| format!(":x: gsdr {platform}: {subject} failed: {e}"))
         }
+        SlotOutcome::Aborted | SlotOutcome::Skipped(_) => None,
     }
 }
 

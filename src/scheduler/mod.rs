@@ -191,8 +191,15 @@ pub fn interval(
 /// Told the outcome of every slot this replica ran (notifications: the lease
 /// holder tells, so a message goes out once across replicas).
 pub trait OutcomeHook: Send + Sync {
-    /// `outcome` of a slot of `job` (never called for skipped slots).
-    fn outcome(&self, job: &JobId, outcome: &SlotOutcome);
+    /// `outcome` of a slot of `job` (never called for skipped slots), with the
+    /// job's record before this slot when it has one (whoever ran the earlier
+    /// slots). Returns whether it sent a failure message (the record keeps when).
+    fn outcome(
+        &self,
+        job: &JobId,
+        outcome: &SlotOutcome,
+        before: Option<&record::JobRecord>,
+    ) -> bool;
 }
 
 /// Everything a job task needs.
@@ -305,7 +312,7 @@ impl Shared {
                     .emit();
                     let outcome = SlotOutcome::Failed(msg);
                     for h in &self.hooks {
-                        h.outcome(id, &outcome);
+                        h.outcome(id, &outcome, None);
                     }
                     return outcome;
                 }
@@ -328,23 +335,45 @@ impl Shared {
             Some(r) => r.await.ok().flatten(),
             None => None,
         };
-        if let (Some(store), Some(_)) = (&plan.home, &holds) {
-            let entry = RunEntry {
-                slot,
-                started_at,
-                finished_at,
-                result: match outcome {
-                    SlotOutcome::Success(_) => RunResult::Success,
-                    SlotOutcome::Aborted => RunResult::Aborted,
-                    _ => RunResult::Failure,
-                },
-                detail: detail.clone(),
-                attempts,
-                holder: self.settings.holder.clone(),
-            };
-            match record::append(store.as_ref(), id, entry).await {
-                Ok(rec) => events::JobRecorded { record: &rec }.emit(),
-                Err(e) => tracing::warn!(event = "job_record_failed", job = %id, error = %e),
+        let entry = RunEntry {
+            slot,
+            started_at,
+            finished_at,
+            result: match outcome {
+                SlotOutcome::Success(_) => RunResult::Success,
+                SlotOutcome::Aborted => RunResult::Aborted,
+                _ => RunResult::Failure,
+            },
+            detail: detail.clone(),
+            attempts,
+            holder: self.settings.holder.clone(),
+        };
+        match (&plan.home, &holds) {
+            (Some(store), Some(_)) => {
+                let before = match record::read(store.as_ref(), id).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(event = "job_record_failed", job = %id, error = %e);
+                        None
+                    }
+                };
+                let mut sent = false;
+                for h in &self.hooks {
+                    sent |= h.outcome(id, &outcome, before.as_ref());
+                }
+                let mut rec = record::JobRecord::next(before, id, entry);
+                if sent {
+                    rec.notified_failure_at = Some(finished_at);
+                }
+                match record::write(store.as_ref(), &rec).await {
+                    Ok(()) => events::JobRecorded { record: &rec }.emit(),
+                    Err(e) => tracing::warn!(event = "job_record_failed", job = %id, error = %e),
+                }
+            }
+            _ => {
+                for h in &self.hooks {
+                    h.outcome(id, &outcome, None);
+                }
             }
         }
         if let Some(l) = holds {
@@ -361,9 +390,6 @@ impl Shared {
             finished_at: matches!(outcome, SlotOutcome::Success(_)).then_some(finished_at),
         }
         .emit();
-        for h in &self.hooks {
-            h.outcome(id, &outcome);
-        }
         outcome
     }
 

@@ -68,14 +68,23 @@ pub struct JobRecord {
     pub last_success: Option<RunEntry>,
     /// The newest runs, newest first, at most [`HISTORY`].
     pub history: Vec<RunEntry>,
+    /// When the current failure streak was last notified (none while succeeding):
+    /// the rate limit of failure messages holds across replicas and restarts.
+    #[serde(default)]
+    pub notified_failure_at: Option<DateTime<Utc>>,
 }
 
 impl JobRecord {
     /// The record after `run`, from the previous one (if any).
     pub fn next(prev: Option<JobRecord>, id: &JobId, run: RunEntry) -> JobRecord {
-        let (mut history, last_success) = match prev {
-            Some(p) => (p.history, p.last_success),
-            None => (Vec::new(), None),
+        let (mut history, last_success, notified) = match prev {
+            Some(p) => (p.history, p.last_success, p.notified_failure_at),
+            None => (Vec::new(), None, None),
+        };
+        let notified = if run.result == RunResult::Success {
+            None
+        } else {
+            notified
         };
         history.insert(0, run.clone());
         history.truncate(HISTORY);
@@ -88,7 +97,13 @@ impl JobRecord {
             },
             last: run,
             history,
+            notified_failure_at: notified,
         }
+    }
+
+    /// Whether the newest run did not succeed.
+    pub fn failing(&self) -> bool {
+        self.last.result != RunResult::Success
     }
 }
 
@@ -114,19 +129,14 @@ pub async fn read(store: &dyn Store, id: &JobId) -> Result<Option<JobRecord>, St
     }
 }
 
-/// Adds `run` to the record of `id` and stores it.
-pub async fn append(
-    store: &dyn Store,
-    id: &JobId,
-    run: RunEntry,
-) -> Result<JobRecord, StorageError> {
-    let prev = read(store, id).await?;
-    let rec = JobRecord::next(prev, id, run);
-    let body = serde_json::to_vec_pretty(&rec).expect("a job record serialises");
+/// Stores `rec` (the lease holder of the job's slot writes it).
+pub async fn write(store: &dyn Store, rec: &JobRecord) -> Result<(), StorageError> {
+    let id = &rec.id;
+    let body = serde_json::to_vec_pretty(rec).expect("a job record serialises");
     store
         .put_small(&record_key(id), Bytes::from(body), PutCondition::Overwrite)
         .await?;
-    Ok(rec)
+    Ok(())
 }
 
 /// Every record of `kind` on `store`.

@@ -1474,14 +1474,17 @@ async fn webhook_gets_one_failure_message_per_interval_and_a_recovery() {
     hook.outcome(
         &JobId::backup("notify-src"),
         &SlotOutcome::Failed("disk full".into()),
+        None,
     );
     hook.outcome(
         &JobId::backup("notify-src"),
         &SlotOutcome::Failed("disk full".into()),
+        None,
     );
     hook.outcome(
         &JobId::backup("notify-src"),
         &SlotOutcome::Failed("disk full".into()),
+        None,
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     hook.outcome(
@@ -1492,6 +1495,7 @@ async fn webhook_gets_one_failure_message_per_interval_and_a_recovery() {
             bytes_stored: 1,
             duration_secs: 1.0,
         }),
+        None,
     );
     let t0 = std::time::Instant::now();
     while got.lock().unwrap().len() < 2 && t0.elapsed() < Duration::from_secs(10) {

@@ -8,6 +8,7 @@ mod drill;
 mod faults;
 mod gc;
 mod lifecycle;
+mod mission;
 mod mongo;
 mod pg_safety;
 mod postgres;
