@@ -38,6 +38,7 @@
 
 pub mod events;
 pub mod jobs;
+pub mod push;
 pub mod server;
 
 use std::collections::BTreeMap;

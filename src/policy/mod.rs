@@ -285,6 +285,27 @@ pub enum MissedRuns {
     Skip,
 }
 
+/// A setting written in the policy as plain text, or referenced as a secret
+/// (`{ file = "…" }` / `{ env = "…" }`) when its value holds credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SecretOrPlain {
+    /// Written in the policy.
+    Plain(String),
+    /// Read from a secret.
+    Secret(SecretRef),
+}
+
+impl SecretOrPlain {
+    /// The value; errors name the reference, never the value.
+    pub fn read(&self) -> Result<Secret, String> {
+        match self {
+            SecretOrPlain::Plain(s) => Ok(Secret::new(s.clone())),
+            SecretOrPlain::Secret(r) => r.read(),
+        }
+    }
+}
+
 /// `[daemon]`: scheduling, locking, retries, shutdown, metrics and notifications.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,6 +313,11 @@ pub struct DaemonConfig {
     /// Address of the `/metrics`, `/healthz` and `/readyz` endpoints.
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: String,
+    /// Pushgateway base URL `gsdr run --once` and `gsdr drill --scheduled` push
+    /// their metrics to when they end (a plain URL, or a secret when it holds
+    /// credentials); unset: nothing is pushed.
+    #[serde(default)]
+    pub pushgateway_url: Option<SecretOrPlain>,
     /// Lifetime of a source's run lease; a lease not renewed within it may be taken over by another replica.
     #[serde(default = "default_lease_ttl")]
     pub lease_ttl: HumanDuration,
@@ -398,6 +424,7 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
             metrics_addr: default_metrics_addr(),
+            pushgateway_url: None,
             lease_ttl: default_lease_ttl(),
             lease_renew: default_lease_renew(),
             locks_prefix: default_locks_prefix(),
