@@ -125,6 +125,8 @@ pub(crate) async fn push_metrics(policy: &gsdr::policy::Policy, job: &str) {
     };
     match pushed {
         Ok(()) => tracing::info!(event = "metrics_pushed", job),
-        Err(e) => tracing::warn!(event = "metrics_push_failed", job, error = %e, "daemon.pushgateway_url: metrics not pushed"),
+        Err(e) => {
+            tracing::warn!(event = "metrics_push_failed", job, error = %e, "daemon.pushgateway_url: metrics not pushed")
+        }
     }
 }

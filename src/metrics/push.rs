@@ -52,8 +52,7 @@ pub fn group_url(base: &str, job: &str, instance: &str) -> String {
 
 fn path_pair(label: &str, v: &str) -> String {
     let plain = !v.is_empty()
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if plain {
         format!("{label}/{v}")
@@ -65,8 +64,7 @@ fn path_pair(label: &str, v: &str) -> String {
 }
 
 fn base64url(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let n = chunk
@@ -108,14 +106,18 @@ pub fn to_text_format(openmetrics: &str) -> String {
             Some(p) => {
                 let rest = &line[p.len()..];
                 let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                let suffix = if counters.contains(name) { "_total" } else { "" };
-                out.push_str(&format!("{p}{name}{suffix} {tail}").trim_end_matches(' '));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(format!("{p}{name}{suffix} {tail}").trim_end_matches(' '));
             }
-            None => out.push_str(
-                &line
-                    .replacen("{job=\"", "{exported_job=\"", 1)
-                    .replacen(",job=\"", ",exported_job=\"", 1),
-            ),
+            None => out.push_str(&line.replacen("{job=\"", "{exported_job=\"", 1).replacen(
+                ",job=\"",
+                ",exported_job=\"",
+                1,
+            )),
         }
         out.push('\n');
     }
