@@ -1272,6 +1272,28 @@ fn find_field_line(text: &str, field: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// `daemon.pushgateway_url` is a plain URL or a secret reference.
+    #[test]
+    fn pushgateway_url_is_plain_or_a_secret() {
+        let parse = |v: &str| {
+            toml::from_str::<DaemonConfig>(&format!("pushgateway_url = {v}"))
+                .map(|d| d.pushgateway_url)
+        };
+        assert_eq!(
+            parse("\"http://pg:9091\"").unwrap(),
+            Some(SecretOrPlain::Plain("http://pg:9091".into()))
+        );
+        assert_eq!(
+            parse("{ file = \"/s/url\" }").unwrap(),
+            Some(SecretOrPlain::Secret(SecretRef::File("/s/url".into())))
+        );
+        assert!(parse("{ path = \"/s/url\" }").is_err());
+        assert_eq!(
+            SecretOrPlain::Plain("u".into()).read().unwrap().expose(),
+            "u"
+        );
+    }
+
     /// Every shipped policy parses and validates.
     #[test]
     fn every_policy_file_parses() {
