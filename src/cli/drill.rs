@@ -16,8 +16,16 @@ use gsdr::drill::{scenario, DrillReport};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Scenario to rehearse (a file stem in the runbooks directory), or `all`.
-    #[arg(long, value_name = "NAME", required_unless_present = "render_runbooks")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        required_unless_present_any = ["render_runbooks", "scheduled"]
+    )]
     scenario: Option<String>,
+    /// Run the policy's `[drills]` scenarios as the schedule does (stores every
+    /// report, keeps the newest `keep_reports`): what the drills CronJob runs.
+    #[arg(long, conflicts_with_all = ["scenario", "no_store", "target_time", "scratch_dir", "render_runbooks"])]
+    scheduled: bool,
     /// Directory of the scenario files (default: the policy's `drills.runbooks_dir`, else `runbooks`).
     #[arg(long, value_name = "DIR", env = "GSDR_RUNBOOKS")]
     runbooks: Option<PathBuf>,
@@ -87,29 +95,42 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Ok);
     }
     let env = ctx.env()?;
-    let name = args.scenario.as_deref().expect("clap requires --scenario");
-    let scenarios = scenario::select(&dir, name)?;
-    let cfg = env.policy.drills.clone().unwrap_or_default();
-    let opts = RunOptions {
-        scratch_root: args.scratch_dir.clone().or(cfg.scratch_dir.clone()),
-        target_time: args.target_time,
-        trend_reports: cfg.trend_reports,
-        store_report: !args.no_store,
-        ..RunOptions::drill()
-    };
     let progress = progress::for_terminal(ctx.quiet || ctx.json);
+    let results = if args.scheduled {
+        gsdr::drill::run_scheduled(&env, args.runbooks.as_deref(), progress.as_ref()).await?
+    } else {
+        let name = args.scenario.as_deref().expect("clap requires --scenario");
+        let cfg = env.policy.drills.clone().unwrap_or_default();
+        let opts = RunOptions {
+            scratch_root: args.scratch_dir.clone().or(cfg.scratch_dir.clone()),
+            target_time: args.target_time,
+            trend_reports: cfg.trend_reports,
+            store_report: !args.no_store,
+            ..RunOptions::drill()
+        };
+        let mut results = Vec::new();
+        for s in scenario::select(&dir, name)? {
+            let r = runner::run(&env, &s, &opts, progress.as_ref()).await;
+            results.push((s.name, r));
+        }
+        results
+    };
+    if args.scheduled {
+        super::run::push_metrics(&env.policy, "gsdr-drill").await;
+    }
+    let total = results.len();
     let mut summary = Summary {
         passed: true,
         reports: Vec::new(),
         not_run: Vec::new(),
     };
-    for s in &scenarios {
-        let r = match runner::run(&env, s, &opts, progress.as_ref()).await {
+    for (name, r) in results {
+        let r = match r {
             Ok(r) => r,
             Err(e) => {
                 summary.passed = false;
                 summary.not_run.push(NotRun {
-                    scenario: s.name.clone(),
+                    scenario: name,
                     error: format!("{:#}", anyhow::Error::from(e)),
                 });
                 continue;
@@ -132,7 +153,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         anyhow::bail!(
             "{} of {} scenarios could not run: {}",
             summary.not_run.len(),
-            scenarios.len(),
+            total,
             summary
                 .not_run
                 .iter()

@@ -92,6 +92,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             bytes_stored,
         });
     }
+    push_metrics(&env.policy, "gsdr").await;
     emit(ctx.json, &report, |r| {
         if r.runs.is_empty() {
             return "nothing due\n".to_string();
@@ -115,4 +116,25 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         anyhow::bail!("{failed} of {} runs failed", report.runs.len());
     }
     Ok(Outcome::Ok)
+}
+
+/// Pushes the registry to `daemon.pushgateway_url` when it is set; a failed
+/// push is a warning, never the job's failure.
+pub(crate) async fn push_metrics(policy: &gsdr::policy::Policy, job: &str) {
+    let Some(url) = &policy.daemon.pushgateway_url else {
+        return;
+    };
+    let body = gsdr::metrics::global().encode(chrono::Utc::now());
+    let pushed = match url.read() {
+        Ok(u) => gsdr::metrics::push::push(u.expose(), job, &policy.name, &body)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match pushed {
+        Ok(()) => tracing::info!(event = "metrics_pushed", job),
+        Err(e) => {
+            tracing::warn!(event = "metrics_push_failed", job, error = %e, "daemon.pushgateway_url: metrics not pushed")
+        }
+    }
 }

@@ -49,6 +49,7 @@
 
 pub mod events;
 pub mod jobs;
+pub mod push;
 pub mod server;
 
 use std::collections::BTreeMap;

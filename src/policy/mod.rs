@@ -285,6 +285,27 @@ pub enum MissedRuns {
     Skip,
 }
 
+/// A setting written in the policy as plain text, or referenced as a secret
+/// (`{ file = "…" }` / `{ env = "…" }`) when its value holds credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SecretOrPlain {
+    /// Written in the policy.
+    Plain(String),
+    /// Read from a secret.
+    Secret(SecretRef),
+}
+
+impl SecretOrPlain {
+    /// The value; errors name the reference, never the value.
+    pub fn read(&self) -> Result<Secret, String> {
+        match self {
+            SecretOrPlain::Plain(s) => Ok(Secret::new(s.clone())),
+            SecretOrPlain::Secret(r) => r.read(),
+        }
+    }
+}
+
 /// `[daemon]`: scheduling, locking, retries, shutdown, metrics and notifications.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,6 +313,11 @@ pub struct DaemonConfig {
     /// Address of the `/metrics`, `/healthz` and `/readyz` endpoints.
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: String,
+    /// Pushgateway base URL `gsdr run --once` and `gsdr drill --scheduled` push
+    /// their metrics to when they end (a plain URL, or a secret when it holds
+    /// credentials); unset: nothing is pushed.
+    #[serde(default)]
+    pub pushgateway_url: Option<SecretOrPlain>,
     /// Lifetime of a source's run lease; a lease not renewed within it may be taken over by another replica.
     #[serde(default = "default_lease_ttl")]
     pub lease_ttl: HumanDuration,
@@ -406,6 +432,7 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
             metrics_addr: default_metrics_addr(),
+            pushgateway_url: None,
             lease_ttl: default_lease_ttl(),
             lease_renew: default_lease_renew(),
             locks_prefix: default_locks_prefix(),
@@ -1307,6 +1334,28 @@ fn find_field_line(text: &str, field: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `daemon.pushgateway_url` is a plain URL or a secret reference.
+    #[test]
+    fn pushgateway_url_is_plain_or_a_secret() {
+        let parse = |v: &str| {
+            toml::from_str::<DaemonConfig>(&format!("pushgateway_url = {v}"))
+                .map(|d| d.pushgateway_url)
+        };
+        assert_eq!(
+            parse("\"http://pg:9091\"").unwrap(),
+            Some(SecretOrPlain::Plain("http://pg:9091".into()))
+        );
+        assert_eq!(
+            parse("{ file = \"/s/url\" }").unwrap(),
+            Some(SecretOrPlain::Secret(SecretRef::File("/s/url".into())))
+        );
+        assert!(parse("{ path = \"/s/url\" }").is_err());
+        assert_eq!(
+            SecretOrPlain::Plain("u".into()).read().unwrap().expose(),
+            "u"
+        );
+    }
 
     /// Every shipped policy parses and validates.
     #[test]

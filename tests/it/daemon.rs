@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use gsdr::catalog::Catalog;
@@ -1038,68 +1037,6 @@ async fn metrics_endpoint_serves_parseable_prometheus_text() {
     task.await.unwrap();
 }
 
-/// The alert rules of deploy/base/prometheusrule.yaml: promtool if installed, else parsed here.
-#[test]
-fn alert_rules_are_valid_and_use_exported_metrics() {
-    let root = crate::support::repo_root();
-    let text = std::fs::read_to_string(root.join("deploy/base/prometheusrule.yaml")).unwrap();
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    assert_eq!(doc["kind"].as_str(), Some("PrometheusRule"));
-    let spec = &doc["spec"];
-    let groups = spec["groups"].as_sequence().expect("spec.groups");
-    let mut alerts = Vec::new();
-    for g in groups {
-        for r in g["rules"].as_sequence().unwrap() {
-            let expr = r["expr"].as_str().unwrap();
-            assert!(expr.contains("gsdr"), "{expr}");
-            assert!(
-                r["labels"]["severity"].as_str().is_some(),
-                "every alert has a severity"
-            );
-            assert!(r["annotations"]["summary"].as_str().is_some());
-            alerts.push(r["alert"].as_str().unwrap().to_string());
-        }
-    }
-    for want in [
-        "GsdrBackupStale",
-        "GsdrRpoAboveTarget",
-        "GsdrReplicationLagging",
-        "GsdrWalArchivingFailing",
-        "GsdrDrillFailed",
-    ] {
-        assert!(
-            alerts.iter().any(|a| a == want),
-            "{want} missing: {alerts:?}"
-        );
-    }
-    let promtool = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("promtool"))
-            .find(|p| p.exists())
-    });
-    match promtool {
-        Some(pt) => {
-            let dir = tempdir();
-            let f = dir.path().join("rules.yaml");
-            std::fs::write(&f, serde_yaml::to_string(spec).unwrap()).unwrap();
-            let out = Command::new(pt)
-                .args(["check", "rules"])
-                .arg(&f)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "promtool: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        None => {
-            eprintln!("promtool not installed (Debian package `prometheus`): rules parsed only")
-        }
-    }
-}
-
 // ---------------------------------------------------------------- CLI end to end
 
 #[test]
@@ -1364,78 +1301,6 @@ pub(crate) mod http {
                 .unwrap_or(0)
         })
     }
-}
-
-// ---------------------------------------------------------------- deploy/
-
-#[test]
-fn deploy_manifests_parse_run_non_root_and_ship_valid_policies() {
-    let root = crate::support::repo_root().join("deploy");
-    let mut n = 0;
-    let mut stack = vec![root.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let text = std::fs::read_to_string(&p).unwrap();
-            match p.extension().and_then(|x| x.to_str()) {
-                Some("yaml") => {
-                    for doc in serde_yaml::Deserializer::from_str(&text) {
-                        let v = serde_yaml::Value::deserialize(doc)
-                            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                        let kind = v["kind"].as_str().unwrap_or_default();
-                        let pod = match kind {
-                            "Deployment" => Some(&v["spec"]["template"]["spec"]),
-                            "CronJob" => {
-                                Some(&v["spec"]["jobTemplate"]["spec"]["template"]["spec"])
-                            }
-                            _ => None,
-                        };
-                        if let Some(pod) = pod {
-                            assert_eq!(
-                                pod["securityContext"]["runAsNonRoot"],
-                                true,
-                                "{}",
-                                p.display()
-                            );
-                            let c = &pod["containers"][0];
-                            assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
-                            assert!(c["resources"]["limits"]["memory"].as_str().is_some());
-                            assert!(
-                                pod["terminationGracePeriodSeconds"].as_u64().unwrap() > 600,
-                                "longer than daemon.grace_period"
-                            );
-                        }
-                        n += 1;
-                    }
-                }
-                Some("json") => {
-                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-                    for panel in v["panels"].as_array().unwrap() {
-                        for t in panel["targets"].as_array().unwrap() {
-                            assert!(t["expr"].as_str().unwrap().contains("gsdr_"));
-                        }
-                    }
-                    n += 1;
-                }
-                Some("toml") => {
-                    gsdr::policy::Policy::load(&p).unwrap_or_else(|e| panic!("{e}"));
-                    n += 1;
-                }
-                _ => {}
-            }
-        }
-    }
-    assert!(n >= 12, "deploy/ files checked: {n}");
-    assert_eq!(
-        std::fs::read_to_string(root.join("overlays/production/policy.toml")).unwrap(),
-        std::fs::read_to_string(crate::support::repo_root().join("policies/glucosync.toml"))
-            .unwrap(),
-        "deploy/overlays/production/policy.toml must equal policies/glucosync.toml"
-    );
 }
 
 // ---------------------------------------------------------------- notifications

@@ -4,6 +4,7 @@
 
 mod cli;
 mod daemon;
+mod deploy;
 mod drill;
 mod faults;
 mod gc;
