@@ -151,9 +151,8 @@ async fn pump(
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
-        let r = rate.load(Ordering::SeqCst);
-        if r > 0 {
-            tokio::time::sleep(Duration::from_micros(n as u64 * 1_000_000 / r)).await;
+        if let Some(us) = (n as u64 * 1_000_000).checked_div(rate.load(Ordering::SeqCst)) {
+            tokio::time::sleep(Duration::from_micros(us)).await;
         }
     }
 }
