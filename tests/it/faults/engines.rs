@@ -77,8 +77,9 @@ impl Rig {
         self.s3.set(Mode::Pass);
         let (o, took) = r?;
         eprintln!(
-            "  {name} / {what}: failed {:.1} s after the fault",
-            took.as_secs_f64()
+            "  {name} / {what}: failed {:.1} s after the fault: {}",
+            took.as_secs_f64(),
+            text(&o).lines().last().unwrap_or_default()
         );
         failed_in_time(&o, took, BOUND, needle)?;
         check(listed(&self.f, &[]) == before, || {
@@ -124,7 +125,7 @@ struct Redis {
     server: crate::support::redis::RedisServer,
 }
 
-async fn fill_redis(port: u16, keys: usize, bytes: usize) {
+pub(super) async fn fill_redis(port: u16, keys: usize, bytes: usize) {
     let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
         .unwrap()
         .get_multiplexed_async_connection()

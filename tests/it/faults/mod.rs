@@ -17,6 +17,7 @@ use crate::support::moto::Moto;
 use crate::support::{gsdr_bin, tempdir};
 
 mod engines;
+mod live;
 
 /// A mounted tmpfs of `mib` MiB, unmounted on drop.
 struct Tmpfs {
@@ -762,6 +763,14 @@ fn fault_suite() {
         (
             "backup of mongo",
             Box::new(|| engines::both_faults(&rt, &moto, engines::mongo_rig(&rt, &moto))),
+        ),
+        (
+            "restore into live redis",
+            Box::new(|| live::redis_restore_over_live(&rt, &moto)),
+        ),
+        (
+            "restore over live postgres",
+            Box::new(|| live::pg_restore_over_live(&rt, &moto)),
         ),
     ];
     // `GSDR_FAULTS=text` runs only the cases (or groups) whose name contains it.
