@@ -16,8 +16,10 @@ use crate::support::faults::{FaultProxy, Mode};
 use crate::support::moto::Moto;
 use crate::support::{gsdr_bin, tempdir};
 
+mod drill;
 mod engines;
 mod live;
+mod replicate;
 
 /// A mounted tmpfs of `mib` MiB, unmounted on drop.
 struct Tmpfs {
@@ -750,6 +752,13 @@ fn fault_suite() {
         ("run / injected panic", Box::new(run_with_an_injected_panic)),
         ("run / past its deadline", Box::new(run_past_its_deadline)),
     ];
+    let cases: Vec<Named<'_>> = cases
+        .into_iter()
+        .chain([(
+            "drill / S3 cut mid-download",
+            Box::new(|| drill::drill_with_s3_cut(&rt, &moto)) as Box<dyn Fn() -> Case>,
+        )])
+        .collect();
     // Groups of cases that share one (slow to start) server.
     let groups: Vec<(&str, Group<'_>)> = vec![
         (
@@ -763,6 +772,10 @@ fn fault_suite() {
         (
             "backup of mongo",
             Box::new(|| engines::both_faults(&rt, &moto, engines::mongo_rig(&rt, &moto))),
+        ),
+        (
+            "replicate / stalled",
+            Box::new(|| replicate::replicate_with_the_primary_stalled(&rt, &moto)),
         ),
         (
             "restore into live redis",
