@@ -754,10 +754,17 @@ fn fault_suite() {
     ];
     let cases: Vec<Named<'_>> = cases
         .into_iter()
-        .chain([(
-            "drill / S3 cut mid-download",
-            Box::new(|| drill::drill_with_s3_cut(&rt, &moto)) as Box<dyn Fn() -> Case>,
-        )])
+        .chain([
+            (
+                "replicate / primary stalled mid-copy",
+                Box::new(|| replicate::replicate_with_the_primary_stalled(&rt, &moto))
+                    as Box<dyn Fn() -> Case>,
+            ),
+            (
+                "drill / S3 cut mid-download",
+                Box::new(|| drill::drill_with_s3_cut(&rt, &moto)),
+            ),
+        ])
         .collect();
     // Groups of cases that share one (slow to start) server.
     let groups: Vec<(&str, Group<'_>)> = vec![
@@ -772,10 +779,6 @@ fn fault_suite() {
         (
             "backup of mongo",
             Box::new(|| engines::both_faults(&rt, &moto, engines::mongo_rig(&rt, &moto))),
-        ),
-        (
-            "replicate / stalled",
-            Box::new(|| replicate::replicate_with_the_primary_stalled(&rt, &moto)),
         ),
         (
             "restore into live redis",
