@@ -16,6 +16,7 @@ use crate::support::faults::{FaultProxy, Mode};
 use crate::support::moto::Moto;
 use crate::support::{gsdr_bin, tempdir};
 
+mod daemon;
 mod drill;
 mod engines;
 mod live;
@@ -759,6 +760,10 @@ fn fault_suite() {
                 "replicate / primary stalled mid-copy",
                 Box::new(|| replicate::replicate_with_the_primary_stalled(&rt, &moto))
                     as Box<dyn Fn() -> Case>,
+            ),
+            (
+                "daemon / next slot after a panic",
+                Box::new(daemon::daemon_next_slot_after_a_panic),
             ),
             (
                 "drill / S3 cut mid-download",
