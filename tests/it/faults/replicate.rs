@@ -32,50 +32,46 @@ pub(super) fn replicate_with_the_primary_stalled(
     ));
     std::fs::write(f.dir.path().join("s3-key"), "test").unwrap();
     let (side, proxy, needle) = ("primary", &prim, "replprim");
-    {
-        {
-            let o = f.gsdr(&["backup", "--source", "rs"]);
-            check(o.status.success(), || text(&o))?;
-            prim.throttle(4 << 20);
-            off.throttle(4 << 20);
-            let r = with_fault_after(&f, &["replicate"], Duration::from_millis(1200), || {
-                proxy.set(Mode::Stall)
-            });
-            prim.throttle(0);
-            off.throttle(0);
-            let (o, took) = r?;
-            proxy.set(Mode::Pass);
-            eprintln!(
-                "  replicate / {side} stalled: failed {:.1} s after the fault: {}",
-                took.as_secs_f64(),
-                text(&o).lines().last().unwrap_or_default()
-            );
-            check(took < BOUND && o.status.code() == Some(2), || {
-                format!(
-                    "replicate with the {side} stalled: {:?} after {took:?} (bound {BOUND:?}): {}",
-                    o.status,
-                    text(&o)
-                )
-            })?;
-            check(text(&o).contains(needle), || {
-                format!(
-                    "the error must name the stalled {side} ({needle}): {}",
-                    text(&o)
-                )
-            })?;
-            // Nothing half-copied is listed off-site; the next run copies it whole.
-            let o = f.gsdr(&["replicate", "--check"]);
-            check(!o.status.success(), || {
-                "replicate --check passes with a copy missing".into()
-            })?;
-            let o = f.gsdr(&["replicate"]);
-            check(o.status.success(), || {
-                format!("replicate after the stall: {}", text(&o))
-            })?;
-            let o = f.gsdr(&["verify", "--source", "rs", "--target", "off"]);
-            check(o.status.success(), || {
-                format!("verify of the off-site copy: {}", text(&o))
-            })
-        }
-    }
+    let o = f.gsdr(&["backup", "--source", "rs"]);
+    check(o.status.success(), || text(&o))?;
+    prim.throttle(4 << 20);
+    off.throttle(4 << 20);
+    let r = with_fault_after(&f, &["replicate"], Duration::from_millis(1200), || {
+        proxy.set(Mode::Stall)
+    });
+    prim.throttle(0);
+    off.throttle(0);
+    let (o, took) = r?;
+    proxy.set(Mode::Pass);
+    eprintln!(
+        "  replicate / {side} stalled: failed {:.1} s after the fault: {}",
+        took.as_secs_f64(),
+        text(&o).lines().last().unwrap_or_default()
+    );
+    check(took < BOUND && o.status.code() == Some(2), || {
+        format!(
+            "replicate with the {side} stalled: {:?} after {took:?} (bound {BOUND:?}): {}",
+            o.status,
+            text(&o)
+        )
+    })?;
+    check(text(&o).contains(needle), || {
+        format!(
+            "the error must name the stalled {side} ({needle}): {}",
+            text(&o)
+        )
+    })?;
+    // Nothing half-copied is listed off-site; the next run copies it whole.
+    let o = f.gsdr(&["replicate", "--check"]);
+    check(!o.status.success(), || {
+        "replicate --check passes with a copy missing".into()
+    })?;
+    let o = f.gsdr(&["replicate"]);
+    check(o.status.success(), || {
+        format!("replicate after the stall: {}", text(&o))
+    })?;
+    let o = f.gsdr(&["verify", "--source", "rs", "--target", "off"]);
+    check(o.status.success(), || {
+        format!("verify of the off-site copy: {}", text(&o))
+    })
 }
