@@ -1,7 +1,8 @@
 //! Replication (`gsdr replicate`: primary GET streamed into the off-site
 //! PUT) with the primary stalling mid-copy: the run ends within a bound
-//! (the S3 `read_timeout` on every download, three attempts with backoff),
-//! exits non-zero naming the stalled side, the off-site catalog lists
+//! (the S3 `read_timeout` on every download, three attempts with backoff;
+//! the next backup waits for the next sweep), exits non-zero naming the
+//! stalled side and the cause, the off-site catalog lists
 //! nothing half-copied, and the next run completes the copy. (An off-site
 //! that stalls is a case in `mod.rs`.)
 
@@ -12,8 +13,8 @@ use crate::cli::Fixture;
 use crate::support::faults::{FaultProxy, Mode};
 use crate::support::moto::Moto;
 
-/// How long after the stall the run must have ended (three attempts, each
-/// bounded by `read_timeout`/`part_timeout`, with their backoff).
+/// How long after the stall the run must have ended (three attempts of one
+/// copy, each bounded by `read_timeout`/`request_timeout`, with their backoff).
 const BOUND: Duration = Duration::from_secs(45);
 
 /// The primary stalls while its backup streams off-site.
@@ -32,8 +33,11 @@ pub(super) fn replicate_with_the_primary_stalled(
     ));
     std::fs::write(f.dir.path().join("s3-key"), "test").unwrap();
     let (side, proxy, needle) = ("primary", &prim, "replprim");
-    let o = f.gsdr(&["backup", "--source", "rs"]);
-    check(o.status.success(), || text(&o))?;
+    // Two backups to copy: the first stalls, the second waits for the next sweep.
+    for _ in 0..2 {
+        let o = f.gsdr(&["backup", "--source", "rs"]);
+        check(o.status.success(), || text(&o))?;
+    }
     prim.throttle(4 << 20);
     off.throttle(4 << 20);
     let r = with_fault_after(&f, &["replicate"], Duration::from_millis(1200), || {
@@ -55,6 +59,15 @@ pub(super) fn replicate_with_the_primary_stalled(
             text(&o)
         )
     })?;
+    check(
+        text(&o).contains("stopped answering") && text(&o).contains("not tried in this sweep"),
+        || {
+            format!(
+                "the copy's cause and the backup left for the next sweep must be named: {}",
+                text(&o)
+            )
+        },
+    )?;
     check(text(&o).contains(needle), || {
         format!(
             "the error must name the stalled {side} ({needle}): {}",
