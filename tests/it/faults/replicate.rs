@@ -74,7 +74,15 @@ pub(super) fn replicate_with_the_primary_stalled(
             text(&o)
         )
     })?;
-    // Nothing half-copied is listed off-site; the next run copies it whole.
+    // Nothing half-copied is listed off-site or left there after gc, nothing
+    // is lost on the primary; the next run copies both whole.
+    check(super::listed(&f, &["--target", "off"]) == 0, || {
+        "a half-copied backup is listed off-site".into()
+    })?;
+    check(super::listed(&f, &[]) == 2, || {
+        "the primary lost a backup".into()
+    })?;
+    super::gc_leaves_nothing(&f, rt, moto, "featoff")?;
     let o = f.gsdr(&["replicate", "--check"]);
     check(!o.status.success(), || {
         "replicate --check passes with a copy missing".into()
@@ -82,6 +90,9 @@ pub(super) fn replicate_with_the_primary_stalled(
     let o = f.gsdr(&["replicate"]);
     check(o.status.success(), || {
         format!("replicate after the stall: {}", text(&o))
+    })?;
+    check(super::listed(&f, &["--target", "off"]) == 2, || {
+        "the next sweep did not copy both backups".into()
     })?;
     let o = f.gsdr(&["verify", "--source", "rs", "--target", "off"]);
     check(o.status.success(), || {
