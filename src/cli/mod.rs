@@ -138,10 +138,25 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// `e` and its causes joined with `: `, each cause left out when the text
+/// so far already says it (many errors print their source in their own message).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for c in e.chain() {
+        let t = c.to_string();
+        if out.is_empty() {
+            out = t;
+        } else if !out.contains(&t) {
+            out = format!("{out}: {t}");
+        }
+    }
+    out
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -234,4 +249,20 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_text_leaves_out_causes_the_message_already_says() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading the stored object: {0}")]
+        struct Outer(#[source] std::io::Error);
+        let e = anyhow::Error::from(Outer(std::io::Error::other("the server stopped answering")))
+            .context("restore of `cache`");
+        assert_eq!(
+            super::error_text(&e),
+            "restore of `cache`: reading the stored object: the server stopped answering"
+        );
+    }
 }

@@ -66,16 +66,22 @@ pub fn decode(stored: BoxRead, identities: Arc<Identities>, expect: DecodeExpect
     }
 }
 
-/// Counts and hashes what passes through.
+/// Counts and hashes what passes through, and keeps the first read error:
+/// age and zstd pass a failed read on as if the payload were damaged.
 struct Hashing<R> {
     inner: R,
     hasher: Sha256,
     bytes: u64,
+    failed: Option<io::Error>,
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|e| {
+            if self.failed.is_none() && e.kind() != io::ErrorKind::Interrupted {
+                self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+            }
+        })?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
         Ok(n)
@@ -97,6 +103,7 @@ fn run(
         },
         hasher: Sha256::new(),
         bytes: 0,
+        failed: None,
     };
     let mut input = BufReader::with_capacity(CHUNK_BYTES / 4, input);
     let mut out = ChunkWriter::new(tx, ctl.watch.clone());
@@ -105,6 +112,14 @@ fn run(
         return Err(ctl.cancelled_error());
     }
     if let Err(e) = result {
+        // The download failed (a cut connection, a server that stopped
+        // answering): that is the cause, not a damaged object.
+        if let Some(source) = input.get_mut().failed.take() {
+            return Err(PipelineError::Io {
+                stage: "reading the stored object",
+                source,
+            });
+        }
         // A damaged last chunk at end-of-input on a short object is a cut, not corruption.
         let at_eof = matches!(io::BufRead::fill_buf(&mut input), Ok(b) if b.is_empty());
         let read = input.get_ref().bytes;

@@ -266,6 +266,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_download_that_fails_midway_is_an_io_error_not_corruption() {
+        use tokio::io::AsyncReadExt as _;
+        let (stored, stats, id) = stored_sample().await;
+        let half = stored.len() / 2;
+        // The first half, then the error a cut connection gives (kind `Other`).
+        let cut = std::io::Cursor::new(stored[..half].to_vec()).chain(FailingRead);
+        let dec = decode(
+            Box::pin(cut),
+            Arc::new(Identities::from_x25519(vec![id])),
+            expect(&stats),
+        );
+        let mut reader = dec.reader;
+        let _ = reader.read_to_end(&mut Vec::new()).await;
+        let err = dec.stats.await.unwrap().unwrap_err();
+        assert!(matches!(err, PipelineError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("connection reset"), "{err}");
+    }
+
+    struct FailingRead;
+
+    impl tokio::io::AsyncRead for FailingRead {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Err(std::io::Error::other("connection reset")))
+        }
+    }
+
+    #[tokio::test]
     async fn truncated_object_is_reported_as_truncated() {
         let (mut stored, stats, id) = stored_sample().await;
         stored.truncate(stored.len() - 1000);

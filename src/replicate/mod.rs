@@ -9,7 +9,12 @@
 //! SHA-256 match the manifest: a corrupt or cut copy is never committed.
 //!
 //! [`catch_up`] copies whatever the off-site copy lacks, archived WAL
-//! included ([`wal`]; the daemon runs it on start and after every backup); [`check`] lists what it lacks without
+//! included ([`wal`]; the daemon runs it on start and after every backup).
+//! Every copy is bounded by the stores' own deadlines (S3 `read_timeout` on
+//! the primary's download, `part_timeout` on the off-site upload); a copy
+//! that still fails with a temporary error after its attempts ends the
+//! sweep's copying (the rest are reported as not tried), so a dead server
+//! costs one copy's attempts, not one per backup. [`check`] lists what it lacks without
 //! copying (`gsdr replicate --check`); [`safety`] computes the RPO view: a
 //! backup is *safe* only once both copies exist.
 
@@ -162,7 +167,18 @@ pub async fn catch_up(
     let have = offsite_manifests(offsite, source).await?;
     let all = Catalog::new(primary.clone()).list(source).await?;
     let mut report = SweepReport::default();
+    // Set once a copy failed with a temporary error after every attempt
+    // (a store down or not answering): the rest wait for the next sweep
+    // rather than each spending its attempts on the same dead server.
+    let mut gave_up: Option<String> = None;
     for m in all.iter().filter(|m| !have.contains(&m.manifest_key())) {
+        if let Some(why) = &gave_up {
+            report.failed.push((
+                m.id.clone(),
+                format!("not tried in this sweep: an earlier copy failed ({why})"),
+            ));
+            continue;
+        }
         let start = Instant::now();
         let mut attempt = 1;
         loop {
@@ -187,10 +203,14 @@ pub async fn catch_up(
                         error: &msg,
                     }
                     .emit();
-                    if e.retry_class() == RetryClass::Temporary && attempt < COPY_ATTEMPTS {
+                    let temporary = e.retry_class() == RetryClass::Temporary;
+                    if temporary && attempt < COPY_ATTEMPTS {
                         tokio::time::sleep(COPY_BACKOFF * 2u32.pow(attempt - 1)).await;
                         attempt += 1;
                         continue;
+                    }
+                    if temporary {
+                        gave_up = Some(format!("{}: {msg}", m.id));
                     }
                     report.failed.push((m.id.clone(), msg));
                     break;
@@ -199,10 +219,26 @@ pub async fn catch_up(
         }
     }
     // WAL after the backups: a base backup off-site is only restorable with it.
+    // A failed WAL sweep is reported beside the backups' failures, not in
+    // their place (its error would hide why the copies failed).
     for s in wal_sources(&all, source) {
-        let w = wal::catch_up(primary, offsite, &s).await?;
-        if w.copied > 0 || !w.failed.is_empty() {
-            report.wal.push(w);
+        match wal::catch_up(primary, offsite, &s).await {
+            Ok(w) if w.copied > 0 || !w.failed.is_empty() => report.wal.push(w),
+            Ok(_) => {}
+            Err(e) => {
+                let msg = e.to_string();
+                events::ReplicationFailed {
+                    source: &s,
+                    id: "(wal sweep)",
+                    error: &msg,
+                }
+                .emit();
+                report.wal.push(wal::WalSweep {
+                    failed: vec![(format!("{s}/wal/"), msg)],
+                    source: s,
+                    ..wal::WalSweep::default()
+                });
+            }
         }
     }
     for s in sources_of(&all) {

@@ -1,5 +1,7 @@
 //! A reader that fails when its inner reader delivers nothing for a while:
-//! a server that stops answering mid-download must not hang a restore.
+//! a server that stops answering mid-download must not hang a restore. Its
+//! errors name the object, and a failed read keeps its causes (the SDK's
+//! own message is only "streaming error").
 
 use std::future::Future;
 use std::io;
@@ -40,7 +42,12 @@ impl<R: AsyncRead + Unpin> AsyncRead for IdleTimeout<R> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 this.sleep.as_mut().reset(Instant::now() + this.timeout);
-                Poll::Ready(r)
+                Poll::Ready(r.map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("reading {} failed: {}", this.what, causes(&e)),
+                    )
+                }))
             }
             Poll::Pending => match this.sleep.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
@@ -55,6 +62,20 @@ impl<R: AsyncRead + Unpin> AsyncRead for IdleTimeout<R> {
             },
         }
     }
+}
+
+/// `e` and each of its sources, joined with `: `.
+fn causes(e: &io::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = std::error::Error::source(e);
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out = format!("{out}: {text}");
+        }
+        next = s.source();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -87,5 +108,45 @@ mod tests {
             "{err}"
         );
         writer.abort();
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_names_the_object_and_keeps_its_causes() {
+        #[derive(Debug)]
+        struct Inner;
+        impl std::fmt::Display for Inner {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("connection reset by peer")
+            }
+        }
+        impl std::error::Error for Inner {}
+        #[derive(Debug)]
+        struct Outer(Inner);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("streaming error")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        struct Failing;
+        impl AsyncRead for Failing {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                _: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                Poll::Ready(Err(io::Error::other(Outer(Inner))))
+            }
+        }
+        let mut r = IdleTimeout::new(Failing, Duration::from_secs(5), "`k` in s3://b".into());
+        let err = r.read(&mut [0u8; 8]).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "reading `k` in s3://b failed: streaming error: connection reset by peer"
+        );
     }
 }

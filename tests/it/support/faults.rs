@@ -1,8 +1,10 @@
 //! A TCP relay in front of a real server (moto) that injects network faults
 //! on demand: a server that stops answering (bytes held, sockets open), one
-//! that answers every request with HTTP 503, and a cut connection.
+//! that answers every request with HTTP 503, and a cut connection; and a
+//! rate cap, so that a stream of a few MB is still under way when the fault
+//! is switched on.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,8 @@ pub enum Mode {
 pub struct FaultProxy {
     port: u16,
     mode: Arc<AtomicU8>,
+    rate: Arc<AtomicU64>,
+    target: Arc<AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -36,14 +40,23 @@ impl FaultProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mode = Arc::new(AtomicU8::new(Mode::Pass as u8));
-        let m = mode.clone();
+        let rate = Arc::new(AtomicU64::new(0));
+        let target = Arc::new(AtomicU16::new(target_port));
+        let (m, r, t) = (mode.clone(), rate.clone(), target.clone());
         let task = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
-                let m = m.clone();
-                tokio::spawn(async move { relay(inbound, target_port, m).await });
+                let (m, r) = (m.clone(), r.clone());
+                let to = t.load(Ordering::SeqCst);
+                tokio::spawn(async move { relay(inbound, to, m, r).await });
             }
         });
-        FaultProxy { port, mode, task }
+        FaultProxy {
+            port,
+            mode,
+            rate,
+            target,
+            task,
+        }
     }
 
     /// Endpoint URL through the relay.
@@ -54,6 +67,21 @@ impl FaultProxy {
     /// Switches the fault.
     pub fn set(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// The port on 127.0.0.1 clients reach through the relay.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Relays new connections to `port` instead (a server restarted elsewhere).
+    pub fn retarget(&self, port: u16) {
+        self.target.store(port, Ordering::SeqCst);
+    }
+
+    /// Caps each direction of each connection at `bytes_per_sec` (0: no cap).
+    pub fn throttle(&self, bytes_per_sec: u64) {
+        self.rate.store(bytes_per_sec, Ordering::SeqCst);
     }
 }
 
@@ -72,7 +100,12 @@ fn mode_of(m: &AtomicU8) -> Mode {
     }
 }
 
-async fn relay(mut inbound: TcpStream, target_port: u16, mode: Arc<AtomicU8>) {
+async fn relay(
+    mut inbound: TcpStream,
+    target_port: u16,
+    mode: Arc<AtomicU8>,
+    rate: Arc<AtomicU64>,
+) {
     if mode_of(&mode) == Mode::Fail503 {
         let mut buf = [0u8; 4096];
         let _ = inbound.read(&mut buf).await;
@@ -88,8 +121,8 @@ async fn relay(mut inbound: TcpStream, target_port: u16, mode: Arc<AtomicU8>) {
     let (or, ow) = outbound.into_split();
     // Either direction ending (a cut, EOF) drops all four halves: the client sees a reset.
     tokio::select! {
-        _ = pump(ir, ow, mode.clone()) => {}
-        _ = pump(or, iw, mode) => {}
+        _ = pump(ir, ow, mode.clone(), rate.clone()) => {}
+        _ = pump(or, iw, mode, rate) => {}
     }
 }
 
@@ -97,8 +130,9 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mode: Arc<AtomicU8>,
+    rate: Arc<AtomicU64>,
 ) {
-    let mut buf = vec![0u8; 64 << 10];
+    let mut buf = vec![0u8; 16 << 10];
     loop {
         let n = tokio::select! {
             r = from.read(&mut buf) => match r {
@@ -116,6 +150,9 @@ async fn pump(
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
+        }
+        if let Some(us) = (n as u64 * 1_000_000).checked_div(rate.load(Ordering::SeqCst)) {
+            tokio::time::sleep(Duration::from_micros(us)).await;
         }
     }
 }

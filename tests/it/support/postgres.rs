@@ -247,6 +247,17 @@ impl PgCluster {
         }
     }
 
+    /// Crashes the server (`pg_ctl -m immediate stop`: every process quits at
+    /// once, no checkpoint); [`PgCluster::start`] runs crash recovery.
+    pub fn crash(&mut self) {
+        let mut c = as_pg_user(&pg_program("pg_ctl"));
+        c.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"]);
+        let _ = c.output();
+        self.running = false;
+    }
+
     /// Runs SQL with psql; returns unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> String {
         let mut c = Command::new(pg_program("psql"));

@@ -16,6 +16,12 @@ use crate::support::faults::{FaultProxy, Mode};
 use crate::support::moto::Moto;
 use crate::support::{gsdr_bin, tempdir};
 
+mod daemon;
+mod drill;
+mod engines;
+mod live;
+mod replicate;
+
 /// A mounted tmpfs of `mib` MiB, unmounted on drop.
 struct Tmpfs {
     dir: tempfile::TempDir,
@@ -82,17 +88,7 @@ fn timed(f: &Fixture, args: &[&str], env: &[(&str, &str)], limit: Duration) -> (
         cmd.env(k, v);
     }
     let child = cmd.spawn().unwrap();
-    let pid = child.id();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    });
-    let out = child.wait_with_output().unwrap();
-    drop(killer);
-    (out, t0.elapsed())
+    (wait_or_kill(child, limit), t0.elapsed())
 }
 
 fn text(o: &Output) -> String {
@@ -118,6 +114,9 @@ type Case = Result<(), String>;
 
 /// A named fault case.
 type Named<'a> = (&'static str, Box<dyn Fn() -> Case + 'a>);
+
+/// Fault cases run together on one setup, each with its name.
+type Group<'a> = Box<dyn Fn() -> Vec<(String, Case)> + 'a>;
 
 fn check(cond: bool, why: impl FnOnce() -> String) -> Case {
     if cond {
@@ -248,23 +247,135 @@ fn restore_to_a_full_disk() -> Case {
     })
 }
 
-/// A policy whose target goes through `proxy`, with short timeouts.
-fn s3_fixture(moto: &Moto, proxy: &FaultProxy, prefix: &str, body: &str) -> Fixture {
-    let dir = tempdir();
-    let key = dir.path().join("s3-key");
-    std::fs::write(&key, "test").unwrap();
-    let f = Fixture::new(&format!(
+/// The `[targets.s3]` table of a target that goes through `proxy`, with
+/// short timeouts; its credentials are read from `{dir}/s3-key` (see [`s3_fixture`]).
+fn s3_target_toml(moto: &Moto, proxy: &FaultProxy, prefix: &str) -> String {
+    format!(
         "[targets.s3]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\n\
-         access_key_id = {{ file = \"{k}\" }}\nsecret_access_key = {{ file = \"{k}\" }}\npart_size = \"5MiB\"\n\
-         max_attempts = 2\nrequest_timeout = \"3s\"\npart_timeout = \"4s\"\nread_timeout = \"3s\"\n\
-         [defaults]\ntarget = \"s3\"\n[pipeline]\nstall_timeout = \"5s\"\n[compression]\nlevel = 1\n{body}",
+         access_key_id = {{ file = \"{{dir}}/s3-key\" }}\nsecret_access_key = {{ file = \"{{dir}}/s3-key\" }}\npart_size = \"5MiB\"\n\
+         max_attempts = 2\nrequest_timeout = \"3s\"\npart_timeout = \"4s\"\nread_timeout = \"3s\"\n",
         proxy.endpoint(),
         moto.bucket,
-        k = key.display(),
-        prefix = prefix
+    )
+}
+
+/// A policy whose target goes through `proxy`, with short timeouts.
+fn s3_fixture(moto: &Moto, proxy: &FaultProxy, prefix: &str, body: &str) -> Fixture {
+    let f = Fixture::new(&format!(
+        "{}[defaults]\ntarget = \"s3\"\n[pipeline]\nstall_timeout = \"5s\"\n[compression]\nlevel = 1\n{body}",
+        s3_target_toml(moto, proxy, prefix)
     ));
-    std::mem::forget(dir);
+    std::fs::write(f.dir.path().join("s3-key"), "test").unwrap();
     f
+}
+
+/// What an interrupted run can leave under `prefix` of `moto`'s bucket that
+/// no manifest covers: open multipart uploads and data objects without a
+/// manifest beside them.
+fn s3_leftovers(rt: &tokio::runtime::Runtime, moto: &Moto, prefix: &str) -> Vec<String> {
+    rt.block_on(async {
+        let c = moto.client();
+        let mut out = Vec::new();
+        let ups = c
+            .list_multipart_uploads()
+            .bucket(&moto.bucket)
+            .prefix(format!("{prefix}/"))
+            .send()
+            .await
+            .unwrap();
+        for u in ups.uploads() {
+            out.push(format!("open upload of {}", u.key().unwrap_or_default()));
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        let mut token = None;
+        loop {
+            let page = c
+                .list_objects_v2()
+                .bucket(&moto.bucket)
+                .prefix(format!("{prefix}/"))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .unwrap();
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match page.next_continuation_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => break,
+            }
+        }
+        for k in &keys {
+            if let Some(dir) = k.strip_suffix("data.zst.age") {
+                if !keys.contains(&format!("{dir}manifest.json")) {
+                    out.push(format!("data without a manifest: {k}"));
+                }
+            }
+        }
+        out
+    })
+}
+
+/// `storage gc --grace 0s` succeeds and leaves nothing orphaned under `prefix`.
+fn gc_leaves_nothing(f: &Fixture, rt: &tokio::runtime::Runtime, moto: &Moto, prefix: &str) -> Case {
+    let o = f.gsdr(&["storage", "gc", "--grace", "0s"]);
+    check(o.status.success(), || format!("storage gc: {}", text(&o)))?;
+    let left = s3_leftovers(rt, moto, prefix);
+    check(left.is_empty(), || format!("after storage gc: {left:?}"))
+}
+
+/// Runs `gsdr args` in the background, calls `fault` after `delay`, and
+/// returns the output and the time from the fault to the end. Fails if the
+/// run ended before the fault (the fault would not have landed mid-stream).
+fn with_fault_after(
+    f: &Fixture,
+    args: &[&str],
+    delay: Duration,
+    fault: impl FnOnce(),
+) -> Result<(Output, Duration), String> {
+    let mut cmd = Command::new(gsdr_bin());
+    cmd.arg("--policy")
+        .arg(&f.policy)
+        .args(args)
+        .env("GSDR_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::thread::sleep(delay);
+    if let Ok(Some(st)) = child.try_wait() {
+        let o = child.wait_with_output().unwrap();
+        return Err(format!(
+            "`gsdr {}` ended ({st}) before the fault: the stream is too short: {}",
+            args.join(" "),
+            text(&o)
+        ));
+    }
+    fault();
+    let t0 = Instant::now();
+    Ok((wait_or_kill(child, Duration::from_secs(120)), t0.elapsed()))
+}
+
+/// Waits for `child`; SIGKILLs it (a hang) if it runs longer than `limit`.
+fn wait_or_kill(child: std::process::Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output().unwrap());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(o) => o,
+        Err(_) => {
+            // Not reaped yet, so the pid is still the child's.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            rx.recv().unwrap()
+        }
+    }
 }
 
 /// A backup whose S3 server fails (`mode`) after about 8 MB went up.
@@ -642,25 +753,76 @@ fn fault_suite() {
         ("run / injected panic", Box::new(run_with_an_injected_panic)),
         ("run / past its deadline", Box::new(run_past_its_deadline)),
     ];
-    let mut failed = Vec::new();
-    for (name, case) in &cases {
-        let t0 = Instant::now();
-        match case() {
-            Ok(()) => eprintln!(
-                "fault survived: {name} ({:.1} s)",
-                t0.elapsed().as_secs_f64()
+    let cases: Vec<Named<'_>> = cases
+        .into_iter()
+        .chain([
+            (
+                "replicate / primary stalled mid-copy",
+                Box::new(|| replicate::replicate_with_the_primary_stalled(&rt, &moto))
+                    as Box<dyn Fn() -> Case>,
             ),
+            (
+                "daemon / next slot after a panic",
+                Box::new(daemon::daemon_next_slot_after_a_panic),
+            ),
+            (
+                "drill / S3 cut mid-download",
+                Box::new(|| drill::drill_with_s3_cut(&rt, &moto)),
+            ),
+        ])
+        .collect();
+    // Groups of cases that share one (slow to start) server.
+    let groups: Vec<(&str, Group<'_>)> = vec![
+        (
+            "backup of redis",
+            Box::new(|| engines::both_faults(&rt, &moto, engines::redis_rig(&rt, &moto))),
+        ),
+        (
+            "backup of pg",
+            Box::new(|| engines::both_faults(&rt, &moto, engines::pg_rig(&rt, &moto))),
+        ),
+        (
+            "backup of mongo",
+            Box::new(|| engines::both_faults(&rt, &moto, engines::mongo_rig(&rt, &moto))),
+        ),
+        (
+            "restore into live redis",
+            Box::new(|| live::redis_restore_over_live(&rt, &moto)),
+        ),
+        (
+            "restore over live postgres",
+            Box::new(|| live::pg_restore_over_live(&rt, &moto)),
+        ),
+    ];
+    // `GSDR_FAULTS=text` runs only the cases (or groups) whose name contains it.
+    let only = std::env::var("GSDR_FAULTS").unwrap_or_default();
+    let mut tried = 0;
+    let mut failed = Vec::new();
+    let mut record = |name: &str, r: Case, secs: f64| {
+        tried += 1;
+        match r {
+            Ok(()) => eprintln!("fault survived: {name} ({secs:.1} s)"),
             Err(why) => {
                 eprintln!("fault NOT survived: {name}: {why}");
                 failed.push(format!("{name}: {why}"));
             }
         }
+    };
+    for (name, case) in cases.iter().filter(|(n, _)| n.contains(&only)) {
+        let t0 = Instant::now();
+        let r = case();
+        record(name, r, t0.elapsed().as_secs_f64());
     }
-    println!(
-        "faults: {} tried, {} survived",
-        cases.len(),
-        cases.len() - failed.len()
-    );
+    for (_, group) in groups.iter().filter(|(n, _)| n.contains(&only)) {
+        let t0 = Instant::now();
+        let results = group();
+        // The group's time, shared by its cases.
+        let secs = t0.elapsed().as_secs_f64() / results.len().max(1) as f64;
+        for (name, r) in results {
+            record(&name, r, secs);
+        }
+    }
+    println!("faults: {tried} tried, {} survived", tried - failed.len());
     assert!(
         failed.is_empty(),
         "faults not survived:\n{}",
