@@ -202,6 +202,7 @@ mod tests {
             bytes_raw: 1,
             bytes_stored: 1,
             duration_secs: 0.1,
+            committed_at: None,
         });
         let t0 = tokio::time::Instant::now();
         assert!(

@@ -744,7 +744,7 @@ impl JobFinished<'_> {
         m.job_runs
             .get_or_create(&super::JobResultLabel {
                 kind: l.kind.clone(),
-                job: l.job.clone(),
+                name: l.name.clone(),
                 result: self.result.to_string(),
             })
             .inc();
@@ -817,7 +817,7 @@ impl JobRecorded<'_> {
             }
             JobKind::Velero => {
                 let v = super::VeleroJobLabel {
-                    job: r.id.name.clone(),
+                    name: r.id.name.clone(),
                 };
                 m.velero_last_attempt_success.get_or_create(&v).set(ok);
                 if let Some(s) = &r.last_success {

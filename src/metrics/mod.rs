@@ -34,17 +34,17 @@
 //! | `gsdr_pruned_wal_files_total` / `gsdr_pruned_wal_bytes_total` | counter | (PostgreSQL engine) WAL files and their stored bytes deleted by retention (label `target`) |
 //! | `gsdr_catalog_manifests_skipped_total` | counter | (labels `store`, `reason`: unreadable/newer_schema/mismatch; no `source`) manifests a listing skipped, once per listing that met them |
 //! | `gsdr_gc_removed_objects_total` / `gsdr_gc_removed_bytes_total` | counter | (labels `target`, `category`: multipart_upload/temp_file/orphan_data; no `source`) leftovers garbage collection removed |
-//! | `gsdr_job_last_attempt_success` | gauge | (labels `kind`, `job`; no `source`) 1 if the job's last run succeeded, 0 if it failed; from the job's record in the catalog, so every replica publishes the same value |
-//! | `gsdr_job_last_success_timestamp_seconds` | gauge | (labels `kind`, `job`) end of the job's last successful run (job record) |
-//! | `gsdr_job_last_run_timestamp_seconds` | gauge | (labels `kind`, `job`) end of the job's last run, whatever its outcome (job record) |
-//! | `gsdr_job_last_duration_seconds` | gauge | (labels `kind`, `job`) wall time of the job's last run (job record) |
-//! | `gsdr_job_next_run_timestamp_seconds` | gauge | (labels `kind`, `job`) the job's next slot as this replica's scheduler sees it |
-//! | `gsdr_job_runs_total` | counter | (labels `kind`, `job`, `result`: success/failure/skipped) slots this process handled |
-//! | `gsdr_job_failures_total` | counter | (labels `kind`, `job`) failed attempts in this process |
+//! | `gsdr_job_last_attempt_success` | gauge | (labels `kind`, `name`; no `source`) 1 if the job's last run succeeded, 0 if it failed; from the job's record in the catalog, so every replica publishes the same value |
+//! | `gsdr_job_last_success_timestamp_seconds` | gauge | (labels `kind`, `name`) end of the job's last successful run (job record) |
+//! | `gsdr_job_last_run_timestamp_seconds` | gauge | (labels `kind`, `name`) end of the job's last run, whatever its outcome (job record) |
+//! | `gsdr_job_last_duration_seconds` | gauge | (labels `kind`, `name`) wall time of the job's last run (job record) |
+//! | `gsdr_job_next_run_timestamp_seconds` | gauge | (labels `kind`, `name`) the job's next slot as this replica's scheduler sees it |
+//! | `gsdr_job_runs_total` | counter | (labels `kind`, `name`, `result`: success/failure/skipped) slots this process handled |
+//! | `gsdr_job_failures_total` | counter | (labels `kind`, `name`) failed attempts in this process |
 //! | `gsdr_drill_last_run_timestamp_seconds` | gauge | (label `scenario`) when the scenario's newest drill report in the catalog started |
 //! | `gsdr_drill_rto_seconds` / `gsdr_drill_rto_target_seconds` | gauge | (label `scenario`) RTO achieved by that drill and its objective |
-//! | `gsdr_velero_last_attempt_success` | gauge | (label `job`) 1 if the last Velero backup of the job completed, 0 otherwise (job record) |
-//! | `gsdr_velero_last_success_timestamp_seconds` | gauge | (label `job`) end of its last completed Velero backup (job record) |
+//! | `gsdr_velero_last_attempt_success` | gauge | (label `name`: the Velero job) 1 if the last Velero backup of the job completed, 0 otherwise (job record) |
+//! | `gsdr_velero_last_success_timestamp_seconds` | gauge | (label `name`) end of its last completed Velero backup (job record) |
 //! | `gsdr_gc_failures_total` | counter | (label `target`; no `source`) garbage collection runs that could not finish or removals that failed |
 
 pub mod events;
@@ -97,31 +97,31 @@ pub struct OnlyTargetLabel {
     pub target: String,
 }
 
-/// Label set `{kind, job}` (scheduled jobs).
+/// Label set `{kind, name}` (scheduled jobs; not `job`, which is Prometheus's own).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabel {
     /// Job kind (`backup`, `velero`, `drill`, …).
     pub kind: String,
     /// Job name (source, Velero job, `all`).
-    pub job: String,
+    pub name: String,
 }
 
-/// Label set `{kind, job, result}`.
+/// Label set `{kind, name, result}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobResultLabel {
     /// Job kind.
     pub kind: String,
     /// Job name.
-    pub job: String,
+    pub name: String,
     /// `success`, `failure` or `skipped`.
     pub result: String,
 }
 
-/// Label set `{job}` (Velero jobs).
+/// Label set `{name}` (Velero jobs; not `job`, which is Prometheus's own).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VeleroJobLabel {
     /// `[velero.jobs.NAME]`.
-    pub job: String,
+    pub name: String,
 }
 
 /// Label set `{source, class}`.
@@ -449,7 +449,7 @@ impl Metrics {
 pub(crate) fn job_label(id: &crate::scheduler::JobId) -> JobLabel {
     JobLabel {
         kind: id.kind.as_str().to_string(),
-        job: id.name.clone(),
+        name: id.name.clone(),
     }
 }
 

@@ -7,10 +7,9 @@
 //! group, so a source that vanished from the policy vanishes from the
 //! Pushgateway at the next push. The registry encodes OpenMetrics;
 //! [`to_text_format`] rewrites it, because the Pushgateway parses the classic
-//! text format, where a counter's TYPE line names the `_total` series, and
-//! a series' own `job` label (the Velero or scheduler job of
-//! `gsdr_velero_*{job}` and `gsdr_job_*{kind,job}`) is sent as `exported_job`:
-//! `job` is a grouping label, which pushed series may not carry.
+//! text format, where a counter's TYPE line names the `_total` series. No
+//! gsdr series carries a `job` label (jobs are `{kind, name}`), so the
+//! Pushgateway's grouping label `job` is free.
 
 use std::time::Duration;
 
@@ -83,8 +82,7 @@ fn base64url(data: &[u8]) -> String {
 
 /// Rewrites an OpenMetrics exposition (what the registry encodes) into the
 /// classic text format: no `# EOF` or `# UNIT` lines, a counter's
-/// `# TYPE`/`# HELP` lines name its `_total` series, a `job` label becomes
-/// `exported_job`.
+/// `# TYPE`/`# HELP` lines name its `_total` series.
 pub fn to_text_format(openmetrics: &str) -> String {
     let mut counters = std::collections::HashSet::new();
     for line in openmetrics.lines() {
@@ -113,11 +111,7 @@ pub fn to_text_format(openmetrics: &str) -> String {
                 };
                 out.push_str(format!("{p}{name}{suffix} {tail}").trim_end_matches(' '));
             }
-            None => out.push_str(&line.replacen("{job=\"", "{exported_job=\"", 1).replacen(
-                ",job=\"",
-                ",exported_job=\"",
-                1,
-            )),
+            None => out.push_str(line),
         }
         out.push('\n');
     }
@@ -176,13 +170,13 @@ mod tests {
     fn openmetrics_counters_become_text_format() {
         let om = "# HELP gsdr_backup_runs Finished runs.\n# TYPE gsdr_backup_runs counter\n\
                   gsdr_backup_runs_total{source=\"a\"} 2\n# HELP gsdr_x_seconds X.\n\
-                  gsdr_job_ok{kind=\"gc\",job=\"gc\"} 1\ngsdr_velero_ok{job=\"daily\"} 1\n\
+                  gsdr_job_ok{kind=\"gc\",name=\"gc\"} 1\n\
                   # TYPE gsdr_x_seconds gauge\n# UNIT gsdr_x_seconds seconds\ngsdr_x_seconds 1.5\n# EOF\n";
         assert_eq!(
             to_text_format(om),
             "# HELP gsdr_backup_runs_total Finished runs.\n# TYPE gsdr_backup_runs_total counter\n\
              gsdr_backup_runs_total{source=\"a\"} 2\n# HELP gsdr_x_seconds X.\n\
-             gsdr_job_ok{kind=\"gc\",exported_job=\"gc\"} 1\ngsdr_velero_ok{exported_job=\"daily\"} 1\n\
+             gsdr_job_ok{kind=\"gc\",name=\"gc\"} 1\n\
              # TYPE gsdr_x_seconds gauge\ngsdr_x_seconds 1.5\n"
         );
     }

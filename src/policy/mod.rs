@@ -634,9 +634,14 @@ pub struct Objectives {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrillsConfig {
-    /// When the daemon runs the drills (cron, UTC), e.g. `"0 4 * * 0"` weekly. Unset: on demand only.
+    /// When the drills run (cron, UTC), e.g. `"0 4 * * 0"` weekly. Unset: on demand only.
     #[serde(default)]
     pub schedule: Option<CronSchedule>,
+    /// Whether the daemon runs the scheduled drills itself (its image must
+    /// carry the scratch servers' binaries); `false` when a Kubernetes
+    /// CronJob runs `gsdr drill --scheduled` instead (`deploy/components/drills`).
+    #[serde(default = "yes")]
+    pub in_daemon: bool,
     /// Scenario names from the runbooks directory, or `["all"]`.
     #[serde(default = "default_drill_scenarios")]
     pub scenarios: Vec<String>,
@@ -688,6 +693,7 @@ impl Default for DrillsConfig {
     fn default() -> Self {
         DrillsConfig {
             schedule: None,
+            in_daemon: true,
             scenarios: default_drill_scenarios(),
             keep_reports: default_keep_reports(),
             trend_reports: default_trend_reports(),

@@ -54,6 +54,9 @@ pub struct RunReport {
     pub bytes_stored: u64,
     /// Seconds taken.
     pub duration_secs: f64,
+    /// When what it made is dated (a backup: its manifest's finish time, which
+    /// every replica reads back from the catalog); none: the end of the run.
+    pub committed_at: Option<DateTime<Utc>>,
 }
 
 /// What the scheduler runs (production: [`runner::JobRunner`]).
@@ -350,25 +353,7 @@ impl Shared {
         };
         match (&plan.home, &holds) {
             (Some(store), Some(_)) => {
-                let before = match record::read(store.as_ref(), id).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(event = "job_record_failed", job = %id, error = %e);
-                        None
-                    }
-                };
-                let mut sent = false;
-                for h in &self.hooks {
-                    sent |= h.outcome(id, &outcome, before.as_ref());
-                }
-                let mut rec = record::JobRecord::next(before, id, entry);
-                if sent {
-                    rec.notified_failure_at = Some(finished_at);
-                }
-                match record::write(store.as_ref(), &rec).await {
-                    Ok(()) => events::JobRecorded { record: &rec }.emit(),
-                    Err(e) => tracing::warn!(event = "job_record_failed", job = %id, error = %e),
-                }
+                record_and_notify(store.as_ref(), id, entry, &outcome, &self.hooks).await;
             }
             _ => {
                 for h in &self.hooks {
@@ -524,7 +509,7 @@ impl Shared {
                             bytes_raw: r.bytes_raw,
                             bytes_stored: r.bytes_stored,
                             duration_secs: r.duration_secs,
-                            finished_at: self.clock.now(),
+                            finished_at: r.committed_at.unwrap_or_else(|| self.clock.now()),
                         }
                         .emit();
                     }
@@ -620,6 +605,79 @@ impl Shared {
         }
         failures
     }
+}
+
+/// Tells `hooks` the outcome of a slot of `id` with the job's record before
+/// it, then stores the record with `entry` (and when a failure was notified).
+async fn record_and_notify(
+    store: &dyn crate::storage::Store,
+    id: &JobId,
+    entry: RunEntry,
+    outcome: &SlotOutcome,
+    hooks: &[Arc<dyn OutcomeHook>],
+) {
+    let before = match record::read(store, id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(event = "job_record_failed", job = %id, error = %e);
+            None
+        }
+    };
+    let mut sent = false;
+    for h in hooks {
+        sent |= h.outcome(id, outcome, before.as_ref());
+    }
+    let at = entry.finished_at;
+    let mut rec = record::JobRecord::next(before, id, entry);
+    if sent {
+        rec.notified_failure_at = Some(at);
+    }
+    match record::write(store, &rec).await {
+        Ok(()) => events::JobRecorded { record: &rec }.emit(),
+        Err(e) => tracing::warn!(event = "job_record_failed", job = %id, error = %e),
+    }
+}
+
+/// Records a run of `id` made outside the daemon (the drills CronJob's
+/// `gsdr drill --scheduled`) as a daemon slot would be: its job record on
+/// `home`, the metrics and the notifications. One such process runs at a
+/// time (the CronJob forbids concurrent runs), so no lease is taken.
+pub async fn record_outside_run(
+    home: &dyn crate::storage::Store,
+    id: &JobId,
+    started_at: DateTime<Utc>,
+    outcome: &SlotOutcome,
+    hooks: &[Arc<dyn OutcomeHook>],
+) {
+    let finished_at = Utc::now();
+    let (result, detail) = match outcome {
+        SlotOutcome::Success(r) => (RunResult::Success, r.id.clone()),
+        SlotOutcome::Failed(e) => (RunResult::Failure, e.clone()),
+        SlotOutcome::Skipped(w) => (RunResult::Failure, w.clone()),
+        SlotOutcome::Aborted => (RunResult::Aborted, "aborted".to_string()),
+    };
+    let entry = RunEntry {
+        slot: started_at,
+        started_at,
+        finished_at,
+        result,
+        detail: detail.clone(),
+        attempts: 1,
+        holder: default_holder(),
+    };
+    events::JobFinished {
+        job: id,
+        result: if result == RunResult::Success {
+            "success"
+        } else {
+            "failure"
+        },
+        detail: &detail,
+        duration_secs: (finished_at - started_at).num_milliseconds() as f64 / 1000.0,
+        finished_at: (result == RunResult::Success).then_some(finished_at),
+    }
+    .emit();
+    record_and_notify(home, id, entry, outcome, hooks).await;
 }
 
 /// The scheduler of one daemon process.

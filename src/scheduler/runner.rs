@@ -138,6 +138,7 @@ impl JobRunner {
             bytes_raw: out.manifest.raw_bytes,
             bytes_stored: out.manifest.stored_bytes,
             duration_secs: out.duration_secs,
+            committed_at: Some(out.manifest.finished_at),
         })
     }
 
@@ -215,6 +216,7 @@ impl JobRunner {
             bytes_raw: 0,
             bytes_stored: 0,
             duration_secs: started.elapsed().as_secs_f64(),
+            committed_at: None,
         })
     }
 
@@ -258,6 +260,7 @@ impl JobRunner {
             bytes_raw: 0,
             bytes_stored: 0,
             duration_secs: started.elapsed().as_secs_f64(),
+            committed_at: None,
         })
     }
 
@@ -307,6 +310,7 @@ fn summary(id: String, started: std::time::Instant) -> RunReport {
         bytes_raw: 0,
         bytes_stored: 0,
         duration_secs: started.elapsed().as_secs_f64(),
+        committed_at: None,
     }
 }
 
@@ -422,7 +426,13 @@ pub async fn plans(env: &Env) -> Result<Vec<JobPlan>> {
             }
         }
     }
-    if let Some(s) = env.policy.drills.as_ref().and_then(|x| x.schedule.as_ref()) {
+    if let Some(s) = env
+        .policy
+        .drills
+        .as_ref()
+        .filter(|x| x.in_daemon)
+        .and_then(|x| x.schedule.as_ref())
+    {
         add(
             JobId::new(JobKind::Drill, SCHEDULED_DRILLS),
             Trigger::Cron(Box::new(s.schedule.clone())),

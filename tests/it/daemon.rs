@@ -84,6 +84,7 @@ impl Runner for Scripted {
                 bytes_raw: 10,
                 bytes_stored: 5,
                 duration_secs: self.job_time.as_secs_f64(),
+                committed_at: None,
             }),
             Step::Temporary => Err(gsdr::Error::LocalIo {
                 what: "reading",
@@ -549,6 +550,7 @@ impl Runner for SlotRecorder {
             bytes_raw: 1,
             bytes_stored: 1,
             duration_secs: 0.3,
+            committed_at: None,
         })
     }
     async fn last_success(&self, _: &JobId) -> gsdr::Result<Option<DateTime<Utc>>> {
@@ -1359,6 +1361,7 @@ async fn webhook_gets_one_failure_message_per_interval_and_a_recovery() {
             bytes_raw: 1,
             bytes_stored: 1,
             duration_secs: 1.0,
+            committed_at: None,
         }),
         None,
     );

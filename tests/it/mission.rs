@@ -156,6 +156,8 @@ fn shared_series(text: &str) -> BTreeMap<String, String> {
         .samples
         .into_iter()
         .filter(|s| SHARED_SERIES.contains(&s.metric.as_str()))
+        // The status refresh runs on every replica (not leased): its own series differ by design.
+        .filter(|s| s.labels.get("kind") != Some("wal-status"))
         .map(|s| {
             let v = match s.value {
                 prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
