@@ -47,7 +47,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             env.source_config(s)?;
             plans.push(scheduler::SourcePlan {
                 name: s.clone(),
-                schedule: "0 0 0 1 1 * 2099".parse()?,
+                schedule: "@yearly".parse()?,
                 lease_store: Some(env.store(&env.primary_target_name(s)?).await?),
                 timeout: env.policy.timeout_of(s),
             });

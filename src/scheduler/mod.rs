@@ -33,7 +33,7 @@ use lease::{Acquire, Lease};
 
 use crate::error::{Error, RetryClass};
 use crate::metrics::events;
-use crate::policy::{DaemonConfig, MissedRuns};
+use crate::policy::{CronSchedule, DaemonConfig, MissedRuns, Zone};
 use crate::storage::Store;
 
 /// What one successful attempt produced.
@@ -64,7 +64,7 @@ pub struct SourcePlan {
     /// Source name.
     pub name: String,
     /// Its cron schedule.
-    pub schedule: cron::Schedule,
+    pub schedule: CronSchedule,
     /// Where its lease lives (its primary target); `None` = no cross-replica lease.
     pub lease_store: Option<Arc<dyn Store>>,
     /// Deadline of one attempt: past it the attempt is cancelled and the slot fails.
@@ -162,35 +162,28 @@ pub enum SlotOutcome {
     Aborted,
 }
 
-/// The newest slot at or before `now`, and the next one after `now`.
+/// The newest slot at or before `now` (within 400 days), and the next one after `now`.
 pub fn slots(
-    schedule: &cron::Schedule,
+    schedule: &CronSchedule,
     offset: FixedOffset,
     now: DateTime<Utc>,
 ) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
-    let local = now.with_timezone(&offset);
-    let next = schedule.after(&local).next().map(|t| t.with_timezone(&Utc));
-    let prev = if schedule.includes(local) {
-        Some(now)
-    } else {
-        schedule
-            .after(&local)
-            .next_back()
-            .map(|t| t.with_timezone(&Utc))
-    };
-    (prev, next)
+    let zone = Zone::Fixed(offset);
+    (
+        schedule.latest_at_or_before(now, &zone),
+        schedule.next_after(now, &zone),
+    )
 }
 
 /// The interval of a schedule around `now` (distance between the next two slots).
 pub fn interval(
-    schedule: &cron::Schedule,
+    schedule: &CronSchedule,
     offset: FixedOffset,
     now: DateTime<Utc>,
 ) -> Option<Duration> {
-    let local = now.with_timezone(&offset);
-    let mut it = schedule.after(&local);
-    let a = it.next()?;
-    let b = it.next()?;
+    let zone = Zone::Fixed(offset);
+    let a = schedule.next_after(now, &zone)?;
+    let b = schedule.next_after(a, &zone)?;
     (b - a).to_std().ok()
 }
 

@@ -156,7 +156,7 @@ pub async fn plans(env: &Env) -> Result<Vec<SourcePlan>> {
         let store = env.store(&env.primary_target_name(name)?).await?;
         out.push(SourcePlan {
             name: name.clone(),
-            schedule: sched.schedule.clone(),
+            schedule: sched.clone(),
             lease_store: Some(store),
             timeout: env.policy.timeout_of(name),
         });
@@ -170,7 +170,7 @@ pub fn publish_objectives(env: &Env, offset: chrono::FixedOffset) {
         let ival = cfg
             .schedule
             .as_ref()
-            .and_then(|s| super::interval(&s.schedule, offset, Utc::now()));
+            .and_then(|s| super::interval(s, offset, Utc::now()));
         events::SourceConfigured {
             source: name,
             interval_secs: ival.map_or(0.0, |d| d.as_secs_f64()),
