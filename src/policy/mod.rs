@@ -337,6 +337,21 @@ pub struct DaemonConfig {
     /// At most one notification per source in this interval (recoveries always pass).
     #[serde(default = "default_notify_min_interval")]
     pub notify_min_interval: HumanDuration,
+    /// Body of webhook posts: `slack` (`{"text": …, "blocks": […]}`, the default) or `json` (`{"kind": …, "severity": …, "policy": …, …}`).
+    #[serde(default)]
+    pub webhook_format: WebhookFormat,
+    /// A postgres source whose WAL archive lags this much behind now is notified (and again when it catches up).
+    #[serde(default = "default_wal_lag_alert")]
+    pub wal_lag_alert: HumanDuration,
+    /// A source whose off-site copy lags its primary by this much is notified (and again when it catches up).
+    #[serde(default = "default_offsite_lag_alert")]
+    pub offsite_lag_alert: HumanDuration,
+    /// Dead man's switch URL (a secret like `webhook_url`), posted to while nothing is failing; unset: no heartbeat.
+    #[serde(default)]
+    pub heartbeat_url: Option<SecretRef>,
+    /// At most one heartbeat per this interval.
+    #[serde(default = "default_heartbeat_every")]
+    pub heartbeat_every: HumanDuration,
     /// Time zone of cron schedules: `UTC` (default), a fixed offset like
     /// `+01:00`, or an IANA name like `Europe/Berlin` (daylight saving: a slot
     /// in the skipped hour runs once at the end of the gap, one in the repeated hour once).
@@ -391,6 +406,15 @@ fn default_grace_period() -> HumanDuration {
 fn default_notify_min_interval() -> HumanDuration {
     hd(900)
 }
+fn default_wal_lag_alert() -> HumanDuration {
+    hd(900)
+}
+fn default_offsite_lag_alert() -> HumanDuration {
+    hd(3600)
+}
+fn default_heartbeat_every() -> HumanDuration {
+    hd(300)
+}
 fn default_gc_every() -> HumanDuration {
     hd(6 * 3600)
 }
@@ -416,11 +440,27 @@ impl Default for DaemonConfig {
             wal_status_every: default_wal_status_every(),
             webhook_url: None,
             notify_min_interval: default_notify_min_interval(),
+            webhook_format: WebhookFormat::default(),
+            wal_lag_alert: default_wal_lag_alert(),
+            offsite_lag_alert: default_offsite_lag_alert(),
+            heartbeat_url: None,
+            heartbeat_every: default_heartbeat_every(),
             timezone: None,
             gc_every: default_gc_every(),
             gc_grace: default_gc_grace(),
         }
     }
+}
+
+/// The body of webhook posts (`daemon.webhook_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// Slack-compatible: `{"text": …, "blocks": […]}` (also Mattermost, Rocket.Chat, Teams workflows).
+    #[default]
+    Slack,
+    /// `{"kind": …, "severity": …, "policy": …, "text": …, <fields>}` for alert routers and scripts.
+    Json,
 }
 
 impl DaemonConfig {
@@ -1014,6 +1054,15 @@ impl Policy {
         }
         if d.wal_status_every.0.is_zero() {
             return Err(self.err(text, "daemon.wal_status_every", "must be above 0"));
+        }
+        for (field, v) in [
+            ("daemon.wal_lag_alert", d.wal_lag_alert),
+            ("daemon.offsite_lag_alert", d.offsite_lag_alert),
+            ("daemon.heartbeat_every", d.heartbeat_every),
+        ] {
+            if v.0.is_zero() {
+                return Err(self.err(text, field, "must be above 0"));
+            }
         }
         if d.gc_every.0.is_zero() {
             return Err(self.err(text, "daemon.gc_every", "must be above 0"));

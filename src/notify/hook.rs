@@ -1,5 +1,5 @@
-//! Notifications: a Slack-compatible webhook (`{"text": …}`) on failure and
-//! on recovery, rate limited per source.
+//! The scheduler's per-slot hook: a Slack-compatible webhook message on a
+//! backup's failure and on its recovery, rate limited per source.
 //!
 //! A source that keeps failing sends at most one message per
 //! `notify_min_interval`; its first success after a failure always sends a
@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::policy::Secret;
+use super::{Notice, Sender};
+use crate::policy::{Secret, WebhookFormat};
 use crate::scheduler::{OutcomeHook, SlotOutcome};
 
 /// Per-source notification state.
@@ -25,17 +26,19 @@ pub struct NotifyState {
 /// What to send for `outcome`, updating `state`; `None` = nothing (rate limited or nothing new).
 pub fn decide(
     state: &mut NotifyState,
-    platform: &str,
     source: &str,
     outcome: &SlotOutcome,
     now: tokio::time::Instant,
     min_interval: Duration,
-) -> Option<String> {
+) -> Option<Notice> {
     match outcome {
         SlotOutcome::Success(r) => {
             let was = std::mem::take(&mut state.failing);
             state.last_sent = None;
-            was.then(|| format!(":white_check_mark: gsdr {platform}: backup of `{source}` recovered (backup {})", r.id))
+            was.then(|| Notice::BackupRecovered {
+                source: source.to_string(),
+                backup_id: r.id.clone(),
+            })
         }
         SlotOutcome::Failed(e) => {
             state.failing = true;
@@ -46,9 +49,10 @@ pub fn decide(
                 return None;
             }
             state.last_sent = Some(now);
-            Some(format!(
-                ":x: gsdr {platform}: backup of `{source}` failed: {e}"
-            ))
+            Some(Notice::BackupFailed {
+                source: source.to_string(),
+                error: e.clone(),
+            })
         }
         SlotOutcome::Aborted => {
             state.failing = true;
@@ -58,12 +62,11 @@ pub fn decide(
     }
 }
 
-/// Posts to a webhook.
+/// Posts backup failures and recoveries to a Slack-compatible webhook.
 pub struct Notifier {
-    url: Secret,
+    sender: Sender,
     platform: String,
     min_interval: Duration,
-    client: reqwest::Client,
     state: Mutex<HashMap<String, NotifyState>>,
 }
 
@@ -78,37 +81,29 @@ impl std::fmt::Debug for Notifier {
 impl Notifier {
     /// A notifier posting to `url` for `platform`.
     pub fn new(url: Secret, platform: &str, min_interval: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(super::SEND_TIMEOUT)
+            .build()
+            .unwrap_or_default();
         Notifier {
-            url,
+            sender: Sender::with_client(
+                platform,
+                WebhookFormat::Slack,
+                Some(url),
+                None,
+                super::SEND_TIMEOUT,
+                client,
+            ),
             platform: platform.to_string(),
             min_interval,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
             state: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Posts `text` now; errors are logged without the URL.
-    pub async fn send(&self, text: &str) {
-        let r = self
-            .client
-            .post(self.url.expose())
-            .json(&serde_json::json!({ "text": text }))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status());
-        match r {
-            Ok(_) => tracing::info!(event = "notification_sent"),
-            // reqwest errors can carry the URL: log only the kind.
-            Err(e) => tracing::warn!(
-                event = "notification_failed",
-                status = e.status().map(|s| s.as_u16()),
-                timeout = e.is_timeout(),
-                connect = e.is_connect()
-            ),
-        }
+    /// Posts `notice` now; a failure is logged without the URL.
+    pub async fn send(&self, notice: &Notice) {
+        // The sender logs the failure (without the URL); nothing else to do here.
+        let _ = self.sender.send(notice).await;
     }
 }
 
@@ -119,16 +114,15 @@ impl OutcomeHook for std::sync::Arc<Notifier> {
             let s = st.entry(source.to_string()).or_default();
             decide(
                 s,
-                &self.platform,
                 source,
                 outcome,
                 tokio::time::Instant::now(),
                 self.min_interval,
             )
         };
-        if let Some(text) = msg {
+        if let Some(notice) = msg {
             let me = self.clone();
-            tokio::spawn(async move { me.send(&text).await });
+            tokio::spawn(async move { me.send(&notice).await });
         }
     }
 }
@@ -150,20 +144,25 @@ mod tests {
             duration_secs: 0.1,
         });
         let t0 = tokio::time::Instant::now();
+        let text = |n: Option<Notice>| n.map(|n| crate::notify::render::text(&n, "p"));
         assert!(
-            decide(&mut st, "p", "s", &ok, t0, min).is_none(),
+            decide(&mut st, "s", &ok, t0, min).is_none(),
             "no recovery without a failure"
         );
-        assert!(decide(&mut st, "p", "s", &fail, t0, min)
+        assert!(text(decide(&mut st, "s", &fail, t0, min))
             .unwrap()
             .contains("failed: boom"));
-        assert!(decide(&mut st, "p", "s", &fail, t0 + Duration::from_secs(60), min).is_none());
-        assert!(decide(&mut st, "p", "s", &fail, t0 + Duration::from_secs(901), min).is_some());
-        assert!(
-            decide(&mut st, "p", "s", &ok, t0 + Duration::from_secs(902), min)
-                .unwrap()
-                .contains("recovered")
-        );
+        assert!(decide(&mut st, "s", &fail, t0 + Duration::from_secs(60), min).is_none());
+        assert!(decide(&mut st, "s", &fail, t0 + Duration::from_secs(901), min).is_some());
+        assert!(text(decide(
+            &mut st,
+            "s",
+            &ok,
+            t0 + Duration::from_secs(902),
+            min
+        ))
+        .unwrap()
+        .contains("recovered"));
         assert!(!st.failing);
     }
 }
