@@ -45,7 +45,7 @@ pub enum NotifyError {
     #[error("cannot build the HTTP client for notifications: {0}")]
     Client(#[source] reqwest::Error),
     /// No answer within [`SEND_TIMEOUT`].
-    #[error("the {endpoint} did not answer within {}s; check that it is reachable from the pod", timeout.as_secs())]
+    #[error("the {endpoint} did not answer within {}; check that it is reachable from the pod", humantime::format_duration(*timeout))]
     Timeout {
         /// Where to.
         endpoint: Endpoint,
@@ -61,13 +61,13 @@ pub enum NotifyError {
         status: u16,
     },
     /// Connection refused, DNS, TLS and other transport errors.
-    #[error("cannot reach the {endpoint}: {source}")]
+    #[error("cannot reach the {endpoint}: {cause}")]
     Request {
         /// Where to.
         endpoint: Endpoint,
-        /// The transport error, its URL removed.
-        #[source]
-        source: reqwest::Error,
+        /// What failed, e.g. `connect: Connection refused (os error 111)`. A
+        /// text, not the client's error: that one names the address it dialled.
+        cause: String,
     },
 }
 
@@ -194,7 +194,7 @@ impl Sender {
                 } else {
                     NotifyError::Request {
                         endpoint,
-                        source: e.without_url(),
+                        cause: cause(&e),
                     }
                 };
                 tracing::warn!(event = "notification_failed", kind = n.kind(), error = %err);
@@ -202,4 +202,26 @@ impl Sender {
             }
         }
     }
+}
+
+/// What a transport error was, without the URL or the address: its class and
+/// the operating system's message, if one is in its chain.
+fn cause(e: &reqwest::Error) -> String {
+    let class = if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else if e.is_redirect() {
+        "redirect"
+    } else {
+        "request"
+    };
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return format!("{class}: {io}");
+        }
+        src = s.source();
+    }
+    class.to_string()
 }

@@ -9,6 +9,7 @@ mod faults;
 mod gc;
 mod lifecycle;
 mod mongo;
+mod notify;
 mod pg_safety;
 mod postgres;
 mod redis;
