@@ -34,18 +34,15 @@ pub(crate) fn shutdown_on_signal() -> anyhow::Result<CancellationToken> {
     Ok(token)
 }
 
-/// The webhook notifier of the policy, if one is configured.
+/// The webhook notifier of the policy (its format and URL), if one is configured.
 pub(crate) fn hooks(env: &gsdr::job::Env) -> anyhow::Result<Vec<Arc<dyn OutcomeHook>>> {
     let d = &env.policy.daemon;
-    let Some(r) = &d.webhook_url else {
+    if d.webhook_url.is_none() {
         return Ok(Vec::new());
-    };
-    let url = r
-        .read()
-        .map_err(|e| anyhow::anyhow!("daemon.webhook_url: {e}"))?;
-    let n = Arc::new(gsdr::notify::Notifier::new(
-        url,
-        &env.policy.name,
+    }
+    let sender = gsdr::notify::Sender::from_policy(&env.policy)?;
+    let n = Arc::new(gsdr::notify::Notifier::with_sender(
+        sender,
         d.notify_min_interval.0,
     ));
     Ok(vec![Arc::new(n)])

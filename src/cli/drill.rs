@@ -96,6 +96,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     }
     let env = ctx.env()?;
     let progress = progress::for_terminal(ctx.quiet || ctx.json);
+    let started = chrono::Utc::now();
     let results = if args.scheduled {
         gsdr::drill::run_scheduled(&env, args.runbooks.as_deref(), progress.as_ref()).await?
     } else {
@@ -116,6 +117,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         results
     };
     if args.scheduled {
+        record_scheduled(&env, started, &results).await;
         super::run::push_metrics(&env.policy, "gsdr-drill").await;
     }
     let total = results.len();
@@ -426,4 +428,61 @@ fn render_plan(p: &runner::Plan) -> String {
         }
     }
     out
+}
+
+/// Records a `--scheduled` run as the daemon's `drill/scheduled` job (its
+/// record, metrics and notifications), so `gsdr status` and the alerts see
+/// drills the CronJob ran. Best effort: a failure here is a warning.
+async fn record_scheduled(
+    env: &gsdr::job::Env,
+    started: chrono::DateTime<chrono::Utc>,
+    results: &[(
+        String,
+        Result<gsdr::drill::runner::RunResult, gsdr::drill::DrillError>,
+    )],
+) {
+    use gsdr::scheduler::{runner, JobId, JobKind, RunReport, SlotOutcome};
+    let mut failed = Vec::new();
+    let mut keys = Vec::new();
+    for (name, r) in results {
+        match r {
+            Ok(r) if r.report.passed => keys.extend(r.stored_keys.first().cloned()),
+            Ok(r) => failed.push(format!(
+                "`{name}` failed ({})",
+                r.report.failures.join("; ")
+            )),
+            Err(e) => failed.push(format!("`{name}` did not run: {e}")),
+        }
+    }
+    let outcome = if failed.is_empty() {
+        SlotOutcome::Success(RunReport {
+            id: format!("{} drills passed: {}", results.len(), keys.join(", ")),
+            bytes_raw: 0,
+            bytes_stored: 0,
+            duration_secs: (chrono::Utc::now() - started).num_milliseconds() as f64 / 1000.0,
+            committed_at: None,
+        })
+    } else {
+        SlotOutcome::Failed(format!(
+            "{} of {} drills failed: {}",
+            failed.len(),
+            results.len(),
+            failed.join("; ")
+        ))
+    };
+    let hooks = match super::daemon::hooks(env) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(event = "drill_record_failed", error = %e);
+            Vec::new()
+        }
+    };
+    match env.home_store().await {
+        Ok(home) => {
+            let id = JobId::new(JobKind::Drill, runner::SCHEDULED_DRILLS);
+            gsdr::scheduler::record_outside_run(home.as_ref(), &id, started, &outcome, &hooks)
+                .await;
+        }
+        Err(e) => tracing::warn!(event = "drill_record_failed", error = %e),
+    }
 }

@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     let _ = args.once;
     let env = Arc::new(ctx.env()?);
     let settings = scheduler::Settings::from_policy(&env.policy.daemon)?;
-    runner::publish_objectives(&env, settings.offset);
+    runner::publish_objectives(&env, settings.zone);
     let mut plans = runner::plans(&env).await?;
     if let Some(s) = &args.source {
         if !plans.iter().any(|p| p.id == scheduler::JobId::backup(s)) {
@@ -52,7 +52,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             env.source_config(s)?;
             plans.push(scheduler::JobPlan::backup(
                 s,
-                "0 0 0 1 1 * 2099".parse()?,
+                "@yearly".parse()?,
                 Some(env.store(&env.primary_target_name(s)?).await?),
                 env.policy.timeout_of(s),
             ));

@@ -34,7 +34,7 @@ pub async fn run(ctx: &Ctx, a: wal::VerifyArgs) -> anyhow::Result<Outcome> {
     let jobs = status::collect(
         &plans,
         &env.policy.daemon.locks_prefix,
-        settings.offset,
+        settings.zone,
         Utc::now(),
     )
     .await?;

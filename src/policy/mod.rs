@@ -6,6 +6,7 @@
 //! or `{ file = "/path" }`), never values. `policies/reference.toml`
 //! documents every field.
 
+mod cron;
 mod types;
 
 use std::collections::BTreeMap;
@@ -13,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use types::{ByteSize, CronSchedule, HumanDuration, Secret, SecretRef};
+pub use cron::{parse_offset, CronError, CronSchedule, Zone, MAX_GAP_DAYS};
+pub use types::{ByteSize, HumanDuration, Secret, SecretRef};
 
 /// The retention applied when a policy sets none: keep every backup of the last 30 days.
 pub const DEFAULT_KEEP_WITHIN_DAYS: u64 = 30;
@@ -356,6 +358,10 @@ pub struct DaemonConfig {
     /// (`prune/all`), beside `prune_after_run`; unset: no scheduled prune job.
     #[serde(default)]
     pub prune_schedule: Option<CronSchedule>,
+    /// How often the watch job (one replica) checks RPO, WAL and off-site lag
+    /// against their thresholds and notifies drill results and the heartbeat.
+    #[serde(default = "default_watch_every")]
+    pub watch_every: HumanDuration,
     /// Deadlines of one attempt of each job kind other than backups (whose
     /// deadline is `timeout` of the source or of `[defaults]`).
     #[serde(default)]
@@ -369,7 +375,24 @@ pub struct DaemonConfig {
     /// At most one notification per source in this interval (recoveries always pass).
     #[serde(default = "default_notify_min_interval")]
     pub notify_min_interval: HumanDuration,
-    /// Time zone of cron schedules: `UTC` (default) or a fixed offset like `+01:00`.
+    /// Body of webhook posts: `slack` (`{"text": …, "blocks": […]}`, the default) or `json` (`{"kind": …, "severity": …, "policy": …, …}`).
+    #[serde(default)]
+    pub webhook_format: WebhookFormat,
+    /// A postgres source whose WAL archive lags this much behind now is notified (and again when it catches up).
+    #[serde(default = "default_wal_lag_alert")]
+    pub wal_lag_alert: HumanDuration,
+    /// A source whose off-site copy lags its primary by this much is notified (and again when it catches up).
+    #[serde(default = "default_offsite_lag_alert")]
+    pub offsite_lag_alert: HumanDuration,
+    /// Dead man's switch URL (a secret like `webhook_url`), posted to while nothing is failing; unset: no heartbeat.
+    #[serde(default)]
+    pub heartbeat_url: Option<SecretRef>,
+    /// At most one heartbeat per this interval.
+    #[serde(default = "default_heartbeat_every")]
+    pub heartbeat_every: HumanDuration,
+    /// Time zone of cron schedules: `UTC` (default), a fixed offset like
+    /// `+01:00`, or an IANA name like `Europe/Berlin` (daylight saving: a slot
+    /// in the skipped hour runs once at the end of the gap, one in the repeated hour once).
     #[serde(default)]
     pub timezone: Option<String>,
     /// How often the daemon collects garbage on every target (also once at
@@ -421,6 +444,18 @@ fn default_grace_period() -> HumanDuration {
 fn default_notify_min_interval() -> HumanDuration {
     hd(900)
 }
+fn default_wal_lag_alert() -> HumanDuration {
+    hd(900)
+}
+fn default_offsite_lag_alert() -> HumanDuration {
+    hd(3600)
+}
+fn default_heartbeat_every() -> HumanDuration {
+    hd(300)
+}
+fn default_watch_every() -> HumanDuration {
+    hd(60)
+}
 fn default_gc_every() -> HumanDuration {
     hd(6 * 3600)
 }
@@ -445,10 +480,16 @@ impl Default for DaemonConfig {
             prune_after_run: true,
             prune_schedule: None,
             timeouts: JobTimeouts::default(),
+            watch_every: default_watch_every(),
             replicate_every: default_replicate_every(),
             wal_status_every: default_wal_status_every(),
             webhook_url: None,
             notify_min_interval: default_notify_min_interval(),
+            webhook_format: WebhookFormat::default(),
+            wal_lag_alert: default_wal_lag_alert(),
+            offsite_lag_alert: default_offsite_lag_alert(),
+            heartbeat_url: None,
+            heartbeat_every: default_heartbeat_every(),
             timezone: None,
             gc_every: default_gc_every(),
             gc_grace: default_gc_grace(),
@@ -478,6 +519,9 @@ pub struct JobTimeouts {
     /// The status refresh (WAL chain ends, metrics from the catalog).
     #[serde(default = "default_wal_status_timeout", rename = "wal-status")]
     pub wal_status: HumanDuration,
+    /// The watch (thresholds, drill results, heartbeat).
+    #[serde(default = "default_wal_status_timeout")]
+    pub watch: HumanDuration,
 }
 
 fn default_drill_timeout() -> HumanDuration {
@@ -505,38 +549,39 @@ impl Default for JobTimeouts {
             replicate: default_replicate_timeout(),
             gc: default_gc_timeout(),
             wal_status: default_wal_status_timeout(),
+            watch: default_wal_status_timeout(),
         }
     }
 }
 
-impl DaemonConfig {
-    /// The cron time zone as a fixed offset (UTC when unset).
-    pub fn offset(&self) -> Result<chrono::FixedOffset, String> {
-        parse_offset(self.timezone.as_deref().unwrap_or("UTC"))
-    }
+/// The body of webhook posts (`daemon.webhook_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// Slack-compatible: `{"text": …, "blocks": […]}` (also Mattermost, Rocket.Chat, Teams workflows).
+    #[default]
+    Slack,
+    /// `{"kind": …, "severity": …, "policy": …, "text": …, <fields>}` for alert routers and scripts.
+    Json,
 }
 
-/// Parses `UTC`, `Z` or `±HH:MM` into a fixed offset.
-pub fn parse_offset(s: &str) -> Result<chrono::FixedOffset, String> {
-    let t = s.trim();
-    if t.eq_ignore_ascii_case("utc") || t == "Z" {
-        return Ok(chrono::FixedOffset::east_opt(0).expect("zero offset"));
+impl DaemonConfig {
+    /// The time zone cron schedules are read in (UTC when unset).
+    pub fn zone(&self) -> Result<Zone, String> {
+        self.timezone.as_deref().map_or(Ok(Zone::UTC), Zone::parse)
     }
-    let bad = || {
-        format!("`{s}` is not a time zone gsdr knows: use `UTC` or a fixed offset like `+01:00`")
-    };
-    let (sign, rest) = match t.as_bytes().first() {
-        Some(b'+') => (1, &t[1..]),
-        Some(b'-') => (-1, &t[1..]),
-        _ => return Err(bad()),
-    };
-    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
-    let h: i32 = h.parse().map_err(|_| bad())?;
-    let m: i32 = m.parse().map_err(|_| bad())?;
-    if h > 14 || m > 59 {
-        return Err(bad());
+
+    /// The cron time zone as a fixed offset (UTC when unset), for callers
+    /// that take no IANA zone; an IANA name is refused here.
+    pub fn offset(&self) -> Result<chrono::FixedOffset, String> {
+        match self.zone()? {
+            Zone::Fixed(o) => Ok(o),
+            Zone::Iana(z) => Err(format!(
+                "`{}`: this scheduler takes `UTC` or a fixed offset like `+01:00`, not an IANA zone",
+                z.name()
+            )),
+        }
     }
-    chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
 }
 
 fn default_region() -> String {
@@ -901,6 +946,7 @@ impl Policy {
             ));
         }
         self.validate_daemon(text)?;
+        self.validate_schedules(text)?;
         for (name, s) in &self.sources {
             let f = format!("sources.{name}");
             check_name(name).map_err(|m| self.err(text, &f, m))?;
@@ -1117,6 +1163,15 @@ impl Policy {
         if d.wal_status_every.0.is_zero() {
             return Err(self.err(text, "daemon.wal_status_every", "must be above 0"));
         }
+        for (field, v) in [
+            ("daemon.wal_lag_alert", d.wal_lag_alert),
+            ("daemon.offsite_lag_alert", d.offsite_lag_alert),
+            ("daemon.heartbeat_every", d.heartbeat_every),
+        ] {
+            if v.0.is_zero() {
+                return Err(self.err(text, field, "must be above 0"));
+            }
+        }
         if d.gc_every.0.is_zero() {
             return Err(self.err(text, "daemon.gc_every", "must be above 0"));
         }
@@ -1155,8 +1210,33 @@ impl Policy {
                 ),
             ));
         }
-        d.offset()
-            .map_err(|m| self.err(text, "daemon.timezone", m))?;
+        d.zone().map_err(|m| self.err(text, "daemon.timezone", m))?;
+        Ok(())
+    }
+
+    /// Every schedule of the policy, with the dotted path of its field.
+    pub fn schedules(&self) -> Vec<(String, &CronSchedule)> {
+        let mut out: Vec<(String, &CronSchedule)> = self
+            .sources
+            .iter()
+            .filter_map(|(n, s)| Some((format!("sources.{n}.schedule"), s.schedule.as_ref()?)))
+            .collect();
+        if let Some(v) = &self.velero {
+            out.extend(v.jobs.iter().filter_map(|(n, j)| {
+                Some((format!("velero.jobs.{n}.schedule"), j.schedule.as_ref()?))
+            }));
+        }
+        if let Some(s) = self.drills.as_ref().and_then(|d| d.schedule.as_ref()) {
+            out.push(("drills.schedule".into(), s));
+        }
+        out
+    }
+
+    /// Refuses a schedule that never runs or goes more than 400 days without a run.
+    fn validate_schedules(&self, text: &str) -> Result<(), PolicyError> {
+        for (field, s) in self.schedules() {
+            s.check_frequency().map_err(|m| self.err(text, &field, m))?;
+        }
         Ok(())
     }
 }
@@ -1428,13 +1508,61 @@ mod tests {
             bad("metrics_addr = \"nowhere\"").field,
             "daemon.metrics_addr"
         );
-        assert_eq!(bad("timezone = \"Europe/Berlin\"").field, "daemon.timezone");
+        assert_eq!(bad("timezone = \"Mars/Olympus\"").field, "daemon.timezone");
         assert_eq!(
             bad("retry_max_attempts = 0").field,
             "daemon.retry_max_attempts"
         );
         assert_eq!(bad("lease_tll = \"5m\"").field, "lease_tll");
         assert_eq!(parse_offset("+01:30").unwrap().local_minus_utc(), 5400);
+    }
+
+    #[test]
+    fn a_schedule_that_never_runs_names_file_line_and_field() {
+        let policy = |schedule: &str, drills: &str| {
+            format!(
+                "{HEAD}[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n[sources.s]\nkind = \"command\"\nschedule = \"{schedule}\"\n[sources.s.command]\nargv = [\"true\"]\n{drills}"
+            )
+        };
+        let e = Policy::parse(&policy("0 0 30 2 *", ""), Path::new("policies/p.toml")).unwrap_err();
+        assert_eq!(e.field, "sources.s.schedule", "{e}");
+        assert_eq!(e.line, Some(9), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("policies/p.toml:9: sources.s.schedule: `0 0 30 2 *` never runs"),
+            "{e}"
+        );
+        let e = Policy::parse(
+            &policy("@daily", "[drills]\nschedule = \"0 0 29 2 *\"\n"),
+            Path::new("p.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("drills.schedule", Some(13)),
+            "{e}"
+        );
+        assert!(e.message.contains("at least once every 400 days"), "{e}");
+        // Crontab syntax: Sunday as 0, weekday names, an IANA zone.
+        let p = Policy::parse(
+            &format!(
+                "{}[daemon]\ntimezone = \"Europe/Berlin\"\n",
+                policy("0 4 * * 0", "[drills]\nschedule = \"30 5 * * MON-FRI\"\n")
+            ),
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        assert_eq!(p.daemon.zone().unwrap().to_string(), "Europe/Berlin");
+        assert!(
+            p.daemon.offset().is_err(),
+            "a fixed offset cannot stand for an IANA zone"
+        );
+        let fields: Vec<String> = p.schedules().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["sources.s.schedule", "drills.schedule"]);
+        // A syntax error is reported on the schedule's line too.
+        let e = Policy::parse(&policy("0 4 * * 8", ""), Path::new("p.toml")).unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("schedule", Some(9)), "{e}");
+        assert!(e.message.contains("0 and 7 are Sunday"), "{e}");
     }
 
     #[test]

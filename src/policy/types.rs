@@ -1,4 +1,4 @@
-//! Value types of policy files: durations, sizes, cron schedules, secret references.
+//! Value types of policy files: durations, sizes, secret references.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -78,47 +78,6 @@ impl<'de> Deserialize<'de> for ByteSize {
             Raw::N(n) => Ok(ByteSize(n)),
             Raw::S(s) => s.parse().map_err(de::Error::custom),
         }
-    }
-}
-
-/// A cron schedule: standard 5 fields (`"0 */6 * * *"`, UTC), 6–7 fields with seconds, or `@daily`-style.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CronSchedule {
-    /// As written.
-    pub text: String,
-    /// Parsed.
-    pub schedule: cron::Schedule,
-}
-
-impl fmt::Debug for CronSchedule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CronSchedule({:?})", self.text)
-    }
-}
-
-impl FromStr for CronSchedule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let fields = t.split_whitespace().count();
-        let expr = if !t.starts_with('@') && fields == 5 {
-            format!("0 {t}")
-        } else {
-            t.to_string()
-        };
-        let schedule = cron::Schedule::from_str(&expr).map_err(|e| {
-            format!("`{s}` is not a cron schedule (5 fields: minute hour day month weekday): {e}")
-        })?;
-        Ok(CronSchedule {
-            text: t.to_string(),
-            schedule,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for CronSchedule {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(de::Error::custom)
     }
 }
 
@@ -226,14 +185,6 @@ mod tests {
         assert_eq!("5MB".parse::<ByteSize>().unwrap(), ByteSize(5_000_000));
         assert_eq!("10".parse::<ByteSize>().unwrap(), ByteSize(10));
         assert!("5 parsecs".parse::<ByteSize>().is_err());
-    }
-
-    #[test]
-    fn cron_accepts_five_fields() {
-        let c: CronSchedule = "0 */6 * * *".parse().unwrap();
-        let next: Vec<_> = c.schedule.upcoming(chrono::Utc).take(2).collect();
-        assert_eq!((next[1] - next[0]).num_hours(), 6);
-        assert!("61 * * * *".parse::<CronSchedule>().is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub async fn run(
     shutdown: CancellationToken,
     on_started: impl FnOnce(),
 ) -> Result<Summary> {
-    runner::publish_objectives(&env, settings.offset);
+    runner::publish_objectives(&env, settings.zone);
     let plans = runner::plans(&env).await?;
     let job_runner = Arc::new(runner::JobRunner::new(env.clone()));
     let sched = Scheduler::new(plans, job_runner, clock, settings, hooks);

@@ -2,15 +2,17 @@
 //! schedule or a fixed period), a lease, a deadline and retries.
 //!
 //! A job is named `<kind>/<name>`: `backup/<source>`, `velero/<job>`,
-//! `drill/scheduled`, `prune/all`, `replicate/all`, `gc/all`, `wal-status/all`.
+//! `drill/scheduled`, `prune/all`, `replicate/all`, `gc/all`, `wal-status/all`,
+//! `watch/all`.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{CronSchedule, Zone};
 use crate::storage::Store;
 
 /// The kinds of scheduled jobs.
@@ -32,11 +34,14 @@ pub enum JobKind {
     /// The end of each postgres source's contiguous WAL chain, and the metrics
     /// every replica derives from the catalog (not leased: every replica runs it).
     WalStatus,
+    /// What the on-call engineer must know beyond job failures: RPO above
+    /// target, WAL and off-site lag, drill results, the heartbeat.
+    Watch,
 }
 
 impl JobKind {
     /// Every kind, in the order `gsdr status` lists them.
-    pub const ALL: [JobKind; 7] = [
+    pub const ALL: [JobKind; 8] = [
         JobKind::Backup,
         JobKind::Velero,
         JobKind::Drill,
@@ -44,6 +49,7 @@ impl JobKind {
         JobKind::Replicate,
         JobKind::Gc,
         JobKind::WalStatus,
+        JobKind::Watch,
     ];
 
     /// The kind's name in job ids, metrics labels and `daemon.timeouts`.
@@ -56,6 +62,7 @@ impl JobKind {
             JobKind::Replicate => "replicate",
             JobKind::Gc => "gc",
             JobKind::WalStatus => "wal-status",
+            JobKind::Watch => "watch",
         }
     }
 
@@ -139,7 +146,7 @@ impl fmt::Display for JobId {
 #[derive(Debug, Clone)]
 pub enum Trigger {
     /// At the slots of a cron schedule.
-    Cron(Box<cron::Schedule>),
+    Cron(Box<CronSchedule>),
     /// Every period, at whole multiples of it since the Unix epoch (so replicas agree on the slots).
     Every(Duration),
 }
@@ -148,11 +155,11 @@ impl Trigger {
     /// The newest slot at or before `now`, and the next one after `now`.
     pub fn slots(
         &self,
-        offset: FixedOffset,
+        zone: Zone,
         now: DateTime<Utc>,
     ) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
         match self {
-            Trigger::Cron(s) => super::slots(s, offset, now),
+            Trigger::Cron(s) => super::slots(s, zone, now),
             Trigger::Every(d) => {
                 let p = d.as_millis().max(1) as i64;
                 let at = now.timestamp_millis().div_euclid(p) * p;
@@ -164,9 +171,9 @@ impl Trigger {
     }
 
     /// The distance between the next two slots.
-    pub fn interval(&self, offset: FixedOffset, now: DateTime<Utc>) -> Option<Duration> {
+    pub fn interval(&self, zone: Zone, now: DateTime<Utc>) -> Option<Duration> {
         match self {
-            Trigger::Cron(s) => super::interval(s, offset, now),
+            Trigger::Cron(s) => super::interval(s, zone, now),
             Trigger::Every(d) => Some(*d),
         }
     }
@@ -174,7 +181,7 @@ impl Trigger {
     /// The schedule as the policy states it (`every 15m` for periods).
     pub fn describe(&self) -> String {
         match self {
-            Trigger::Cron(s) => s.to_string(),
+            Trigger::Cron(s) => s.text().to_string(),
             Trigger::Every(d) => format!("every {}", humantime::format_duration(*d)),
         }
     }
@@ -197,7 +204,7 @@ impl JobPlan {
     /// The backup job of `source` on a cron schedule, leased and recorded on `home`.
     pub fn backup(
         source: &str,
-        schedule: cron::Schedule,
+        schedule: CronSchedule,
         home: Option<Arc<dyn Store>>,
         timeout: Duration,
     ) -> Self {
@@ -217,7 +224,7 @@ mod tests {
     #[test]
     fn periods_slot_at_epoch_multiples_so_replicas_agree() {
         let t = Trigger::Every(Duration::from_secs(900));
-        let utc = FixedOffset::east_opt(0).unwrap();
+        let utc = Zone::UTC;
         let now = Utc.with_ymd_and_hms(2026, 12, 2, 10, 7, 12).unwrap();
         let (p, n) = t.slots(utc, now);
         assert_eq!(

@@ -24,13 +24,14 @@ pub mod lease;
 pub mod record;
 pub mod runner;
 pub mod status;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +42,7 @@ use record::{RunEntry, RunResult};
 
 use crate::error::{Error, RetryClass};
 use crate::metrics::events;
-use crate::policy::{DaemonConfig, MissedRuns};
+use crate::policy::{CronSchedule, DaemonConfig, MissedRuns, Zone};
 
 /// What one successful attempt produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,7 +91,7 @@ pub struct Settings {
     /// Most runs at once in this process.
     pub max_concurrent_runs: usize,
     /// Time zone of the cron schedules.
-    pub offset: FixedOffset,
+    pub zone: Zone,
     /// This replica's id in leases.
     pub holder: String,
     /// Jitter fraction of backoffs (0.2 = ±20%; 0 in tests that check exact times).
@@ -110,7 +111,7 @@ impl Settings {
             locks_prefix: d.locks_prefix.clone(),
             missed_runs: d.missed_runs,
             max_concurrent_runs: d.max_concurrent_runs,
-            offset: d.offset().map_err(Error::Invalid)?,
+            zone: d.zone().map_err(Error::Invalid)?,
             holder: default_holder(),
             jitter: 0.2,
         })
@@ -159,35 +160,22 @@ pub enum SlotOutcome {
     Aborted,
 }
 
-/// The newest slot at or before `now`, and the next one after `now`.
+/// The newest slot at or before `now` (within 400 days), and the next one after `now`.
 pub fn slots(
-    schedule: &cron::Schedule,
-    offset: FixedOffset,
+    schedule: &CronSchedule,
+    zone: Zone,
     now: DateTime<Utc>,
 ) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
-    let local = now.with_timezone(&offset);
-    let next = schedule.after(&local).next().map(|t| t.with_timezone(&Utc));
-    let prev = if schedule.includes(local) {
-        Some(now)
-    } else {
-        schedule
-            .after(&local)
-            .next_back()
-            .map(|t| t.with_timezone(&Utc))
-    };
-    (prev, next)
+    (
+        schedule.latest_at_or_before(now, &zone),
+        schedule.next_after(now, &zone),
+    )
 }
 
 /// The interval of a schedule around `now` (distance between the next two slots).
-pub fn interval(
-    schedule: &cron::Schedule,
-    offset: FixedOffset,
-    now: DateTime<Utc>,
-) -> Option<Duration> {
-    let local = now.with_timezone(&offset);
-    let mut it = schedule.after(&local);
-    let a = it.next()?;
-    let b = it.next()?;
+pub fn interval(schedule: &CronSchedule, zone: Zone, now: DateTime<Utc>) -> Option<Duration> {
+    let a = schedule.next_after(now, &zone)?;
+    let b = schedule.next_after(a, &zone)?;
     (b - a).to_std().ok()
 }
 
@@ -548,14 +536,14 @@ impl Shared {
     /// The first slot to run on start: the previous one if the job missed it.
     async fn first_slot(&self, plan: &JobPlan) -> Option<DateTime<Utc>> {
         let now = self.clock.now();
-        let (prev, next) = plan.trigger.slots(self.settings.offset, now);
+        let (prev, next) = plan.trigger.slots(self.settings.zone, now);
         if self.settings.missed_runs == MissedRuns::Skip {
             return next;
         }
         let Some(prev) = prev else { return next };
         let ival = plan
             .trigger
-            .interval(self.settings.offset, now)
+            .interval(self.settings.zone, now)
             .unwrap_or(Duration::MAX);
         let missed = match self.runner.last_success(&plan.id).await {
             Ok(None) => true,
@@ -601,7 +589,7 @@ impl Shared {
             }
             // The next slot strictly after both this one and now (slots passed while running are skipped).
             let after = self.clock.now().max(slot);
-            next = plan.trigger.slots(self.settings.offset, after).1;
+            next = plan.trigger.slots(self.settings.zone, after).1;
         }
         failures
     }
@@ -718,7 +706,7 @@ impl Scheduler {
             if plan.id.kind == JobKind::Backup {
                 let ival = plan
                     .trigger
-                    .interval(self.shared.settings.offset, self.shared.clock.now());
+                    .interval(self.shared.settings.zone, self.shared.clock.now());
                 events::SourceConfigured {
                     source: &plan.id.name,
                     interval_secs: ival.map_or(0.0, |d| d.as_secs_f64()),
@@ -793,7 +781,7 @@ pub async fn run_once(
             break;
         }
         let now = shared.clock.now();
-        let (prev, _) = plan.trigger.slots(shared.settings.offset, now);
+        let (prev, _) = plan.trigger.slots(shared.settings.zone, now);
         let slot = if only.is_some() {
             Some(now)
         } else {

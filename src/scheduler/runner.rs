@@ -340,6 +340,11 @@ impl Runner for JobRunner {
                     started,
                 ))
             }
+            JobKind::Watch => {
+                let started = std::time::Instant::now();
+                let n = super::watch::run(&self.env).await?;
+                Ok(summary(format!("{n} notices sent"), started))
+            }
         }
     }
 
@@ -387,6 +392,7 @@ pub fn timeout_of(env: &Env, id: &JobId) -> Duration {
         JobKind::Replicate => t.replicate.0,
         JobKind::Gc => t.gc.0,
         JobKind::WalStatus => t.wal_status.0,
+        JobKind::Watch => t.watch.0,
     }
 }
 
@@ -401,7 +407,7 @@ pub async fn plans(env: &Env) -> Result<Vec<JobPlan>> {
         let store = env.store(&env.primary_target_name(name)?).await?;
         out.push(JobPlan::backup(
             name,
-            sched.schedule.clone(),
+            sched.clone(),
             Some(store),
             env.policy.timeout_of(name),
         ));
@@ -421,7 +427,7 @@ pub async fn plans(env: &Env) -> Result<Vec<JobPlan>> {
             if let Some(s) = &job.schedule {
                 add(
                     JobId::new(JobKind::Velero, name),
-                    Trigger::Cron(Box::new(s.schedule.clone())),
+                    Trigger::Cron(Box::new(s.clone())),
                 );
             }
         }
@@ -435,13 +441,13 @@ pub async fn plans(env: &Env) -> Result<Vec<JobPlan>> {
     {
         add(
             JobId::new(JobKind::Drill, SCHEDULED_DRILLS),
-            Trigger::Cron(Box::new(s.schedule.clone())),
+            Trigger::Cron(Box::new(s.clone())),
         );
     }
     if let Some(s) = &d.prune_schedule {
         add(
             JobId::new(JobKind::Prune, ALL),
-            Trigger::Cron(Box::new(s.schedule.clone())),
+            Trigger::Cron(Box::new(s.clone())),
         );
     }
     if env.policy.sources.values().any(|c| c.schedule.is_some()) {
@@ -455,16 +461,22 @@ pub async fn plans(env: &Env) -> Result<Vec<JobPlan>> {
         JobId::new(JobKind::WalStatus, ALL),
         Trigger::Every(d.wal_status_every.0),
     );
+    if d.webhook_url.is_some() || d.heartbeat_url.is_some() {
+        add(
+            JobId::new(JobKind::Watch, ALL),
+            Trigger::Every(d.watch_every.0),
+        );
+    }
     Ok(out)
 }
 
 /// Publishes every source's interval and RPO objective.
-pub fn publish_objectives(env: &Env, offset: chrono::FixedOffset) {
+pub fn publish_objectives(env: &Env, zone: crate::policy::Zone) {
     for (name, cfg) in &env.policy.sources {
         let ival = cfg
             .schedule
             .as_ref()
-            .and_then(|s| super::interval(&s.schedule, offset, Utc::now()));
+            .and_then(|s| super::interval(s, zone, Utc::now()));
         events::SourceConfigured {
             source: name,
             interval_secs: ival.map_or(0.0, |d| d.as_secs_f64()),

@@ -11,7 +11,7 @@
 //! last run and outcome, from the same records: any replica, or a laptop
 //! with the policy, shows the same.
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::job::{JobId, JobKind, JobPlan};
@@ -153,7 +153,7 @@ pub struct JobStatus {
 pub async fn collect(
     plans: &[JobPlan],
     locks_prefix: &str,
-    offset: FixedOffset,
+    zone: crate::policy::Zone,
     now: DateTime<Utc>,
 ) -> Result<Vec<JobStatus>> {
     let mut out = Vec::new();
@@ -176,7 +176,7 @@ pub async fn collect(
             schedule: p.trigger.describe(),
             timeout_secs: p.timeout.as_secs(),
             leased: p.id.kind.leased(),
-            next_run: p.trigger.slots(offset, now).1,
+            next_run: p.trigger.slots(zone, now).1,
             last_success: rec
                 .as_ref()
                 .and_then(|r| r.last_success.as_ref())

@@ -115,7 +115,7 @@ fn settings(missed: MissedRuns) -> Settings {
         locks_prefix: "locks".into(),
         missed_runs: missed,
         max_concurrent_runs: 2,
-        offset: chrono::FixedOffset::east_opt(0).unwrap(),
+        zone: gsdr::policy::Zone::UTC,
         holder: "test".into(),
         jitter: 0.0,
     }

@@ -11,6 +11,7 @@ mod gc;
 mod lifecycle;
 mod mission;
 mod mongo;
+mod notify;
 mod pg_safety;
 mod postgres;
 mod redis;

@@ -670,7 +670,7 @@ fn velero_policy_section_parses_and_names_bad_fields() {
     let v = p.velero.unwrap();
     assert_eq!(v.jobs.len(), 2);
     assert_eq!(
-        v.jobs["cluster-full"].schedule.as_ref().unwrap().text,
+        v.jobs["cluster-full"].schedule.as_ref().unwrap().text(),
         "0 3 * * *"
     );
 
