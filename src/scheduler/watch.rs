@@ -4,7 +4,7 @@
 //! its off-site lag against `daemon.wal_lag_alert` / `offsite_lag_alert`,
 //! every new drill result (with its report's location), and the heartbeat —
 //! runs [`notify::watch::evaluate`](crate::notify::watch::evaluate), sends the
-//! notices and stores the state at `jobs/watch/state.json` on the home target.
+//! notices and stores the state at `jobs/watch-state.json` on the home target.
 //!
 //! Job failures and recoveries are sent by the slot that ran the job
 //! ([`crate::notify::Notifier`]); here the job records only decide whether
@@ -26,7 +26,7 @@ use crate::notify::{DrillResult, Notice, Sender};
 use crate::replicate;
 use crate::storage::PutCondition;
 
-const STATE_KEY: &str = "jobs/watch/state.json";
+const STATE_KEY: &str = "jobs/watch-state.json";
 
 fn secs(d: f64) -> Duration {
     Duration::from_secs_f64(d.max(0.0))

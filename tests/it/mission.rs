@@ -201,6 +201,9 @@ async fn records(moto: &Moto, prefix: &str) -> BTreeMap<String, Value> {
             .unwrap()
             .into_bytes();
         let v: Value = serde_json::from_slice(&body).unwrap();
+        if key.ends_with("/jobs/watch-state.json") {
+            continue; // the watch's state, not a job record
+        }
         let id = format!(
             "{}/{}",
             v["kind"].as_str().unwrap(),
@@ -302,7 +305,7 @@ async fn two_replicas_run_the_whole_mission_exactly_once_and_agree() {
          mongo_scratch_argv = [\"{}\", \"--db\", \"memory\", \"--host\", \"127.0.0.1\", \"-p\", \"{{port}}\", \"--log-file\", \"nx.log\", \"--pid-file\", \"nx.pid\"]\n\
          [velero]\nnamespace = \"velero\"\ntimeout = \"30s\"\n[velero.jobs.glucosync-daily]\nschedule = \"20/30 * * * * *\"\nttl = \"720h\"\ninclude_cluster_resources = true\n\
          [daemon]\nlease_ttl = \"20s\"\nlease_renew = \"4s\"\nretry_max_attempts = 2\nretry_backoff_base = \"1s\"\nretry_backoff_max = \"2s\"\n\
-         replicate_every = \"20s\"\nwal_status_every = \"5s\"\ngc_every = \"30s\"\ngc_grace = \"1h\"\nprune_schedule = \"45 * * * * *\"\n\
+         replicate_every = \"20s\"\nwal_status_every = \"5s\"\ngc_every = \"30s\"\ngc_grace = \"1h\"\nprune_schedule = \"45 * * * * *\"\nwatch_every = \"20s\"\n\
          missed_runs = \"skip\"\ngrace_period = \"30s\"\nnotify_min_interval = \"1h\"\nwebhook_url = {{ file = \"{{dir}}/webhook\" }}\n",
         s3("mission"),
         s3("mission-offsite"),
@@ -406,6 +409,7 @@ async fn two_replicas_run_the_whole_mission_exactly_once_and_agree() {
     let mut sa = Vec::new();
     let mut sb = Vec::new();
     let mut last_text = String::new();
+    let mut last_b = String::new();
     for _ in 0..30 {
         let (Some(ta), Some(tb)) = (a.metrics().await, b.metrics().await) else {
             panic!("a replica stopped serving /metrics");
@@ -413,6 +417,7 @@ async fn two_replicas_run_the_whole_mission_exactly_once_and_agree() {
         sa.push(shared_series(&ta));
         sb.push(shared_series(&tb));
         last_text = ta;
+        last_b = tb;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     const WINDOW: usize = 8;
@@ -446,7 +451,11 @@ async fn two_replicas_run_the_whole_mission_exactly_once_and_agree() {
         sb.last().unwrap().keys().collect::<Vec<_>>(),
         "both replicas publish the same series"
     );
-    let mb = last_text;
+    let mb = last_text.clone();
+    // The shipped alert rules on the series both replicas published at the
+    // end of the run: nothing fires on this healthy platform, and a Velero
+    // job whose last attempt failed raises exactly one alert.
+    promtool_on_captured(&last_text, &last_b, chrono::Utc::now(), dir);
     for source in ["postgres", "redis", "mongo", "platform-config"] {
         let k = format!("gsdr_backup_last_success_timestamp_seconds{{source={source}}}");
         assert!(ma.contains_key(&k), "{k} missing: {ma:#?}");
@@ -500,16 +509,21 @@ async fn two_replicas_run_the_whole_mission_exactly_once_and_agree() {
         "prune/all",
         "replicate/all",
         "gc/all",
+        "watch/all",
     ] {
         assert!(ids.contains(id), "no record of {id}: {ids:?}");
     }
-    // Every scheduled backup succeeded; so did every drill.
+    // Every scheduled backup succeeded; so did every drill and every policy-wide job.
     for id in [
         "backup/postgres",
         "backup/redis",
         "backup/mongo",
         "backup/platform-config",
         "drill/scheduled",
+        "prune/all",
+        "replicate/all",
+        "gc/all",
+        "watch/all",
     ] {
         let h = recs[id]["history"].as_array().unwrap();
         assert!(
@@ -553,12 +567,12 @@ async fn two_replicas_run_the_whole_mission_exactly_once_and_agree() {
     let texts = hook.texts();
     let failed: Vec<&String> = texts
         .iter()
-        .filter(|t| t.contains("velero/glucosync-daily") && t.contains("failed"))
+        .filter(|t| t.contains("Velero backup `glucosync-daily` failed"))
         .collect();
     assert_eq!(failed.len(), 1, "{texts:#?}");
     let recovered = texts
         .iter()
-        .filter(|t| t.contains("velero/glucosync-daily") && t.contains("recovered"))
+        .filter(|t| t.contains("Velero backup `glucosync-daily` recovered"))
         .count();
     assert_eq!(recovered, 1, "{texts:#?}");
 
@@ -577,4 +591,119 @@ async fn two_replicas_run_the_whole_mission_exactly_once_and_agree() {
         );
         assert!(j["next_run"].is_string(), "{st}");
     }
+}
+
+/// `promtool test rules` with the PrometheusRule of the monitoring component
+/// on the series `a` and `b` published (as pods `a` and `b`), timestamps
+/// shifted so that the capture is at the evaluation time.
+fn promtool_on_captured(a: &str, b: &str, captured: chrono::DateTime<chrono::Utc>, dir: &Path) {
+    const EVAL_MIN: i64 = 300;
+    let shift = captured.timestamp() as f64 - (EVAL_MIN * 60) as f64;
+    let mut series = Vec::new();
+    for (pod, text) in [("a", a), ("b", b)] {
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        for s in scrape.samples {
+            let v = match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => continue,
+            };
+            if !s.metric.starts_with("gsdr_") || !v.is_finite() {
+                continue;
+            }
+            let v = if s.metric.ends_with("_timestamp_seconds") {
+                v - shift
+            } else {
+                v
+            };
+            let mut labels: Vec<String> = s
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect();
+            labels.push(format!("pod=\"{pod}\""));
+            labels.sort();
+            series.push((s.metric.clone(), labels.join(","), v));
+        }
+        series.push((
+            "up".into(),
+            format!("job=\"gsdr-metrics\",pod=\"{pod}\""),
+            1.0,
+        ));
+    }
+    let rule = std::fs::read_to_string(
+        repo_root().join("deploy/components/monitoring/prometheusrule.yaml"),
+    )
+    .unwrap();
+    let rule: serde_yaml::Value = serde_yaml::from_str(&rule).unwrap();
+    let alerts: Vec<String> = rule["spec"]["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap().iter())
+        .filter_map(|r| r["alert"].as_str().map(String::from))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    let inputs = |failed_velero: bool| -> String {
+        series
+            .iter()
+            .map(|(m, l, v)| {
+                let v = if failed_velero
+                    && m == "gsdr_velero_last_attempt_success"
+                    && l.contains("name=\"glucosync-daily\"")
+                {
+                    0.0
+                } else {
+                    *v
+                };
+                format!("      - {{ series: '{m}{{{l}}}', values: '{v}x{EVAL_MIN}' }}\n")
+            })
+            .collect()
+    };
+    let mut t = String::from("rule_files: [rules.yaml]\nevaluation_interval: 1m\ntests:\n");
+    t += "  - name: the series captured at the end of the mission run fire nothing\n    interval: 1m\n    input_series:\n";
+    t += &inputs(false);
+    t += "    alert_rule_test:\n";
+    for al in &alerts {
+        t += &format!("      - {{ eval_time: {EVAL_MIN}m, alertname: {al}, exp_alerts: [] }}\n");
+    }
+    t += "  - name: the same with the Velero job's last attempt failed on both replicas\n    interval: 1m\n    input_series:\n";
+    t += &inputs(true);
+    t += &format!(
+        "    alert_rule_test:\n      - eval_time: {EVAL_MIN}m\n        alertname: GsdrVeleroBackupFailed\n        exp_alerts:\n\
+         \x20         - exp_labels: {{ severity: warning, name: glucosync-daily }}\n\
+         \x20           exp_annotations:\n\
+         \x20             summary: \"Velero backup job glucosync-daily failed\"\n\
+         \x20             description: \"The last Velero Backup of glucosync-daily did not complete; `gsdr velero status` lists it with Velero's reason.\"\n"
+    );
+    let pdir = dir.join("promtool");
+    std::fs::create_dir_all(&pdir).unwrap();
+    std::fs::write(
+        pdir.join("rules.yaml"),
+        serde_yaml::to_string(&rule["spec"]).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(pdir.join("captured.yaml"), &t).unwrap();
+    let promtool = require_program(
+        "promtool",
+        "install Debian's `prometheus` package (scripts/install-deps.sh)",
+    );
+    let out = Command::new(promtool)
+        .args(["test", "rules", "captured.yaml"])
+        .current_dir(&pdir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules on the captured series:\n{}{}\n{t}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "mission: promtool passed on {} captured series ({} alerts checked)",
+        series.len(),
+        alerts.len()
+    );
 }

@@ -45,8 +45,13 @@ async fn redis_state(port: u16) -> BTreeMap<Vec<u8>, (Vec<u8>, i64)> {
             .query_async(&mut c)
             .await
             .unwrap();
-        let t: i64 = redis::cmd("TTL").arg(&k).query_async(&mut c).await.unwrap();
-        out.insert(k, (d, t / 10));
+        // The absolute expiry (Redis 7), not the TTL: a TTL ticks down between the two reads.
+        let t: i64 = redis::cmd("EXPIRETIME")
+            .arg(&k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        out.insert(k, (d, t));
     }
     out
 }
