@@ -201,14 +201,7 @@ pub async fn run_scheduled(
         }
         .emit();
         if let Some(rep) = rep {
-            crate::metrics::events::DrillObserved {
-                scenario: &rep.scenario,
-                ok: rep.passed,
-                started_at: rep.started_at,
-                rto_secs: rep.rto.achieved_secs,
-                rto_target_secs: rep.rto.target_secs,
-            }
-            .emit();
+            crate::metrics::events::DrillObserved::of(rep).emit();
         }
         match &r {
             Ok(_) => {

@@ -846,7 +846,18 @@ pub struct DrillObserved<'a> {
     pub rto_target_secs: Option<f64>,
 }
 
-impl DrillObserved<'_> {
+impl<'a> DrillObserved<'a> {
+    /// What `report` says.
+    pub fn of(report: &'a crate::drill::DrillReport) -> Self {
+        DrillObserved {
+            scenario: &report.scenario,
+            ok: report.passed,
+            started_at: report.started_at,
+            rto_secs: report.rto.achieved_secs,
+            rto_target_secs: report.rto.target_secs,
+        }
+    }
+
     /// Logs the event (debug) and updates the metrics.
     pub fn emit(&self) {
         tracing::debug!(

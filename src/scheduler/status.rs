@@ -107,14 +107,7 @@ async fn refresh_drills(env: &Env) {
         match r {
             Ok(v) => {
                 if let Some(rep) = v.last() {
-                    events::DrillObserved {
-                        scenario: &rep.scenario,
-                        ok: rep.passed,
-                        started_at: rep.started_at,
-                        rto_secs: rep.rto.achieved_secs,
-                        rto_target_secs: rep.rto.target_secs,
-                    }
-                    .emit();
+                    events::DrillObserved::of(rep).emit();
                 }
             }
             Err(e) => {

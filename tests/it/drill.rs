@@ -997,18 +997,7 @@ async fn drill_all_engines_end_to_end() {
     std::fs::create_dir_all(f.dir.path().join("store/postgres/wal")).unwrap();
     let rb = f.dir.path().join("runbooks");
     std::fs::create_dir_all(&rb).unwrap();
-    let all = std::fs::read_to_string(repo_root().join("runbooks/node-loss.toml"))
-        .unwrap()
-        .replace("name = \"node-loss\"", "name = \"platform-loss\"");
-    // The shipped node-loss scenario minus the Velero step (no cluster here), and the test's table names.
-    let all = all[..all.find("[[steps]]\nname = \"velero-workloads\"").unwrap()].to_string()
-        + &all[all
-            .find("[[steps]]\nname = \"check-postgres-rows\"")
-            .unwrap()..];
-    let all = all.replace(
-        "SELECT count(*) FROM accounts",
-        "SELECT count(*) FROM pgbench_accounts",
-    );
+    let all = node_loss_without_velero("platform-loss");
     std::fs::write(rb.join("platform-loss.toml"), all).unwrap();
     give_to_pg_user(f.dir.path());
     pg.append_conf(&format!(
@@ -1271,4 +1260,20 @@ async fn ransomware_drill_restores_only_object_locked_backups() {
     let restored = steps.iter().find(|s| s["name"] == "restore-data").unwrap();
     assert_eq!(restored["backup_id"], locked_id.as_str(), "{j}");
     assert_eq!(restored["from_target"], "offsite");
+}
+
+/// The shipped node-loss scenario named `name`, minus its Velero step (a
+/// restore of workloads needs a cluster), checking pgbench's table.
+pub fn node_loss_without_velero(name: &str) -> String {
+    let all = std::fs::read_to_string(repo_root().join("runbooks/node-loss.toml"))
+        .unwrap()
+        .replace("name = \"node-loss\"", &format!("name = \"{name}\""));
+    let all = all[..all.find("[[steps]]\nname = \"velero-workloads\"").unwrap()].to_string()
+        + &all[all
+            .find("[[steps]]\nname = \"check-postgres-rows\"")
+            .unwrap()..];
+    all.replace(
+        "SELECT count(*) FROM accounts",
+        "SELECT count(*) FROM pgbench_accounts",
+    )
 }

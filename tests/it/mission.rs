@@ -320,19 +320,7 @@ async fn two_replicas_run_the_whole_mission_exactly_once_and_agree() {
     std::fs::write(dir.join("webhook"), &hook.url).unwrap();
     let rb = dir.join("runbooks");
     std::fs::create_dir_all(&rb).unwrap();
-    // The shipped node-loss scenario minus its Velero step (a restore of
-    // workloads needs a cluster), and pgbench's table.
-    let all = std::fs::read_to_string(repo_root().join("runbooks/node-loss.toml"))
-        .unwrap()
-        .replace("name = \"node-loss\"", "name = \"mission-loss\"");
-    let all = all[..all.find("[[steps]]\nname = \"velero-workloads\"").unwrap()].to_string()
-        + &all[all
-            .find("[[steps]]\nname = \"check-postgres-rows\"")
-            .unwrap()..];
-    let all = all.replace(
-        "SELECT count(*) FROM accounts",
-        "SELECT count(*) FROM pgbench_accounts",
-    );
+    let all = crate::drill::node_loss_without_velero("mission-loss");
     std::fs::write(rb.join("mission-loss.toml"), all).unwrap();
     give_to_pg_user(dir);
     pg.append_conf(&format!(
