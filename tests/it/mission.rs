@@ -563,6 +563,26 @@ async fn two_replicas_run_the_whole_mission_exactly_once_and_agree() {
         .filter(|t| t.contains("Velero backup `glucosync-daily` recovered"))
         .count();
     assert_eq!(recovered, 1, "{texts:#?}");
+    // The watch job (one replica) told each new drill result once, with its report's location.
+    let drills: Vec<&String> = texts
+        .iter()
+        .filter(|t| t.contains("drill `mission-loss` passed"))
+        .collect();
+    let drill_runs = recs["drill/scheduled"]["history"].as_array().unwrap().len();
+    assert!(
+        !drills.is_empty() && drills.len() <= drill_runs,
+        "{drill_runs} drills, notices: {texts:#?}"
+    );
+    assert!(
+        drills
+            .iter()
+            .all(|t| t.contains("report s3://") && t.contains("/drills/")),
+        "{drills:#?}"
+    );
+    let mut seen = BTreeSet::new();
+    for t in &drills {
+        assert!(seen.insert(t.as_str()), "a drill result told twice: {t}");
+    }
 
     // `gsdr status --json` lists every job with its last outcome.
     let st = f.gsdr_json(&["status"]);
