@@ -1342,3 +1342,62 @@ fn velero_step_without_velero_section_is_refused_before_any_restore() {
     );
     assert!(!d.join("cfg.restored").exists());
 }
+
+/// A step on a source of another engine, and a scratch server program that
+/// is not installed, are refused by the drill before any step runs.
+#[test]
+fn wrong_engine_and_missing_scratch_program_are_refused_before_any_restore() {
+    let f = Fixture::new(&format!(
+        "{TARGETS}[defaults]\ntarget = \"local\"\n\
+         [sources.cfg]\nkind = \"command\"\n[sources.cfg.command]\nargv = [\"true\"]\n\
+         [sources.cache]\nkind = \"redis\"\n[sources.cache.redis]\naddr = \"127.0.0.1:1\"\n\
+         redis_server = \"gsdr-no-such-redis-server\"\n"
+    ));
+    let drill = |name: &str, steps: &str| {
+        let rb = runbooks(
+            &f,
+            name,
+            &format!("name = \"{name}\"\ntitle = \"t\"\ndescription = \"d\"\n{steps}"),
+        );
+        let scratch = f.dir.path().join("scratch");
+        let (code, j, err) = run(
+            &f,
+            &[
+                "drill",
+                "--scenario",
+                name,
+                "--runbooks",
+                rb.to_str().unwrap(),
+                "--scratch-dir",
+                scratch.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 2, "{j}\n{err}");
+        assert!(
+            walk(&scratch).is_empty(),
+            "nothing restored: {:?}",
+            walk(&scratch)
+        );
+        j["not_run"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let why = drill(
+        "wrong-engine",
+        "[[steps]]\nname = \"keys\"\nkind = \"redis_keys\"\nsource = \"cfg\"\nmin = 1\n",
+    );
+    assert!(
+        why.contains("step `keys`")
+            && why.contains("is a command source, the step needs a redis source"),
+        "{why}"
+    );
+    let why = drill(
+        "no-redis-server",
+        "[[steps]]\nname = \"restore-cache\"\nkind = \"restore_redis\"\nsource = \"cache\"\n",
+    );
+    assert!(
+        why.contains("`gsdr-no-such-redis-server`") && why.contains("not found"),
+        "{why}"
+    );
+}
