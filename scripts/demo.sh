@@ -18,6 +18,8 @@ POLICY="policies/local.toml"
 # Drills start scratch MongoDB servers (nx-27017) from the venv.
 export PATH="$VENV/bin:$PATH"
 
+# Nothing the demo writes is world-readable or world-writable.
+umask 0007
 rm -rf "$DEMO"; mkdir -p "$DEMO/run"
 PIDS=()
 cleanup() {
@@ -57,11 +59,18 @@ export GSDR_DEMO_MONGO_URI="mongodb://127.0.0.1:39017/?directConnection=true"
 # PostgreSQL refuses to run as root: as root, run it as the `postgres` user.
 PGBIN=/usr/lib/postgresql/15/bin
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-umask 0000   # the archiver (user postgres) and gsdr (this user) share the demo folder
+# As root, the archiver (user postgres, running gsdr wal-push) shares the
+# backups with gsdr (root) through the group: the demo folder belongs to group
+# postgres, its folders are setgid (new files and folders inherit the group)
+# and group-writable; others get nothing (umask 0007, set above).
 mkdir -p "$DEMO/backups" "$DEMO/pg" "$DEMO/scratch" "$DEMO/runbooks"
 # As root, PostgreSQL (and the gsdr wal-push/wal-fetch it runs) is user postgres:
 # it gets the demo folders and the demo identity (restore_command decrypts WAL).
-[ "$(id -u)" -eq 0 ] && chown postgres "$DEMO/pg" "$DEMO/backups" "$DEMO/identity.txt"
+if [ "$(id -u)" -eq 0 ]; then
+  chgrp -R postgres "$DEMO"
+  find "$DEMO" -type d -exec chmod g+rwxs,o-rwx {} +
+  chown postgres "$DEMO/pg" "$DEMO/backups" "$DEMO/identity.txt"
+fi
 as_pg "$PGBIN/initdb" -D "$DEMO/pg/data" -U postgres --auth=trust > "$DEMO/run/initdb.log"
 cat >> "$DEMO/pg/data/postgresql.conf" <<CONF
 port = 39432
@@ -135,5 +144,15 @@ set -e
 echo
 for f in "$DEMO"/reports/*/report.md; do cat "$f"; done
 echo
+# The environment to use the CLI by hand afterwards (README: "After the demo").
+# Policy paths are relative to the working directory: use it from the repository root.
+cat > "$DEMO/env" <<ENV
+# Written by scripts/demo.sh: source it from the repository root.
+export PATH="$VENV/bin:$PWD/target/debug:\$PATH"
+export GSDR_POLICY="$PWD/$POLICY"
+export GSDR_DEMO_S3_ACCESS_KEY_ID="$GSDR_DEMO_S3_ACCESS_KEY_ID"
+export GSDR_DEMO_S3_SECRET_ACCESS_KEY="$GSDR_DEMO_S3_SECRET_ACCESS_KEY"
+export GSDR_DEMO_MONGO_URI="$GSDR_DEMO_MONGO_URI"
+ENV
 echo "== demo finished (drill exit code $code): reports in $DEMO/reports (open report.html in a browser), backups in $DEMO/backups"
 exit $code

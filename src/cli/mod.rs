@@ -6,6 +6,7 @@
 
 mod backup;
 mod canary;
+mod completions;
 mod daemon;
 mod drill;
 mod keygen;
@@ -104,6 +105,10 @@ enum Command {
     Storage(storage_cmd::Args),
     /// Velero: Kubernetes backups and restores through the Kubernetes API.
     Velero(velero::Args),
+    /// Print a shell completion script (bash, zsh, fish) on stdout.
+    Completions(completions::Args),
+    /// Print the man page (roff) on stdout.
+    Man,
 }
 
 /// What a subcommand concluded.
@@ -185,6 +190,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Replicate(a) => replicate::run(&ctx, a).await,
         Command::Storage(a) => storage_cmd::run(&ctx, a).await,
         Command::Velero(a) => velero::run(&ctx, a).await,
+        Command::Completions(a) => completions::completions(a),
+        Command::Man => completions::man(),
     }
 }
 

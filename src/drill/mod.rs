@@ -10,6 +10,8 @@
 //!   the recovered point of each source.
 //! - `engines` (private): the engines' restore steps into scratch servers
 //!   ([`scratch_pg`], [`scratch_mongo`], Redis's own scratch server) or real endpoints.
+//! - `preflight` (private): checks every step against the policy (sources and
+//!   their engines, `[velero]`, scratch server programs) before anything runs.
 //! - `store` (private, re-exported from [`runner`]): where reports go, pruning,
 //!   and [`run_scheduled`], the daemon's entry point.
 //! - [`report`]: the report (JSON, Markdown, self-contained HTML with an SVG
@@ -24,6 +26,7 @@
 pub mod canary;
 pub mod checks;
 mod engines;
+mod preflight;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -253,6 +253,8 @@ pub async fn plan(
     opts: &RunOptions,
     now: DateTime<Utc>,
 ) -> Result<Plan, DrillError> {
+    // Every step's configuration and program, before any catalog is read.
+    super::preflight::check(env, scenario, opts.kind)?;
     let target_time = effective_target_time(scenario, opts, now);
     let mut steps = Vec::new();
     for st in &scenario.steps {

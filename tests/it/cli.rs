@@ -376,3 +376,35 @@ fn stdout_or_err(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// `gsdr completions SHELL` and `gsdr man` need no policy, exit 0 and print
+/// what each shell (or `man`) reads: the subcommands are in it.
+#[test]
+fn completions_and_man_page_are_generated() {
+    let run = |args: &[&str]| {
+        let o = Command::new(gsdr_bin())
+            .args(args)
+            .env_remove("GSDR_POLICY")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "gsdr {args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(
+        bash.contains("complete -F") && bash.contains("restore"),
+        "{bash}"
+    );
+    let zsh = run(&["completions", "zsh"]);
+    assert!(
+        zsh.starts_with("#compdef gsdr") && zsh.contains("restore"),
+        "{zsh}"
+    );
+    let fish = run(&["completions", "fish"]);
+    assert!(
+        fish.contains("complete -c gsdr") && fish.contains("restore"),
+        "{fish}"
+    );
+    let man = run(&["man"]);
+    assert!(man.contains(".TH gsdr") && man.contains("restore"), "{man}");
+}

@@ -1277,3 +1277,127 @@ pub fn node_loss_without_velero(name: &str) -> String {
         "SELECT count(*) FROM pgbench_accounts",
     )
 }
+
+/// A Velero step in a policy without `[velero]` is refused before anything
+/// runs: by the drill (no step ran, no report, nothing restored) and by an
+/// incident's `--plan`, each naming the step and the missing section.
+#[test]
+fn velero_step_without_velero_section_is_refused_before_any_restore() {
+    let f = fixture("{ rto = \"1h\", rpo = \"6h\" }");
+    let text = SCENARIO.replace("name = \"cmd-loss\"", "name = \"kube-loss\"")
+        + "\n[[steps]]\nname = \"velero-workloads\"\nkind = \"velero_restore\"\nschedule = \"daily\"\nafter = [\"sha-cfg\"]\n";
+    let rb = runbooks(&f, "kube-loss", &text);
+    let d = f.dir.path();
+    let (out, scratch) = (d.join("out"), d.join("scratch"));
+    let (code, j, err) = run(
+        &f,
+        &[
+            "drill",
+            "--scenario",
+            "kube-loss",
+            "--runbooks",
+            rb.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--scratch-dir",
+            scratch.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 2, "{j}\n{err}");
+    assert!(
+        j["reports"].as_array().is_none_or(|r| r.is_empty()),
+        "no step ran: {j}"
+    );
+    let why = j["not_run"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("velero-workloads") && why.contains("[velero]"),
+        "{j}"
+    );
+    assert!(walk(&out).is_empty(), "no report written: {:?}", walk(&out));
+    assert!(
+        walk(&scratch).is_empty(),
+        "nothing restored: {:?}",
+        walk(&scratch)
+    );
+
+    let into = format!("cfg={}", d.join("cfg.restored").display());
+    let into_data = format!("data={}", d.join("data.restored").display());
+    let o = f.gsdr(&[
+        "restore",
+        "--scenario",
+        "kube-loss",
+        "--runbooks",
+        rb.to_str().unwrap(),
+        "--into",
+        &into,
+        "--into",
+        &into_data,
+        "--plan",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("velero-workloads") && stderr.contains("[velero]"),
+        "{stderr}"
+    );
+    assert!(!d.join("cfg.restored").exists());
+}
+
+/// A step on a source of another engine, and a scratch server program that
+/// is not installed, are refused by the drill before any step runs.
+#[test]
+fn wrong_engine_and_missing_scratch_program_are_refused_before_any_restore() {
+    let f = Fixture::new(&format!(
+        "{TARGETS}[defaults]\ntarget = \"local\"\n\
+         [sources.cfg]\nkind = \"command\"\n[sources.cfg.command]\nargv = [\"true\"]\n\
+         [sources.cache]\nkind = \"redis\"\n[sources.cache.redis]\naddr = \"127.0.0.1:1\"\n\
+         redis_server = \"gsdr-no-such-redis-server\"\n"
+    ));
+    let drill = |name: &str, steps: &str| {
+        let rb = runbooks(
+            &f,
+            name,
+            &format!("name = \"{name}\"\ntitle = \"t\"\ndescription = \"d\"\n{steps}"),
+        );
+        let scratch = f.dir.path().join("scratch");
+        let (code, j, err) = run(
+            &f,
+            &[
+                "drill",
+                "--scenario",
+                name,
+                "--runbooks",
+                rb.to_str().unwrap(),
+                "--scratch-dir",
+                scratch.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 2, "{j}\n{err}");
+        assert!(
+            walk(&scratch).is_empty(),
+            "nothing restored: {:?}",
+            walk(&scratch)
+        );
+        j["not_run"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let why = drill(
+        "wrong-engine",
+        "[[steps]]\nname = \"keys\"\nkind = \"redis_keys\"\nsource = \"cfg\"\nmin = 1\n",
+    );
+    assert!(
+        why.contains("step `keys`")
+            && why.contains("is a command source, the step needs a redis source"),
+        "{why}"
+    );
+    let why = drill(
+        "no-redis-server",
+        "[[steps]]\nname = \"restore-cache\"\nkind = \"restore_redis\"\nsource = \"cache\"\n",
+    );
+    assert!(
+        why.contains("`gsdr-no-such-redis-server`") && why.contains("not found"),
+        "{why}"
+    );
+}
