@@ -257,3 +257,27 @@ impl Error {
 
 /// Result with gsdr's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_is_found_under_context_and_damage_alone_exits_1() {
+        let wrong = anyhow::Error::from(Error::Pipeline(PipelineError::WrongKey {
+            recipients: "age1…".into(),
+        }))
+        .context("restore of `cache`");
+        let k = ErrorKind::of_chain(wrong.chain());
+        assert_eq!((k, k.exit_code()), (ErrorKind::WrongKey, 2));
+        let cut = anyhow::Error::from(PipelineError::Truncated {
+            read: 1,
+            expected: 2,
+        })
+        .context("verify");
+        let k = ErrorKind::of_chain(cut.chain());
+        assert_eq!((k, k.exit_code()), (ErrorKind::Damaged, 1));
+        let bare = anyhow::anyhow!("something else");
+        assert_eq!(ErrorKind::of_chain(bare.chain()), ErrorKind::Other);
+    }
+}
