@@ -29,4 +29,4 @@ pub mod storage;
 pub mod tls;
 pub mod velero;
 
-pub use error::{Error, Result, RetryClass};
+pub use error::{Error, ErrorKind, Result, RetryClass};

@@ -1,7 +1,9 @@
 //! CLI wiring: clap definitions, logging, exit codes, and one module per subcommand.
 //!
-//! Exit codes: 0 ok; 1 a check, verification or drill failed its target;
-//! 2 an error (bad input, unreachable server, not supported yet).
+//! Exit codes, the same for every command: 0 ok; 1 a check found damage or
+//! missed a target; 2 an error (bad input, unreachable server, wrong key, no
+//! such backup, not supported yet). The code of an error comes from its
+//! [`gsdr::ErrorKind`]; with `--json` the error is also one JSON document on stdout.
 //! Data goes to stdout (`--json` for machines), logs and progress to stderr.
 
 mod backup;
@@ -123,7 +125,19 @@ pub enum Outcome {
 
 /// Runs the CLI and maps the result to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            if e.use_stderr() && std::env::args().any(|a| a == "--json") {
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or_default();
+                let message = first.strip_prefix("error: ").unwrap_or(first);
+                output::emit_error("invalid_input", message, Some("see `gsdr --help`"));
+            }
+            e.exit()
+        }
+    };
+    let json = cli.json;
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -143,9 +157,34 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {}", error_text(&e));
-            ExitCode::from(2)
+            let text = error_text(&e);
+            eprintln!("error: {text}");
+            let kind = gsdr::ErrorKind::of_chain(e.chain());
+            if json {
+                output::emit_error(&kind_name(kind), &text, hint(kind));
+            }
+            ExitCode::from(kind.exit_code())
         }
+    }
+}
+
+/// The `error.kind` of a `--json` error document: the kind's snake_case name.
+fn kind_name(kind: gsdr::ErrorKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "other".into())
+}
+
+/// What to do next, for the kinds where one answer fits every command.
+fn hint(kind: gsdr::ErrorKind) -> Option<&'static str> {
+    use gsdr::ErrorKind as K;
+    match kind {
+        K::WrongKey => Some("pass the identity file of one of the backup's recipients (--identity or encryption.identity_file)"),
+        K::NotFound => Some("`gsdr list` shows the backups"),
+        K::Unreachable => Some("check that the server is up and the endpoint in the policy is right"),
+        K::InvalidInput => Some("`gsdr policy check` checks the policy"),
+        _ => None,
     }
 }
 

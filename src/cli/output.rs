@@ -37,6 +37,31 @@ pub fn emit<T: Serialize>(
     Ok(())
 }
 
+#[derive(Serialize)]
+struct ErrorDoc<'a> {
+    kind: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<&'a str>,
+}
+
+/// Prints the `--json` error document `{"schema_version", "error": {kind, message, hint}}`.
+/// Best effort: the error is on stderr already, so a closed stdout is ignored.
+pub fn emit_error(kind: &str, message: &str, hint: Option<&str>) {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        error: ErrorDoc<'a>,
+    }
+    let body = Body {
+        error: ErrorDoc {
+            kind,
+            message,
+            hint,
+        },
+    };
+    let _ = emit(true, &body, |_| String::new());
+}
+
 /// Bytes in binary units, e.g. `1.5 GiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

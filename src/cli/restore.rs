@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use super::output::{bytes, emit};
@@ -155,8 +154,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                     break;
                 }
             }
-            found
-                .with_context(|| format!("no backup `{id}` found; `gsdr list` shows the backups"))?
+            found.ok_or_else(|| {
+                gsdr::Error::Catalog(gsdr::catalog::CatalogError::UnknownBackup {
+                    id: id.clone(),
+                    store: "any target of the policy".into(),
+                })
+            })?
         }
         (None, Some(s)) => {
             let target = match &args.target {

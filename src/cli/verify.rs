@@ -61,18 +61,36 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             );
         }
     }
+    // An asked-for id that is not there is reported with the others, not instead of them.
     for id in &args.ids {
         if !todo.iter().any(|(_, m)| &m.id == id) {
-            anyhow::bail!("no backup `{id}` found; `gsdr list` shows the backups");
+            results.push(gsdr::job::VerifyReport::failed(
+                id,
+                "",
+                format!("no backup `{id}` found; `gsdr list` shows the backups"),
+                gsdr::ErrorKind::NotFound,
+            ));
         }
     }
-    if todo.is_empty() {
+    if todo.is_empty() && results.is_empty() {
         anyhow::bail!("no backups to verify");
     }
     let mut deep = Vec::new();
     let mut deep_ok = true;
     for (cat, m) in &todo {
-        results.push(gsdr::job::verify(&env, cat, m).await?);
+        match gsdr::job::verify(&env, cat, m).await {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                let kind = e.kind();
+                results.push(gsdr::job::VerifyReport::failed(
+                    &m.id,
+                    &m.source,
+                    e.to_string(),
+                    kind,
+                ));
+                continue;
+            }
+        }
         if !args.deep {
             continue;
         }
@@ -99,7 +117,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         deep_ok &= ok;
         deep.push(value);
     }
-    let all_ok = results.iter().all(|r| r.ok) && deep_ok;
+    // The worst class wins: an error that stopped a check (2) over damage found (1).
+    let code = results
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| r.error_kind.map_or(1, gsdr::ErrorKind::exit_code))
+        .chain((!deep_ok).then_some(1))
+        .max()
+        .unwrap_or(0);
     emit(ctx.json, &Report { results, deep }, |r| {
         let mut s = String::new();
         for v in &r.results {
@@ -140,9 +165,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         }
         s
     })?;
-    Ok(if all_ok {
-        Outcome::Ok
-    } else {
-        Outcome::CheckFailed
+    Ok(match code {
+        0 => Outcome::Ok,
+        1 => Outcome::CheckFailed,
+        c => Outcome::Exit(c),
     })
 }

@@ -120,7 +120,7 @@ fn cat_source(path: &Path) -> String {
     )
 }
 
-fn fixture_with_backup() -> (Fixture, String, String) {
+pub(crate) fn fixture_with_backup() -> (Fixture, String, String) {
     let pre = tempdir();
     let (input, _) = input_file(pre.path());
     let f = Fixture::new(&format!("{FS_TARGET}{}", cat_source(&input)));
@@ -140,7 +140,7 @@ fn fixture_with_backup() -> (Fixture, String, String) {
     (f, id, want)
 }
 
-fn data_object(f: &Fixture, id: &str) -> PathBuf {
+pub(crate) fn data_object(f: &Fixture, id: &str) -> PathBuf {
     f.dir
         .path()
         .join("store/data/stdout")
@@ -209,7 +209,11 @@ fn flipped_byte_fails_verify_and_restore_leaves_nothing() {
 
     let out = f.dir.path().join("restored.jsonl");
     let r = f.gsdr(&["restore", &id, "--to-file", out.to_str().unwrap()]);
-    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "damage found exits 1 from every command"
+    );
     assert!(stderr(&r).contains("corrupt"), "{}", stderr(&r));
     assert!(
         !out.exists(),
@@ -231,8 +235,15 @@ fn truncated_object_is_a_distinct_error() {
     std::fs::write(&obj, &bytes[..bytes.len() * 2 / 3]).unwrap();
     let out = f.dir.path().join("restored.jsonl");
     let r = f.gsdr(&["restore", &id, "--to-file", out.to_str().unwrap()]);
-    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "damage found exits 1 from every command"
+    );
     assert!(stderr(&r).contains("truncated"), "{}", stderr(&r));
+    let v = f.gsdr(&["verify", &id]);
+    assert_eq!(v.status.code(), Some(1), "verify reports it as damage");
+    assert!(String::from_utf8_lossy(&v.stdout).contains("truncated"));
     assert!(!out.exists());
 }
 

@@ -6,6 +6,7 @@ mod cli;
 mod daemon;
 mod deploy;
 mod drill;
+mod exit_codes;
 mod faults;
 mod gc;
 mod lifecycle;
