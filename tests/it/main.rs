@@ -9,6 +9,7 @@ mod drill;
 mod faults;
 mod gc;
 mod lifecycle;
+mod logs;
 mod mission;
 mod mongo;
 mod notify;
