@@ -14,6 +14,7 @@ mod mission;
 mod mongo;
 mod notify;
 mod pg_safety;
+mod policies;
 mod postgres;
 mod redis;
 mod storage;
