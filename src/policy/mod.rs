@@ -8,6 +8,7 @@
 
 mod cron;
 mod locate;
+use locate::line_of;
 mod types;
 
 use std::collections::BTreeMap;
@@ -1389,10 +1390,6 @@ fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 /// The key written on a 1-based line (`key = …`), or the table header.
