@@ -13,6 +13,7 @@ mod daemon;
 mod drill;
 mod keygen;
 mod list;
+mod log_json;
 mod output;
 mod policy_cmd;
 mod progress;
@@ -284,7 +285,7 @@ fn init_logging(cli: &Cli) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
-        builder.json().flatten_event(true).init();
+        builder.event_format(log_json::JsonLines).init();
     } else {
         builder.with_target(false).init();
     }

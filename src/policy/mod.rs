@@ -7,6 +7,8 @@
 //! documents every field.
 
 mod cron;
+mod locate;
+use locate::line_of;
 mod types;
 
 use std::collections::BTreeMap;
@@ -843,13 +845,33 @@ impl Policy {
     /// Parses and validates policy text; `path` is used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         let mut policy: Policy = toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .and_then(|s| locate::at_error(text, s.start, e.message()));
             let line = e.span().map(|s| line_of(text, s.start));
+            // A plain string where a secret reference belongs: inside a tagged
+            // table the span is the whole table, so find the string whose
+            // replacement by a reference makes the error go away.
+            let at = match at {
+                Some(t) if e.message().contains(types::INLINE_SECRET) => Some(
+                    locate::culprit(text, &t, |candidate| {
+                        toml::from_str::<Policy>(candidate).err().is_none_or(|e2| {
+                            // A field refusing a reference is not the culprit.
+                            let m = e2.message();
+                            !m.contains(types::INLINE_SECRET) && !m.contains("invalid type")
+                        })
+                    })
+                    .unwrap_or(t),
+                ),
+                other => other,
+            };
             PolicyError {
                 file: path.to_path_buf(),
-                line,
-                field: line
-                    .map(|l| key_on_line(text, l))
-                    .unwrap_or_else(|| "(document)".into()),
+                line: at.as_ref().map(|k| k.line).or(line),
+                field: at.map(|k| k.path).unwrap_or_else(|| {
+                    line.map(|l| key_on_line(text, l))
+                        .unwrap_or_else(|| "(document)".into())
+                }),
                 message: e.message().to_string(),
             }
         })?;
@@ -861,7 +883,7 @@ impl Policy {
     fn err(&self, text: &str, field: &str, message: impl Into<String>) -> PolicyError {
         PolicyError {
             file: self.path.clone(),
-            line: find_field_line(text, field),
+            line: locate::line_of_path(text, field).or_else(|| find_field_line(text, field)),
             field: field.into(),
             message: message.into(),
         }
@@ -1370,10 +1392,6 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
 /// The key written on a 1-based line (`key = …`), or the table header.
 fn key_on_line(text: &str, line: usize) -> String {
     let l = text.lines().nth(line - 1).unwrap_or("").trim();
@@ -1463,8 +1481,12 @@ mod tests {
         let text = "name = \"x\"\n[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\nrecipientz = []\n[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n";
         let e = Policy::parse(text, Path::new("p.toml")).unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
-        assert_eq!(e.field, "recipientz");
-        assert!(e.to_string().starts_with("p.toml:4: recipientz:"), "{e}");
+        assert_eq!(e.field, "encryption.recipientz");
+        assert!(
+            e.to_string()
+                .starts_with("p.toml:4: encryption.recipientz:"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1513,7 +1535,7 @@ mod tests {
             bad("retry_max_attempts = 0").field,
             "daemon.retry_max_attempts"
         );
-        assert_eq!(bad("lease_tll = \"5m\"").field, "lease_tll");
+        assert_eq!(bad("lease_tll = \"5m\"").field, "daemon.lease_tll");
         assert_eq!(parse_offset("+01:30").unwrap().local_minus_utc(), 5400);
     }
 
@@ -1561,7 +1583,11 @@ mod tests {
         assert_eq!(fields, ["sources.s.schedule", "drills.schedule"]);
         // A syntax error is reported on the schedule's line too.
         let e = Policy::parse(&policy("0 4 * * 8", ""), Path::new("p.toml")).unwrap_err();
-        assert_eq!((e.field.as_str(), e.line), ("schedule", Some(9)), "{e}");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("sources.s.schedule", Some(9)),
+            "{e}"
+        );
         assert!(e.message.contains("0 and 7 are Sunday"), "{e}");
     }
 
@@ -1696,6 +1722,64 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.field, "targets.b.lifecycle.noncurrent_expire_after",
+            "{e}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod locate_tests {
+    use super::*;
+
+    const HEAD: &str = "name = \"x\"\n[encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n";
+
+    fn err(body: &str) -> PolicyError {
+        Policy::parse(&format!("{HEAD}{body}"), Path::new("p.toml")).unwrap_err()
+    }
+
+    #[test]
+    fn an_unknown_field_in_a_tagged_table_names_its_dotted_path_and_line() {
+        let e = err("[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n[sources.redis]\nkind = \"redis\"\nschedul = \"0 * * * *\"\n[sources.redis.redis]\naddr = \"127.0.0.1:6379\"\n");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("sources.redis.schedul", Some(9)),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("p.toml:9: sources.redis.schedul: unknown field"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_inline_secret_is_reported_at_its_field() {
+        let e = err("[targets.s3]\nkind = \"s3\"\nbucket = \"b\"\naccess_key_id = { env = \"K\" }\nregion = \"x\"\nsecret_access_key = \"hunter2\"\n");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("targets.s3.secret_access_key", Some(9)),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_dotted_path_and_line() {
+        let e =
+            err("[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n[pipeline]\nstall_timeout = 12\n");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("pipeline.stall_timeout", Some(8)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_cross_field_rule_names_the_key_line_not_the_header() {
+        let e = err("[targets.a]\nkind = \"fs\"\npath = \"/tmp\"\n[sources.x]\nkind = \"command\"\n# why\ntarget = \"nowhere\"\n[sources.x.command]\nargv = [\"true\"]\n");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("sources.x.target", Some(10)),
             "{e}"
         );
     }

@@ -141,6 +141,10 @@ impl SecretRef {
     }
 }
 
+/// The error of a secret written as a plain string in the policy.
+pub(crate) const INLINE_SECRET: &str =
+    "secrets are referenced, never written in the policy: use { env = \"NAME\" } or { file = \"/path\" }";
+
 impl<'de> Deserialize<'de> for SecretRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -150,9 +154,7 @@ impl<'de> Deserialize<'de> for SecretRef {
                 f.write_str("a secret reference: { env = \"NAME\" } or { file = \"/path\" }")
             }
             fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretRef, E> {
-                Err(E::custom(
-                    "secrets are referenced, never written in the policy: use { env = \"NAME\" } or { file = \"/path\" }",
-                ))
+                Err(E::custom(INLINE_SECRET))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretRef, A::Error> {
                 let mut out = None;

@@ -342,8 +342,9 @@ fn policy_errors_name_file_line_and_field() {
     let r = f.gsdr(&["policy", "check"]);
     assert_eq!(r.status.code(), Some(2));
     let e = stderr(&r);
+    // The unknown key's own line (7: after name, 4 lines of encryption and target) and dotted path.
     assert!(e.contains("policy.toml:"), "{e}");
-    assert!(e.contains("schedul"), "{e}");
+    assert!(e.contains(": sources.x.schedul: unknown field"), "{e}");
 
     let f = Fixture::new(&format!("{FS_TARGET}[sources.x]\nkind = \"command\"\nschedule = \"0 */6 * *\"\n[sources.x.command]\nargv = [\"true\"]\n"));
     let e = stderr(&f.gsdr(&["policy", "check"]));
@@ -357,9 +358,13 @@ fn policy_errors_name_file_line_and_field() {
     );
 
     // A secret written inline is refused.
-    let f = Fixture::new("[targets.s3]\nkind = \"s3\"\nbucket = \"b\"\naccess_key_id = \"AKIAXXXX\"\nsecret_access_key = \"hunter2\"\n");
+    let f = Fixture::new("[targets.s3]\nkind = \"s3\"\nbucket = \"b\"\naccess_key_id = { env = \"K\" }\nsecret_access_key = \"hunter2\"\n");
     let e = stderr(&f.gsdr(&["policy", "check"]));
     assert!(e.contains("never written in the policy"), "{e}");
+    assert!(
+        e.contains("policy.toml:9: targets.s3.secret_access_key:"),
+        "the inline secret, at its own line: {e}"
+    );
     assert!(!e.contains("hunter2"), "the secret must not be echoed: {e}");
 }
 

@@ -523,7 +523,7 @@ pub async fn restore(
         Archiving::Off { .. } => "off",
         Archiving::Keep { .. } => "kept",
     };
-    tracing::info!(event = "postgres_restore_prepared", source, id = %m.id, dir = %dir.display(), target = %target, archiving = archiving_word, replaced = old_entries.len());
+    tracing::info!(event = "postgres_restore_prepared", source, id = %m.id, dir = %dir.display(), recovery_target = %target, archiving = archiving_word, replaced = old_entries.len());
     Ok(RestoreOutcome {
         id: m.id.clone(),
         source: source.to_string(),

@@ -360,7 +360,7 @@ async fn restore_into(
             .query_async::<()>(&mut tc)
             .await
             .map_err(|e| terr("FLUSHALL", e))?;
-        tracing::warn!(event = "redis_target_flushed", target = %shown, keys = existing_keys);
+        tracing::warn!(event = "redis_target_flushed", uri = %shown, keys = existing_keys);
     }
     let dbs = scratch.keyspace().await?;
     let mut restored: BTreeMap<u32, u64> = BTreeMap::new();
@@ -393,7 +393,7 @@ async fn restore_into(
         restored.insert(db, n);
     }
     progress.finish();
-    tracing::info!(event = "redis_restore_finished", target = %shown, keys = restored.values().sum::<u64>());
+    tracing::info!(event = "redis_restore_finished", uri = %shown, keys = restored.values().sum::<u64>());
     Ok(RestoreOutcome {
         id: m.id.clone(),
         source: m.source.clone(),

@@ -93,7 +93,7 @@ impl S3Store {
                 .await
             {
                 tracing::warn!(
-                    target = %self.describe(),
+                    uri = %self.describe(),
                     key,
                     error = %summarize(&abort_err),
                     "could not abort the failed multipart upload; `cleanup_incomplete` will remove it"
