@@ -22,6 +22,7 @@ pub fn emit<T: Serialize>(
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
+        REPORTED.store(true, std::sync::atomic::Ordering::SeqCst);
         serde_json::to_writer_pretty(
             &mut out,
             &Envelope {
@@ -47,7 +48,16 @@ struct ErrorDoc<'a> {
 
 /// Prints the `--json` error document `{"schema_version", "error": {kind, message, hint}}`.
 /// Best effort: the error is on stderr already, so a closed stdout is ignored.
+/// Set once a JSON document went to stdout: stdout holds one document only.
+static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The `--json` error document, unless the command already printed its
+/// report (a drill or run whose items failed): then the report carries the
+/// failures and stdout stays one document.
 pub fn emit_error(kind: &str, message: &str, hint: Option<&str>) {
+    if REPORTED.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     #[derive(Serialize)]
     struct Body<'a> {
         error: ErrorDoc<'a>,
