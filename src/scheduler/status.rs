@@ -82,39 +82,55 @@ async fn refresh_jobs(env: &Env) -> Result<()> {
 }
 
 async fn refresh_drills(env: &Env) {
+    for (_, rep) in newest_drill_reports(env).await {
+        events::DrillObserved::of(&rep).emit();
+    }
+}
+
+/// The newest stored report of each `[drills]` scenario, with where it is
+/// (`<store>/drills/<stamp>/<scenario>/report.json`). What cannot be read is
+/// logged and left out.
+pub(crate) async fn newest_drill_reports(env: &Env) -> Vec<(String, crate::drill::DrillReport)> {
     let Some(cfg) = &env.policy.drills else {
-        return;
+        return Vec::new();
     };
     let mut scenarios = Vec::new();
     for name in &cfg.scenarios {
         match crate::drill::scenario::select(&cfg.runbooks_dir, name) {
             Ok(v) => scenarios.extend(v),
             Err(e) => {
-                tracing::warn!(event = "status_refresh_failed", what = "drill scenarios", error = %e);
-                return;
+                tracing::warn!(event = "drill_reports_unreadable", what = "drill scenarios", error = %e);
+                return Vec::new();
             }
         }
     }
+    let mut out = Vec::new();
     for s in &scenarios {
         let Some(target) = crate::drill::runner::report_target(env, s) else {
             continue;
         };
         let r = async {
             let store = env.store(&target).await?;
-            Ok::<_, crate::Error>(crate::drill::trend::history(store.as_ref(), &s.name, 1).await?)
+            let v = crate::drill::trend::history(store.as_ref(), &s.name, 1).await?;
+            Ok::<_, crate::Error>((store.describe(), v))
         }
         .await;
         match r {
-            Ok(v) => {
-                if let Some(rep) = v.last() {
-                    events::DrillObserved::of(rep).emit();
+            Ok((store, mut v)) => {
+                if let Some(rep) = v.pop() {
+                    let at = format!(
+                        "{store}/{}/report.json",
+                        crate::drill::runner::report_prefix(&rep)
+                    );
+                    out.push((at, rep));
                 }
             }
             Err(e) => {
-                tracing::warn!(event = "status_refresh_failed", scenario = %s.name, error = %e)
+                tracing::warn!(event = "drill_reports_unreadable", scenario = %s.name, error = %e)
             }
         }
     }
+    out
 }
 
 /// One job as `gsdr status` shows it.

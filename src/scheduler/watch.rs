@@ -78,34 +78,13 @@ async fn observe(env: &Env) -> Result<Observations> {
             obs.jobs.push(job_obs(&r));
         }
     }
-    if let Some(cfg) = &env.policy.drills {
-        for name in &cfg.scenarios {
-            let Ok(scenarios) = crate::drill::scenario::select(&cfg.runbooks_dir, name) else {
-                continue;
-            };
-            for s in scenarios {
-                let Some(target) = crate::drill::runner::report_target(env, &s) else {
-                    continue;
-                };
-                let store = env.store(&target).await?;
-                if let Some(rep) = crate::drill::trend::history(store.as_ref(), &s.name, 1)
-                    .await?
-                    .pop()
-                {
-                    let at = format!(
-                        "{}/{}/report.json",
-                        store.describe(),
-                        crate::drill::runner::report_prefix(&rep)
-                    );
-                    obs.jobs.push(JobObservation {
-                        kind: JobKind::Drill,
-                        name: s.name.clone(),
-                        finished_at: rep.finished_at,
-                        outcome: JobOutcome::Drill(DrillResult::from_report(&rep, at)),
-                    });
-                }
-            }
-        }
+    for (at, rep) in super::status::newest_drill_reports(env).await {
+        obs.jobs.push(JobObservation {
+            kind: JobKind::Drill,
+            name: rep.scenario.clone(),
+            finished_at: rep.finished_at,
+            outcome: JobOutcome::Drill(DrillResult::from_report(&rep, at)),
+        });
     }
     Ok(obs)
 }
