@@ -155,6 +155,9 @@ fn source_kind(e: &SourceError) -> ErrorKind {
     match e {
         SourceError::Connect { .. } => ErrorKind::Unreachable,
         SourceError::Auth { .. } => ErrorKind::AccessDenied,
+        SourceError::NotSupported { .. } => ErrorKind::NotSupported,
+        SourceError::Config { .. } | SourceError::Invalid { .. } => ErrorKind::InvalidInput,
+        SourceError::NotFound { .. } => ErrorKind::NotFound,
         _ => ErrorKind::SourceFailed,
     }
 }

@@ -11,7 +11,6 @@
 //!   days / ISO weeks / months that have a backup (UTC);
 //! - always: the newest backup of the source (a source never loses its last
 //!   restorable backup, whatever the rules say);
-//! - [`Protector`]s: engines veto deletions.
 //!
 //! With no retention in the policy, `keep_within = 30d` applies.
 //!
@@ -24,7 +23,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 
@@ -175,25 +173,6 @@ pub fn decide(
     out
 }
 
-/// An engine's veto on deletions: backups (by id) that must stay, with why.
-/// The PostgreSQL engine plugs in here (base backups its kept WAL needs).
-#[async_trait]
-pub trait Protector: Send + Sync {
-    /// Ids among `backups` (all of one source, any order) that must not be deleted, with a reason.
-    async fn protected(&self, backups: &[Manifest]) -> crate::Result<BTreeMap<String, String>>;
-}
-
-/// The protectors of a source's engine. Engines register here. None does
-/// today: PostgreSQL WAL is pruned after the backups, from those that remain.
-pub fn protectors_for(engine: crate::policy::Engine) -> Vec<std::sync::Arc<dyn Protector>> {
-    match engine {
-        crate::policy::Engine::Command
-        | crate::policy::Engine::Mongo
-        | crate::policy::Engine::Redis
-        | crate::policy::Engine::Postgres => Vec::new(),
-    }
-}
-
 /// What `gsdr prune` did (or would do) for one source, on every target.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PruneReport {
@@ -227,14 +206,13 @@ pub async fn prune_policy_source(
         targets.insert(o.to_string());
     }
     let rules = effective(env.policy.retention_of(source).as_ref());
-    let protectors = protectors_for(cfg.kind);
     let mut out = PruneReport::default();
     for t in targets
         .iter()
         .filter(|t| only_target.is_none_or(|w| w == t.as_str()))
     {
         let cat = env.catalog(t).await?;
-        let done = prune_source(&cat, t, source, &rules, now, &protectors, dry_run).await?;
+        let done = prune_source(&cat, t, source, &rules, now, dry_run).await?;
         if cfg.kind == crate::policy::Engine::Postgres {
             let failed = done.actions.iter().filter(|a| a.error.is_some()).count();
             out.wal.push(
@@ -289,14 +267,10 @@ pub async fn prune_source(
     source: &str,
     rules: &Retention,
     now: DateTime<Utc>,
-    protectors: &[std::sync::Arc<dyn Protector>],
     dry_run: bool,
 ) -> crate::Result<TargetPrune> {
     let manifests = catalog.list(Some(source)).await?;
-    let mut protected = BTreeMap::new();
-    for p in protectors {
-        protected.extend(p.protected(&manifests).await?);
-    }
+    let protected = BTreeMap::new();
     let items: Vec<Item> = manifests.iter().map(Item::from).collect();
     let mut out = Vec::new();
     for d in decide(rules, now, &items, &protected) {

@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         env.policy
             .sources
             .iter()
-            .filter(|(_, c)| gsdr::drill::canary::supported(c.kind))
+            .filter(|(n, c)| gsdr::source::engine_of(n, c).is_ok_and(|e| e.has_canary()))
             .map(|(n, _)| n.clone())
             .collect()
     } else {

@@ -61,7 +61,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             });
         }
         for s in p.sources.keys() {
-            let res = gsdr::source::probe(s, &p.sources[s]).await;
+            let res = async { gsdr::source::engine_of(s, &p.sources[s])?.probe().await }.await;
             report.checks.push(Check {
                 what: format!("source {s}"),
                 ok: res.is_ok(),

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::output::{bytes, emit};
 use super::{progress, Ctx, Outcome};
-use gsdr::source::RestoreRequest;
+use gsdr::job::RestoreRequest;
 
 /// Arguments of `gsdr restore`.
 #[derive(Debug, clap::Args)]

@@ -95,24 +95,15 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             continue;
         }
         let noop = gsdr::job::NoProgress;
-        let (ok, value) = match m.engine.as_str() {
-            "redis" => {
-                let r = gsdr::source::redis::verify_deep(&env, cat, m, &noop).await?;
-                (r.ok, serde_json::to_value(&r)?)
-            }
-            "mongo" => {
-                let uri = args.scratch.as_deref().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "--deep on a MongoDB backup needs --scratch URI (a drill server)"
-                    )
-                })?;
-                let r = gsdr::source::mongo::verify_deep(&env, cat, m, uri, &noop).await?;
-                (r.ok, serde_json::to_value(&r)?)
-            }
-            other => {
-                tracing::warn!(event = "deep_verify_skipped", id = %m.id, engine = other, "no deep verification for this engine; the stream checks above apply");
+        let (ok, value) = match gsdr::job::verify_deep(&env, cat, m, args.scratch.as_deref(), &noop)
+            .await
+        {
+            Ok(d) => (d.ok, d.report),
+            Err(gsdr::Error::Source(e)) if e.is_not_supported() => {
+                tracing::warn!(event = "deep_verify_skipped", id = %m.id, engine = %m.engine, "no deep verification for this engine; the stream checks above apply");
                 continue;
             }
+            Err(e) => return Err(e.into()),
         };
         deep_ok &= ok;
         deep.push(value);

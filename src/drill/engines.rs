@@ -67,13 +67,13 @@ pub(super) async fn restore_redis(
         }
         RunKind::Incident => {
             let uri = ctx.opts.endpoints[source].clone();
-            let req = crate::source::RestoreRequest {
+            let req = crate::job::RestoreRequest {
                 to_uri: Some(uri.clone()),
                 replace: true,
                 yes: true,
                 ..Default::default()
             };
-            let out = crate::source::redis::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
+            let out = crate::job::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
             (uri, out.raw_bytes)
         }
     };
@@ -113,7 +113,7 @@ pub(super) async fn restore_postgres(
             .join("pgdata"),
         RunKind::Incident => PathBuf::from(&ctx.opts.endpoints[source]),
     };
-    let req = crate::source::RestoreRequest {
+    let req = crate::job::RestoreRequest {
         to_dir: Some(dir.clone()),
         from_target: Some(pb.target.clone()),
         target_time: ctx.plan.target_time,
@@ -129,7 +129,7 @@ pub(super) async fn restore_postgres(
         &cat,
         source,
         Some(&m),
-        &req,
+        &req.spec()?,
         ctx.progress,
     )
     .await?;
@@ -235,14 +235,14 @@ pub(super) async fn restore_mongo(
         }
         RunKind::Incident => ctx.opts.endpoints[source].clone(),
     };
-    let req = crate::source::RestoreRequest {
+    let req = crate::job::RestoreRequest {
         to_uri: Some(uri.clone()),
         replace: true,
         yes: true,
         target_time: ctx.plan.target_time,
         ..Default::default()
     };
-    let out = crate::source::mongo::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
+    let out = crate::job::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
     Ok(record_server_restore(
         ctx,
         source,

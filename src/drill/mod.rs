@@ -30,10 +30,12 @@ mod preflight;
 pub mod report;
 pub mod runner;
 pub mod scenario;
-pub mod scratch_mongo;
-pub mod scratch_pg;
 mod store;
 pub mod trend;
+
+// The scratch servers moved into their engines' folders.
+pub use crate::source::mongo::scratch as scratch_mongo;
+pub use crate::source::postgres::scratch as scratch_pg;
 
 use std::path::PathBuf;
 

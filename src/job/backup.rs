@@ -11,7 +11,7 @@ use super::Env;
 use crate::catalog::{new_backup_id, Catalog, Manifest, MANIFEST_SCHEMA};
 use crate::error::{Error, Result};
 use crate::pipeline::{self, EncodeOptions, Ends, StreamError};
-use crate::source::{open_source, BackupSource};
+use crate::source::BackupSource;
 use crate::storage::{PutOptions, StorageError, Store};
 
 /// A committed backup and where it went.
@@ -39,14 +39,15 @@ pub async fn backup_cancellable(
     cancel: Option<&CancellationToken>,
 ) -> Result<BackupOutcome> {
     let cfg = env.source_config(source)?;
-    let src = open_source(source, cfg)?;
+    let engine = crate::source::engine_of(source, cfg)?;
+    let src = engine.backup()?;
     let target = env.primary_target_name(source)?;
     let store = env.store(&target).await?;
     let opts = env.encode_options()?;
     let start = Instant::now();
     let manifest = backup_stream(
         source,
-        cfg.kind.as_str(),
+        engine.kind(),
         src.as_ref(),
         store,
         &opts,

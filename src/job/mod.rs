@@ -11,5 +11,8 @@ mod verify;
 pub use backup::{backup, backup_cancellable, backup_with, BackupOutcome};
 pub use env::Env;
 pub use progress::{NoProgress, Progress};
-pub use restore::{describe_overwrite, restore, restore_raw_to_file, RestoreOutcome};
+pub use restore::{
+    describe_overwrite, restore, restore_raw_to_file, restore_spec, verify_deep, RestoreOutcome,
+    RestoreRequest,
+};
 pub use verify::{verify, VerifyReport};

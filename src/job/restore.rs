@@ -10,6 +10,7 @@ use super::Env;
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::pipeline::{Ends, StreamError};
+use crate::source::{NsRename, RecoveryPoint, RestoreCtx, RestoreSpec, RestoreTarget};
 
 /// What a restore did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -29,40 +30,129 @@ pub struct RestoreOutcome {
     pub details: serde_json::Value,
 }
 
-/// Restores `m` as `req` asks, dispatching on the backup's engine.
+/// What the operator asked a restore to do, as the CLI's flags say it.
+/// [`RestoreRequest::spec`] turns it into the typed [`RestoreSpec`] engines
+/// receive, refusing combinations no restore can honour.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    /// Write the raw stream (decrypted, decompressed) to this file; `-` is stdout.
+    pub to_file: Option<std::path::PathBuf>,
+    /// Restore into this running server (Mongo URI, Redis URL).
+    pub to_uri: Option<String>,
+    /// Restore into this directory (PostgreSQL data directory).
+    pub to_dir: Option<std::path::PathBuf>,
+    /// Namespace pattern to rename from (`db.*`).
+    pub ns_from: Option<String>,
+    /// Namespace pattern to rename to (`drill_db.*`).
+    pub ns_to: Option<String>,
+    /// Replace existing data (Mongo `--drop`, Redis `--flush`, a non-empty directory).
+    pub replace: bool,
+    /// Do not ask for confirmation.
+    pub yes: bool,
+    /// Point-in-time target.
+    pub target_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// LSN target (PostgreSQL).
+    pub target_lsn: Option<String>,
+    /// Recover to the newest point available.
+    pub latest: bool,
+    /// The target the backup is read from when it is not the source's
+    /// primary (the off-site copy): PostgreSQL then fetches WAL from it too.
+    pub from_target: Option<String>,
+    /// PostgreSQL: the restored cluster keeps archiving into the source's WAL
+    /// archive once promoted (it replaces production). Unset, it does not
+    /// archive at all (`archive_mode = off`).
+    pub keep_archiving: bool,
+}
+
+impl RestoreRequest {
+    /// The typed restore: one destination (`--to-file` wins, as the escape
+    /// hatch), one recovery point, a rename only as a pair.
+    pub fn spec(&self) -> Result<RestoreSpec> {
+        let target = match (&self.to_file, &self.to_uri, &self.to_dir) {
+            (Some(f), _, _) => RestoreTarget::File(f.clone()),
+            (None, Some(_), Some(_)) => {
+                return Err(Error::Invalid(
+                    "give one destination: --to URI or --to-dir DIR, not both".into(),
+                ))
+            }
+            (None, Some(u), None) => RestoreTarget::Server(u.clone()),
+            (None, None, Some(d)) => RestoreTarget::DataDir(d.clone()),
+            (None, None, None) => RestoreTarget::Origin,
+        };
+        let point = match (&self.target_time, &self.target_lsn, self.latest) {
+            (Some(_), Some(_), _) => {
+                return Err(Error::Invalid(
+                    "give either --target-time or --target-lsn, not both".into(),
+                ))
+            }
+            (Some(t), None, _) => RecoveryPoint::Time(*t),
+            (None, Some(l), _) => RecoveryPoint::Lsn(l.clone()),
+            (None, None, true) => RecoveryPoint::Latest,
+            (None, None, false) => RecoveryPoint::Backup,
+        };
+        let rename = match (&self.ns_from, &self.ns_to) {
+            (Some(from), Some(to)) => Some(NsRename {
+                from: from.clone(),
+                to: to.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Invalid(
+                    "pass both --ns-from and --ns-to, or neither".into(),
+                ))
+            }
+        };
+        Ok(RestoreSpec {
+            target,
+            point,
+            rename,
+            replace: self.replace,
+            from_target: self.from_target.clone(),
+            keep_archiving: self.keep_archiving,
+        })
+    }
+}
+
+/// The engine of backup `m`, from the policy's settings of its source.
+fn engine_for(env: &Env, m: &Manifest) -> Result<std::sync::Arc<dyn crate::source::Engine>> {
+    let cfg = env
+        .policy
+        .sources
+        .get(&m.source)
+        .and_then(|c| crate::source::config_of(&m.source, c).ok());
+    Ok(crate::source::engine_for_manifest(m, cfg.as_ref())?)
+}
+
+/// Restores `m` as `req` asks, through the backup's engine.
 pub async fn restore(
     env: &Env,
     catalog: &Catalog,
     m: &Manifest,
-    req: &crate::source::RestoreRequest,
+    req: &RestoreRequest,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
+    restore_spec(env, catalog, m, &req.spec()?, progress).await
+}
+
+/// Restores `m` as `spec` asks, through the backup's engine.
+pub async fn restore_spec(
+    env: &Env,
+    catalog: &Catalog,
+    m: &Manifest,
+    spec: &RestoreSpec,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
     // Every engine's raw stream can be written to a file: the operator's escape hatch.
-    if let Some(path) = &req.to_file {
-        return restore_raw_to_file(env, catalog, m, path, req.replace, progress).await;
+    if let RestoreTarget::File(path) = &spec.target {
+        return restore_raw_to_file(env, catalog, m, path, spec.replace, progress).await;
     }
-    match m.engine.as_str() {
-        "redis" => crate::source::redis::restore(env, catalog, m, req, progress).await,
-        "command" => Err(Error::Invalid(
-            "a `command` backup restores to a file only: pass --to-file PATH (or - for stdout)"
-                .into(),
-        )),
-        "postgres" => {
-            crate::source::postgres::restore::restore(
-                env,
-                catalog,
-                &m.source,
-                Some(m),
-                req,
-                progress,
-            )
-            .await
-        }
-        "mongo" => crate::source::mongo::restore(env, catalog, m, req, progress).await,
-        other => Err(Error::NotSupported(format!(
-            "restoring `{other}` backups into a server"
-        ))),
-    }
+    let ctx = RestoreCtx {
+        env,
+        catalog,
+        manifest: m,
+        progress,
+    };
+    engine_for(env, m)?.restore(&ctx, spec).await
 }
 
 /// What restoring `m` as `req` asks would destroy at its destination (a
@@ -72,25 +162,34 @@ pub async fn restore(
 pub async fn describe_overwrite(
     env: &Env,
     m: &Manifest,
-    req: &crate::source::RestoreRequest,
+    req: &RestoreRequest,
 ) -> Option<crate::source::Overwrite> {
-    if !req.replace || req.to_file.is_some() {
+    let spec = req.spec().ok()?;
+    if !spec.replace || matches!(spec.target, RestoreTarget::File(_)) {
         return None;
     }
-    match m.engine.as_str() {
-        "redis" => match &req.to_uri {
-            Some(uri) => Some(crate::source::redis::describe_overwrite(env, m, uri).await),
-            None => None,
-        },
-        "mongo" => {
-            Some(crate::source::mongo::describe_overwrite(env, m, req.to_uri.as_deref()).await)
-        }
-        "postgres" => req
-            .to_dir
-            .as_deref()
-            .map(crate::source::postgres::restore::describe_overwrite),
-        _ => None,
-    }
+    engine_for(env, m)
+        .ok()?
+        .describe_overwrite(env, m, &spec)
+        .await
+}
+
+/// Deep-verifies `m` through its engine (`scratch`: a server the operator
+/// gave, for engines that cannot start their own).
+pub async fn verify_deep(
+    env: &Env,
+    catalog: &Catalog,
+    m: &Manifest,
+    scratch: Option<&str>,
+    progress: &dyn Progress,
+) -> Result<crate::source::DeepVerify> {
+    let ctx = RestoreCtx {
+        env,
+        catalog,
+        manifest: m,
+        progress,
+    };
+    engine_for(env, m)?.verify_deep(&ctx, scratch).await
 }
 
 /// Writes the raw stream of `m` to `path` (`-` for stdout). A file is written

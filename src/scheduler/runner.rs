@@ -103,11 +103,14 @@ impl JobRunner {
     async fn backup(&self, source: &str, cancel: CancellationToken) -> Result<RunReport> {
         // The heartbeat drills measure RPO from: written just before the dump, so
         // the newest canary a restore finds is this backup's point (best effort).
-        if let Ok(cfg) = self.env.source_config(source) {
-            if crate::drill::canary::supported(cfg.kind) {
-                if let Err(e) = crate::drill::canary::write(&self.env, source).await {
-                    tracing::warn!(event = "canary_failed", source, error = %e);
-                }
+        let engine = self
+            .env
+            .source_config(source)
+            .ok()
+            .and_then(|c| crate::source::engine_of(source, c).ok());
+        if let Some(engine) = engine.filter(|e| e.has_canary()) {
+            if let Err(e) = engine.canary_write().await {
+                tracing::warn!(event = "canary_failed", source, error = %e);
             }
         }
         // The backup watches `cancel` itself: its stream is cancelled and its

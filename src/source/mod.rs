@@ -1,16 +1,28 @@
 //! Sources: what produces the bytes of a backup and accepts them back.
 //!
-//! Every engine (`command`, `mongo`, `redis`, `postgres`) has a folder of its
-//! own and implements [`BackupSource`]: it opens a raw byte stream
+//! Every engine has a folder of its own (`src/source/<engine>/`, each with
+//! `mod.rs`, `config.rs`, `backup.rs`, `restore.rs`, `canary.rs`,
+//! `scratch.rs`) and implements [`Engine`], which owns the engine's whole
+//! life: backup, probe, restore into a typed [`RestoreTarget`], deep verify,
+//! heartbeat canaries and scratch servers. Code outside the folders never
+//! names an engine: it holds an [`EngineConfig`] (parsed once, at policy
+//! load) and asks [`EngineConfig::engine`] for the `dyn Engine`. A capability
+//! an engine lacks answers [`SourceError::NotSupported`]. Adding an engine is
+//! one folder and one line in [`engines!`]'s invocation below.
+//!
+//! The backup half is [`BackupSource`]: it opens a raw byte stream
 //! ([`SourceStream`]) whose `done` future, awaited after the reader reached
 //! end-of-file, confirms the stream was complete (the child exited 0, the CRC
 //! trailer matched, the oplog window closed) and returns the engine's
 //! consistency point for the manifest. The pipeline awaits `done` before it
 //! lets the upload commit, so a source that fails late leaves no backup.
 
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use tokio::io::AsyncRead;
 
@@ -98,6 +110,33 @@ pub enum SourceError {
         #[source]
         cause: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The engine has no such capability (a `command` source cannot be
+    /// restored into a server, Redis has no point-in-time recovery...).
+    #[error("{what}")]
+    NotSupported {
+        /// Policy name of the source.
+        source_name: String,
+        /// What was asked, and what to do instead.
+        what: String,
+    },
+    /// The source's settings are invalid (what the run would refuse).
+    #[error("{message}")]
+    Config {
+        /// What is wrong, naming the source and the setting.
+        message: String,
+    },
+    /// Something the operation needs is not there (no canary in restored data...).
+    #[error("{message}")]
+    NotFound {
+        /// What is missing, and what to do.
+        message: String,
+    },
+    /// The request is not one the engine can carry out as asked.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong with it.
+        message: String,
+    },
     /// The data is not what the engine's format requires.
     #[error("source `{source_name}`: invalid data: {message}")]
     Format {
@@ -109,6 +148,11 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// Whether this is [`SourceError::NotSupported`]: the engine lacks the capability.
+    pub fn is_not_supported(&self) -> bool {
+        matches!(self, SourceError::NotSupported { .. })
+    }
+
     /// Whether a retry may help.
     pub fn retry_class(&self) -> RetryClass {
         match self {
@@ -119,115 +163,366 @@ impl SourceError {
     }
 }
 
-/// What the operator asked a restore to do; each engine uses the fields that
-/// apply to it and refuses the others with a clear error.
-#[derive(Debug, Clone, Default)]
-pub struct RestoreRequest {
-    /// Write the raw stream (decrypted, decompressed) to this file; `-` is stdout.
-    pub to_file: Option<std::path::PathBuf>,
-    /// Restore into this running server (Mongo URI, Redis URL).
-    pub to_uri: Option<String>,
-    /// Restore into this directory (PostgreSQL data directory).
-    pub to_dir: Option<std::path::PathBuf>,
-    /// Namespace pattern to rename from (`db.*`).
-    pub ns_from: Option<String>,
-    /// Namespace pattern to rename to (`drill_db.*`).
-    pub ns_to: Option<String>,
-    /// Replace existing data (Mongo `--drop`, Redis `--flush`, a non-empty directory).
+/// Where a restore writes: one typed destination instead of a bag of options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreTarget {
+    /// The raw stream (decrypted, decompressed) into this file; `-` is stdout.
+    /// Every engine supports it: the operator's escape hatch.
+    File(PathBuf),
+    /// Into this running server (a MongoDB URI, a Redis URL).
+    Server(String),
+    /// Into the source's own server, as the policy names it.
+    Origin,
+    /// Into this directory (a PostgreSQL data directory).
+    DataDir(PathBuf),
+}
+
+impl RestoreTarget {
+    /// The flag an operator uses for this destination, for messages.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            RestoreTarget::File(_) => "--to-file",
+            RestoreTarget::Server(_) => "--to",
+            RestoreTarget::Origin => "no destination",
+            RestoreTarget::DataDir(_) => "--to-dir",
+        }
+    }
+}
+
+/// How far a restore recovers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryPoint {
+    /// The chosen backup's own consistency point (logs the engine replays by
+    /// default, e.g. PostgreSQL's WAL to its end, still apply).
+    Backup,
+    /// Replay logs up to this time.
+    Time(DateTime<Utc>),
+    /// Replay up to this log position, as the operator wrote it (`0/16B3748`).
+    Lsn(String),
+    /// The newest point available.
+    Latest,
+}
+
+impl RecoveryPoint {
+    /// The target time, if this point is one.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        match self {
+            RecoveryPoint::Time(t) => Some(*t),
+            _ => None,
+        }
+    }
+
+    /// The target LSN, if this point is one.
+    pub fn lsn(&self) -> Option<&str> {
+        match self {
+            RecoveryPoint::Lsn(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+/// A namespace rename applied while restoring (`db.*` → `drill_db.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NsRename {
+    /// Pattern to rename from.
+    pub from: String,
+    /// Pattern to rename to.
+    pub to: String,
+}
+
+/// A restore, typed: where to, to which point, and how.
+#[derive(Debug, Clone)]
+pub struct RestoreSpec {
+    /// Destination.
+    pub target: RestoreTarget,
+    /// How far to recover.
+    pub point: RecoveryPoint,
+    /// Namespace rename, for engines with namespaces.
+    pub rename: Option<NsRename>,
+    /// Replace existing data (Mongo `--drop`, Redis flush, a non-empty directory, an existing file).
     pub replace: bool,
-    /// Do not ask for confirmation.
-    pub yes: bool,
-    /// Point-in-time target.
-    pub target_time: Option<chrono::DateTime<chrono::Utc>>,
-    /// LSN target (PostgreSQL).
-    pub target_lsn: Option<String>,
-    /// Recover to the newest point available.
-    pub latest: bool,
-    /// The target the backup is read from when it is not the source's
-    /// primary (the off-site copy): PostgreSQL then fetches WAL from it too.
+    /// The target the backup is read from when it is not the source's primary
+    /// (the off-site copy): PostgreSQL then fetches WAL from it too.
     pub from_target: Option<String>,
     /// PostgreSQL: the restored cluster keeps archiving into the source's WAL
-    /// archive once promoted (it replaces production). Unset, it does not
-    /// archive at all (`archive_mode = off`).
+    /// archive once promoted. Unset, it does not archive (`archive_mode = off`).
     pub keep_archiving: bool,
 }
 
-/// Builds the source named `name` from its policy settings.
-pub fn open_source(
-    name: &str,
-    cfg: &crate::policy::SourceConfig,
-) -> Result<Box<dyn BackupSource>, crate::Error> {
-    use crate::policy::Engine;
-    match cfg.kind {
-        Engine::Command => {
-            let c = cfg.command.clone().ok_or_else(|| {
-                crate::Error::Invalid(format!(
-                    "source `{name}` has no [sources.{name}.command] table"
-                ))
-            })?;
-            Ok(Box::new(command::CommandSource::new(name, c)))
-        }
-        Engine::Redis => {
-            let c = cfg.redis.clone().ok_or_else(|| {
-                crate::Error::Invalid(format!(
-                    "source `{name}` has no [sources.{name}.redis] table"
-                ))
-            })?;
-            Ok(Box::new(redis::RedisSource::new(name, c)?))
-        }
-        Engine::Postgres => {
-            let c = cfg.postgres.clone().ok_or_else(|| {
-                crate::Error::Invalid(format!(
-                    "source `{name}` has no [sources.{name}.postgres] table"
-                ))
-            })?;
-            c.validate()
-                .map_err(|m| crate::Error::Invalid(format!("[sources.{name}.postgres]: {m}")))?;
-            Ok(Box::new(postgres::base::BaseBackupSource::new(name, c)))
-        }
-        Engine::Mongo => {
-            let c = cfg.mongo.clone().ok_or_else(|| {
-                crate::Error::Invalid(format!(
-                    "source `{name}` has no [sources.{name}.mongo] table"
-                ))
-            })?;
-            Ok(Box::new(mongo::MongoSource::new(name, c)))
+impl RestoreSpec {
+    /// A restore into `target` of the backup's own point, replacing nothing.
+    pub fn new(target: RestoreTarget) -> RestoreSpec {
+        RestoreSpec {
+            target,
+            point: RecoveryPoint::Backup,
+            rename: None,
+            replace: false,
+            from_target: None,
+            keep_archiving: false,
         }
     }
 }
 
-/// Checks that the source named `name` can be reached (`gsdr policy check --connect`).
-pub async fn probe(name: &str, cfg: &crate::policy::SourceConfig) -> Result<(), crate::Error> {
-    use crate::policy::Engine;
-    match cfg.kind {
-        Engine::Command => {
-            let c = cfg
-                .command
-                .as_ref()
-                .ok_or_else(|| crate::Error::Invalid(format!("source `{name}` has no command")))?;
-            command::probe(name, c)
-        }
-        Engine::Redis => {
-            let c = cfg.redis.as_ref().ok_or_else(|| {
-                crate::Error::Invalid(format!("source `{name}` has no redis table"))
-            })?;
-            redis::probe(name, c).await
-        }
-        Engine::Postgres => {
-            let c = cfg.postgres.clone().ok_or_else(|| {
-                crate::Error::Invalid(format!("source `{name}` has no postgres table"))
-            })?;
-            Ok(postgres::base::BaseBackupSource::new(name, c)
-                .probe()
-                .await?)
-        }
-        Engine::Mongo => {
-            let c = cfg.mongo.as_ref().ok_or_else(|| {
-                crate::Error::Invalid(format!("source `{name}` has no mongo settings"))
-            })?;
-            mongo::probe(name, c).await
+/// What an engine's restore and deep verify read from: the backup and the
+/// means to open it.
+// Transitional: `env` goes once the job hands engines a backup reader of
+// their own (issue #13, engines do not import `job`).
+pub struct RestoreCtx<'a> {
+    /// The job environment (opens and decrypts the backup).
+    pub env: &'a crate::job::Env,
+    /// The catalog the backup is listed in.
+    pub catalog: &'a crate::catalog::Catalog,
+    /// The backup to restore.
+    pub manifest: &'a crate::catalog::Manifest,
+    /// Progress of the long phases.
+    pub progress: &'a dyn crate::job::Progress,
+}
+
+/// The result of a deep verification: restored into a scratch server and
+/// compared with the manifest.
+#[derive(Debug, Clone)]
+pub struct DeepVerify {
+    /// Every comparison matched.
+    pub ok: bool,
+    /// The engine's own report (`id`, `summary`, `error`, and details).
+    pub report: serde_json::Value,
+}
+
+/// What a scratch server for drills is started from.
+#[derive(Debug, Clone)]
+pub struct ScratchSpec<'a> {
+    /// Directory the server keeps its data in (for Redis: holding the `dump.rdb`;
+    /// for PostgreSQL: the restored data directory).
+    pub dir: &'a Path,
+    /// The server replaces the source (an incident): it listens where the
+    /// source did and is left running, not a throwaway on a free port.
+    pub as_endpoint: bool,
+    /// Program and arguments for engines whose scratch server the policy
+    /// describes (`[drills] mongo_scratch_argv`); empty for the others.
+    pub argv: &'a [String],
+}
+
+/// A running scratch server. Every engine's server stops the same way.
+#[async_trait]
+pub trait Scratch: Send + Sync {
+    /// Where clients reach it (a URI).
+    fn uri(&self) -> String;
+    /// Stops the server and waits for it to exit.
+    async fn stop(self: Box<Self>);
+    /// Leaves the server running after gsdr exits (an incident's endpoint).
+    fn detach(self: Box<Self>);
+}
+
+/// An engine: everything gsdr does with one kind of source, for one source.
+/// Built from an [`EngineConfig`] (or, for a backup whose source left the
+/// policy, from the engine's defaults: [`engine_for_kind`]).
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// The engine's kind as policies and manifests write it.
+    fn kind(&self) -> &'static str;
+
+    /// The policy name of the source.
+    fn source_name(&self) -> &str;
+
+    /// The backup side.
+    fn backup(&self) -> Result<Box<dyn BackupSource>, SourceError>;
+
+    /// Checks the source can be reached and authenticated, without a backup
+    /// (`gsdr policy check --connect`).
+    async fn probe(&self) -> Result<(), SourceError>;
+
+    /// Restores `ctx.manifest` as `spec` asks. A file destination is handled
+    /// before the engine is asked ([`crate::job::restore`]), so engines see
+    /// servers and directories.
+    async fn restore(
+        &self,
+        ctx: &RestoreCtx<'_>,
+        spec: &RestoreSpec,
+    ) -> crate::Result<crate::job::RestoreOutcome>;
+
+    /// What restoring `m` as `spec` asks would destroy at its destination;
+    /// `None` when nothing can be destroyed there.
+    async fn describe_overwrite(
+        &self,
+        env: &crate::job::Env,
+        m: &crate::catalog::Manifest,
+        spec: &RestoreSpec,
+    ) -> Option<Overwrite>;
+
+    /// Restores into a scratch server (`scratch`: one given by the operator,
+    /// for engines that cannot start their own) and compares with the manifest.
+    async fn verify_deep(
+        &self,
+        ctx: &RestoreCtx<'_>,
+        scratch: Option<&str>,
+    ) -> crate::Result<DeepVerify>;
+
+    /// Whether sources of this engine can hold a heartbeat canary.
+    fn has_canary(&self) -> bool;
+
+    /// Writes a heartbeat canary into the source now; returns its time.
+    async fn canary_write(&self) -> crate::Result<DateTime<Utc>>;
+
+    /// The newest heartbeat canary in data restored to `uri`.
+    async fn canary_read(&self, uri: &str) -> crate::Result<DateTime<Utc>>;
+
+    /// Starts a scratch server over `spec.dir`.
+    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>>;
+}
+
+/// The error of a capability `engine` (of source `source`) does not have.
+pub fn not_supported(source: &str, what: impl Into<String>) -> SourceError {
+    SourceError::NotSupported {
+        source_name: source.to_string(),
+        what: what.into(),
+    }
+}
+
+/// What an engine's `validate` found wrong with its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The setting at fault, within the engine's table (`wal_segment_bytes`), if one is.
+    pub field: Option<&'static str>,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl From<String> for ConfigIssue {
+    fn from(message: String) -> ConfigIssue {
+        ConfigIssue {
+            field: None,
+            message,
         }
     }
+}
+
+impl From<(&'static str, String)> for ConfigIssue {
+    fn from((field, message): (&'static str, String)) -> ConfigIssue {
+        ConfigIssue {
+            field: Some(field),
+            message,
+        }
+    }
+}
+
+/// The registry: one line per engine, `Variant => module::Config`. Each
+/// module provides `KIND` (its name in policies and manifests) and
+/// `engine(source, Option<&Config>)` (its `dyn Engine`, from the defaults
+/// when there is no config).
+macro_rules! engines {
+    ($($variant:ident => $module:ident :: $config:ident),+ $(,)?) => {
+        /// The settings of a source's engine, parsed from `kind` and its sub-table once.
+        #[derive(Debug, Clone)]
+        #[non_exhaustive]
+        pub enum EngineConfig {
+            $(
+                #[doc = concat!("The `", stringify!($module), "` engine.")]
+                $variant($module::$config),
+            )+
+        }
+
+        impl EngineConfig {
+            /// The engine's kind as policies and manifests write it.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(EngineConfig::$variant(_) => $module::KIND,)+
+                }
+            }
+
+            /// The engine of source `source`.
+            pub fn engine(&self, source: &str) -> Result<Arc<dyn Engine>, SourceError> {
+                match self {
+                    $(EngineConfig::$variant(c) => $module::engine(source, Some(c)),)+
+                }
+            }
+
+            /// Parses the settings table of engine `kind`; `None` for an unknown kind.
+            pub fn parse<'de, D: serde::Deserializer<'de>>(
+                kind: &str,
+                table: D,
+            ) -> Option<Result<EngineConfig, D::Error>> {
+                use serde::Deserialize;
+                $(
+                    if kind == $module::KIND {
+                        return Some($module::$config::deserialize(table).map(EngineConfig::$variant));
+                    }
+                )+
+                None
+            }
+
+            /// Checks the settings beyond what parsing checks (what the run would refuse).
+            pub fn validate(&self) -> Result<(), ConfigIssue> {
+                match self {
+                    $(EngineConfig::$variant(c) => c.validate().map_err(ConfigIssue::from),)+
+                }
+            }
+        }
+
+        /// Every engine's kind, in registration order.
+        pub const KINDS: &[&str] = &[$($module::KIND),+];
+
+        /// The engine `kind` with its default settings, for a backup whose
+        /// source is not (or no longer) in the policy; `None` for an unknown kind.
+        pub fn engine_for_kind(kind: &str, source: &str) -> Option<Result<Arc<dyn Engine>, SourceError>> {
+            $(
+                if kind == $module::KIND {
+                    return Some($module::engine(source, None));
+                }
+            )+
+            None
+        }
+    };
+}
+
+engines! {
+    Command => command::CommandConfig,
+    Mongo => mongo::MongoConfig,
+    Redis => redis::RedisConfig,
+    Postgres => postgres::PostgresConfig,
+}
+
+/// The engine of the backup `m`: built from the policy's settings of its
+/// source when they are of the backup's engine, else from the engine's defaults.
+pub fn engine_for_manifest(
+    m: &crate::catalog::Manifest,
+    cfg: Option<&EngineConfig>,
+) -> Result<Arc<dyn Engine>, SourceError> {
+    match cfg {
+        Some(c) if c.kind() == m.engine => c.engine(&m.source),
+        _ => engine_for_kind(&m.engine, &m.source).unwrap_or_else(|| {
+            Err(not_supported(
+                &m.source,
+                format!("restoring `{}` backups into a server", m.engine),
+            ))
+        }),
+    }
+}
+
+/// The engine settings of `cfg` (transitional: the policy loader builds
+/// [`EngineConfig`] itself once it parses into it).
+pub fn config_of(
+    name: &str,
+    cfg: &crate::policy::SourceConfig,
+) -> Result<EngineConfig, SourceError> {
+    let kind = cfg.kind.as_str();
+    let found = match kind {
+        command::KIND => cfg.command.clone().map(EngineConfig::Command),
+        mongo::KIND => cfg.mongo.clone().map(EngineConfig::Mongo),
+        redis::KIND => cfg.redis.clone().map(EngineConfig::Redis),
+        postgres::KIND => cfg.postgres.clone().map(EngineConfig::Postgres),
+        _ => None,
+    };
+    found.ok_or_else(|| SourceError::Config {
+        message: format!("source `{name}` has no [sources.{name}.{kind}] table"),
+    })
+}
+
+/// The engine of the source named `name`.
+pub fn engine_of(
+    name: &str,
+    cfg: &crate::policy::SourceConfig,
+) -> Result<Arc<dyn Engine>, SourceError> {
+    config_of(name, cfg)?.engine(name)
 }
 
 /// What a restore would destroy at its endpoint, in words, for incident

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use gsdr::catalog::Catalog;
+use gsdr::job::RestoreRequest;
 use gsdr::job::{Env, NoProgress};
 use gsdr::policy::Policy;
 use gsdr::source::mongo::{list_indexes, DumpDetails};
-use gsdr::source::RestoreRequest;
 use mongodb::bson::{doc, oid::ObjectId, Binary, Bson, DateTime, Document, RawDocumentBuf};
 
 use crate::support::mongo::{replica_set_uri, NxMongo};

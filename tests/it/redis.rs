@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gsdr::catalog::{Catalog, Manifest};
+use gsdr::job::RestoreRequest;
 use gsdr::job::{Env, NoProgress};
 use gsdr::policy::Policy;
 use gsdr::source::redis::{rdb, verify_deep};
-use gsdr::source::RestoreRequest;
 
 use crate::support::redis::{write_file, Opts, RedisServer, Sentinel, TlsFiles};
 use crate::support::tempdir;

@@ -14,26 +14,140 @@
 //! checked without the source.
 
 pub mod archive;
+mod backup;
+pub mod canary;
 mod config;
 mod digest;
-mod dump;
 mod restore;
+pub mod scratch;
 
+pub use backup::{DumpDetails, MongoSource, NsSummary};
 pub use config::{MongoConfig, MongoTls, ReadPreferenceMode};
 pub use digest::ContentDigest;
-pub use dump::{DumpDetails, MongoSource, NsSummary};
 pub use restore::{
     describe_overwrite, list_indexes, restore, restore_archive, verify_deep, DeepVerifyReport,
     NsCheck, RestoreOptions, RestoreSummary,
 };
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use mongodb::options::{
     ClientOptions, ReadPreference, ReadPreferenceOptions, SelectionCriteria, Tls, TlsOptions,
 };
 
-use crate::source::SourceError;
+use crate::source::{
+    BackupSource, DeepVerify, Engine, Overwrite, RestoreCtx, RestoreSpec, RestoreTarget, Scratch,
+    ScratchSpec, SourceError,
+};
+
+/// The engine's name in policies and manifests.
+pub const KIND: &str = "mongo";
+
+/// The engine of source `source`; without settings (a backup whose source
+/// left the policy), a restore needs an explicit `--to URI`.
+pub fn engine(source: &str, cfg: Option<&MongoConfig>) -> Result<Arc<dyn Engine>, SourceError> {
+    Ok(Arc::new(MongoEngine {
+        name: source.to_string(),
+        config: cfg.cloned(),
+    }))
+}
+
+/// A MongoDB source.
+#[derive(Debug, Clone)]
+pub struct MongoEngine {
+    name: String,
+    config: Option<MongoConfig>,
+}
+
+impl MongoEngine {
+    fn config(&self) -> Result<&MongoConfig, SourceError> {
+        self.config.as_ref().ok_or_else(|| SourceError::Config {
+            message: format!("source `{0}` has no [sources.{0}.mongo] table", self.name),
+        })
+    }
+}
+
+#[async_trait]
+impl Engine for MongoEngine {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn source_name(&self) -> &str {
+        &self.name
+    }
+
+    fn backup(&self) -> Result<Box<dyn BackupSource>, SourceError> {
+        Ok(Box::new(MongoSource::new(
+            &self.name,
+            self.config()?.clone(),
+        )))
+    }
+
+    async fn probe(&self) -> Result<(), SourceError> {
+        probe(&self.name, self.config()?).await
+    }
+
+    async fn restore(
+        &self,
+        ctx: &RestoreCtx<'_>,
+        spec: &RestoreSpec,
+    ) -> crate::Result<crate::job::RestoreOutcome> {
+        restore(ctx.env, ctx.catalog, ctx.manifest, spec, ctx.progress).await
+    }
+
+    async fn describe_overwrite(
+        &self,
+        env: &crate::job::Env,
+        m: &crate::catalog::Manifest,
+        spec: &RestoreSpec,
+    ) -> Option<Overwrite> {
+        let uri = match &spec.target {
+            RestoreTarget::Server(u) => Some(u.as_str()),
+            RestoreTarget::Origin => None,
+            _ => return None,
+        };
+        spec.replace.then_some(())?;
+        Some(describe_overwrite(env, m, uri).await)
+    }
+
+    async fn verify_deep(
+        &self,
+        ctx: &RestoreCtx<'_>,
+        scratch: Option<&str>,
+    ) -> crate::Result<DeepVerify> {
+        let uri = scratch.ok_or_else(|| SourceError::Invalid {
+            message: "--deep on a MongoDB backup needs --scratch URI (a drill server)".into(),
+        })?;
+        let r = verify_deep(ctx.env, ctx.catalog, ctx.manifest, uri, ctx.progress).await?;
+        Ok(DeepVerify {
+            ok: r.ok,
+            report: serde_json::to_value(&r).unwrap_or_default(),
+        })
+    }
+
+    fn has_canary(&self) -> bool {
+        true
+    }
+
+    async fn canary_write(&self) -> crate::Result<DateTime<Utc>> {
+        canary::write(&self.name, self.config()?).await
+    }
+
+    async fn canary_read(&self, uri: &str) -> crate::Result<DateTime<Utc>> {
+        canary::read(uri).await
+    }
+
+    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>> {
+        Ok(Box::new(
+            scratch::ScratchMongo::start(spec.argv, spec.dir).await?,
+        ))
+    }
+}
 
 /// Opens a driver client for `uri` with the source's settings and pings it.
 /// Errors never contain the URI (it may hold a password).
@@ -142,7 +256,7 @@ pub(crate) fn classify(
 }
 
 /// Checks that the source can be reached (`gsdr policy check --connect`).
-pub async fn probe(name: &str, cfg: &MongoConfig) -> Result<(), crate::Error> {
+pub async fn probe(name: &str, cfg: &MongoConfig) -> Result<(), SourceError> {
     let uri = read_uri(name, cfg)?;
     connect(name, uri.expose(), cfg).await?;
     Ok(())

@@ -23,15 +23,17 @@ use tokio::task::JoinSet;
 use tokio_util::io::SyncIoBridge;
 
 use super::archive::{ArchiveError, ArchiveReader, CollectionMeta, Event, Metadata, Namespace};
+use super::backup::DumpDetails;
 use super::digest::ContentDigest;
-use super::dump::DumpDetails;
 use super::{connect, read_uri, MongoConfig, ReadPreferenceMode};
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::job::{Env, Progress, RestoreOutcome};
 use crate::pipeline::{Ends, PipelineError, StreamError};
 use crate::policy::SecretRef;
-use crate::source::{Overwrite, RestoreRequest, SourceError};
+use crate::source::{
+    not_supported, Overwrite, RecoveryPoint, RestoreSpec, RestoreTarget, SourceError,
+};
 use crate::storage::BoxRead;
 
 /// How to restore an archive.
@@ -514,30 +516,32 @@ fn restore_target(
     Ok((cfg, uri))
 }
 
+const NOT_A_DIR: &str = "a mongo restore takes --to URI (or the source's URI), --ns-from/--ns-to, --drop and --target-time; not a directory or an LSN";
+
 /// Restores a Mongo backup into a server (`gsdr restore --to URI`, `--ns-from/--ns-to`, `--drop`).
 pub async fn restore(
     env: &Env,
     catalog: &Catalog,
     m: &Manifest,
-    req: &RestoreRequest,
+    spec: &RestoreSpec,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
-    if req.to_dir.is_some() || req.target_lsn.is_some() {
-        return Err(Error::Invalid(
-            "a mongo restore takes --to URI (or the source's URI), --ns-from/--ns-to, --drop and --target-time; not a directory or an LSN".into(),
-        ));
+    let to_uri = match &spec.target {
+        RestoreTarget::Server(u) => Some(u.as_str()),
+        RestoreTarget::Origin => None,
+        RestoreTarget::DataDir(_) | RestoreTarget::File(_) => {
+            return Err(not_supported(&m.source, NOT_A_DIR).into())
+        }
+    };
+    if let RecoveryPoint::Lsn(_) = spec.point {
+        return Err(not_supported(&m.source, NOT_A_DIR).into());
     }
-    if req.ns_from.is_some() != req.ns_to.is_some() {
-        return Err(Error::Invalid(
-            "pass both --ns-from and --ns-to, or neither".into(),
-        ));
-    }
-    let (cfg, uri) = restore_target(env, m, req.to_uri.as_deref())?;
+    let (cfg, uri) = restore_target(env, m, to_uri)?;
     let mut opts = RestoreOptions::from_config(&cfg);
-    opts.ns_from = req.ns_from.clone();
-    opts.ns_to = req.ns_to.clone();
-    opts.drop = req.replace;
-    opts.oplog_limit = req.target_time.map(|t| Timestamp {
+    opts.ns_from = spec.rename.as_ref().map(|r| r.from.clone());
+    opts.ns_to = spec.rename.as_ref().map(|r| r.to.clone());
+    opts.drop = spec.replace;
+    opts.oplog_limit = spec.point.time().map(|t| Timestamp {
         time: t.timestamp().clamp(0, u32::MAX as i64) as u32,
         increment: 0,
     });

@@ -20,15 +20,171 @@
 //!   the archived WAL none of them needs.
 
 pub mod archiver;
-pub mod base;
+pub mod backup;
+pub mod canary;
 pub mod config;
 pub mod restore;
+pub mod scratch;
 pub mod wal;
 pub mod walchain;
 pub mod walprune;
 pub mod walverify;
 
+// The base backup was `base`; the WAL modules still name it so.
+pub use backup as base;
 pub use config::PostgresConfig;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::source::{
+    not_supported, BackupSource, DeepVerify, Engine, Overwrite, RestoreCtx, RestoreSpec,
+    RestoreTarget, Scratch, ScratchSpec, SourceError,
+};
+
+/// The engine's name in policies and manifests.
+pub const KIND: &str = "postgres";
+
+/// The engine of source `source`. Its settings are checked here (a run
+/// refuses what `validate` refuses). Without settings, nothing but the file
+/// restore works: a PostgreSQL restore needs the source's WAL archive.
+pub fn engine(source: &str, cfg: Option<&PostgresConfig>) -> Result<Arc<dyn Engine>, SourceError> {
+    if let Some(c) = cfg {
+        c.validate().map_err(|m| SourceError::Config {
+            message: format!("[sources.{source}.postgres]: {m}"),
+        })?;
+    }
+    Ok(Arc::new(PostgresEngine {
+        name: source.to_string(),
+        config: cfg.cloned(),
+    }))
+}
+
+/// A PostgreSQL source.
+#[derive(Debug, Clone)]
+pub struct PostgresEngine {
+    name: String,
+    config: Option<PostgresConfig>,
+}
+
+impl PostgresEngine {
+    fn config(&self) -> Result<&PostgresConfig, SourceError> {
+        self.config.as_ref().ok_or_else(|| SourceError::Config {
+            message: format!("source `{0}` is not a postgres source", self.name),
+        })
+    }
+}
+
+/// A scratch PostgreSQL and how to reach it as the source's user.
+struct PgScratch {
+    server: scratch::ScratchPg,
+    uri: String,
+}
+
+#[async_trait]
+impl Scratch for PgScratch {
+    fn uri(&self) -> String {
+        self.uri.clone()
+    }
+
+    async fn stop(self: Box<Self>) {
+        self.server.stop().await;
+    }
+
+    fn detach(self: Box<Self>) {
+        self.server.detach();
+    }
+}
+
+#[async_trait]
+impl Engine for PostgresEngine {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn source_name(&self) -> &str {
+        &self.name
+    }
+
+    fn backup(&self) -> Result<Box<dyn BackupSource>, SourceError> {
+        Ok(Box::new(backup::BaseBackupSource::new(
+            &self.name,
+            self.config()?.clone(),
+        )))
+    }
+
+    async fn probe(&self) -> Result<(), SourceError> {
+        backup::BaseBackupSource::new(&self.name, self.config()?.clone())
+            .probe()
+            .await
+    }
+
+    async fn restore(
+        &self,
+        ctx: &RestoreCtx<'_>,
+        spec: &RestoreSpec,
+    ) -> crate::Result<crate::job::RestoreOutcome> {
+        restore::restore(
+            ctx.env,
+            ctx.catalog,
+            &ctx.manifest.source,
+            Some(ctx.manifest),
+            spec,
+            ctx.progress,
+        )
+        .await
+    }
+
+    async fn describe_overwrite(
+        &self,
+        _env: &crate::job::Env,
+        _m: &crate::catalog::Manifest,
+        spec: &RestoreSpec,
+    ) -> Option<Overwrite> {
+        match &spec.target {
+            RestoreTarget::DataDir(d) if spec.replace => Some(restore::describe_overwrite(d)),
+            _ => None,
+        }
+    }
+
+    async fn verify_deep(
+        &self,
+        _ctx: &RestoreCtx<'_>,
+        _scratch: Option<&str>,
+    ) -> crate::Result<DeepVerify> {
+        Err(not_supported(
+            &self.name,
+            "no deep verification for PostgreSQL backups; a drill restores and checks them",
+        )
+        .into())
+    }
+
+    fn has_canary(&self) -> bool {
+        true
+    }
+
+    async fn canary_write(&self) -> crate::Result<DateTime<Utc>> {
+        canary::write(&self.name, self.config()?).await
+    }
+
+    async fn canary_read(&self, uri: &str) -> crate::Result<DateTime<Utc>> {
+        let conn = canary::restored_conn(&self.name, uri, self.config.as_ref())?;
+        canary::read(&conn).await
+    }
+
+    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>> {
+        let cfg = self.config()?;
+        let server = if spec.as_endpoint {
+            scratch::ScratchPg::start_endpoint(cfg, spec.dir).await?
+        } else {
+            scratch::ScratchPg::start(cfg, spec.dir).await?
+        };
+        let uri = server.conn_string(cfg);
+        Ok(Box::new(PgScratch { server, uri }))
+    }
+}
 
 /// Default WAL segment size (PostgreSQL's `--wal-segsize` default).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 16 << 20;

@@ -20,7 +20,7 @@ use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::job::{Env, Progress, RestoreOutcome};
 use crate::pipeline::{Ends, StreamError};
-use crate::source::{Overwrite, RestoreRequest};
+use crate::source::{not_supported, Overwrite, RecoveryPoint, RestoreSpec, RestoreTarget};
 
 /// Marker line opening the settings gsdr appends to `postgresql.auto.conf`.
 pub const SETTINGS_MARKER: &str = "# --- recovery settings written by gsdr restore ---";
@@ -34,14 +34,14 @@ fn details(m: &Manifest) -> Result<BaseDetails> {
     })
 }
 
-/// Picks the base backup to restore for `req`: `chosen` if it fits the target, else the newest that does.
+/// Picks the base backup to restore for `point`: `chosen` if it fits the target, else the newest that does.
 pub async fn pick_base(
     catalog: &Catalog,
     source: &str,
     chosen: Option<&Manifest>,
-    req: &RestoreRequest,
+    point: &RecoveryPoint,
 ) -> Result<Manifest> {
-    let target_lsn = match &req.target_lsn {
+    let target_lsn = match point.lsn() {
         Some(s) => Some(
             parse_lsn(s)
                 .ok_or_else(|| Error::Invalid(format!("`{s}` is not an LSN like 0/16B3748")))?,
@@ -52,7 +52,7 @@ pub async fn pick_base(
         if m.kind != "base" {
             return false;
         }
-        if let Some(t) = req.target_time {
+        if let Some(t) = point.time() {
             if m.recovery_point() > t {
                 return false;
             }
@@ -80,7 +80,7 @@ pub async fn pick_base(
             crate::catalog::CatalogError::NoBackup {
                 source_name: source.to_string(),
                 store: catalog.store().describe(),
-                detail: match (&req.target_time, &req.target_lsn) {
+                detail: match (point.time(), point.lsn()) {
                     (Some(t), _) => format!(" (base backup ending before {})", t.to_rfc3339()),
                     (_, Some(l)) => format!(" (base backup ending before LSN {l})"),
                     _ => " (base backup)".into(),
@@ -215,21 +215,21 @@ fn pg_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The recovery settings for `req` (lines for `postgresql.auto.conf`).
+/// The recovery settings for `point` (lines for `postgresql.auto.conf`).
 pub fn recovery_settings(
     restore_command: &str,
-    req: &RestoreRequest,
+    point: &RecoveryPoint,
     archiving: &Archiving,
 ) -> String {
     let mut s = format!("\n{SETTINGS_MARKER}\n");
     s += &format!("restore_command = {}\n", pg_string(restore_command));
-    if let Some(t) = req.target_time {
+    if let Some(t) = point.time() {
         let t: DateTime<Utc> = t;
         s += &format!(
             "recovery_target_time = {}\n",
             pg_string(&t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
         );
-    } else if let Some(l) = &req.target_lsn {
+    } else if let Some(l) = point.lsn() {
         s += &format!("recovery_target_lsn = {}\n", pg_string(l));
     }
     s += "recovery_target_timeline = 'latest'\n";
@@ -353,7 +353,7 @@ fn local<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) 
     }
 }
 
-/// Restores source `source` into `req.to_dir` as of `req`'s target. `manifest`
+/// Restores source `source` into `spec`'s data directory as of its recovery point. `manifest`
 /// is the backup the operator picked (used if it fits the target).
 ///
 /// Nothing in the directory is touched until the backup has been read end to
@@ -368,24 +368,30 @@ pub async fn restore(
     catalog: &Catalog,
     source: &str,
     manifest: Option<&Manifest>,
-    req: &RestoreRequest,
+    spec: &RestoreSpec,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
     let start = Instant::now();
-    let dir = req.to_dir.clone().ok_or_else(|| {
-        Error::Invalid(
-            "a PostgreSQL restore goes into a data directory: pass --to-dir PGDATA".into(),
+    let dir =
+        match &spec.target {
+            RestoreTarget::DataDir(d) => d.clone(),
+            RestoreTarget::Server(_) => return Err(not_supported(
+                source,
+                "--to, --ns-from and --ns-to do not apply to PostgreSQL restores (use --to-dir)",
+            )
+            .into()),
+            RestoreTarget::Origin | RestoreTarget::File(_) => {
+                return Err(Error::Invalid(
+                    "a PostgreSQL restore goes into a data directory: pass --to-dir PGDATA".into(),
+                ))
+            }
+        };
+    if spec.rename.is_some() {
+        return Err(not_supported(
+            source,
+            "--to, --ns-from and --ns-to do not apply to PostgreSQL restores (use --to-dir)",
         )
-    })?;
-    if req.to_uri.is_some() || req.ns_from.is_some() || req.ns_to.is_some() {
-        return Err(Error::Invalid(
-            "--to, --ns-from and --ns-to do not apply to PostgreSQL restores (use --to-dir)".into(),
-        ));
-    }
-    if req.target_time.is_some() && req.target_lsn.is_some() {
-        return Err(Error::Invalid(
-            "give either --target-time or --target-lsn, not both".into(),
-        ));
+        .into());
     }
     let cfg = env
         .source_config(source)?
@@ -394,11 +400,11 @@ pub async fn restore(
         .ok_or_else(|| Error::Invalid(format!("source `{source}` is not a postgres source")))?;
     // The key first: a missing or unreadable identity fails before anything else.
     env.identities()?;
-    let m = pick_base(catalog, source, manifest, req).await?;
+    let m = pick_base(catalog, source, manifest, &spec.point).await?;
     let d = details(&m)?;
-    let command = restore_command(env, &cfg, source, req.from_target.as_deref())?;
+    let command = restore_command(env, &cfg, source, spec.from_target.as_deref())?;
     let push = archive_command(env, &cfg, source)?;
-    let archiving = if req.keep_archiving {
+    let archiving = if spec.keep_archiving {
         Archiving::Keep {
             archive_command: push,
         }
@@ -440,7 +446,7 @@ pub async fn restore(
                 dir.display()
             )));
         }
-        if !req.replace {
+        if !spec.replace {
             return Err(Error::Invalid(format!(
                 "`{}` is not empty; refusing to restore over it (pass --replace to replace its contents: they are moved aside and deleted only once the restore succeeded)",
                 dir.display()
@@ -475,7 +481,7 @@ pub async fn restore(
     if let Some(i) = text.find(SETTINGS_MARKER) {
         text.truncate(i);
     }
-    text += &recovery_settings(&command, req, &archiving);
+    text += &recovery_settings(&command, &spec.point, &archiving);
     std::fs::write(&auto, text).map_err(local("writing recovery settings to", &auto))?;
     let signal = new_dir.join("recovery.signal");
     std::fs::write(&signal, b"").map_err(local("writing", &signal))?;
@@ -514,7 +520,7 @@ pub async fn restore(
         }
     }
 
-    let target = match (&req.target_time, &req.target_lsn) {
+    let target = match (spec.point.time(), spec.point.lsn()) {
         (Some(t), _) => format!("time {}", t.to_rfc3339()),
         (_, Some(l)) => format!("lsn {l}"),
         _ => "latest".into(),
@@ -618,10 +624,7 @@ mod tests {
 
     #[test]
     fn settings_quote_and_target() {
-        let req = RestoreRequest {
-            target_time: Some("2026-11-29T01:02:03.5Z".parse().unwrap()),
-            ..Default::default()
-        };
+        let req = RecoveryPoint::Time("2026-11-29T01:02:03.5Z".parse().unwrap());
         let off = Archiving::Off {
             source: "pg".into(),
             archive_command: "gsdr wal-push --allow-branch %p".into(),

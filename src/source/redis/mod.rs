@@ -16,240 +16,136 @@
 //! With `tls = true` every connection, to nodes and sentinels, is TLS with
 //! the policy's CA and client certificate ([`connect`]).
 
+mod backup;
+pub mod canary;
 mod config;
 pub mod connect;
 pub mod rdb;
 pub mod rdbkeys;
 pub mod replication;
 mod restore;
+pub mod scratch;
 pub mod sentinel;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
+pub use backup::{probe, RedisSource};
 pub use config::RedisConfig;
-pub use restore::{describe_overwrite, restore, verify_deep, DeepVerifyReport, ScratchServer};
+pub use restore::{describe_overwrite, restore, verify_deep, DeepVerifyReport};
+pub use scratch::ScratchServer;
 
-use super::{BackupSource, SourceError, SourceMeta, SourceStream};
-use crate::error::RetryClass;
-use connect::{Access, TlsMaterial};
-use replication::{Framing, ReplError, Timeouts};
+use crate::source::{
+    BackupSource, DeepVerify, Engine, Overwrite, RestoreCtx, RestoreSpec, RestoreTarget, Scratch,
+    ScratchSpec, SourceError,
+};
 
-/// A configured Redis source.
-#[derive(Debug, Clone)]
-pub struct RedisSource {
-    name: String,
-    config: RedisConfig,
+/// The engine's name in policies and manifests.
+pub const KIND: &str = "redis";
+
+/// The engine of source `source`; without settings (a backup whose source
+/// left the policy), restores use the defaults (`redis-server` on `PATH`, no TLS).
+pub fn engine(source: &str, cfg: Option<&RedisConfig>) -> Result<Arc<dyn Engine>, SourceError> {
+    Ok(Arc::new(RedisEngine {
+        name: source.to_string(),
+        config: cfg.cloned(),
+    }))
 }
 
-impl RedisSource {
-    /// A source named `name`; the config is validated here.
-    pub fn new(name: impl Into<String>, config: RedisConfig) -> Result<Self, crate::Error> {
-        let name = name.into();
-        config
-            .validate()
-            .map_err(|m| crate::Error::Invalid(format!("source `{name}`: {m}")))?;
-        Ok(RedisSource { name, config })
-    }
+/// A Redis source.
+#[derive(Debug, Clone)]
+pub struct RedisEngine {
+    name: String,
+    config: Option<RedisConfig>,
+}
 
-    fn tls(&self) -> Result<Option<std::sync::Arc<TlsMaterial>>, SourceError> {
-        TlsMaterial::load(&self.config)
-            .map(|t| t.map(std::sync::Arc::new))
-            .map_err(|m| self.connect_err(m, None))
-    }
-
-    /// Credentials and TLS for the data nodes.
-    pub fn access(&self) -> Result<Access, SourceError> {
-        let password = match &self.config.password {
-            Some(r) => Some(r.read().map_err(|m| SourceError::Auth {
-                source_name: self.name.clone(),
-                message: format!("cannot read the password: {m}"),
-            })?),
-            None => None,
-        };
-        Ok(Access {
-            username: self.config.username.clone(),
-            password,
-            tls: self.tls()?,
+impl RedisEngine {
+    fn config(&self) -> Result<&RedisConfig, SourceError> {
+        self.config.as_ref().ok_or_else(|| SourceError::Config {
+            message: format!("source `{0}` has no [sources.{0}.redis] table", self.name),
         })
     }
 
-    /// The node to snapshot: `addr`, or the replica Sentinel points to.
-    pub async fn resolve_node(&self) -> Result<(String, u16, serde_json::Value), SourceError> {
-        let c = &self.config;
-        if let Some(a) = &c.addr {
-            let (h, p) = config::split_addr(a).map_err(|m| self.connect_err(m, None))?;
-            return Ok((h, p, serde_json::json!({ "mode": "node" })));
-        }
-        let password = match &c.sentinel_password {
-            Some(r) => Some(r.read().map_err(|m| SourceError::Auth {
-                source_name: self.name.clone(),
-                message: format!("cannot read the sentinel password: {m}"),
-            })?),
-            None => None,
-        };
-        let access = Access {
-            username: c.sentinel_username.clone(),
-            password,
-            tls: self.tls()?,
-        };
-        let chosen = sentinel::choose(
-            &c.sentinels,
-            c.master_name.as_deref().unwrap_or_default(),
-            &access,
-            c.allow_master_fallback,
-            c.connect_timeout.0,
-        )
-        .await
-        .map_err(|m| self.connect_err(m, None))?;
-        tracing::info!(event = "redis_node_chosen", source = %self.name, node = %format!("{}:{}", chosen.host, chosen.port), role = chosen.role, master = %chosen.master);
-        Ok((
-            chosen.host,
-            chosen.port,
-            serde_json::json!({
-                "mode": "sentinel",
-                "role_chosen": chosen.role,
-                "master_addr": chosen.master,
-                "sentinel": chosen.sentinel,
-            }),
-        ))
-    }
-
-    fn connect_err(&self, message: String, cause: Option<ReplError>) -> SourceError {
-        SourceError::Connect {
-            source_name: self.name.clone(),
-            message: connect::with_tls_hint(message, self.config.tls),
-            cause: cause.map(|c| Box::new(c) as _),
-        }
-    }
-
-    fn repl_err(&self, node: &str, e: ReplError) -> SourceError {
-        match e {
-            ReplError::Auth(m) => SourceError::Auth {
-                source_name: self.name.clone(),
-                message: format!("{node}: {m}"),
-            },
-            ReplError::Protocol(m) => SourceError::Dump {
-                source_name: self.name.clone(),
-                message: format!("{node}: {m}"),
-                class: RetryClass::Temporary,
-                cause: None,
-            },
-            e @ ReplError::Io { .. } => self.connect_err(format!("{node}: {e}"), Some(e)),
-        }
-    }
-}
-
-/// Checks that the source's node (or its sentinels) can be reached and
-/// authenticated, without taking a snapshot (`gsdr policy check --connect`).
-pub async fn probe(name: &str, c: &RedisConfig) -> Result<(), crate::Error> {
-    let src = RedisSource::new(name, c.clone())?;
-    let (host, port, _) = src.resolve_node().await?;
-    let info = src
-        .access()?
-        .client(&host, port)
-        .map_err(|e| src.connect_err(format!("{host}:{port}: {e}"), None))?;
-    let ping = async {
-        let mut conn = info.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await
-    };
-    match tokio::time::timeout(c.connect_timeout.0, ping).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) if e.kind() == redis::ErrorKind::AuthenticationFailed => {
-            Err(SourceError::Auth {
-                source_name: name.to_string(),
-                message: format!("{host}:{port}: {e}"),
-            }
-            .into())
-        }
-        Ok(Err(e)) => Err(src.connect_err(format!("{host}:{port}: {e}"), None).into()),
-        Err(_) => Err(src
-            .connect_err(
-                format!("{host}:{port}: no answer within {}", c.connect_timeout),
-                None,
-            )
-            .into()),
+    fn redis_server(&self) -> String {
+        self.config
+            .as_ref()
+            .map(|r| r.redis_server.clone())
+            .unwrap_or_else(config::default_redis_server)
     }
 }
 
 #[async_trait]
-impl BackupSource for RedisSource {
+impl Engine for RedisEngine {
     fn kind(&self) -> &'static str {
-        "rdb"
+        KIND
     }
 
-    async fn open(&self) -> Result<SourceStream, SourceError> {
-        let creds = self.access()?;
-        let (host, port, discovery) = self.resolve_node().await?;
-        let node = format!("{host}:{port}");
-        let (stream, sync, outcome) = replication::start_sync(
-            &host,
-            port,
-            &creds,
-            Timeouts {
-                connect: self.config.connect_timeout.0,
-                read: self.config.read_timeout.0,
-            },
-        )
-        .await
-        .map_err(|e| self.repl_err(&node, e))?;
-        tracing::info!(event = "redis_sync_started", source = %self.name, node = %node, replid = sync.replid.as_deref().unwrap_or(""), offset = sync.offset.unwrap_or(0), diskless = matches!(sync.framing, Framing::EofMark(_)));
-        let name = self.name.clone();
-        let done = Box::pin(async move {
-            let summary = match outcome.await {
-                Ok(Ok(s)) => s,
-                Ok(Err(m)) => {
-                    return Err(SourceError::Dump {
-                        source_name: name,
-                        message: format!("snapshot from {node}: {m}"),
-                        class: if m.contains("CRC") || m.contains("header") {
-                            RetryClass::Permanent
-                        } else {
-                            RetryClass::Temporary
-                        },
-                        cause: None,
-                    })
-                }
-                Err(_) => {
-                    return Err(SourceError::Dump {
-                        source_name: name,
-                        message: format!(
-                            "snapshot from {node}: the stream was dropped before its end"
-                        ),
-                        class: RetryClass::Temporary,
-                        cause: None,
-                    })
-                }
-            };
-            let keys: serde_json::Map<String, serde_json::Value> =
-                replication::keyspace(&sync.info)
-                    .into_iter()
-                    .map(|(db, (keys, expires))| {
-                        (
-                            db.to_string(),
-                            serde_json::json!({ "keys": keys, "expires": expires }),
-                        )
-                    })
-                    .collect();
-            Ok(SourceMeta {
-                consistency_time: Some(sync.synced_at),
-                details: serde_json::json!({
-                    "node": node,
-                    "discovery": discovery,
-                    "role": sync.info_field("role"),
-                    "master_replid": sync.replid,
-                    "master_repl_offset": sync.offset,
-                    "keys_per_db": keys,
-                    "redis_version": sync.info_field("redis_version"),
-                    "rdb_version": summary.version,
-                    "rdb_bytes": summary.bytes,
-                    "rdb_crc64": summary.checksum.map(|c| format!("{c:016x}")),
-                    "framing": match sync.framing { Framing::Length(_) => "length", Framing::EofMark(_) => "eof-mark" },
-                }),
-            })
-        });
-        Ok(SourceStream {
-            reader: Box::pin(stream),
-            done,
+    fn source_name(&self) -> &str {
+        &self.name
+    }
+
+    fn backup(&self) -> Result<Box<dyn BackupSource>, SourceError> {
+        Ok(Box::new(RedisSource::new(
+            &self.name,
+            self.config()?.clone(),
+        )?))
+    }
+
+    async fn probe(&self) -> Result<(), SourceError> {
+        probe(&self.name, self.config()?).await
+    }
+
+    async fn restore(
+        &self,
+        ctx: &RestoreCtx<'_>,
+        spec: &RestoreSpec,
+    ) -> crate::Result<crate::job::RestoreOutcome> {
+        restore(ctx.env, ctx.catalog, ctx.manifest, spec, ctx.progress).await
+    }
+
+    async fn describe_overwrite(
+        &self,
+        env: &crate::job::Env,
+        m: &crate::catalog::Manifest,
+        spec: &RestoreSpec,
+    ) -> Option<Overwrite> {
+        match &spec.target {
+            RestoreTarget::Server(uri) if spec.replace => {
+                Some(describe_overwrite(env, m, uri).await)
+            }
+            _ => None,
+        }
+    }
+
+    async fn verify_deep(
+        &self,
+        ctx: &RestoreCtx<'_>,
+        _scratch: Option<&str>,
+    ) -> crate::Result<DeepVerify> {
+        let r = verify_deep(ctx.env, ctx.catalog, ctx.manifest, ctx.progress).await?;
+        Ok(DeepVerify {
+            ok: r.ok,
+            report: serde_json::to_value(&r).unwrap_or_default(),
         })
+    }
+
+    fn has_canary(&self) -> bool {
+        true
+    }
+
+    async fn canary_write(&self) -> crate::Result<DateTime<Utc>> {
+        Ok(canary::write(&self.name, self.config()?).await?)
+    }
+
+    async fn canary_read(&self, uri: &str) -> crate::Result<DateTime<Utc>> {
+        Ok(canary::read(uri).await?)
+    }
+
+    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>> {
+        Ok(Box::new(
+            ScratchServer::start(&self.redis_server(), spec.dir).await?,
+        ))
     }
 }

@@ -18,15 +18,15 @@
 //!   reported as excluded.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::connect::TlsMaterial;
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::job::{restore_raw_to_file, Env, Progress, RestoreOutcome};
-use crate::source::{Overwrite, RestoreRequest, SourceError};
+use crate::source::{
+    not_supported, Overwrite, RecoveryPoint, RestoreSpec, RestoreTarget, SourceError,
+};
 
 /// Keys copied per round trip.
 pub const BATCH_KEYS: usize = 100;
@@ -47,9 +47,6 @@ pub(crate) async fn connect(
         .await
 }
 
-/// Longest time a scratch server may take to load a snapshot.
-const LOAD_TIMEOUT: Duration = Duration::from_secs(3600);
-
 fn restore_err(source: &str, message: String, cause: Option<redis::RedisError>) -> Error {
     Error::Source(SourceError::Restore {
         source_name: source.to_string(),
@@ -58,126 +55,8 @@ fn restore_err(source: &str, message: String, cause: Option<redis::RedisError>) 
     })
 }
 
-/// A throwaway `redis-server` on a free loopback port, loading `dump.rdb`
-/// from its directory; killed when dropped.
-pub struct ScratchServer {
-    child: Child,
-    /// Its port on 127.0.0.1.
-    pub port: u16,
-    dir: PathBuf,
-}
-
-impl std::fmt::Debug for ScratchServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ScratchServer(127.0.0.1:{})", self.port)
-    }
-}
-
-impl ScratchServer {
-    /// Starts `redis_server` in `dir` (which holds `dump.rdb`, or nothing for
-    /// an empty server) and waits until it has loaded the data.
-    pub async fn start(redis_server: &str, dir: &Path) -> Result<ScratchServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| Error::LocalIo {
-                what: "finding a free port for a scratch redis-server in",
-                path: dir.to_path_buf(),
-                source: e,
-            })?;
-        let log = dir.join("redis.log");
-        let child = Command::new(redis_server)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--dir", &dir.display().to_string(), "--dbfilename", "dump.rdb"])
-            .args(["--appendonly", "no", "--save", "", "--protected-mode", "no"])
-            .args(["--logfile", &log.display().to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                Error::Invalid(format!(
-                    "cannot start `{redis_server}` for a scratch server: {e}; install redis-server or set `redis_server` in the source's policy"
-                ))
-            })?;
-        let mut s = ScratchServer {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-        };
-        s.wait_loaded().await?;
-        Ok(s)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join(" | ")
-    }
-
-    async fn wait_loaded(&mut self) -> Result<()> {
-        let start = Instant::now();
-        let client = self.client(0)?;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(Error::Invalid(format!(
-                    "the scratch redis-server exited with {status} while loading the snapshot (is it older than the backup's RDB version?); its log ends: {}",
-                    self.log_tail()
-                )));
-            }
-            if let Ok(mut c) = connect(&client).await {
-                match redis::cmd("PING").query_async::<String>(&mut c).await {
-                    Ok(_) => return Ok(()),
-                    Err(e)
-                        if e.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) => {}
-                    Err(_) => {}
-                }
-            }
-            if start.elapsed() > LOAD_TIMEOUT {
-                return Err(Error::Invalid(format!(
-                    "the scratch redis-server did not finish loading within {LOAD_TIMEOUT:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// A client of database `db` on this server.
-    pub fn client(&self, db: i64) -> Result<redis::Client> {
-        redis::Client::open(format!("redis://127.0.0.1:{}/{db}", self.port))
-            .map_err(|e| Error::Invalid(format!("scratch redis-server client: {e}")))
-    }
-
-    /// Keys per database (`INFO keyspace`).
-    pub async fn keyspace(&self) -> Result<BTreeMap<u32, u64>> {
-        let mut c = connect(&self.client(0)?)
-            .await
-            .map_err(|e| Error::Invalid(format!("scratch redis-server: {e}")))?;
-        keyspace_of(&mut c)
-            .await
-            .map_err(|e| Error::Invalid(format!("scratch redis-server: INFO keyspace: {e}")))
-    }
-}
-
-impl Drop for ScratchServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn keyspace_of(
-    c: &mut redis::aio::MultiplexedConnection,
-) -> redis::RedisResult<BTreeMap<u32, u64>> {
-    let text: String = redis::cmd("INFO").arg("keyspace").query_async(c).await?;
-    Ok(
-        super::replication::keyspace(&super::replication::parse_info(&text))
-            .into_iter()
-            .map(|(db, (keys, _))| (db, keys))
-            .collect(),
-    )
-}
+use super::scratch::keyspace_of;
+pub use super::scratch::ScratchServer;
 
 fn redis_server_for(env: &Env, m: &Manifest) -> String {
     env.policy
@@ -239,39 +118,46 @@ fn scratch_dir() -> Result<tempfile::TempDir> {
         })
 }
 
-/// Restores a Redis backup as `req` asks: `to_file` writes the `dump.rdb`,
-/// `to_uri` (`redis://[user:password@]host:port`) copies every key into a
-/// running instance, TTLs included.
+/// Restores a Redis backup as `spec` asks: a server URL
+/// (`redis://[user:password@]host:port`) gets every key copied into the
+/// running instance, TTLs included (a file destination is the job's).
 pub async fn restore(
     env: &Env,
     catalog: &Catalog,
     m: &Manifest,
-    req: &RestoreRequest,
+    spec: &RestoreSpec,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
-    if m.engine != "redis" {
+    if m.engine != super::KIND {
         return Err(Error::Invalid(format!(
             "backup {} is a `{}` backup, not a Redis one",
             m.id, m.engine
         )));
     }
-    if req.to_dir.is_some()
-        || req.ns_from.is_some()
-        || req.ns_to.is_some()
-        || req.target_lsn.is_some()
+    if matches!(spec.target, RestoreTarget::DataDir(_))
+        || spec.rename.is_some()
+        || matches!(spec.point, RecoveryPoint::Lsn(_))
     {
-        return Err(Error::Invalid(
-            "a Redis backup restores with --to-file FILE (the dump.rdb) or --to redis://HOST:PORT; --to-dir, --ns-from/--ns-to and --target-lsn do not apply".into(),
-        ));
+        return Err(not_supported(
+            &m.source,
+            "a Redis backup restores with --to-file FILE (the dump.rdb) or --to redis://HOST:PORT; --to-dir, --ns-from/--ns-to and --target-lsn do not apply",
+        )
+        .into());
     }
-    if req.target_time.is_some() || req.latest {
-        return Err(Error::Invalid(
-            "a Redis backup is one snapshot: there is no point-in-time recovery; pick the backup with --backup ID".into(),
-        ));
+    if matches!(spec.point, RecoveryPoint::Time(_) | RecoveryPoint::Latest) {
+        return Err(not_supported(
+            &m.source,
+            "a Redis backup is one snapshot: there is no point-in-time recovery; pick the backup with --backup ID",
+        )
+        .into());
     }
-    match (&req.to_file, &req.to_uri) {
-        (Some(path), None) => restore_raw_to_file(env, catalog, m, path, req.replace, progress).await,
-        (None, Some(uri)) => restore_into(env, catalog, m, uri, req.replace, progress).await,
+    match &spec.target {
+        RestoreTarget::File(path) => {
+            restore_raw_to_file(env, catalog, m, path, spec.replace, progress).await
+        }
+        RestoreTarget::Server(uri) => {
+            restore_into(env, catalog, m, uri, spec.replace, progress).await
+        }
         _ => Err(Error::Invalid(
             "restore a Redis backup with exactly one of --to-file FILE (the dump.rdb to place before Redis starts, with appendonly off) or --to redis://HOST:PORT (a running instance)".into(),
         )),

@@ -1,33 +1,17 @@
-//! The `command` source: back up any program's stdout (`pg_dumpall`, `tar`, …).
+//! The backup of a `command` source: any program's stdout.
 //!
 //! The program runs without a shell, its stderr is kept (the last 4 KiB) for
 //! the error message, and a non-zero exit fails the backup: the pipeline
 //! awaits the exit status before it lets the upload commit.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
-use super::{BackupSource, SourceError, SourceMeta, SourceStream};
+use super::CommandConfig;
 use crate::error::RetryClass;
-
-/// Settings of a `command` source.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandConfig {
-    /// Program and arguments, run without a shell: `["pg_dumpall", "-h", "db"]`.
-    pub argv: Vec<String>,
-    /// Working directory.
-    #[serde(default)]
-    pub cwd: Option<PathBuf>,
-    /// Extra environment variables (non-secret; secrets come from the pod's environment).
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-}
+use crate::source::{BackupSource, SourceError, SourceMeta, SourceStream};
 
 /// A configured command source.
 #[derive(Debug, Clone)]
@@ -47,7 +31,7 @@ impl CommandSource {
 }
 
 /// Checks that the program exists (on `PATH` or as a path).
-pub fn probe(name: &str, c: &CommandConfig) -> Result<(), crate::Error> {
+pub fn probe(name: &str, c: &CommandConfig) -> Result<(), SourceError> {
     let prog = c.argv.first().map(String::as_str).unwrap_or("");
     let found = if prog.contains('/') {
         std::path::Path::new(prog).is_file()
@@ -59,9 +43,9 @@ pub fn probe(name: &str, c: &CommandConfig) -> Result<(), crate::Error> {
     if found {
         Ok(())
     } else {
-        Err(crate::Error::Invalid(format!(
-            "source `{name}`: program `{prog}` not found on PATH"
-        )))
+        Err(SourceError::Invalid {
+            message: format!("source `{name}`: program `{prog}` not found on PATH"),
+        })
     }
 }
 

@@ -1,4 +1,4 @@
-//! A scratch MongoDB-wire server on a free loopback port for drills, started
+//! The MongoDB scratch server: a MongoDB-wire server on a free loopback port for drills, started
 //! from `drills.mongo_scratch_argv` (`{port}` and `{dir}` are substituted);
 //! killed by [`ScratchMongo::stop`] or, as a last resort, on drop.
 
@@ -83,6 +83,22 @@ impl ScratchMongo {
     /// Kills the server and reaps it.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::source::Scratch for ScratchMongo {
+    fn uri(&self) -> String {
+        ScratchMongo::uri(self)
+    }
+
+    async fn stop(self: Box<Self>) {
+        ScratchMongo::stop(*self).await;
+    }
+
+    fn detach(self: Box<Self>) {
+        // The server outlives gsdr: its process is not killed on drop.
+        std::mem::forget(self);
     }
 }
 

@@ -1,0 +1,116 @@
+//! The `command` engine: back up any program's stdout (`pg_dumpall`, `tar`, …).
+//!
+//! The stream is opaque to gsdr, so the engine backs up ([`backup`]) and
+//! probes, and restores to a file only (which every engine can); server
+//! restores, deep verification, canaries and scratch servers are
+//! [`SourceError::NotSupported`] ([`restore`], [`canary`], [`scratch`]).
+
+mod backup;
+pub mod canary;
+mod config;
+pub mod restore;
+pub mod scratch;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use backup::CommandSource;
+pub use config::CommandConfig;
+
+use crate::source::{
+    BackupSource, DeepVerify, Engine, Overwrite, RestoreCtx, RestoreSpec, Scratch, ScratchSpec,
+    SourceError,
+};
+
+/// The engine's name in policies and manifests.
+pub const KIND: &str = "command";
+
+/// The engine of source `source`. A command has no defaults: without its
+/// settings (a backup whose source left the policy) only the file restore,
+/// which needs no engine, remains.
+pub fn engine(source: &str, cfg: Option<&CommandConfig>) -> Result<Arc<dyn Engine>, SourceError> {
+    Ok(Arc::new(CommandEngine {
+        name: source.to_string(),
+        config: cfg.cloned(),
+    }))
+}
+
+/// A `command` source.
+#[derive(Debug, Clone)]
+pub struct CommandEngine {
+    name: String,
+    config: Option<CommandConfig>,
+}
+
+impl CommandEngine {
+    fn config(&self) -> Result<&CommandConfig, SourceError> {
+        self.config.as_ref().ok_or_else(|| SourceError::Config {
+            message: format!("source `{0}` has no [sources.{0}.command] table", self.name),
+        })
+    }
+}
+
+#[async_trait]
+impl Engine for CommandEngine {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn source_name(&self) -> &str {
+        &self.name
+    }
+
+    fn backup(&self) -> Result<Box<dyn BackupSource>, SourceError> {
+        Ok(Box::new(CommandSource::new(
+            &self.name,
+            self.config()?.clone(),
+        )))
+    }
+
+    async fn probe(&self) -> Result<(), SourceError> {
+        backup::probe(&self.name, self.config()?)
+    }
+
+    async fn restore(
+        &self,
+        _ctx: &RestoreCtx<'_>,
+        _spec: &RestoreSpec,
+    ) -> crate::Result<crate::job::RestoreOutcome> {
+        Err(restore::into_server(&self.name).into())
+    }
+
+    async fn describe_overwrite(
+        &self,
+        _env: &crate::job::Env,
+        _m: &crate::catalog::Manifest,
+        _spec: &RestoreSpec,
+    ) -> Option<Overwrite> {
+        None
+    }
+
+    async fn verify_deep(
+        &self,
+        _ctx: &RestoreCtx<'_>,
+        _scratch: Option<&str>,
+    ) -> crate::Result<DeepVerify> {
+        Err(restore::deep_verify(&self.name).into())
+    }
+
+    fn has_canary(&self) -> bool {
+        false
+    }
+
+    async fn canary_write(&self) -> crate::Result<DateTime<Utc>> {
+        Err(canary::unsupported(&self.name).into())
+    }
+
+    async fn canary_read(&self, _uri: &str) -> crate::Result<DateTime<Utc>> {
+        Err(canary::unsupported(&self.name).into())
+    }
+
+    async fn scratch_start(&self, _spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>> {
+        Err(scratch::unsupported(&self.name).into())
+    }
+}

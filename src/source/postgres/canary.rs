@@ -1,0 +1,97 @@
+//! Heartbeat canaries in PostgreSQL: a row in [`TABLE`]
+//! (`id bigserial, written_at timestamptz`); a restore's newest row is the
+//! point actually recovered.
+
+use chrono::{DateTime, Utc};
+
+use super::PostgresConfig;
+
+/// The canary table: `(id bigserial, written_at timestamptz)`.
+pub const TABLE: &str = "gsdr_canary";
+
+/// SQL that reads the newest canary as RFC 3339 text.
+pub const SQL_NEWEST: &str = "SELECT to_char(max(written_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM gsdr_canary";
+
+/// Writes a heartbeat canary into source `source` now; returns its time.
+pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, crate::Error> {
+    let mut c = tokio_postgres::Config::new();
+    c.host(&pc.host)
+        .port(pc.port)
+        .user(&pc.user)
+        .dbname(&pc.dbname);
+    if let Some(p) = &pc.password {
+        let secret = p.read().map_err(|m| {
+            crate::Error::Invalid(format!(
+                "source `{source}`: cannot read the PostgreSQL password: {m}"
+            ))
+        })?;
+        c.password(secret.expose());
+    }
+    let err = |what: &str, e: tokio_postgres::Error| {
+        crate::Error::Source(crate::source::SourceError::Connect {
+            source_name: source.to_string(),
+            message: format!("heartbeat canary: {what}: {e}"),
+            cause: Some(Box::new(e)),
+        })
+    };
+    let (client, connection) = c
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| err("connecting", e))?;
+    let h = tokio::spawn(connection);
+    let r = async {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+            ))
+            .await
+            .map_err(|e| err("creating the canary table", e))?;
+        let row = client
+            .query_one(
+                &format!("INSERT INTO {TABLE} DEFAULT VALUES RETURNING to_char(written_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"),
+                &[],
+            )
+            .await
+            .map_err(|e| err("inserting the canary row", e))?;
+        let text: String = row.get(0);
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| crate::Error::Invalid(format!("canary time `{text}`: {e}")))
+    }
+    .await;
+    drop(client);
+    let _ = h.await;
+    r
+}
+
+/// The newest canary in the restored PostgreSQL reachable with `conn`.
+pub async fn read(conn: &tokio_postgres::Config) -> Result<DateTime<Utc>, crate::Error> {
+    let text = super::scratch::query_text(conn, SQL_NEWEST)
+        .await?
+        .ok_or_else(|| {
+            crate::Error::Invalid(format!(
+                "no heartbeat canary in table `{TABLE}` of the restored PostgreSQL: schedule `gsdr canary` for this source so drills can measure the RPO from data"
+            ))
+        })?;
+    Ok(DateTime::parse_from_rfc3339(&text)
+        .map_err(|e| crate::Error::Invalid(format!("canary time `{text}`: {e}")))?
+        .with_timezone(&Utc))
+}
+
+/// Connection settings for the restored server at `uri`, with the source's password.
+pub fn restored_conn(
+    source: &str,
+    uri: &str,
+    pc: Option<&PostgresConfig>,
+) -> Result<tokio_postgres::Config, crate::Error> {
+    let mut c: tokio_postgres::Config = uri
+        .parse()
+        .map_err(|e| crate::Error::Invalid(format!("restored PostgreSQL `{uri}`: {e}")))?;
+    if let Some(p) = pc.and_then(|p| p.password.as_ref()) {
+        let pw = p.read().map_err(|m| {
+            crate::Error::Invalid(format!("source `{source}`: cannot read the password: {m}"))
+        })?;
+        c.password(pw.expose());
+    }
+    Ok(c)
+}
