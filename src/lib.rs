@@ -24,9 +24,11 @@ pub mod policy;
 pub mod replicate;
 pub mod retention;
 pub mod scheduler;
+pub mod secret;
 pub mod source;
 pub mod storage;
 pub mod tls;
+pub mod units;
 pub mod velero;
 
 pub use error::{Error, ErrorKind, Result, RetryClass};

@@ -18,11 +18,13 @@
 
 pub mod budget;
 mod chan;
+mod config;
 mod decode;
 mod encode;
 mod finish;
 pub mod keys;
 
+pub use config::*;
 pub use decode::{decode, DecodeExpect, DecodeStats, Decoded};
 pub use encode::{encode, EncodeOptions, EncodeStats, Encoded};
 pub use finish::{Ends, Running, StreamCtl, StreamError, DEFAULT_STALL_TIMEOUT, WIND_DOWN};

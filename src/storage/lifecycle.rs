@@ -476,7 +476,8 @@ fn overlaps(theirs: &str, ours: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{HumanDuration, LockMode, ObjectLock};
+    use crate::storage::{DefaultLock, LockMode};
+    use crate::units::HumanDuration;
     use std::time::Duration;
 
     fn d(n: u64) -> HumanDuration {
@@ -490,7 +491,7 @@ mod tests {
             noncurrent_expire_after: d(7),
             abort_incomplete_after: d(1),
             versioning: true,
-            object_lock: Some(ObjectLock {
+            object_lock: Some(DefaultLock {
                 mode: LockMode::Compliance,
                 retention: d(30),
             }),

@@ -20,10 +20,13 @@ use tokio::io::AsyncRead;
 
 use crate::error::RetryClass;
 
+mod config;
 pub mod fs;
 pub mod idle;
 pub mod lifecycle;
 pub mod s3;
+
+pub use config::*;
 
 /// A boxed byte reader, as stores return and accept them.
 pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;

@@ -21,6 +21,10 @@
 //! ([`crate::source::postgres::walprune`]); never before, so that a failed
 //! backup deletion only keeps more WAL.
 
+mod config;
+
+pub use config::*;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -29,7 +33,6 @@ use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 
 use crate::catalog::Manifest;
-use crate::policy::{Retention, DEFAULT_KEEP_WITHIN_DAYS};
 use crate::source::postgres::walprune::{prune_wal, WalPrune};
 
 /// One backup as retention sees it.
