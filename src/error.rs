@@ -13,76 +13,28 @@
 
 use std::path::PathBuf;
 
+pub use crate::fault::{ErrorKind, RetryClass};
 use crate::pipeline::PipelineError;
 use crate::policy::PolicyError;
 use crate::source::SourceError;
 use crate::storage::StorageError;
 
-/// Whether retrying the failed operation may help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RetryClass {
-    /// Network blips, a server restarting, throttling: retry with backoff.
-    Temporary,
-    /// Bad configuration, wrong key, corrupt data: retrying repeats the failure.
-    Permanent,
-}
-
-/// What kind of failure an error is, for exit codes and `--json` error documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The policy, a scenario or an argument is wrong.
-    InvalidInput,
-    /// A server, bucket or API could not be reached or did not answer.
-    Unreachable,
-    /// The server refused gsdr's credentials.
-    AccessDenied,
-    /// No identity in the identity file opens the backup.
-    WrongKey,
-    /// The backup, object or catalog entry asked for does not exist.
-    NotFound,
-    /// The stored data is damaged: truncated, altered or corrupt.
-    Damaged,
-    /// The engine or feature is not built yet.
-    NotSupported,
-    /// A local file could not be read or written.
-    LocalIo,
-    /// A source failed while dumping or restoring.
-    SourceFailed,
-    /// A job was cancelled or ran past its deadline.
-    Cancelled,
-    /// Anything else (a bug, an unexpected answer).
-    Other,
-}
-
-impl ErrorKind {
-    /// The CLI's exit code: 1 when a check found damage, 2 for every other error.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            ErrorKind::Damaged => 1,
-            _ => 2,
-        }
-    }
-
-    /// The kind of the first cause in `e`'s chain that is one of gsdr's error
-    /// types, preferring a specific kind (wrong key, damage, unreachable…)
-    /// found deeper over a generic one wrapping it.
-    pub fn of_chain<'a>(
-        chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
-    ) -> ErrorKind {
-        let mut first = None;
-        for c in chain {
-            if let Some(k) = kind_of(c) {
-                if !matches!(k, ErrorKind::Other | ErrorKind::SourceFailed) {
-                    return k;
-                }
-                first.get_or_insert(k);
+/// The kind of the first cause in `e`'s chain that is one of gsdr's error
+/// types, preferring a specific kind (wrong key, damage, unreachable…)
+/// found deeper over a generic one wrapping it.
+pub fn kind_of_chain<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> ErrorKind {
+    let mut first = None;
+    for c in chain {
+        if let Some(k) = kind_of(c) {
+            if !matches!(k, ErrorKind::Other | ErrorKind::SourceFailed) {
+                return k;
             }
+            first.get_or_insert(k);
         }
-        first.unwrap_or(ErrorKind::Other)
     }
+    first.unwrap_or(ErrorKind::Other)
 }
 
 /// The kind of `e` if it is one of gsdr's error types.
@@ -268,16 +220,16 @@ mod tests {
             recipients: "age1…".into(),
         }))
         .context("restore of `cache`");
-        let k = ErrorKind::of_chain(wrong.chain());
+        let k = kind_of_chain(wrong.chain());
         assert_eq!((k, k.exit_code()), (ErrorKind::WrongKey, 2));
         let cut = anyhow::Error::from(PipelineError::Truncated {
             read: 1,
             expected: 2,
         })
         .context("verify");
-        let k = ErrorKind::of_chain(cut.chain());
+        let k = kind_of_chain(cut.chain());
         assert_eq!((k, k.exit_code()), (ErrorKind::Damaged, 1));
         let bare = anyhow::anyhow!("something else");
-        assert_eq!(ErrorKind::of_chain(bare.chain()), ErrorKind::Other);
+        assert_eq!(kind_of_chain(bare.chain()), ErrorKind::Other);
     }
 }

@@ -14,8 +14,10 @@
 //! Errors follow the policy in [`error`].
 
 pub mod catalog;
+pub mod cron;
 pub mod drill;
 pub mod error;
+pub mod fault;
 pub mod job;
 pub mod metrics;
 pub mod notify;
@@ -27,8 +29,10 @@ pub mod scheduler;
 pub mod secret;
 pub mod source;
 pub mod storage;
+pub mod stream;
 pub mod tls;
 pub mod units;
 pub mod velero;
 
-pub use error::{Error, ErrorKind, Result, RetryClass};
+pub use error::{Error, Result};
+pub use fault::{ErrorKind, RetryClass};

@@ -6,7 +6,7 @@ use super::{
     global, src, ClassLabel, GcLabel, OnlyTargetLabel, ResultLabel, ScenarioLabel,
     StoreReasonLabel, TargetLabel,
 };
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 
 fn secs(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0

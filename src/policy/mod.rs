@@ -6,7 +6,6 @@
 //! or `{ file = "/path" }`), never values. `policies/reference.toml`
 //! documents every field.
 
-mod cron;
 mod locate;
 use locate::line_of;
 
@@ -15,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use cron::{parse_offset, CronError, CronSchedule, Zone, MAX_GAP_DAYS};
+pub use crate::cron::{parse_offset, CronError, CronSchedule, Zone, MAX_GAP_DAYS};
 mod daemon;
 mod drills;
 mod source;

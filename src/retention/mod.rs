@@ -94,7 +94,7 @@ impl Decision {
 /// Effective rules: the policy's retention, or the default `keep_within = 30d`.
 pub fn effective(r: Option<&Retention>) -> Retention {
     r.cloned().unwrap_or(Retention {
-        keep_within: Some(crate::policy::HumanDuration(Duration::from_secs(
+        keep_within: Some(crate::units::HumanDuration(Duration::from_secs(
             DEFAULT_KEEP_WITHIN_DAYS * 86_400,
         ))),
         keep_last: None,
@@ -355,7 +355,7 @@ pub async fn prune_source(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::HumanDuration;
+    use crate::units::HumanDuration;
     use chrono::TimeZone;
     use rstest::rstest;
 

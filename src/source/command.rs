@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
 use super::{BackupSource, SourceError, SourceMeta, SourceStream};
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 
 /// Settings of a `command` source.
 #[derive(Debug, Clone, Deserialize)]

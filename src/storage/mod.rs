@@ -11,14 +11,13 @@
 //! [`s3::PartPlan`]); one 1 MiB copy buffer for the folder store.
 
 use std::fmt::Debug;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncRead;
 
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 
 mod config;
 pub mod fs;
@@ -28,8 +27,7 @@ pub mod s3;
 
 pub use config::*;
 
-/// A boxed byte reader, as stores return and accept them.
-pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
+pub use crate::stream::BoxRead;
 
 /// What a store knows of one object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -200,10 +198,10 @@ pub struct IncompleteWrite {
 /// Makes no request; call [`Store::probe`] to check that it is reachable.
 pub async fn open_target(
     name: &str,
-    cfg: &crate::policy::TargetConfig,
+    cfg: &crate::storage::TargetConfig,
     memory_budget: u64,
 ) -> Result<Arc<dyn Store>, StorageError> {
-    use crate::policy::TargetConfig;
+    use crate::storage::TargetConfig;
     let named = |e: StorageError| match e {
         StorageError::Config { store, message } => StorageError::Config {
             store: format!("`{name}` ({store})"),
@@ -217,7 +215,7 @@ pub async fn open_target(
             s3::S3Store::new(t)
                 .await
                 .map_err(named)?
-                .with_upload_budget(crate::pipeline::budget::upload_share(memory_budget)),
+                .with_upload_budget(crate::stream::budget::upload_share(memory_budget)),
         ),
     })
 }

@@ -38,7 +38,7 @@ pub use client::{
 pub use config::{VeleroConfig, VeleroJob};
 pub use objects::{LogKind, Outcome, RestoreRequest, RunStatus};
 
-use crate::RetryClass;
+use crate::fault::RetryClass;
 
 /// Version of the JSON shapes below (catalog records and `--json` output).
 pub const SCHEMA_VERSION: u32 = 1;

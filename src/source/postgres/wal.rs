@@ -293,7 +293,7 @@ impl WalError {
 
     fn is_temporary(&self) -> bool {
         match self {
-            WalError::Job(e) => e.retry_class() == crate::RetryClass::Temporary,
+            WalError::Job(e) => e.retry_class() == crate::fault::RetryClass::Temporary,
             _ => false,
         }
     }
@@ -659,7 +659,7 @@ async fn plausible_object(
                 op: "read",
                 store: ctx.store.describe(),
                 key: key.to_string(),
-                class: crate::RetryClass::Temporary,
+                class: crate::fault::RetryClass::Temporary,
                 source: Box::new(e),
             })
         })?;

@@ -494,7 +494,7 @@ mod tests {
                     .unwrap();
             }
         }
-        let rules = crate::policy::Retention {
+        let rules = crate::retention::Retention {
             keep_within: None,
             keep_last: Some(1),
             keep_daily: None,

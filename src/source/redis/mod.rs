@@ -30,7 +30,7 @@ pub use config::RedisConfig;
 pub use restore::{describe_overwrite, restore, verify_deep, DeepVerifyReport, ScratchServer};
 
 use super::{BackupSource, SourceError, SourceMeta, SourceStream};
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 use connect::{Access, TlsMaterial};
 use replication::{Framing, ReplError, Timeouts};
 
