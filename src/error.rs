@@ -57,6 +57,11 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     if e.downcast_ref::<PolicyError>().is_some() {
         return Some(ErrorKind::InvalidInput);
     }
+    if e.downcast_ref::<crate::metrics::server::ServeError>()
+        .is_some()
+    {
+        return Some(ErrorKind::InvalidInput);
+    }
     if let Some(e) = e.downcast_ref::<crate::velero::VeleroError>() {
         return Some(velero_kind(e));
     }

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::source::SourceMeta;
 use crate::storage::{PutCondition, StorageError, Store};
+use crate::stream::SourceMeta;
 
 /// Manifest schema version written by this build.
 pub const MANIFEST_SCHEMA: u32 = 1;
@@ -207,7 +207,7 @@ impl Catalog {
                     crate::metrics::events::ManifestSkipped {
                         store: &self.store.describe(),
                         key: &s.key,
-                        reason: s.reason,
+                        reason: s.reason.as_str(),
                         detail: &s.detail,
                     }
                     .emit();

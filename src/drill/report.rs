@@ -135,6 +135,17 @@ pub struct DrillReport {
 }
 
 impl DrillReport {
+    /// The metrics event that publishes this report's verdict.
+    pub fn observed(&self) -> crate::metrics::events::DrillObserved<'_> {
+        crate::metrics::events::DrillObserved {
+            scenario: &self.scenario,
+            ok: self.passed,
+            started_at: self.started_at,
+            rto_secs: self.rto.achieved_secs,
+            rto_target_secs: self.rto.target_secs,
+        }
+    }
+
     /// Raw bytes restored by this run.
     pub fn restored_bytes(&self) -> u64 {
         self.steps.iter().filter_map(|s| s.raw_bytes).sum()

@@ -201,7 +201,7 @@ pub async fn run_scheduled(
         }
         .emit();
         if let Some(rep) = rep {
-            crate::metrics::events::DrillObserved::of(rep).emit();
+            rep.observed().emit();
         }
         match &r {
             Ok(_) => {

@@ -621,7 +621,7 @@ async fn record_and_notify(
         rec.notified_failure_at = Some(at);
     }
     match record::write(store, &rec).await {
-        Ok(()) => events::JobRecorded { record: &rec }.emit(),
+        Ok(()) => rec.recorded().emit(),
         Err(e) => tracing::warn!(event = "job_record_failed", job = %id, error = %e),
     }
 }

@@ -56,7 +56,7 @@ async fn refresh_source(env: &Env, source: &str) -> Result<()> {
         .emit();
     }
     if let Some(r) = record::read(primary.as_ref(), &JobId::backup(source)).await? {
-        events::JobRecorded { record: &r }.emit();
+        r.recorded().emit();
     }
     let offsite = match env.policy.offsite_of(source) {
         Some(o) => Some(env.store(o).await?),
@@ -75,7 +75,7 @@ async fn refresh_jobs(env: &Env) -> Result<()> {
             continue;
         }
         for r in record::list(home.as_ref(), kind).await? {
-            events::JobRecorded { record: &r }.emit();
+            r.recorded().emit();
         }
     }
     Ok(())
@@ -83,7 +83,7 @@ async fn refresh_jobs(env: &Env) -> Result<()> {
 
 async fn refresh_drills(env: &Env) {
     for (_, rep) in newest_drill_reports(env).await {
-        events::DrillObserved::of(&rep).emit();
+        rep.observed().emit();
     }
 }
 
