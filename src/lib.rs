@@ -15,8 +15,10 @@
 
 pub mod catalog;
 pub mod cron;
+pub mod daemon;
 pub mod drill;
 pub mod error;
+pub mod failure;
 pub mod fault;
 pub mod job;
 pub mod job_id;

@@ -20,6 +20,7 @@
 //! `gsdr_catalog_manifests_skipped_total` — and never fails the listing of
 //! the others. Failing to *reach* the store is still an error.
 
+use crate::fault::ErrorKind;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -367,6 +368,19 @@ fn check_manifest(key: &str, bytes: &[u8]) -> Result<Manifest, Skipped> {
         ));
     }
     Ok(m)
+}
+
+impl CatalogError {
+    /// What the operator must fix (exit codes, `--json` error documents).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CatalogError::UnknownBackup { .. } | CatalogError::NoBackup { .. } => {
+                ErrorKind::NotFound
+            }
+            CatalogError::BadManifest { .. } => ErrorKind::Damaged,
+            CatalogError::Storage(e) => e.kind(),
+        }
+    }
 }
 
 #[cfg(test)]

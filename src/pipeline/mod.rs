@@ -28,6 +28,7 @@ pub use decode::{decode, DecodeExpect, DecodeStats, Decoded};
 pub use encode::{encode, EncodeOptions, EncodeStats, Encoded};
 pub use finish::{Ends, Running, StreamCtl, StreamError, DEFAULT_STALL_TIMEOUT, WIND_DOWN};
 
+use crate::fault::ErrorKind;
 use crate::fault::RetryClass;
 use crate::stream::SourceError;
 
@@ -118,6 +119,22 @@ impl PipelineError {
 pub(crate) fn hex_digest(h: sha2::Sha256) -> String {
     use sha2::Digest;
     hex::encode(h.finalize())
+}
+
+impl PipelineError {
+    /// What the operator must fix (exit codes, `--json` error documents).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PipelineError::WrongKey { .. } | PipelineError::Key(_) => ErrorKind::WrongKey,
+            PipelineError::Truncated { .. }
+            | PipelineError::ChecksumMismatch { .. }
+            | PipelineError::Corrupt { .. } => ErrorKind::Damaged,
+            PipelineError::Source(e) => e.kind(),
+            PipelineError::Stalled { .. } => ErrorKind::Unreachable,
+            PipelineError::Cancelled(_) => ErrorKind::Cancelled,
+            _ => ErrorKind::Other,
+        }
+    }
 }
 
 #[cfg(test)]

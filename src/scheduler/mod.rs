@@ -17,14 +17,9 @@
 //! the previous run was still going is skipped, not queued.
 
 pub mod clock;
-pub mod daemon;
-pub mod gc;
 pub mod job;
 pub mod lease;
 pub mod record;
-pub mod runner;
-pub mod status;
-pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

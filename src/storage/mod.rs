@@ -10,6 +10,7 @@
 //! for S3 (the part size grows only for streams beyond 1,000 parts, see
 //! [`s3::PartPlan`]); one 1 MiB copy buffer for the folder store.
 
+use crate::fault::ErrorKind;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -314,5 +315,23 @@ impl StorageError {
     /// True for [`StorageError::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+impl StorageError {
+    /// What the operator must fix (exit codes, `--json` error documents).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StorageError::NotFound { .. } => ErrorKind::NotFound,
+            StorageError::AccessDenied { .. } => ErrorKind::AccessDenied,
+            StorageError::Config { .. } => ErrorKind::InvalidInput,
+            // Backends mark network failures, timeouts and 5xx temporary.
+            StorageError::Io {
+                class: RetryClass::Temporary,
+                ..
+            } => ErrorKind::Unreachable,
+            StorageError::Body { .. } => ErrorKind::SourceFailed,
+            _ => ErrorKind::Other,
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! pipeline (a raw [`SourceStream`] whose `done` future confirms it, the
 //! [`SourceMeta`] stored in the manifest, the [`SourceError`] it can fail with).
 
+use crate::fault::ErrorKind;
 use std::pin::Pin;
 
 use futures::future::BoxFuture;
@@ -106,6 +107,17 @@ impl SourceError {
             SourceError::Connect { .. } => RetryClass::Temporary,
             SourceError::Dump { class, .. } => *class,
             _ => RetryClass::Permanent,
+        }
+    }
+}
+
+impl SourceError {
+    /// What the operator must fix (exit codes, `--json` error documents).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SourceError::Connect { .. } => ErrorKind::Unreachable,
+            SourceError::Auth { .. } => ErrorKind::AccessDenied,
+            _ => ErrorKind::SourceFailed,
         }
     }
 }

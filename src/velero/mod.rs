@@ -24,6 +24,7 @@ mod client;
 pub mod config;
 pub mod objects;
 
+use crate::fault::ErrorKind;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -503,6 +504,18 @@ pub async fn status(client: &VeleroClient) -> Result<StatusReport, VeleroError> 
         restores: restores.iter().map(RestoreRecord::from_object).collect(),
         storage_locations: locations.iter().map(StorageLocation::from_object).collect(),
     })
+}
+
+impl VeleroError {
+    /// What the operator must fix (exit codes, `--json` error documents).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            VeleroError::Kube { .. } | VeleroError::Http { .. } => ErrorKind::Unreachable,
+            VeleroError::Timeout { .. } => ErrorKind::Cancelled,
+            VeleroError::UnknownJob { .. } => ErrorKind::InvalidInput,
+            _ => ErrorKind::Other,
+        }
+    }
 }
 
 #[cfg(test)]

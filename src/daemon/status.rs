@@ -14,14 +14,14 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::job::{JobId, JobKind, JobPlan};
-use super::record::{self, JobRecord, RunEntry};
 use super::runner::JobRunner;
 use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::job::Env;
 use crate::metrics::events;
 use crate::replicate;
+use crate::scheduler::job::{JobId, JobKind, JobPlan};
+use crate::scheduler::record::{self, JobRecord, RunEntry};
 
 /// Refreshes this replica's metrics from the catalog. Errors are logged and
 /// the series keep their last values (ages keep growing, which alerts).
@@ -172,10 +172,12 @@ pub async fn collect(
             _ => None,
         };
         let running_on = match (&p.home, p.id.kind.leased()) {
-            (Some(h), true) => super::lease::read(h.as_ref(), &p.id.lease_key(locks_prefix))
-                .await?
-                .filter(|d| !d.released && d.expires_at > now)
-                .map(|d| d.holder),
+            (Some(h), true) => {
+                crate::scheduler::lease::read(h.as_ref(), &p.id.lease_key(locks_prefix))
+                    .await?
+                    .filter(|d| !d.released && d.expires_at > now)
+                    .map(|d| d.holder)
+            }
             _ => None,
         };
         out.push(JobStatus {

@@ -16,12 +16,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::job::{JobId, JobKind, JobPlan, Trigger};
-use super::{record, RunReport, Runner};
 use crate::error::{Error, Result};
 use crate::job::{Env, NoProgress};
 use crate::metrics::events;
 use crate::replicate;
+use crate::scheduler::job::{JobId, JobKind, JobPlan, Trigger};
+use crate::scheduler::{record, RunReport, Runner};
 
 /// Runs a policy's jobs.
 #[derive(Debug, Clone)]
@@ -476,7 +476,7 @@ pub fn publish_objectives(env: &Env, zone: crate::policy::Zone) {
         let ival = cfg
             .schedule
             .as_ref()
-            .and_then(|s| super::interval(s, zone, Utc::now()));
+            .and_then(|s| crate::scheduler::interval(s, zone, Utc::now()));
         events::SourceConfigured {
             source: name,
             interval_secs: ival.map_or(0.0, |d| d.as_secs_f64()),

@@ -15,8 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 
-use super::job::{JobId, JobKind};
-use super::record::{self, RunResult};
 use crate::error::{Error, Result};
 use crate::job::Env;
 use crate::notify::watch::{
@@ -24,6 +22,8 @@ use crate::notify::watch::{
 };
 use crate::notify::{DrillResult, Notice, Sender};
 use crate::replicate;
+use crate::scheduler::job::{JobId, JobKind};
+use crate::scheduler::record::{self, RunResult};
 use crate::storage::PutCondition;
 
 const STATE_KEY: &str = "jobs/watch-state.json";
