@@ -145,7 +145,7 @@ impl JobRunner {
     /// Retention of one source on its targets; the first failed deletion is the error.
     async fn prune_source(&self, source: &str) -> Result<usize> {
         let report =
-            crate::retention::prune_policy_source(&self.env, source, None, Utc::now(), false)
+            crate::job::prune::prune_policy_source(&self.env, source, None, Utc::now(), false)
                 .await?;
         let mut first = None;
         for a in report.actions.iter().filter(|a| a.error.is_some()) {

@@ -11,12 +11,12 @@
 //!   days / ISO weeks / months that have a backup (UTC);
 //! - always: the newest backup of the source (a source never loses its last
 //!   restorable backup, whatever the rules say);
-//! - [`Protector`]s: engines veto deletions.
+//! - protected ids the caller passes: a veto on deletion, with its reason.
 //!
 //! With no retention in the policy, `keep_within = 30d` applies.
 //!
 //! WAL follows the base backups: for a postgres source, once the backup
-//! deletions of a target are done, [`prune_policy_source`] deletes the
+//! deletions of a target are done, `job::prune::prune_policy_source` deletes the
 //! archived WAL that none of the backups still there needs
 //! ([`crate::source::postgres::walprune`]); never before, so that a failed
 //! backup deletion only keeps more WAL.
@@ -28,12 +28,10 @@ pub use config::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 
 use crate::catalog::Manifest;
-use crate::source::postgres::walprune::{prune_wal, WalPrune};
 
 /// One backup as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,85 +176,6 @@ pub fn decide(
     out
 }
 
-/// An engine's veto on deletions: backups (by id) that must stay, with why.
-/// The PostgreSQL engine plugs in here (base backups its kept WAL needs).
-#[async_trait]
-pub trait Protector: Send + Sync {
-    /// Ids among `backups` (all of one source, any order) that must not be deleted, with a reason.
-    async fn protected(&self, backups: &[Manifest]) -> crate::Result<BTreeMap<String, String>>;
-}
-
-/// The protectors of a source's engine. Engines register here. None does
-/// today: PostgreSQL WAL is pruned after the backups, from those that remain.
-pub fn protectors_for(engine: crate::policy::Engine) -> Vec<std::sync::Arc<dyn Protector>> {
-    match engine {
-        crate::policy::Engine::Command
-        | crate::policy::Engine::Mongo
-        | crate::policy::Engine::Redis
-        | crate::policy::Engine::Postgres => Vec::new(),
-    }
-}
-
-/// What `gsdr prune` did (or would do) for one source, on every target.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PruneReport {
-    /// One per backup.
-    pub actions: Vec<PruneAction>,
-    /// Postgres sources: the WAL deleted per target.
-    pub wal: Vec<WalPrune>,
-}
-
-impl PruneReport {
-    /// Failed deletions, backups and WAL.
-    pub fn errors(&self) -> usize {
-        self.actions.iter().filter(|a| a.error.is_some()).count()
-            + self.wal.iter().filter(|w| w.error.is_some()).count()
-    }
-}
-
-/// Prunes `source` on its primary and off-site targets under the policy's
-/// retention; for a postgres source, then its WAL on each target.
-pub async fn prune_policy_source(
-    env: &crate::job::Env,
-    source: &str,
-    only_target: Option<&str>,
-    now: DateTime<Utc>,
-    dry_run: bool,
-) -> crate::Result<PruneReport> {
-    let cfg = env.source_config(source)?;
-    let mut targets = BTreeSet::new();
-    targets.insert(env.primary_target_name(source)?);
-    if let Some(o) = env.policy.offsite_of(source) {
-        targets.insert(o.to_string());
-    }
-    let rules = effective(env.policy.retention_of(source).as_ref());
-    let protectors = protectors_for(cfg.kind);
-    let mut out = PruneReport::default();
-    for t in targets
-        .iter()
-        .filter(|t| only_target.is_none_or(|w| w == t.as_str()))
-    {
-        let cat = env.catalog(t).await?;
-        let done = prune_source(&cat, t, source, &rules, now, &protectors, dry_run).await?;
-        if cfg.kind == crate::policy::Engine::Postgres {
-            let failed = done.actions.iter().filter(|a| a.error.is_some()).count();
-            out.wal.push(
-                prune_wal(
-                    cat.store().as_ref(),
-                    t,
-                    source,
-                    &done.remaining,
-                    failed,
-                    dry_run,
-                )
-                .await,
-            );
-        }
-        out.actions.extend(done.actions);
-    }
-    Ok(out)
-}
-
 /// What prune did (or would do) to one backup.
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneAction {
@@ -292,14 +211,10 @@ pub async fn prune_source(
     source: &str,
     rules: &Retention,
     now: DateTime<Utc>,
-    protectors: &[std::sync::Arc<dyn Protector>],
     dry_run: bool,
-) -> crate::Result<TargetPrune> {
+) -> Result<TargetPrune, crate::catalog::CatalogError> {
     let manifests = catalog.list(Some(source)).await?;
-    let mut protected = BTreeMap::new();
-    for p in protectors {
-        protected.extend(p.protected(&manifests).await?);
-    }
+    let protected = BTreeMap::new();
     let items: Vec<Item> = manifests.iter().map(Item::from).collect();
     let mut out = Vec::new();
     for d in decide(rules, now, &items, &protected) {

@@ -502,8 +502,7 @@ mod tests {
             keep_monthly: None,
         };
         let now = chrono::Utc::now();
-        let prune =
-            |dry_run| crate::retention::prune_source(&cat, "t", "pg", &rules, now, &[], dry_run);
+        let prune = |dry_run| crate::retention::prune_source(&cat, "t", "pg", &rules, now, dry_run);
 
         // Dry run: from the kept backup only; nothing deleted.
         let tp = prune(true).await.unwrap();
