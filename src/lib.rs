@@ -19,6 +19,7 @@ pub mod drill;
 pub mod error;
 pub mod fault;
 pub mod job;
+pub mod layout;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
