@@ -22,6 +22,7 @@ pub mod failure;
 pub mod fault;
 pub mod job;
 pub mod job_id;
+pub mod layout;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

@@ -45,7 +45,16 @@ impl JobRunner {
     /// publishes when it was stored. Errors are logged, not returned: the
     /// gauges keep their last value (and the lag keeps growing, which alerts).
     pub async fn refresh_wal_status(&self, source: &str) {
-        match crate::source::postgres::walverify::wal_status(&self.env, source).await {
+        use crate::source::postgres::{wal::WalError, walverify};
+        let status = async {
+            let archive = self
+                .env
+                .wal_archive(source, None)
+                .await
+                .map_err(WalError::setup)?;
+            walverify::wal_status(&archive).await
+        };
+        match status.await {
             Ok(st) => {
                 if let (Some(segment), Some(at)) = (&st.last_segment, st.last_archived_at) {
                     events::WalArchived {
