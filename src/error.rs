@@ -13,173 +13,11 @@
 
 use std::path::PathBuf;
 
+pub use crate::fault::{ErrorKind, RetryClass};
 use crate::pipeline::PipelineError;
 use crate::policy::PolicyError;
 use crate::source::SourceError;
 use crate::storage::StorageError;
-
-/// Whether retrying the failed operation may help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RetryClass {
-    /// Network blips, a server restarting, throttling: retry with backoff.
-    Temporary,
-    /// Bad configuration, wrong key, corrupt data: retrying repeats the failure.
-    Permanent,
-}
-
-/// What kind of failure an error is, for exit codes and `--json` error documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The policy, a scenario or an argument is wrong.
-    InvalidInput,
-    /// A server, bucket or API could not be reached or did not answer.
-    Unreachable,
-    /// The server refused gsdr's credentials.
-    AccessDenied,
-    /// No identity in the identity file opens the backup.
-    WrongKey,
-    /// The backup, object or catalog entry asked for does not exist.
-    NotFound,
-    /// The stored data is damaged: truncated, altered or corrupt.
-    Damaged,
-    /// The engine or feature is not built yet.
-    NotSupported,
-    /// A local file could not be read or written.
-    LocalIo,
-    /// A source failed while dumping or restoring.
-    SourceFailed,
-    /// A job was cancelled or ran past its deadline.
-    Cancelled,
-    /// Anything else (a bug, an unexpected answer).
-    Other,
-}
-
-impl ErrorKind {
-    /// The CLI's exit code: 1 when a check found damage, 2 for every other error.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            ErrorKind::Damaged => 1,
-            _ => 2,
-        }
-    }
-
-    /// The kind of the first cause in `e`'s chain that is one of gsdr's error
-    /// types, preferring a specific kind (wrong key, damage, unreachable…)
-    /// found deeper over a generic one wrapping it.
-    pub fn of_chain<'a>(
-        chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
-    ) -> ErrorKind {
-        let mut first = None;
-        for c in chain {
-            if let Some(k) = kind_of(c) {
-                if !matches!(k, ErrorKind::Other | ErrorKind::SourceFailed) {
-                    return k;
-                }
-                first.get_or_insert(k);
-            }
-        }
-        first.unwrap_or(ErrorKind::Other)
-    }
-}
-
-/// The kind of `e` if it is one of gsdr's error types.
-fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
-    if let Some(e) = e.downcast_ref::<Error>() {
-        return Some(e.kind());
-    }
-    if let Some(e) = e.downcast_ref::<StorageError>() {
-        return Some(storage_kind(e));
-    }
-    if let Some(e) = e.downcast_ref::<PipelineError>() {
-        return Some(pipeline_kind(e));
-    }
-    if let Some(e) = e.downcast_ref::<SourceError>() {
-        return Some(source_kind(e));
-    }
-    if let Some(e) = e.downcast_ref::<crate::catalog::CatalogError>() {
-        return Some(catalog_kind(e));
-    }
-    if e.downcast_ref::<PolicyError>().is_some() {
-        return Some(ErrorKind::InvalidInput);
-    }
-    if let Some(e) = e.downcast_ref::<crate::velero::VeleroError>() {
-        return Some(velero_kind(e));
-    }
-    if let Some(e) = e.downcast_ref::<crate::drill::DrillError>() {
-        return Some(match e {
-            crate::drill::DrillError::Gsdr(e) => e.kind(),
-            _ => ErrorKind::InvalidInput,
-        });
-    }
-    if let Some(e) = e.downcast_ref::<crate::source::postgres::wal::WalError>() {
-        return Some(match e {
-            crate::source::postgres::wal::WalError::NotFound { .. } => ErrorKind::NotFound,
-            _ => ErrorKind::Other,
-        });
-    }
-    None
-}
-
-fn storage_kind(e: &StorageError) -> ErrorKind {
-    match e {
-        StorageError::NotFound { .. } => ErrorKind::NotFound,
-        StorageError::AccessDenied { .. } => ErrorKind::AccessDenied,
-        StorageError::Config { .. } => ErrorKind::InvalidInput,
-        // Backends mark network failures, timeouts and 5xx temporary.
-        StorageError::Io {
-            class: RetryClass::Temporary,
-            ..
-        } => ErrorKind::Unreachable,
-        StorageError::Body { .. } => ErrorKind::SourceFailed,
-        _ => ErrorKind::Other,
-    }
-}
-
-fn pipeline_kind(e: &PipelineError) -> ErrorKind {
-    match e {
-        PipelineError::WrongKey { .. } | PipelineError::Key(_) => ErrorKind::WrongKey,
-        PipelineError::Truncated { .. }
-        | PipelineError::ChecksumMismatch { .. }
-        | PipelineError::Corrupt { .. } => ErrorKind::Damaged,
-        PipelineError::Source(e) => source_kind(e),
-        PipelineError::Stalled { .. } => ErrorKind::Unreachable,
-        PipelineError::Cancelled(_) => ErrorKind::Cancelled,
-        _ => ErrorKind::Other,
-    }
-}
-
-fn source_kind(e: &SourceError) -> ErrorKind {
-    match e {
-        SourceError::Connect { .. } => ErrorKind::Unreachable,
-        SourceError::Auth { .. } => ErrorKind::AccessDenied,
-        SourceError::NotSupported { .. } => ErrorKind::NotSupported,
-        SourceError::Config { .. } | SourceError::Invalid { .. } => ErrorKind::InvalidInput,
-        SourceError::NotFound { .. } => ErrorKind::NotFound,
-        _ => ErrorKind::SourceFailed,
-    }
-}
-
-fn catalog_kind(e: &crate::catalog::CatalogError) -> ErrorKind {
-    use crate::catalog::CatalogError;
-    match e {
-        CatalogError::UnknownBackup { .. } | CatalogError::NoBackup { .. } => ErrorKind::NotFound,
-        CatalogError::BadManifest { .. } => ErrorKind::Damaged,
-        CatalogError::Storage(e) => storage_kind(e),
-    }
-}
-
-fn velero_kind(e: &crate::velero::VeleroError) -> ErrorKind {
-    use crate::velero::VeleroError;
-    match e {
-        VeleroError::Kube { .. } | VeleroError::Http { .. } => ErrorKind::Unreachable,
-        VeleroError::Timeout { .. } => ErrorKind::Cancelled,
-        VeleroError::UnknownJob { .. } => ErrorKind::InvalidInput,
-        _ => ErrorKind::Other,
-    }
-}
 
 /// Any error gsdr's library can return.
 #[derive(Debug, thiserror::Error)]
@@ -245,11 +83,11 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Policy(_) | Error::Invalid(_) => ErrorKind::InvalidInput,
-            Error::Storage(e) => storage_kind(e),
-            Error::Pipeline(e) => pipeline_kind(e),
-            Error::Source(e) => source_kind(e),
-            Error::Catalog(e) => catalog_kind(e),
-            Error::Velero(e) => velero_kind(e),
+            Error::Storage(e) => e.kind(),
+            Error::Pipeline(e) => e.kind(),
+            Error::Source(e) => e.kind(),
+            Error::Catalog(e) => e.kind(),
+            Error::Velero(e) => e.kind(),
             Error::LocalIo { .. } => ErrorKind::LocalIo,
             Error::NotSupported(_) => ErrorKind::NotSupported,
             Error::DeadlineExceeded(_) => ErrorKind::Cancelled,
@@ -260,27 +98,3 @@ impl Error {
 
 /// Result with gsdr's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kind_is_found_under_context_and_damage_alone_exits_1() {
-        let wrong = anyhow::Error::from(Error::Pipeline(PipelineError::WrongKey {
-            recipients: "age1…".into(),
-        }))
-        .context("restore of `cache`");
-        let k = ErrorKind::of_chain(wrong.chain());
-        assert_eq!((k, k.exit_code()), (ErrorKind::WrongKey, 2));
-        let cut = anyhow::Error::from(PipelineError::Truncated {
-            read: 1,
-            expected: 2,
-        })
-        .context("verify");
-        let k = ErrorKind::of_chain(cut.chain());
-        assert_eq!((k, k.exit_code()), (ErrorKind::Damaged, 1));
-        let bare = anyhow::anyhow!("something else");
-        assert_eq!(ErrorKind::of_chain(bare.chain()), ErrorKind::Other);
-    }
-}

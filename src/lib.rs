@@ -14,9 +14,15 @@
 //! Errors follow the policy in [`error`].
 
 pub mod catalog;
+pub mod cron;
+pub mod daemon;
 pub mod drill;
 pub mod error;
+pub mod failure;
+pub mod fault;
 pub mod job;
+pub mod job_id;
+pub mod layout;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
@@ -24,9 +30,13 @@ pub mod policy;
 pub mod replicate;
 pub mod retention;
 pub mod scheduler;
+pub mod secret;
 pub mod source;
 pub mod storage;
+pub mod stream;
 pub mod tls;
+pub mod units;
 pub mod velero;
 
-pub use error::{Error, ErrorKind, Result, RetryClass};
+pub use error::{Error, Result};
+pub use fault::{ErrorKind, RetryClass};

@@ -5,8 +5,17 @@
 //! stored (size and hash checked). Listing reads manifests only, so data
 //! objects of failed runs never show.
 //!
-//! Layout under a target's prefix:
+//! Layout under a target's prefix ([`crate::layout`]):
 //! `<source>/<kind>/<backup-id>/data.zst.age` and `.../manifest.json`.
+//!
+//! # One source, one prefix
+//!
+//! Everything of a source lies under `<source>/`: a lookup of one source
+//! ([`Catalog::list`] with a source, [`Catalog::find_of`],
+//! [`Catalog::newest_before`]) lists that prefix only, and reads only the
+//! manifests whose key can answer (the id, the kind are in the key). Only
+//! the callers that want every source (`gsdr list` without `--source`,
+//! [`Catalog::find`] of an id whose source is unknown) list the whole target.
 //!
 //! # A tolerant, suspicious listing
 //!
@@ -20,20 +29,20 @@
 //! `gsdr_catalog_manifests_skipped_total` — and never fails the listing of
 //! the others. Failing to *reach* the store is still an error.
 
+use crate::fault::ErrorKind;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::source::SourceMeta;
-use crate::storage::{PutCondition, StorageError, Store};
+use crate::layout::{self, BackupKey};
+use crate::storage::{ObjectMeta, PutCondition, StorageError, Store};
+use crate::stream::SourceMeta;
+
+pub use crate::layout::{DATA_OBJECT, MANIFEST_OBJECT};
 
 /// Manifest schema version written by this build.
 pub const MANIFEST_SCHEMA: u32 = 1;
-/// File name of a backup's data object.
-pub const DATA_OBJECT: &str = "data.zst.age";
-/// File name of a backup's manifest.
-pub const MANIFEST_OBJECT: &str = "manifest.json";
 /// Largest manifest gsdr reads (they hold metadata only).
 const MANIFEST_MAX_BYTES: u64 = 16 << 20;
 
@@ -76,17 +85,9 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Directory key of a backup: `<source>/<kind>/<id>`.
-    pub fn dir_key(source: &str, kind: &str, id: &str) -> String {
-        format!("{source}/{kind}/{id}")
-    }
-
     /// Key of this manifest.
     pub fn manifest_key(&self) -> String {
-        format!(
-            "{}/{MANIFEST_OBJECT}",
-            Self::dir_key(&self.source, &self.kind, &self.id)
-        )
+        layout::backup_manifest(&self.source, &self.kind, &self.id)
     }
 
     /// The instant RPO is measured from: the consistency point, or the dump start.
@@ -185,11 +186,30 @@ impl Catalog {
     /// Every committed backup (of `source` if given), oldest first, and the
     /// manifests skipped because they do not count, each reported by a
     /// [`ManifestSkipped`](crate::metrics::events::ManifestSkipped) event.
+    /// With a source, only `<source>/` is listed.
     pub async fn list_checked(&self, source: Option<&str>) -> Result<Listing, CatalogError> {
-        let prefix = source.map(|s| format!("{s}/")).unwrap_or_default();
-        let objects = self.store.list(&prefix).await?;
+        let objects = self.listing(source).await?;
+        self.read_listed(&objects, |_| true).await
+    }
+
+    /// The objects under `<source>/` (the whole target without a source).
+    async fn listing(&self, source: Option<&str>) -> Result<Vec<ObjectMeta>, CatalogError> {
+        let prefix = source.map(layout::source_prefix).unwrap_or_default();
+        Ok(self.store.list(&prefix).await?)
+    }
+
+    /// Reads and checks the manifests among `objects` whose key `wanted`
+    /// accepts (nothing else is read), oldest first.
+    async fn read_listed(
+        &self,
+        objects: &[ObjectMeta],
+        wanted: impl Fn(&BackupKey<'_>) -> bool,
+    ) -> Result<Listing, CatalogError> {
         let mut out = Listing::default();
-        for o in objects.iter().filter(|o| is_backup_manifest(&o.key)) {
+        let keys = objects
+            .iter()
+            .filter(|o| BackupKey::manifest(&o.key).is_some_and(|k| wanted(&k)));
+        for o in keys {
             let checked = match self.store.get_small(&o.key, MANIFEST_MAX_BYTES).await {
                 Ok((bytes, _)) => check_manifest(&o.key, &bytes),
                 // Pruned between the listing and the read: gone, not bad.
@@ -207,7 +227,7 @@ impl Catalog {
                     crate::metrics::events::ManifestSkipped {
                         store: &self.store.describe(),
                         key: &s.key,
-                        reason: s.reason,
+                        reason: s.reason.as_str(),
                         detail: &s.detail,
                     }
                     .emit();
@@ -220,10 +240,22 @@ impl Catalog {
         Ok(out)
     }
 
-    /// The backup with this id.
+    /// The backup with this id, of any source: lists the whole target, but
+    /// reads only the manifests whose key carries the id.
     pub async fn find(&self, id: &str) -> Result<Manifest, CatalogError> {
-        self.list(None)
+        self.find_in(None, id).await
+    }
+
+    /// The backup of `source` with this id: lists `<source>/` only.
+    pub async fn find_of(&self, source: &str, id: &str) -> Result<Manifest, CatalogError> {
+        self.find_in(Some(source), id).await
+    }
+
+    async fn find_in(&self, source: Option<&str>, id: &str) -> Result<Manifest, CatalogError> {
+        let objects = self.listing(source).await?;
+        self.read_listed(&objects, |k| k.id == id)
             .await?
+            .manifests
             .into_iter()
             .find(|m| m.id == id)
             .ok_or_else(|| CatalogError::UnknownBackup {
@@ -232,15 +264,21 @@ impl Catalog {
             })
     }
 
-    /// The newest backup of `source` (of `kind` if given) whose recovery point is at or before `before`.
+    /// The newest backup of `source` (of `kind` if given) whose recovery
+    /// point is at or before `before`. Lists `<source>/` only and reads the
+    /// manifests of that kind: the recovery point is in the manifest, not in
+    /// the key (the id names the dump's start, which the consistency point
+    /// need not follow), so no manifest of the kind can be left unread.
     pub async fn newest_before(
         &self,
         source: &str,
         kind: Option<&str>,
         before: Option<DateTime<Utc>>,
     ) -> Result<Manifest, CatalogError> {
-        self.list(Some(source))
+        let objects = self.listing(Some(source)).await?;
+        self.read_listed(&objects, |k| kind.is_none_or(|want| k.kind == want))
             .await?
+            .manifests
             .into_iter()
             .filter(|m| kind.is_none_or(|k| m.kind == k))
             .filter(|m| before.is_none_or(|t| m.recovery_point() <= t))
@@ -257,8 +295,7 @@ impl Catalog {
 
 /// True for `<source>/<kind>/<id>/manifest.json` keys (not WAL, drills, leases).
 pub fn is_backup_manifest(key: &str) -> bool {
-    let parts: Vec<&str> = key.split('/').collect();
-    parts.len() == 4 && parts[3] == MANIFEST_OBJECT
+    BackupKey::manifest(key).is_some()
 }
 
 /// What a listing found: the manifests that count, and those skipped.
@@ -330,8 +367,10 @@ fn check_manifest(key: &str, bytes: &[u8]) -> Result<Manifest, Skipped> {
     }
     let m: Manifest = serde_json::from_slice(bytes)
         .map_err(|e| skip(SkipReason::Unreadable, format!("not a valid manifest: {e}")))?;
-    let parts: Vec<&str> = key.split('/').collect();
-    let [source, kind, id, _] = parts.as_slice() else {
+    let Some(BackupKey {
+        source, kind, id, ..
+    }) = BackupKey::manifest(key)
+    else {
         return Err(skip(
             SkipReason::Mismatch,
             "not at <source>/<kind>/<id>/manifest.json".into(),
@@ -339,22 +378,16 @@ fn check_manifest(key: &str, bytes: &[u8]) -> Result<Manifest, Skipped> {
     };
     let mut wrong = Vec::new();
     for (field, found, want) in [
-        ("source", &m.source, source),
-        ("kind", &m.kind, kind),
-        ("id", &m.id, id),
+        ("source", m.source.as_str(), source),
+        ("kind", m.kind.as_str(), kind),
+        ("id", m.id.as_str(), id),
     ] {
         if found != want {
             wrong.push(format!("{field} `{found}` (the key says `{want}`)"));
         }
     }
-    let dir = format!("{}/", Manifest::dir_key(source, kind, id));
-    let data_inside = m.data_key.strip_prefix(&dir).is_some_and(|rest| {
-        !rest.is_empty()
-            && rest
-                .split('/')
-                .all(|c| !c.is_empty() && c != "." && c != "..")
-    });
-    if !data_inside {
+    if !layout::is_inside_backup(source, kind, id, &m.data_key) {
+        let dir = format!("{}/", layout::backup_dir(source, kind, id));
         wrong.push(format!("data_key `{}` outside `{dir}`", m.data_key));
     }
     if !wrong.is_empty() {
@@ -367,6 +400,19 @@ fn check_manifest(key: &str, bytes: &[u8]) -> Result<Manifest, Skipped> {
         ));
     }
     Ok(m)
+}
+
+impl CatalogError {
+    /// What the operator must fix (exit codes, `--json` error documents).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CatalogError::UnknownBackup { .. } | CatalogError::NoBackup { .. } => {
+                ErrorKind::NotFound
+            }
+            CatalogError::BadManifest { .. } => ErrorKind::Damaged,
+            CatalogError::Storage(e) => e.kind(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         })
     };
     let ready = health.clone();
-    let summary = scheduler::daemon::run(
+    let summary = gsdr::daemon::run(
         env.clone(),
         settings,
         Arc::new(SystemClock),

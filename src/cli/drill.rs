@@ -441,7 +441,8 @@ async fn record_scheduled(
         Result<gsdr::drill::runner::RunResult, gsdr::drill::DrillError>,
     )],
 ) {
-    use gsdr::scheduler::{runner, JobId, JobKind, RunReport, SlotOutcome};
+    use gsdr::daemon::runner;
+    use gsdr::scheduler::{JobId, JobKind, RunReport, SlotOutcome};
     let mut failed = Vec::new();
     let mut keys = Vec::new();
     for (name, r) in results {

@@ -160,7 +160,7 @@ pub fn main() -> ExitCode {
             }
             let text = error_text(&e);
             eprintln!("error: {text}");
-            let kind = gsdr::ErrorKind::of_chain(e.chain());
+            let kind = gsdr::failure::kind_of_chain(e.chain());
             if json {
                 output::emit_error(&kind_name(kind), &text, hint(kind));
             }

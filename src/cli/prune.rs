@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use gsdr::retention::{self, PruneAction};
+use gsdr::job::prune::{self, PruneReport};
+use gsdr::retention::PruneAction;
 use gsdr::source::postgres::walprune::WalPrune;
 
 use super::output::{bytes, emit};
@@ -41,10 +42,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         None => env.policy.sources.keys().cloned().collect(),
     };
     let now = chrono::Utc::now();
-    let mut all = retention::PruneReport::default();
+    let mut all = PruneReport::default();
     for s in &sources {
-        let r = retention::prune_policy_source(&env, s, args.target.as_deref(), now, args.dry_run)
-            .await?;
+        let r =
+            prune::prune_policy_source(&env, s, args.target.as_deref(), now, args.dry_run).await?;
         all.actions.extend(r.actions);
         all.wal.extend(r.wal);
     }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use gsdr::scheduler::{self, runner, SlotOutcome, SystemClock};
+use gsdr::daemon::runner;
+use gsdr::scheduler::{self, SlotOutcome, SystemClock};
 
 use super::output::{bytes, emit};
 use super::{Ctx, Outcome};

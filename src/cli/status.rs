@@ -7,7 +7,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde::Serialize;
 
-use gsdr::scheduler::{self, runner, status};
+use gsdr::daemon::{runner, status};
+use gsdr::scheduler;
 
 use super::output::emit;
 use super::{wal, Ctx, Outcome};

@@ -96,7 +96,7 @@ async fn gc(
 ) -> anyhow::Result<Outcome> {
     let env = ctx.env()?;
     let grace = grace.unwrap_or(env.policy.daemon.gc_grace.0);
-    let results = gsdr::scheduler::gc::collect(&env, target.as_deref(), grace, dry_run).await?;
+    let results = gsdr::daemon::gc::collect(&env, target.as_deref(), grace, dry_run).await?;
     let mut report = GcReport {
         dry_run,
         grace_secs: grace.as_secs(),

@@ -83,10 +83,17 @@ pub async fn push(ctx: &Ctx, a: PushArgs) -> anyhow::Result<Outcome> {
         let opts = wal::PushOptions {
             allow_branch: a.allow_branch,
         };
-        match wal::wal_push(&env, &source, &a.path, opts).await {
-            Ok(r) => Ok(Ok(r)),
-            Err(e) => Ok(Err(e)),
+        let pushed = async {
+            wal::push_name(&a.path)?;
+            let archive = env
+                .wal_archive(&source, None)
+                .await
+                .map_err(wal::WalError::setup)?;
+            let encode = env.encode_options().map_err(wal::WalError::setup)?;
+            wal::wal_push(&archive, encode, &a.path, opts).await
         }
+        .await;
+        Ok::<_, anyhow::Error>(pushed)
     }
     .await;
     match res {
@@ -108,9 +115,17 @@ pub async fn fetch(ctx: &Ctx, a: FetchArgs) -> anyhow::Result<Outcome> {
     let res = async {
         let env = ctx.env()?;
         let source = pick_source(&env, a.source)?;
-        Ok::<_, anyhow::Error>(
-            wal::wal_fetch(&env, &source, a.target.as_deref(), &a.name, &a.dest).await,
-        )
+        let fetched = async {
+            wal::check_name(&a.name)?;
+            let archive = env
+                .wal_archive(&source, a.target.as_deref())
+                .await
+                .map_err(wal::WalError::setup)?;
+            let ids = env.identities().map_err(wal::WalError::setup)?;
+            wal::wal_fetch(&archive, ids, &a.name, &a.dest).await
+        }
+        .await;
+        Ok::<_, anyhow::Error>(fetched)
     }
     .await;
     match res {
@@ -134,7 +149,14 @@ pub async fn fetch(ctx: &Ctx, a: FetchArgs) -> anyhow::Result<Outcome> {
 pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
     let env = ctx.env()?;
     let source = pick_source(&env, a.source)?;
-    let r = walverify::wal_verify(&env, &source, a.target.as_deref()).await?;
+    let r = async {
+        let archive = env
+            .wal_archive(&source, a.target.as_deref())
+            .await
+            .map_err(wal::WalError::setup)?;
+        walverify::wal_verify(&archive).await
+    }
+    .await?;
     emit(ctx.json, &r, |r| {
         let mut s = String::new();
         for t in &r.timelines {
@@ -184,7 +206,14 @@ pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
 pub async fn status(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
     let env = ctx.env()?;
     let source = pick_source(&env, a.source)?;
-    let r = walverify::wal_status(&env, &source).await?;
+    let r = async {
+        let archive = env
+            .wal_archive(&source, None)
+            .await
+            .map_err(wal::WalError::setup)?;
+        walverify::wal_status(&archive).await
+    }
+    .await?;
     emit(ctx.json, &r, |r| {
         let mut s = match (&r.last_segment, &r.chain_base_backup) {
             (Some(seg), Some(base)) => format!(

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::ctx::{planned_backup, restored_of, Ctx, Restored};
 use super::report::{RunKind, StepReport};
-use super::runner::{planned_backup, restored_of, Ctx, Restored};
 use super::scenario::Step;
 use crate::error::Error;
 
@@ -102,7 +102,7 @@ pub(super) async fn restore_postgres(
         .ok_or_else(|| Error::Invalid(format!("source `{source}` is not a postgres source")))?;
     rep.from_target = Some(pb.target.clone());
     if ctx.opts.kind == RunKind::Incident && ctx.opts.keep_archiving.is_none() {
-        return Err(Error::Invalid(super::runner::archiving_words(source, None)));
+        return Err(Error::Invalid(super::plan::archiving_words(source, None)));
     }
     let dir = match ctx.opts.kind {
         RunKind::Drill => ctx

@@ -2,18 +2,24 @@
 //!
 //! - [`scenario`]: the `runbooks/*.toml` files (steps, order, parallelism) and
 //!   the Markdown runbooks generated from them.
-//! - [`runner`]: plans and runs a scenario — restores into scratch targets
-//!   (drill) or the real endpoints (incident), runs the checks, times every
-//!   step, cleans scratch targets up (also on failure) and, for incidents,
-//!   keeps a state file so a failed run resumes without redoing finished steps.
+//! - [`runner`]: runs a scenario — restores into scratch targets (drill) or
+//!   the real endpoints (incident), runs the checks, times every step — and
+//!   wires the private parts below, lowest first:
+//!   - `text`, `series`: words and numbers of the reports; the trend's data.
+//!   - `verdict`: RPO/RTO achieved against the objectives, the report's failures.
+//!   - `incident`: the state file, so a failed incident resumes without redoing finished steps.
+//!   - `plan`: which backup each restore uses, from where, into where (`--plan`).
+//!   - `scratch`: the scratch directory and servers of a drill, cleaned up also on failure.
+//!   - `ctx`: what every step of a run shares.
+//!   - `steps`: which step runs when (order, parallelism, skips).
+//!   - `scheduled`: [`run_scheduled`], the daemon's entry point.
 //! - [`checks`] and [`canary`]: what a check looks at; heartbeat canaries give
 //!   the recovered point of each source.
 //! - `engines` (private): the engines' restore steps into scratch servers
 //!   ([`scratch_pg`], [`scratch_mongo`], Redis's own scratch server) or real endpoints.
 //! - `preflight` (private): checks every step against the policy (sources and
 //!   their engines, `[velero]`, scratch server programs) before anything runs.
-//! - `store` (private, re-exported from [`runner`]): where reports go, pruning,
-//!   and [`run_scheduled`], the daemon's entry point.
+//! - `store` (private, re-exported from [`runner`]): where reports go, pruning.
 //! - [`report`]: the report (JSON, Markdown, self-contained HTML with an SVG
 //!   timeline), stored under `<prefix>/drills/<stamp>/<scenario>/`.
 //! - [`trend`]: the last drills' RTO/RPO and a projection of the RTO from data growth.
@@ -25,13 +31,22 @@
 
 pub mod canary;
 pub mod checks;
+mod ctx;
 mod engines;
+mod incident;
+mod plan;
 mod preflight;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+mod scheduled;
+mod scratch;
+mod series;
+mod steps;
 mod store;
+mod text;
 pub mod trend;
+mod verdict;
 
 // The scratch servers moved into their engines' folders.
 pub use crate::source::mongo::scratch as scratch_mongo;
@@ -40,8 +55,9 @@ pub use crate::source::postgres::scratch as scratch_pg;
 use std::path::PathBuf;
 
 pub use report::{DrillReport, RunKind};
-pub use runner::{plan, run, run_scheduled, Plan, RunOptions};
+pub use runner::{plan, run, Plan, RunOptions};
 pub use scenario::{Action, BackupCopy, Scenario, Step};
+pub use scheduled::run_scheduled;
 
 /// Errors of drills and incident restores.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::trend::Trend;
+use super::series::Trend;
+pub use super::text::{esc, secs};
 
 /// Schema version of `report.json`.
 pub const REPORT_SCHEMA: u32 = 1;
@@ -135,6 +136,17 @@ pub struct DrillReport {
 }
 
 impl DrillReport {
+    /// The metrics event that publishes this report's verdict.
+    pub fn observed(&self) -> crate::metrics::events::DrillObserved<'_> {
+        crate::metrics::events::DrillObserved {
+            scenario: &self.scenario,
+            ok: self.passed,
+            started_at: self.started_at,
+            rto_secs: self.rto.achieved_secs,
+            rto_target_secs: self.rto.target_secs,
+        }
+    }
+
     /// Raw bytes restored by this run.
     pub fn restored_bytes(&self) -> u64 {
         self.steps.iter().filter_map(|s| s.raw_bytes).sum()
@@ -444,21 +456,6 @@ impl DrillReport {
     }
 }
 
-/// Seconds, humanely: `0.42 s`, `3 min 20 s`, `4 h 00 min`.
-pub fn secs(s: f64) -> String {
-    if s < 60.0 {
-        format!("{s:.2} s")
-    } else if s < 3600.0 {
-        format!("{} min {:02} s", (s / 60.0) as u64, (s % 60.0) as u64)
-    } else {
-        format!(
-            "{} h {:02} min",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64
-        )
-    }
-}
-
 fn opt_secs(s: Option<f64>) -> String {
     s.map(secs).unwrap_or_else(|| "–".into())
 }
@@ -478,12 +475,4 @@ fn status_word(s: StepStatus) -> &'static str {
         StepStatus::Skipped => "skipped",
         StepStatus::AlreadyDone => "already-done",
     }
-}
-
-/// Escapes text for HTML.
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

@@ -1,14 +1,14 @@
 //! Where reports go: the report target, `drills/<stamp>/<scenario>/` keys,
-//! local copies, pruning to the newest N, and the daemon's scheduled entry point.
+//! local copies, pruning to the newest N.
 
 use std::path::{Path, PathBuf};
 
+use super::plan::RunOptions;
 use super::report::{DrillReport, RunKind};
-use super::runner::{run, RunOptions, RunResult};
 use super::scenario::{BackupCopy, Scenario};
 use super::{trend, DrillError};
 use crate::error::Error;
-use crate::job::{Env, Progress};
+use crate::job::Env;
 use crate::storage::PutCondition;
 
 /// The target reports of `scenario` go to: the primary one, or the off-site one
@@ -166,52 +166,4 @@ pub async fn prune_reports(
         store.delete(k).await?;
     }
     Ok(drop_n)
-}
-
-/// The daemon's entry point: runs the scenarios of the policy's `[drills]`
-/// section as drills, stores each report and keeps the newest `keep_reports`.
-/// `runbooks` overrides `drills.runbooks_dir`. One scenario that cannot run
-/// (no backup yet, a server that will not start) does not stop the others:
-/// each scenario has its own result. `Err` only when the scenarios cannot be read.
-pub async fn run_scheduled(
-    env: &Env,
-    runbooks: Option<&Path>,
-    progress: &dyn Progress,
-) -> Result<Vec<(String, Result<RunResult, DrillError>)>, DrillError> {
-    let cfg = env.policy.drills.clone().unwrap_or_default();
-    let dir = runbooks
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| cfg.runbooks_dir.clone());
-    let mut scenarios = Vec::new();
-    for name in &cfg.scenarios {
-        scenarios.extend(super::scenario::select(&dir, name)?);
-    }
-    let opts = RunOptions {
-        scratch_root: cfg.scratch_dir.clone(),
-        trend_reports: cfg.trend_reports,
-        ..RunOptions::drill()
-    };
-    let mut out = Vec::new();
-    for s in &scenarios {
-        let r = run(env, s, &opts, progress).await;
-        let rep = r.as_ref().ok().map(|x| &x.report);
-        crate::metrics::events::DrillFinished {
-            scenario: &s.name,
-            ok: rep.is_some_and(|x| x.passed),
-        }
-        .emit();
-        if let Some(rep) = rep {
-            crate::metrics::events::DrillObserved::of(rep).emit();
-        }
-        match &r {
-            Ok(_) => {
-                if let Err(e) = prune_reports(env, s, cfg.keep_reports as usize).await {
-                    tracing::warn!(event = "drill_report_prune_failed", scenario = %s.name, error = %e);
-                }
-            }
-            Err(e) => tracing::error!(event = "drill_not_run", scenario = %s.name, error = %e),
-        }
-        out.push((s.name.clone(), r));
-    }
-    Ok(out)
 }

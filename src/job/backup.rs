@@ -86,7 +86,7 @@ async fn backup_stream(
     let started_at = Utc::now();
     let id = new_backup_id(started_at);
     let kind = src.kind();
-    let key = Env::data_key(source, kind, &id);
+    let key = crate::layout::backup_data(source, kind, &id);
     tracing::info!(event = "backup_started", source, engine, id = %id, store = %store.describe());
     progress.start(&format!("backup {source}"), None);
 

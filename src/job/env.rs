@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::catalog::{Catalog, Manifest, DATA_OBJECT};
+use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::pipeline::keys::{self, Identities};
 use crate::pipeline::{self, DecodeExpect, Decoded, EncodeOptions, PipelineError};
 use crate::policy::Policy;
+use crate::source::postgres::wal::WalArchive;
 use crate::storage::{self, Store};
 
 /// A policy with its targets opened lazily and cached.
@@ -116,6 +117,27 @@ impl Env {
         })
     }
 
+    /// The WAL archive of postgres source `source` on `target` (default: its
+    /// primary target), for the WAL commands.
+    pub async fn wal_archive(&self, source: &str, target: Option<&str>) -> Result<WalArchive> {
+        let sc = self.source_config(source)?;
+        let cfg = sc.postgres.clone().ok_or_else(|| {
+            Error::Invalid(format!(
+                "source `{source}` is not a postgres source: WAL commands need [sources.{source}.postgres]"
+            ))
+        })?;
+        let target = match target {
+            Some(t) => t.to_string(),
+            None => self.primary_target_name(source)?,
+        };
+        let store = self.store(&target).await?;
+        Ok(WalArchive {
+            source: source.to_string(),
+            cfg,
+            store,
+        })
+    }
+
     /// How backups are compressed and encrypted.
     pub fn encode_options(&self) -> Result<EncodeOptions> {
         let recipients = self
@@ -192,10 +214,5 @@ impl Env {
             m.data_key,
             catalog.store().describe()
         )
-    }
-
-    /// Key of a new backup's data object.
-    pub fn data_key(source: &str, kind: &str, id: &str) -> String {
-        format!("{}/{DATA_OBJECT}", Manifest::dir_key(source, kind, id))
     }
 }

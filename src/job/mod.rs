@@ -5,6 +5,7 @@ mod backup;
 mod env;
 pub mod gc;
 mod progress;
+pub mod prune;
 mod restore;
 mod verify;
 

@@ -6,7 +6,8 @@ use super::{
     global, src, ClassLabel, GcLabel, OnlyTargetLabel, ResultLabel, ScenarioLabel,
     StoreReasonLabel, TargetLabel,
 };
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
+use crate::job_id::JobId;
 
 fn secs(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
@@ -534,8 +535,8 @@ pub struct ManifestSkipped<'a> {
     pub store: &'a str,
     /// Key of the manifest.
     pub key: &'a str,
-    /// Why.
-    pub reason: crate::catalog::SkipReason,
+    /// Why (`unreadable`, `newer_schema`, `mismatch`).
+    pub reason: &'static str,
     /// What exactly.
     pub detail: &'a str,
 }
@@ -547,14 +548,14 @@ impl ManifestSkipped<'_> {
             event = "manifest_skipped",
             store = self.store,
             key = self.key,
-            reason = self.reason.as_str(),
+            reason = self.reason,
             detail = self.detail
         );
         global()
             .catalog_skipped
             .get_or_create(&StoreReasonLabel {
                 store: self.store.to_string(),
-                reason: self.reason.as_str().to_string(),
+                reason: self.reason.to_string(),
             })
             .inc();
     }
@@ -664,7 +665,7 @@ impl GcFinished<'_> {
 #[derive(Debug, Clone)]
 pub struct JobFailed<'a> {
     /// The job.
-    pub job: &'a crate::scheduler::JobId,
+    pub job: &'a JobId,
     /// The error, as the operator reads it.
     pub error: &'a str,
     /// Its retry class.
@@ -678,7 +679,7 @@ pub struct JobFailed<'a> {
 impl JobFailed<'_> {
     /// Logs the event and updates the metrics.
     pub fn emit(&self) {
-        use crate::scheduler::JobKind;
+        use crate::job_id::JobKind;
         if self.job.kind == JobKind::Backup {
             BackupFailed {
                 source: &self.job.name,
@@ -708,7 +709,7 @@ impl JobFailed<'_> {
 #[derive(Debug, Clone)]
 pub struct JobFinished<'a> {
     /// The job.
-    pub job: &'a crate::scheduler::JobId,
+    pub job: &'a JobId,
     /// `success`, `failure` or `skipped`.
     pub result: &'a str,
     /// What it made, or why not.
@@ -722,7 +723,7 @@ pub struct JobFinished<'a> {
 impl JobFinished<'_> {
     /// Logs the event and updates the metrics.
     pub fn emit(&self) {
-        use crate::scheduler::JobKind;
+        use crate::job_id::JobKind;
         if self.job.kind == JobKind::Backup {
             RunFinished {
                 source: &self.job.name,
@@ -759,7 +760,7 @@ impl JobFinished<'_> {
 #[derive(Debug, Clone)]
 pub struct JobNextRun<'a> {
     /// The job.
-    pub job: &'a crate::scheduler::JobId,
+    pub job: &'a JobId,
     /// Its next slot.
     pub at: DateTime<Utc>,
 }
@@ -779,51 +780,49 @@ impl JobNextRun<'_> {
 /// so every replica publishes the same last outcome whoever ran the job.
 #[derive(Debug, Clone)]
 pub struct JobRecorded<'a> {
-    /// The record.
-    pub record: &'a crate::scheduler::record::JobRecord,
+    /// The job.
+    pub job: &'a JobId,
+    /// Whether its newest run succeeded.
+    pub ok: bool,
+    /// When its newest run finished.
+    pub last_finished_at: DateTime<Utc>,
+    /// How long its newest run took, seconds.
+    pub last_duration_secs: f64,
+    /// When its newest successful run finished.
+    pub last_success_at: Option<DateTime<Utc>>,
 }
 
 impl JobRecorded<'_> {
     /// Logs the event (debug) and updates the metrics.
     pub fn emit(&self) {
-        use crate::scheduler::record::RunResult;
-        use crate::scheduler::JobKind;
-        let r = self.record;
-        tracing::debug!(event = "job_recorded", job = %r.id, result = ?r.last.result);
+        use crate::job_id::JobKind;
+        tracing::debug!(event = "job_recorded", job = %self.job, ok = self.ok);
         let m = global();
-        let l = super::job_label(&r.id);
-        let ok = if r.last.result == RunResult::Success {
-            1.0
-        } else {
-            0.0
-        };
+        let l = super::job_label(self.job);
+        let ok = if self.ok { 1.0 } else { 0.0 };
         m.job_last_attempt_success.get_or_create(&l).set(ok);
         m.job_last_run
             .get_or_create(&l)
-            .set(secs(r.last.finished_at));
+            .set(secs(self.last_finished_at));
         m.job_last_duration
             .get_or_create(&l)
-            .set(r.last.duration_secs());
-        if let Some(s) = &r.last_success {
-            m.job_last_success
-                .get_or_create(&l)
-                .set(secs(s.finished_at));
+            .set(self.last_duration_secs);
+        if let Some(t) = self.last_success_at {
+            m.job_last_success.get_or_create(&l).set(secs(t));
         }
-        match r.id.kind {
+        match self.job.kind {
             JobKind::Backup => {
                 m.last_attempt_success
-                    .get_or_create(&src(&r.id.name))
+                    .get_or_create(&src(&self.job.name))
                     .set(ok);
             }
             JobKind::Velero => {
                 let v = super::VeleroJobLabel {
-                    name: r.id.name.clone(),
+                    name: self.job.name.clone(),
                 };
                 m.velero_last_attempt_success.get_or_create(&v).set(ok);
-                if let Some(s) = &r.last_success {
-                    m.velero_last_success
-                        .get_or_create(&v)
-                        .set(secs(s.finished_at));
+                if let Some(t) = self.last_success_at {
+                    m.velero_last_success.get_or_create(&v).set(secs(t));
                 }
             }
             _ => {}
@@ -846,18 +845,7 @@ pub struct DrillObserved<'a> {
     pub rto_target_secs: Option<f64>,
 }
 
-impl<'a> DrillObserved<'a> {
-    /// What `report` says.
-    pub fn of(report: &'a crate::drill::DrillReport) -> Self {
-        DrillObserved {
-            scenario: &report.scenario,
-            ok: report.passed,
-            started_at: report.started_at,
-            rto_secs: report.rto.achieved_secs,
-            rto_target_secs: report.rto.target_secs,
-        }
-    }
-
+impl DrillObserved<'_> {
     /// Logs the event (debug) and updates the metrics.
     pub fn emit(&self) {
         tracing::debug!(

@@ -446,7 +446,7 @@ impl Metrics {
 }
 
 /// `{kind, job}` labels.
-pub(crate) fn job_label(id: &crate::scheduler::JobId) -> JobLabel {
+pub(crate) fn job_label(id: &crate::job_id::JobId) -> JobLabel {
     JobLabel {
         kind: id.kind.as_str().to_string(),
         name: id.name.clone(),

@@ -68,20 +68,33 @@ pub fn router(health: Health) -> Router {
         .with_state(health)
 }
 
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address is taken or not ours.
+    #[error("cannot listen on {addr} for /metrics: {source}; change daemon.metrics_addr")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bound socket has no address (should not happen).
+    #[error("cannot read the metrics listener's address: {0}")]
+    Address(#[source] std::io::Error),
+}
+
 /// Binds `addr` and serves until `shutdown`; returns the bound address and the server task.
 pub async fn serve(
     addr: SocketAddr,
     health: Health,
     shutdown: CancellationToken,
-) -> crate::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        crate::Error::Invalid(format!(
-            "cannot listen on {addr} for /metrics: {e}; change daemon.metrics_addr"
-        ))
-    })?;
-    let bound = listener.local_addr().map_err(|e| {
-        crate::Error::Invalid(format!("cannot read the metrics listener's address: {e}"))
-    })?;
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(ServeError::Address)?;
     let task = tokio::spawn(async move {
         let r = axum::serve(listener, router(health))
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -8,7 +8,7 @@ use tokio_util::io::SyncIoBridge;
 use super::chan::{self, ChunkWriter, Msg};
 use super::finish::{Running, StreamCtl, WIND_DOWN};
 use super::{hex_digest, PipelineError, CHUNK_BYTES, ZSTD_JOB_BYTES};
-use crate::source::{SourceMeta, SourceStream};
+use crate::stream::{SourceMeta, SourceStream};
 
 /// How to compress and to whom to encrypt.
 #[derive(Clone)]
@@ -111,7 +111,7 @@ fn run(
     // The source's own completion check, bounded once the stream is cancelled.
     let finish_source = |done: futures::future::BoxFuture<
         'static,
-        Result<SourceMeta, crate::source::SourceError>,
+        Result<SourceMeta, crate::stream::SourceError>,
     >|
      -> Result<SourceMeta, PipelineError> {
         ctl.watch.wait_input();

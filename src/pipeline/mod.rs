@@ -16,26 +16,23 @@
 //! succeeded. A stream that stops without it reads as an error, never as a
 //! short but valid end-of-file, so a store cannot commit a truncated object.
 
-pub mod budget;
 mod chan;
+mod config;
 mod decode;
 mod encode;
 mod finish;
 pub mod keys;
 
+pub use config::*;
 pub use decode::{decode, DecodeExpect, DecodeStats, Decoded};
 pub use encode::{encode, EncodeOptions, EncodeStats, Encoded};
 pub use finish::{Ends, Running, StreamCtl, StreamError, DEFAULT_STALL_TIMEOUT, WIND_DOWN};
 
-use crate::error::RetryClass;
-use crate::source::SourceError;
+use crate::fault::ErrorKind;
+use crate::fault::RetryClass;
+use crate::stream::SourceError;
 
-/// Size of the chunks that travel between stages.
-pub const CHUNK_BYTES: usize = 1 << 20;
-/// Chunks a channel between stages holds before the producer waits.
-pub const CHANNEL_CHUNKS: usize = 4;
-/// zstd multithreading job size: bounds the per-worker buffers.
-pub const ZSTD_JOB_BYTES: u32 = 4 << 20;
+pub use crate::stream::{budget, CHANNEL_CHUNKS, CHUNK_BYTES, ZSTD_JOB_BYTES};
 
 /// Errors of the pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +121,22 @@ pub(crate) fn hex_digest(h: sha2::Sha256) -> String {
     hex::encode(h.finalize())
 }
 
+impl PipelineError {
+    /// What the operator must fix (exit codes, `--json` error documents).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PipelineError::WrongKey { .. } | PipelineError::Key(_) => ErrorKind::WrongKey,
+            PipelineError::Truncated { .. }
+            | PipelineError::ChecksumMismatch { .. }
+            | PipelineError::Corrupt { .. } => ErrorKind::Damaged,
+            PipelineError::Source(e) => e.kind(),
+            PipelineError::Stalled { .. } => ErrorKind::Unreachable,
+            PipelineError::Cancelled(_) => ErrorKind::Cancelled,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -133,7 +146,7 @@ mod tests {
 
     use super::keys::Identities;
     use super::*;
-    use crate::source::{SourceMeta, SourceStream};
+    use crate::stream::{SourceMeta, SourceStream};
 
     fn key() -> (age::x25519::Identity, age::x25519::Recipient) {
         let id = age::x25519::Identity::generate();
@@ -338,7 +351,7 @@ mod tests {
         let src = SourceStream {
             reader: Box::pin(std::io::Cursor::new(vec![1u8; 100_000])),
             done: Box::pin(async {
-                Err(crate::source::SourceError::Format {
+                Err(crate::stream::SourceError::Format {
                     source_name: "t".into(),
                     message: "bad trailer".into(),
                 })

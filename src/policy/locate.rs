@@ -145,3 +145,46 @@ pub(crate) fn culprit(text: &str, table: &KeyAt, fixed: impl Fn(&str) -> bool) -
         fixed(&edited).then_some(k)
     })
 }
+
+/// The key written on a 1-based line (`key = …`), or the table header.
+pub(crate) fn key_on_line(text: &str, line: usize) -> String {
+    let l = text.lines().nth(line - 1).unwrap_or("").trim();
+    l.split('=')
+        .next()
+        .unwrap_or(l)
+        .trim()
+        .trim_matches(['[', ']'])
+        .to_string()
+}
+
+/// Best-effort line of a dotted field: the table header, then the key below it.
+pub(crate) fn find_field_line(text: &str, field: &str) -> Option<usize> {
+    let parts: Vec<&str> = field.split('.').collect();
+    for split in (1..=parts.len()).rev() {
+        let table = parts[..split].join(".");
+        let header = format!("[{table}]");
+        if let Some(idx) = text.lines().position(|l| l.trim() == header) {
+            if split == parts.len() {
+                return Some(idx + 1);
+            }
+            let key = parts[split];
+            for (j, l) in text.lines().enumerate().skip(idx + 1) {
+                let t = l.trim_start();
+                if t.starts_with('[') {
+                    break;
+                }
+                if t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
+                    return Some(j + 1);
+                }
+            }
+            return Some(idx + 1);
+        }
+    }
+    let last = parts.last()?;
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.starts_with(last) && t[last.len()..].trim_start().starts_with('=')
+        })
+        .map(|i| i + 1)
+}

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::storage::{ObjectMeta, PutOptions, Store};
 
 /// WAL objects copied at once.
@@ -43,7 +44,7 @@ pub struct WalSweep {
 /// The WAL objects of `source` on a store, by key.
 async fn wal_objects(store: &Arc<dyn Store>, source: &str) -> Result<BTreeMap<String, ObjectMeta>> {
     Ok(store
-        .list(&format!("{source}/wal/"))
+        .list(&layout::wal_prefix(source))
         .await?
         .into_iter()
         .map(|o| (o.key.clone(), o))
@@ -53,9 +54,9 @@ async fn wal_objects(store: &Arc<dyn Store>, source: &str) -> Result<BTreeMap<St
 /// Replication order: data objects before their sidecars (an off-site
 /// sidecar then always has its object), `cluster.json` last.
 fn order(key: &str) -> (u8, &str) {
-    let rank = if key.ends_with(".zst.age") {
+    let rank = if key.ends_with(layout::WAL_DATA_SUFFIX) {
         0
-    } else if key.ends_with("/cluster.json") {
+    } else if key.ends_with(&format!("/{}", layout::WAL_CLUSTER_FILE)) {
         2
     } else {
         1
@@ -126,7 +127,7 @@ async fn reconcile(
     o: &ObjectMeta,
     off_size: u64,
 ) -> Result<u64> {
-    use crate::source::postgres::wal::{file_of_key, sidecar_key, WalSidecar};
+    use crate::source::postgres::wal::{file_of_key, WalSidecar};
     const MAX: u64 = 64 << 10;
     let refused = || {
         Error::Invalid(format!(
@@ -158,7 +159,7 @@ async fn reconcile(
             Ok(o.size)
         }
         Some((name, true)) => {
-            let p = read(primary, sidecar_key(source, name)).await?;
+            let p = read(primary, layout::wal_sidecar(source, name)).await?;
             if p.stored_bytes != Some(o.size) {
                 return Err(refused());
             }

@@ -17,14 +17,9 @@
 //! the previous run was still going is skipped, not queued.
 
 pub mod clock;
-pub mod daemon;
-pub mod gc;
 pub mod job;
 pub mod lease;
 pub mod record;
-pub mod runner;
-pub mod status;
-pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -621,7 +616,7 @@ async fn record_and_notify(
         rec.notified_failure_at = Some(at);
     }
     match record::write(store, &rec).await {
-        Ok(()) => events::JobRecorded { record: &rec }.emit(),
+        Ok(()) => rec.recorded().emit(),
         Err(e) => tracing::warn!(event = "job_record_failed", job = %id, error = %e),
     }
 }

@@ -75,6 +75,17 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// The metrics event that publishes this record.
+    pub fn recorded(&self) -> crate::metrics::events::JobRecorded<'_> {
+        crate::metrics::events::JobRecorded {
+            job: &self.id,
+            ok: self.last.result == RunResult::Success,
+            last_finished_at: self.last.finished_at,
+            last_duration_secs: self.last.duration_secs(),
+            last_success_at: self.last_success.as_ref().map(|s| s.finished_at),
+        }
+    }
+
     /// The record after `run`, from the previous one (if any).
     pub fn next(prev: Option<JobRecord>, id: &JobId, run: RunEntry) -> JobRecord {
         let (mut history, last_success, notified) = match prev {

@@ -24,7 +24,7 @@ use super::{
     BoxRead, IncompleteKind, IncompleteWrite, ObjectMeta, PutCondition, PutOptions, PutResult,
     StorageError, Store,
 };
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 
 const TMP_PREFIX: &str = ".tmp-";
 
@@ -232,7 +232,7 @@ impl Store for FsStore {
             let mut f = tokio::fs::File::create(&tmp)
                 .await
                 .map_err(|e| self.io("create", key, e))?;
-            let mut buf = vec![0u8; crate::pipeline::CHUNK_BYTES];
+            let mut buf = vec![0u8; crate::stream::CHUNK_BYTES];
             let mut size = 0u64;
             loop {
                 let n = body

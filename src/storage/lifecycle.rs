@@ -33,9 +33,9 @@ use aws_sdk_s3::types::{
 use serde::Serialize;
 
 use super::s3::S3Store;
+use super::Lifecycle;
 use super::{StorageError, Store};
-use crate::error::RetryClass;
-use crate::policy::Lifecycle;
+use crate::fault::RetryClass;
 
 /// gsdr's lifecycle rule for one prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -131,7 +131,7 @@ fn rule_prefix(prefix: &str) -> String {
     }
 }
 
-fn days(d: &crate::policy::HumanDuration) -> i32 {
+fn days(d: &crate::units::HumanDuration) -> i32 {
     (d.0.as_secs() / 86_400).min(i32::MAX as u64) as i32
 }
 
@@ -476,7 +476,8 @@ fn overlaps(theirs: &str, ours: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{HumanDuration, LockMode, ObjectLock};
+    use crate::storage::{DefaultLock, LockMode};
+    use crate::units::HumanDuration;
     use std::time::Duration;
 
     fn d(n: u64) -> HumanDuration {
@@ -490,7 +491,7 @@ mod tests {
             noncurrent_expire_after: d(7),
             abort_incomplete_after: d(1),
             versioning: true,
-            object_lock: Some(ObjectLock {
+            object_lock: Some(DefaultLock {
                 mode: LockMode::Compliance,
                 retention: d(30),
             }),

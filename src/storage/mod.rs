@@ -10,23 +10,25 @@
 //! for S3 (the part size grows only for streams beyond 1,000 parts, see
 //! [`s3::PartPlan`]); one 1 MiB copy buffer for the folder store.
 
+use crate::fault::ErrorKind;
 use std::fmt::Debug;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::AsyncRead;
 
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 
+mod config;
 pub mod fs;
 pub mod idle;
 pub mod lifecycle;
 pub mod s3;
 
-/// A boxed byte reader, as stores return and accept them.
-pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
+pub use config::*;
+
+pub use crate::stream::BoxRead;
 
 /// What a store knows of one object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -197,10 +199,10 @@ pub struct IncompleteWrite {
 /// Makes no request; call [`Store::probe`] to check that it is reachable.
 pub async fn open_target(
     name: &str,
-    cfg: &crate::policy::TargetConfig,
+    cfg: &crate::storage::TargetConfig,
     memory_budget: u64,
 ) -> Result<Arc<dyn Store>, StorageError> {
-    use crate::policy::TargetConfig;
+    use crate::storage::TargetConfig;
     let named = |e: StorageError| match e {
         StorageError::Config { store, message } => StorageError::Config {
             store: format!("`{name}` ({store})"),
@@ -214,7 +216,7 @@ pub async fn open_target(
             s3::S3Store::new(t)
                 .await
                 .map_err(named)?
-                .with_upload_budget(crate::pipeline::budget::upload_share(memory_budget)),
+                .with_upload_budget(crate::stream::budget::upload_share(memory_budget)),
         ),
     })
 }
@@ -313,5 +315,23 @@ impl StorageError {
     /// True for [`StorageError::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+impl StorageError {
+    /// What the operator must fix (exit codes, `--json` error documents).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StorageError::NotFound { .. } => ErrorKind::NotFound,
+            StorageError::AccessDenied { .. } => ErrorKind::AccessDenied,
+            StorageError::Config { .. } => ErrorKind::InvalidInput,
+            // Backends mark network failures, timeouts and 5xx temporary.
+            StorageError::Io {
+                class: RetryClass::Temporary,
+                ..
+            } => ErrorKind::Unreachable,
+            StorageError::Body { .. } => ErrorKind::SourceFailed,
+            _ => ErrorKind::Other,
+        }
     }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::{CronSchedule, HumanDuration};
+use crate::cron::CronSchedule;
+use crate::units::HumanDuration;
 
 /// Velero settings of a policy (`[velero]`).
 #[derive(Debug, Clone, Deserialize)]

@@ -24,6 +24,7 @@ mod client;
 pub mod config;
 pub mod objects;
 
+use crate::fault::ErrorKind;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ pub use client::{
 pub use config::{VeleroConfig, VeleroJob};
 pub use objects::{LogKind, Outcome, RestoreRequest, RunStatus};
 
-use crate::RetryClass;
+use crate::fault::RetryClass;
 
 /// Version of the JSON shapes below (catalog records and `--json` output).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -503,6 +504,18 @@ pub async fn status(client: &VeleroClient) -> Result<StatusReport, VeleroError> 
         restores: restores.iter().map(RestoreRecord::from_object).collect(),
         storage_locations: locations.iter().map(StorageLocation::from_object).collect(),
     })
+}
+
+impl VeleroError {
+    /// What the operator must fix (exit codes, `--json` error documents).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            VeleroError::Kube { .. } | VeleroError::Http { .. } => ErrorKind::Unreachable,
+            VeleroError::Timeout { .. } => ErrorKind::Cancelled,
+            VeleroError::UnknownJob { .. } => ErrorKind::InvalidInput,
+            _ => ErrorKind::Other,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -379,7 +379,7 @@ async fn run_once_runs_only_due_sources_or_the_named_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aborted_backup_leaves_no_listed_backup() {
-    use gsdr::scheduler::runner::JobRunner;
+    use gsdr::daemon::runner::JobRunner;
     let dir = tempdir();
     let id = age::x25519::Identity::generate();
     let text = format!(

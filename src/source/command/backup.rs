@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::io::AsyncReadExt;
 
 use super::CommandConfig;
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 use crate::source::{BackupSource, SourceError, SourceMeta, SourceStream};
 
 /// A configured command source.

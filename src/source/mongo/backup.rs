@@ -29,7 +29,7 @@ use super::archive::{
 };
 use super::digest::ContentDigest;
 use super::{classify, connect, read_uri, MongoConfig};
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 use crate::source::{BackupSource, SourceError, SourceMeta, SourceStream};
 
 /// A configured MongoDB source.

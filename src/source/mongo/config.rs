@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::policy::{ByteSize, SecretRef};
+use crate::secret::SecretRef;
+use crate::units::ByteSize;
 
 /// Settings of a `mongo` source.
 #[derive(Debug, Clone, Deserialize)]

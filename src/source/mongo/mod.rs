@@ -266,7 +266,7 @@ pub async fn probe(name: &str, cfg: &MongoConfig) -> Result<(), SourceError> {
 pub(crate) fn read_uri(
     name: &str,
     cfg: &MongoConfig,
-) -> Result<crate::policy::Secret, SourceError> {
+) -> Result<crate::secret::Secret, SourceError> {
     cfg.uri.read().map_err(|m| SourceError::Connect {
         source_name: name.to_string(),
         message: format!("cannot read the MongoDB connection string: {m}"),

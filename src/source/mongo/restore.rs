@@ -30,7 +30,7 @@ use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::job::{Env, Progress, RestoreOutcome};
 use crate::pipeline::{Ends, PipelineError, StreamError};
-use crate::policy::SecretRef;
+use crate::secret::SecretRef;
 use crate::source::{
     not_supported, Overwrite, RecoveryPoint, RestoreSpec, RestoreTarget, SourceError,
 };
@@ -494,14 +494,14 @@ fn restore_target(
     env: &Env,
     m: &Manifest,
     to_uri: Option<&str>,
-) -> Result<(MongoConfig, crate::policy::Secret)> {
+) -> Result<(MongoConfig, crate::secret::Secret)> {
     let cfg = env
         .policy
         .sources
         .get(&m.source)
         .and_then(|s| s.mongo.clone());
     let uri = match (to_uri, &cfg) {
-        (Some(u), _) => crate::policy::Secret::new(u),
+        (Some(u), _) => crate::secret::Secret::new(u),
         (None, Some(c)) => read_uri(&m.source, c)?,
         (None, None) => {
             return Err(Error::Invalid(format!(

@@ -24,7 +24,7 @@ use tokio::process::Child;
 use tokio::sync::oneshot;
 
 use super::SegmentId;
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 use crate::source::SourceError;
 
 /// How often the backup's progress is looked at.
@@ -252,7 +252,7 @@ impl Watch {
             source_name: self.source.clone(),
             message: format!(
                 "PostgreSQL did not archive the WAL this base backup needs within archive_wait ({}): {needs}; {archiver}. The backup was aborted and is not committed: fix archiving (archive_command; its errors are in the server log), or raise archive_wait",
-                crate::policy::HumanDuration(self.archive_wait)
+                crate::units::HumanDuration(self.archive_wait)
             ),
             class: RetryClass::Temporary,
             cause: None,

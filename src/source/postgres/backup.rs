@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::archiver::{self, ArchiverState};
 use super::{format_lsn, parse_lsn, PostgresConfig, SegmentId};
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 use crate::source::{BackupSource, SourceError, SourceMeta, SourceStream};
 
 /// Engine details of a base backup, as stored in the manifest.

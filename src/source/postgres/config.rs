@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::policy::{HumanDuration, SecretRef};
+use crate::secret::SecretRef;
+use crate::units::HumanDuration;
 
 /// How gsdr reaches one PostgreSQL cluster and how it archives it.
 #[derive(Debug, Clone, Deserialize)]

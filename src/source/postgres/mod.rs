@@ -16,6 +16,9 @@
 //!   the contiguous chain (the cluster's current RPO), and the retention helper.
 //! - [`walchain`]: the contiguous chain from a base backup's first segment,
 //!   and why a segment `wal-fetch` did not find is missing (end or hole).
+//! - [`walname`]: WAL file names and the keys of their objects; [`walfloor`]:
+//!   from which segment on the retained base backups need WAL (both pure,
+//!   below the other WAL files).
 //! - [`walprune`]: after `gsdr prune` decided which base backups stay, deletes
 //!   the archived WAL none of them needs.
 
@@ -27,6 +30,8 @@ pub mod restore;
 pub mod scratch;
 pub mod wal;
 pub mod walchain;
+pub mod walfloor;
+pub mod walname;
 pub mod walprune;
 pub mod walverify;
 

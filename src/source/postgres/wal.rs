@@ -1,6 +1,6 @@
 //! `wal-push` (`archive_command`) and `wal-fetch` (`restore_command`).
 //!
-//! Layout: `<source>/wal/<timeline>/<name>.zst.age` (compressed, encrypted)
+//! Layout ([`crate::layout`]): `<source>/wal/<timeline>/<name>.zst.age` (compressed, encrypted)
 //! and beside it `<name>.json`, a sidecar with the SHA-256 and size of the
 //! raw file. The sidecar is written first, create-only: it *claims* the name
 //! for one content. A second push of the same name compares hashes — equal:
@@ -22,22 +22,32 @@
 //!
 //! Memory: one segment in flight per concurrent push or fetch, each bounded by
 //! the pipeline's chunk channel (a few MiB), never a whole segment in memory.
+//!
+//! The commands work on a [`WalArchive`] (the source's settings and the
+//! opened store) and take the keys they need as arguments; the caller (the
+//! CLI, the daemon) builds them from the policy.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{timeline_of, PostgresConfig, SegmentId};
-use crate::job::Env;
+use super::walchain::{self, Missing, WalIndex};
+use super::walname::is_wal_name;
+use super::{PostgresConfig, SegmentId};
+use crate::catalog::CatalogError;
+use crate::layout;
 use crate::pipeline::keys::Identities;
 use crate::pipeline::{self, DecodeExpect, EncodeOptions, Ends, PipelineError, StreamError};
-use crate::source::{SourceMeta, SourceStream};
 use crate::storage::{PutCondition, PutOptions, StorageError, Store};
+use crate::stream::{SourceMeta, SourceStream};
+
+pub use super::walname::file_of_key;
 
 /// Exit status of `wal-fetch` for errors that must stop recovery (PostgreSQL aborts above 125).
 pub const FATAL_EXIT: u8 = 255;
@@ -228,9 +238,21 @@ pub enum WalError {
         /// What is wrong.
         message: String,
     },
-    /// Configuration, target, pipeline or key failure.
+    /// Reading from or writing to the target failed.
     #[error(transparent)]
-    Job(#[from] crate::Error),
+    Storage(#[from] StorageError),
+    /// Compression, encryption or their reverse failed.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// The catalog of base backups could not be read.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// What the archive holds or the file is cannot be accepted as it is.
+    #[error("{0}")]
+    Invalid(String),
+    /// The caller could not provide what the command needs (policy, target, keys).
+    #[error(transparent)]
+    Setup(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 /// Which command met a [`WalError::ListDenied`].
@@ -265,19 +287,13 @@ fn lookup_err(e: StorageError, purpose: Purpose) -> WalError {
     }
 }
 
-impl From<StorageError> for WalError {
-    fn from(e: StorageError) -> Self {
-        WalError::Job(e.into())
-    }
-}
-
-impl From<PipelineError> for WalError {
-    fn from(e: PipelineError) -> Self {
-        WalError::Job(e.into())
-    }
-}
-
 impl WalError {
+    /// The caller's failure to provide what a WAL command needs (the policy,
+    /// a target, the keys), reported as the command's own failure.
+    pub fn setup(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        WalError::Setup(e.into())
+    }
+
     /// Exit status for `archive_command`: always 1 (never above 125).
     pub fn push_exit_code(&self) -> u8 {
         1
@@ -293,122 +309,49 @@ impl WalError {
 
     fn is_temporary(&self) -> bool {
         match self {
-            WalError::Job(e) => e.retry_class() == crate::RetryClass::Temporary,
+            WalError::Storage(e) => e.retry_class() == crate::fault::RetryClass::Temporary,
+            WalError::Pipeline(e) => e.retry_class() == crate::fault::RetryClass::Temporary,
             _ => false,
         }
     }
 }
 
-/// Key of the stored WAL object for file `name`.
-pub fn data_key(source: &str, name: &str) -> String {
-    format!(
-        "{source}/wal/{}/{name}.zst.age",
-        timeline_of(name).unwrap_or("other")
-    )
-}
-
-/// Key of the sidecar of file `name`.
-pub fn sidecar_key(source: &str, name: &str) -> String {
-    format!(
-        "{source}/wal/{}/{name}.json",
-        timeline_of(name).unwrap_or("other")
-    )
-}
-
-/// The WAL file an object of `source`'s archive belongs to, and whether it
-/// is the data object (else the sidecar); `None` for any key outside the
-/// layout (`cluster.json`, stray objects).
-pub fn file_of_key<'k>(source: &str, key: &'k str) -> Option<(&'k str, bool)> {
-    let file = key.rsplit('/').next()?;
-    let (name, is_data) = match file.strip_suffix(".zst.age") {
-        Some(n) => (n, true),
-        None => (file.strip_suffix(".json")?, false),
-    };
-    check_name(name).ok()?;
-    let expected = if is_data {
-        data_key(source, name)
-    } else {
-        sidecar_key(source, name)
-    };
-    (key == expected).then_some((name, is_data))
-}
-
-/// Key of the cluster identity document.
-pub fn cluster_key(source: &str) -> String {
-    format!("{source}/wal/cluster.json")
-}
-
 /// Checks a file name PostgreSQL hands to archive/restore commands.
 pub fn check_name(name: &str) -> Result<(), WalError> {
-    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let ok = (name.len() == 24 && hex(name))
-        || name
-            .strip_suffix(".history")
-            .is_some_and(|t| t.len() == 8 && hex(t))
-        || name
-            .strip_suffix(".partial")
-            .is_some_and(|t| t.len() == 24 && hex(t))
-        || name.strip_suffix(".backup").is_some_and(|t| {
-            t.len() == 33 && hex(&t[..24]) && t.as_bytes()[24] == b'.' && hex(&t[25..])
-        });
-    if ok {
+    if is_wal_name(name) {
         Ok(())
     } else {
         Err(WalError::BadName(name.to_string()))
     }
 }
 
-/// The settings, store and names one WAL command works with.
-pub(crate) struct WalCtx {
-    pub(crate) source: String,
-    pub(crate) cfg: PostgresConfig,
-    pub(crate) store: Arc<dyn Store>,
-}
-
-pub(crate) async fn wal_ctx(env: &Env, source: &str) -> Result<WalCtx, WalError> {
-    wal_ctx_on(env, source, None).await
-}
-
-/// [`wal_ctx`] on `target` instead of the source's primary target.
-pub(crate) async fn wal_ctx_on(
-    env: &Env,
-    source: &str,
-    target: Option<&str>,
-) -> Result<WalCtx, WalError> {
-    let sc = env.source_config(source)?;
-    let cfg = sc.postgres.clone().ok_or_else(|| {
-        crate::Error::Invalid(format!(
-            "source `{source}` is not a postgres source: WAL commands need [sources.{source}.postgres]"
-        ))
-    })?;
-    let target = match target {
-        Some(t) => t.to_string(),
-        None => env.primary_target_name(source)?,
-    };
-    let store = env.store(&target).await?;
-    Ok(WalCtx {
-        source: source.to_string(),
-        cfg,
-        store,
-    })
+/// The WAL archive of one postgres source on one target: what every WAL
+/// command works with.
+#[derive(Debug, Clone)]
+pub struct WalArchive {
+    /// Source name (the first folder of its keys).
+    pub source: String,
+    /// The source's PostgreSQL settings.
+    pub cfg: PostgresConfig,
+    /// The opened target.
+    pub store: Arc<dyn Store>,
 }
 
 /// The sidecar of `name` and its version tag, `None` if absent.
 async fn read_sidecar(
-    ctx: &WalCtx,
+    ctx: &WalArchive,
     name: &str,
     purpose: Purpose,
 ) -> Result<Option<(WalSidecar, Option<String>)>, WalError> {
-    let key = sidecar_key(&ctx.source, name);
+    let key = layout::wal_sidecar(&ctx.source, name);
     match ctx.store.get_small(&key, SIDECAR_MAX_BYTES).await {
         Ok((b, meta)) => serde_json::from_slice(&b)
             .map(|sc| Some((sc, meta.etag)))
             .map_err(|e| {
-                crate::Error::Invalid(format!(
+                WalError::Invalid(format!(
                     "WAL sidecar `{key}` in {} is unreadable: {e}",
                     ctx.store.describe()
                 ))
-                .into()
             }),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(lookup_err(e, purpose)),
@@ -467,24 +410,23 @@ pub fn read_segment_header(path: &Path) -> Result<(u64, u32), WalError> {
     Ok((sysid, seg))
 }
 
-async fn check_cluster(ctx: &WalCtx, path: &Path, name: &str) -> Result<(), WalError> {
+async fn check_cluster(ctx: &WalArchive, path: &Path, name: &str) -> Result<(), WalError> {
     let (sysid, seg) = read_segment_header(path)?;
     if seg as u64 != ctx.cfg.wal_segment_bytes {
-        return Err(crate::Error::Invalid(format!(
+        return Err(WalError::Invalid(format!(
             "`{}` is a {seg}-byte WAL segment but source `{}` has wal_segment_bytes = {}; set it to {seg}",
             path.display(),
             ctx.source,
             ctx.cfg.wal_segment_bytes
-        ))
-        .into());
+        )));
     }
-    let key = cluster_key(&ctx.source);
+    let key = layout::wal_cluster(&ctx.source);
     let local = sysid.to_string();
     for _ in 0..2 {
         match ctx.store.get_small(&key, SIDECAR_MAX_BYTES).await {
             Ok((b, _)) => {
                 let info: ClusterInfo = serde_json::from_slice(&b).map_err(|e| {
-                    crate::Error::Invalid(format!(
+                    WalError::Invalid(format!(
                         "`{key}` in {} is unreadable: {e}",
                         ctx.store.describe()
                     ))
@@ -557,7 +499,7 @@ pub fn parse_history(text: &str) -> Option<Vec<(u32, u64)>> {
 /// archived WAL a whole segment or more past the switch point, which a
 /// failover never leaves but a copy restored to an earlier point does.
 async fn check_new_timeline(
-    ctx: &WalCtx,
+    ctx: &WalArchive,
     path: &Path,
     name: &str,
     opts: PushOptions,
@@ -605,7 +547,7 @@ async fn check_new_timeline(
     }
     let seg_bytes = ctx.cfg.wal_segment_bytes;
     let at = SegmentId::of_lsn(parent, switch, seg_bytes);
-    let prefix = format!("{}/wal/{parent:08X}/", ctx.source);
+    let prefix = layout::wal_timeline_prefix(&ctx.source, &format!("{parent:08X}"));
     let later: Vec<String> = ctx
         .store
         .list(&prefix)
@@ -638,7 +580,7 @@ const AGE_HEADER_MAX: usize = 16 << 10;
 /// size (older versions) can be complete: an age file whose payload length
 /// fits age's 64 KiB chunking. Reads the header only.
 async fn plausible_object(
-    ctx: &WalCtx,
+    ctx: &WalArchive,
     key: &str,
     size: u64,
 ) -> Result<Result<(), String>, WalError> {
@@ -659,7 +601,7 @@ async fn plausible_object(
                 op: "read",
                 store: ctx.store.describe(),
                 key: key.to_string(),
-                class: crate::RetryClass::Temporary,
+                class: crate::fault::RetryClass::Temporary,
                 source: Box::new(e),
             })
         })?;
@@ -699,15 +641,15 @@ async fn plausible_object(
 /// otherwise damaged object is deleted and uploaded again — only for the
 /// content the sidecar claims, so create-only still holds for the name.
 pub(crate) async fn push_one(
-    ctx: &WalCtx,
+    ctx: &WalArchive,
     opts: &EncodeOptions,
     push: PushOptions,
     path: &Path,
     name: &str,
 ) -> Result<WalPushOutcome, WalError> {
     let (sha, size) = hash_file(path).await?;
-    let dk = data_key(&ctx.source, name);
-    let sk = sidecar_key(&ctx.source, name);
+    let dk = layout::wal_data(&ctx.source, name);
+    let sk = layout::wal_sidecar(&ctx.source, name);
     let conflict = |stored: String| {
         if name.ends_with(".history") {
             WalError::TimelineTaken {
@@ -764,11 +706,10 @@ pub(crate) async fn push_one(
         }
     }
     let Some((mut sidecar, mut sidecar_etag)) = claim else {
-        return Err(crate::Error::Invalid(format!(
+        return Err(WalError::Invalid(format!(
             "could not claim `{sk}` in {}",
             ctx.store.describe()
-        ))
-        .into());
+        )));
     };
     let mut replaced = false;
     for attempt in 0..2 {
@@ -800,7 +741,7 @@ pub(crate) async fn push_one(
                 Some(why) if attempt == 0 => {
                     tracing::warn!(event = "wal_object_damaged", name, key = %dk, store = %ctx.store.describe(), why = %why, "deleting it and uploading the file again");
                     ctx.store.delete(&dk).await.map_err(|e| {
-                        crate::Error::Invalid(format!(
+                        WalError::Invalid(format!(
                             "`{dk}` in {} is damaged ({why}) and could not be deleted to store it again: {e}; delete it by hand (the file is still in pg_wal)",
                             ctx.store.describe()
                         ))
@@ -808,11 +749,10 @@ pub(crate) async fn push_one(
                     replaced = true;
                 }
                 Some(why) => {
-                    return Err(crate::Error::Invalid(format!(
+                    return Err(WalError::Invalid(format!(
                         "`{dk}` in {} is damaged ({why}) and is still there after it was deleted; check the bucket's versioning and Object Lock settings",
                         ctx.store.describe()
-                    ))
-                    .into())
+                    )))
                 }
             }
         }
@@ -834,18 +774,17 @@ pub(crate) async fn push_one(
             }
         }
     }
-    Err(crate::Error::Invalid(format!(
+    Err(WalError::Invalid(format!(
         "`{dk}` in {} keeps changing while it is archived; another pusher may be writing it",
         ctx.store.describe()
-    ))
-    .into())
+    )))
 }
 
 /// Writes the stored size into the sidecar (compare-and-swap on the claim
 /// this push holds). Best effort: without it, the next push of the name
 /// checks the object's structure instead.
 async fn record_stored_size(
-    ctx: &WalCtx,
+    ctx: &WalArchive,
     key: &str,
     sidecar: &mut WalSidecar,
     etag: &mut Option<String>,
@@ -868,7 +807,7 @@ async fn record_stored_size(
 /// it is stored and read back at that size, `None` when a concurrent pusher
 /// stored the name first.
 async fn upload(
-    ctx: &WalCtx,
+    ctx: &WalArchive,
     opts: &EncodeOptions,
     path: &Path,
     dk: &str,
@@ -921,21 +860,19 @@ async fn upload(
         Ok((put, (st, _))) => {
             if st.raw_sha256 != sha {
                 let _ = ctx.store.delete(dk).await;
-                return Err(crate::Error::Invalid(format!(
+                return Err(WalError::Invalid(format!(
                     "`{}` changed while it was archived (sha256 {sha} then {}); upload discarded",
                     path.display(),
                     st.raw_sha256
-                ))
-                .into());
+                )));
             }
             match ctx.store.head(dk).await? {
                 Some(o) if o.size == put.size && o.size == st.stored_bytes => Ok(Some(o.size)),
-                other => Err(crate::Error::Invalid(format!(
+                other => Err(WalError::Invalid(format!(
                     "`{dk}` reads back as {:?} bytes after upload, expected {}",
                     other.map(|o| o.size),
                     st.stored_bytes
-                ))
-                .into()),
+                ))),
             }
         }
     }
@@ -962,27 +899,33 @@ fn ready_after(pg_wal: &Path, name: &str, max: usize) -> Vec<String> {
     names
 }
 
-/// `archive_command`: archives the file at `path` (as PostgreSQL passes `%p`),
-/// and uploads following `.ready` files ahead in parallel.
-pub async fn wal_push(
-    env: &Env,
-    source: &str,
-    path: &Path,
-    push: PushOptions,
-) -> Result<WalPushReport, WalError> {
+/// The WAL file name of `path` (as PostgreSQL passes `%p` to `wal-push`), checked.
+pub fn push_name(path: &Path) -> Result<String, WalError> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| WalError::BadName(path.display().to_string()))?
         .to_string();
     check_name(&name)?;
-    let ctx = wal_ctx(env, source).await?;
-    let mut opts = env.encode_options()?;
+    Ok(name)
+}
+
+/// `archive_command`: archives the file at `path` (as PostgreSQL passes `%p`)
+/// into `ctx`, encrypted with `opts`, and uploads following `.ready` files
+/// ahead in parallel.
+pub async fn wal_push(
+    ctx: &WalArchive,
+    mut opts: EncodeOptions,
+    path: &Path,
+    push: PushOptions,
+) -> Result<WalPushReport, WalError> {
+    let name = push_name(path)?;
+    let source = ctx.source.as_str();
     // One segment is 16 MiB: a couple of zstd workers is plenty and starts fast.
     opts.workers = opts.workers.min(2);
     let is_segment = name.len() == 24 || name.ends_with(".partial");
     if is_segment {
-        check_cluster(&ctx, path, &name).await?;
+        check_cluster(ctx, path, &name).await?;
     }
     let pg_wal = path.parent().unwrap_or(Path::new("."));
     let ahead = if is_segment && name.len() == 24 {
@@ -994,7 +937,7 @@ pub async fn wal_push(
         Vec::new()
     };
     let conc = ctx.cfg.push_concurrency.max(1);
-    let ctx_ref = &ctx;
+    let ctx_ref = ctx;
     let opts_ref = &opts;
     let main = push_one(ctx_ref, opts_ref, push, path, &name);
     let extras = stream::iter(ahead.into_iter().map(|n| {
@@ -1033,7 +976,7 @@ pub async fn wal_push(
 
 /// Downloads `name` to `dest` (via a temp file renamed into place).
 async fn fetch_one(
-    ctx: &WalCtx,
+    ctx: &WalArchive,
     ids: Arc<Identities>,
     name: &str,
     dest: &Path,
@@ -1046,7 +989,11 @@ async fn fetch_one(
     let (sc, _) = read_sidecar(ctx, name, Purpose::Fetch)
         .await?
         .ok_or_else(not_found)?;
-    let stored = match ctx.store.get_stream(&data_key(&ctx.source, name)).await {
+    let stored = match ctx
+        .store
+        .get_stream(&layout::wal_data(&ctx.source, name))
+        .await
+    {
         Ok(s) => s,
         Err(e) if e.is_not_found() => return Err(not_found()),
         Err(e) => return Err(e.into()),
@@ -1088,11 +1035,10 @@ async fn fetch_one(
             path: tmp.clone(),
             source,
         }),
-        Ok((s, ())) if s.raw_bytes != sc.raw_bytes => Err(crate::Error::Invalid(format!(
+        Ok((s, ())) if s.raw_bytes != sc.raw_bytes => Err(WalError::Invalid(format!(
             "`{name}` decoded to {} bytes but {} were archived",
             s.raw_bytes, sc.raw_bytes
-        ))
-        .into()),
+        ))),
         Ok(_) => tokio::fs::rename(&tmp, dest)
             .await
             .map_err(|source| WalError::Local {
@@ -1108,7 +1054,7 @@ async fn fetch_one(
 }
 
 pub(crate) async fn fetch_with_retries(
-    ctx: &WalCtx,
+    ctx: &WalArchive,
     ids: &Arc<Identities>,
     name: &str,
     dest: &Path,
@@ -1128,18 +1074,17 @@ pub(crate) async fn fetch_with_retries(
     }
 }
 
-/// `restore_command`: fetches WAL file `name` (`%f`) to `dest` (`%p`), using
-/// and refilling the prefetch cache `pg_wal/.gsdr-prefetch`.
+/// `restore_command`: fetches WAL file `name` (`%f`) from `ctx` to `dest`
+/// (`%p`), decrypting with `ids`, using and refilling the prefetch cache
+/// `pg_wal/.gsdr-prefetch`.
 pub async fn wal_fetch(
-    env: &Env,
-    source: &str,
-    target: Option<&str>,
+    ctx: &WalArchive,
+    ids: Arc<Identities>,
     name: &str,
     dest: &Path,
 ) -> Result<FetchOutcome, WalError> {
     check_name(name)?;
-    let ctx = wal_ctx_on(env, source, target).await?;
-    let ids = env.identities()?;
+    let source = ctx.source.as_str();
     let pg_wal = dest.parent().unwrap_or(Path::new("."));
     let cache = pg_wal.join(PREFETCH_DIR);
     let seg = SegmentId::parse(name, ctx.cfg.wal_segment_bytes);
@@ -1155,19 +1100,79 @@ pub async fn wal_fetch(
         FetchOutcome::Prefetched
     } else {
         // A missing segment is the end of the archive, or a broken archive (an error).
-        super::walchain::fetch_or_explain(&ctx, &ids, name, dest).await?;
+        fetch_or_explain(ctx, &ids, name, dest).await?;
         FetchOutcome::Downloaded
     };
     if let (Some(seg), true) = (seg, ctx.cfg.prefetch > 0) {
-        prefetch(&ctx, &ids, &cache, seg).await;
+        prefetch(ctx, &ids, &cache, seg).await;
     }
     tracing::debug!(event = "wal_fetched", source, name, outcome = ?outcome);
     Ok(outcome)
 }
 
+/// `wal-fetch` of one file that is not in the prefetch cache: downloads it,
+/// and when a segment is not found, tells the end of the archive
+/// ([`WalError::NotFound`], exit 1) from a broken one ([`WalError::Broken`],
+/// which stops recovery). Evidence younger than `in_flight_grace` (a
+/// sidecar or later segment just stored) may be a push under way: the
+/// segment is looked for again, once a second, for up to that long.
+pub(crate) async fn fetch_or_explain(
+    ctx: &WalArchive,
+    ids: &Arc<Identities>,
+    name: &str,
+    dest: &Path,
+) -> Result<(), WalError> {
+    let seg_bytes = ctx.cfg.wal_segment_bytes;
+    let grace = ctx.cfg.in_flight_grace.0;
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let not_found = match fetch_with_retries(ctx, ids, name, dest).await {
+            Err(e @ WalError::NotFound { .. }) => e,
+            other => return other,
+        };
+        // `.history` and other files: absent is the answer PostgreSQL expects.
+        let Some(seg) = SegmentId::parse(name, seg_bytes) else {
+            return Err(not_found);
+        };
+        let index =
+            WalIndex::read(ctx.store.as_ref(), &ctx.source, Some(&name[..8]), seg_bytes).await?;
+        let missing = index.missing(seg);
+        if missing == Missing::End {
+            return Err(not_found);
+        }
+        let now = Utc::now();
+        let young = missing
+            .evidence_at()
+            .is_some_and(|t| now.signed_duration_since(t).to_std().unwrap_or_default() < grace);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if young && !left.is_zero() {
+            tracing::info!(event = "wal_fetch_waiting_for_push", source = %ctx.source, name, left_secs = left.as_secs());
+            tokio::time::sleep(left.min(std::time::Duration::from_secs(1))).await;
+            continue;
+        }
+        let when = |t: Option<DateTime<Utc>>| {
+            t.map_or("stored at an unknown time".to_string(), |t| {
+                format!(
+                    "stored at {}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            })
+        };
+        let err = WalError::Broken {
+            name: name.to_string(),
+            source_name: ctx.source.clone(),
+            store: ctx.store.describe(),
+            problem: walchain::describe(&missing, when),
+            starts_at: super::format_lsn(seg.number * seg_bytes),
+        };
+        tracing::error!(event = "wal_fetch_broken_archive", source = %ctx.source, name, error = %err);
+        return Err(err);
+    }
+}
+
 /// Keeps the next `prefetch` segments after `seg` in `cache`: refills (in
 /// parallel) once fewer than half are there, and drops older leftovers.
-async fn prefetch(ctx: &WalCtx, ids: &Arc<Identities>, cache: &Path, seg: SegmentId) {
+async fn prefetch(ctx: &WalArchive, ids: &Arc<Identities>, cache: &Path, seg: SegmentId) {
     let bytes = ctx.cfg.wal_segment_bytes;
     let n = ctx.cfg.prefetch;
     if tokio::fs::create_dir_all(cache).await.is_err() {
@@ -1212,6 +1217,7 @@ async fn prefetch(ctx: &WalCtx, ids: &Arc<Identities>, cache: &Path, seg: Segmen
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::{wal_data as data_key, wal_sidecar as sidecar_key};
 
     #[test]
     fn names_are_checked() {
@@ -1295,7 +1301,7 @@ mod tests {
             },
             Purpose::Push,
         );
-        assert!(matches!(nf, WalError::Job(_)));
+        assert!(matches!(nf, WalError::Storage(_)));
     }
 
     #[test]

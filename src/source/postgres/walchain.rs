@@ -24,17 +24,16 @@
 //! ending it silently one segment short.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::base::BaseDetails;
-use super::wal::{fetch_with_retries, file_of_key, WalCtx, WalError};
+use super::walname::file_of_key;
 use super::SegmentId;
 use crate::catalog::Manifest;
-use crate::pipeline::keys::Identities;
+use crate::layout;
 use crate::storage::{ObjectMeta, StorageError, Store};
 
 /// What the store holds of one WAL segment.
@@ -161,8 +160,8 @@ impl WalIndex {
         seg_bytes: u64,
     ) -> Result<WalIndex, StorageError> {
         let prefix = match timeline {
-            Some(t) => format!("{source}/wal/{t}/"),
-            None => format!("{source}/wal/"),
+            Some(t) => layout::wal_timeline_prefix(source, t),
+            None => layout::wal_prefix(source),
         };
         let objects = store.list(&prefix).await?;
         Ok(Self::from_listing(&objects, source, seg_bytes))
@@ -355,7 +354,10 @@ pub async fn restore_reaches(
 }
 
 /// The sentence an operator reads about a broken archive at `seg`.
-fn describe(missing: &Missing, when: impl Fn(Option<DateTime<Utc>>) -> String) -> String {
+pub(crate) fn describe(
+    missing: &Missing,
+    when: impl Fn(Option<DateTime<Utc>>) -> String,
+) -> String {
     match missing {
         Missing::End => "not in the archive".into(),
         Missing::Incomplete { present, at } => format!(
@@ -374,70 +376,10 @@ fn describe(missing: &Missing, when: impl Fn(Option<DateTime<Utc>>) -> String) -
     }
 }
 
-/// `wal-fetch` of one file that is not in the prefetch cache: downloads it,
-/// and when a segment is not found, tells the end of the archive
-/// ([`WalError::NotFound`], exit 1) from a broken one ([`WalError::Broken`],
-/// which stops recovery). Evidence younger than `in_flight_grace` (a
-/// sidecar or later segment just stored) may be a push under way: the
-/// segment is looked for again, once a second, for up to that long.
-pub(crate) async fn fetch_or_explain(
-    ctx: &WalCtx,
-    ids: &Arc<Identities>,
-    name: &str,
-    dest: &Path,
-) -> Result<(), WalError> {
-    let seg_bytes = ctx.cfg.wal_segment_bytes;
-    let grace = ctx.cfg.in_flight_grace.0;
-    let deadline = tokio::time::Instant::now() + grace;
-    loop {
-        let not_found = match fetch_with_retries(ctx, ids, name, dest).await {
-            Err(e @ WalError::NotFound { .. }) => e,
-            other => return other,
-        };
-        // `.history` and other files: absent is the answer PostgreSQL expects.
-        let Some(seg) = SegmentId::parse(name, seg_bytes) else {
-            return Err(not_found);
-        };
-        let index =
-            WalIndex::read(ctx.store.as_ref(), &ctx.source, Some(&name[..8]), seg_bytes).await?;
-        let missing = index.missing(seg);
-        if missing == Missing::End {
-            return Err(not_found);
-        }
-        let now = Utc::now();
-        let young = missing
-            .evidence_at()
-            .is_some_and(|t| now.signed_duration_since(t).to_std().unwrap_or_default() < grace);
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if young && !left.is_zero() {
-            tracing::info!(event = "wal_fetch_waiting_for_push", source = %ctx.source, name, left_secs = left.as_secs());
-            tokio::time::sleep(left.min(std::time::Duration::from_secs(1))).await;
-            continue;
-        }
-        let when = |t: Option<DateTime<Utc>>| {
-            t.map_or("stored at an unknown time".to_string(), |t| {
-                format!(
-                    "stored at {}",
-                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                )
-            })
-        };
-        let err = WalError::Broken {
-            name: name.to_string(),
-            source_name: ctx.source.clone(),
-            store: ctx.store.describe(),
-            problem: describe(&missing, when),
-            starts_at: super::format_lsn(seg.number * seg_bytes),
-        };
-        tracing::error!(event = "wal_fetch_broken_archive", source = %ctx.source, name, error = %err);
-        return Err(err);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::postgres::wal::{data_key, sidecar_key};
+    use crate::layout::{wal_data as data_key, wal_sidecar as sidecar_key};
     use crate::source::postgres::DEFAULT_SEGMENT_BYTES as SEG;
 
     fn at(s: i64) -> Option<DateTime<Utc>> {

@@ -7,9 +7,9 @@
 //!   whose manifest records no readable first segment: no floor, and nothing
 //!   is deleted (a blind guess could cost the only restorable backup).
 //! - [`unneeded`] picks, from a listing of `<source>/wal/`, the WAL files that
-//!   [`super::walverify::wal_is_needed`] does not keep — every object of the
+//!   [`super::walfloor::wal_is_needed`] does not keep — every object of the
 //!   file: the segment and its sidecar. `cluster.json` and anything that is
-//!   not a WAL object of the layout in [`super::wal`] are never touched.
+//!   not a WAL object of the layout ([`crate::layout`]) are never touched.
 //! - [`prune_wal`] deletes them oldest first, data object then sidecar, and
 //!   stops at the first failure, so that what remains is still one
 //!   contiguous archive that the next prune finishes.
@@ -20,83 +20,17 @@ use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
-use super::base::BaseDetails;
-use super::wal::file_of_key;
-use super::walverify::wal_is_needed;
+use super::walfloor::wal_is_needed;
+use super::walname::file_of_key;
 use crate::catalog::Manifest;
+use crate::layout;
 use crate::storage::{ObjectMeta, StorageError, Store};
+
+pub use super::walfloor::WalFloor;
 
 /// WAL files deleted at once: a day of WAL is thousands of small deletes,
 /// too slow one by one on S3; a small window keeps a failure's effect local.
 const DELETE_CONCURRENCY: usize = 8;
-
-/// From where WAL must be kept, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "rule")]
-pub enum WalFloor {
-    /// Keep `segment` and every later position (any timeline): the first
-    /// segment of `backup`, the oldest remaining base backup.
-    From {
-        /// Oldest segment needed.
-        segment: String,
-        /// The base backup that needs it.
-        backup: String,
-    },
-    /// No base backup remains: no WAL is deleted.
-    NoBaseBackup,
-    /// A remaining base backup records no readable first segment: no WAL is deleted.
-    Unreadable {
-        /// That backup.
-        backup: String,
-    },
-}
-
-impl WalFloor {
-    /// The floor for the base backups among `kept` (the backups that remain).
-    pub fn of(kept: &[Manifest]) -> WalFloor {
-        let mut floor: Option<(String, String)> = None;
-        for m in kept.iter().filter(|m| m.kind == "base") {
-            let seg = serde_json::from_value::<BaseDetails>(m.consistency.details.clone())
-                .ok()
-                .map(|d| d.first_segment)
-                .filter(|s| s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit()));
-            let Some(seg) = seg else {
-                return WalFloor::Unreadable {
-                    backup: m.id.clone(),
-                };
-            };
-            // Position decides (log and segment), not the timeline.
-            if floor.as_ref().is_none_or(|(f, _)| seg[8..] < f[8..]) {
-                floor = Some((seg, m.id.clone()));
-            }
-        }
-        match floor {
-            Some((segment, backup)) => WalFloor::From { segment, backup },
-            None => WalFloor::NoBaseBackup,
-        }
-    }
-
-    /// The oldest segment to keep, if WAL may be deleted at all.
-    pub fn segment(&self) -> Option<&str> {
-        match self {
-            WalFloor::From { segment, .. } => Some(segment),
-            WalFloor::NoBaseBackup | WalFloor::Unreadable { .. } => None,
-        }
-    }
-
-    /// The reason in words, as `gsdr prune` prints it.
-    pub fn explain(&self) -> String {
-        match self {
-            WalFloor::From { segment, backup } => format!(
-                "base backup {backup}, the oldest kept, needs WAL from {segment} on (every timeline; .history files always kept)"
-            ),
-            WalFloor::NoBaseBackup => "no base backup is kept: no WAL deleted".into(),
-            WalFloor::Unreadable { backup } => format!(
-                "base backup {backup} records no readable first WAL segment: no WAL deleted"
-            ),
-        }
-    }
-}
 
 /// One archived WAL file and its stored objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,7 +160,7 @@ pub async fn prune_wal(
         deleted: !dry_run,
         error: None,
     };
-    let files = match store.list(&format!("{source}/wal/")).await {
+    let files = match store.list(&layout::wal_prefix(source)).await {
         Ok(objects) => wal_files(&objects, source),
         Err(e) => {
             report.error = Some(e.to_string());
@@ -286,8 +220,8 @@ pub async fn prune_wal(
 
 #[cfg(test)]
 mod tests {
-    use super::super::wal::{data_key, sidecar_key};
     use super::*;
+    use crate::layout::{wal_data as data_key, wal_sidecar as sidecar_key};
 
     fn manifest(id: &str, kind: &str, first_segment: Option<&str>) -> Manifest {
         let details = match first_segment {
@@ -353,7 +287,7 @@ mod tests {
         );
         // walverify's helper agrees.
         assert_eq!(
-            super::super::walverify::wal_needed_from(&kept).as_deref(),
+            super::super::walfloor::wal_needed_from(&kept).as_deref(),
             Some("000000030000000000000006")
         );
     }
@@ -494,7 +428,7 @@ mod tests {
                     .unwrap();
             }
         }
-        let rules = crate::policy::Retention {
+        let rules = crate::retention::Retention {
             keep_within: None,
             keep_last: Some(1),
             keep_daily: None,

@@ -1,7 +1,7 @@
 //! The state of a WAL archive: gaps per timeline (`gsdr wal-verify`), how
 //! far a restore reaches (`gsdr status`: the end of the contiguous chain,
-//! the cluster's current RPO), and the retention rule that keeps every
-//! segment a retained base backup needs.
+//! the cluster's current RPO). The retention rule that keeps every segment
+//! a retained base backup needs is [`super::walfloor`].
 
 use std::collections::BTreeMap;
 
@@ -9,11 +9,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::base::BaseDetails;
-use super::wal::{wal_ctx_on, WalError};
+use super::wal::{WalArchive, WalError};
 use super::walchain::{self, WalIndex};
+use super::walname::file_of_key;
 use super::SegmentId;
-use crate::catalog::{Catalog, Manifest};
-use crate::job::Env;
+use crate::catalog::Catalog;
+use crate::layout;
 
 /// Most missing names listed per timeline (the count is always exact).
 const MAX_LISTED: usize = 100;
@@ -101,20 +102,12 @@ struct Entry {
     at: Option<DateTime<Utc>>,
 }
 
-async fn scan(
-    env: &Env,
-    source: &str,
-    target: Option<&str>,
-) -> Result<(BTreeMap<String, Entry>, u64, Catalog), WalError> {
-    let ctx = wal_ctx_on(env, source, target).await?;
-    let objects = ctx
-        .store
-        .list(&format!("{source}/wal/"))
-        .await
-        .map_err(WalError::from)?;
+async fn scan(ctx: &WalArchive) -> Result<(BTreeMap<String, Entry>, u64, Catalog), WalError> {
+    let source = ctx.source.as_str();
+    let objects = ctx.store.list(&layout::wal_prefix(source)).await?;
     let mut files: BTreeMap<String, Entry> = BTreeMap::new();
     for o in objects {
-        let Some((name, is_data)) = super::wal::file_of_key(source, &o.key) else {
+        let Some((name, is_data)) = file_of_key(source, &o.key) else {
             continue;
         };
         let e = files.entry(name.to_string()).or_default();
@@ -126,17 +119,18 @@ async fn scan(
             e.sidecar = true;
         }
     }
-    Ok((files, ctx.cfg.wal_segment_bytes, Catalog::new(ctx.store)))
+    Ok((
+        files,
+        ctx.cfg.wal_segment_bytes,
+        Catalog::new(ctx.store.clone()),
+    ))
 }
 
-/// Checks the archive of `source` on `target` (default: its primary target):
-/// gaps per timeline and base backup coverage.
-pub async fn wal_verify(
-    env: &Env,
-    source: &str,
-    target: Option<&str>,
-) -> Result<WalVerifyReport, WalError> {
-    let (files, seg_bytes, catalog) = scan(env, source, target).await?;
+/// Checks the archive `ctx` (its source on one target): gaps per timeline
+/// and base backup coverage.
+pub async fn wal_verify(ctx: &WalArchive) -> Result<WalVerifyReport, WalError> {
+    let source = ctx.source.as_str();
+    let (files, seg_bytes, catalog) = scan(ctx).await?;
     let complete = |n: &str| files.get(n).is_some_and(|e| e.data && e.sidecar);
     let mut by_tli: BTreeMap<u32, Vec<(SegmentId, String)>> = BTreeMap::new();
     let mut history = Vec::new();
@@ -185,11 +179,7 @@ pub async fn wal_verify(
         });
     }
     let mut base_backups = Vec::new();
-    for m in catalog
-        .list(Some(source))
-        .await
-        .map_err(crate::Error::from)?
-    {
+    for m in catalog.list(Some(source)).await? {
         let Ok(d) = serde_json::from_value::<BaseDetails>(m.consistency.details.clone()) else {
             continue;
         };
@@ -225,15 +215,12 @@ pub async fn wal_verify(
     })
 }
 
-/// How far a restore to latest of `source` reaches on its primary target
-/// (the end of the contiguous WAL chain), and its newest base backup.
-pub async fn wal_status(env: &Env, source: &str) -> Result<WalStatus, WalError> {
-    let ctx = wal_ctx_on(env, source, None).await?;
+/// How far a restore to latest of the archive `ctx` reaches (the end of
+/// the contiguous WAL chain), and its newest base backup.
+pub async fn wal_status(ctx: &WalArchive) -> Result<WalStatus, WalError> {
+    let source = ctx.source.as_str();
     let index = WalIndex::read(ctx.store.as_ref(), source, None, ctx.cfg.wal_segment_bytes).await?;
-    let manifests = Catalog::new(ctx.store.clone())
-        .list(Some(source))
-        .await
-        .map_err(crate::Error::from)?;
+    let manifests = Catalog::new(ctx.store.clone()).list(Some(source)).await?;
     let base = manifests
         .iter()
         .filter(|m| m.kind == "base")
@@ -252,41 +239,4 @@ pub async fn wal_status(env: &Env, source: &str) -> Result<WalStatus, WalError> 
         last_base_backup: base.map(|m| m.id.clone()),
         last_base_backup_at: base.map(|m| m.recovery_point()),
     })
-}
-
-/// The oldest WAL segment the retained base backups `manifests` need: prune
-/// must keep it and every later segment (any timeline), and every `.history`
-/// file. `None` (keep everything) when no base backup is retained or one
-/// records no readable first segment ([`super::walprune::WalFloor`] says which).
-pub fn wal_needed_from(manifests: &[Manifest]) -> Option<String> {
-    super::walprune::WalFloor::of(manifests)
-        .segment()
-        .map(str::to_string)
-}
-
-/// Whether WAL file `name` must be kept, given [`wal_needed_from`]'s answer.
-pub fn wal_is_needed(name: &str, needed_from: Option<&str>) -> bool {
-    let Some(from) = needed_from else {
-        return true; // no base backup retained: keep everything, delete nothing blindly
-    };
-    if name.ends_with(".history") || name.len() < 24 || from.len() < 24 {
-        return true;
-    }
-    // Position (log, segment) decides; the timeline does not (later timelines branch off later).
-    name[8..24] >= from[8..24]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retention_keeps_needed_wal() {
-        let from = Some("000000010000000000000005");
-        assert!(!wal_is_needed("000000010000000000000004", from));
-        assert!(wal_is_needed("000000010000000000000005", from));
-        assert!(wal_is_needed("000000020000000000000007", from));
-        assert!(wal_is_needed("00000002.history", from));
-        assert!(wal_is_needed("000000010000000000000001", None));
-    }
 }

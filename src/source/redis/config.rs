@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::policy::{HumanDuration, SecretRef};
+use crate::secret::SecretRef;
+use crate::units::HumanDuration;
 
 /// Settings of a `redis` source: either one node (`addr`) or a Sentinel
 /// deployment (`sentinels` + `master_name`).

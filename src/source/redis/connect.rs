@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::RedisConfig;
-use crate::policy::Secret;
+use crate::secret::Secret;
 
 /// PEM material for TLS, read once from the files the policy names.
 pub struct TlsMaterial {

@@ -5,7 +5,7 @@ use std::fmt;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 
 /// A failed S3 call, summarised for people (`SdkError`'s own `Display` says
 /// only "service error"), keeping the SDK error as its source.

@@ -58,8 +58,8 @@ use super::{
     BoxRead, IncompleteKind, IncompleteWrite, ObjectLock, ObjectMeta, PutCondition, PutOptions,
     PutResult, StorageError, Store,
 };
-use crate::error::RetryClass;
-use crate::policy::{ChecksumMode, S3Target};
+use crate::fault::RetryClass;
+use crate::storage::{ChecksumMode, S3Target};
 
 use error::{kind_of, summarize, Kind, S3Failure};
 pub use plan::{PartPlan, MAX_PARTS, MAX_PART_SIZE, MIN_PART_SIZE};
@@ -74,7 +74,7 @@ pub struct S3Store {
     prefix: String,
     part_size: u64,
     concurrency: usize,
-    /// Bytes of part buffers one upload may hold (see [`crate::pipeline::budget`]).
+    /// Bytes of part buffers one upload may hold (see [`crate::stream::budget`]).
     upload_budget: u64,
     max_object_size: u64,
     /// Attempt timeout of requests that carry a part.
@@ -170,7 +170,7 @@ impl S3Store {
     }
 
     /// Caps the part buffers of each upload at `bytes` (the policy's memory
-    /// budget share, see [`crate::pipeline::budget::upload_share`]).
+    /// budget share, see [`crate::stream::budget::upload_share`]).
     pub fn with_upload_budget(mut self, bytes: u64) -> Self {
         self.upload_budget = bytes;
         self

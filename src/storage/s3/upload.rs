@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 
 use super::error::summarize;
 use super::{PartPlan, S3Store, MAX_PARTS};
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 use crate::storage::{PutResult, StorageError, Store};
 
 impl S3Store {
@@ -135,7 +135,7 @@ impl S3Store {
             // At most `in_flight` parts in flight (fewer as parts grow, within the
             // memory budget), plus this one waiting for a slot or, below, the next
             // one being filled: in_flight + 1 buffers.
-            let in_flight = crate::pipeline::budget::parts_in_flight(
+            let in_flight = crate::stream::budget::parts_in_flight(
                 self.upload_budget,
                 plan.size_of(number),
                 self.concurrency,

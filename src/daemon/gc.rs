@@ -1,10 +1,10 @@
 //! Garbage collection as the daemon and `gsdr storage gc` run it: on every
 //! target of the policy, keeping off the sources whose run lease is held.
 //!
-//! A lease ([`super::lease`]) that is neither released nor expired means a
+//! A lease ([`crate::scheduler::lease`]) that is neither released nor expired means a
 //! run of that source may be writing right now (an upload can take longer
 //! than the grace period); [`live_runs`] reads every source's lease, and
-//! [`super::super::job::gc::gc_target`] keeps everything of those sources.
+//! [`crate::job::gc::gc_target`] keeps everything of those sources.
 //! An unreadable lease counts as live: when in doubt, keep.
 
 use std::collections::BTreeMap;
@@ -14,11 +14,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::lease::{lease_key, LeaseDoc};
 use crate::error::{Error, Result};
 use crate::job::gc::{gc_target, GcOptions, TargetGc};
 use crate::job::Env;
 use crate::metrics::events;
+use crate::scheduler::lease::{lease_key, LeaseDoc};
 
 const LEASE_MAX_BYTES: u64 = 64 << 10;
 

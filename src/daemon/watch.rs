@@ -15,8 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 
-use super::job::{JobId, JobKind};
-use super::record::{self, RunResult};
 use crate::error::{Error, Result};
 use crate::job::Env;
 use crate::notify::watch::{
@@ -24,6 +22,8 @@ use crate::notify::watch::{
 };
 use crate::notify::{DrillResult, Notice, Sender};
 use crate::replicate;
+use crate::scheduler::job::{JobId, JobKind};
+use crate::scheduler::record::{self, RunResult};
 use crate::storage::PutCondition;
 
 const STATE_KEY: &str = "jobs/watch-state.json";
@@ -44,11 +44,15 @@ async fn observe(env: &Env) -> Result<Observations> {
         };
         let safety = replicate::safety(&primary, offsite.as_ref(), name).await?;
         let wal_lag = if cfg.kind == crate::policy::Engine::Postgres {
-            crate::source::postgres::walverify::wal_status(env, name)
-                .await
-                .map_err(|e| Error::Invalid(format!("WAL status of `{name}`: {e}")))?
-                .last_archived_at
-                .map(|t| secs((now - t).num_milliseconds() as f64 / 1000.0))
+            async {
+                use crate::source::postgres::{wal::WalError, walverify};
+                let archive = env.wal_archive(name, None).await.map_err(WalError::setup)?;
+                walverify::wal_status(&archive).await
+            }
+            .await
+            .map_err(|e| Error::Invalid(format!("WAL status of `{name}`: {e}")))?
+            .last_archived_at
+            .map(|t| secs((now - t).num_milliseconds() as f64 / 1000.0))
         } else {
             None
         };

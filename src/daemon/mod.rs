@@ -1,13 +1,18 @@
 //! The long-running daemon: every job of the policy on its trigger until
 //! shutdown (`gsdr daemon` wires the CLI, the signals and the HTTP server).
 
+pub mod gc;
+pub mod runner;
+pub mod status;
+pub mod watch;
+
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{runner, Clock, OutcomeHook, Scheduler, Settings, Summary};
 use crate::error::Result;
 use crate::job::Env;
+use crate::scheduler::{Clock, OutcomeHook, Scheduler, Settings, Summary};
 
 /// Runs every job of `env`'s policy until `shutdown`, then lets running jobs
 /// finish within the grace period. `on_started` is told once the jobs are

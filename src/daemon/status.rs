@@ -14,14 +14,14 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::job::{JobId, JobKind, JobPlan};
-use super::record::{self, JobRecord, RunEntry};
 use super::runner::JobRunner;
 use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::job::Env;
 use crate::metrics::events;
 use crate::replicate;
+use crate::scheduler::job::{JobId, JobKind, JobPlan};
+use crate::scheduler::record::{self, JobRecord, RunEntry};
 
 /// Refreshes this replica's metrics from the catalog. Errors are logged and
 /// the series keep their last values (ages keep growing, which alerts).
@@ -56,7 +56,7 @@ async fn refresh_source(env: &Env, source: &str) -> Result<()> {
         .emit();
     }
     if let Some(r) = record::read(primary.as_ref(), &JobId::backup(source)).await? {
-        events::JobRecorded { record: &r }.emit();
+        r.recorded().emit();
     }
     let offsite = match env.policy.offsite_of(source) {
         Some(o) => Some(env.store(o).await?),
@@ -75,7 +75,7 @@ async fn refresh_jobs(env: &Env) -> Result<()> {
             continue;
         }
         for r in record::list(home.as_ref(), kind).await? {
-            events::JobRecorded { record: &r }.emit();
+            r.recorded().emit();
         }
     }
     Ok(())
@@ -83,7 +83,7 @@ async fn refresh_jobs(env: &Env) -> Result<()> {
 
 async fn refresh_drills(env: &Env) {
     for (_, rep) in newest_drill_reports(env).await {
-        events::DrillObserved::of(&rep).emit();
+        rep.observed().emit();
     }
 }
 
@@ -172,10 +172,12 @@ pub async fn collect(
             _ => None,
         };
         let running_on = match (&p.home, p.id.kind.leased()) {
-            (Some(h), true) => super::lease::read(h.as_ref(), &p.id.lease_key(locks_prefix))
-                .await?
-                .filter(|d| !d.released && d.expires_at > now)
-                .map(|d| d.holder),
+            (Some(h), true) => {
+                crate::scheduler::lease::read(h.as_ref(), &p.id.lease_key(locks_prefix))
+                    .await?
+                    .filter(|d| !d.released && d.expires_at > now)
+                    .map(|d| d.holder)
+            }
             _ => None,
         };
         out.push(JobStatus {

@@ -11,14 +11,19 @@
 //!   days / ISO weeks / months that have a backup (UTC);
 //! - always: the newest backup of the source (a source never loses its last
 //!   restorable backup, whatever the rules say);
+//! - protected ids the caller passes: a veto on deletion, with its reason.
 //!
 //! With no retention in the policy, `keep_within = 30d` applies.
 //!
 //! WAL follows the base backups: for a postgres source, once the backup
-//! deletions of a target are done, [`prune_policy_source`] deletes the
+//! deletions of a target are done, `job::prune::prune_policy_source` deletes the
 //! archived WAL that none of the backups still there needs
 //! ([`crate::source::postgres::walprune`]); never before, so that a failed
 //! backup deletion only keeps more WAL.
+
+mod config;
+
+pub use config::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -27,8 +32,6 @@ use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 
 use crate::catalog::Manifest;
-use crate::policy::{Retention, DEFAULT_KEEP_WITHIN_DAYS};
-use crate::source::postgres::walprune::{prune_wal, WalPrune};
 
 /// One backup as retention sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +92,7 @@ impl Decision {
 /// Effective rules: the policy's retention, or the default `keep_within = 30d`.
 pub fn effective(r: Option<&Retention>) -> Retention {
     r.cloned().unwrap_or(Retention {
-        keep_within: Some(crate::policy::HumanDuration(Duration::from_secs(
+        keep_within: Some(crate::units::HumanDuration(Duration::from_secs(
             DEFAULT_KEEP_WITHIN_DAYS * 86_400,
         ))),
         keep_last: None,
@@ -173,65 +176,6 @@ pub fn decide(
     out
 }
 
-/// What `gsdr prune` did (or would do) for one source, on every target.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PruneReport {
-    /// One per backup.
-    pub actions: Vec<PruneAction>,
-    /// Postgres sources: the WAL deleted per target.
-    pub wal: Vec<WalPrune>,
-}
-
-impl PruneReport {
-    /// Failed deletions, backups and WAL.
-    pub fn errors(&self) -> usize {
-        self.actions.iter().filter(|a| a.error.is_some()).count()
-            + self.wal.iter().filter(|w| w.error.is_some()).count()
-    }
-}
-
-/// Prunes `source` on its primary and off-site targets under the policy's
-/// retention; for a postgres source, then its WAL on each target.
-pub async fn prune_policy_source(
-    env: &crate::job::Env,
-    source: &str,
-    only_target: Option<&str>,
-    now: DateTime<Utc>,
-    dry_run: bool,
-) -> crate::Result<PruneReport> {
-    let cfg = env.source_config(source)?;
-    let mut targets = BTreeSet::new();
-    targets.insert(env.primary_target_name(source)?);
-    if let Some(o) = env.policy.offsite_of(source) {
-        targets.insert(o.to_string());
-    }
-    let rules = effective(env.policy.retention_of(source).as_ref());
-    let mut out = PruneReport::default();
-    for t in targets
-        .iter()
-        .filter(|t| only_target.is_none_or(|w| w == t.as_str()))
-    {
-        let cat = env.catalog(t).await?;
-        let done = prune_source(&cat, t, source, &rules, now, dry_run).await?;
-        if cfg.kind == crate::policy::Engine::Postgres {
-            let failed = done.actions.iter().filter(|a| a.error.is_some()).count();
-            out.wal.push(
-                prune_wal(
-                    cat.store().as_ref(),
-                    t,
-                    source,
-                    &done.remaining,
-                    failed,
-                    dry_run,
-                )
-                .await,
-            );
-        }
-        out.actions.extend(done.actions);
-    }
-    Ok(out)
-}
-
 /// What prune did (or would do) to one backup.
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneAction {
@@ -268,7 +212,7 @@ pub async fn prune_source(
     rules: &Retention,
     now: DateTime<Utc>,
     dry_run: bool,
-) -> crate::Result<TargetPrune> {
+) -> Result<TargetPrune, crate::catalog::CatalogError> {
     let manifests = catalog.list(Some(source)).await?;
     let protected = BTreeMap::new();
     let items: Vec<Item> = manifests.iter().map(Item::from).collect();
@@ -326,7 +270,7 @@ pub async fn prune_source(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::HumanDuration;
+    use crate::units::HumanDuration;
     use chrono::TimeZone;
     use rstest::rstest;
 

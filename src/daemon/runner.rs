@@ -16,12 +16,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::job::{JobId, JobKind, JobPlan, Trigger};
-use super::{record, RunReport, Runner};
 use crate::error::{Error, Result};
 use crate::job::{Env, NoProgress};
 use crate::metrics::events;
 use crate::replicate;
+use crate::scheduler::job::{JobId, JobKind, JobPlan, Trigger};
+use crate::scheduler::{record, RunReport, Runner};
 
 /// Runs a policy's jobs.
 #[derive(Debug, Clone)]
@@ -45,7 +45,16 @@ impl JobRunner {
     /// publishes when it was stored. Errors are logged, not returned: the
     /// gauges keep their last value (and the lag keeps growing, which alerts).
     pub async fn refresh_wal_status(&self, source: &str) {
-        match crate::source::postgres::walverify::wal_status(&self.env, source).await {
+        use crate::source::postgres::{wal::WalError, walverify};
+        let status = async {
+            let archive = self
+                .env
+                .wal_archive(source, None)
+                .await
+                .map_err(WalError::setup)?;
+            walverify::wal_status(&archive).await
+        };
+        match status.await {
             Ok(st) => {
                 if let (Some(segment), Some(at)) = (&st.last_segment, st.last_archived_at) {
                     events::WalArchived {
@@ -148,7 +157,7 @@ impl JobRunner {
     /// Retention of one source on its targets; the first failed deletion is the error.
     async fn prune_source(&self, source: &str) -> Result<usize> {
         let report =
-            crate::retention::prune_policy_source(&self.env, source, None, Utc::now(), false)
+            crate::job::prune::prune_policy_source(&self.env, source, None, Utc::now(), false)
                 .await?;
         let mut first = None;
         for a in report.actions.iter().filter(|a| a.error.is_some()) {
@@ -479,7 +488,7 @@ pub fn publish_objectives(env: &Env, zone: crate::policy::Zone) {
         let ival = cfg
             .schedule
             .as_ref()
-            .and_then(|s| super::interval(s, zone, Utc::now()));
+            .and_then(|s| crate::scheduler::interval(s, zone, Utc::now()));
         events::SourceConfigured {
             source: name,
             interval_secs: ival.map_or(0.0, |d| d.as_secs_f64()),

@@ -1,0 +1,92 @@
+//! `[sources.*]` and `[defaults]`: what is backed up, with which engine, on which schedule.
+
+use super::*;
+
+/// Defaults applied to every source.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Primary target name.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Off-site target name.
+    #[serde(default)]
+    pub offsite: Option<String>,
+    /// Retention.
+    #[serde(default)]
+    pub retention: Option<Retention>,
+    /// Recovery objectives.
+    #[serde(default)]
+    pub objectives: Option<Objectives>,
+    /// Deadline of one backup run of a source, retries excluded (default `"6h"`): past it the run is cancelled, reported as failed and its lease released.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// The deadline of one backup run when the policy sets none.
+pub const DEFAULT_JOB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Which engine a source uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Any program's stdout.
+    Command,
+    /// MongoDB.
+    Mongo,
+    /// Redis.
+    Redis,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Engine {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Command => "command",
+            Engine::Mongo => "mongo",
+            Engine::Redis => "redis",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
+/// One source. `kind` picks the engine; its settings live in the sub-table of
+/// the same name (`[sources.NAME.mongo]`), so every engine's fields are checked strictly.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Engine.
+    pub kind: Engine,
+    /// When to back up (cron, UTC). Unset: only on demand.
+    #[serde(default)]
+    pub schedule: Option<CronSchedule>,
+    /// Primary target (default: `defaults.target`).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Off-site target (default: `defaults.offsite`).
+    #[serde(default)]
+    pub offsite: Option<String>,
+    /// Retention (default: `defaults.retention`).
+    #[serde(default)]
+    pub retention: Option<Retention>,
+    /// Objectives (default: `defaults.objectives`).
+    #[serde(default)]
+    pub objectives: Option<Objectives>,
+    /// Deadline of one backup run of this source (default: `defaults.timeout`).
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    /// Settings of a `command` source.
+    #[serde(default)]
+    pub command: Option<crate::source::command::CommandConfig>,
+    /// Settings of a `mongo` source.
+    #[serde(default)]
+    pub mongo: Option<crate::source::mongo::MongoConfig>,
+    /// Settings of a `redis` source.
+    #[serde(default)]
+    pub redis: Option<crate::source::redis::RedisConfig>,
+    /// Settings of a `postgres` source.
+    #[serde(default)]
+    pub postgres: Option<crate::source::postgres::PostgresConfig>,
+}
