@@ -40,37 +40,6 @@ impl JobRunner {
         JobRunner { env }
     }
 
-    /// Reads the end of the contiguous WAL chain of a postgres `source` (how
-    /// far a restore reaches, [`crate::source::postgres::walchain`]) and
-    /// publishes when it was stored. Errors are logged, not returned: the
-    /// gauges keep their last value (and the lag keeps growing, which alerts).
-    pub async fn refresh_wal_status(&self, source: &str) {
-        use crate::source::postgres::{wal::WalError, walverify};
-        let status = async {
-            let archive = self
-                .env
-                .wal_archive(source, None)
-                .await
-                .map_err(WalError::setup)?;
-            walverify::wal_status(&archive).await
-        };
-        match status.await {
-            Ok(st) => {
-                if let (Some(segment), Some(at)) = (&st.last_segment, st.last_archived_at) {
-                    events::WalArchived {
-                        source,
-                        segment,
-                        archived_at: at,
-                    }
-                    .emit();
-                }
-            }
-            Err(e) => {
-                tracing::warn!(event = "wal_status_failed", source, error = %e);
-            }
-        }
-    }
-
     /// Copies what the off-site target of `source` lacks (all of it: a catch-up
     /// sweep) and publishes the source's safety state. A failure is reported
     /// ([`events::ReplicationFailed`]) and returned.
@@ -346,7 +315,7 @@ impl Runner for JobRunner {
             JobKind::Gc => self.gc().await,
             JobKind::WalStatus => {
                 let started = std::time::Instant::now();
-                super::status::refresh(&self.env, self).await;
+                super::status::refresh(&self.env).await;
                 Ok(summary(
                     "metrics refreshed from the catalog".into(),
                     started,

@@ -14,7 +14,6 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::runner::JobRunner;
 use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::job::Env;
@@ -25,10 +24,10 @@ use crate::scheduler::record::{self, JobRecord, RunEntry};
 
 /// Refreshes this replica's metrics from the catalog. Errors are logged and
 /// the series keep their last values (ages keep growing, which alerts).
-pub async fn refresh(env: &Env, runner: &JobRunner) {
+pub async fn refresh(env: &Env) {
     for (name, cfg) in &env.policy.sources {
         if cfg.kind == crate::policy::Engine::Postgres {
-            runner.refresh_wal_status(name).await;
+            refresh_wal_status(env, name).await;
         }
         if let Err(e) = refresh_source(env, name).await {
             tracing::warn!(event = "status_refresh_failed", source = %name, error = %e);
@@ -38,6 +37,36 @@ pub async fn refresh(env: &Env, runner: &JobRunner) {
         tracing::warn!(event = "status_refresh_failed", what = "job records", error = %e);
     }
     refresh_drills(env).await;
+}
+
+/// Reads the end of the contiguous WAL chain of a postgres `source` (how
+/// far a restore reaches, [`crate::source::postgres::walchain`]) and
+/// publishes when it was stored. Errors are logged, not returned: the
+/// gauges keep their last value (and the lag keeps growing, which alerts).
+async fn refresh_wal_status(env: &Env, source: &str) {
+    use crate::source::postgres::{wal::WalError, walverify};
+    let status = async {
+        let archive = env
+            .wal_archive(source, None)
+            .await
+            .map_err(WalError::setup)?;
+        walverify::wal_status(&archive).await
+    };
+    match status.await {
+        Ok(st) => {
+            if let (Some(segment), Some(at)) = (&st.last_segment, st.last_archived_at) {
+                events::WalArchived {
+                    source,
+                    segment,
+                    archived_at: at,
+                }
+                .emit();
+            }
+        }
+        Err(e) => {
+            tracing::warn!(event = "wal_status_failed", source, error = %e);
+        }
+    }
 }
 
 async fn refresh_source(env: &Env, source: &str) -> Result<()> {
