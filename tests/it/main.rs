@@ -2,6 +2,7 @@
 //! Every test starts the real servers it needs on free loopback ports
 //! (see `support`) and fails, saying how to install it, if one is missing.
 
+mod architecture;
 mod cli;
 mod daemon;
 mod deploy;
