@@ -282,6 +282,17 @@ impl From<(&'static str, String)> for ConfigIssue {
     }
 }
 
+/// A setting during which an engine's stream is silent by design.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SilentWait {
+    /// The setting, within the engine's table (`archive_wait`).
+    pub field: &'static str,
+    /// Its value.
+    pub wait: std::time::Duration,
+    /// Why no byte flows meanwhile, for the operator.
+    pub why: &'static str,
+}
+
 /// The registry: one line per engine, `Variant => module::Config`. Each
 /// module provides `KIND` (its name in policies and manifests) and
 /// `engine(source, Option<&Config>)` (its `dyn Engine`, from the defaults
@@ -325,6 +336,14 @@ macro_rules! engines {
                     }
                 )+
                 None
+            }
+
+            /// How long the engine's stream may be silent by design, if it may:
+            /// the stall detector must wait longer.
+            pub fn silent_wait(&self) -> Option<SilentWait> {
+                match self {
+                    $(EngineConfig::$variant(c) => c.silent_wait(),)+
+                }
             }
 
             /// Checks the settings beyond what parsing checks (what the run would refuse).
