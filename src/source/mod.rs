@@ -296,7 +296,8 @@ pub struct SilentWait {
 /// The registry: one line per engine, `Variant => module::Config`. Each
 /// module provides `KIND` (its name in policies and manifests) and
 /// `engine(source, Option<&Config>)` (its `dyn Engine`, from the defaults
-/// when there is no config).
+/// when there is no config), and `error_kind(&dyn Error)` (the kind of its own
+/// error types).
 macro_rules! engines {
     ($($variant:ident => $module:ident :: $config:ident),+ $(,)?) => {
         /// The settings of a source's engine, parsed from `kind` and its sub-table once.
@@ -352,6 +353,12 @@ macro_rules! engines {
                     $(EngineConfig::$variant(c) => c.validate().map_err(ConfigIssue::from),)+
                 }
             }
+        }
+
+        /// The kind of `e` if it is one of an engine's own error types
+        /// (PostgreSQL's WAL errors...), for exit codes and `--json` documents.
+        pub fn error_kind(e: &(dyn std::error::Error + 'static)) -> Option<crate::fault::ErrorKind> {
+            None$(.or_else(|| $module::error_kind(e)))+
         }
 
         /// Every engine's kind, in registration order.

@@ -52,6 +52,11 @@ use crate::source::{
 /// The engine's name in policies and manifests.
 pub const KIND: &str = "postgres";
 
+/// The kind of the WAL commands' errors.
+pub fn error_kind(e: &(dyn std::error::Error + 'static)) -> Option<crate::fault::ErrorKind> {
+    e.downcast_ref::<wal::WalError>().map(wal::WalError::kind)
+}
+
 /// The engine of source `source`. Its settings are checked here (a run
 /// refuses what `validate` refuses). Without settings, nothing but the file
 /// restore works: a PostgreSQL restore needs the source's WAL archive.
