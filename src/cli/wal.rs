@@ -65,7 +65,7 @@ fn pick_source(env: &Env, given: Option<String>) -> anyhow::Result<String> {
         .policy
         .sources
         .iter()
-        .filter(|(_, c)| c.kind == gsdr::policy::Engine::Postgres)
+        .filter(|(n, c)| gsdr::source::engine_of(n, c).is_ok_and(|e| e.log_archive().is_some()))
         .map(|(n, _)| n)
         .collect();
     match pg.as_slice() {

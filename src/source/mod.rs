@@ -245,6 +245,56 @@ pub trait Engine: Send + Sync {
 
     /// Starts a scratch server over `spec.dir`.
     async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>>;
+
+    /// The engine's continuous log archive (PostgreSQL's WAL), if its
+    /// sources keep one beside their backups.
+    fn log_archive(&self) -> Option<&dyn LogArchive> {
+        None
+    }
+}
+
+/// An error of a log archive (the engine's own type, classified by [`error_kind`]).
+pub type LogError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The end of a source's log archive a restore reaches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogTail {
+    /// The last log file of the contiguous chain (`None`: no restorable chain).
+    pub last: Option<String>,
+    /// When it was stored.
+    pub stored_at: Option<DateTime<Utc>>,
+}
+
+/// What pruning a source's log archive on one target did (or would do).
+pub trait LogPruned: std::fmt::Debug + Send + Sync {
+    /// One line for the operator.
+    fn line(&self) -> String;
+    /// The machine-readable record (`gsdr prune --json`).
+    fn to_json(&self) -> serde_json::Value;
+    /// The target it ran on.
+    fn target(&self) -> &str;
+    /// Why listing or a deletion failed, if it did.
+    fn error(&self) -> Option<&str>;
+}
+
+/// A continuous log archive kept beside a source's backups: what the daemon
+/// measures (lag) and what retention prunes after the backups.
+#[async_trait]
+pub trait LogArchive: Send + Sync {
+    /// How far a restore to latest reaches in `store` now.
+    async fn tail(&self, store: Arc<dyn crate::storage::Store>) -> Result<LogTail, LogError>;
+
+    /// Deletes (unless `dry_run`) the log of the source in `store` (target
+    /// `target`) that none of `remaining` (the backups left after pruning,
+    /// `failed` of them because their deletion failed) needs.
+    async fn prune(
+        &self,
+        store: &dyn crate::storage::Store,
+        target: &str,
+        remaining: &[crate::catalog::Manifest],
+        failed: usize,
+        dry_run: bool,
+    ) -> Box<dyn LogPruned>;
 }
 
 /// The error of a capability `engine` (of source `source`) does not have.

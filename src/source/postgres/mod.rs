@@ -194,6 +194,40 @@ impl Engine for PostgresEngine {
         let uri = server.conn_string(cfg);
         Ok(Box::new(PgScratch { server, uri }))
     }
+
+    fn log_archive(&self) -> Option<&dyn crate::source::LogArchive> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl crate::source::LogArchive for PostgresEngine {
+    async fn tail(
+        &self,
+        store: Arc<dyn crate::storage::Store>,
+    ) -> Result<crate::source::LogTail, crate::source::LogError> {
+        let archive = wal::WalArchive {
+            source: self.name.clone(),
+            cfg: self.config()?.clone(),
+            store,
+        };
+        let st = walverify::wal_status(&archive).await?;
+        Ok(crate::source::LogTail {
+            last: st.last_segment,
+            stored_at: st.last_archived_at,
+        })
+    }
+
+    async fn prune(
+        &self,
+        store: &dyn crate::storage::Store,
+        target: &str,
+        remaining: &[crate::catalog::Manifest],
+        failed: usize,
+        dry_run: bool,
+    ) -> Box<dyn crate::source::LogPruned> {
+        Box::new(walprune::prune_wal(store, target, &self.name, remaining, failed, dry_run).await)
+    }
 }
 
 /// Default WAL segment size (PostgreSQL's `--wal-segsize` default).
