@@ -364,7 +364,10 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
                     recovered: Some(rec),
                 }
             } else {
-                checks::command_recovered_point(&r.manifest)
+                checks::manifest_recovered_point(
+                    &r.manifest,
+                    engine.canary_absent_note().unwrap_or_default(),
+                )
             };
             if let Some(rec) = &out.recovered {
                 if let Some(x) = ctx.restored.lock().expect("lock").get_mut(source) {

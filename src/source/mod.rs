@@ -237,6 +237,12 @@ pub trait Engine: Send + Sync {
     /// Whether sources of this engine can hold a heartbeat canary.
     fn has_canary(&self) -> bool;
 
+    /// Why a drill's RPO of this engine's sources comes from the manifest
+    /// when no canary was read, if the engine has its own reason (no canary can exist).
+    fn canary_absent_note(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Writes a heartbeat canary into the source now; returns its time.
     async fn canary_write(&self) -> crate::Result<DateTime<Utc>>;
 

@@ -110,6 +110,10 @@ impl Engine for CommandEngine {
         false
     }
 
+    fn canary_absent_note(&self) -> Option<&'static str> {
+        Some(canary::FALLBACK_NOTE)
+    }
+
     async fn canary_write(&self) -> crate::Result<DateTime<Utc>> {
         Err(canary::unsupported(&self.name).into())
     }
