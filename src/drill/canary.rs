@@ -10,8 +10,6 @@
 
 use chrono::{DateTime, Utc};
 
-/// Why the recovered point of a source comes from its manifest.
-
 /// How a recovered point was measured.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Recovered {
