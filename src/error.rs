@@ -16,6 +16,7 @@ use std::path::PathBuf;
 pub use crate::fault::{ErrorKind, RetryClass};
 use crate::pipeline::PipelineError;
 use crate::policy::PolicyError;
+use crate::source::error::EngineError;
 use crate::source::SourceError;
 use crate::storage::StorageError;
 
@@ -92,6 +93,24 @@ impl Error {
             Error::NotSupported(_) => ErrorKind::NotSupported,
             Error::DeadlineExceeded(_) => ErrorKind::Cancelled,
             _ => ErrorKind::Other,
+        }
+    }
+}
+
+/// An engine's error becomes its namesake here, so a restore's failure reads
+/// (message, kind, retry class, cause chain) exactly as it did when engines
+/// returned [`Error`] themselves, and callers matching on [`Error::Pipeline`]
+/// and the like still see it.
+impl From<EngineError> for Error {
+    fn from(e: EngineError) -> Error {
+        match e {
+            EngineError::Source(e) => Error::Source(e),
+            EngineError::Storage(e) => Error::Storage(e),
+            EngineError::Pipeline(e) => Error::Pipeline(e),
+            EngineError::Catalog(e) => Error::Catalog(e),
+            EngineError::LocalIo { what, path, source } => Error::LocalIo { what, path, source },
+            EngineError::NotSupported(m) => Error::NotSupported(m),
+            EngineError::Invalid(m) => Error::Invalid(m),
         }
     }
 }

@@ -27,6 +27,9 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     if let Some(e) = e.downcast_ref::<crate::Error>() {
         return Some(e.kind());
     }
+    if let Some(e) = e.downcast_ref::<crate::source::error::EngineError>() {
+        return Some(e.kind());
+    }
     if let Some(e) = e.downcast_ref::<crate::storage::StorageError>() {
         return Some(e.kind());
     }

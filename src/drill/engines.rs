@@ -126,6 +126,7 @@ pub(super) async fn restore_postgres(
     };
     let out = crate::source::postgres::restore::restore(
         ctx.env,
+        Some(&cfg),
         &cat,
         source,
         Some(&m),

@@ -140,10 +140,20 @@ async fn overwrite_of(
     use crate::source::Overwrite;
     Some(match action {
         Action::RestoreRedis { .. } => {
-            crate::source::redis::describe_overwrite(env, m, endpoint).await
+            let cfg = env
+                .policy
+                .sources
+                .get(&m.source)
+                .and_then(|s| s.redis.as_ref());
+            crate::source::redis::describe_overwrite(cfg, m, endpoint).await
         }
         Action::RestoreMongo { .. } => {
-            crate::source::mongo::describe_overwrite(env, m, Some(endpoint)).await
+            let cfg = env
+                .policy
+                .sources
+                .get(&m.source)
+                .and_then(|s| s.mongo.as_ref());
+            crate::source::mongo::describe_overwrite(cfg, m, Some(endpoint)).await
         }
         Action::RestorePostgresPitr { .. } => {
             crate::source::postgres::restore::describe_overwrite(Path::new(endpoint))

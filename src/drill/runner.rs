@@ -320,7 +320,7 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             let conn = pg_conn(ctx, st, source)?;
             let v = super::scratch_pg::query_i64(&conn, query)
                 .await
-                .map_err(|e| with_start_hint(ctx, e))?;
+                .map_err(|e| with_start_hint(ctx, e.into()))?;
             if v < *min {
                 return Err(Error::Invalid(format!(
                     "restored PostgreSQL of `{source}`: `{query}` returned {v}, less than the {min} expected"

@@ -20,8 +20,8 @@ pub use backup::CommandSource;
 pub use config::CommandConfig;
 
 use crate::source::{
-    BackupSource, DeepVerify, Engine, Overwrite, RestoreCtx, RestoreSpec, Scratch, ScratchSpec,
-    SourceError,
+    BackupSource, DeepVerify, Engine, EngineResult, Overwrite, RestoreCtx, RestoreOutcome,
+    RestoreSpec, Scratch, ScratchSpec, SourceError,
 };
 
 /// The engine's name in policies and manifests.
@@ -77,13 +77,12 @@ impl Engine for CommandEngine {
         &self,
         _ctx: &RestoreCtx<'_>,
         _spec: &RestoreSpec,
-    ) -> crate::Result<crate::job::RestoreOutcome> {
+    ) -> EngineResult<RestoreOutcome> {
         Err(restore::into_server(&self.name).into())
     }
 
     async fn describe_overwrite(
         &self,
-        _env: &crate::job::Env,
         _m: &crate::catalog::Manifest,
         _spec: &RestoreSpec,
     ) -> Option<Overwrite> {
@@ -94,7 +93,7 @@ impl Engine for CommandEngine {
         &self,
         _ctx: &RestoreCtx<'_>,
         _scratch: Option<&str>,
-    ) -> crate::Result<DeepVerify> {
+    ) -> EngineResult<DeepVerify> {
         Err(restore::deep_verify(&self.name).into())
     }
 
@@ -102,15 +101,15 @@ impl Engine for CommandEngine {
         false
     }
 
-    async fn canary_write(&self) -> crate::Result<DateTime<Utc>> {
+    async fn canary_write(&self) -> EngineResult<DateTime<Utc>> {
         Err(canary::unsupported(&self.name).into())
     }
 
-    async fn canary_read(&self, _uri: &str) -> crate::Result<DateTime<Utc>> {
+    async fn canary_read(&self, _uri: &str) -> EngineResult<DateTime<Utc>> {
         Err(canary::unsupported(&self.name).into())
     }
 
-    async fn scratch_start(&self, _spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>> {
+    async fn scratch_start(&self, _spec: &ScratchSpec<'_>) -> EngineResult<Box<dyn Scratch>> {
         Err(scratch::unsupported(&self.name).into())
     }
 }

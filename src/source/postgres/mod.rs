@@ -45,8 +45,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::source::{
-    not_supported, BackupSource, DeepVerify, Engine, Overwrite, RestoreCtx, RestoreSpec,
-    RestoreTarget, Scratch, ScratchSpec, SourceError,
+    not_supported, BackupSource, DeepVerify, Engine, EngineResult, Overwrite, RestoreCtx,
+    RestoreOutcome, RestoreSpec, RestoreTarget, Scratch, ScratchSpec, SourceError,
 };
 
 /// The engine's name in policies and manifests.
@@ -130,9 +130,10 @@ impl Engine for PostgresEngine {
         &self,
         ctx: &RestoreCtx<'_>,
         spec: &RestoreSpec,
-    ) -> crate::Result<crate::job::RestoreOutcome> {
+    ) -> EngineResult<RestoreOutcome> {
         restore::restore(
-            ctx.env,
+            ctx.host,
+            self.config.as_ref(),
             ctx.catalog,
             &ctx.manifest.source,
             Some(ctx.manifest),
@@ -144,7 +145,6 @@ impl Engine for PostgresEngine {
 
     async fn describe_overwrite(
         &self,
-        _env: &crate::job::Env,
         _m: &crate::catalog::Manifest,
         spec: &RestoreSpec,
     ) -> Option<Overwrite> {
@@ -158,7 +158,7 @@ impl Engine for PostgresEngine {
         &self,
         _ctx: &RestoreCtx<'_>,
         _scratch: Option<&str>,
-    ) -> crate::Result<DeepVerify> {
+    ) -> EngineResult<DeepVerify> {
         Err(not_supported(
             &self.name,
             "no deep verification for PostgreSQL backups; a drill restores and checks them",
@@ -170,16 +170,16 @@ impl Engine for PostgresEngine {
         true
     }
 
-    async fn canary_write(&self) -> crate::Result<DateTime<Utc>> {
+    async fn canary_write(&self) -> EngineResult<DateTime<Utc>> {
         canary::write(&self.name, self.config()?).await
     }
 
-    async fn canary_read(&self, uri: &str) -> crate::Result<DateTime<Utc>> {
+    async fn canary_read(&self, uri: &str) -> EngineResult<DateTime<Utc>> {
         let conn = canary::restored_conn(&self.name, uri, self.config.as_ref())?;
         canary::read(&conn).await
     }
 
-    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>> {
+    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> EngineResult<Box<dyn Scratch>> {
         let cfg = self.config()?;
         let server = if spec.as_endpoint {
             scratch::ScratchPg::start_endpoint(cfg, spec.dir).await?

@@ -38,8 +38,8 @@ pub use restore::{describe_overwrite, restore, verify_deep, DeepVerifyReport};
 pub use scratch::ScratchServer;
 
 use crate::source::{
-    BackupSource, DeepVerify, Engine, Overwrite, RestoreCtx, RestoreSpec, RestoreTarget, Scratch,
-    ScratchSpec, SourceError,
+    BackupSource, DeepVerify, Engine, EngineResult, Overwrite, RestoreCtx, RestoreOutcome,
+    RestoreSpec, RestoreTarget, Scratch, ScratchSpec, SourceError,
 };
 
 /// The engine's name in policies and manifests.
@@ -101,19 +101,26 @@ impl Engine for RedisEngine {
         &self,
         ctx: &RestoreCtx<'_>,
         spec: &RestoreSpec,
-    ) -> crate::Result<crate::job::RestoreOutcome> {
-        restore(ctx.env, ctx.catalog, ctx.manifest, spec, ctx.progress).await
+    ) -> EngineResult<RestoreOutcome> {
+        restore(
+            ctx.host,
+            self.config.as_ref(),
+            ctx.catalog,
+            ctx.manifest,
+            spec,
+            ctx.progress,
+        )
+        .await
     }
 
     async fn describe_overwrite(
         &self,
-        env: &crate::job::Env,
         m: &crate::catalog::Manifest,
         spec: &RestoreSpec,
     ) -> Option<Overwrite> {
         match &spec.target {
             RestoreTarget::Server(uri) if spec.replace => {
-                Some(describe_overwrite(env, m, uri).await)
+                Some(describe_overwrite(self.config.as_ref(), m, uri).await)
             }
             _ => None,
         }
@@ -123,8 +130,15 @@ impl Engine for RedisEngine {
         &self,
         ctx: &RestoreCtx<'_>,
         _scratch: Option<&str>,
-    ) -> crate::Result<DeepVerify> {
-        let r = verify_deep(ctx.env, ctx.catalog, ctx.manifest, ctx.progress).await?;
+    ) -> EngineResult<DeepVerify> {
+        let r = verify_deep(
+            ctx.host,
+            self.config.as_ref(),
+            ctx.catalog,
+            ctx.manifest,
+            ctx.progress,
+        )
+        .await?;
         Ok(DeepVerify {
             ok: r.ok,
             report: serde_json::to_value(&r).unwrap_or_default(),
@@ -135,15 +149,15 @@ impl Engine for RedisEngine {
         true
     }
 
-    async fn canary_write(&self) -> crate::Result<DateTime<Utc>> {
+    async fn canary_write(&self) -> EngineResult<DateTime<Utc>> {
         Ok(canary::write(&self.name, self.config()?).await?)
     }
 
-    async fn canary_read(&self, uri: &str) -> crate::Result<DateTime<Utc>> {
+    async fn canary_read(&self, uri: &str) -> EngineResult<DateTime<Utc>> {
         Ok(canary::read(uri).await?)
     }
 
-    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>> {
+    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> EngineResult<Box<dyn Scratch>> {
         Ok(Box::new(
             ScratchServer::start(&self.redis_server(), spec.dir).await?,
         ))
