@@ -89,6 +89,13 @@ mod tests {
         .context("verify");
         let k = kind_of_chain(cut.chain());
         assert_eq!((k, k.exit_code()), (ErrorKind::Damaged, 1));
+        let engine = anyhow::Error::from(crate::source::EngineError::Pipeline(
+            PipelineError::WrongKey {
+                recipients: "age1…".into(),
+            },
+        ))
+        .context("restore of `db`");
+        assert_eq!(kind_of_chain(engine.chain()), ErrorKind::WrongKey);
         let bare = anyhow::anyhow!("something else");
         assert_eq!(kind_of_chain(bare.chain()), ErrorKind::Other);
     }
