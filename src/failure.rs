@@ -59,11 +59,8 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
             _ => ErrorKind::InvalidInput,
         });
     }
-    if let Some(e) = e.downcast_ref::<crate::source::postgres::wal::WalError>() {
-        return Some(match e {
-            crate::source::postgres::wal::WalError::NotFound { .. } => ErrorKind::NotFound,
-            _ => ErrorKind::Other,
-        });
+    if let Some(k) = crate::source::error_kind(e) {
+        return Some(k);
     }
     None
 }

@@ -74,16 +74,5 @@ pub fn emit_error(kind: &str, message: &str, hint: Option<&str>) {
 
 /// Bytes in binary units, e.g. `1.5 GiB`.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    gsdr::units::human_bytes(n)
 }

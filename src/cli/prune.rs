@@ -4,9 +4,8 @@ use serde::Serialize;
 
 use gsdr::job::prune::{self, PruneReport};
 use gsdr::retention::PruneAction;
-use gsdr::source::postgres::walprune::WalPrune;
 
-use super::output::{bytes, emit};
+use super::output::emit;
 use super::{Ctx, Outcome};
 
 /// Arguments of `gsdr prune`.
@@ -27,8 +26,9 @@ pub struct Args {
 struct Report {
     dry_run: bool,
     actions: Vec<PruneAction>,
-    /// Postgres sources: WAL per target (a separate list keeps `actions` as it was).
-    wal: Vec<WalPrune>,
+    /// Sources with a log archive (PostgreSQL's WAL): the log per target
+    /// (a separate list keeps `actions` as it was).
+    wal: Vec<serde_json::Value>,
 }
 
 /// Runs `gsdr prune`.
@@ -50,10 +50,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         all.wal.extend(r.wal);
     }
     let errors = all.errors();
+    let lines: Vec<String> = all.wal.iter().map(|w| w.line()).collect();
     let report = Report {
         dry_run: args.dry_run,
         actions: all.actions,
-        wal: all.wal,
+        wal: all.wal.iter().map(|w| w.to_json()).collect(),
     };
     emit(ctx.json, &report, |r| {
         let mut out = String::new();
@@ -79,8 +80,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                 a.target, a.source, d.id, why
             );
         }
-        for w in &r.wal {
-            out += &wal_line(w);
+        for l in &lines {
+            out += l;
         }
         if r.dry_run {
             out += "(dry run: nothing deleted)\n";
@@ -91,32 +92,4 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         anyhow::bail!("{errors} deletions failed");
     }
     Ok(Outcome::Ok)
-}
-
-/// One human line for the WAL of a source on a target.
-fn wal_line(w: &WalPrune) -> String {
-    let what = match (&w.error, w.deleted) {
-        (Some(_), _) => "FAILED",
-        (None, _) if w.files == 0 => "keep",
-        (None, true) => "deleted",
-        (None, false) => "delete",
-    };
-    let range = match (&w.first, &w.last) {
-        (Some(a), Some(b)) => format!(" {a} .. {b}"),
-        _ => String::new(),
-    };
-    let mut line = format!(
-        "{what:<8}{:<12}{:<20} WAL: {} files ({} objects, {}){range}\n        oldest kept {}: {}\n",
-        w.target,
-        w.source,
-        w.files,
-        w.objects,
-        bytes(w.bytes),
-        w.oldest_kept.as_deref().unwrap_or("none"),
-        w.reason
-    );
-    if let Some(e) = &w.error {
-        line += &format!("        {e}\n");
-    }
-    line
 }

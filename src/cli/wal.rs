@@ -65,7 +65,7 @@ fn pick_source(env: &Env, given: Option<String>) -> anyhow::Result<String> {
         .policy
         .sources
         .iter()
-        .filter(|(_, c)| c.kind == gsdr::policy::Engine::Postgres)
+        .filter(|(n, c)| c.engine(n).is_ok_and(|e| e.log_archive().is_some()))
         .map(|(n, _)| n)
         .collect();
     match pg.as_slice() {

@@ -134,10 +134,11 @@ impl JobRunner {
             tracing::warn!(event = "prune_failed", source, target = %a.target, id = %a.decision.id, error = e);
             first.get_or_insert_with(|| format!("deleting {} in {}: {e}", a.decision.id, a.target));
         }
-        for w in report.wal.iter().filter(|w| w.error.is_some()) {
-            let e = w.error.as_deref().unwrap_or("");
-            tracing::warn!(event = "wal_prune_failed", source, target = %w.target, error = e);
-            first.get_or_insert_with(|| format!("pruning WAL in {}: {e}", w.target));
+        for w in &report.wal {
+            if let Some(e) = w.error() {
+                tracing::warn!(event = "wal_prune_failed", source, target = %w.target(), error = e);
+                first.get_or_insert_with(|| format!("pruning WAL in {}: {e}", w.target()));
+            }
         }
         match first {
             Some(e) => Err(Error::Invalid(format!("retention of `{source}`: {e}"))),

@@ -25,10 +25,8 @@ use crate::scheduler::record::{self, JobRecord, RunEntry};
 /// Refreshes this replica's metrics from the catalog. Errors are logged and
 /// the series keep their last values (ages keep growing, which alerts).
 pub async fn refresh(env: &Env) {
-    for (name, cfg) in &env.policy.sources {
-        if cfg.kind == crate::policy::Engine::Postgres {
-            refresh_wal_status(env, name).await;
-        }
+    for name in env.policy.sources.keys() {
+        refresh_log_status(env, name).await;
         if let Err(e) = refresh_source(env, name).await {
             tracing::warn!(event = "status_refresh_failed", source = %name, error = %e);
         }
@@ -39,22 +37,14 @@ pub async fn refresh(env: &Env) {
     refresh_drills(env).await;
 }
 
-/// Reads the end of the contiguous WAL chain of a postgres `source` (how
-/// far a restore reaches, [`crate::source::postgres::walchain`]) and
-/// publishes when it was stored. Errors are logged, not returned: the
-/// gauges keep their last value (and the lag keeps growing, which alerts).
-async fn refresh_wal_status(env: &Env, source: &str) {
-    use crate::source::postgres::{wal::WalError, walverify};
-    let status = async {
-        let archive = env
-            .wal_archive(source, None)
-            .await
-            .map_err(WalError::setup)?;
-        walverify::wal_status(&archive).await
-    };
-    match status.await {
-        Ok(st) => {
-            if let (Some(segment), Some(at)) = (&st.last_segment, st.last_archived_at) {
+/// Reads the end of the contiguous log chain of `source` (PostgreSQL's WAL:
+/// how far a restore reaches) and publishes when it was stored. Errors are
+/// logged, not returned: the gauges keep their last value (and the lag keeps
+/// growing, which alerts).
+async fn refresh_log_status(env: &Env, source: &str) {
+    match env.log_tail(source).await {
+        Some(Ok(tail)) => {
+            if let (Some(segment), Some(at)) = (&tail.last, tail.stored_at) {
                 events::WalArchived {
                     source,
                     segment,
@@ -63,9 +53,10 @@ async fn refresh_wal_status(env: &Env, source: &str) {
                 .emit();
             }
         }
-        Err(e) => {
+        Some(Err(e)) => {
             tracing::warn!(event = "wal_status_failed", source, error = %e);
         }
+        None => {}
     }
 }
 

@@ -36,25 +36,19 @@ fn secs(d: f64) -> Duration {
 async fn observe(env: &Env) -> Result<Observations> {
     let now = Utc::now();
     let mut obs = Observations::default();
-    for (name, cfg) in &env.policy.sources {
+    for name in env.policy.sources.keys() {
         let primary = env.store(&env.primary_target_name(name)?).await?;
         let offsite = match env.policy.offsite_of(name) {
             Some(o) => Some(env.store(o).await?),
             None => None,
         };
         let safety = replicate::safety(&primary, offsite.as_ref(), name).await?;
-        let wal_lag = if cfg.kind == crate::policy::Engine::Postgres {
-            async {
-                use crate::source::postgres::{wal::WalError, walverify};
-                let archive = env.wal_archive(name, None).await.map_err(WalError::setup)?;
-                walverify::wal_status(&archive).await
-            }
-            .await
-            .map_err(|e| Error::Invalid(format!("WAL status of `{name}`: {e}")))?
-            .last_archived_at
-            .map(|t| secs((now - t).num_milliseconds() as f64 / 1000.0))
-        } else {
-            None
+        let wal_lag = match env.log_tail(name).await {
+            Some(tail) => tail
+                .map_err(|e| Error::Invalid(format!("WAL status of `{name}`: {e}")))?
+                .stored_at
+                .map(|t| secs((now - t).num_milliseconds() as f64 / 1000.0)),
+            None => None,
         };
         obs.sources.insert(
             name.clone(),

@@ -31,7 +31,7 @@ pub async fn write(env: &crate::job::Env, source: &str) -> Result<DateTime<Utc>,
 }
 
 /// A point measured by a canary.
-fn by_canary(point: DateTime<Utc>) -> Recovered {
+pub(super) fn by_canary(point: DateTime<Utc>) -> Recovered {
     Recovered {
         point,
         measured_by: "canary".into(),
@@ -42,24 +42,7 @@ fn by_canary(point: DateTime<Utc>) -> Recovered {
 // Transitional wrappers for the drill runner's engine steps (they go once
 // the steps reach engines through the trait).
 
-/// The newest canary in the restored Redis at `uri` (database 0).
-pub async fn read_redis(uri: &str) -> Result<Recovered, crate::Error> {
-    Ok(by_canary(crate::source::redis::canary::read(uri).await?))
-}
-
 /// Keys in every database of the Redis at `uri` (`INFO keyspace`).
 pub async fn redis_key_count(uri: &str) -> Result<u64, crate::Error> {
     Ok(crate::source::redis::canary::key_count(uri).await?)
-}
-
-/// The newest canary in the restored PostgreSQL reachable with `conn`.
-pub async fn read_postgres(conn: &tokio_postgres::Config) -> Result<Recovered, crate::Error> {
-    Ok(by_canary(
-        crate::source::postgres::canary::read(conn).await?,
-    ))
-}
-
-/// The newest canary in the restored MongoDB at `uri`.
-pub async fn read_mongo(uri: &str) -> Result<Recovered, crate::Error> {
-    Ok(by_canary(crate::source::mongo::canary::read(uri).await?))
 }

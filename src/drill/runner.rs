@@ -356,32 +356,25 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
         }
         Action::CanaryAge { source } => {
             let r = restored_of(ctx, source)?;
-            let out = match r.manifest.engine.as_str() {
-                "command" => checks::command_recovered_point(&r.manifest),
-                "redis" | "postgres" | "mongo" => {
-                    let uri = server_uri(ctx, st, source)?;
-                    let rec = match r.manifest.engine.as_str() {
-                        "redis" => super::canary::read_redis(&uri).await?,
-                        "postgres" => super::canary::read_postgres(&pg_conn(ctx, st, source)?)
-                            .await
-                            .map_err(|e| with_start_hint(ctx, e))?,
-                        _ => super::canary::read_mongo(&uri).await?,
-                    };
-                    checks::CheckOutcome {
-                        detail: format!(
-                            "newest canary in the restored data: {} (backup {} recorded {})",
-                            rec.point.to_rfc3339(),
-                            r.manifest.id,
-                            r.manifest.recovery_point().to_rfc3339()
-                        ),
-                        recovered: Some(rec),
-                    }
+            let engine = crate::job::engine_for(ctx.env, &r.manifest)?;
+            let out = if engine.has_canary() {
+                let uri = server_uri(ctx, st, source)?;
+                let point = engine
+                    .canary_read(&uri)
+                    .await
+                    .map_err(|e| with_start_hint(ctx, e.into()))?;
+                let rec = super::canary::by_canary(point);
+                checks::CheckOutcome {
+                    detail: format!(
+                        "newest canary in the restored data: {} (backup {} recorded {})",
+                        rec.point.to_rfc3339(),
+                        r.manifest.id,
+                        r.manifest.recovery_point().to_rfc3339()
+                    ),
+                    recovered: Some(rec),
                 }
-                other => {
-                    return Err(Error::NotSupported(format!(
-                        "reading heartbeat canaries from restored `{other}` data"
-                    )))
-                }
+            } else {
+                checks::command_recovered_point(&r.manifest)
             };
             if let Some(rec) = &out.recovered {
                 if let Some(x) = ctx.restored.lock().expect("lock").get_mut(source) {

@@ -120,6 +120,30 @@ impl Env {
         })
     }
 
+    /// How far a restore to latest reaches in the log archive of `source`
+    /// (PostgreSQL's WAL) on its primary target; `None` when its engine keeps none.
+    pub async fn log_tail(
+        &self,
+        source: &str,
+    ) -> Option<std::result::Result<crate::source::LogTail, crate::source::LogError>> {
+        let engine = match self.source_config(source) {
+            Ok(c) => match c.engine(source) {
+                Ok(e) => e,
+                Err(e) => return Some(Err(Box::new(e))),
+            },
+            Err(e) => return Some(Err(Box::new(e))),
+        };
+        let log = engine.log_archive()?;
+        let store = match self.primary_target_name(source) {
+            Ok(t) => match self.store(&t).await {
+                Ok(s) => s,
+                Err(e) => return Some(Err(Box::new(e))),
+            },
+            Err(e) => return Some(Err(Box::new(e))),
+        };
+        Some(log.tail(store).await)
+    }
+
     /// The WAL archive of postgres source `source` on `target` (default: its
     /// primary target), for the WAL commands.
     pub async fn wal_archive(&self, source: &str, target: Option<&str>) -> Result<WalArchive> {

@@ -4,27 +4,25 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use super::Env;
 use crate::error::Result;
 use crate::retention::{effective, prune_source, PruneAction};
-use crate::source::postgres::walprune::{prune_wal, WalPrune};
 
 /// What `gsdr prune` did (or would do) for one source, on every target.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Default)]
 pub struct PruneReport {
     /// One per backup.
     pub actions: Vec<PruneAction>,
-    /// Postgres sources: the WAL deleted per target.
-    pub wal: Vec<WalPrune>,
+    /// Sources with a log archive (PostgreSQL's WAL): the log deleted per target.
+    pub wal: Vec<Box<dyn crate::source::LogPruned>>,
 }
 
 impl PruneReport {
     /// Failed deletions, backups and WAL.
     pub fn errors(&self) -> usize {
         self.actions.iter().filter(|a| a.error.is_some()).count()
-            + self.wal.iter().filter(|w| w.error.is_some()).count()
+            + self.wal.iter().filter(|w| w.error().is_some()).count()
     }
 }
 
@@ -37,7 +35,7 @@ pub async fn prune_policy_source(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<PruneReport> {
-    let cfg = env.source_config(source)?;
+    let engine = env.source_config(source)?.engine(source)?;
     let mut targets = BTreeSet::new();
     targets.insert(env.primary_target_name(source)?);
     if let Some(o) = env.policy.offsite_of(source) {
@@ -51,18 +49,11 @@ pub async fn prune_policy_source(
     {
         let cat = env.catalog(t).await?;
         let done = prune_source(&cat, t, source, &rules, now, dry_run).await?;
-        if cfg.kind == crate::policy::Engine::Postgres {
+        if let Some(log) = engine.log_archive() {
             let failed = done.actions.iter().filter(|a| a.error.is_some()).count();
             out.wal.push(
-                prune_wal(
-                    cat.store().as_ref(),
-                    t,
-                    source,
-                    &done.remaining,
-                    failed,
-                    dry_run,
-                )
-                .await,
+                log.prune(cat.store().as_ref(), t, &done.remaining, failed, dry_run)
+                    .await,
             );
         }
         out.actions.extend(done.actions);

@@ -95,7 +95,7 @@ impl RestoreRequest {
 }
 
 /// The engine of backup `m`, from the policy's settings of its source.
-fn engine_for(env: &Env, m: &Manifest) -> Result<std::sync::Arc<dyn crate::source::Engine>> {
+pub fn engine_for(env: &Env, m: &Manifest) -> Result<std::sync::Arc<dyn crate::source::Engine>> {
     let cfg = env
         .policy
         .sources

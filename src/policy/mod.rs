@@ -225,16 +225,7 @@ impl Policy {
             check_name(name).map_err(|m| self.err(text, &f, m))?;
             check_target(&format!("{f}.target"), &s.target)?;
             check_target(&format!("{f}.offsite"), &s.offsite)?;
-            let present: Vec<&str> = [
-                ("command", s.command.is_some()),
-                ("mongo", s.mongo.is_some()),
-                ("redis", s.redis.is_some()),
-                ("postgres", s.postgres.is_some()),
-            ]
-            .iter()
-            .filter(|(_, p)| *p)
-            .map(|(n, _)| *n)
-            .collect();
+            let present = s.tables_present();
             if present != [s.kind.as_str()] {
                 return Err(self.err(
                     text,
@@ -251,36 +242,28 @@ impl Policy {
                     ),
                 ));
             }
-            if let Some(r) = &s.redis {
-                r.validate()
-                    .map_err(|m| self.err(text, &format!("{f}.redis"), m))?;
-            }
-            if let Some(p) = &s.postgres {
-                p.validate()
-                    .map_err(|m| self.err(text, &format!("{f}.postgres"), m))?;
-                // The stream is silent while PostgreSQL waits for the WAL: the
-                // stall detector must not end the backup first, without saying why.
-                if p.archive_wait >= self.pipeline.stall_timeout {
+            let engine = s
+                .engine_config(name)
+                .map_err(|e| self.err(text, &f, e.to_string()))?;
+            let table = format!("{f}.{}", engine.kind());
+            engine.validate().map_err(|issue| {
+                let at = match issue.field {
+                    Some(field) => format!("{table}.{field}"),
+                    None => table.clone(),
+                };
+                self.err(text, &at, issue.message)
+            })?;
+            // A stream silent by design (PostgreSQL waiting for the backup's
+            // WAL) must not be ended by the stall detector, without saying why.
+            if let Some(w) = engine.silent_wait() {
+                if w.wait >= self.pipeline.stall_timeout.0 {
                     return Err(self.err(
                         text,
-                        &format!("{f}.postgres.archive_wait"),
+                        &format!("{table}.{}", w.field),
                         format!(
-                            "must be below pipeline.stall_timeout ({}): no byte flows while PostgreSQL waits for the backup's WAL, and the stall detector would end the backup first without naming the archiver's state",
-                            self.pipeline.stall_timeout
+                            "must be below pipeline.stall_timeout ({}): {}",
+                            self.pipeline.stall_timeout, w.why
                         ),
-                    ));
-                }
-            }
-            if let Some(m) = &s.mongo {
-                m.validate()
-                    .map_err(|(field, msg)| self.err(text, &format!("{f}.mongo.{field}"), msg))?;
-            }
-            if let Some(c) = &s.command {
-                if c.argv.is_empty() {
-                    return Err(self.err(
-                        text,
-                        &format!("{f}.command.argv"),
-                        "needs the program and its arguments",
                     ));
                 }
             }

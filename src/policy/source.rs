@@ -118,4 +118,18 @@ impl SourceConfig {
     ) -> Result<std::sync::Arc<dyn crate::source::Engine>, crate::source::SourceError> {
         self.engine_config(name)?.engine(name)
     }
+
+    /// The engine settings tables this source has, by engine kind.
+    pub fn tables_present(&self) -> Vec<&'static str> {
+        [
+            ("command", self.command.is_some()),
+            ("mongo", self.mongo.is_some()),
+            ("redis", self.redis.is_some()),
+            ("postgres", self.postgres.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, p)| *p)
+        .map(|(n, _)| n)
+        .collect()
+    }
 }

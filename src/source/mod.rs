@@ -248,6 +248,56 @@ pub trait Engine: Send + Sync {
 
     /// Starts a scratch server over `spec.dir`.
     async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> EngineResult<Box<dyn Scratch>>;
+
+    /// The engine's continuous log archive (PostgreSQL's WAL), if its
+    /// sources keep one beside their backups.
+    fn log_archive(&self) -> Option<&dyn LogArchive> {
+        None
+    }
+}
+
+/// An error of a log archive (the engine's own type, classified by [`error_kind`]).
+pub type LogError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The end of a source's log archive a restore reaches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogTail {
+    /// The last log file of the contiguous chain (`None`: no restorable chain).
+    pub last: Option<String>,
+    /// When it was stored.
+    pub stored_at: Option<DateTime<Utc>>,
+}
+
+/// What pruning a source's log archive on one target did (or would do).
+pub trait LogPruned: std::fmt::Debug + Send + Sync {
+    /// One line for the operator.
+    fn line(&self) -> String;
+    /// The machine-readable record (`gsdr prune --json`).
+    fn to_json(&self) -> serde_json::Value;
+    /// The target it ran on.
+    fn target(&self) -> &str;
+    /// Why listing or a deletion failed, if it did.
+    fn error(&self) -> Option<&str>;
+}
+
+/// A continuous log archive kept beside a source's backups: what the daemon
+/// measures (lag) and what retention prunes after the backups.
+#[async_trait]
+pub trait LogArchive: Send + Sync {
+    /// How far a restore to latest reaches in `store` now.
+    async fn tail(&self, store: Arc<dyn crate::storage::Store>) -> Result<LogTail, LogError>;
+
+    /// Deletes (unless `dry_run`) the log of the source in `store` (target
+    /// `target`) that none of `remaining` (the backups left after pruning,
+    /// `failed` of them because their deletion failed) needs.
+    async fn prune(
+        &self,
+        store: &dyn crate::storage::Store,
+        target: &str,
+        remaining: &[crate::catalog::Manifest],
+        failed: usize,
+        dry_run: bool,
+    ) -> Box<dyn LogPruned>;
 }
 
 /// The error of a capability `engine` (of source `source`) does not have.
@@ -285,10 +335,22 @@ impl From<(&'static str, String)> for ConfigIssue {
     }
 }
 
+/// A setting during which an engine's stream is silent by design.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SilentWait {
+    /// The setting, within the engine's table (`archive_wait`).
+    pub field: &'static str,
+    /// Its value.
+    pub wait: std::time::Duration,
+    /// Why no byte flows meanwhile, for the operator.
+    pub why: &'static str,
+}
+
 /// The registry: one line per engine, `Variant => module::Config`. Each
 /// module provides `KIND` (its name in policies and manifests) and
 /// `engine(source, Option<&Config>)` (its `dyn Engine`, from the defaults
-/// when there is no config).
+/// when there is no config), and `error_kind(&dyn Error)` (the kind of its own
+/// error types).
 macro_rules! engines {
     ($($variant:ident => $module:ident :: $config:ident),+ $(,)?) => {
         /// The settings of a source's engine, parsed from `kind` and its sub-table once.
@@ -330,12 +392,26 @@ macro_rules! engines {
                 None
             }
 
+            /// How long the engine's stream may be silent by design, if it may:
+            /// the stall detector must wait longer.
+            pub fn silent_wait(&self) -> Option<SilentWait> {
+                match self {
+                    $(EngineConfig::$variant(c) => c.silent_wait(),)+
+                }
+            }
+
             /// Checks the settings beyond what parsing checks (what the run would refuse).
             pub fn validate(&self) -> Result<(), ConfigIssue> {
                 match self {
                     $(EngineConfig::$variant(c) => c.validate().map_err(ConfigIssue::from),)+
                 }
             }
+        }
+
+        /// The kind of `e` if it is one of an engine's own error types
+        /// (PostgreSQL's WAL errors...), for exit codes and `--json` documents.
+        pub fn error_kind(e: &(dyn std::error::Error + 'static)) -> Option<crate::fault::ErrorKind> {
+            None$(.or_else(|| $module::error_kind(e)))+
         }
 
         /// Every engine's kind, in registration order.

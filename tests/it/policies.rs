@@ -80,3 +80,78 @@ fn every_shipped_policy_passes_policy_check() {
     }
     assert!(names.iter().any(|n| n == "reference.toml"), "{names:?}");
 }
+
+/// `gsdr policy check` rejects, for every engine, a setting its run would
+/// refuse, naming the setting's line and path, and a backup with the same
+/// policy fails with the same words before it touches anything.
+#[test]
+fn policy_check_rejects_each_engines_invalid_settings() {
+    let dir = tempdir();
+    let key = dir.path().join("identity.txt");
+    let k = Command::new(gsdr_bin())
+        .args(["keygen", "-o"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(k.status.success());
+    let recipients = dir.path().join("recipients.txt");
+    std::fs::write(&recipients, &k.stdout).unwrap();
+    let cases = [
+        (
+            "command",
+            "[sources.s.command]\nargv = [\"\"]\n",
+            "sources.s.command: `argv[0]` is empty",
+        ),
+        (
+            "mongo",
+            "[sources.s.mongo]\nuri = { env = \"GSDR_TEST_UNSET\" }\nbatch_docs = 0\n",
+            "sources.s.mongo.batch_docs: must be at least 1",
+        ),
+        (
+            "redis",
+            "[sources.s.redis]\nmaster_name = \"m\"\n",
+            "sources.s.redis: `master_name` needs `sentinels`",
+        ),
+        (
+            "postgres",
+            "[sources.s.postgres]\nhost = \"127.0.0.1\"\nwal_segment_bytes = 0\n",
+            "sources.s.postgres: wal_segment_bytes",
+        ),
+        (
+            "postgres",
+            "[sources.s.postgres]\nhost = \"127.0.0.1\"\narchive_wait = \"10m\"\n",
+            "sources.s.postgres.archive_wait: must be below pipeline.stall_timeout",
+        ),
+    ];
+    for (i, (kind, table, want)) in cases.iter().enumerate() {
+        let policy = dir.path().join(format!("{kind}-{i}.toml"));
+        std::fs::write(
+            &policy,
+            format!(
+                "name = \"t\"\n[encryption]\nrecipients_file = \"{}\"\n\n[targets.local]\nkind = \"fs\"\npath = \"{}\"\n\n[sources.s]\nkind = \"{kind}\"\n{table}",
+                recipients.display(),
+                dir.path().join("store").display()
+            ),
+        )
+        .unwrap();
+        for args in [&["policy", "check"][..], &["backup", "--source", "s"][..]] {
+            let out = Command::new(gsdr_bin())
+                .current_dir(dir.path())
+                .arg("--policy")
+                .arg(&policy)
+                .args(args)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{kind} {args:?}: {err}");
+            assert!(
+                err.contains(want),
+                "{kind} {args:?}: want `{want}` in: {err}"
+            );
+        }
+        assert!(
+            !dir.path().join("store").exists(),
+            "{kind}: nothing is written for a rejected policy"
+        );
+    }
+}

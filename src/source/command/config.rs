@@ -20,6 +20,11 @@ pub struct CommandConfig {
 }
 
 impl CommandConfig {
+    /// The stream is never silent by design.
+    pub fn silent_wait(&self) -> Option<crate::source::SilentWait> {
+        None
+    }
+
     /// Checks what parsing cannot: a program to run.
     pub fn validate(&self) -> Result<(), String> {
         match self.argv.first() {

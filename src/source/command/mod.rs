@@ -27,6 +27,11 @@ use crate::source::{
 /// The engine's name in policies and manifests.
 pub const KIND: &str = "command";
 
+/// The engine has no error types of its own beyond [`SourceError`](crate::source::SourceError).
+pub fn error_kind(_: &(dyn std::error::Error + 'static)) -> Option<crate::fault::ErrorKind> {
+    None
+}
+
 /// The engine of source `source`. A command has no defaults: without its
 /// settings (a backup whose source left the policy) only the file restore,
 /// which needs no engine, remains.

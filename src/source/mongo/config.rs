@@ -109,6 +109,11 @@ fn default_connect_timeout() -> u64 {
 }
 
 impl MongoConfig {
+    /// The stream is never silent by design.
+    pub fn silent_wait(&self) -> Option<crate::source::SilentWait> {
+        None
+    }
+
     /// A configuration with every default and this URI (tests, tools).
     pub fn with_uri(uri: SecretRef) -> Self {
         MongoConfig {

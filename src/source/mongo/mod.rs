@@ -47,6 +47,11 @@ use crate::source::{
 /// The engine's name in policies and manifests.
 pub const KIND: &str = "mongo";
 
+/// The engine has no error types of its own beyond [`SourceError`](crate::source::SourceError).
+pub fn error_kind(_: &(dyn std::error::Error + 'static)) -> Option<crate::fault::ErrorKind> {
+    None
+}
+
 /// The engine of source `source`; without settings (a backup whose source
 /// left the policy), a restore needs an explicit `--to URI`.
 pub fn engine(source: &str, cfg: Option<&MongoConfig>) -> Result<Arc<dyn Engine>, SourceError> {

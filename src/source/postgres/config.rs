@@ -93,6 +93,15 @@ fn default_segment_bytes() -> u64 {
 }
 
 impl PostgresConfig {
+    /// The backup stream is silent while PostgreSQL waits for the backup's WAL to be archived.
+    pub fn silent_wait(&self) -> Option<crate::source::SilentWait> {
+        Some(crate::source::SilentWait {
+            field: "archive_wait",
+            wait: self.archive_wait.0,
+            why: "no byte flows while PostgreSQL waits for the backup's WAL, and the stall detector would end the backup first without naming the archiver's state",
+        })
+    }
+
     /// Path of a PostgreSQL client program (`pg_basebackup`).
     pub fn program(&self, name: &str) -> PathBuf {
         match &self.pg_bin {

@@ -52,6 +52,11 @@ use crate::source::{
 /// The engine's name in policies and manifests.
 pub const KIND: &str = "postgres";
 
+/// The kind of the WAL commands' errors.
+pub fn error_kind(e: &(dyn std::error::Error + 'static)) -> Option<crate::fault::ErrorKind> {
+    e.downcast_ref::<wal::WalError>().map(wal::WalError::kind)
+}
+
 /// The engine of source `source`. Its settings are checked here (a run
 /// refuses what `validate` refuses). Without settings, nothing but the file
 /// restore works: a PostgreSQL restore needs the source's WAL archive.
@@ -188,6 +193,40 @@ impl Engine for PostgresEngine {
         };
         let uri = server.conn_string(cfg);
         Ok(Box::new(PgScratch { server, uri }))
+    }
+
+    fn log_archive(&self) -> Option<&dyn crate::source::LogArchive> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl crate::source::LogArchive for PostgresEngine {
+    async fn tail(
+        &self,
+        store: Arc<dyn crate::storage::Store>,
+    ) -> Result<crate::source::LogTail, crate::source::LogError> {
+        let archive = wal::WalArchive {
+            source: self.name.clone(),
+            cfg: self.config()?.clone(),
+            store,
+        };
+        let st = walverify::wal_status(&archive).await?;
+        Ok(crate::source::LogTail {
+            last: st.last_segment,
+            stored_at: st.last_archived_at,
+        })
+    }
+
+    async fn prune(
+        &self,
+        store: &dyn crate::storage::Store,
+        target: &str,
+        remaining: &[crate::catalog::Manifest],
+        failed: usize,
+        dry_run: bool,
+    ) -> Box<dyn crate::source::LogPruned> {
+        Box::new(walprune::prune_wal(store, target, &self.name, remaining, failed, dry_run).await)
     }
 }
 

@@ -288,6 +288,14 @@ fn lookup_err(e: StorageError, purpose: Purpose) -> WalError {
 }
 
 impl WalError {
+    /// What the operator must fix: a WAL file that is not there, or anything else.
+    pub fn kind(&self) -> crate::fault::ErrorKind {
+        match self {
+            WalError::NotFound { .. } => crate::fault::ErrorKind::NotFound,
+            _ => crate::fault::ErrorKind::Other,
+        }
+    }
+
     /// The caller's failure to provide what a WAL command needs (the policy,
     /// a target, the keys), reported as the command's own failure.
     pub fn setup(e: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {

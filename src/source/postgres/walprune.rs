@@ -127,6 +127,49 @@ pub struct WalPrune {
     pub error: Option<String>,
 }
 
+impl crate::source::LogPruned for WalPrune {
+    /// One human line for the WAL of a source on a target.
+    fn line(&self) -> String {
+        let w = self;
+        let what = match (&w.error, w.deleted) {
+            (Some(_), _) => "FAILED",
+            (None, _) if w.files == 0 => "keep",
+            (None, true) => "deleted",
+            (None, false) => "delete",
+        };
+        let range = match (&w.first, &w.last) {
+            (Some(a), Some(b)) => format!(" {a} .. {b}"),
+            _ => String::new(),
+        };
+        let mut line = format!(
+        "{what:<8}{:<12}{:<20} WAL: {} files ({} objects, {}){range}\n        oldest kept {}: {}\n",
+        w.target,
+        w.source,
+        w.files,
+        w.objects,
+        crate::units::human_bytes(w.bytes),
+        w.oldest_kept.as_deref().unwrap_or("none"),
+        w.reason
+    );
+        if let Some(e) = &w.error {
+            line += &format!("        {e}\n");
+        }
+        line
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+}
+
 /// Deletes (unless `dry_run`) the WAL of `source` in `store` (target `target`)
 /// that none of `remaining` needs. `remaining` are the backups that exist
 /// after the backup deletions, those whose deletion failed included;

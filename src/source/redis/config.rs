@@ -78,6 +78,11 @@ pub fn default_redis_server() -> String {
 }
 
 impl RedisConfig {
+    /// The stream is never silent by design.
+    pub fn silent_wait(&self) -> Option<crate::source::SilentWait> {
+        None
+    }
+
     /// A config for one node at `addr` with default timeouts and no credentials.
     pub fn node(addr: impl Into<String>) -> Self {
         RedisConfig {
