@@ -16,6 +16,7 @@ use std::path::PathBuf;
 pub use crate::fault::{ErrorKind, RetryClass};
 use crate::pipeline::PipelineError;
 use crate::policy::PolicyError;
+use crate::source::error::EngineError;
 use crate::source::SourceError;
 use crate::storage::StorageError;
 
@@ -107,5 +108,74 @@ impl Error {
     }
 }
 
+/// An engine's error becomes its namesake here, so a restore's failure reads
+/// (message, kind, retry class, cause chain) exactly as it did when engines
+/// returned [`Error`] themselves, and callers matching on [`Error::Pipeline`]
+/// and the like still see it.
+impl From<EngineError> for Error {
+    fn from(e: EngineError) -> Error {
+        match e {
+            EngineError::Source(e) => Error::Source(e),
+            EngineError::Storage(e) => Error::Storage(e),
+            EngineError::Pipeline(e) => Error::Pipeline(e),
+            EngineError::Catalog(e) => Error::Catalog(e),
+            EngineError::LocalIo { what, path, source } => Error::LocalIo { what, path, source },
+            EngineError::NotSupported(m) => Error::NotSupported(m),
+            EngineError::Invalid(m) => Error::Invalid(m),
+        }
+    }
+}
+
 /// Result with gsdr's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An engine's error reads the same through the aggregate error: same
+    /// message, kind (so exit code) and retry class.
+    #[test]
+    fn engine_errors_keep_message_kind_and_retry_class() {
+        let io = || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let cases: Vec<fn() -> EngineError> = vec![
+            || EngineError::Invalid("bad request".into()),
+            || EngineError::NotSupported("restoring `x` backups into a server".into()),
+            || {
+                EngineError::Pipeline(PipelineError::WrongKey {
+                    recipients: "age1…".into(),
+                })
+            },
+            || {
+                EngineError::Pipeline(PipelineError::Truncated {
+                    read: 1,
+                    expected: 2,
+                })
+            },
+            || {
+                EngineError::Source(SourceError::Invalid {
+                    message: "scratch server".into(),
+                })
+            },
+        ];
+        for make in cases {
+            let (e, a) = (make(), Error::from(make()));
+            assert_eq!(e.to_string(), a.to_string());
+            assert_eq!(e.kind(), a.kind(), "{e}");
+            assert_eq!(e.retry_class(), a.retry_class(), "{e}");
+        }
+        let local = EngineError::LocalIo {
+            what: "writing",
+            path: "/x".into(),
+            source: io(),
+        };
+        let (msg, kind, retry) = (local.to_string(), local.kind(), local.retry_class());
+        let a = Error::from(local);
+        assert!(matches!(a, Error::LocalIo { .. }));
+        assert_eq!(
+            (msg, kind, retry),
+            (a.to_string(), a.kind(), a.retry_class())
+        );
+        assert_eq!(kind, ErrorKind::LocalIo);
+    }
+}

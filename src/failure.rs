@@ -27,6 +27,9 @@ fn kind_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     if let Some(e) = e.downcast_ref::<crate::Error>() {
         return Some(e.kind());
     }
+    if let Some(e) = e.downcast_ref::<crate::source::error::EngineError>() {
+        return Some(e.kind());
+    }
     if let Some(e) = e.downcast_ref::<crate::storage::StorageError>() {
         return Some(e.kind());
     }
@@ -83,6 +86,13 @@ mod tests {
         .context("verify");
         let k = kind_of_chain(cut.chain());
         assert_eq!((k, k.exit_code()), (ErrorKind::Damaged, 1));
+        let engine = anyhow::Error::from(crate::source::EngineError::Pipeline(
+            PipelineError::WrongKey {
+                recipients: "age1…".into(),
+            },
+        ))
+        .context("restore of `db`");
+        assert_eq!(kind_of_chain(engine.chain()), ErrorKind::WrongKey);
         let bare = anyhow::anyhow!("something else");
         assert_eq!(kind_of_chain(bare.chain()), ErrorKind::Other);
     }

@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         env.policy
             .sources
             .iter()
-            .filter(|(n, c)| gsdr::source::engine_of(n, c).is_ok_and(|e| e.has_canary()))
+            .filter(|(n, c)| c.engine(n).is_ok_and(|e| e.has_canary()))
             .map(|(n, _)| n.clone())
             .collect()
     } else {

@@ -61,7 +61,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             });
         }
         for s in p.sources.keys() {
-            let res = async { gsdr::source::engine_of(s, &p.sources[s])?.probe().await }.await;
+            let res = async { p.sources[s].engine(s)?.probe().await }.await;
             report.checks.push(Check {
                 what: format!("source {s}"),
                 ok: res.is_ok(),

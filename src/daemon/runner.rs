@@ -85,7 +85,7 @@ impl JobRunner {
             .env
             .source_config(source)
             .ok()
-            .and_then(|c| crate::source::engine_of(source, c).ok());
+            .and_then(|c| c.engine(source).ok());
         if let Some(engine) = engine.filter(|e| e.has_canary()) {
             if let Err(e) = engine.canary_write().await {
                 tracing::warn!(event = "canary_failed", source, error = %e);

@@ -24,7 +24,7 @@ pub struct Recovered {
 /// Writes a heartbeat canary into the source named `source` now; returns its time.
 pub async fn write(env: &crate::job::Env, source: &str) -> Result<DateTime<Utc>, crate::Error> {
     let cfg = env.source_config(source)?;
-    crate::source::engine_of(source, cfg)?.canary_write().await
+    Ok(cfg.engine(source)?.canary_write().await?)
 }
 
 /// A point measured by a canary.

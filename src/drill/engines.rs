@@ -74,7 +74,7 @@ pub(super) async fn restore_source(
         from_target: &pb.target,
     };
     let rctx = RestoreCtx {
-        env: ctx.env,
+        host: ctx.env,
         catalog: &cat,
         manifest: &m,
         progress: ctx.progress,

@@ -48,7 +48,6 @@ mod text;
 pub mod trend;
 mod verdict;
 
-
 use std::path::PathBuf;
 
 pub use report::{DrillReport, RunKind};

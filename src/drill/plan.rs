@@ -151,7 +151,7 @@ async fn overwrite_of(env: &Env, m: &Manifest, endpoint: &str) -> Option<crate::
             }
         });
     }
-    engine.describe_overwrite(env, m, &spec).await
+    engine.describe_overwrite(m, &spec).await
 }
 
 /// The backup a restore step will use.

@@ -55,7 +55,7 @@ fn check_step(env: &Env, st: &Step, kind: RunKind) -> Result<(), String> {
     if kind != RunKind::Drill || !st.action.is_restore() {
         return Ok(());
     }
-    let engine = crate::source::engine_of(source, cfg).map_err(|e| e.to_string())?;
+    let engine = cfg.engine(source).map_err(|e| e.to_string())?;
     let argv = env
         .policy
         .drills

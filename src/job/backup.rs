@@ -39,7 +39,7 @@ pub async fn backup_cancellable(
     cancel: Option<&CancellationToken>,
 ) -> Result<BackupOutcome> {
     let cfg = env.source_config(source)?;
-    let engine = crate::source::engine_of(source, cfg)?;
+    let engine = cfg.engine(source)?;
     let src = engine.backup()?;
     let target = env.primary_target_name(source)?;
     let store = env.store(&target).await?;

@@ -3,15 +3,18 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::pipeline::keys::{self, Identities};
-use crate::pipeline::{self, DecodeExpect, Decoded, EncodeOptions, PipelineError};
+use crate::pipeline::{self, Decoded, EncodeOptions};
 use crate::policy::Policy;
+use crate::source::error::{EngineError, EngineResult};
 use crate::source::postgres::wal::WalArchive;
+use crate::source::{GsdrCall, RestoreHost};
 use crate::storage::{self, Store};
 
 /// A policy with its targets opened lazily and cached.
@@ -124,7 +127,7 @@ impl Env {
         source: &str,
     ) -> Option<std::result::Result<crate::source::LogTail, crate::source::LogError>> {
         let engine = match self.source_config(source) {
-            Ok(c) => match crate::source::engine_of(source, c) {
+            Ok(c) => match c.engine(source) {
                 Ok(e) => e,
                 Err(e) => return Some(Err(Box::new(e))),
             },
@@ -183,12 +186,16 @@ impl Env {
 
     /// The identities that open backups (from `--identity` or the policy).
     pub fn identities(&self) -> Result<Arc<Identities>> {
+        Ok(self.read_identities()?)
+    }
+
+    fn read_identities(&self) -> EngineResult<Arc<Identities>> {
         let path = self
             .identity_file
             .clone()
             .or_else(|| self.policy.encryption.identity_file.clone())
             .ok_or_else(|| {
-                Error::Invalid(
+                EngineError::Invalid(
                     "restoring or verifying needs the age identity (private key): pass --identity FILE or set encryption.identity_file".into(),
                 )
             })?;
@@ -198,45 +205,33 @@ impl Env {
     /// Streams a backup's raw bytes back out of `catalog`'s store, checking
     /// size and SHA-256 against the manifest on the way.
     pub async fn open_backup(&self, catalog: &Catalog, m: &Manifest) -> Result<Decoded> {
-        let ids = self.identities()?;
-        // A cut object is caught before a single byte is restored.
-        match catalog.store().head(&m.data_key).await? {
-            Some(o) if o.size < m.stored_bytes => {
-                return Err(PipelineError::Truncated {
-                    read: o.size,
-                    expected: m.stored_bytes,
-                }
-                .into())
-            }
-            Some(_) => {}
-            None => {
-                return Err(crate::storage::StorageError::NotFound {
-                    store: catalog.store().describe(),
-                    key: m.data_key.clone(),
-                }
-                .into())
-            }
-        }
-        let stored = catalog.store().get_stream(&m.data_key).await?;
-        Ok(pipeline::decode(
-            stored,
-            ids,
-            DecodeExpect {
-                stored_bytes: Some(m.stored_bytes),
-                stored_sha256: Some(m.stored_sha256.clone()),
-                raw_sha256: Some(m.raw_sha256.clone()),
-                recipients: m.recipients.clone(),
-            },
-        )
-        .stall_after(self.policy.pipeline.stall_timeout.0))
+        Ok(RestoreHost::open_backup(self, catalog, m).await?)
     }
 
     /// How a backup's download is named in stall and failure messages.
     pub fn download_label(catalog: &Catalog, m: &Manifest) -> String {
-        format!(
-            "the download of `{}` from {}",
-            m.data_key,
-            catalog.store().describe()
-        )
+        crate::source::download_label(catalog, m)
+    }
+}
+
+/// Engines read backups through the environment, never seeing the policy.
+impl RestoreHost for Env {
+    fn identities(&self) -> EngineResult<Arc<Identities>> {
+        self.read_identities()
+    }
+
+    fn stall_timeout(&self) -> Duration {
+        self.policy.pipeline.stall_timeout.0
+    }
+
+    fn gsdr_call(&self, source: &str) -> EngineResult<GsdrCall> {
+        // Only ever `Error::Invalid`: its message carries over unchanged.
+        self.source_config(source)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        Ok(GsdrCall {
+            policy_path: self.policy.path.clone(),
+            identity_file: self.identity_file.clone(),
+            primary_target: self.primary_target_name(source).ok(),
+        })
     }
 }

@@ -35,7 +35,7 @@ pub async fn prune_policy_source(
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<PruneReport> {
-    let engine = crate::source::engine_of(source, env.source_config(source)?)?;
+    let engine = env.source_config(source)?.engine(source)?;
     let mut targets = BTreeSet::new();
     targets.insert(env.primary_target_name(source)?);
     if let Some(o) = env.policy.offsite_of(source) {

@@ -1,34 +1,15 @@
-//! Restore of a raw stream to a file (every engine's escape hatch).
+//! Restores and deep verifies through the backup's engine, and the raw
+//! stream to a file (every engine's escape hatch).
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::Path;
 
-use tokio::io::AsyncWriteExt;
-
-use super::progress::{Counting, Progress};
+use super::progress::Progress;
 use super::Env;
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
-use crate::pipeline::{Ends, StreamError};
 use crate::source::{NsRename, RecoveryPoint, RestoreCtx, RestoreSpec, RestoreTarget};
 
-/// What a restore did.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RestoreOutcome {
-    /// Backup id restored.
-    pub id: String,
-    /// Source.
-    pub source: String,
-    /// Where it went.
-    pub destination: String,
-    /// Raw bytes written.
-    pub raw_bytes: u64,
-    /// Seconds taken.
-    pub duration_secs: f64,
-    /// Engine-specific details.
-    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
-    pub details: serde_json::Value,
-}
+pub use crate::source::RestoreOutcome;
 
 /// What the operator asked a restore to do, as the CLI's flags say it.
 /// [`RestoreRequest::spec`] turns it into the typed [`RestoreSpec`] engines
@@ -119,7 +100,7 @@ pub fn engine_for(env: &Env, m: &Manifest) -> Result<std::sync::Arc<dyn crate::s
         .policy
         .sources
         .get(&m.source)
-        .and_then(|c| crate::source::config_of(&m.source, c).ok());
+        .and_then(|c| c.engine_config(&m.source).ok());
     Ok(crate::source::engine_for_manifest(m, cfg.as_ref())?)
 }
 
@@ -147,12 +128,12 @@ pub async fn restore_spec(
         return restore_raw_to_file(env, catalog, m, path, spec.replace, progress).await;
     }
     let ctx = RestoreCtx {
-        env,
+        host: env,
         catalog,
         manifest: m,
         progress,
     };
-    engine_for(env, m)?.restore(&ctx, spec).await
+    Ok(engine_for(env, m)?.restore(&ctx, spec).await?)
 }
 
 /// What restoring `m` as `req` asks would destroy at its destination (a
@@ -168,10 +149,7 @@ pub async fn describe_overwrite(
     if !spec.replace || matches!(spec.target, RestoreTarget::File(_)) {
         return None;
     }
-    engine_for(env, m)
-        .ok()?
-        .describe_overwrite(env, m, &spec)
-        .await
+    engine_for(env, m).ok()?.describe_overwrite(m, &spec).await
 }
 
 /// Deep-verifies `m` through its engine (`scratch`: a server the operator
@@ -184,12 +162,12 @@ pub async fn verify_deep(
     progress: &dyn Progress,
 ) -> Result<crate::source::DeepVerify> {
     let ctx = RestoreCtx {
-        env,
+        host: env,
         catalog,
         manifest: m,
         progress,
     };
-    engine_for(env, m)?.verify_deep(&ctx, scratch).await
+    Ok(engine_for(env, m)?.verify_deep(&ctx, scratch).await?)
 }
 
 /// Writes the raw stream of `m` to `path` (`-` for stdout). A file is written
@@ -203,87 +181,5 @@ pub async fn restore_raw_to_file(
     replace: bool,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
-    let start = Instant::now();
-    let to_stdout = path == Path::new("-");
-    if !to_stdout && !replace && path.exists() {
-        return Err(Error::Invalid(format!(
-            "`{}` exists; refusing to overwrite it (pass --force to replace it)",
-            path.display()
-        )));
-    }
-    let decoded = env.open_backup(catalog, m).await?;
-    progress.start(&format!("restore {}", m.id), Some(m.raw_bytes));
-    let tmp: Option<PathBuf> = (!to_stdout).then(|| partial_name(path));
-    let input = Env::download_label(catalog, m);
-    let output = format!("writing `{}`", path.display());
-    let ended = decoded
-        .finish(
-            Ends {
-                input: &input,
-                output: &output,
-            },
-            None,
-            |reader| async {
-                let mut reader = Counting {
-                    inner: reader,
-                    progress,
-                };
-                if let Some(tmp) = &tmp {
-                    let mut f = tokio::fs::File::create(tmp).await?;
-                    tokio::io::copy(&mut reader, &mut f).await?;
-                    f.sync_all().await?;
-                } else {
-                    let mut out = tokio::io::stdout();
-                    tokio::io::copy(&mut reader, &mut out).await?;
-                    out.flush().await?;
-                }
-                Ok::<(), std::io::Error>(())
-            },
-        )
-        .await;
-    progress.finish();
-    let outcome = match ended {
-        Ok((s, ())) => Ok(s),
-        Err(StreamError::Pipeline(e)) => Err(Error::Pipeline(e)),
-        Err(StreamError::Sink(e)) => Err(Error::LocalIo {
-            what: "writing the restored data to",
-            path: path.to_path_buf(),
-            source: e,
-        }),
-    };
-    match outcome {
-        Ok(s) => {
-            if let Some(tmp) = &tmp {
-                tokio::fs::rename(tmp, path)
-                    .await
-                    .map_err(|e| Error::LocalIo {
-                        what: "renaming the restored file into place at",
-                        path: path.to_path_buf(),
-                        source: e,
-                    })?;
-            }
-            Ok(RestoreOutcome {
-                id: m.id.clone(),
-                source: m.source.clone(),
-                destination: path.display().to_string(),
-                raw_bytes: s.raw_bytes,
-                duration_secs: start.elapsed().as_secs_f64(),
-                details: serde_json::Value::Null,
-            })
-        }
-        Err(e) => {
-            if let Some(tmp) = &tmp {
-                let _ = tokio::fs::remove_file(tmp).await;
-            }
-            Err(e)
-        }
-    }
-}
-
-fn partial_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "restore".into());
-    path.with_file_name(format!(".{name}.gsdr-partial"))
+    Ok(crate::source::restore_raw_to_file(env, catalog, m, path, replace, progress).await?)
 }

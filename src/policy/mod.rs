@@ -242,8 +242,9 @@ impl Policy {
                     ),
                 ));
             }
-            let engine =
-                crate::source::config_of(name, s).map_err(|e| self.err(text, &f, e.to_string()))?;
+            let engine = s
+                .engine_config(name)
+                .map_err(|e| self.err(text, &f, e.to_string()))?;
             let table = format!("{f}.{}", engine.kind());
             engine.validate().map_err(|issue| {
                 let at = match issue.field {

@@ -92,6 +92,33 @@ pub struct SourceConfig {
 }
 
 impl SourceConfig {
+    /// The engine settings of source `name`: the sub-table its `kind` names.
+    pub fn engine_config(
+        &self,
+        name: &str,
+    ) -> Result<crate::source::EngineConfig, crate::source::SourceError> {
+        use crate::source::{command, mongo, postgres, redis, EngineConfig};
+        let kind = self.kind.as_str();
+        let found = match kind {
+            command::KIND => self.command.clone().map(EngineConfig::Command),
+            mongo::KIND => self.mongo.clone().map(EngineConfig::Mongo),
+            redis::KIND => self.redis.clone().map(EngineConfig::Redis),
+            postgres::KIND => self.postgres.clone().map(EngineConfig::Postgres),
+            _ => None,
+        };
+        found.ok_or_else(|| crate::source::SourceError::Config {
+            message: format!("source `{name}` has no [sources.{name}.{kind}] table"),
+        })
+    }
+
+    /// The engine of source `name`.
+    pub fn engine(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::Arc<dyn crate::source::Engine>, crate::source::SourceError> {
+        self.engine_config(name)?.engine(name)
+    }
+
     /// The engine settings tables this source has, by engine kind.
     pub fn tables_present(&self) -> Vec<&'static str> {
         [

@@ -24,11 +24,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use crate::stream::{SourceError, SourceMeta, SourceStream};
+pub use error::{EngineError, EngineResult};
+pub use restore::{
+    download_label, open_backup, restore_raw_to_file, GsdrCall, RestoreHost, RestoreOutcome,
+};
 
 pub mod command;
+pub mod error;
 pub mod mongo;
 pub mod postgres;
 pub mod redis;
+pub mod restore;
 
 /// Something gsdr can back up.
 #[async_trait]
@@ -142,17 +148,15 @@ impl RestoreSpec {
 
 /// What an engine's restore and deep verify read from: the backup and the
 /// means to open it.
-// Transitional: `env` goes once the job hands engines a backup reader of
-// their own (issue #13, engines do not import `job`).
 pub struct RestoreCtx<'a> {
-    /// The job environment (opens and decrypts the backup).
-    pub env: &'a crate::job::Env,
+    /// Opens and decrypts the backup (the job environment).
+    pub host: &'a dyn RestoreHost,
     /// The catalog the backup is listed in.
     pub catalog: &'a crate::catalog::Catalog,
     /// The backup to restore.
     pub manifest: &'a crate::catalog::Manifest,
     /// Progress of the long phases.
-    pub progress: &'a dyn crate::job::Progress,
+    pub progress: &'a dyn crate::stream::progress::Progress,
 }
 
 /// The result of a deep verification: restored into a scratch server and
@@ -209,19 +213,18 @@ pub trait Engine: Send + Sync {
     async fn probe(&self) -> Result<(), SourceError>;
 
     /// Restores `ctx.manifest` as `spec` asks. A file destination is handled
-    /// before the engine is asked ([`crate::job::restore`]), so engines see
-    /// servers and directories.
+    /// before the engine is asked (by the job layer's restore), so engines
+    /// see servers and directories.
     async fn restore(
         &self,
         ctx: &RestoreCtx<'_>,
         spec: &RestoreSpec,
-    ) -> crate::Result<crate::job::RestoreOutcome>;
+    ) -> EngineResult<RestoreOutcome>;
 
     /// What restoring `m` as `spec` asks would destroy at its destination;
     /// `None` when nothing can be destroyed there.
     async fn describe_overwrite(
         &self,
-        env: &crate::job::Env,
         m: &crate::catalog::Manifest,
         spec: &RestoreSpec,
     ) -> Option<Overwrite>;
@@ -232,7 +235,7 @@ pub trait Engine: Send + Sync {
         &self,
         ctx: &RestoreCtx<'_>,
         scratch: Option<&str>,
-    ) -> crate::Result<DeepVerify>;
+    ) -> EngineResult<DeepVerify>;
 
     /// Whether sources of this engine can hold a heartbeat canary.
     fn has_canary(&self) -> bool;
@@ -244,18 +247,18 @@ pub trait Engine: Send + Sync {
     }
 
     /// Writes a heartbeat canary into the source now; returns its time.
-    async fn canary_write(&self) -> crate::Result<DateTime<Utc>>;
+    async fn canary_write(&self) -> EngineResult<DateTime<Utc>>;
 
     /// The newest heartbeat canary in data restored to `uri`.
-    async fn canary_read(&self, uri: &str) -> crate::Result<DateTime<Utc>>;
+    async fn canary_read(&self, uri: &str) -> EngineResult<DateTime<Utc>>;
 
     /// Starts a scratch server over `spec.dir`.
-    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>>;
+    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> EngineResult<Box<dyn Scratch>>;
 
     /// Restores `ctx.manifest` for a drill (into a scratch server the engine
     /// starts) or an incident (into the endpoint): the stand-in a scenario's
     /// checks then read.
-    async fn stand_in(&self, ctx: &RestoreCtx<'_>, req: &StandIn<'_>) -> crate::Result<StoodIn>;
+    async fn stand_in(&self, ctx: &RestoreCtx<'_>, req: &StandIn<'_>) -> EngineResult<StoodIn>;
 
     /// What an incident's endpoint for this engine is (a server URI, a data
     /// directory, a file), as a restore destination.
@@ -268,7 +271,7 @@ pub trait Engine: Send + Sync {
     /// Counts in the restored server at `uri`: keys (no `query`), a
     /// collection's documents, or the integer a SQL query returns, as the
     /// engine understands `query`.
-    async fn count(&self, uri: &str, query: Option<&str>) -> crate::Result<i64>;
+    async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64>;
 
     /// The engine's continuous log archive (PostgreSQL's WAL), if its
     /// sources keep one beside their backups.
@@ -312,7 +315,7 @@ pub struct StandIn<'a> {
 /// What a stand-in restore did and where its data can be read.
 pub struct StoodIn {
     /// The restore.
-    pub outcome: crate::job::RestoreOutcome,
+    pub outcome: RestoreOutcome,
     /// Where the checks connect (a URI or connection string; may hold a
     /// password: never shown).
     pub uri: String,
@@ -568,33 +571,6 @@ pub fn engine_for_manifest(
             ))
         }),
     }
-}
-
-/// The engine settings of `cfg` (transitional: the policy loader builds
-/// [`EngineConfig`] itself once it parses into it).
-pub fn config_of(
-    name: &str,
-    cfg: &crate::policy::SourceConfig,
-) -> Result<EngineConfig, SourceError> {
-    let kind = cfg.kind.as_str();
-    let found = match kind {
-        command::KIND => cfg.command.clone().map(EngineConfig::Command),
-        mongo::KIND => cfg.mongo.clone().map(EngineConfig::Mongo),
-        redis::KIND => cfg.redis.clone().map(EngineConfig::Redis),
-        postgres::KIND => cfg.postgres.clone().map(EngineConfig::Postgres),
-        _ => None,
-    };
-    found.ok_or_else(|| SourceError::Config {
-        message: format!("source `{name}` has no [sources.{name}.{kind}] table"),
-    })
-}
-
-/// The engine of the source named `name`.
-pub fn engine_of(
-    name: &str,
-    cfg: &crate::policy::SourceConfig,
-) -> Result<Arc<dyn Engine>, SourceError> {
-    config_of(name, cfg)?.engine(name)
 }
 
 /// What a restore would destroy at its endpoint, in words, for incident

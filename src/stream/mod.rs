@@ -12,6 +12,7 @@ use tokio::io::AsyncRead;
 use crate::fault::RetryClass;
 
 pub mod budget;
+pub mod progress;
 
 /// A boxed byte reader, as stores return and accept them.
 pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;

@@ -335,13 +335,14 @@ async fn mongo_deep_verify_notices_a_changed_manifest_digest() {
     let out = gsdr::job::backup(&s.env, "m", &NoProgress).await.unwrap();
     let cat = s.env.catalog_for("m").await.unwrap();
     let mut m = out.manifest;
-    let report = gsdr::source::mongo::verify_deep(&s.env, &cat, &m, &nx.uri(), &NoProgress)
+    let cfg = s.env.policy.sources["m"].mongo.as_ref();
+    let report = gsdr::source::mongo::verify_deep(&s.env, cfg, &cat, &m, &nx.uri(), &NoProgress)
         .await
         .unwrap();
     assert!(report.ok, "{report:?}");
     // The same data checked against a different digest must fail.
     m.consistency.details["collections"]["app.events"]["digest"] = "0".repeat(32).into();
-    let report = gsdr::source::mongo::verify_deep(&s.env, &cat, &m, &nx.uri(), &NoProgress)
+    let report = gsdr::source::mongo::verify_deep(&s.env, cfg, &cat, &m, &nx.uri(), &NoProgress)
         .await
         .unwrap();
     assert!(!report.ok);

@@ -326,7 +326,8 @@ async fn snapshot_roundtrip(diskless: bool) {
     let fresh = RedisServer::start_in(Opts::default(), data_dir);
     assert_same_data(&dump_all(&primary).await, &dump_all(&fresh).await);
 
-    let v = verify_deep(&ctx.env, &catalog, &m, &NoProgress)
+    let cfg = ctx.env.policy.sources["cache"].redis.as_ref();
+    let v = verify_deep(&ctx.env, cfg, &catalog, &m, &NoProgress)
         .await
         .unwrap();
     assert!(v.ok, "{v:?}");

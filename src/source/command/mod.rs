@@ -23,8 +23,8 @@ pub use backup::CommandSource;
 pub use config::CommandConfig;
 
 use crate::source::{
-    BackupSource, DeepVerify, Engine, Overwrite, RestoreCtx, RestoreSpec, Scratch, ScratchSpec,
-    SourceError,
+    BackupSource, DeepVerify, Engine, EngineResult, Overwrite, RestoreCtx, RestoreOutcome,
+    RestoreSpec, Scratch, ScratchSpec, SourceError,
 };
 
 /// The engine's name in policies and manifests.
@@ -85,13 +85,12 @@ impl Engine for CommandEngine {
         &self,
         _ctx: &RestoreCtx<'_>,
         _spec: &RestoreSpec,
-    ) -> crate::Result<crate::job::RestoreOutcome> {
+    ) -> EngineResult<RestoreOutcome> {
         Err(restore::into_server(&self.name).into())
     }
 
     async fn describe_overwrite(
         &self,
-        _env: &crate::job::Env,
         _m: &crate::catalog::Manifest,
         _spec: &RestoreSpec,
     ) -> Option<Overwrite> {
@@ -102,7 +101,7 @@ impl Engine for CommandEngine {
         &self,
         _ctx: &RestoreCtx<'_>,
         _scratch: Option<&str>,
-    ) -> crate::Result<DeepVerify> {
+    ) -> EngineResult<DeepVerify> {
         Err(restore::deep_verify(&self.name).into())
     }
 
@@ -114,15 +113,15 @@ impl Engine for CommandEngine {
         Some(canary::FALLBACK_NOTE)
     }
 
-    async fn canary_write(&self) -> crate::Result<DateTime<Utc>> {
+    async fn canary_write(&self) -> EngineResult<DateTime<Utc>> {
         Err(canary::unsupported(&self.name).into())
     }
 
-    async fn canary_read(&self, _uri: &str) -> crate::Result<DateTime<Utc>> {
+    async fn canary_read(&self, _uri: &str) -> EngineResult<DateTime<Utc>> {
         Err(canary::unsupported(&self.name).into())
     }
 
-    async fn scratch_start(&self, _spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>> {
+    async fn scratch_start(&self, _spec: &ScratchSpec<'_>) -> EngineResult<Box<dyn Scratch>> {
         Err(scratch::unsupported(&self.name).into())
     }
 
@@ -130,7 +129,7 @@ impl Engine for CommandEngine {
         &self,
         ctx: &RestoreCtx<'_>,
         req: &crate::source::StandIn<'_>,
-    ) -> crate::Result<crate::source::StoodIn> {
+    ) -> EngineResult<crate::source::StoodIn> {
         let _ = (ctx, req);
         Err(crate::source::not_supported(
             &self.name,
@@ -148,7 +147,7 @@ impl Engine for CommandEngine {
         Ok(())
     }
 
-    async fn count(&self, uri: &str, query: Option<&str>) -> crate::Result<i64> {
+    async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64> {
         let _ = (uri, query);
         Err(crate::source::not_supported(
             &self.name,

@@ -5,14 +5,15 @@
 use chrono::{DateTime, Utc};
 
 use super::{MongoConfig, ReadPreferenceMode};
+use crate::source::EngineError;
 
 /// The canary database.
 pub const DB: &str = "gsdr";
 /// The canary collection (in [`DB`]).
 pub const COLLECTION: &str = "gsdr_canary";
 
-fn mongo_err(source: &str, what: &str, e: mongodb::error::Error) -> crate::Error {
-    crate::Error::Source(crate::source::SourceError::Connect {
+fn mongo_err(source: &str, what: &str, e: mongodb::error::Error) -> EngineError {
+    EngineError::Source(crate::source::SourceError::Connect {
         source_name: source.to_string(),
         message: format!("heartbeat canary: {what}: {e}"),
         cause: Some(Box::new(e)),
@@ -20,10 +21,10 @@ fn mongo_err(source: &str, what: &str, e: mongodb::error::Error) -> crate::Error
 }
 
 /// Writes a heartbeat canary into source `source` now; returns its time.
-pub async fn write(source: &str, mc: &MongoConfig) -> Result<DateTime<Utc>, crate::Error> {
+pub async fn write(source: &str, mc: &MongoConfig) -> Result<DateTime<Utc>, EngineError> {
     use mongodb::bson::doc;
     let uri = mc.uri.read().map_err(|m| {
-        crate::Error::Invalid(format!(
+        EngineError::Invalid(format!(
             "source `{source}`: cannot read the MongoDB URI: {m}"
         ))
     })?;
@@ -51,23 +52,23 @@ pub async fn write(source: &str, mc: &MongoConfig) -> Result<DateTime<Utc>, crat
 }
 
 /// The newest canary in the restored MongoDB at `uri`.
-pub async fn read(uri: &str) -> Result<DateTime<Utc>, crate::Error> {
+pub async fn read(uri: &str) -> Result<DateTime<Utc>, EngineError> {
     use futures::TryStreamExt;
     let client = mongodb::Client::with_uri_str(uri)
         .await
-        .map_err(|e| crate::Error::Invalid(format!("restored MongoDB: cannot connect: {e}")))?;
+        .map_err(|e| EngineError::Invalid(format!("restored MongoDB: cannot connect: {e}")))?;
     let docs: Vec<mongodb::bson::Document> = client
         .database(DB)
         .collection::<mongodb::bson::Document>(COLLECTION)
         .find(mongodb::bson::doc! {})
         .await
         .map_err(|e| {
-            crate::Error::Invalid(format!("restored MongoDB: reading {DB}.{COLLECTION}: {e}"))
+            EngineError::Invalid(format!("restored MongoDB: reading {DB}.{COLLECTION}: {e}"))
         })?
         .try_collect()
         .await
         .map_err(|e| {
-            crate::Error::Invalid(format!("restored MongoDB: reading {DB}.{COLLECTION}: {e}"))
+            EngineError::Invalid(format!("restored MongoDB: reading {DB}.{COLLECTION}: {e}"))
         })?;
     let newest = docs
         .iter()
@@ -76,7 +77,7 @@ pub async fn read(uri: &str) -> Result<DateTime<Utc>, crate::Error> {
         .map(|t| t.with_timezone(&Utc))
         .max()
         .ok_or_else(|| {
-            crate::Error::Invalid(format!(
+            EngineError::Invalid(format!(
                 "no heartbeat canary in {DB}.{COLLECTION} of the restored MongoDB: schedule `gsdr canary` for this source so drills can measure the RPO from data"
             ))
         })?;

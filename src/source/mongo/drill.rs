@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{restore, MongoEngine};
-use crate::error::{Error, Result};
+use crate::source::error::{EngineError as Error, EngineResult as Result};
 use crate::source::{
     find_program, redact_uri, RecoveryPoint, RestoreCtx, RestoreSpec, RestoreTarget, Scratch,
     StandIn, StandInTo, StoodIn,
@@ -16,7 +16,7 @@ pub const DRILL_STEPS: &[&str] = &["restore_mongo", "mongo_count"];
 /// Restores into a scratch server (drill) or the endpoint (incident), up to
 /// `req.until` where the backup's oplog reaches.
 pub(super) async fn stand_in(
-    _e: &MongoEngine,
+    e: &MongoEngine,
     ctx: &RestoreCtx<'_>,
     req: &StandIn<'_>,
 ) -> Result<StoodIn> {
@@ -32,7 +32,16 @@ pub(super) async fn stand_in(
         point: req.until.map_or(RecoveryPoint::Backup, RecoveryPoint::Time),
         ..RestoreSpec::new(RestoreTarget::Server(uri.clone()))
     };
-    let outcome = match restore(ctx.env, ctx.catalog, ctx.manifest, &spec, ctx.progress).await {
+    let outcome = match restore(
+        ctx.host,
+        e.config.as_ref(),
+        ctx.catalog,
+        ctx.manifest,
+        &spec,
+        ctx.progress,
+    )
+    .await
+    {
         Ok(o) => o,
         Err(e) => {
             if let Some(s) = server {

@@ -42,8 +42,8 @@ use mongodb::options::{
 };
 
 use crate::source::{
-    BackupSource, DeepVerify, Engine, Overwrite, RestoreCtx, RestoreSpec, RestoreTarget, Scratch,
-    ScratchSpec, SourceError,
+    BackupSource, DeepVerify, Engine, EngineResult, Overwrite, RestoreCtx, RestoreOutcome,
+    RestoreSpec, RestoreTarget, Scratch, ScratchSpec, SourceError,
 };
 
 /// The engine's name in policies and manifests.
@@ -103,13 +103,20 @@ impl Engine for MongoEngine {
         &self,
         ctx: &RestoreCtx<'_>,
         spec: &RestoreSpec,
-    ) -> crate::Result<crate::job::RestoreOutcome> {
-        restore(ctx.env, ctx.catalog, ctx.manifest, spec, ctx.progress).await
+    ) -> EngineResult<RestoreOutcome> {
+        restore(
+            ctx.host,
+            self.config.as_ref(),
+            ctx.catalog,
+            ctx.manifest,
+            spec,
+            ctx.progress,
+        )
+        .await
     }
 
     async fn describe_overwrite(
         &self,
-        env: &crate::job::Env,
         m: &crate::catalog::Manifest,
         spec: &RestoreSpec,
     ) -> Option<Overwrite> {
@@ -119,18 +126,26 @@ impl Engine for MongoEngine {
             _ => return None,
         };
         spec.replace.then_some(())?;
-        Some(describe_overwrite(env, m, uri).await)
+        Some(describe_overwrite(self.config.as_ref(), m, uri).await)
     }
 
     async fn verify_deep(
         &self,
         ctx: &RestoreCtx<'_>,
         scratch: Option<&str>,
-    ) -> crate::Result<DeepVerify> {
+    ) -> EngineResult<DeepVerify> {
         let uri = scratch.ok_or_else(|| SourceError::Invalid {
             message: "--deep on a MongoDB backup needs --scratch URI (a drill server)".into(),
         })?;
-        let r = verify_deep(ctx.env, ctx.catalog, ctx.manifest, uri, ctx.progress).await?;
+        let r = verify_deep(
+            ctx.host,
+            self.config.as_ref(),
+            ctx.catalog,
+            ctx.manifest,
+            uri,
+            ctx.progress,
+        )
+        .await?;
         Ok(DeepVerify {
             ok: r.ok,
             report: serde_json::to_value(&r).unwrap_or_default(),
@@ -141,15 +156,15 @@ impl Engine for MongoEngine {
         true
     }
 
-    async fn canary_write(&self) -> crate::Result<DateTime<Utc>> {
+    async fn canary_write(&self) -> EngineResult<DateTime<Utc>> {
         canary::write(&self.name, self.config()?).await
     }
 
-    async fn canary_read(&self, uri: &str) -> crate::Result<DateTime<Utc>> {
+    async fn canary_read(&self, uri: &str) -> EngineResult<DateTime<Utc>> {
         canary::read(uri).await
     }
 
-    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>> {
+    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> EngineResult<Box<dyn Scratch>> {
         Ok(Box::new(
             scratch::ScratchMongo::start(spec.argv, spec.dir).await?,
         ))
@@ -159,7 +174,7 @@ impl Engine for MongoEngine {
         &self,
         ctx: &RestoreCtx<'_>,
         req: &crate::source::StandIn<'_>,
-    ) -> crate::Result<crate::source::StoodIn> {
+    ) -> EngineResult<crate::source::StoodIn> {
         drill::stand_in(self, ctx, req).await
     }
 
@@ -171,7 +186,7 @@ impl Engine for MongoEngine {
         drill::scratch_programs(argv)
     }
 
-    async fn count(&self, uri: &str, query: Option<&str>) -> crate::Result<i64> {
+    async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64> {
         drill::count(uri, query).await
     }
 }

@@ -27,14 +27,15 @@ use super::backup::DumpDetails;
 use super::digest::ContentDigest;
 use super::{connect, read_uri, MongoConfig, ReadPreferenceMode};
 use crate::catalog::{Catalog, Manifest};
-use crate::error::{Error, Result};
-use crate::job::{Env, Progress, RestoreOutcome};
 use crate::pipeline::{Ends, PipelineError, StreamError};
 use crate::secret::SecretRef;
+use crate::source::error::{EngineError as Error, EngineResult as Result};
 use crate::source::{
-    not_supported, Overwrite, RecoveryPoint, RestoreSpec, RestoreTarget, SourceError,
+    download_label, not_supported, Overwrite, RecoveryPoint, RestoreHost, RestoreOutcome,
+    RestoreSpec, RestoreTarget, SourceError,
 };
 use crate::storage::BoxRead;
+use crate::stream::progress::Progress;
 
 /// How to restore an archive.
 #[derive(Debug, Clone)]
@@ -491,15 +492,11 @@ async fn apply_oplog_entry(
 
 /// The MongoDB settings and URI a restore of `m` uses.
 fn restore_target(
-    env: &Env,
+    cfg: Option<&MongoConfig>,
     m: &Manifest,
     to_uri: Option<&str>,
 ) -> Result<(MongoConfig, crate::secret::Secret)> {
-    let cfg = env
-        .policy
-        .sources
-        .get(&m.source)
-        .and_then(|s| s.mongo.clone());
+    let cfg = cfg.cloned();
     let uri = match (to_uri, &cfg) {
         (Some(u), _) => crate::secret::Secret::new(u),
         (None, Some(c)) => read_uri(&m.source, c)?,
@@ -520,7 +517,8 @@ const NOT_A_DIR: &str = "a mongo restore takes --to URI (or the source's URI), -
 
 /// Restores a Mongo backup into a server (`gsdr restore --to URI`, `--ns-from/--ns-to`, `--drop`).
 pub async fn restore(
-    env: &Env,
+    host: &dyn RestoreHost,
+    cfg: Option<&MongoConfig>,
     catalog: &Catalog,
     m: &Manifest,
     spec: &RestoreSpec,
@@ -536,7 +534,7 @@ pub async fn restore(
     if let RecoveryPoint::Lsn(_) = spec.point {
         return Err(not_supported(&m.source, NOT_A_DIR).into());
     }
-    let (cfg, uri) = restore_target(env, m, to_uri)?;
+    let (cfg, uri) = restore_target(cfg, m, to_uri)?;
     let mut opts = RestoreOptions::from_config(&cfg);
     opts.ns_from = spec.rename.as_ref().map(|r| r.from.clone());
     opts.ns_to = spec.rename.as_ref().map(|r| r.to.clone());
@@ -551,9 +549,9 @@ pub async fn restore(
         // `--drop` destroys target collections as the stream reaches them:
         // first prove the whole backup readable, so a wrong key or a damaged
         // object never costs the target a collection.
-        prove_readable(env, catalog, m).await?;
+        prove_readable(host, catalog, m).await?;
     }
-    let (summary, raw_bytes) = run_restore(env, catalog, m, &client, &opts, progress).await?;
+    let (summary, raw_bytes) = run_restore(host, catalog, m, &client, &opts, progress).await?;
     let destination = mongodb::options::ClientOptions::parse(uri.expose())
         .await
         .map(|o| format!("mongodb://{}", super::hosts_of(&o)))
@@ -572,9 +570,9 @@ pub async fn restore(
 /// Reads the whole backup through every check — size and SHA-256 against
 /// the manifest, age, zstd, the archive's framing to its end — writing
 /// nothing anywhere.
-async fn prove_readable(env: &Env, catalog: &Catalog, m: &Manifest) -> Result<()> {
-    let decoded = env.open_backup(catalog, m).await?;
-    let input = Env::download_label(catalog, m);
+async fn prove_readable(host: &dyn RestoreHost, catalog: &Catalog, m: &Manifest) -> Result<()> {
+    let decoded = host.open_backup(catalog, m).await?;
+    let input = download_label(catalog, m);
     let ended = decoded
         .finish(
             Ends {
@@ -611,14 +609,18 @@ async fn prove_readable(env: &Env, catalog: &Catalog, m: &Manifest) -> Result<()
 /// What a `--drop` restore of `m` into `uri` (or the source's own URI)
 /// overwrites, for incident plans and their confirmation: the backup's
 /// collections that already hold documents there.
-pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: Option<&str>) -> Overwrite {
+pub async fn describe_overwrite(
+    cfg: Option<&MongoConfig>,
+    m: &Manifest,
+    uri: Option<&str>,
+) -> Overwrite {
     let details: DumpDetails = match serde_json::from_value(m.consistency.details.clone()) {
         Ok(d) => d,
         Err(e) => {
             return Overwrite::destroys(format!("cannot read the backup's collections ({e})"))
         }
     };
-    let (cfg, uri) = match restore_target(env, m, uri) {
+    let (cfg, uri) = match restore_target(cfg, m, uri) {
         Ok(x) => x,
         Err(e) => return Overwrite::destroys(format!("cannot use the endpoint: {e}")),
     };
@@ -666,17 +668,17 @@ pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: Option<&str>) -> O
 }
 
 async fn run_restore(
-    env: &Env,
+    host: &dyn RestoreHost,
     catalog: &Catalog,
     m: &Manifest,
     client: &Client,
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<(RestoreSummary, u64)> {
-    let decoded = env.open_backup(catalog, m).await?;
+    let decoded = host.open_backup(catalog, m).await?;
     progress.start(&format!("restore {}", m.id), Some(m.raw_bytes));
     let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let input = Env::download_label(catalog, m);
+    let input = download_label(catalog, m);
     let ended = decoded
         .finish(
             Ends {
@@ -792,7 +794,8 @@ pub(crate) async fn digest_collection(
 /// collection's count and content digest with the manifest, then drops them.
 /// `Ok` with `ok: false` when the data differs; `Err` when the check could not run.
 pub async fn verify_deep(
-    env: &Env,
+    host: &dyn RestoreHost,
+    cfg: Option<&MongoConfig>,
     catalog: &Catalog,
     m: &Manifest,
     scratch_uri: &str,
@@ -805,14 +808,14 @@ pub async fn verify_deep(
             m.id
         ))
     })?;
-    let (cfg, _) = restore_target(env, m, Some(scratch_uri))?;
+    let (cfg, _) = restore_target(cfg, m, Some(scratch_uri))?;
     let prefix = format!("gsdrv_{:06x}_", rand::random::<u32>() & 0xff_ffff);
     let mut opts = RestoreOptions::from_config(&cfg);
     opts.ns_from = Some("*".into());
     opts.ns_to = Some(format!("{prefix}*"));
     opts.oplog_replay = false;
     let client = connect(&m.source, scratch_uri, &cfg).await?;
-    let restored = run_restore(env, catalog, m, &client, &opts, progress).await;
+    let restored = run_restore(host, catalog, m, &client, &opts, progress).await;
     let mut report = DeepVerifyReport {
         id: m.id.clone(),
         ok: false,

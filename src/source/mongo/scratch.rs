@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::source::error::{EngineError as Error, EngineResult as Result};
 
 /// Longest wait for the server to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(60);

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::PostgresConfig;
+use crate::source::EngineError;
 
 /// The canary table: `(id bigserial, written_at timestamptz)`.
 pub const TABLE: &str = "gsdr_canary";
@@ -13,7 +14,7 @@ pub const TABLE: &str = "gsdr_canary";
 pub const SQL_NEWEST: &str = "SELECT to_char(max(written_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM gsdr_canary";
 
 /// Writes a heartbeat canary into source `source` now; returns its time.
-pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, crate::Error> {
+pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, EngineError> {
     let mut c = tokio_postgres::Config::new();
     c.host(&pc.host)
         .port(pc.port)
@@ -21,14 +22,14 @@ pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, c
         .dbname(&pc.dbname);
     if let Some(p) = &pc.password {
         let secret = p.read().map_err(|m| {
-            crate::Error::Invalid(format!(
+            EngineError::Invalid(format!(
                 "source `{source}`: cannot read the PostgreSQL password: {m}"
             ))
         })?;
         c.password(secret.expose());
     }
     let err = |what: &str, e: tokio_postgres::Error| {
-        crate::Error::Source(crate::source::SourceError::Connect {
+        EngineError::Source(crate::source::SourceError::Connect {
             source_name: source.to_string(),
             message: format!("heartbeat canary: {what}: {e}"),
             cause: Some(Box::new(e)),
@@ -56,7 +57,7 @@ pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, c
         let text: String = row.get(0);
         DateTime::parse_from_rfc3339(&text)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| crate::Error::Invalid(format!("canary time `{text}`: {e}")))
+            .map_err(|e| EngineError::Invalid(format!("canary time `{text}`: {e}")))
     }
     .await;
     drop(client);
@@ -65,16 +66,16 @@ pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, c
 }
 
 /// The newest canary in the restored PostgreSQL reachable with `conn`.
-pub async fn read(conn: &tokio_postgres::Config) -> Result<DateTime<Utc>, crate::Error> {
+pub async fn read(conn: &tokio_postgres::Config) -> Result<DateTime<Utc>, EngineError> {
     let text = super::scratch::query_text(conn, SQL_NEWEST)
         .await?
         .ok_or_else(|| {
-            crate::Error::Invalid(format!(
+            EngineError::Invalid(format!(
                 "no heartbeat canary in table `{TABLE}` of the restored PostgreSQL: schedule `gsdr canary` for this source so drills can measure the RPO from data"
             ))
         })?;
     Ok(DateTime::parse_from_rfc3339(&text)
-        .map_err(|e| crate::Error::Invalid(format!("canary time `{text}`: {e}")))?
+        .map_err(|e| EngineError::Invalid(format!("canary time `{text}`: {e}")))?
         .with_timezone(&Utc))
 }
 
@@ -83,13 +84,13 @@ pub fn restored_conn(
     source: &str,
     uri: &str,
     pc: Option<&PostgresConfig>,
-) -> Result<tokio_postgres::Config, crate::Error> {
+) -> Result<tokio_postgres::Config, EngineError> {
     let mut c: tokio_postgres::Config = uri
         .parse()
-        .map_err(|e| crate::Error::Invalid(format!("restored PostgreSQL `{uri}`: {e}")))?;
+        .map_err(|e| EngineError::Invalid(format!("restored PostgreSQL `{uri}`: {e}")))?;
     if let Some(p) = pc.and_then(|p| p.password.as_ref()) {
         let pw = p.read().map_err(|m| {
-            crate::Error::Invalid(format!("source `{source}`: cannot read the password: {m}"))
+            EngineError::Invalid(format!("source `{source}`: cannot read the password: {m}"))
         })?;
         c.password(pw.expose());
     }

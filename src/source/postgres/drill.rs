@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{restore, scratch::ScratchPg, PgScratch, PostgresEngine};
-use crate::error::Result;
+use crate::source::error::{EngineError, EngineResult as Result};
 use crate::source::{
     find_program, RecoveryPoint, RestoreCtx, RestoreSpec, RestoreTarget, Scratch, StandIn,
     StandInTo, StoodIn,
@@ -38,7 +38,8 @@ pub(super) async fn stand_in(
         ..RestoreSpec::new(RestoreTarget::DataDir(dir.clone()))
     };
     let outcome = restore::restore(
-        ctx.env,
+        ctx.host,
+        Some(cfg),
         ctx.catalog,
         &ctx.manifest.source,
         Some(ctx.manifest),
@@ -129,7 +130,7 @@ pub(super) fn scratch_programs(e: &PostgresEngine) -> std::result::Result<(), St
 /// `uri` (with the source's password).
 pub(super) async fn count(e: &PostgresEngine, uri: &str, query: Option<&str>) -> Result<i64> {
     let query = query.ok_or_else(|| {
-        crate::Error::Invalid("a PostgreSQL check runs a query: give it one".into())
+        EngineError::Invalid("a PostgreSQL check runs a query: give it one".into())
     })?;
     let conn = super::canary::restored_conn(&e.name, uri, e.config.as_ref())?;
     super::scratch::query_i64(&conn, query).await

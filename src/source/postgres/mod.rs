@@ -47,8 +47,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::source::{
-    not_supported, BackupSource, DeepVerify, Engine, Overwrite, RestoreCtx, RestoreSpec,
-    RestoreTarget, Scratch, ScratchSpec, SourceError,
+    not_supported, BackupSource, DeepVerify, Engine, EngineResult, Overwrite, RestoreCtx,
+    RestoreOutcome, RestoreSpec, RestoreTarget, Scratch, ScratchSpec, SourceError,
 };
 
 /// The engine's name in policies and manifests.
@@ -137,9 +137,10 @@ impl Engine for PostgresEngine {
         &self,
         ctx: &RestoreCtx<'_>,
         spec: &RestoreSpec,
-    ) -> crate::Result<crate::job::RestoreOutcome> {
+    ) -> EngineResult<RestoreOutcome> {
         restore::restore(
-            ctx.env,
+            ctx.host,
+            self.config.as_ref(),
             ctx.catalog,
             &ctx.manifest.source,
             Some(ctx.manifest),
@@ -151,7 +152,6 @@ impl Engine for PostgresEngine {
 
     async fn describe_overwrite(
         &self,
-        _env: &crate::job::Env,
         _m: &crate::catalog::Manifest,
         spec: &RestoreSpec,
     ) -> Option<Overwrite> {
@@ -165,7 +165,7 @@ impl Engine for PostgresEngine {
         &self,
         _ctx: &RestoreCtx<'_>,
         _scratch: Option<&str>,
-    ) -> crate::Result<DeepVerify> {
+    ) -> EngineResult<DeepVerify> {
         Err(not_supported(
             &self.name,
             "no deep verification for PostgreSQL backups; a drill restores and checks them",
@@ -177,16 +177,16 @@ impl Engine for PostgresEngine {
         true
     }
 
-    async fn canary_write(&self) -> crate::Result<DateTime<Utc>> {
+    async fn canary_write(&self) -> EngineResult<DateTime<Utc>> {
         canary::write(&self.name, self.config()?).await
     }
 
-    async fn canary_read(&self, uri: &str) -> crate::Result<DateTime<Utc>> {
+    async fn canary_read(&self, uri: &str) -> EngineResult<DateTime<Utc>> {
         let conn = canary::restored_conn(&self.name, uri, self.config.as_ref())?;
         canary::read(&conn).await
     }
 
-    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>> {
+    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> EngineResult<Box<dyn Scratch>> {
         let cfg = self.config()?;
         let server = if spec.as_endpoint {
             scratch::ScratchPg::start_endpoint(cfg, spec.dir).await?
@@ -205,7 +205,7 @@ impl Engine for PostgresEngine {
         &self,
         ctx: &RestoreCtx<'_>,
         req: &crate::source::StandIn<'_>,
-    ) -> crate::Result<crate::source::StoodIn> {
+    ) -> EngineResult<crate::source::StoodIn> {
         drill::stand_in(self, ctx, req).await
     }
 
@@ -218,7 +218,7 @@ impl Engine for PostgresEngine {
         drill::scratch_programs(self)
     }
 
-    async fn count(&self, uri: &str, query: Option<&str>) -> crate::Result<i64> {
+    async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64> {
         drill::count(self, uri, query).await
     }
 }

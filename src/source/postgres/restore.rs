@@ -17,10 +17,13 @@ use chrono::{DateTime, Utc};
 use super::base::BaseDetails;
 use super::{parse_lsn, PostgresConfig};
 use crate::catalog::{Catalog, Manifest};
-use crate::error::{Error, Result};
-use crate::job::{Env, Progress, RestoreOutcome};
 use crate::pipeline::{Ends, StreamError};
-use crate::source::{not_supported, Overwrite, RecoveryPoint, RestoreSpec, RestoreTarget};
+use crate::source::error::{EngineError as Error, EngineResult as Result};
+use crate::source::{
+    download_label, not_supported, GsdrCall, Overwrite, RecoveryPoint, RestoreHost, RestoreOutcome,
+    RestoreSpec, RestoreTarget,
+};
+use crate::stream::progress::Progress;
 
 /// Marker line opening the settings gsdr appends to `postgresql.auto.conf`.
 pub const SETTINGS_MARKER: &str = "# --- recovery settings written by gsdr restore ---";
@@ -105,7 +108,7 @@ fn sh_quote(s: &str) -> String {
 /// `d="$PWD"; cd <gsdr's working dir>; <gsdr> --policy P [--identity I] <tail…>`:
 /// a command PostgreSQL runs with `sh -c` from the data directory.
 fn gsdr_command(
-    env: &Env,
+    call: &GsdrCall,
     cfg: &PostgresConfig,
     with_identity: bool,
     tail: Vec<String>,
@@ -122,9 +125,9 @@ fn gsdr_command(
     let mut parts = vec![
         sh_quote(&bin.display().to_string()),
         "--policy".into(),
-        sh_quote(&abs(&env.policy.path).display().to_string()),
+        sh_quote(&abs(&call.policy_path).display().to_string()),
     ];
-    if let (true, Some(id)) = (with_identity, &env.identity_file) {
+    if let (true, Some(id)) = (with_identity, &call.identity_file) {
         parts.push("--identity".into());
         parts.push(sh_quote(&abs(id).display().to_string()));
     }
@@ -150,7 +153,7 @@ fn gsdr_command(
 /// The `restore_command` for `source`, fetching WAL from `from_target` when
 /// that is not the source's primary target (a restore from the off-site copy).
 pub fn restore_command(
-    env: &Env,
+    call: &GsdrCall,
     cfg: &PostgresConfig,
     source: &str,
     from_target: Option<&str>,
@@ -161,14 +164,12 @@ pub fn restore_command(
         "--source".into(),
         sh_quote(source),
     ];
-    if let Some(t) =
-        from_target.filter(|t| env.primary_target_name(source).ok().as_deref() != Some(*t))
-    {
+    if let Some(t) = from_target.filter(|t| call.primary_target.as_deref() != Some(*t)) {
         tail.extend(["--target".into(), sh_quote(t)]);
     }
     // %p is relative to the data directory, which the `cd` leaves.
     tail.extend(["%f".into(), "\"$d/%p\"".into()]);
-    gsdr_command(env, cfg, true, tail)
+    gsdr_command(call, cfg, true, tail)
 }
 
 /// The `archive_command` of a restored cluster that replaces production
@@ -176,9 +177,9 @@ pub fn restore_command(
 /// it starts on promotion is accepted even when it branches off before the
 /// end of the archive (a point-in-time restore). `wal_push_args` are the
 /// arguments after the policy, for messages (`%p` left for PostgreSQL).
-pub fn archive_command(env: &Env, cfg: &PostgresConfig, source: &str) -> Result<String> {
+pub fn archive_command(call: &GsdrCall, cfg: &PostgresConfig, source: &str) -> Result<String> {
     gsdr_command(
-        env,
+        call,
         cfg,
         false,
         vec![
@@ -364,7 +365,8 @@ fn local<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) 
 /// aside (`.gsdr-replaced-<time>/`), the new ones moved in, and the old ones
 /// deleted. A directory with a live postmaster is refused.
 pub async fn restore(
-    env: &Env,
+    host: &dyn RestoreHost,
+    cfg: Option<&PostgresConfig>,
     catalog: &Catalog,
     source: &str,
     manifest: Option<&Manifest>,
@@ -393,17 +395,16 @@ pub async fn restore(
         )
         .into());
     }
-    let cfg = env
-        .source_config(source)?
-        .postgres
-        .clone()
+    let call = host.gsdr_call(source)?;
+    let cfg = cfg
+        .cloned()
         .ok_or_else(|| Error::Invalid(format!("source `{source}` is not a postgres source")))?;
     // The key first: a missing or unreadable identity fails before anything else.
-    env.identities()?;
+    host.identities()?;
     let m = pick_base(catalog, source, manifest, &spec.point).await?;
     let d = details(&m)?;
-    let command = restore_command(env, &cfg, source, spec.from_target.as_deref())?;
-    let push = archive_command(env, &cfg, source)?;
+    let command = restore_command(&call, &cfg, source, spec.from_target.as_deref())?;
+    let push = archive_command(&call, &cfg, source)?;
     let archiving = if spec.keep_archiving {
         Archiving::Keep {
             archive_command: push,
@@ -459,7 +460,7 @@ pub async fn restore(
         .prefix(STAGING_PREFIX)
         .tempdir_in(&dir)
         .map_err(local("creating a staging directory in", &dir))?;
-    let res = unpack_checked(env, catalog, &m, staging.path(), progress).await;
+    let res = unpack_checked(host, catalog, &m, staging.path(), progress).await;
     let stats = match res {
         Ok(s) => s,
         Err(e) => {
@@ -559,17 +560,17 @@ pub async fn restore(
 /// of the stream (decrypt, zstd, size, SHA-256), the tar read to its end, and
 /// the files every data directory has.
 async fn unpack_checked(
-    env: &Env,
+    host: &dyn RestoreHost,
     catalog: &Catalog,
     m: &Manifest,
     dir: &Path,
     progress: &dyn Progress,
 ) -> Result<crate::pipeline::DecodeStats> {
-    let decoded = env.open_backup(catalog, m).await?;
+    let decoded = host.open_backup(catalog, m).await?;
     progress.start(&format!("restore {}", m.id), Some(m.raw_bytes));
     let handle = tokio::runtime::Handle::current();
     let unpack_dir = dir.to_path_buf();
-    let input = Env::download_label(catalog, m);
+    let input = download_label(catalog, m);
     let output = format!("unpacking into `{}`", dir.display());
     let ended = decoded
         .finish(

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::source::error::{EngineError as Error, EngineResult as Result};
 use crate::source::postgres::PostgresConfig;
 use crate::source::SourceError;
 

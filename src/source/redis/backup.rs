@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::connect::{self, Access, TlsMaterial};
 use super::replication::{self, Framing, ReplError, Timeouts};
 use super::{config, sentinel, RedisConfig};
-use crate::error::RetryClass;
+use crate::fault::RetryClass;
 use crate::source::{BackupSource, SourceError, SourceMeta, SourceStream};
 
 /// A configured Redis source.

@@ -231,3 +231,20 @@ pub fn with_tls_hint(message: String, tls: bool) -> String {
     };
     format!("{message} ({hint})")
 }
+
+/// Longest wait for one reply while restoring (a `RESTORE` of a huge key, `FLUSHALL`).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An async connection with timeouts fit for restores (the crate's default
+/// response timeout of 500 ms is too short for big keys).
+pub(crate) async fn restore_connection(
+    client: &redis::Client,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    client
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(10)))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT)),
+        )
+        .await
+}

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{restore, RedisEngine, ScratchServer};
-use crate::error::{Error, Result};
+use crate::source::error::{EngineError as Error, EngineResult as Result};
 use crate::source::{
     find_program, redact_uri, RestoreCtx, RestoreSpec, RestoreTarget, Scratch, StandIn, StandInTo,
     StoodIn,
@@ -21,8 +21,8 @@ pub(super) async fn stand_in(
 ) -> Result<StoodIn> {
     match &req.to {
         StandInTo::Scratch { dir, .. } => {
-            let outcome = crate::job::restore_raw_to_file(
-                ctx.env,
+            let outcome = crate::source::restore_raw_to_file(
+                ctx.host,
                 ctx.catalog,
                 ctx.manifest,
                 &dir.join("dump.rdb"),
@@ -47,7 +47,15 @@ pub(super) async fn stand_in(
                 replace: true,
                 ..RestoreSpec::new(RestoreTarget::Server(endpoint.to_string()))
             };
-            let outcome = restore(ctx.env, ctx.catalog, ctx.manifest, &spec, ctx.progress).await?;
+            let outcome = restore(
+                ctx.host,
+                e.config.as_ref(),
+                ctx.catalog,
+                ctx.manifest,
+                &spec,
+                ctx.progress,
+            )
+            .await?;
             Ok(StoodIn {
                 outcome,
                 into: redact_uri(endpoint),

@@ -40,8 +40,8 @@ pub use restore::{describe_overwrite, restore, verify_deep, DeepVerifyReport};
 pub use scratch::ScratchServer;
 
 use crate::source::{
-    BackupSource, DeepVerify, Engine, Overwrite, RestoreCtx, RestoreSpec, RestoreTarget, Scratch,
-    ScratchSpec, SourceError,
+    BackupSource, DeepVerify, Engine, EngineResult, Overwrite, RestoreCtx, RestoreOutcome,
+    RestoreSpec, RestoreTarget, Scratch, ScratchSpec, SourceError,
 };
 
 /// The engine's name in policies and manifests.
@@ -108,19 +108,26 @@ impl Engine for RedisEngine {
         &self,
         ctx: &RestoreCtx<'_>,
         spec: &RestoreSpec,
-    ) -> crate::Result<crate::job::RestoreOutcome> {
-        restore(ctx.env, ctx.catalog, ctx.manifest, spec, ctx.progress).await
+    ) -> EngineResult<RestoreOutcome> {
+        restore(
+            ctx.host,
+            self.config.as_ref(),
+            ctx.catalog,
+            ctx.manifest,
+            spec,
+            ctx.progress,
+        )
+        .await
     }
 
     async fn describe_overwrite(
         &self,
-        env: &crate::job::Env,
         m: &crate::catalog::Manifest,
         spec: &RestoreSpec,
     ) -> Option<Overwrite> {
         match &spec.target {
             RestoreTarget::Server(uri) if spec.replace => {
-                Some(describe_overwrite(env, m, uri).await)
+                Some(describe_overwrite(self.config.as_ref(), m, uri).await)
             }
             _ => None,
         }
@@ -130,8 +137,15 @@ impl Engine for RedisEngine {
         &self,
         ctx: &RestoreCtx<'_>,
         _scratch: Option<&str>,
-    ) -> crate::Result<DeepVerify> {
-        let r = verify_deep(ctx.env, ctx.catalog, ctx.manifest, ctx.progress).await?;
+    ) -> EngineResult<DeepVerify> {
+        let r = verify_deep(
+            ctx.host,
+            self.config.as_ref(),
+            ctx.catalog,
+            ctx.manifest,
+            ctx.progress,
+        )
+        .await?;
         Ok(DeepVerify {
             ok: r.ok,
             report: serde_json::to_value(&r).unwrap_or_default(),
@@ -142,15 +156,15 @@ impl Engine for RedisEngine {
         true
     }
 
-    async fn canary_write(&self) -> crate::Result<DateTime<Utc>> {
+    async fn canary_write(&self) -> EngineResult<DateTime<Utc>> {
         Ok(canary::write(&self.name, self.config()?).await?)
     }
 
-    async fn canary_read(&self, uri: &str) -> crate::Result<DateTime<Utc>> {
+    async fn canary_read(&self, uri: &str) -> EngineResult<DateTime<Utc>> {
         Ok(canary::read(uri).await?)
     }
 
-    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> crate::Result<Box<dyn Scratch>> {
+    async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> EngineResult<Box<dyn Scratch>> {
         Ok(Box::new(
             ScratchServer::start(&self.redis_server(), spec.dir).await?,
         ))
@@ -160,7 +174,7 @@ impl Engine for RedisEngine {
         &self,
         ctx: &RestoreCtx<'_>,
         req: &crate::source::StandIn<'_>,
-    ) -> crate::Result<crate::source::StoodIn> {
+    ) -> EngineResult<crate::source::StoodIn> {
         drill::stand_in(self, ctx, req).await
     }
 
@@ -173,7 +187,7 @@ impl Engine for RedisEngine {
         drill::scratch_programs(self)
     }
 
-    async fn count(&self, uri: &str, query: Option<&str>) -> crate::Result<i64> {
+    async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64> {
         drill::count(uri, query).await
     }
 }

@@ -1,6 +1,6 @@
 //! Restores of Redis backups, and deep verification.
 //!
-//! - To a file: the raw stream is the `dump.rdb` (see [`crate::job::restore_raw_to_file`]).
+//! - To a file: the raw stream is the `dump.rdb` (see [`crate::source::restore_raw_to_file`]).
 //!   Redis loads it at start-up only if `appendonly` is off for that start.
 //! - Into a running instance: the RDB is written to a temp dir, a scratch
 //!   `redis-server` on a free loopback port loads it, and every key is copied
@@ -20,33 +20,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::connect::TlsMaterial;
+use super::connect::{restore_connection as connect, TlsMaterial};
+use super::RedisConfig;
 use crate::catalog::{Catalog, Manifest};
-use crate::error::{Error, Result};
-use crate::job::{restore_raw_to_file, Env, Progress, RestoreOutcome};
+use crate::source::error::{EngineError as Error, EngineResult as Result};
 use crate::source::{
-    not_supported, Overwrite, RecoveryPoint, RestoreSpec, RestoreTarget, SourceError,
+    not_supported, restore_raw_to_file, Overwrite, RecoveryPoint, RestoreHost, RestoreOutcome,
+    RestoreSpec, RestoreTarget, SourceError,
 };
+use crate::stream::progress::Progress;
 
 /// Keys copied per round trip.
 pub const BATCH_KEYS: usize = 100;
-/// Longest wait for one reply while restoring (a `RESTORE` of a huge key, `FLUSHALL`).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// An async connection with timeouts fit for restores (the crate's default
-/// response timeout of 500 ms is too short for big keys).
-pub(crate) async fn connect(
-    client: &redis::Client,
-) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    client
-        .get_multiplexed_async_connection_with_config(
-            &redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(10)))
-                .set_response_timeout(Some(RESPONSE_TIMEOUT)),
-        )
-        .await
-}
-
 fn restore_err(source: &str, message: String, cause: Option<redis::RedisError>) -> Error {
     Error::Source(SourceError::Restore {
         source_name: source.to_string(),
@@ -58,23 +43,17 @@ fn restore_err(source: &str, message: String, cause: Option<redis::RedisError>) 
 use super::scratch::keyspace_of;
 pub use super::scratch::ScratchServer;
 
-fn redis_server_for(env: &Env, m: &Manifest) -> String {
-    env.policy
-        .sources
-        .get(&m.source)
-        .and_then(|s| s.redis.as_ref())
-        .map(|r| r.redis_server.clone())
+fn redis_server_for(cfg: Option<&RedisConfig>) -> String {
+    cfg.map(|r| r.redis_server.clone())
         .unwrap_or_else(super::config::default_redis_server)
 }
 
 /// TLS material of the backup's source, for a `rediss://` target.
-fn source_tls(env: &Env, m: &Manifest) -> Result<Option<std::sync::Arc<TlsMaterial>>> {
-    let Some(c) = env
-        .policy
-        .sources
-        .get(&m.source)
-        .and_then(|s| s.redis.as_ref())
-    else {
+fn source_tls(
+    cfg: Option<&RedisConfig>,
+    m: &Manifest,
+) -> Result<Option<std::sync::Arc<TlsMaterial>>> {
+    let Some(c) = cfg else {
         return Ok(None);
     };
     TlsMaterial::load(c)
@@ -86,7 +65,7 @@ fn source_tls(env: &Env, m: &Manifest) -> Result<Option<std::sync::Arc<TlsMateri
 /// source's CA and client certificate when the source uses TLS (a restore
 /// usually goes back into the same, or a sibling, deployment), else with the
 /// system trust store.
-fn target_client(env: &Env, m: &Manifest, uri: &str) -> Result<redis::Client> {
+fn target_client(cfg: Option<&RedisConfig>, m: &Manifest, uri: &str) -> Result<redis::Client> {
     let bad = |e: redis::RedisError| {
         Error::Invalid(format!(
             "`--to`: not a Redis URL (redis[s]://[user:password@]host:port): {e}"
@@ -94,7 +73,7 @@ fn target_client(env: &Env, m: &Manifest, uri: &str) -> Result<redis::Client> {
     };
     let info = redis::IntoConnectionInfo::into_connection_info(uri).map_err(bad)?;
     let tls = match info.addr() {
-        redis::ConnectionAddr::TcpTls { .. } => source_tls(env, m)?,
+        redis::ConnectionAddr::TcpTls { .. } => source_tls(cfg, m)?,
         _ => None,
     };
     match &tls {
@@ -122,7 +101,8 @@ fn scratch_dir() -> Result<tempfile::TempDir> {
 /// (`redis://[user:password@]host:port`) gets every key copied into the
 /// running instance, TTLs included (a file destination is the job's).
 pub async fn restore(
-    env: &Env,
+    host: &dyn RestoreHost,
+    cfg: Option<&RedisConfig>,
     catalog: &Catalog,
     m: &Manifest,
     spec: &RestoreSpec,
@@ -153,10 +133,10 @@ pub async fn restore(
     }
     match &spec.target {
         RestoreTarget::File(path) => {
-            restore_raw_to_file(env, catalog, m, path, spec.replace, progress).await
+            restore_raw_to_file(host, catalog, m, path, spec.replace, progress).await
         }
         RestoreTarget::Server(uri) => {
-            restore_into(env, catalog, m, uri, spec.replace, progress).await
+            restore_into(host, cfg, catalog, m, uri, spec.replace, progress).await
         }
         _ => Err(Error::Invalid(
             "restore a Redis backup with exactly one of --to-file FILE (the dump.rdb to place before Redis starts, with appendonly off) or --to redis://HOST:PORT (a running instance)".into(),
@@ -179,14 +159,15 @@ struct Loaded {
 /// manifest, age authentication, zstd checksums, and a `redis-server` that
 /// parsed the whole RDB (its CRC-64 included).
 async fn load_scratch(
-    env: &Env,
+    host: &dyn RestoreHost,
+    cfg: Option<&RedisConfig>,
     catalog: &Catalog,
     m: &Manifest,
     progress: &dyn Progress,
 ) -> Result<Loaded> {
     let dir = scratch_dir()?;
     let out = restore_raw_to_file(
-        env,
+        host,
         catalog,
         m,
         &dir.path().join("dump.rdb"),
@@ -195,7 +176,7 @@ async fn load_scratch(
     )
     .await?;
     let load_started_ms = chrono::Utc::now().timestamp_millis();
-    let server = ScratchServer::start(&redis_server_for(env, m), dir.path()).await?;
+    let server = ScratchServer::start(&redis_server_for(cfg), dir.path()).await?;
     Ok(Loaded {
         dir,
         server,
@@ -205,7 +186,8 @@ async fn load_scratch(
 }
 
 async fn restore_into(
-    env: &Env,
+    host: &dyn RestoreHost,
+    cfg: Option<&RedisConfig>,
     catalog: &Catalog,
     m: &Manifest,
     uri: &str,
@@ -213,7 +195,7 @@ async fn restore_into(
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
     let start = Instant::now();
-    let target = target_client(env, m, uri)?;
+    let target = target_client(cfg, m, uri)?;
     let target_info = target.get_connection_info().clone();
     let scheme = match target_info.addr() {
         redis::ConnectionAddr::TcpTls { .. } => "rediss",
@@ -239,7 +221,7 @@ async fn restore_into(
     // Prove the backup readable before the target is touched: a wrong key, a
     // damaged object or an RDB the server cannot load fails here, and the
     // target keeps every key it had.
-    let loaded = load_scratch(env, catalog, m, progress).await?;
+    let loaded = load_scratch(host, cfg, catalog, m, progress).await?;
     let (scratch, raw_bytes) = (&loaded.server, loaded.raw_bytes);
     if existing_keys > 0 {
         redis::cmd("FLUSHALL")
@@ -292,7 +274,7 @@ async fn restore_into(
 
 /// What a restore of `m` into `uri` overwrites, for incident plans and their
 /// confirmation: the keys `FLUSHALL` removes ("flushes 50,002 keys in …").
-pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: &str) -> Overwrite {
+pub async fn describe_overwrite(cfg: Option<&RedisConfig>, m: &Manifest, uri: &str) -> Overwrite {
     let shown = |c: &redis::Client| {
         let info = c.get_connection_info();
         let scheme = match info.addr() {
@@ -301,7 +283,7 @@ pub async fn describe_overwrite(env: &Env, m: &Manifest, uri: &str) -> Overwrite
         };
         format!("{scheme}://{}", info.addr())
     };
-    let client = match target_client(env, m, uri) {
+    let client = match target_client(cfg, m, uri) {
         Ok(c) => c,
         Err(e) => return Overwrite::destroys(format!("cannot use the endpoint: {e}")),
     };
@@ -475,7 +457,8 @@ fn compare(
 /// one of them except those whose expiry had passed. `Ok` with `ok: false`
 /// when the data does not match; `Err` when the check could not run.
 pub async fn verify_deep(
-    env: &Env,
+    host: &dyn RestoreHost,
+    cfg: Option<&RedisConfig>,
     catalog: &Catalog,
     m: &Manifest,
     progress: &dyn Progress,
@@ -496,7 +479,7 @@ pub async fn verify_deep(
         duration_secs: 0.0,
         error: None,
     };
-    match load_scratch(env, catalog, m, progress).await {
+    match load_scratch(host, cfg, catalog, m, progress).await {
         Ok(l) => {
             report.raw_bytes = l.raw_bytes;
             let loaded = l.server.keyspace().await?;

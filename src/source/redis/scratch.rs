@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::restore::connect;
+use super::connect::restore_connection as connect;
 use crate::source::{Scratch, SourceError};
 
 fn invalid(message: String) -> SourceError {
