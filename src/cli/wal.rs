@@ -85,8 +85,7 @@ pub async fn push(ctx: &Ctx, a: PushArgs) -> anyhow::Result<Outcome> {
         };
         let pushed = async {
             wal::push_name(&a.path)?;
-            let archive = env
-                .wal_archive(&source, None)
+            let archive = wal_archive(&env, &source, None)
                 .await
                 .map_err(wal::WalError::setup)?;
             let encode = env.encode_options().map_err(wal::WalError::setup)?;
@@ -117,8 +116,7 @@ pub async fn fetch(ctx: &Ctx, a: FetchArgs) -> anyhow::Result<Outcome> {
         let source = pick_source(&env, a.source)?;
         let fetched = async {
             wal::check_name(&a.name)?;
-            let archive = env
-                .wal_archive(&source, a.target.as_deref())
+            let archive = wal_archive(&env, &source, a.target.as_deref())
                 .await
                 .map_err(wal::WalError::setup)?;
             let ids = env.identities().map_err(wal::WalError::setup)?;
@@ -150,8 +148,7 @@ pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
     let env = ctx.env()?;
     let source = pick_source(&env, a.source)?;
     let r = async {
-        let archive = env
-            .wal_archive(&source, a.target.as_deref())
+        let archive = wal_archive(&env, &source, a.target.as_deref())
             .await
             .map_err(wal::WalError::setup)?;
         walverify::wal_verify(&archive).await
@@ -207,8 +204,7 @@ pub async fn status(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
     let env = ctx.env()?;
     let source = pick_source(&env, a.source)?;
     let r = async {
-        let archive = env
-            .wal_archive(&source, None)
+        let archive = wal_archive(&env, &source, None)
             .await
             .map_err(wal::WalError::setup)?;
         walverify::wal_status(&archive).await
@@ -248,4 +244,20 @@ pub async fn status(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
         s
     })?;
     Ok(Outcome::Ok)
+}
+
+/// The WAL archive of postgres source `source` on `target` (default: its
+/// primary target), for the WAL commands.
+async fn wal_archive(
+    env: &Env,
+    source: &str,
+    target: Option<&str>,
+) -> gsdr::Result<wal::WalArchive> {
+    let sc = env.source_config(source)?;
+    let target = match target {
+        Some(t) => t.to_string(),
+        None => env.primary_target_name(source)?,
+    };
+    let store = env.store(&target).await?;
+    Ok(wal::WalArchive::of(source, sc.engine.as_ref(), store)?)
 }

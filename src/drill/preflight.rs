@@ -44,10 +44,10 @@ fn check_step(env: &Env, st: &Step, kind: RunKind) -> Result<(), String> {
         ));
     };
     if let Some(want) = crate::source::kind_of_step(st.action.kind()) {
-        if cfg.kind.as_str() != want {
+        if cfg.kind != want {
             return Err(format!(
                 "source `{source}` is a {} source, the step needs a {want} source",
-                cfg.kind.as_str(),
+                cfg.kind,
             ));
         }
     }

@@ -13,7 +13,6 @@ use crate::pipeline::keys::{self, Identities};
 use crate::pipeline::{self, Decoded, EncodeOptions};
 use crate::policy::Policy;
 use crate::source::error::{EngineError, EngineResult};
-use crate::source::postgres::wal::WalArchive;
 use crate::source::{GsdrCall, RestoreHost};
 use crate::storage::{self, Store};
 
@@ -142,27 +141,6 @@ impl Env {
             Err(e) => return Some(Err(Box::new(e))),
         };
         Some(log.tail(store).await)
-    }
-
-    /// The WAL archive of postgres source `source` on `target` (default: its
-    /// primary target), for the WAL commands.
-    pub async fn wal_archive(&self, source: &str, target: Option<&str>) -> Result<WalArchive> {
-        let sc = self.source_config(source)?;
-        let cfg = sc.postgres.clone().ok_or_else(|| {
-            Error::Invalid(format!(
-                "source `{source}` is not a postgres source: WAL commands need [sources.{source}.postgres]"
-            ))
-        })?;
-        let target = match target {
-            Some(t) => t.to_string(),
-            None => self.primary_target_name(source)?,
-        };
-        let store = self.store(&target).await?;
-        Ok(WalArchive {
-            source: source.to_string(),
-            cfg,
-            store,
-        })
     }
 
     /// How backups are compressed and encrypted.

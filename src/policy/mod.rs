@@ -225,15 +225,15 @@ impl Policy {
             check_name(name).map_err(|m| self.err(text, &f, m))?;
             check_target(&format!("{f}.target"), &s.target)?;
             check_target(&format!("{f}.offsite"), &s.offsite)?;
-            let present = s.tables_present();
-            if present != [s.kind.as_str()] {
+            let present = &s.tables;
+            if present[..] != [s.kind] {
                 return Err(self.err(
                     text,
                     &format!("{f}.kind"),
                     format!(
                         "a `{}` source needs exactly one settings table, [{f}.{}] (found: {})",
-                        s.kind.as_str(),
-                        s.kind.as_str(),
+                        s.kind,
+                        s.kind,
                         if present.is_empty() {
                             "none".to_string()
                         } else {

@@ -335,7 +335,10 @@ async fn mongo_deep_verify_notices_a_changed_manifest_digest() {
     let out = gsdr::job::backup(&s.env, "m", &NoProgress).await.unwrap();
     let cat = s.env.catalog_for("m").await.unwrap();
     let mut m = out.manifest;
-    let cfg = s.env.policy.sources["m"].mongo.as_ref();
+    let cfg = match &s.env.policy.sources["m"].engine {
+        Some(gsdr::source::EngineConfig::Mongo(c)) => Some(c),
+        _ => None,
+    };
     let report = gsdr::source::mongo::verify_deep(&s.env, cfg, &cat, &m, &nx.uri(), &NoProgress)
         .await
         .unwrap();
@@ -427,7 +430,10 @@ async fn mongo_server_killed_mid_dump_fails_the_backup_and_lists_nothing() {
         &mut nx.child,
         ChildGuard::spawn(std::process::Command::new("true"), "placeholder"),
     );
-    let cfg = s.env.policy.sources["m"].mongo.clone().unwrap();
+    let Some(gsdr::source::EngineConfig::Mongo(cfg)) = s.env.policy.sources["m"].engine.clone()
+    else {
+        panic!("a mongo source");
+    };
     let src = KillingSource {
         inner: gsdr::source::mongo::MongoSource::new("m", cfg),
         child: Arc::new(Mutex::new(Some(child))),

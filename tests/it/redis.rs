@@ -326,7 +326,10 @@ async fn snapshot_roundtrip(diskless: bool) {
     let fresh = RedisServer::start_in(Opts::default(), data_dir);
     assert_same_data(&dump_all(&primary).await, &dump_all(&fresh).await);
 
-    let cfg = ctx.env.policy.sources["cache"].redis.as_ref();
+    let cfg = match &ctx.env.policy.sources["cache"].engine {
+        Some(gsdr::source::EngineConfig::Redis(r)) => Some(r),
+        _ => None,
+    };
     let v = verify_deep(&ctx.env, cfg, &catalog, &m, &NoProgress)
         .await
         .unwrap();
@@ -585,7 +588,11 @@ async fn redis_tls_sentinel_snapshot_canary_and_restore_into_tls_target() {
         sentinel_tls.unwrap(),
         tls.policy_lines()
     ));
-    let cfg = main.env.policy.sources["cache"].redis.clone().unwrap();
+    let Some(gsdr::source::EngineConfig::Redis(cfg)) =
+        main.env.policy.sources["cache"].engine.clone()
+    else {
+        panic!("a redis source");
+    };
     gsdr::source::redis::probe("cache", &cfg).await.unwrap();
     let m = main.backup().await;
     let d = details(&m);

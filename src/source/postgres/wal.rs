@@ -44,6 +44,7 @@ use crate::catalog::CatalogError;
 use crate::layout;
 use crate::pipeline::keys::Identities;
 use crate::pipeline::{self, DecodeExpect, EncodeOptions, Ends, PipelineError, StreamError};
+use crate::source::SourceError;
 use crate::storage::{PutCondition, PutOptions, StorageError, Store};
 use crate::stream::{SourceMeta, SourceStream};
 
@@ -343,6 +344,28 @@ pub struct WalArchive {
     pub cfg: PostgresConfig,
     /// The opened target.
     pub store: Arc<dyn Store>,
+}
+
+impl WalArchive {
+    /// The WAL archive of source `source` (its engine settings `cfg`) in `store`.
+    pub fn of(
+        source: &str,
+        cfg: Option<&crate::source::EngineConfig>,
+        store: Arc<dyn Store>,
+    ) -> Result<WalArchive, SourceError> {
+        match cfg {
+            Some(crate::source::EngineConfig::Postgres(c)) => Ok(WalArchive {
+                source: source.to_string(),
+                cfg: c.clone(),
+                store,
+            }),
+            _ => Err(SourceError::Config {
+                message: format!(
+                    "source `{source}` is not a postgres source: WAL commands need [sources.{source}.postgres]"
+                ),
+            }),
+        }
+    }
 }
 
 /// The sidecar of `name` and its version tag, `None` if absent.
