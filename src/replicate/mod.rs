@@ -18,7 +18,7 @@
 //! copying (`gsdr replicate --check`); [`safety`] computes the RPO view: a
 //! backup is *safe* only once both copies exist.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -33,8 +33,6 @@ use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result, RetryClass};
 use crate::metrics::events;
 use crate::storage::{PutCondition, PutOptions, Store};
-
-pub mod wal;
 
 /// Attempts per backup within one sweep (temporary errors only).
 const COPY_ATTEMPTS: u32 = 3;
@@ -155,7 +153,7 @@ pub struct SweepReport {
     /// Backups that could not be copied, with the error.
     pub failed: Vec<(String, String)>,
     /// Archived WAL copied, per source that has any (PostgreSQL).
-    pub wal: Vec<wal::WalSweep>,
+    pub wal: Vec<crate::source::LogSweep>,
 }
 
 /// Copies every backup (of `source`, if given) the off-site store lacks, oldest first.
@@ -221,8 +219,11 @@ pub async fn catch_up(
     // WAL after the backups: a base backup off-site is only restorable with it.
     // A failed WAL sweep is reported beside the backups' failures, not in
     // their place (its error would hide why the copies failed).
-    for s in wal_sources(&all, source) {
-        match wal::catch_up(primary, offsite, &s).await {
+    for (s, engine) in log_sources(&all, source) {
+        let Some(log) = engine.log_archive() else {
+            continue;
+        };
+        match log.catch_up(primary, offsite).await {
             Ok(w) if w.copied > 0 || !w.failed.is_empty() => report.wal.push(w),
             Ok(_) => {}
             Err(e) => {
@@ -233,10 +234,10 @@ pub async fn catch_up(
                     error: &msg,
                 }
                 .emit();
-                report.wal.push(wal::WalSweep {
+                report.wal.push(crate::source::LogSweep {
                     failed: vec![(format!("{s}/wal/"), msg)],
                     source: s,
-                    ..wal::WalSweep::default()
+                    ..Default::default()
                 });
             }
         }
@@ -253,14 +254,33 @@ fn sources_of(all: &[Manifest]) -> BTreeSet<String> {
     all.iter().map(|m| m.source.clone()).collect()
 }
 
-/// Sources whose WAL is replicated: those with base backups (WAL without
-/// one restores nothing), plus the named source.
-fn wal_sources(all: &[Manifest], source: Option<&str>) -> BTreeSet<String> {
-    all.iter()
-        .filter(|m| m.engine == "postgres")
-        .map(|m| m.source.clone())
-        .chain(source.map(str::to_string))
-        .collect()
+/// Sources whose log (PostgreSQL's WAL) is replicated, with their engine:
+/// those with backups of an engine that keeps a log (a log without a backup
+/// restores nothing), plus the named source (its log is looked for by every
+/// engine that keeps one: without a backup its engine is not known here).
+fn log_sources(
+    all: &[Manifest],
+    source: Option<&str>,
+) -> BTreeMap<String, Arc<dyn crate::source::Engine>> {
+    let with_log = |kind: &str, s: &str| {
+        crate::source::engine_for_kind(kind, s)
+            .and_then(Result::ok)
+            .filter(|e| e.log_archive().is_some())
+    };
+    let mut out = BTreeMap::new();
+    for m in all {
+        if !out.contains_key(&m.source) {
+            if let Some(e) = with_log(&m.engine, &m.source) {
+                out.insert(m.source.clone(), e);
+            }
+        }
+    }
+    if let Some(s) = source.filter(|s| !out.contains_key(*s)) {
+        if let Some(e) = crate::source::KINDS.iter().find_map(|k| with_log(k, s)) {
+            out.insert(s.to_string(), e);
+        }
+    }
+    out
 }
 
 /// Something the off-site copy lacks.
@@ -316,8 +336,15 @@ pub async fn check(
             Some(_) => {}
         }
     }
-    for s in wal_sources(&all, source) {
-        if let Some(problem) = wal::check(primary, offsite, &s).await? {
+    for (s, engine) in log_sources(&all, source) {
+        let Some(log) = engine.log_archive() else {
+            continue;
+        };
+        if let Some(problem) = log
+            .offsite_gap(primary, offsite)
+            .await
+            .map_err(Error::from_log)?
+        {
             out.push(Missing {
                 source: s,
                 id: "wal".into(),
@@ -396,8 +423,20 @@ async fn newest_point(
     source: &str,
 ) -> Result<Option<DateTime<Utc>>> {
     let backups = manifests.iter().map(Manifest::recovery_point).max();
-    let wal = crate::source::postgres::walchain::recoverable_on(store, source, manifests).await?;
-    Ok(backups.max(wal.map(|r| r.until)))
+    let mut logs = None;
+    for (_, engine) in log_sources(manifests, None)
+        .into_iter()
+        .filter(|(s, _)| s == source)
+    {
+        if let Some(log) = engine.log_archive() {
+            logs = logs.max(
+                log.newest(store, manifests)
+                    .await
+                    .map_err(Error::from_log)?,
+            );
+        }
+    }
+    Ok(backups.max(logs))
 }
 
 fn secs_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {

@@ -344,6 +344,19 @@ pub struct LogTail {
     pub stored_at: Option<DateTime<Utc>>,
 }
 
+/// What one off-site sweep of a source's log did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LogSweep {
+    /// Source.
+    pub source: String,
+    /// Objects copied (PostgreSQL: segments, history files, sidecars, `cluster.json`).
+    pub copied: u64,
+    /// Stored bytes copied.
+    pub bytes: u64,
+    /// Objects that could not be copied, with the error.
+    pub failed: Vec<(String, String)>,
+}
+
 /// What pruning a source's log archive on one target did (or would do).
 pub trait LogPruned: std::fmt::Debug + Send + Sync {
     /// One line for the operator.
@@ -371,6 +384,28 @@ pub trait LogArchive: Send + Sync {
         store: &Arc<dyn crate::storage::Store>,
         m: &crate::catalog::Manifest,
     ) -> Result<Option<DateTime<Utc>>, LogError>;
+
+    /// The newest point a restore from `store` reaches through the log,
+    /// from any of `manifests` (the source's backups there).
+    async fn newest(
+        &self,
+        store: &Arc<dyn crate::storage::Store>,
+        manifests: &[crate::catalog::Manifest],
+    ) -> Result<Option<DateTime<Utc>>, LogError>;
+
+    /// Copies what the off-site store lacks of the source's log (`gsdr replicate`).
+    async fn catch_up(
+        &self,
+        primary: &Arc<dyn crate::storage::Store>,
+        offsite: &Arc<dyn crate::storage::Store>,
+    ) -> Result<LogSweep, LogError>;
+
+    /// What the off-site copy of the log lacks, as one line (`None`: nothing).
+    async fn offsite_gap(
+        &self,
+        primary: &Arc<dyn crate::storage::Store>,
+        offsite: &Arc<dyn crate::storage::Store>,
+    ) -> Result<Option<String>, LogError>;
 
     /// Deletes (unless `dry_run`) the log of the source in `store` (target
     /// `target`) that none of `remaining` (the backups left after pruning,

@@ -32,6 +32,7 @@ pub mod restore;
 pub mod scratch;
 pub mod wal;
 pub mod walchain;
+pub mod walcopy;
 pub mod walfloor;
 pub mod walname;
 pub mod walprune;
@@ -247,6 +248,31 @@ impl crate::source::LogArchive for PostgresEngine {
         m: &crate::catalog::Manifest,
     ) -> Result<Option<DateTime<Utc>>, crate::source::LogError> {
         Ok(walchain::restore_reaches(store, m).await?)
+    }
+
+    async fn newest(
+        &self,
+        store: &Arc<dyn crate::storage::Store>,
+        manifests: &[crate::catalog::Manifest],
+    ) -> Result<Option<DateTime<Utc>>, crate::source::LogError> {
+        let r = walchain::recoverable_on(store, &self.name, manifests).await?;
+        Ok(r.map(|r| r.until))
+    }
+
+    async fn catch_up(
+        &self,
+        primary: &Arc<dyn crate::storage::Store>,
+        offsite: &Arc<dyn crate::storage::Store>,
+    ) -> Result<crate::source::LogSweep, crate::source::LogError> {
+        Ok(walcopy::catch_up(primary, offsite, &self.name).await?)
+    }
+
+    async fn offsite_gap(
+        &self,
+        primary: &Arc<dyn crate::storage::Store>,
+        offsite: &Arc<dyn crate::storage::Store>,
+    ) -> Result<Option<String>, crate::source::LogError> {
+        Ok(walcopy::check(primary, offsite, &self.name).await?)
     }
 
     async fn prune(

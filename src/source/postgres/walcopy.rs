@@ -1,4 +1,4 @@
-//! Off-site copies of archived PostgreSQL WAL.
+//! Off-site copies of archived PostgreSQL WAL (the log archive's part of `gsdr replicate`).
 //!
 //! A base backup is useless without the WAL after it (it is taken with
 //! `-X none`), so the off-site copy of a postgres source must hold its WAL
@@ -19,27 +19,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
-
-use crate::error::{Error, Result};
 use crate::layout;
+use crate::source::error::{EngineError as Error, EngineResult as Result};
+use crate::source::LogSweep;
 use crate::storage::{ObjectMeta, PutOptions, Store};
 
 /// WAL objects copied at once.
 pub const CONCURRENCY: usize = 4;
 
 /// What one WAL sweep of a source did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct WalSweep {
-    /// Source.
-    pub source: String,
-    /// Objects copied (segments, history files, sidecars, `cluster.json`).
-    pub copied: u64,
-    /// Stored bytes copied.
-    pub bytes: u64,
-    /// Objects that could not be copied, with the error.
-    pub failed: Vec<(String, String)>,
-}
+pub type WalSweep = LogSweep;
 
 /// The WAL objects of `source` on a store, by key.
 async fn wal_objects(store: &Arc<dyn Store>, source: &str) -> Result<BTreeMap<String, ObjectMeta>> {
@@ -127,7 +116,7 @@ async fn reconcile(
     o: &ObjectMeta,
     off_size: u64,
 ) -> Result<u64> {
-    use crate::source::postgres::wal::{file_of_key, WalSidecar};
+    use super::wal::{file_of_key, WalSidecar};
     const MAX: u64 = 64 << 10;
     let refused = || {
         Error::Invalid(format!(
