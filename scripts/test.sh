@@ -24,6 +24,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== architecture: layers, no import cycle, engines confined (docs/ARCHITECTURE.md)"
+cargo test --quiet --test it -- architecture::
 echo "== cargo test"
 # Integration tests start real servers on free ports; 4 at a time fits 2 cores.
 log="$(mktemp)"

@@ -68,6 +68,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// An engine's log-archive error as the aggregate error, keeping a
+    /// storage failure's kind (unreachable, not found...).
+    pub fn from_log(e: crate::source::LogError) -> Error {
+        match e.downcast::<StorageError>() {
+            Ok(s) => Error::Storage(*s),
+            Err(e) => Error::Invalid(e.to_string()),
+        }
+    }
+}
+
+impl Error {
     /// Whether a retry may succeed.
     pub fn retry_class(&self) -> RetryClass {
         match self {

@@ -10,9 +10,6 @@
 
 use chrono::{DateTime, Utc};
 
-/// Why the recovered point of a source comes from its manifest.
-pub use crate::source::command::canary::FALLBACK_NOTE as COMMAND_FALLBACK_NOTE;
-
 /// How a recovered point was measured.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Recovered {
@@ -37,12 +34,4 @@ pub(super) fn by_canary(point: DateTime<Utc>) -> Recovered {
         measured_by: "canary".into(),
         note: None,
     }
-}
-
-// Transitional wrappers for the drill runner's engine steps (they go once
-// the steps reach engines through the trait).
-
-/// Keys in every database of the Redis at `uri` (`INFO keyspace`).
-pub async fn redis_key_count(uri: &str) -> Result<u64, crate::Error> {
-    Ok(crate::source::redis::canary::key_count(uri).await?)
 }

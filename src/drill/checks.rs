@@ -5,7 +5,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use super::canary::{Recovered, COMMAND_FALLBACK_NOTE};
+use super::canary::Recovered;
 use crate::catalog::Manifest;
 use crate::error::{Error, Result};
 
@@ -63,19 +63,21 @@ pub async fn sha256(path: &Path, m: &Manifest) -> Result<CheckOutcome> {
     })
 }
 
-/// Recovered point of a `command` source: the manifest's, since no canary can exist there.
-pub fn command_recovered_point(m: &Manifest) -> CheckOutcome {
+/// Recovered point of a source whose engine holds no canary: the
+/// manifest's, with the engine's reason (`note`).
+pub fn manifest_recovered_point(m: &Manifest, note: &str) -> CheckOutcome {
     let point = m.recovery_point();
     CheckOutcome {
         detail: format!(
-            "no canary possible (command source): recovered point {} from manifest {}",
+            "no canary possible ({} source): recovered point {} from manifest {}",
+            m.engine,
             point.to_rfc3339(),
             m.id
         ),
         recovered: Some(Recovered {
             point,
             measured_by: "manifest".into(),
-            note: Some(COMMAND_FALLBACK_NOTE.into()),
+            note: Some(note.into()),
         }),
     }
 }

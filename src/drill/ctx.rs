@@ -22,12 +22,8 @@ pub(super) struct Ctx<'a> {
     pub(super) started_at: DateTime<Utc>,
     pub(super) scratch: Option<PathBuf>,
     pub(super) restored: Mutex<BTreeMap<String, Restored>>,
-    /// Scratch servers started by restore steps; stopped at the end of the run.
-    pub(super) redis_servers: Mutex<Vec<crate::source::redis::ScratchServer>>,
-    /// Scratch PostgreSQL servers.
-    pub(super) pg_servers: Mutex<Vec<super::scratch_pg::ScratchPg>>,
-    /// Scratch MongoDB servers.
-    pub(super) mongo_servers: Mutex<Vec<super::scratch_mongo::ScratchMongo>>,
+    /// Scratch servers started by restore steps, of every engine; stopped at the end of the run.
+    pub(super) servers: Mutex<Vec<Box<dyn crate::source::Scratch>>>,
     /// Kubernetes namespaces a Velero restore step created; deleted at the end.
     pub(super) scratch_namespaces: Mutex<Vec<String>>,
     pub(super) progress: &'a dyn Progress,

@@ -3,12 +3,12 @@
 //! so the runner stops them at the end, also when a step failed.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use super::ctx::{planned_backup, restored_of, Ctx, Restored};
 use super::report::{RunKind, StepReport};
 use super::scenario::Step;
 use crate::error::Error;
+use crate::source::{RestoreCtx, StandIn, StandInTo};
 
 pub(super) fn server_uri(ctx: &Ctx<'_>, st: &Step, source: &str) -> Result<String, Error> {
     restored_of(ctx, source)?.uri.ok_or_else(|| {
@@ -19,8 +19,10 @@ pub(super) fn server_uri(ctx: &Ctx<'_>, st: &Step, source: &str) -> Result<Strin
     })
 }
 
-/// Redis: into a scratch `redis-server` loading the RDB (drill), or copied key by key into the real endpoint (incident).
-pub(super) async fn restore_redis(
+/// A source's restore step, through its engine: into a scratch server the
+/// engine starts (drill) or into the incident's endpoint. Logs (PostgreSQL's
+/// WAL) replay up to the plan's target time, or as far as they reach.
+pub(super) async fn restore_source(
     ctx: &Ctx<'_>,
     st: &Step,
     source: &str,
@@ -29,11 +31,23 @@ pub(super) async fn restore_redis(
     let pb = planned_backup(ctx, st)?;
     let cat = ctx.env.catalog(&pb.target).await?;
     let m = cat.find(&pb.id).await?;
-    rep.backup_id = Some(m.id.clone());
+    let engine = crate::job::engine_for(ctx.env, &m)?;
     rep.from_target = Some(pb.target.clone());
-    let (uri, bytes) = match ctx.opts.kind {
+    let logs = engine.log_archive().is_some();
+    if ctx.opts.kind == RunKind::Incident && logs && ctx.opts.keep_archiving.is_none() {
+        return Err(Error::Invalid(super::plan::archiving_words(source, None)));
+    }
+    let argv = ctx
+        .env
+        .policy
+        .drills
+        .clone()
+        .unwrap_or_default()
+        .mongo_scratch_argv;
+    let dir;
+    let to = match ctx.opts.kind {
         RunKind::Drill => {
-            let dir = ctx
+            dir = ctx
                 .scratch
                 .as_ref()
                 .expect("drills have a scratch dir")
@@ -43,224 +57,68 @@ pub(super) async fn restore_redis(
                 path: dir.clone(),
                 source: e,
             })?;
-            let out = crate::job::restore_raw_to_file(
-                ctx.env,
-                &cat,
-                &m,
-                &dir.join("dump.rdb"),
-                true,
-                ctx.progress,
-            )
-            .await?;
-            let bin = ctx
-                .env
-                .policy
-                .sources
-                .get(source)
-                .and_then(|s| s.redis.as_ref())
-                .map(|r| r.redis_server.clone())
-                .unwrap_or_else(|| "redis-server".into());
-            let server = crate::source::redis::ScratchServer::start(&bin, &dir).await?;
-            let uri = format!("redis://127.0.0.1:{}/0", server.port);
-            ctx.redis_servers.lock().expect("lock").push(server);
-            (uri, out.raw_bytes)
+            StandInTo::Scratch {
+                dir: &dir,
+                argv: &argv,
+            }
         }
-        RunKind::Incident => {
-            let uri = ctx.opts.endpoints[source].clone();
-            let req = crate::job::RestoreRequest {
-                to_uri: Some(uri.clone()),
-                replace: true,
-                yes: true,
-                ..Default::default()
-            };
-            let out = crate::job::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
-            (uri, out.raw_bytes)
-        }
+        RunKind::Incident => StandInTo::Endpoint {
+            endpoint: &ctx.opts.endpoints[source],
+            start: ctx.opts.start_postgres,
+            keep_archiving: ctx.opts.keep_archiving == Some(true),
+        },
     };
-    Ok(record_server_restore(
-        ctx, source, &m, &pb.target, uri, bytes, rep,
-    ))
-}
-
-/// PostgreSQL: base backup + WAL up to the target into a scratch directory,
-/// started on a free port until it promotes (drill); into the endpoint
-/// directory, ready to start (incident).
-pub(super) async fn restore_postgres(
-    ctx: &Ctx<'_>,
-    st: &Step,
-    source: &str,
-    rep: &mut StepReport,
-) -> Result<String, Error> {
-    let pb = planned_backup(ctx, st)?;
-    let cat = ctx.env.catalog(&pb.target).await?;
-    let m = cat.find(&pb.id).await?;
-    let cfg = ctx
-        .env
-        .source_config(source)?
-        .postgres
-        .clone()
-        .ok_or_else(|| Error::Invalid(format!("source `{source}` is not a postgres source")))?;
-    rep.from_target = Some(pb.target.clone());
-    if ctx.opts.kind == RunKind::Incident && ctx.opts.keep_archiving.is_none() {
-        return Err(Error::Invalid(super::plan::archiving_words(source, None)));
+    let req = StandIn {
+        to,
+        until: ctx.plan.target_time,
+        from_target: &pb.target,
+    };
+    let rctx = RestoreCtx {
+        host: ctx.env,
+        catalog: &cat,
+        manifest: &m,
+        progress: ctx.progress,
+    };
+    let stood = engine.stand_in(&rctx, &req).await?;
+    if let Some(s) = stood.server {
+        ctx.servers.lock().expect("lock").push(s);
     }
-    let dir = match ctx.opts.kind {
-        RunKind::Drill => ctx
-            .scratch
-            .as_ref()
-            .expect("drills have a scratch dir")
-            .join(source)
-            .join("pgdata"),
-        RunKind::Incident => PathBuf::from(&ctx.opts.endpoints[source]),
-    };
-    let req = crate::job::RestoreRequest {
-        to_dir: Some(dir.clone()),
-        from_target: Some(pb.target.clone()),
-        target_time: ctx.plan.target_time,
-        latest: ctx.plan.target_time.is_none(),
-        replace: true,
-        yes: true,
-        // Drills never archive; an incident does what the operator chose.
-        keep_archiving: ctx.opts.kind == RunKind::Incident && ctx.opts.keep_archiving == Some(true),
-        ..Default::default()
-    };
-    let out = crate::source::postgres::restore::restore(
-        ctx.env,
-        Some(&cfg),
-        &cat,
-        source,
-        Some(&m),
-        &req.spec()?,
-        ctx.progress,
-    )
-    .await?;
+    let out = stood.outcome;
     rep.raw_bytes = Some(out.raw_bytes);
     rep.backup_id = Some(out.id.clone());
-    let base = cat.find(&out.id).await.unwrap_or(m);
-    let target = ctx
-        .plan
-        .target_time
-        .map(|t| format!("time {}", t.to_rfc3339()))
-        .unwrap_or_else(|| "the end of the archive".into());
-    let (uri, into) = match ctx.opts.kind {
-        RunKind::Drill => {
-            let pg = super::scratch_pg::ScratchPg::start(&cfg, &dir).await?;
-            let conn = pg.conn_string(&cfg);
-            let shown = format!(
-                "scratch PostgreSQL 127.0.0.1:{} ({})",
-                pg.port,
-                dir.display()
-            );
-            ctx.pg_servers.lock().expect("lock").push(pg);
-            (Some(conn), shown)
-        }
-        RunKind::Incident => {
-            // The checks connect where clients do: the source's own endpoint.
-            let conn = format!(
-                "host={} port={} user={} dbname={}",
-                cfg.host, cfg.port, cfg.user, cfg.dbname
-            );
-            let into = if ctx.opts.start_postgres {
-                super::scratch_pg::ScratchPg::start_endpoint(&cfg, &dir)
-                    .await?
-                    .detach();
-                format!(
-                    "{} (started with pg_ctl on port {}, promoted)",
-                    dir.display(),
-                    cfg.port
-                )
-            } else {
-                format!(
-                    "{} (prepared: start PostgreSQL on it; the checks connect to {}:{})",
-                    dir.display(),
-                    cfg.host,
-                    cfg.port
-                )
-            };
-            (Some(conn), into)
-        }
+    rep.into = Some(stood.into.clone());
+    // The engine may restore another backup than planned (PostgreSQL: the
+    // base backup the target time needs).
+    let base = if out.id == m.id {
+        m
+    } else {
+        cat.find(&out.id).await.unwrap_or(m)
     };
-    rep.into = Some(into.clone());
+    let line = format!(
+        "restored {} {} from target `{}` ({} bytes){} into {}",
+        stood.what,
+        base.id,
+        pb.target,
+        out.raw_bytes,
+        stood
+            .replayed
+            .map(|r| format!(" and {r}"))
+            .unwrap_or_default(),
+        stood.into
+    );
     ctx.restored.lock().expect("lock").insert(
         source.to_string(),
         Restored {
-            manifest: base.clone(),
+            manifest: base,
             target: pb.target.clone(),
-            into: into.clone(),
+            into: stood.into,
             path: None,
-            uri,
+            uri: Some(stood.uri),
             recovered: None,
+            start_hint: stood.start_hint,
         },
     );
-    Ok(format!(
-        "restored base backup {} from target `{}` ({} bytes) and replayed WAL to {target} into {into}",
-        base.id, pb.target, out.raw_bytes
-    ))
-}
-
-/// MongoDB: into a scratch server (drill) or the endpoint URI (incident).
-pub(super) async fn restore_mongo(
-    ctx: &Ctx<'_>,
-    st: &Step,
-    source: &str,
-    rep: &mut StepReport,
-) -> Result<String, Error> {
-    let pb = planned_backup(ctx, st)?;
-    let cat = ctx.env.catalog(&pb.target).await?;
-    let m = cat.find(&pb.id).await?;
-    rep.backup_id = Some(m.id.clone());
-    rep.from_target = Some(pb.target.clone());
-    let uri = match ctx.opts.kind {
-        RunKind::Drill => {
-            let dir = ctx
-                .scratch
-                .as_ref()
-                .expect("drills have a scratch dir")
-                .join(source);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::LocalIo {
-                what: "creating the scratch directory",
-                path: dir.clone(),
-                source: e,
-            })?;
-            let argv = ctx
-                .env
-                .policy
-                .drills
-                .clone()
-                .unwrap_or_default()
-                .mongo_scratch_argv;
-            let server = super::scratch_mongo::ScratchMongo::start(&argv, &dir).await?;
-            let uri = server.uri();
-            ctx.mongo_servers.lock().expect("lock").push(server);
-            uri
-        }
-        RunKind::Incident => ctx.opts.endpoints[source].clone(),
-    };
-    let req = crate::job::RestoreRequest {
-        to_uri: Some(uri.clone()),
-        replace: true,
-        yes: true,
-        target_time: ctx.plan.target_time,
-        ..Default::default()
-    };
-    let out = crate::job::restore(ctx.env, &cat, &m, &req, ctx.progress).await?;
-    Ok(record_server_restore(
-        ctx,
-        source,
-        &m,
-        &pb.target,
-        uri,
-        out.raw_bytes,
-        rep,
-    ))
-}
-
-/// A URI without its password, for reports.
-fn redact_uri(uri: &str) -> String {
-    match (uri.find("://"), uri.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &uri[..s], &uri[at + 1..]),
-        _ => uri.to_string(),
-    }
+    Ok(line)
 }
 
 /// A Velero restore of the newest completed backup of a gsdr Velero job,
@@ -367,34 +225,4 @@ pub(super) async fn delete_scratch_namespaces(
         }
     }
     all
-}
-
-/// Records a restore into a scratch server (for the checks after it) and describes it.
-fn record_server_restore(
-    ctx: &Ctx<'_>,
-    source: &str,
-    m: &crate::catalog::Manifest,
-    target: &str,
-    uri: String,
-    bytes: u64,
-    rep: &mut StepReport,
-) -> String {
-    rep.raw_bytes = Some(bytes);
-    let shown = redact_uri(&uri);
-    rep.into = Some(shown.clone());
-    ctx.restored.lock().expect("lock").insert(
-        source.to_string(),
-        Restored {
-            manifest: m.clone(),
-            target: target.to_string(),
-            into: shown.clone(),
-            path: None,
-            uri: Some(uri),
-            recovered: None,
-        },
-    );
-    format!(
-        "restored backup {} from target `{target}` ({bytes} bytes) into {shown}",
-        m.id
-    )
 }

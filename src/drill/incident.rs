@@ -24,6 +24,9 @@ pub(super) struct Restored {
     #[serde(default)]
     pub(super) uri: Option<String>,
     pub(super) recovered: Option<Recovered>,
+    /// What to do before checks can connect (an endpoint prepared, not started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) start_hint: Option<String>,
 }
 
 /// The resumable record of an incident run.

@@ -16,7 +16,7 @@
 //! - [`checks`] and [`canary`]: what a check looks at; heartbeat canaries give
 //!   the recovered point of each source.
 //! - `engines` (private): the engines' restore steps into scratch servers
-//!   ([`scratch_pg`], [`scratch_mongo`], Redis's own scratch server) or real endpoints.
+//!   (each engine's own, [`crate::source::Scratch`]) or real endpoints.
 //! - `preflight` (private): checks every step against the policy (sources and
 //!   their engines, `[velero]`, scratch server programs) before anything runs.
 //! - `store` (private, re-exported from [`runner`]): where reports go, pruning.
@@ -47,10 +47,6 @@ mod store;
 mod text;
 pub mod trend;
 mod verdict;
-
-// The scratch servers moved into their engines' folders.
-pub use crate::source::mongo::scratch as scratch_mongo;
-pub use crate::source::postgres::scratch as scratch_pg;
 
 use std::path::PathBuf;
 

@@ -2,13 +2,13 @@
 //! target, into where, and the RPO it implies — made once, before anything runs.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::report::RunKind;
-use super::scenario::{Action, BackupCopy, Scenario};
+use super::scenario::{BackupCopy, Scenario};
 use super::verdict::secs_between;
 use super::DrillError;
 use crate::catalog::Manifest;
@@ -130,35 +130,18 @@ pub fn archiving_words(source: &str, keep: Option<bool>) -> String {
     }
 }
 
-/// What restoring `m` into the incident endpoint of `action` destroys.
-async fn overwrite_of(
-    env: &Env,
-    action: &Action,
-    m: &Manifest,
-    endpoint: &str,
-) -> Option<crate::source::Overwrite> {
-    use crate::source::Overwrite;
-    Some(match action {
-        Action::RestoreRedis { .. } => {
-            let cfg = env
-                .policy
-                .sources
-                .get(&m.source)
-                .and_then(|s| s.redis.as_ref());
-            crate::source::redis::describe_overwrite(cfg, m, endpoint).await
-        }
-        Action::RestoreMongo { .. } => {
-            let cfg = env
-                .policy
-                .sources
-                .get(&m.source)
-                .and_then(|s| s.mongo.as_ref());
-            crate::source::mongo::describe_overwrite(cfg, m, Some(endpoint)).await
-        }
-        Action::RestorePostgresPitr { .. } => {
-            crate::source::postgres::restore::describe_overwrite(Path::new(endpoint))
-        }
-        Action::RestoreCommandSource { .. } => match std::fs::metadata(endpoint) {
+/// What restoring `m` into the incident endpoint `endpoint` destroys,
+/// through the backup's engine: a file is overwritten once the restored
+/// stream passed every check; a server or directory as the engine says.
+async fn overwrite_of(env: &Env, m: &Manifest, endpoint: &str) -> Option<crate::source::Overwrite> {
+    use crate::source::{Overwrite, RestoreSpec, RestoreTarget};
+    let engine = crate::job::engine_for(env, m).ok()?;
+    let spec = RestoreSpec {
+        replace: true,
+        ..RestoreSpec::new(engine.endpoint_target(endpoint))
+    };
+    if let RestoreTarget::File(_) = spec.target {
+        return Some(match std::fs::metadata(endpoint) {
             Ok(md) => Overwrite::destroys(format!(
                 "overwrites {endpoint} ({} bytes), once the restored stream passed every check",
                 crate::source::thousands(md.len())
@@ -166,9 +149,9 @@ async fn overwrite_of(
             Err(_) => {
                 Overwrite::nothing(format!("{endpoint} does not exist: nothing is overwritten"))
             }
-        },
-        _ => return None,
-    })
+        });
+    }
+    engine.describe_overwrite(m, &spec).await
 }
 
 /// The backup a restore step will use.
@@ -265,21 +248,25 @@ pub async fn plan(
                 } else {
                     (cat.newest_before(source, None, target_time).await?, None, 0)
                 };
-                // A PostgreSQL restore goes on past its base backup to the end of
-                // the contiguous WAL chain there (never past a hole), up to the target time.
-                let reaches = crate::source::postgres::walchain::restore_reaches(cat.store(), &m)
-                    .await
-                    .map_err(Error::from)?
-                    .unwrap_or(m.recovery_point());
+                // A restore of an engine with a log archive (PostgreSQL) goes on
+                // past its backup to the end of the contiguous log there (never
+                // past a hole), up to the target time.
+                let engine = crate::job::engine_for(env, &m)?;
+                let reaches = match engine.log_archive() {
+                    Some(log) => log
+                        .reaches(cat.store(), &m)
+                        .await
+                        .map_err(Error::from_log)?,
+                    None => None,
+                }
+                .unwrap_or(m.recovery_point());
                 let reaches = target_time
                     .map_or(reaches, |t| reaches.min(t))
                     .max(m.recovery_point());
                 if let (RunKind::Incident, Some(ep)) = (opts.kind, opts.endpoints.get(source)) {
-                    overwrites = overwrite_of(env, &st.action, &m, ep).await;
+                    overwrites = overwrite_of(env, &m, ep).await;
                 }
-                if let (RunKind::Incident, Action::RestorePostgresPitr { .. }) =
-                    (opts.kind, &st.action)
-                {
+                if opts.kind == RunKind::Incident && engine.log_archive().is_some() {
                     archiving = Some(archiving_words(source, opts.keep_archiving));
                 }
                 backup = Some(PlannedBackup {

@@ -16,7 +16,7 @@ use std::time::Instant;
 use chrono::Utc;
 
 use super::ctx::{planned_backup, restored_of, Ctx, Restored};
-use super::engines::{restore_mongo, restore_postgres, restore_redis, restore_velero, server_uri};
+use super::engines::{restore_source, restore_velero, server_uri};
 use super::incident::IncidentState;
 use super::report::{DrillReport, RunKind, StepReport, StepStatus};
 use super::scenario::{Action, Scenario, Step};
@@ -110,9 +110,7 @@ pub async fn run(
                 .map(|s| s.restored.clone())
                 .unwrap_or_default(),
         ),
-        redis_servers: Mutex::new(Vec::new()),
-        pg_servers: Mutex::new(Vec::new()),
-        mongo_servers: Mutex::new(Vec::new()),
+        servers: Mutex::new(Vec::new()),
         scratch_namespaces: Mutex::new(Vec::new()),
         progress,
     };
@@ -135,17 +133,11 @@ pub async fn run(
     )
     .await?;
     // Scratch servers first (their data lives in the scratch dir), off the async threads.
-    let servers: Vec<_> = std::mem::take(&mut *ctx.redis_servers.lock().expect("lock"));
-    let pgs: Vec<_> = std::mem::take(&mut *ctx.pg_servers.lock().expect("lock"));
-    let mongos: Vec<_> = std::mem::take(&mut *ctx.mongo_servers.lock().expect("lock"));
-    let n_servers = servers.len() + pgs.len() + mongos.len();
-    for m in mongos {
-        m.stop().await;
+    let servers: Vec<_> = std::mem::take(&mut *ctx.servers.lock().expect("lock"));
+    let n_servers = servers.len();
+    for s in servers {
+        s.stop().await;
     }
-    for pg in pgs {
-        pg.stop().await;
-    }
-    let _ = tokio::task::spawn_blocking(move || drop(servers)).await;
     if n_servers > 0 {
         tracing::info!(event = "drill_scratch_servers_stopped", count = n_servers);
     }
@@ -233,29 +225,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Connection settings of a restored PostgreSQL: its URI, with the source's
-/// password from the policy (never stored in the state file or the report).
-fn pg_conn(ctx: &Ctx<'_>, st: &Step, source: &str) -> Result<tokio_postgres::Config, Error> {
+/// A count in the restored server of `source` through its engine (keys, a
+/// collection's documents, a query's integer).
+async fn engine_count(
+    ctx: &Ctx<'_>,
+    st: &Step,
+    source: &str,
+    query: Option<&str>,
+) -> Result<i64, Error> {
+    let r = restored_of(ctx, source)?;
     let uri = server_uri(ctx, st, source)?;
-    let mut c: tokio_postgres::Config = uri
-        .parse()
-        .map_err(|e| Error::Invalid(format!("restored PostgreSQL `{uri}`: {e}")))?;
-    let cfg = ctx.env.source_config(source)?;
-    if let Some(p) = cfg.postgres.as_ref().and_then(|p| p.password.as_ref()) {
-        let pw = p.read().map_err(|m| {
-            Error::Invalid(format!("source `{source}`: cannot read the password: {m}"))
-        })?;
-        c.password(pw.expose());
-    }
-    Ok(c)
+    let engine = crate::job::engine_for(ctx.env, &r.manifest)?;
+    engine
+        .count(&uri, query)
+        .await
+        .map_err(|e| with_start_hint(ctx, source, e.into()))
 }
 
-/// In an incident, a PostgreSQL check that cannot connect says what to do.
-fn with_start_hint(ctx: &Ctx<'_>, e: Error) -> Error {
-    match (ctx.opts.kind, e) {
-        (RunKind::Incident, Error::Invalid(m)) if m.contains("cannot connect") => Error::Invalid(format!(
-            "{m}: start PostgreSQL on the restored data directory (or pass --start-postgres), then rerun with --resume"
-        )),
+/// A check that cannot connect to a restored endpoint that is not started
+/// yet says what to do (the engine's hint).
+fn with_start_hint(ctx: &Ctx<'_>, source: &str, e: Error) -> Error {
+    let hint = restored_of(ctx, source).ok().and_then(|r| r.start_hint);
+    match (hint, e) {
+        (Some(h), Error::Source(crate::source::SourceError::Unreachable { message })) => {
+            Error::Invalid(format!("{message}: {h}"))
+        }
         (_, e) => e,
     }
 }
@@ -289,6 +283,7 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
                     path: Some(path.clone()),
                     uri: None,
                     recovered: None,
+                    start_hint: None,
                 },
             );
             Ok(format!(
@@ -299,17 +294,16 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
                 path.display()
             ))
         }
-        Action::RestoreRedis { source } => restore_redis(ctx, st, source, rep).await,
-        Action::RestorePostgresPitr { source } => restore_postgres(ctx, st, source, rep).await,
-        Action::RestoreMongo { source } => restore_mongo(ctx, st, source, rep).await,
+        Action::RestoreRedis { source }
+        | Action::RestorePostgresPitr { source }
+        | Action::RestoreMongo { source } => restore_source(ctx, st, source, rep).await,
         Action::VeleroRestore {
             schedule,
             namespace_mapping,
         } => restore_velero(ctx, schedule, namespace_mapping, rep).await,
         Action::RedisKeys { source, min } => {
-            let uri = server_uri(ctx, st, source)?;
-            let n = super::canary::redis_key_count(&uri).await?;
-            if n < *min {
+            let n = engine_count(ctx, st, source, None).await?;
+            if n < *min as i64 {
                 return Err(Error::Invalid(format!(
                     "restored Redis of `{source}` holds {n} keys, fewer than the {min} expected"
                 )));
@@ -317,10 +311,7 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             Ok(format!("{n} keys (at least {min} expected)"))
         }
         Action::Sql { source, query, min } => {
-            let conn = pg_conn(ctx, st, source)?;
-            let v = super::scratch_pg::query_i64(&conn, query)
-                .await
-                .map_err(|e| with_start_hint(ctx, e.into()))?;
+            let v = engine_count(ctx, st, source, Some(query)).await?;
             if v < *min {
                 return Err(Error::Invalid(format!(
                     "restored PostgreSQL of `{source}`: `{query}` returned {v}, less than the {min} expected"
@@ -333,9 +324,8 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
             collection,
             min,
         } => {
-            let uri = server_uri(ctx, st, source)?;
-            let n = super::scratch_mongo::count(&uri, collection).await?;
-            if n < *min {
+            let n = engine_count(ctx, st, source, Some(collection)).await?;
+            if n < *min as i64 {
                 return Err(Error::Invalid(format!(
                     "restored MongoDB of `{source}`: `{collection}` holds {n} documents, fewer than the {min} expected"
                 )));
@@ -362,7 +352,7 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
                 let point = engine
                     .canary_read(&uri)
                     .await
-                    .map_err(|e| with_start_hint(ctx, e.into()))?;
+                    .map_err(|e| with_start_hint(ctx, source, e.into()))?;
                 let rec = super::canary::by_canary(point);
                 checks::CheckOutcome {
                     detail: format!(
@@ -374,7 +364,10 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
                     recovered: Some(rec),
                 }
             } else {
-                checks::command_recovered_point(&r.manifest)
+                checks::manifest_recovered_point(
+                    &r.manifest,
+                    engine.canary_absent_note().unwrap_or_default(),
+                )
             };
             if let Some(rec) = &out.recovered {
                 if let Some(x) = ctx.restored.lock().expect("lock").get_mut(source) {

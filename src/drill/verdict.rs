@@ -49,11 +49,13 @@ pub(super) fn build_report(
         let rec = r.recovered.clone().unwrap_or_else(|| Recovered {
             point: r.manifest.recovery_point(),
             measured_by: "manifest".into(),
-            note: Some(if r.manifest.engine == "command" {
-                super::canary::COMMAND_FALLBACK_NOTE.into()
-            } else {
-                "the scenario has no canary_age check for this source: the RPO uses the manifest's recovery point".into()
-            }),
+            note: Some(
+                crate::job::engine_for(env, &r.manifest)
+                    .ok()
+                    .and_then(|e| e.canary_absent_note())
+                    .unwrap_or("the scenario has no canary_age check for this source: the RPO uses the manifest's recovery point")
+                    .into(),
+            ),
         });
         let achieved = secs_between(rec.point, started_at);
         let target = env

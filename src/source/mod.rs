@@ -247,6 +247,12 @@ pub trait Engine: Send + Sync {
     /// Whether sources of this engine can hold a heartbeat canary.
     fn has_canary(&self) -> bool;
 
+    /// Why a drill's RPO of this engine's sources comes from the manifest
+    /// when no canary was read, if the engine has its own reason (no canary can exist).
+    fn canary_absent_note(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Writes a heartbeat canary into the source now; returns its time.
     async fn canary_write(&self) -> EngineResult<DateTime<Utc>>;
 
@@ -256,11 +262,81 @@ pub trait Engine: Send + Sync {
     /// Starts a scratch server over `spec.dir`.
     async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> EngineResult<Box<dyn Scratch>>;
 
+    /// Restores `ctx.manifest` for a drill (into a scratch server the engine
+    /// starts) or an incident (into the endpoint): the stand-in a scenario's
+    /// checks then read.
+    async fn stand_in(&self, ctx: &RestoreCtx<'_>, req: &StandIn<'_>) -> EngineResult<StoodIn>;
+
+    /// What an incident's endpoint for this engine is (a server URI, a data
+    /// directory, a file), as a restore destination.
+    fn endpoint_target(&self, endpoint: &str) -> RestoreTarget;
+
+    /// Checks that the programs a drill's scratch server needs are installed
+    /// (`argv`: the policy's scratch command, for engines that take one).
+    fn scratch_programs(&self, argv: &[String]) -> Result<(), String>;
+
+    /// Counts in the restored server at `uri`: keys (no `query`), a
+    /// collection's documents, or the integer a SQL query returns, as the
+    /// engine understands `query`.
+    async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64>;
+
     /// The engine's continuous log archive (PostgreSQL's WAL), if its
     /// sources keep one beside their backups.
     fn log_archive(&self) -> Option<&dyn LogArchive> {
         None
     }
+}
+
+/// Where a drill's or an incident's restore goes.
+#[derive(Debug, Clone)]
+pub enum StandInTo<'a> {
+    /// Into a scratch server started over `dir` (a drill).
+    Scratch {
+        /// The source's folder in the drill's scratch directory.
+        dir: &'a Path,
+        /// The policy's scratch server command, for engines that take one.
+        argv: &'a [String],
+    },
+    /// Into the endpoint that replaces the source (an incident).
+    Endpoint {
+        /// The endpoint as the operator named it (a URI, a data directory).
+        endpoint: &'a str,
+        /// Start a server on it and leave it running (`--start-postgres`).
+        start: bool,
+        /// The restored server keeps archiving into the source's log archive.
+        keep_archiving: bool,
+    },
+}
+
+/// A drill's or an incident's restore request.
+#[derive(Debug, Clone)]
+pub struct StandIn<'a> {
+    /// Where to.
+    pub to: StandInTo<'a>,
+    /// Replay logs up to this time (engines with logs); `None`: as far as they reach.
+    pub until: Option<DateTime<Utc>>,
+    /// The target the backup is read from.
+    pub from_target: &'a str,
+}
+
+/// What a stand-in restore did and where its data can be read.
+pub struct StoodIn {
+    /// The restore.
+    pub outcome: RestoreOutcome,
+    /// Where the checks connect (a URI or connection string; may hold a
+    /// password: never shown).
+    pub uri: String,
+    /// Where it went, for people (no password).
+    pub into: String,
+    /// What was restored, for the step's line: `backup`, `base backup`.
+    pub what: &'static str,
+    /// How far logs were replayed, for the step's line (`replayed WAL to …`).
+    pub replayed: Option<String>,
+    /// The scratch server started, stopped at the end of the run.
+    pub server: Option<Box<dyn Scratch>>,
+    /// What the operator must do before the checks can connect (an endpoint
+    /// prepared but not started), added to a check's "cannot connect".
+    pub start_hint: Option<String>,
 }
 
 /// An error of a log archive (the engine's own type, classified by [`error_kind`]).
@@ -294,6 +370,15 @@ pub trait LogArchive: Send + Sync {
     /// How far a restore to latest reaches in `store` now.
     async fn tail(&self, store: Arc<dyn crate::storage::Store>) -> Result<LogTail, LogError>;
 
+    /// How far a restore of `m` from `store` reaches: the end of the
+    /// contiguous log after it (when later than its own point); `None` when
+    /// the log does not even reach the backup's own end.
+    async fn reaches(
+        &self,
+        store: &Arc<dyn crate::storage::Store>,
+        m: &crate::catalog::Manifest,
+    ) -> Result<Option<DateTime<Utc>>, LogError>;
+
     /// Deletes (unless `dry_run`) the log of the source in `store` (target
     /// `target`) that none of `remaining` (the backups left after pruning,
     /// `failed` of them because their deletion failed) needs.
@@ -313,6 +398,29 @@ pub fn not_supported(source: &str, what: impl Into<String>) -> SourceError {
         source_name: source.to_string(),
         what: what.into(),
     }
+}
+
+/// A URI without its password, for reports and messages.
+pub fn redact_uri(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &uri[..s], &uri[at + 1..]),
+        _ => uri.to_string(),
+    }
+}
+
+/// `prog` as the OS would run it: a path with a `/` as is, a bare name searched on `PATH`.
+pub fn find_program(prog: &Path) -> Option<PathBuf> {
+    fn is_executable(p: &Path) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    if prog.components().count() > 1 {
+        return is_executable(prog).then(|| prog.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| is_executable(p))
 }
 
 /// What an engine's `validate` found wrong with its settings.
@@ -419,6 +527,17 @@ macro_rules! engines {
         /// (PostgreSQL's WAL errors...), for exit codes and `--json` documents.
         pub fn error_kind(e: &(dyn std::error::Error + 'static)) -> Option<crate::fault::ErrorKind> {
             None$(.or_else(|| $module::error_kind(e)))+
+        }
+
+        /// The engine a scenario step kind (`restore_redis`, `sql`…) belongs to,
+        /// if it belongs to one: each engine lists its steps in `DRILL_STEPS`.
+        pub fn kind_of_step(step: &str) -> Option<&'static str> {
+            $(
+                if $module::DRILL_STEPS.contains(&step) {
+                    return Some($module::KIND);
+                }
+            )+
+            None
         }
 
         /// Every engine's kind, in registration order.

@@ -100,6 +100,12 @@ pub enum SourceError {
         /// What was asked, and what to do instead.
         what: String,
     },
+    /// A restored or scratch server does not answer (it may not be started yet).
+    #[error("{message}")]
+    Unreachable {
+        /// What could not be reached, and the cause.
+        message: String,
+    },
     /// The source's settings are invalid (what the run would refuse).
     #[error("{message}")]
     Config {
@@ -137,7 +143,7 @@ impl SourceError {
     /// Whether a retry may help.
     pub fn retry_class(&self) -> RetryClass {
         match self {
-            SourceError::Connect { .. } => RetryClass::Temporary,
+            SourceError::Connect { .. } | SourceError::Unreachable { .. } => RetryClass::Temporary,
             SourceError::Dump { class, .. } => *class,
             _ => RetryClass::Permanent,
         }
@@ -148,7 +154,7 @@ impl SourceError {
     /// What the operator must fix (exit codes, `--json` error documents).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SourceError::Connect { .. } => ErrorKind::Unreachable,
+            SourceError::Connect { .. } | SourceError::Unreachable { .. } => ErrorKind::Unreachable,
             SourceError::Auth { .. } => ErrorKind::AccessDenied,
             SourceError::NotSupported { .. } => ErrorKind::NotSupported,
             SourceError::Config { .. } | SourceError::Invalid { .. } => ErrorKind::InvalidInput,

@@ -5,6 +5,9 @@
 //! restores, deep verification, canaries and scratch servers are
 //! [`SourceError::NotSupported`] ([`restore`], [`canary`], [`scratch`]).
 
+/// The scenario steps of this engine.
+pub const DRILL_STEPS: &[&str] = &["restore_command_source"];
+
 mod backup;
 pub mod canary;
 mod config;
@@ -106,6 +109,10 @@ impl Engine for CommandEngine {
         false
     }
 
+    fn canary_absent_note(&self) -> Option<&'static str> {
+        Some(canary::FALLBACK_NOTE)
+    }
+
     async fn canary_write(&self) -> EngineResult<DateTime<Utc>> {
         Err(canary::unsupported(&self.name).into())
     }
@@ -116,5 +123,36 @@ impl Engine for CommandEngine {
 
     async fn scratch_start(&self, _spec: &ScratchSpec<'_>) -> EngineResult<Box<dyn Scratch>> {
         Err(scratch::unsupported(&self.name).into())
+    }
+
+    async fn stand_in(
+        &self,
+        ctx: &RestoreCtx<'_>,
+        req: &crate::source::StandIn<'_>,
+    ) -> EngineResult<crate::source::StoodIn> {
+        let _ = (ctx, req);
+        Err(crate::source::not_supported(
+            &self.name,
+            "a `command` backup restores to a file (restore_command_source), not into a server",
+        )
+        .into())
+    }
+
+    fn endpoint_target(&self, endpoint: &str) -> crate::source::RestoreTarget {
+        crate::source::RestoreTarget::File(endpoint.into())
+    }
+
+    fn scratch_programs(&self, argv: &[String]) -> Result<(), String> {
+        let _ = argv;
+        Ok(())
+    }
+
+    async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64> {
+        let _ = (uri, query);
+        Err(crate::source::not_supported(
+            &self.name,
+            "a `command` backup has no server to count in",
+        )
+        .into())
     }
 }

@@ -13,6 +13,8 @@
 //! into the manifest (`consistency.details.collections`), so a restore can be
 //! checked without the source.
 
+mod drill;
+pub use drill::DRILL_STEPS;
 pub mod archive;
 mod backup;
 pub mod canary;
@@ -166,6 +168,26 @@ impl Engine for MongoEngine {
         Ok(Box::new(
             scratch::ScratchMongo::start(spec.argv, spec.dir).await?,
         ))
+    }
+
+    async fn stand_in(
+        &self,
+        ctx: &RestoreCtx<'_>,
+        req: &crate::source::StandIn<'_>,
+    ) -> EngineResult<crate::source::StoodIn> {
+        drill::stand_in(self, ctx, req).await
+    }
+
+    fn endpoint_target(&self, endpoint: &str) -> RestoreTarget {
+        RestoreTarget::Server(endpoint.to_string())
+    }
+
+    fn scratch_programs(&self, argv: &[String]) -> Result<(), String> {
+        drill::scratch_programs(argv)
+    }
+
+    async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64> {
+        drill::count(uri, query).await
     }
 }
 

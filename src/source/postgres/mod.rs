@@ -22,6 +22,8 @@
 //! - [`walprune`]: after `gsdr prune` decided which base backups stay, deletes
 //!   the archived WAL none of them needs.
 
+mod drill;
+pub use drill::DRILL_STEPS;
 pub mod archiver;
 pub mod backup;
 pub mod canary;
@@ -198,6 +200,27 @@ impl Engine for PostgresEngine {
     fn log_archive(&self) -> Option<&dyn crate::source::LogArchive> {
         Some(self)
     }
+
+    async fn stand_in(
+        &self,
+        ctx: &RestoreCtx<'_>,
+        req: &crate::source::StandIn<'_>,
+    ) -> EngineResult<crate::source::StoodIn> {
+        drill::stand_in(self, ctx, req).await
+    }
+
+    fn endpoint_target(&self, endpoint: &str) -> RestoreTarget {
+        drill::endpoint_target(endpoint)
+    }
+
+    fn scratch_programs(&self, argv: &[String]) -> Result<(), String> {
+        let _ = argv;
+        drill::scratch_programs(self)
+    }
+
+    async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64> {
+        drill::count(self, uri, query).await
+    }
 }
 
 #[async_trait]
@@ -216,6 +239,14 @@ impl crate::source::LogArchive for PostgresEngine {
             last: st.last_segment,
             stored_at: st.last_archived_at,
         })
+    }
+
+    async fn reaches(
+        &self,
+        store: &Arc<dyn crate::storage::Store>,
+        m: &crate::catalog::Manifest,
+    ) -> Result<Option<DateTime<Utc>>, crate::source::LogError> {
+        Ok(walchain::restore_reaches(store, m).await?)
     }
 
     async fn prune(

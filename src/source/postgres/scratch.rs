@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::source::error::{EngineError as Error, EngineResult as Result};
 use crate::source::postgres::PostgresConfig;
+use crate::source::SourceError;
 
 /// Longest wait for recovery to finish and the server to promote.
 const PROMOTE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -233,10 +234,9 @@ fn log_tail(log: &Path) -> String {
 /// Runs `query` and returns the first column of the first row as an integer.
 pub async fn query_i64(conn: &tokio_postgres::Config, query: &str) -> Result<i64> {
     let (client, connection) = conn.connect(tokio_postgres::NoTls).await.map_err(|e| {
-        Error::Invalid(format!(
-            "restored PostgreSQL {}: cannot connect: {e}",
-            shown(conn)
-        ))
+        Error::Source(SourceError::Unreachable {
+            message: format!("restored PostgreSQL {}: cannot connect: {e}", shown(conn)),
+        })
     })?;
     let h = tokio::spawn(connection);
     let row = client
@@ -250,10 +250,11 @@ pub async fn query_i64(conn: &tokio_postgres::Config, query: &str) -> Result<i64
 
 /// Runs `query` and returns the first column of the first row as text (NULL = `None`).
 pub async fn query_text(conn: &tokio_postgres::Config, query: &str) -> Result<Option<String>> {
-    let (client, connection) = conn
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| Error::Invalid(format!("PostgreSQL {}: cannot connect: {e}", shown(conn))))?;
+    let (client, connection) = conn.connect(tokio_postgres::NoTls).await.map_err(|e| {
+        Error::Source(SourceError::Unreachable {
+            message: format!("PostgreSQL {}: cannot connect: {e}", shown(conn)),
+        })
+    })?;
     let h = tokio::spawn(connection);
     let row = client
         .query_one(query, &[])

@@ -16,6 +16,8 @@
 //! With `tls = true` every connection, to nodes and sentinels, is TLS with
 //! the policy's CA and client certificate ([`connect`]).
 
+mod drill;
+pub use drill::DRILL_STEPS;
 mod backup;
 pub mod canary;
 mod config;
@@ -166,5 +168,26 @@ impl Engine for RedisEngine {
         Ok(Box::new(
             ScratchServer::start(&self.redis_server(), spec.dir).await?,
         ))
+    }
+
+    async fn stand_in(
+        &self,
+        ctx: &RestoreCtx<'_>,
+        req: &crate::source::StandIn<'_>,
+    ) -> EngineResult<crate::source::StoodIn> {
+        drill::stand_in(self, ctx, req).await
+    }
+
+    fn endpoint_target(&self, endpoint: &str) -> RestoreTarget {
+        RestoreTarget::Server(endpoint.to_string())
+    }
+
+    fn scratch_programs(&self, argv: &[String]) -> Result<(), String> {
+        let _ = argv;
+        drill::scratch_programs(self)
+    }
+
+    async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64> {
+        drill::count(uri, query).await
     }
 }

@@ -148,7 +148,8 @@ impl Scratch for ScratchServer {
     }
 
     async fn stop(self: Box<Self>) {
-        drop(self);
+        // Dropping kills the server and waits for it: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
     }
 
     fn detach(self: Box<Self>) {

@@ -1,0 +1,92 @@
+//! Redis in drills and incidents: a scratch `redis-server` loading the RDB
+//! (drill), or the snapshot copied key by key into the endpoint (incident).
+
+use std::path::Path;
+
+use super::{restore, RedisEngine, ScratchServer};
+use crate::source::error::{EngineError as Error, EngineResult as Result};
+use crate::source::{
+    find_program, redact_uri, restore_raw_to_file, RestoreCtx, RestoreSpec, RestoreTarget, Scratch,
+    StandIn, StandInTo, StoodIn,
+};
+
+/// The scenario steps of this engine.
+pub const DRILL_STEPS: &[&str] = &["restore_redis", "redis_keys"];
+
+/// Restores into a scratch server (drill) or the endpoint (incident).
+pub(super) async fn stand_in(
+    e: &RedisEngine,
+    ctx: &RestoreCtx<'_>,
+    req: &StandIn<'_>,
+) -> Result<StoodIn> {
+    match &req.to {
+        StandInTo::Scratch { dir, .. } => {
+            let outcome = restore_raw_to_file(
+                ctx.host,
+                ctx.catalog,
+                ctx.manifest,
+                &dir.join("dump.rdb"),
+                true,
+                ctx.progress,
+            )
+            .await?;
+            let server = ScratchServer::start(&e.redis_server(), dir).await?;
+            let uri = server.uri();
+            Ok(StoodIn {
+                outcome,
+                into: redact_uri(&uri),
+                uri,
+                what: "backup",
+                replayed: None,
+                server: Some(Box::new(server)),
+                start_hint: None,
+            })
+        }
+        StandInTo::Endpoint { endpoint, .. } => {
+            let spec = RestoreSpec {
+                replace: true,
+                ..RestoreSpec::new(RestoreTarget::Server(endpoint.to_string()))
+            };
+            let outcome = restore(
+                ctx.host,
+                e.config.as_ref(),
+                ctx.catalog,
+                ctx.manifest,
+                &spec,
+                ctx.progress,
+            )
+            .await?;
+            Ok(StoodIn {
+                outcome,
+                into: redact_uri(endpoint),
+                uri: endpoint.to_string(),
+                what: "backup",
+                replayed: None,
+                server: None,
+                start_hint: None,
+            })
+        }
+    }
+}
+
+/// The scratch server's program must be installed.
+pub(super) fn scratch_programs(e: &RedisEngine) -> std::result::Result<(), String> {
+    let bin = e.redis_server();
+    if find_program(Path::new(&bin)).is_none() {
+        return Err(format!(
+            "`{bin}` (for the scratch Redis) is not found; install redis-server or set sources.{}.redis.redis_server",
+            e.name
+        ));
+    }
+    Ok(())
+}
+
+/// Keys in every database of the restored Redis at `uri`.
+pub(super) async fn count(uri: &str, query: Option<&str>) -> Result<i64> {
+    if let Some(q) = query {
+        return Err(Error::Invalid(format!(
+            "a Redis check counts keys; it takes no query (got `{q}`)"
+        )));
+    }
+    Ok(super::canary::key_count(uri).await? as i64)
+}
