@@ -239,18 +239,19 @@ async fn engine_count(
     engine
         .count(&uri, query)
         .await
-        .map_err(|e| with_start_hint(ctx, source, e.into()))
+        .map_err(|e| with_start_hint(ctx, source, e))
 }
 
 /// A check that cannot connect to a restored endpoint that is not started
 /// yet says what to do (the engine's hint).
-fn with_start_hint(ctx: &Ctx<'_>, source: &str, e: Error) -> Error {
+fn with_start_hint(ctx: &Ctx<'_>, source: &str, e: crate::source::EngineError) -> Error {
+    use crate::source::{EngineError, SourceError};
     let hint = restored_of(ctx, source).ok().and_then(|r| r.start_hint);
     match (hint, e) {
-        (Some(h), Error::Source(crate::source::SourceError::Unreachable { message })) => {
+        (Some(h), EngineError::Source(SourceError::Unreachable { message })) => {
             Error::Invalid(format!("{message}: {h}"))
         }
-        (_, e) => e,
+        (_, e) => e.into(),
     }
 }
 
@@ -352,7 +353,7 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
                 let point = engine
                     .canary_read(&uri)
                     .await
-                    .map_err(|e| with_start_hint(ctx, source, e.into()))?;
+                    .map_err(|e| with_start_hint(ctx, source, e))?;
                 let rec = super::canary::by_canary(point);
                 checks::CheckOutcome {
                     detail: format!(

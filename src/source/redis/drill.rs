@@ -6,8 +6,8 @@ use std::path::Path;
 use super::{restore, RedisEngine, ScratchServer};
 use crate::source::error::{EngineError as Error, EngineResult as Result};
 use crate::source::{
-    find_program, redact_uri, restore_raw_to_file, RestoreCtx, RestoreSpec, RestoreTarget, Scratch,
-    StandIn, StandInTo, StoodIn,
+    find_program, redact_uri, RestoreCtx, RestoreSpec, RestoreTarget, Scratch, StandIn, StandInTo,
+    StoodIn,
 };
 
 /// The scenario steps of this engine.
@@ -21,7 +21,7 @@ pub(super) async fn stand_in(
 ) -> Result<StoodIn> {
     match &req.to {
         StandInTo::Scratch { dir, .. } => {
-            let outcome = restore_raw_to_file(
+            let outcome = crate::source::restore_raw_to_file(
                 ctx.host,
                 ctx.catalog,
                 ctx.manifest,
