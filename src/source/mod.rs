@@ -16,6 +16,13 @@
 //! trailer matched, the oplog window closed) and returns the engine's
 //! consistency point for the manifest. The pipeline awaits `done` before it
 //! lets the upload commit, so a source that fails late leaves no backup.
+//!
+//! Engines sit below the policy and the jobs: they never see the policy file
+//! or the job environment. A restore gets the backup through a
+//! [`RestoreHost`] (the job environment implements it: it opens and decrypts
+//! the backup, holds the keys, and says how a restored server calls gsdr
+//! back), its engine's own settings, and a progress handle; it fails with an
+//! [`EngineError`], which the aggregate error takes over variant by variant.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
