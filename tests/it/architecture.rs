@@ -548,3 +548,142 @@ fn the_layer_check_finds_upward_imports_and_cycles() {
         "{bad:#?}"
     );
 }
+
+/// The engines: every folder of `src/source/` with a `KIND`.
+fn engines(files: &BTreeMap<String, String>) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|(rel, text)| {
+            let e = rel.strip_prefix("source/")?.strip_suffix("/mod.rs")?;
+            text.contains("pub const KIND: &str").then(|| e.to_string())
+        })
+        .collect()
+}
+
+/// Byte ranges of `#[cfg(test)]` modules in `code` (comments and strings blanked).
+fn test_modules(code: &str) -> Vec<std::ops::Range<usize>> {
+    let b = code.as_bytes();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(p) = code[from..].find("#[cfg(test)]") {
+        let at = from + p;
+        let Some(open) = code[at..].find('{').map(|o| at + o) else {
+            break;
+        };
+        let mut depth = 0;
+        let mut end = b.len();
+        for (i, &c) in b.iter().enumerate().skip(open) {
+            if c == b'{' {
+                depth += 1;
+            } else if c == b'}' {
+                depth -= 1;
+                if depth == 0 {
+                    end = i + 1;
+                    break;
+                }
+            }
+        }
+        out.push(at..end);
+        from = end;
+    }
+    out
+}
+
+/// Where `text` (whose code, comments and strings blanked, is `code`) names
+/// an engine outside the engine folders: a path into an engine's module
+/// (`source::redis::…`), a config variant (`EngineConfig::Redis`), or a
+/// match on an engine's kind (`== "redis"`, `"redis" =>`) outside test modules.
+fn engine_names(text: &str, code: &str, engines: &[String]) -> Vec<(usize, String)> {
+    let tests = test_modules(code);
+    let line_of = |pos: usize| text[..pos].matches('\n').count() + 1;
+    let mut out = Vec::new();
+    for e in engines {
+        let variant = format!("EngineConfig::{}{}", e[..1].to_uppercase(), &e[1..]);
+        for pat in [format!("source::{e}::"), format!("source::{e};"), variant] {
+            for (pos, _) in code.match_indices(&pat) {
+                out.push((line_of(pos), pat.clone()));
+            }
+        }
+        let lit = format!("\"{e}\"");
+        for (pos, _) in text.match_indices(&lit) {
+            // A literal: blanked in the code view, and not in a comment
+            // (a comment's line in the code view is blank from its start).
+            let in_string = code.as_bytes()[pos] == b' ';
+            let line_start = text[..pos].rfind('\n').map_or(0, |n| n + 1);
+            let commented = text[line_start..pos].contains("//");
+            // Matched on: compared (`== "redis"`) or a match arm (`"redis" =>`).
+            let before = text[..pos].trim_end();
+            let after = text[pos + lit.len()..].trim_start();
+            let matched = before.ends_with("==")
+                || before.ends_with("!=")
+                || after.starts_with("=>")
+                || after.starts_with('|');
+            if in_string && matched && !commented && !tests.iter().any(|r| r.contains(&pos)) {
+                out.push((line_of(pos), lit.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Outside `src/source/<engine>/` no code names an engine: everything asks
+/// the `dyn Engine` (adding an engine is one folder plus its line in the
+/// `engines!` registration of `src/source/mod.rs`, which this allows).
+/// `src/cli/wal.rs` is exempt: `wal-push`/`wal-fetch` are PostgreSQL's own
+/// `archive_command`/`restore_command`, which PostgreSQL runs by name.
+#[test]
+fn no_code_outside_an_engine_folder_names_an_engine() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = library_sources();
+    for e in std::fs::read_dir(root.join("cli")).expect("src/cli") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "rs") {
+            let rel = format!("cli/{}", p.file_name().unwrap().to_string_lossy());
+            files.insert(rel, std::fs::read_to_string(&p).expect("read"));
+        }
+    }
+    let engines = engines(&files);
+    assert_eq!(engines.len(), 4, "engines found: {engines:?}");
+    let mut bad = Vec::new();
+    for (rel, text) in &files {
+        let in_engine = engines
+            .iter()
+            .any(|e| rel.starts_with(&format!("source/{e}/")));
+        if in_engine || rel == "cli/wal.rs" {
+            continue;
+        }
+        let mut text = text.clone();
+        if rel == "source/mod.rs" {
+            // The registration: the engine modules and the `engines!` invocation.
+            let start = text.find("\nengines! {").expect("the engines! invocation");
+            let end = start + text[start..].find("\n}\n").expect("its end");
+            text.replace_range(start..end, &" ".repeat(end - start));
+            for e in &engines {
+                text = text.replace(&format!("pub mod {e};"), "");
+            }
+        }
+        let code = code_only(&text);
+        for (line, what) in engine_names(&text, &code, &engines) {
+            bad.push(format!("src/{rel}:{line}: names an engine ({what})"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} place(s) outside src/source/<engine>/ name an engine; ask the dyn Engine instead:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+/// The engine check finds a module path, a config variant and a match on a
+/// kind, and ignores comments, test modules and other uses of those words.
+#[test]
+fn the_engine_check_finds_names_and_ignores_comments_and_tests() {
+    let text = "use crate::source::redis::canary;\n// source::mongo:: in a comment\nlet k = m.engine == \"postgres\";\nlet m = \"postgresql\";\nlet v = json!(\"command\");\nif let EngineConfig::Command(c) = x {}\n#[cfg(test)]\nmod tests {\n    const S: &str = \"redis\";\n}\n";
+    let engines: Vec<String> = ["command", "mongo", "redis", "postgres"]
+        .map(String::from)
+        .to_vec();
+    let found = engine_names(text, &code_only(text), &engines);
+    let lines: Vec<usize> = found.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines, [6, 1, 3], "{found:?}");
+}
