@@ -36,11 +36,7 @@ pub use restore::{
     download_label, open_backup, restore_raw_to_file, GsdrCall, RestoreHost, RestoreOutcome,
 };
 
-pub mod command;
 pub mod error;
-pub mod mongo;
-pub mod postgres;
-pub mod redis;
 pub mod restore;
 
 /// Something gsdr can back up.
@@ -503,6 +499,11 @@ pub struct SilentWait {
 /// error types).
 macro_rules! engines {
     ($($variant:ident => $module:ident :: $config:ident),+ $(,)?) => {
+        $(
+            #[doc = concat!("The `", stringify!($module), "` engine.")]
+            pub mod $module;
+        )+
+
         /// The settings of a source's engine, parsed from `kind` and its sub-table once.
         #[derive(Debug, Clone)]
         #[non_exhaustive]
