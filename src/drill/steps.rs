@@ -164,3 +164,144 @@ fn skipped(st: &Step, started_at: DateTime<Utc>, why: &str) -> StepReport {
         detail: why.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::super::scenario::Action;
+    use super::*;
+
+    fn step(name: &str, after: &[&str]) -> Step {
+        Step {
+            name: name.into(),
+            after: after.iter().map(|a| a.to_string()).collect(),
+            action: Action::Sha256 { source: "s".into() },
+        }
+    }
+
+    fn names(ds: &[Decision<'_>]) -> Vec<String> {
+        ds.iter()
+            .map(|d| match d {
+                Decision::Skip(s) => format!("skip {}", s.name),
+                Decision::AlreadyDone(s, _) => format!("done {}", s.name),
+                Decision::Start(s) => format!("start {}", s.name),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steps_start_after_their_dependencies_within_max_parallel() {
+        let steps = [
+            step("a", &[]),
+            step("b", &[]),
+            step("c", &[]),
+            step("d", &["a", "b"]),
+        ];
+        let earlier = BTreeMap::new();
+        let mut s = Scheduler::new(&steps, 2, &earlier);
+        assert_eq!(names(&s.decide()), ["start a", "start b"]);
+        assert!(s.decide().is_empty(), "two running: nothing more starts");
+        s.finished(&steps[0], StepStatus::Ok);
+        assert_eq!(names(&s.decide()), ["start c"], "d still waits for b");
+        s.finished(&steps[1], StepStatus::Ok);
+        assert_eq!(names(&s.decide()), ["start d"]);
+    }
+
+    #[test]
+    fn a_failed_step_skips_its_dependents_transitively_and_only_them() {
+        let steps = [
+            step("a", &[]),
+            step("b", &["a"]),
+            step("c", &["b"]),
+            step("x", &[]),
+        ];
+        let earlier = BTreeMap::new();
+        let mut s = Scheduler::new(&steps, 4, &earlier);
+        assert_eq!(names(&s.decide()), ["start a", "start x"]);
+        s.finished(&steps[0], StepStatus::Failed);
+        assert_eq!(names(&s.decide()), ["skip b", "skip c"]);
+        s.finished(&steps[3], StepStatus::Ok);
+        assert!(s.decide().is_empty());
+    }
+
+    #[test]
+    fn a_resumed_run_does_not_redo_what_passed_and_retries_what_failed() {
+        let steps = [step("a", &[]), step("b", &["a"]), step("c", &["b"])];
+        let report = |status| StepReport {
+            status,
+            ..skipped(&steps[0], Utc::now(), "earlier")
+        };
+        let earlier = BTreeMap::from([
+            ("a".to_string(), report(StepStatus::Ok)),
+            ("b".to_string(), report(StepStatus::Failed)),
+        ]);
+        let mut s = Scheduler::new(&steps, 4, &earlier);
+        assert_eq!(names(&s.decide()), ["done a", "start b"]);
+        s.finished(&steps[1], StepStatus::Ok);
+        assert_eq!(names(&s.decide()), ["start c"]);
+    }
+
+    /// With paused time the steps' sleeps pass instantly, in order: three
+    /// independent 10 s steps under `max_parallel = 2` take 20 s, never
+    /// three at once, and the dependent step starts after both it waits for.
+    #[tokio::test(start_paused = true)]
+    async fn run_steps_runs_ready_steps_concurrently_up_to_max_parallel() {
+        let steps = [
+            step("a", &[]),
+            step("b", &[]),
+            step("c", &[]),
+            step("d", &["a", "c"]),
+        ];
+        let earlier = BTreeMap::new();
+        let t0 = tokio::time::Instant::now();
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let started: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+        let seen = Mutex::new(Vec::new());
+        let reports = run_steps(
+            &steps,
+            2,
+            &earlier,
+            Utc::now(),
+            |st| {
+                let (running, most, started) = (&running, &most, &started);
+                async move {
+                    started
+                        .lock()
+                        .unwrap()
+                        .push((st.name.clone(), t0.elapsed().as_secs()));
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    StepReport {
+                        status: StepStatus::Ok,
+                        ..skipped(st, Utc::now(), "ran")
+                    }
+                }
+            },
+            |st, _| {
+                seen.lock().unwrap().push(st.name.clone());
+                Ok::<_, ()>(())
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            *started.lock().unwrap(),
+            [
+                ("a".to_string(), 0),
+                ("b".to_string(), 0),
+                ("c".to_string(), 10),
+                ("d".to_string(), 20)
+            ]
+        );
+        assert_eq!(t0.elapsed().as_secs(), 30);
+        assert_eq!(reports.len(), 4);
+        assert_eq!(seen.lock().unwrap().len(), 4, "every end is reported");
+    }
+}

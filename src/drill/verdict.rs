@@ -57,55 +57,21 @@ pub(super) fn build_report(
                     .into(),
             ),
         });
-        let achieved = secs_between(rec.point, started_at);
         let target = env
             .policy
             .objectives_of(&src)
             .map(|o| o.rpo.0.as_secs_f64());
-        let met = target.is_none_or(|t| achieved <= t);
-        if !met {
-            failures.push(format!(
-                "RPO of `{src}` missed: {} achieved (recovered point {}, by {}), target {}, over by {}",
-                super::report::secs(achieved),
-                rec.point.to_rfc3339(),
-                rec.measured_by,
-                super::report::secs(target.unwrap_or(0.0)),
-                super::report::secs(achieved - target.unwrap_or(0.0))
-            ));
-        }
-        rpo.push(RpoResult {
-            source: src,
-            recovered_point: rec.point,
-            achieved_secs: achieved,
-            target_secs: target,
-            met,
-            measured_by: rec.measured_by,
-            note: rec.note,
-        });
+        let (r, failure) = rpo_verdict(src, rec, started_at, target);
+        failures.extend(failure);
+        rpo.push(r);
     }
     let rto_target = scenario
         .restored_sources()
         .iter()
         .filter_map(|s| env.policy.objectives_of(s).map(|o| o.rto.0.as_secs_f64()))
         .reduce(f64::min);
-    let achieved = all_ok.then(|| {
-        steps
-            .iter()
-            .map(|s| s.start_offset_secs + s.duration_secs)
-            .fold(0.0, f64::max)
-    });
-    let rto_met = match (achieved, rto_target) {
-        (Some(a), Some(t)) => a <= t,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
-    if let (Some(a), Some(t), false) = (achieved, rto_target, rto_met) {
-        failures.push(format!(
-            "RTO missed: {} achieved, target {}",
-            super::report::secs(a),
-            super::report::secs(t)
-        ));
-    }
+    let (rto, failure) = rto_verdict(&steps, all_ok, rto_target);
+    failures.extend(failure);
     DrillReport {
         schema_version: REPORT_SCHEMA,
         kind,
@@ -117,14 +83,131 @@ pub(super) fn build_report(
         finished_at,
         passed: failures.is_empty(),
         steps,
-        rto: RtoResult {
-            achieved_secs: achieved,
-            target_secs: rto_target,
-            met: rto_met,
-        },
+        rto,
         rpo,
         failures,
         scratch_cleaned,
         trend: None,
+    }
+}
+
+/// The RPO of `source`: from its recovered point to the run's start, against
+/// `target` (seconds); the failure in words when missed.
+pub(super) fn rpo_verdict(
+    source: String,
+    rec: Recovered,
+    started_at: DateTime<Utc>,
+    target: Option<f64>,
+) -> (RpoResult, Option<String>) {
+    let achieved = secs_between(rec.point, started_at);
+    let met = target.is_none_or(|t| achieved <= t);
+    let failure = (!met).then(|| {
+        format!(
+            "RPO of `{source}` missed: {} achieved (recovered point {}, by {}), target {}, over by {}",
+            super::report::secs(achieved),
+            rec.point.to_rfc3339(),
+            rec.measured_by,
+            super::report::secs(target.unwrap_or(0.0)),
+            super::report::secs(achieved - target.unwrap_or(0.0))
+        )
+    });
+    let r = RpoResult {
+        source,
+        recovered_point: rec.point,
+        achieved_secs: achieved,
+        target_secs: target,
+        met,
+        measured_by: rec.measured_by,
+        note: rec.note,
+    };
+    (r, failure)
+}
+
+/// The RTO of a run: the end of its last step, only when every step passed
+/// (a failed run recovered nothing), against `target` (seconds); the failure
+/// in words when missed.
+pub(super) fn rto_verdict(
+    steps: &[StepReport],
+    all_ok: bool,
+    target: Option<f64>,
+) -> (RtoResult, Option<String>) {
+    let achieved = all_ok.then(|| {
+        steps
+            .iter()
+            .map(|s| s.start_offset_secs + s.duration_secs)
+            .fold(0.0, f64::max)
+    });
+    let met = match (achieved, target) {
+        (Some(a), Some(t)) => a <= t,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let failure = match (achieved, target, met) {
+        (Some(a), Some(t), false) => Some(format!(
+            "RTO missed: {} achieved, target {}",
+            super::report::secs(a),
+            super::report::secs(t)
+        )),
+        _ => None,
+    };
+    let r = RtoResult {
+        achieved_secs: achieved,
+        target_secs: target,
+        met,
+    };
+    (r, failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(offset: f64, duration: f64) -> StepReport {
+        StepReport {
+            name: "s".into(),
+            kind: "sha256".into(),
+            source: None,
+            status: StepStatus::Ok,
+            start_offset_secs: offset,
+            duration_secs: duration,
+            backup_id: None,
+            from_target: None,
+            into: None,
+            raw_bytes: None,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn rto_is_the_end_of_the_last_step_and_only_counts_when_all_passed() {
+        let steps = [step(0.0, 30.0), step(10.0, 50.0), step(5.0, 1.0)];
+        let (r, f) = rto_verdict(&steps, true, Some(60.0));
+        assert_eq!((r.achieved_secs, r.met, f), (Some(60.0), true, None));
+        let (r, f) = rto_verdict(&steps, true, Some(59.9));
+        assert!(!r.met);
+        assert!(f.unwrap().starts_with("RTO missed: "));
+        let (r, f) = rto_verdict(&steps, false, Some(3600.0));
+        assert_eq!((r.achieved_secs, r.met, f), (None, false, None));
+        let (r, _) = rto_verdict(&steps, true, None);
+        assert!(r.met, "no objective: nothing to miss");
+    }
+
+    #[test]
+    fn rpo_is_the_age_of_the_recovered_point_at_the_start() {
+        let start: DateTime<Utc> = "2026-12-03T06:00:00Z".parse().unwrap();
+        let rec = |mins: i64| Recovered {
+            point: start - chrono::Duration::minutes(mins),
+            measured_by: "canary".into(),
+            note: None,
+        };
+        let (r, f) = rpo_verdict("db".into(), rec(30), start, Some(3600.0));
+        assert_eq!((r.achieved_secs, r.met, f), (1800.0, true, None));
+        let (r, f) = rpo_verdict("db".into(), rec(90), start, Some(3600.0));
+        assert!(!r.met);
+        let f = f.unwrap();
+        assert!(f.starts_with("RPO of `db` missed: "), "{f}");
+        assert!(f.contains("by canary"), "{f}");
+        let (r, f) = rpo_verdict("db".into(), rec(90), start, None);
+        assert_eq!((r.met, f), (true, None));
     }
 }
