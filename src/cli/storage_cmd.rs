@@ -5,9 +5,9 @@
 use serde::Serialize;
 
 use gsdr::job::gc::{Category, GcAction, TargetGc};
-use gsdr::policy::TargetConfig;
 use gsdr::storage::lifecycle::{self, Change};
 use gsdr::storage::s3::S3Store;
+use gsdr::storage::TargetConfig;
 
 use super::output::{bytes, emit};
 use super::{Ctx, Outcome};

@@ -453,7 +453,7 @@ pub async fn plans(env: &Env) -> Result<Vec<JobPlan>> {
 }
 
 /// Publishes every source's interval and RPO objective.
-pub fn publish_objectives(env: &Env, zone: crate::policy::Zone) {
+pub fn publish_objectives(env: &Env, zone: crate::cron::Zone) {
     for (name, cfg) in &env.policy.sources {
         let ival = cfg
             .schedule

@@ -182,7 +182,7 @@ pub struct JobStatus {
 pub async fn collect(
     plans: &[JobPlan],
     locks_prefix: &str,
-    zone: crate::policy::Zone,
+    zone: crate::cron::Zone,
     now: DateTime<Utc>,
 ) -> Result<Vec<JobStatus>> {
     let mut out = Vec::new();

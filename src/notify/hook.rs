@@ -14,9 +14,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{Notice, Sender};
-use crate::policy::{Secret, WebhookFormat};
+use crate::policy::WebhookFormat;
 use crate::scheduler::record::JobRecord;
 use crate::scheduler::{JobId, JobKind, OutcomeHook, SlotOutcome};
+use crate::secret::Secret;
 
 /// Per-job notification state of this process (jobs without a record).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -6,7 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{render, Notice};
-use crate::policy::{Policy, Secret, WebhookFormat};
+use crate::policy::{Policy, WebhookFormat};
+use crate::secret::Secret;
 
 /// How long one POST may take, connection included.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,7 +131,7 @@ impl Sender {
 
     /// The sender of a policy's `[daemon]` settings, its URLs read from their secrets.
     pub fn from_policy(p: &Policy) -> Result<Sender, NotifyError> {
-        let read = |field: &'static str, r: &Option<crate::policy::SecretRef>| {
+        let read = |field: &'static str, r: &Option<crate::secret::SecretRef>| {
             r.as_ref()
                 .map(|r| r.read())
                 .transpose()

@@ -14,17 +14,17 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use crate::cron::{parse_offset, CronError, CronSchedule, Zone, MAX_GAP_DAYS};
+use crate::cron::{CronSchedule, Zone};
 mod daemon;
 mod drills;
 mod source;
 mod validate;
 
-pub use crate::pipeline::{Compression, Encryption, PipelineLimits};
-pub use crate::retention::{Retention, DEFAULT_KEEP_WITHIN_DAYS};
-pub use crate::secret::{Secret, SecretRef};
-pub use crate::storage::{ChecksumMode, FsTarget, Lifecycle, LockMode, S3Target, TargetConfig};
-pub use crate::units::{ByteSize, HumanDuration};
+use crate::pipeline::{Compression, Encryption, PipelineLimits};
+use crate::retention::{Retention, DEFAULT_KEEP_WITHIN_DAYS};
+use crate::secret::{Secret, SecretRef};
+use crate::storage::{Lifecycle, TargetConfig};
+use crate::units::HumanDuration;
 pub use daemon::*;
 pub use drills::*;
 use locate::{find_field_line, key_on_line};
@@ -394,6 +394,8 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cron::parse_offset;
+    use crate::storage::LockMode;
 
     /// `daemon.pushgateway_url` is a plain URL or a secret reference.
     #[test]

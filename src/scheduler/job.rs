@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::policy::{CronSchedule, Zone};
+use crate::cron::{CronSchedule, Zone};
 use crate::storage::Store;
 
 pub use crate::job_id::{JobId, JobKind};

@@ -35,9 +35,10 @@ pub use job::{JobId, JobKind, JobPlan, Trigger};
 use lease::{Acquire, Lease};
 use record::{RunEntry, RunResult};
 
+use crate::cron::{CronSchedule, Zone};
 use crate::error::{Error, RetryClass};
 use crate::metrics::events;
-use crate::policy::{CronSchedule, DaemonConfig, MissedRuns, Zone};
+use crate::policy::{DaemonConfig, MissedRuns};
 
 /// What one successful attempt produced.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,13 +12,14 @@ use chrono::{DateTime, TimeZone, Utc};
 use tokio_util::sync::CancellationToken;
 
 use gsdr::catalog::Catalog;
-use gsdr::policy::{MissedRuns, S3Target};
+use gsdr::policy::MissedRuns;
 use gsdr::scheduler::lease::{self, Acquire};
 use gsdr::scheduler::{
     Clock, JobId, JobPlan, RunReport, Runner, Scheduler, Settings, SlotOutcome, SystemClock,
     TokioClock,
 };
 use gsdr::storage::s3::S3Store;
+use gsdr::storage::S3Target;
 use gsdr::storage::Store;
 
 use crate::support::{free_port, require_program, tempdir, wait_for_port, ChildGuard};
@@ -115,7 +116,7 @@ fn settings(missed: MissedRuns) -> Settings {
         locks_prefix: "locks".into(),
         missed_runs: missed,
         max_concurrent_runs: 2,
-        zone: gsdr::policy::Zone::UTC,
+        zone: gsdr::cron::Zone::UTC,
         holder: "test".into(),
         jitter: 0.0,
     }
@@ -1331,7 +1332,7 @@ async fn webhook_gets_one_failure_message_per_interval_and_a_recovery() {
     let dir = tempdir();
     let f = dir.path().join("url");
     std::fs::write(&f, format!("http://{addr}/hook\n")).unwrap();
-    let url = gsdr::policy::SecretRef::File(f).read().unwrap();
+    let url = gsdr::secret::SecretRef::File(f).read().unwrap();
     let n = Arc::new(gsdr::notify::Notifier::new(
         url,
         "glucosync",

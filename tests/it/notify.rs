@@ -10,7 +10,8 @@ use gsdr::notify::{
     evaluate, JobKind, JobObservation, JobOutcome, Notice, NotifyError, Observations, Rules,
     Sender, WatchState,
 };
-use gsdr::policy::{Policy, Secret, WebhookFormat};
+use gsdr::policy::{Policy, WebhookFormat};
+use gsdr::secret::Secret;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -562,7 +562,7 @@ async fn s3_round_trips_with_checksums_when_required() {
     let moto = Moto::start().await;
     let prefix = "when-required".to_string();
     let mut t = moto.target(&prefix);
-    t.request_checksums = gsdr::policy::ChecksumMode::WhenRequired;
+    t.request_checksums = gsdr::storage::ChecksumMode::WhenRequired;
     let s3 = Arc::new(S3Store::new(&t).await.unwrap());
     let subject = Subject {
         store: s3.clone(),
@@ -684,7 +684,7 @@ async fn s3_unreachable_server_is_a_temporary_error() {
 async fn s3_missing_credentials_file_is_named_in_the_error() {
     let moto = Moto::start().await;
     let mut t = moto.target("p");
-    t.secret_access_key = Some(gsdr::policy::SecretRef::File(
+    t.secret_access_key = Some(gsdr::secret::SecretRef::File(
         "/nonexistent/gsdr-secret".into(),
     ));
     let err = S3Store::new(&t).await.unwrap_err();
@@ -858,8 +858,8 @@ async fn s3_access_denied_is_mapped_by_error_code() {
     std::fs::write(&key_file, &key).unwrap();
     std::fs::write(&secret_file, &secret).unwrap();
     let mut t = moto.target("denied");
-    t.access_key_id = Some(gsdr::policy::SecretRef::File(key_file));
-    t.secret_access_key = Some(gsdr::policy::SecretRef::File(secret_file));
+    t.access_key_id = Some(gsdr::secret::SecretRef::File(key_file));
+    t.secret_access_key = Some(gsdr::secret::SecretRef::File(secret_file));
     t.max_attempts = Some(1);
     let store = S3Store::new(&t).await.unwrap();
     let err = store
@@ -952,7 +952,7 @@ async fn measure_put_get_throughput_and_memory() {
         vec![("fs".into(), Arc::new(FsStore::new(fs_dir.path()).unwrap()))];
     for (part_mib, conc) in [(5u64, 1usize), (5, 2), (8, 4)] {
         let mut t = moto.target(&format!("m{part_mib}-{conc}"));
-        t.part_size = gsdr::policy::ByteSize(part_mib << 20);
+        t.part_size = gsdr::units::ByteSize(part_mib << 20);
         t.upload_concurrency = conc;
         subjects.push((
             format!("s3 moto part={part_mib}MiB conc={conc}"),

@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use gsdr::policy::{ByteSize, ChecksumMode, HumanDuration, S3Target, SecretRef, TargetConfig};
+use gsdr::secret::SecretRef;
+use gsdr::storage::{ChecksumMode, S3Target, TargetConfig};
+use gsdr::units::{ByteSize, HumanDuration};
 
 use super::{free_port, repo_root, tempdir, wait_for_port, ChildGuard};
 
