@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result};
 use crate::pipeline::keys::{self, Identities};
-use crate::pipeline::{self, Decoded, EncodeOptions};
+use crate::pipeline::{Decoded, EncodeOptions};
 use crate::policy::Policy;
 use crate::source::error::{EngineError, EngineResult};
 use crate::source::{GsdrCall, RestoreHost};
@@ -153,7 +153,7 @@ impl Env {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(EncodeOptions {
             level: self.policy.compression.level,
-            workers: pipeline::budget::zstd_workers(
+            workers: crate::stream::budget::zstd_workers(
                 self.policy.compression.workers,
                 self.policy.pipeline.memory_budget.0,
             ),

@@ -11,7 +11,7 @@ use super::encode::WaitingRead;
 use super::finish::{Running, StreamCtl, DEFAULT_STALL_TIMEOUT};
 use super::keys::Identities;
 use super::{hex_digest, PipelineError, CHUNK_BYTES};
-use crate::storage::BoxRead;
+use crate::stream::BoxRead;
 
 /// What the manifest says the stored object must be.
 #[derive(Debug, Clone, Default)]

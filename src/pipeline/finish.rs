@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::PipelineError;
-use crate::storage::BoxRead;
+use crate::stream::BoxRead;
 
 /// Time each side gets to stop once the stream was cancelled.
 pub const WIND_DOWN: Duration = Duration::from_secs(10);

@@ -32,7 +32,7 @@ use crate::fault::ErrorKind;
 use crate::fault::RetryClass;
 use crate::stream::SourceError;
 
-pub use crate::stream::{budget, CHANNEL_CHUNKS, CHUNK_BYTES, ZSTD_JOB_BYTES};
+use crate::stream::{CHANNEL_CHUNKS, CHUNK_BYTES, ZSTD_JOB_BYTES};
 
 /// Errors of the pipeline.
 #[derive(Debug, thiserror::Error)]

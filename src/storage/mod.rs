@@ -28,7 +28,7 @@ pub mod s3;
 
 pub use config::*;
 
-pub use crate::stream::BoxRead;
+use crate::stream::BoxRead;
 
 /// What a store knows of one object.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

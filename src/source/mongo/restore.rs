@@ -34,7 +34,7 @@ use crate::source::{
     download_label, not_supported, Overwrite, RecoveryPoint, RestoreHost, RestoreOutcome,
     RestoreSpec, RestoreTarget, SourceError,
 };
-use crate::storage::BoxRead;
+use crate::stream::BoxRead;
 use crate::stream::progress::Progress;
 
 /// How to restore an archive.
