@@ -325,7 +325,7 @@ impl DrillReport {
             .collect();
         let trend = self.trend.as_ref().map(|t| t.to_html()).unwrap_or_default();
         format!(
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{kind} {scenario}: {verdict}</title>\n<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.failed td{{background:#fdd}}.PASSED{{color:#070}}.FAILED{{color:#b00}}</style></head>\n<body>\n<h1>{kind} <code>{scenario}</code>: <span class=\"{verdict}\">{verdict}</span></h1>\n<p>{title}</p>\n<p>run <code>{id}</code>, policy <code>{policy}</code>, started {start}, finished {end}</p>\n<h2>Timeline</h2>\n{timeline}\n<h2>RTO and RPO against targets</h2>\n{bars}\n<h2>Steps</h2>\n<table><tr><th>step</th><th>kind</th><th>source</th><th>status</th><th>start</th><th>duration</th><th>detail</th></tr>\n{rows}</table>\n{fail}{trend}</body></html>\n",
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{kind} {scenario}: {verdict}</title>\n<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.failed td{{background:#fdd}}.PASSED{{color:#070}}.FAILED{{color:#b00}}</style></head>\n<body>\n<h1>{kind} <code>{scenario}</code>: <span class=\"{verdict}\">{verdict}</span></h1>\n<p>{title}</p>\n<p>run <code>{id}</code>, policy <code>{policy}</code>, started {start}, finished {end}</p>\n<h2>Timeline</h2>\n{timeline}\n<h2>RTO and RPO against targets</h2>\n{bars}\n{objectives}<h2>Steps</h2>\n<table><tr><th>step</th><th>kind</th><th>source</th><th>status</th><th>start</th><th>duration</th><th>detail</th></tr>\n{rows}</table>\n{fail}{trend}</body></html>\n",
             kind = match self.kind {
                 RunKind::Drill => "Drill",
                 RunKind::Incident => "Incident restore",
@@ -339,6 +339,7 @@ impl DrillReport {
             end = self.finished_at.to_rfc3339(),
             timeline = self.timeline_svg(),
             bars = self.objectives_svg(),
+            objectives = self.objectives_table(),
             rows = md_table_rows,
             fail = if failures.is_empty() {
                 String::new()
@@ -393,67 +394,153 @@ impl DrillReport {
         svg
     }
 
-    /// RTO and each RPO as bars against their targets (SVG).
+    /// RTO and each RPO as bars against their targets (SVG), on one log
+    /// scale from 10 ms: a 3 s restore and a 6 h target are both readable.
+    /// Each target is a black mark; the value and target are written beside.
     pub fn objectives_svg(&self) -> String {
-        let mut rows: Vec<(String, Option<f64>, Option<f64>, bool)> = vec![(
-            "RTO".into(),
-            self.rto.achieved_secs,
-            self.rto.target_secs,
-            self.rto.met,
-        )];
-        for r in &self.rpo {
-            rows.push((
-                format!("RPO {}", r.source),
-                Some(r.achieved_secs),
-                r.target_secs,
-                r.met,
-            ));
-        }
-        let (label_w, chart_w, row_h) = (220.0, 600.0, 28.0);
-        let h = row_h * rows.len() as f64 + 10.0;
+        let rows = self.objective_rows();
+        let top = rows
+            .iter()
+            .flat_map(|r| [r.achieved, r.target])
+            .flatten()
+            .fold(10.0_f64, f64::max)
+            * 1.5;
+        let (label_w, chart_w, row_h) = (200.0, 560.0, 28.0);
+        let x_of = |v: f64| label_w + log_pos(v, top) * chart_w;
+        let h = row_h * rows.len() as f64 + 34.0;
         let mut svg = format!(
-            "<svg width=\"{}\" height=\"{h}\" role=\"img\" aria-label=\"RTO and RPO against targets\">\n",
-            label_w + chart_w + 180.0
+            "<svg width=\"{}\" height=\"{h}\" role=\"img\" aria-label=\"RTO and RPO against targets (log scale)\">\n",
+            label_w + chart_w + 220.0
         );
-        for (i, (label, achieved, target, met)) in rows.iter().enumerate() {
-            let scale = achieved
-                .unwrap_or(0.0)
-                .max(target.unwrap_or(0.0))
-                .max(0.001);
+        for (i, r) in rows.iter().enumerate() {
             let y = i as f64 * row_h + 4.0;
-            let w = achieved
-                .map(|a| a / scale * chart_w)
+            let w = r
+                .achieved
+                .map(|a| x_of(a) - label_w)
                 .unwrap_or(0.0)
-                .max(1.0);
-            let color = if *met { "#4a4" } else { "#c33" };
+                .max(2.0);
+            let color = if r.met { "#4a4" } else { "#c33" };
             let _ = write!(
                 svg,
                 "<text x=\"4\" y=\"{:.1}\" font-size=\"12\">{}</text><rect x=\"{label_w}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"{color}\"/>",
                 y + 15.0,
-                esc(label),
+                esc(&r.label),
                 row_h - 10.0
             );
-            if let Some(t) = target {
-                let tx = label_w + t / scale * chart_w;
+            if let Some(t) = r.target {
+                let tx = x_of(t);
                 let _ = write!(
                     svg,
-                    "<line x1=\"{tx:.1}\" x2=\"{tx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#000\" stroke-width=\"2\"/>",
-                    y - 2.0,
-                    y + row_h - 8.0
+                    "<line x1=\"{tx:.1}\" x2=\"{tx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#000\" stroke-width=\"3\"/>",
+                    y - 3.0,
+                    y + row_h - 7.0
                 );
             }
             let _ = writeln!(
                 svg,
-                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">{} / target {}</text>",
-                label_w + chart_w + 6.0,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">{} / target {} — {}</text>",
+                label_w + chart_w + 8.0,
                 y + 15.0,
-                opt_secs(*achieved),
-                opt_secs(*target)
+                opt_secs(r.achieved),
+                opt_secs(r.target),
+                if r.met { "met" } else { "MISSED" }
             );
         }
-        svg.push_str("</svg>\n");
+        // The axis: decades and the usual objective sizes.
+        let ay = rows.len() as f64 * row_h + 6.0;
+        let _ = write!(
+            svg,
+            "<line x1=\"{label_w}\" x2=\"{:.1}\" y1=\"{ay:.1}\" y2=\"{ay:.1}\" stroke=\"#555\"/>",
+            label_w + chart_w
+        );
+        for (v, label) in AXIS_TICKS.iter().filter(|(v, _)| *v <= top) {
+            let x = x_of(*v);
+            let _ = write!(
+                svg,
+                "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{ay:.1}\" y2=\"{:.1}\" stroke=\"#555\"/><text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{label}</text>",
+                ay + 5.0,
+                ay + 17.0
+            );
+        }
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">log scale; black mark: target</text>\n</svg>",
+            label_w + chart_w + 8.0,
+            ay + 17.0
+        );
         svg
     }
+
+    /// The objectives as a table: achieved, target, met, and how each RPO was measured.
+    pub fn objectives_table(&self) -> String {
+        let mut out = String::from("<table><tr><th>objective</th><th>achieved</th><th>target</th><th>met</th><th>measured by</th></tr>\n");
+        for r in self.objective_rows() {
+            let _ = writeln!(
+                out,
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                if r.met { "ok" } else { "failed" },
+                esc(&r.label),
+                opt_secs(r.achieved),
+                opt_secs(r.target),
+                yes_no(r.met),
+                esc(&r.measured_by)
+            );
+        }
+        out.push_str("</table>\n");
+        out
+    }
+
+    fn objective_rows(&self) -> Vec<ObjectiveRow> {
+        let mut rows = vec![ObjectiveRow {
+            label: "RTO".into(),
+            achieved: self.rto.achieved_secs,
+            target: self.rto.target_secs,
+            met: self.rto.met,
+            measured_by: "end of the last step".into(),
+        }];
+        for r in &self.rpo {
+            rows.push(ObjectiveRow {
+                label: format!("RPO {}", r.source),
+                achieved: Some(r.achieved_secs),
+                target: r.target_secs,
+                met: r.met,
+                measured_by: r.measured_by.clone(),
+            });
+        }
+        rows
+    }
+}
+
+/// One objective of a report, as the HTML shows it.
+struct ObjectiveRow {
+    label: String,
+    achieved: Option<f64>,
+    target: Option<f64>,
+    met: bool,
+    measured_by: String,
+}
+
+/// Axis ticks of the objectives chart, in seconds.
+const AXIS_TICKS: &[(f64, &str)] = &[
+    (0.01, "10 ms"),
+    (0.1, "0.1 s"),
+    (1.0, "1 s"),
+    (10.0, "10 s"),
+    (60.0, "1 min"),
+    (600.0, "10 min"),
+    (3600.0, "1 h"),
+    (6.0 * 3600.0, "6 h"),
+    (86400.0, "1 d"),
+    (7.0 * 86400.0, "7 d"),
+];
+
+/// The bottom of the objectives axis: drills of small data take well under a second.
+const AXIS_FLOOR_SECS: f64 = 0.01;
+
+/// Where `v` seconds falls on a log axis from [`AXIS_FLOOR_SECS`] to `top` (0..=1).
+fn log_pos(v: f64, top: f64) -> f64 {
+    let f = AXIS_FLOOR_SECS;
+    ((v.max(f) / f).ln() / (top.max(2.0 * f) / f).ln()).clamp(0.0, 1.0)
 }
 
 fn opt_secs(s: Option<f64>) -> String {

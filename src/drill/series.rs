@@ -68,43 +68,74 @@ impl Trend {
         m
     }
 
-    /// HTML section with an SVG chart of RTO and worst RPO per drill.
+    /// HTML section with an SVG chart of RTO and worst RPO per drill: a
+    /// value axis with its scale, each bar's value written on it, each
+    /// drill's date under its bars.
     pub fn to_html(&self) -> String {
         let max = self
             .points
             .iter()
             .flat_map(|p| [p.rto_secs, p.worst_rpo_secs])
             .flatten()
-            .fold(0.001_f64, f64::max);
-        let (w, h) = (700.0, 160.0);
+            .fold(0.001_f64, f64::max)
+            * 1.15;
+        let (left, w, h, top) = (70.0, 640.0, 160.0, 16.0);
         let step = w / self.points.len().max(1) as f64;
         let mut svg = format!(
             "<svg width=\"{}\" height=\"{}\" role=\"img\" aria-label=\"RTO and RPO over time\">\n",
-            w + 20.0,
-            h + 20.0
+            left + w + 20.0,
+            top + h + 52.0
         );
+        let base = top + h;
+        // The value axis: 0, half, full scale.
+        let _ = write!(
+            svg,
+            "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{base}\" stroke=\"#555\"/><line x1=\"{left}\" x2=\"{:.1}\" y1=\"{base}\" y2=\"{base}\" stroke=\"#555\"/>",
+            left + w
+        );
+        for f in [0.0, 0.5, 1.0] {
+            let y = base - f * h;
+            let _ = write!(
+                svg,
+                "<line x1=\"{:.1}\" x2=\"{left}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#555\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
+                left - 4.0,
+                left - 6.0,
+                y + 3.0,
+                secs(f * max)
+            );
+        }
         for (i, p) in self.points.iter().enumerate() {
-            let x = i as f64 * step + 4.0;
+            let x = left + i as f64 * step + 4.0;
             for (j, (v, color)) in [(p.rto_secs, "#36c"), (p.worst_rpo_secs, "#c90")]
                 .iter()
                 .enumerate()
             {
                 if let Some(v) = v {
                     let bh = v / max * h;
+                    let bx = x + j as f64 * step * 0.4;
                     let _ = write!(
                         svg,
-                        "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{color}\"><title>{} {}: {}</title></rect>",
-                        x + j as f64 * step * 0.4,
-                        h - bh,
+                        "<rect x=\"{bx:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"{color}\"><title>{} {}: {}</title></rect><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{}</text>",
+                        base - bh,
                         step * 0.38,
                         esc(&p.started_at.to_rfc3339()),
                         if j == 0 { "RTO" } else { "worst RPO" },
+                        secs(*v),
+                        bx + step * 0.19,
+                        base - bh - 3.0,
                         secs(*v)
                     );
                 }
             }
+            let _ = write!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{}</text>",
+                x + step * 0.4,
+                base + 14.0,
+                p.started_at.format("%m-%d %H:%M")
+            );
         }
-        svg.push_str(&format!("<text x=\"4\" y=\"{:.1}\" font-size=\"11\">blue: RTO, orange: worst RPO; oldest left</text></svg>\n", h + 16.0));
+        svg.push_str(&format!("<text x=\"{left}\" y=\"{:.1}\" font-size=\"11\">blue: RTO, orange: worst RPO (seconds); one pair of bars per drill, oldest left (UTC)</text></svg>\n", base + 34.0));
         let warn: String = self
             .warnings
             .iter()

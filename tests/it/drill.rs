@@ -1401,3 +1401,76 @@ fn wrong_engine_and_missing_scratch_program_are_refused_before_any_restore() {
         "{why}"
     );
 }
+
+/// The HTML report as a person sees it: rendered by headless Chromium
+/// (Debian's `chromium`) into a PNG, kept in the test's target tmp dir as
+/// `drill-report.png`. The page holds the log-scale objectives chart with the
+/// targets and tick labels, the objectives table (met, measured by), and a
+/// trend chart with a value axis, values and dates; it loads nothing external.
+#[test]
+fn drill_report_html_renders_in_headless_chromium() {
+    let chromium = crate::support::require_program(
+        "chromium",
+        "apt-get install chromium (scripts/install-deps.sh installs it)",
+    );
+    let f = fixture("{ rto = \"1h\", rpo = \"6h\" }");
+    let rb = runbooks(&f, "cmd-loss", SCENARIO);
+    let out = f.dir.path().join("out");
+    let args = [
+        "drill",
+        "--scenario",
+        "all",
+        "--runbooks",
+        rb.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    for _ in 0..2 {
+        let (code, j, err) = run(&f, &args);
+        assert_eq!(code, 0, "{j}\n{err}");
+    }
+    let page = out.join("cmd-loss/report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    for want in [
+        "log scale; black mark: target",
+        ">1 h</text>",
+        "<th>met</th><th>measured by</th>",
+        "<td>RPO data</td>",
+        "<td>manifest</td>",
+        "oldest left (UTC)",
+    ] {
+        assert!(html.contains(want), "`{want}` missing from the report");
+    }
+    for external in ["http://", "https://", "url(", "<script", "<link", "<img"] {
+        assert!(!html.contains(external), "the report holds `{external}`");
+    }
+    let png = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("drill-report.png");
+    let _ = std::fs::remove_file(&png);
+    let profile = tempdir();
+    let shot = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--hide-scrollbars",
+            "--window-size=1100,1400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(
+        shot.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let bytes = std::fs::read(&png).expect("chromium wrote the screenshot");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    assert!(
+        bytes.len() > 20_000,
+        "a rendered page, not a blank one: {} bytes",
+        bytes.len()
+    );
+}
