@@ -127,11 +127,14 @@ pub(crate) fn line_of_path(text: &str, path: &str) -> Option<usize> {
     }
 }
 
-/// The plain-string key under `table` whose value, replaced by a secret
-/// reference, makes `fixed` true of the edited text.
+/// The first plain-string key under `table`, in the order serde reads the
+/// table's keys (sorted: toml's tables are ordered maps), whose value,
+/// replaced by a secret reference, makes `fixed` true of the edited text.
 pub(crate) fn culprit(text: &str, table: &KeyAt, fixed: impl Fn(&str) -> bool) -> Option<KeyAt> {
     let prefix = format!("{}.", table.path);
-    keys(text).into_iter().find_map(|(k, _)| {
+    let mut keys = keys(text);
+    keys.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    keys.into_iter().find_map(|(k, _)| {
         let span = k.string.clone()?;
         // `kind` picks the table's type: replacing it changes the error.
         if !k.path.starts_with(&prefix) || k.path.ends_with(".kind") {

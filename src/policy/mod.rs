@@ -105,12 +105,14 @@ impl Policy {
             // replacement by a reference makes the error go away.
             let at = match at {
                 Some(t) if e.message().contains(crate::secret::INLINE_SECRET) => Some(
+                    // The first string (in the order serde reads them) whose field
+                    // takes a reference is it: a field before it refusing a
+                    // reference fails first ("invalid type"), and with several
+                    // inline secrets the first one's fix leaves the next one's error.
                     locate::culprit(text, &t, |candidate| {
-                        toml::from_str::<Policy>(candidate).err().is_none_or(|e2| {
-                            // A field refusing a reference is not the culprit.
-                            let m = e2.message();
-                            !m.contains(crate::secret::INLINE_SECRET) && !m.contains("invalid type")
-                        })
+                        toml::from_str::<Policy>(candidate)
+                            .err()
+                            .is_none_or(|e2| !e2.message().contains("invalid type"))
                     })
                     .unwrap_or(t),
                 ),
@@ -719,6 +721,21 @@ mod locate_tests {
             "{e}"
         );
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn two_inline_secrets_in_one_table_are_reported_at_the_first_read() {
+        // Written out of order, after plain fields that take no reference.
+        let e = err("[targets.s3]\nkind = \"s3\"\nbucket = \"b\"\nsecret_access_key = \"hunter2\"\nregion = \"x\"\naccess_key_id = \"AKIA1\"\n");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("targets.s3.access_key_id", Some(9)),
+            "{e}"
+        );
+        assert!(
+            !e.to_string().contains("hunter2") && !e.to_string().contains("AKIA1"),
+            "{e}"
+        );
     }
 
     #[test]
