@@ -77,6 +77,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     }
     let mut deep = Vec::new();
     let mut deep_ok = true;
+    let mut deep_worst = 0u8;
     for (cat, m) in &todo {
         match gsdr::job::verify(&env, cat, m).await {
             Ok(r) => results.push(r),
@@ -103,7 +104,21 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                 tracing::warn!(event = "deep_verify_skipped", id = %m.id, engine = %m.engine, "no deep verification for this engine; the stream checks above apply");
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                // One id's deep check failing to run is reported with the
+                // others, not instead of them; its class counts for the exit code.
+                let kind = e.kind();
+                deep_worst = deep_worst.max(kind.exit_code());
+                (
+                    false,
+                    serde_json::json!({
+                        "id": m.id,
+                        "ok": false,
+                        "error": e.to_string(),
+                        "error_kind": kind,
+                    }),
+                )
+            }
         };
         deep_ok &= ok;
         deep.push(value);
@@ -114,6 +129,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         .filter(|r| !r.ok)
         .map(|r| r.error_kind.map_or(1, gsdr::ErrorKind::exit_code))
         .chain((!deep_ok).then_some(1))
+        .chain((deep_worst > 0).then_some(deep_worst))
         .max()
         .unwrap_or(0);
     emit(ctx.json, &Report { results, deep }, |r| {

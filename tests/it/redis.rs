@@ -845,3 +845,67 @@ fn redis_restore_over_a_live_target_with_a_wrong_identity_leaves_it_as_it_was() 
         &rt.block_on(dump_all(&target)),
     );
 }
+
+/// Issue 18: `verify --deep A B` deep-checks every id even when one cannot
+/// be deep-checked (its scratch `redis-server` cannot start): that id's
+/// error is in its own entry, the other's result is there, and the exit
+/// code is the worst class (2: the check could not run).
+#[test]
+fn deep_verify_of_several_ids_reports_each_and_exits_with_the_worst_class() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let src = RedisServer::start(Opts::default());
+    rt.block_on(populate(&src));
+    let fx = crate::cli::Fixture::new(&format!(
+        "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n[defaults]\ntarget = \"local\"\n\
+         [sources.good]\nkind = \"redis\"\n[sources.good.redis]\naddr = \"{0}\"\n\
+         [sources.bad]\nkind = \"redis\"\n[sources.bad.redis]\naddr = \"{0}\"\nredis_server = \"/nonexistent/redis-server\"\n",
+        src.addr()
+    ));
+    let b = fx.gsdr_json(&["backup"]);
+    let ids: Vec<(String, String)> = b["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["manifest"]["source"].as_str().unwrap().to_string(),
+                x["manifest"]["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{b}");
+    let id_of = |s: &str| ids.iter().find(|(src, _)| src == s).unwrap().1.clone();
+    let (good, bad) = (id_of("good"), id_of("bad"));
+    let out = fx.gsdr(&["--json", "verify", &bad, &good, "--deep"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let deep = j["deep"].as_array().unwrap();
+    assert_eq!(deep.len(), 2, "{j}");
+    let entry = |id: &str| {
+        deep.iter()
+            .find(|d| d["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {j}"))
+    };
+    assert_eq!(entry(&good)["ok"], true, "{j}");
+    assert_eq!(entry(&bad)["ok"], false, "{j}");
+    assert!(
+        entry(&bad)["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/redis-server"),
+        "{j}"
+    );
+    assert!(
+        j["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["ok"] == true),
+        "{j}"
+    );
+}
