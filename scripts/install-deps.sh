@@ -24,7 +24,7 @@ command -v pgbackrest >/dev/null 2>&1 || need_apt+=(pgbackrest)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # chromium: renders the drill report headless and screenshots it (tests/it/drill.rs).
-command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
     log "missing Debian packages: ${need_apt[*]} (run as root or install them)"; exit 1
