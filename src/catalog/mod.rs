@@ -39,8 +39,6 @@ use crate::layout::{self, BackupKey};
 use crate::storage::{ObjectMeta, PutCondition, StorageError, Store};
 use crate::stream::SourceMeta;
 
-pub use crate::layout::{DATA_OBJECT, MANIFEST_OBJECT};
-
 /// Manifest schema version written by this build.
 pub const MANIFEST_SCHEMA: u32 = 1;
 /// Largest manifest gsdr reads (they hold metadata only).

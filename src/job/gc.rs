@@ -25,8 +25,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{DATA_OBJECT, MANIFEST_OBJECT};
 use crate::error::Result;
+use crate::layout::{DATA_OBJECT, MANIFEST_OBJECT};
 use crate::metrics::events;
 use crate::storage::{IncompleteKind, Store};
 

@@ -139,7 +139,7 @@ async fn offsite_manifests(
         .await?
         .into_iter()
         .map(|o| o.key)
-        .filter(|k| k.ends_with(crate::catalog::MANIFEST_OBJECT))
+        .filter(|k| k.ends_with(crate::layout::MANIFEST_OBJECT))
         .collect())
 }
 
