@@ -6,13 +6,14 @@ use std::time::Instant;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::progress::{Counting, Progress};
+use super::progress::Progress;
 use super::Env;
 use crate::catalog::{new_backup_id, Catalog, Manifest, MANIFEST_SCHEMA};
 use crate::error::{Error, Result};
 use crate::pipeline::{self, EncodeOptions, Ends, StreamError};
 use crate::source::BackupSource;
 use crate::storage::{PutOptions, StorageError, Store};
+use crate::stream::progress::counting;
 
 /// A committed backup and where it went.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -102,10 +103,7 @@ async fn backup_stream(
             },
             cancel,
             |reader| async {
-                let mut reader = Counting {
-                    inner: reader,
-                    progress,
-                };
+                let mut reader = counting(reader, progress);
                 store
                     .put_stream(
                         &key,

@@ -1,5 +1,4 @@
 //! Progress reporting lives in [`crate::stream::progress`] (engines report
 //! through it too); re-exported here for the job layer's callers.
 
-pub(crate) use crate::stream::progress::Counting;
 pub use crate::stream::progress::{NoProgress, Progress};

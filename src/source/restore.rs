@@ -14,7 +14,7 @@ use super::error::{EngineError, EngineResult};
 use crate::catalog::{Catalog, Manifest};
 use crate::pipeline::keys::Identities;
 use crate::pipeline::{self, DecodeExpect, Decoded, Ends, PipelineError, StreamError};
-use crate::stream::progress::{Counting, Progress};
+use crate::stream::progress::{counting, Progress};
 
 /// What a restore did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -148,10 +148,7 @@ pub async fn restore_raw_to_file(
             },
             None,
             |reader| async {
-                let mut reader = Counting {
-                    inner: reader,
-                    progress,
-                };
+                let mut reader = counting(reader, progress);
                 if let Some(tmp) = &tmp {
                     let mut f = tokio::fs::File::create(tmp).await?;
                     tokio::io::copy(&mut reader, &mut f).await?;

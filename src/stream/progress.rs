@@ -21,15 +21,23 @@ impl Progress for NoProgress {
     fn finish(&self) {}
 }
 
-/// Wraps a reader, reporting bytes read.
-pub struct Counting<'a, R> {
-    /// The reader counted.
-    pub inner: R,
-    /// Where the bytes read are reported.
-    pub progress: &'a dyn Progress,
+/// A reader that shows every chunk it reads to `seen`: progress, byte
+/// counters, stream watchers.
+pub struct Inspect<R, F> {
+    inner: R,
+    seen: F,
 }
 
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counting<'_, R> {
+impl<R, F: FnMut(&[u8])> Inspect<R, F> {
+    /// Wraps `inner`; `seen` gets each chunk read, in order.
+    pub fn new(inner: R, seen: F) -> Self {
+        Inspect { inner, seen }
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin, F: FnMut(&[u8]) + Unpin> tokio::io::AsyncRead
+    for Inspect<R, F>
+{
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -37,10 +45,22 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counting<'_, R> {
     ) -> std::task::Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.progress.advance(n as u64);
+        if let std::task::Poll::Ready(Ok(())) = &r {
+            let this = &mut *self;
+            (this.seen)(&buf.filled()[before..]);
         }
         r
     }
+}
+
+/// `inner`, reporting the bytes read to `progress`.
+pub fn counting<'a, R>(
+    inner: R,
+    progress: &'a dyn Progress,
+) -> Inspect<R, impl FnMut(&[u8]) + Unpin + 'a> {
+    Inspect::new(inner, move |b: &[u8]| {
+        if !b.is_empty() {
+            progress.advance(b.len() as u64)
+        }
+    })
 }

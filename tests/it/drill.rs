@@ -1414,17 +1414,10 @@ fn drill_report_html_renders_in_headless_chromium() {
         "apt-get install chromium (scripts/install-deps.sh installs it)",
     );
     let f = fixture("{ rto = \"1h\", rpo = \"6h\" }");
-    let rb = runbooks(&f, "cmd-loss", SCENARIO);
+    let rb = runbooks(&f, "cmd-loss", SCENARIO).display().to_string();
     let out = f.dir.path().join("out");
-    let args = [
-        "drill",
-        "--scenario",
-        "all",
-        "--runbooks",
-        rb.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let o = out.display().to_string();
+    let args = ["drill", "--scenario", "all", "--runbooks", &rb, "--out", &o];
     for _ in 0..2 {
         let (code, j, err) = run(&f, &args);
         assert_eq!(code, 0, "{j}\n{err}");

@@ -28,18 +28,23 @@ fn shipped() -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn every_shipped_policy_passes_policy_check() {
-    let dir = tempdir();
-    let key = dir.path().join("identity.txt");
+/// A fresh key pair in `dir`; the path of its recipients file.
+fn fresh_recipients(dir: &Path) -> PathBuf {
     let k = Command::new(gsdr_bin())
         .args(["keygen", "-o"])
-        .arg(&key)
+        .arg(dir.join("identity.txt"))
         .output()
         .unwrap();
     assert!(k.status.success());
-    let recipients = dir.path().join("recipients.txt");
+    let recipients = dir.join("recipients.txt");
     std::fs::write(&recipients, &k.stdout).unwrap();
+    recipients
+}
+
+#[test]
+fn every_shipped_policy_passes_policy_check() {
+    let dir = tempdir();
+    let recipients = fresh_recipients(dir.path());
     let files = shipped();
     assert!(files.len() >= 5, "policies/ and both overlays: {files:?}");
     let mut names = Vec::new();
@@ -87,15 +92,7 @@ fn every_shipped_policy_passes_policy_check() {
 #[test]
 fn policy_check_rejects_each_engines_invalid_settings() {
     let dir = tempdir();
-    let key = dir.path().join("identity.txt");
-    let k = Command::new(gsdr_bin())
-        .args(["keygen", "-o"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(k.status.success());
-    let recipients = dir.path().join("recipients.txt");
-    std::fs::write(&recipients, &k.stdout).unwrap();
+    let recipients = fresh_recipients(dir.path());
     let cases = [
         (
             "command",

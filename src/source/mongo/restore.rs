@@ -687,10 +687,12 @@ async fn run_restore(
             },
             None,
             |reader| async {
-                let reader = CountingRead {
-                    inner: reader,
-                    count: counter.clone(),
-                };
+                // The parser runs on another thread: bytes are counted here and
+                // reported by the ticker below.
+                let count = counter.clone();
+                let reader = crate::stream::progress::Inspect::new(reader, move |b: &[u8]| {
+                    count.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                });
                 let fut = restore_archive(&m.source, client, Box::pin(reader), opts);
                 tokio::pin!(fut);
                 let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
@@ -712,27 +714,6 @@ async fn run_restore(
     }
 }
 
-/// Counts the bytes read (the parser runs on another thread; progress is
-/// reported from the async side).
-struct CountingRead {
-    inner: BoxRead,
-    count: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl tokio::io::AsyncRead for CountingRead {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = self.inner.as_mut().poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        self.count
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        r
-    }
-}
 
 /// One namespace compared by [`verify_deep`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
