@@ -126,6 +126,23 @@ fn wanted(db: &str, coll: &str) -> bool {
     }
 }
 
+/// Every document of the cursor command `cmd` on `db`; `failed` says what failed.
+async fn cursor_docs(
+    name: &str,
+    db: &mongodb::Database,
+    cmd: Document,
+    failed: String,
+) -> Result<Vec<Document>, SourceError> {
+    let cursor = db
+        .run_cursor_command(cmd)
+        .await
+        .map_err(|e| dump_err(name, failed.clone(), Some(e)))?;
+    cursor
+        .try_collect()
+        .await
+        .map_err(|e| dump_err(name, failed, Some(e)))
+}
+
 async fn plan(name: &str, client: &Client, cfg: &MongoConfig) -> Result<Plan, SourceError> {
     let admin = client.database("admin");
     let hello = admin
@@ -146,25 +163,13 @@ async fn plan(name: &str, client: &Client, cfg: &MongoConfig) -> Result<Plan, So
     let mut intents = Vec::new();
     for dbname in dbs {
         let db = client.database(&dbname);
-        let colls: Vec<Document> = db
-            .run_cursor_command(doc! {"listCollections": 1})
-            .await
-            .map_err(|e| {
-                dump_err(
-                    name,
-                    format!("listCollections on `{dbname}` failed"),
-                    Some(e),
-                )
-            })?
-            .try_collect()
-            .await
-            .map_err(|e| {
-                dump_err(
-                    name,
-                    format!("listCollections on `{dbname}` failed"),
-                    Some(e),
-                )
-            })?;
+        let colls = cursor_docs(
+            name,
+            &db,
+            doc! {"listCollections": 1},
+            format!("listCollections on `{dbname}` failed"),
+        )
+        .await?;
         let mut colls: Vec<Document> = colls;
         colls.sort_by(|a, b| {
             a.get_str("name")
@@ -192,24 +197,13 @@ async fn plan(name: &str, client: &Client, cfg: &MongoConfig) -> Result<Plan, So
             let indexes: Vec<Document> = if kind == "view" {
                 Vec::new()
             } else {
-                db.run_cursor_command(doc! {"listIndexes": cname})
-                    .await
-                    .map_err(|e| {
-                        dump_err(
-                            name,
-                            format!("listIndexes on `{dbname}.{cname}` failed"),
-                            Some(e),
-                        )
-                    })?
-                    .try_collect()
-                    .await
-                    .map_err(|e| {
-                        dump_err(
-                            name,
-                            format!("listIndexes on `{dbname}.{cname}` failed"),
-                            Some(e),
-                        )
-                    })?
+                cursor_docs(
+                    name,
+                    &db,
+                    doc! {"listIndexes": cname},
+                    format!("listIndexes on `{dbname}.{cname}` failed"),
+                )
+                .await?
             };
             let md = Metadata {
                 options,

@@ -59,14 +59,19 @@ async fn primary_client(source: &str, rc: &RedisConfig) -> Result<redis::Client,
         .map_err(|e| canary_err(source, "client", e))
 }
 
-/// The newest canary in the restored Redis at `uri` (database 0).
-pub async fn read(uri: &str) -> Result<DateTime<Utc>, SourceError> {
+/// A connection to the restored Redis at `uri`.
+async fn restored(uri: &str) -> Result<redis::aio::MultiplexedConnection, SourceError> {
     let client = redis::Client::open(uri)
         .map_err(|e| invalid(format!("restored Redis: not a Redis URL: {e}")))?;
-    let mut c = client
+    client
         .get_multiplexed_async_connection()
         .await
-        .map_err(|e| invalid(format!("restored Redis: cannot connect: {e}")))?;
+        .map_err(|e| invalid(format!("restored Redis: cannot connect: {e}")))
+}
+
+/// The newest canary in the restored Redis at `uri` (database 0).
+pub async fn read(uri: &str) -> Result<DateTime<Utc>, SourceError> {
+    let mut c = restored(uri).await?;
     let v: Option<String> = redis::cmd("GET")
         .arg(KEY)
         .query_async(&mut c)
@@ -88,12 +93,7 @@ pub async fn read(uri: &str) -> Result<DateTime<Utc>, SourceError> {
 
 /// Keys in every database of the Redis at `uri` (`INFO keyspace`).
 pub async fn key_count(uri: &str) -> Result<u64, SourceError> {
-    let client = redis::Client::open(uri)
-        .map_err(|e| invalid(format!("restored Redis: not a Redis URL: {e}")))?;
-    let mut c = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| invalid(format!("restored Redis: cannot connect: {e}")))?;
+    let mut c = restored(uri).await?;
     let text: String = redis::cmd("INFO")
         .arg("keyspace")
         .query_async(&mut c)
