@@ -96,26 +96,19 @@ async fn backup_stream(
     let input = format!("the source `{source}`");
     let output = format!("the upload of `{key}` to {}", store.describe());
     let ended = encoded
-        .finish(
-            Ends {
-                input: &input,
-                output: &output,
-            },
-            cancel,
-            |reader| async {
-                let mut reader = counting(reader, progress);
-                store
-                    .put_stream(
-                        &key,
-                        &mut reader,
-                        PutOptions {
-                            size_hint: None,
-                            if_absent: true,
-                        },
-                    )
-                    .await
-            },
-        )
+        .finish(Ends::new(&input, &output), cancel, |reader| async {
+            let mut reader = counting(reader, progress);
+            store
+                .put_stream(
+                    &key,
+                    &mut reader,
+                    PutOptions {
+                        size_hint: None,
+                        if_absent: true,
+                    },
+                )
+                .await
+        })
         .await;
     progress.finish();
 

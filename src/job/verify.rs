@@ -60,10 +60,7 @@ pub async fn verify(env: &Env, catalog: &Catalog, m: &Manifest) -> Result<Verify
     let input = Env::download_label(catalog, m);
     let ended = decoded
         .finish(
-            Ends {
-                input: &input,
-                output: "the verifier",
-            },
+            Ends::new(&input, "the verifier"),
             None,
             |mut reader| async move { tokio::io::copy(&mut reader, &mut tokio::io::sink()).await },
         )

@@ -214,6 +214,13 @@ pub struct Ends<'a> {
     pub output: &'a str,
 }
 
+impl<'a> Ends<'a> {
+    /// Bytes flow from `input` to `output`.
+    pub fn new(input: &'a str, output: &'a str) -> Self {
+        Ends { input, output }
+    }
+}
+
 /// Why a stream failed: the codec (input included) or the sink.
 #[derive(Debug)]
 pub enum StreamError<E> {

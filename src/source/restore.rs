@@ -141,26 +141,19 @@ pub async fn restore_raw_to_file(
     let input = download_label(catalog, m);
     let output = format!("writing `{}`", path.display());
     let ended = decoded
-        .finish(
-            Ends {
-                input: &input,
-                output: &output,
-            },
-            None,
-            |reader| async {
-                let mut reader = counting(reader, progress);
-                if let Some(tmp) = &tmp {
-                    let mut f = tokio::fs::File::create(tmp).await?;
-                    tokio::io::copy(&mut reader, &mut f).await?;
-                    f.sync_all().await?;
-                } else {
-                    let mut out = tokio::io::stdout();
-                    tokio::io::copy(&mut reader, &mut out).await?;
-                    out.flush().await?;
-                }
-                Ok::<(), std::io::Error>(())
-            },
-        )
+        .finish(Ends::new(&input, &output), None, |reader| async {
+            let mut reader = counting(reader, progress);
+            if let Some(tmp) = &tmp {
+                let mut f = tokio::fs::File::create(tmp).await?;
+                tokio::io::copy(&mut reader, &mut f).await?;
+                f.sync_all().await?;
+            } else {
+                let mut out = tokio::io::stdout();
+                tokio::io::copy(&mut reader, &mut out).await?;
+                out.flush().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
         .await;
     progress.finish();
     let outcome = match ended {

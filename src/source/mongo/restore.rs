@@ -575,10 +575,7 @@ async fn prove_readable(host: &dyn RestoreHost, catalog: &Catalog, m: &Manifest)
     let input = download_label(catalog, m);
     let ended = decoded
         .finish(
-            Ends {
-                input: &input,
-                output: "the check of the archive before --drop",
-            },
+            Ends::new(&input, "the check of the archive before --drop"),
             None,
             |reader| async move {
                 tokio::task::spawn_blocking(move || -> std::result::Result<(), ArchiveError> {
@@ -681,10 +678,7 @@ async fn run_restore(
     let input = download_label(catalog, m);
     let ended = decoded
         .finish(
-            Ends {
-                input: &input,
-                output: "the MongoDB restore target",
-            },
+            Ends::new(&input, "the MongoDB restore target"),
             None,
             |reader| async {
                 // The parser runs on another thread: bytes are counted here and

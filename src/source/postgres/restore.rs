@@ -574,10 +574,7 @@ async fn unpack_checked(
     let output = format!("unpacking into `{}`", dir.display());
     let ended = decoded
         .finish(
-            Ends {
-                input: &input,
-                output: &output,
-            },
+            Ends::new(&input, &output),
             None,
             |reader| async move {
                 tokio::task::spawn_blocking(move || -> std::io::Result<()> {

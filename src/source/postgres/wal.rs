@@ -861,10 +861,7 @@ async fn upload(
     let output = format!("the upload of `{dk}` to {}", ctx.store.describe());
     let ended = enc
         .finish(
-            Ends {
-                input: &input,
-                output: &output,
-            },
+            Ends::new(&input, &output),
             None,
             |mut reader| async move {
                 ctx.store
@@ -1046,10 +1043,7 @@ async fn fetch_one(
     let tmp_ref = tmp.as_path();
     let ended = decoded
         .finish(
-            Ends {
-                input: &input,
-                output: &output,
-            },
+            Ends::new(&input, &output),
             None,
             |mut reader| async move {
                 let mut f = tokio::fs::File::create(tmp_ref).await?;
