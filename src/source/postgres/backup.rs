@@ -23,6 +23,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::archiver::{self, ArchiverState};
 use super::{format_lsn, parse_lsn, PostgresConfig, SegmentId};
+use crate::stream::progress::Inspect;
 use crate::fault::RetryClass;
 use crate::source::{BackupSource, SourceError, SourceMeta, SourceStream};
 
@@ -202,8 +203,7 @@ enum Capture {
 /// Follows the tar headers of the stream as it passes, capturing
 /// `backup_label` (small) and the last 16 KiB of `backup_manifest` (its
 /// `WAL-Ranges` give the stop LSN). Memory: one header and those captures.
-struct TarWatch<R> {
-    inner: R,
+struct TarWatch {
     header: Vec<u8>,
     /// Bytes of the current member's content left.
     content_left: u64,
@@ -229,7 +229,7 @@ fn octal(field: &[u8]) -> u64 {
     u64::from_str_radix(s.trim(), 8).unwrap_or(0)
 }
 
-impl<R> TarWatch<R> {
+impl TarWatch {
     fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() && !self.ended {
             if self.content_left > 0 {
@@ -294,19 +294,10 @@ impl<R> TarWatch<R> {
     }
 }
 
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for TarWatch<R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let std::task::Poll::Ready(Ok(())) = &r {
-            let this = &mut *self;
-            this.feed(&buf.filled()[before..]);
-        }
-        r
+impl TarWatch {
+    /// `inner`, watched: every chunk read passes through the tar parser.
+    fn over<R>(mut self, inner: R) -> Inspect<R, impl FnMut(&[u8]) + Unpin> {
+        Inspect::new(inner, move |b: &[u8]| self.feed(b))
     }
 }
 
@@ -370,14 +361,14 @@ impl BackupSource for BaseBackupSource {
         })?;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(TarSeen::default()));
         let stdout = TarWatch {
-            inner: child.stdout.take().expect("piped"),
             header: Vec::with_capacity(512),
             content_left: 0,
             pad_left: 0,
             capture: Capture::None,
             ended: false,
             seen: seen.clone(),
-        };
+        }
+        .over(child.stdout.take().expect("piped"));
         let stderr = child.stderr.take().expect("piped");
         // Keep the last lines of stderr (bounded) for messages and the LSNs.
         let err_task = tokio::spawn(async move {
@@ -522,14 +513,14 @@ mod tests {
         let data = b.into_inner().unwrap();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(TarSeen::default()));
         let mut w = TarWatch {
-            inner: std::io::Cursor::new(data.clone()),
             header: Vec::new(),
             content_left: 0,
             pad_left: 0,
             capture: Capture::None,
             ended: false,
             seen: seen.clone(),
-        };
+        }
+        .over(std::io::Cursor::new(data.clone()));
         let mut out = Vec::new();
         tokio::io::copy(&mut w, &mut out).await.unwrap();
         assert_eq!(out, data);
