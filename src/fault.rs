@@ -52,3 +52,36 @@ impl ErrorKind {
         }
     }
 }
+
+/// The innermost cause of `err`, named as an operator reads it:
+/// `connection refused`, `connection timed out`, `DNS lookup failed (…)`,
+/// `TLS failed (…)`, else the innermost message.
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err;
+    let mut io_kind = None;
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        last = e;
+        cur = e.source();
+    }
+    let text = last.to_string();
+    let lower = text.to_lowercase();
+    match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".into(),
+        Some(std::io::ErrorKind::TimedOut) => "connection timed out".into(),
+        _ if lower.contains("refused") => "connection refused".into(),
+        _ if lower.contains("dns")
+            || lower.contains("lookup")
+            || lower.contains("name or service") =>
+        {
+            format!("DNS lookup failed ({text})")
+        }
+        _ if lower.contains("certificate") || lower.contains("tls") => {
+            format!("TLS failed ({text})")
+        }
+        _ => text,
+    }
+}

@@ -424,3 +424,44 @@ fn completions_and_man_page_are_generated() {
     let man = run(&["man"]);
     assert!(man.contains(".TH gsdr") && man.contains("restore"), "{man}");
 }
+
+/// Issue 18: a PostgreSQL that does not answer is named once with the root
+/// cause once (`connection refused`) and the fix, in `policy check --connect`
+/// and in the backup.
+#[test]
+fn an_unreachable_postgres_names_the_server_and_the_root_cause_once() {
+    let port = crate::support::free_port();
+    let f = Fixture::new(&format!(
+        "{FS_TARGET}[sources.pg]\nkind = \"postgres\"\n[sources.pg.postgres]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"postgres\"\n"
+    ));
+    for args in [&["policy", "check", "--connect"][..], &["backup"][..]] {
+        let out = f.gsdr(args);
+        assert!(!out.status.success(), "{args:?}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = format!(
+            "cannot connect to PostgreSQL at 127.0.0.1:{port} as `postgres`: connection refused; check host, port and pg_hba.conf"
+        );
+        assert!(text.contains(&want), "{args:?}: {text}");
+        assert_eq!(
+            text.to_lowercase().matches("refused").count(),
+            1,
+            "{args:?}: {text}"
+        );
+    }
+}
+
+/// Issue 18: a restore into a folder that does not exist says so once (the
+/// OS error is not repeated by the cause chain) and exits 2.
+#[test]
+fn a_restore_into_a_missing_folder_prints_the_os_error_once() {
+    let (f, id, _) = fixture_with_backup();
+    let out = f.gsdr(&["restore", &id, "--to-file", "/nonexistent/gsdr-dir/x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("`/nonexistent/gsdr-dir/x`"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

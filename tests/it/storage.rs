@@ -677,7 +677,32 @@ async fn s3_unreachable_server_is_a_temporary_error() {
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("cannot reach the server"), "{err}");
+    // Issue 18: the endpoint once, the root cause once, the fix; nothing repeated.
+    let endpoint = t.endpoint.clone().expect("moto has an endpoint");
+    let text = gsdr_error_text(&err);
+    assert!(
+        text.contains(&format!(
+            "cannot reach {endpoint}: connection refused (check that the server is up"
+        )),
+        "{text}"
+    );
+    assert_eq!(text.matches(&endpoint).count(), 1, "{text}");
+    assert_eq!(text.to_lowercase().matches("refused").count(), 1, "{text}");
+    assert!(!text.contains("dispatch failure"), "{text}");
+}
+
+/// The error and its causes as the CLI prints them (each cause once).
+fn gsdr_error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !out.contains(&t) {
+            out = format!("{out}: {t}");
+        }
+        cur = c.source();
+    }
+    out
 }
 
 #[tokio::test]

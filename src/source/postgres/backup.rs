@@ -128,11 +128,13 @@ impl BaseBackupSource {
                     SourceError::Connect {
                         source_name: self.name.clone(),
                         message: format!(
-                            "cannot connect to PostgreSQL at {} as `{}`; check host, port and pg_hba.conf",
+                            "cannot connect to PostgreSQL at {} as `{}`: {}; check host, port and pg_hba.conf",
                             self.server(),
-                            self.cfg.user
+                            self.cfg.user,
+                            crate::fault::root_cause(&e)
                         ),
-                        cause: Some(Box::new(e)),
+                        // The root cause is in the message: the chain would repeat it.
+                        cause: None,
                     }
                 }
             })?;

@@ -12,7 +12,9 @@ use crate::fault::RetryClass;
 #[derive(Debug)]
 pub(super) struct S3Failure {
     pub(super) summary: String,
-    pub(super) source: Box<dyn std::error::Error + Send + Sync>,
+    /// The SDK error; `None` when the summary already says all of it (an
+    /// unreachable server: endpoint and root cause).
+    pub(super) source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl fmt::Display for S3Failure {
@@ -23,7 +25,7 @@ impl fmt::Display for S3Failure {
 
 impl std::error::Error for S3Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.source.as_ref())
+        self.source.as_deref().map(|e| e as _)
     }
 }
 
@@ -87,6 +89,32 @@ where
             SdkError::TimeoutError(_) => "the request timed out".to_string(),
             _ => causes(err),
         },
+    }
+}
+
+/// `cannot reach <endpoint>: <root cause> (<fix>)` when `err` is a failure to reach
+/// the server (refused, timed out, DNS, TLS), else `None`.
+pub(super) fn unreachable<E, R>(err: &SdkError<E, R>, endpoint: Option<&str>) -> Option<String>
+where
+    E: std::error::Error + 'static,
+    R: fmt::Debug + 'static,
+{
+    let root = match err {
+        SdkError::DispatchFailure(_) => crate::fault::root_cause(err),
+        SdkError::TimeoutError(_) => "the request timed out".to_string(),
+        _ => return None,
+    };
+    let at = endpoint.unwrap_or("the S3 endpoint (the SDK's default for the region)");
+    Some(format!(
+        "cannot reach {at}: {root} (check that the server is up and the target's `endpoint`)"
+    ))
+}
+
+/// `url` without the `user:password@` part, for messages.
+pub(super) fn without_userinfo(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_string(),
     }
 }
 

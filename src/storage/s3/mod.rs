@@ -81,6 +81,8 @@ pub struct S3Store {
     part_timeout: Duration,
     /// A download that delivers no byte for this long fails.
     read_timeout: Duration,
+    /// The endpoint as errors name it (no userinfo), if the target sets one.
+    endpoint: Option<String>,
 }
 
 impl fmt::Debug for S3Store {
@@ -166,6 +168,11 @@ impl S3Store {
             max_object_size: target.max_object_size.0,
             part_timeout: target.part_timeout.0,
             read_timeout: target.read_timeout.0,
+            endpoint: target
+                .endpoint
+                .as_deref()
+                .filter(|e| !e.is_empty())
+                .map(error::without_userinfo),
         })
     }
 
@@ -242,14 +249,17 @@ impl S3Store {
     {
         let store = self.describe();
         let key = key.to_string();
-        let mut summary = summarize(&err);
+        // A server that cannot be reached: the endpoint once and the root
+        // cause once (the SDK's layers each repeat it in other words).
+        let unreachable = error::unreachable(&err, self.endpoint.as_deref());
+        let mut summary = unreachable.clone().unwrap_or_else(|| summarize(&err));
         if let Some(d) = detail {
             summary = format!("{d}: {summary}");
         }
         let kind = kind_of(&err);
         let source = Box::new(S3Failure {
             summary,
-            source: Box::new(err),
+            source: unreachable.is_none().then(|| Box::new(err) as _),
         });
         match kind {
             Kind::AccessDenied => StorageError::AccessDenied { op, store, key, source },
