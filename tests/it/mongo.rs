@@ -376,31 +376,6 @@ struct KillingSource {
     after: u64,
 }
 
-struct KillingReader {
-    inner: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
-    child: Arc<Mutex<Option<ChildGuard>>>,
-    left: u64,
-}
-
-impl tokio::io::AsyncRead for KillingReader {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = self.inner.as_mut().poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        self.left = self.left.saturating_sub(n);
-        if self.left == 0 {
-            if let Some(mut c) = self.child.lock().unwrap().take() {
-                c.kill();
-            }
-        }
-        r
-    }
-}
-
 #[async_trait::async_trait]
 impl gsdr::source::BackupSource for KillingSource {
     fn kind(&self) -> &'static str {
@@ -409,11 +384,17 @@ impl gsdr::source::BackupSource for KillingSource {
     async fn open(&self) -> Result<gsdr::source::SourceStream, gsdr::source::SourceError> {
         let s = self.inner.open().await?;
         Ok(gsdr::source::SourceStream {
-            reader: Box::pin(KillingReader {
-                inner: s.reader,
-                child: self.child.clone(),
-                left: self.after,
-            }),
+            reader: Box::pin(gsdr::stream::progress::Inspect::new(s.reader, {
+                let (child, mut left) = (self.child.clone(), self.after);
+                move |b: &[u8]| {
+                    left = left.saturating_sub(b.len() as u64);
+                    if left == 0 {
+                        if let Some(mut c) = child.lock().unwrap().take() {
+                            c.kill();
+                        }
+                    }
+                }
+            })),
             done: s.done,
         })
     }
