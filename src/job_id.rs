@@ -28,11 +28,14 @@ pub enum JobKind {
     /// What the on-call engineer must know beyond job failures: RPO above
     /// target, WAL and off-site lag, drill results, the heartbeat.
     Watch,
+    /// A source's continuous capture (`source::capture`): runs until shutdown;
+    /// a failed run restarts at the next slot (`daemon.capture_restart`).
+    Capture,
 }
 
 impl JobKind {
     /// Every kind, in the order `gsdr status` lists them.
-    pub const ALL: [JobKind; 8] = [
+    pub const ALL: [JobKind; 9] = [
         JobKind::Backup,
         JobKind::Velero,
         JobKind::Drill,
@@ -41,6 +44,7 @@ impl JobKind {
         JobKind::Gc,
         JobKind::WalStatus,
         JobKind::Watch,
+        JobKind::Capture,
     ];
 
     /// The kind's name in job ids, metrics labels and `daemon.timeouts`.
@@ -54,6 +58,7 @@ impl JobKind {
             JobKind::Gc => "gc",
             JobKind::WalStatus => "wal-status",
             JobKind::Watch => "watch",
+            JobKind::Capture => "capture",
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod backup;
 mod canary;
+mod capture;
 mod completions;
 mod daemon;
 mod drill;
@@ -104,6 +105,8 @@ enum Command {
     Prune(prune::Args),
     /// Copy to the off-site target what it lacks (--check: only list it).
     Replicate(replicate::Args),
+    /// Stream a source's changes (WAL, Redis replication, oplog) into its targets until SIGTERM.
+    Capture(capture::Args),
     /// Bucket settings (lifecycle rules, versioning, Object Lock) and garbage collection of leftovers.
     Storage(storage_cmd::Args),
     /// Velero: Kubernetes backups and restores through the Kubernetes API.
@@ -228,6 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Run(a) => run::run(&ctx, a).await,
         Command::Prune(a) => prune::run(&ctx, a).await,
         Command::Replicate(a) => replicate::run(&ctx, a).await,
+        Command::Capture(a) => capture::run(&ctx, a).await,
         Command::Storage(a) => storage_cmd::run(&ctx, a).await,
         Command::Velero(a) => velero::run(&ctx, a).await,
         Command::Completions(a) => completions::completions(a),

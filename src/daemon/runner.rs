@@ -327,6 +327,14 @@ impl Runner for JobRunner {
                 let n = super::watch::run(&self.env).await?;
                 Ok(summary(format!("{n} notices sent"), started))
             }
+            JobKind::Capture => {
+                let started = std::time::Instant::now();
+                let r = crate::job::capture::run(&self.env, &job.name, cancel).await?;
+                Ok(RunReport {
+                    bytes_stored: r.bytes,
+                    ..summary(r.detail, started)
+                })
+            }
         }
     }
 
@@ -375,6 +383,8 @@ pub fn timeout_of(env: &Env, id: &JobId) -> Duration {
         JobKind::Gc => t.gc.0,
         JobKind::WalStatus => t.wal_status.0,
         JobKind::Watch => t.watch.0,
+        // A capture runs until shutdown: its deadline is its stall detector's business.
+        JobKind::Capture => Duration::from_secs(100 * 365 * 24 * 3600),
     }
 }
 
@@ -439,6 +449,12 @@ pub async fn plans(env: &Env) -> Result<Vec<JobPlan>> {
         );
     }
     add(JobId::new(JobKind::Gc, ALL), Trigger::Every(d.gc_every.0));
+    for name in crate::job::capture::captured_sources(env) {
+        add(
+            JobId::new(JobKind::Capture, name),
+            Trigger::Every(d.capture_restart.0),
+        );
+    }
     add(
         JobId::new(JobKind::WalStatus, ALL),
         Trigger::Every(d.wal_status_every.0),

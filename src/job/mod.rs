@@ -2,6 +2,7 @@
 //! restore, garbage collection ([`gc`]) — over an [`Env`] built once from a policy.
 
 mod backup;
+pub mod capture;
 mod env;
 pub mod gc;
 mod progress;

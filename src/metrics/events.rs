@@ -890,3 +890,95 @@ impl BackupObserved<'_> {
             .set(secs(self.finished_at));
     }
 }
+
+/// A continuous capture stored its change log up to `point` on `target` (`source::capture`).
+#[derive(Debug, Clone)]
+pub struct CaptureStored<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Target name.
+    pub target: &'a str,
+    /// The newest change now durably stored there.
+    pub point: chrono::DateTime<chrono::Utc>,
+    /// The server's newest change minus `point`, as the engine knows it (0 when caught up).
+    pub lag_secs: f64,
+    /// The object just stored (a segment, a slice, a partial).
+    pub object: &'a str,
+}
+
+impl CaptureStored<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::debug!(
+            event = "capture_stored",
+            source = self.source,
+            target = self.target,
+            object = self.object,
+            point = %self.point.to_rfc3339(),
+            lag_secs = self.lag_secs
+        );
+        let l = super::TargetLabel {
+            source: self.source.to_string(),
+            target: self.target.to_string(),
+        };
+        let m = global();
+        m.capture_last_stored
+            .get_or_create(&l)
+            .set(secs(self.point));
+        m.capture_lag.get_or_create(&l).set(self.lag_secs.max(0.0));
+    }
+}
+
+/// What the server retains for a source's capture (PostgreSQL: WAL held by the slot).
+#[derive(Debug, Clone)]
+pub struct CaptureRetained<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Bytes retained.
+    pub bytes: u64,
+}
+
+impl CaptureRetained<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::debug!(
+            event = "capture_retained",
+            source = self.source,
+            bytes = self.bytes
+        );
+        global()
+            .capture_retained
+            .get_or_create(&src(self.source))
+            .set(self.bytes as f64);
+    }
+}
+
+/// A continuous capture lost its server and reconnects (or starts a new base).
+#[derive(Debug, Clone)]
+pub struct CaptureReconnect<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// `stalled`, `disconnected`, `failover`, `new-base` (the metric's `class`).
+    pub reason: &'a str,
+    /// What happened, for the log.
+    pub detail: &'a str,
+}
+
+impl CaptureReconnect<'_> {
+    /// Logs the event and updates the metrics.
+    pub fn emit(&self) {
+        tracing::warn!(
+            event = "capture_reconnect",
+            source = self.source,
+            reason = self.reason,
+            detail = self.detail
+        );
+        global()
+            .capture_reconnects
+            .get_or_create(&super::ClassLabel {
+                source: self.source.to_string(),
+                class: self.reason.to_string(),
+            })
+            .inc();
+    }
+}

@@ -46,6 +46,10 @@
 //! | `gsdr_velero_last_attempt_success` | gauge | (label `name`: the Velero job) 1 if the last Velero backup of the job completed, 0 otherwise (job record) |
 //! | `gsdr_velero_last_success_timestamp_seconds` | gauge | (label `name`) end of its last completed Velero backup (job record) |
 //! | `gsdr_gc_failures_total` | counter | (label `target`; no `source`) garbage collection runs that could not finish or removals that failed |
+//! | `gsdr_capture_last_stored_timestamp_seconds` | gauge | (label `target`) continuous capture: the newest point of the source's change log durably stored on that target |
+//! | `gsdr_capture_lag_seconds` | gauge | (label `target`) continuous capture: the server's newest change minus that stored point, when it was stored (0 when caught up) |
+//! | `gsdr_capture_retained_bytes` | gauge | continuous capture: what the server keeps for gsdr (PostgreSQL: WAL retained by the replication slot) |
+//! | `gsdr_capture_reconnects_total` | counter | (label `class`: stalled, disconnected, failover, new-base) continuous capture runs that lost their server and reconnected, or started a new base |
 
 pub mod events;
 pub mod jobs;
@@ -242,6 +246,14 @@ pub struct Metrics {
     pub gc_removed_bytes: Family<GcLabel, Counter>,
     /// See the module table.
     pub gc_failures: Family<OnlyTargetLabel, Counter>,
+    /// See the module table.
+    pub capture_last_stored: Family<TargetLabel, FGauge>,
+    /// See the module table.
+    pub capture_lag: Family<TargetLabel, FGauge>,
+    /// See the module table.
+    pub capture_retained: Family<SourceLabel, FGauge>,
+    /// See the module table.
+    pub capture_reconnects: Family<ClassLabel, Counter>,
     /// Safe points by source (seconds since the epoch), for the exposure refresh at scrape time.
     safe_points: Mutex<BTreeMap<String, f64>>,
     /// Newest archived WAL by source (seconds since the epoch), for the lag refresh at scrape time.
@@ -400,6 +412,22 @@ impl Metrics {
             gc_failures: reg!(
                 "gsdr_gc_failures",
                 "Garbage collection runs or removals that failed"
+            ),
+            capture_last_stored: reg!(
+                "gsdr_capture_last_stored_timestamp_seconds",
+                "Newest point of the source's change log durably stored on the target (continuous capture)"
+            ),
+            capture_lag: reg!(
+                "gsdr_capture_lag_seconds",
+                "The server's newest change minus the newest point stored on the target (continuous capture)"
+            ),
+            capture_retained: reg!(
+                "gsdr_capture_retained_bytes",
+                "What the server keeps for gsdr's capture (PostgreSQL: WAL retained by the slot)"
+            ),
+            capture_reconnects: reg!(
+                "gsdr_capture_reconnects",
+                "Continuous capture runs that lost their server and reconnected or started a new base"
             ),
             safe_points: Mutex::new(BTreeMap::new()),
             wal_archived: Mutex::new(BTreeMap::new()),

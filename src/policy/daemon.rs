@@ -129,6 +129,14 @@ pub struct DaemonConfig {
     /// (`gsdr storage gc` and the daemon): longer than any backup or copy runs.
     #[serde(default = "default_gc_grace")]
     pub gc_grace: HumanDuration,
+    /// A continuous capture that stopped (the server went away, an error) is
+    /// started again this long after (its reconnect backoff; one replica holds it).
+    #[serde(default = "default_capture_restart")]
+    pub capture_restart: HumanDuration,
+    /// A continuous capture whose newest stored point lags this much behind
+    /// the server is notified (and again when it catches up).
+    #[serde(default = "default_capture_lag_alert")]
+    pub capture_lag_alert: HumanDuration,
 }
 
 pub(crate) fn hd(secs: u64) -> HumanDuration {
@@ -188,6 +196,12 @@ pub(crate) fn default_gc_every() -> HumanDuration {
 pub(crate) fn default_gc_grace() -> HumanDuration {
     hd(24 * 3600)
 }
+pub(crate) fn default_capture_restart() -> HumanDuration {
+    hd(10)
+}
+pub(crate) fn default_capture_lag_alert() -> HumanDuration {
+    hd(60)
+}
 
 impl Default for DaemonConfig {
     fn default() -> Self {
@@ -219,6 +233,8 @@ impl Default for DaemonConfig {
             timezone: None,
             gc_every: default_gc_every(),
             gc_grace: default_gc_grace(),
+            capture_restart: default_capture_restart(),
+            capture_lag_alert: default_capture_lag_alert(),
         }
     }
 }

@@ -36,6 +36,7 @@ pub use restore::{
     download_label, open_backup, restore_raw_to_file, GsdrCall, RestoreHost, RestoreOutcome,
 };
 
+pub mod capture;
 pub mod error;
 pub mod restore;
 
@@ -279,6 +280,12 @@ pub trait Engine: Send + Sync {
     /// The engine's continuous log archive (PostgreSQL's WAL), if its
     /// sources keep one beside their backups.
     fn log_archive(&self) -> Option<&dyn LogArchive> {
+        None
+    }
+
+    /// The source's continuous capture, when its settings enable one
+    /// (`capture::Capture`); `None`: backups (and `archive_command`) only.
+    fn capture(&self) -> Option<&dyn capture::Capture> {
         None
     }
 }

@@ -148,6 +148,53 @@ const SHARED_SERIES: &[&str] = &[
     "gsdr_drill_last_run_timestamp_seconds",
 ];
 
+/// Values `this` held for at least `min_run` consecutive scrapes that
+/// `other` never showed during the run or within `window` scrapes of it,
+/// as "from Ns to Ms: series = value".
+fn held_alone(
+    this: &[BTreeMap<String, String>],
+    other: &[BTreeMap<String, String>],
+    min_run: usize,
+    window: usize,
+) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = this.iter().flat_map(|s| s.keys()).collect();
+    let mut found = Vec::new();
+    for k in keys {
+        let mut i = 0;
+        while i < this.len() {
+            let Some(v) = this[i].get(k) else {
+                i += 1;
+                continue;
+            };
+            let start = i;
+            while i < this.len() && this[i].get(k) == Some(v) {
+                i += 1;
+            }
+            if i - start < min_run {
+                continue;
+            }
+            let (lo, hi) = (start.saturating_sub(window), (i + window).min(other.len()));
+            if !other[lo..hi].iter().any(|s| s.get(k) == Some(v)) {
+                found.push(format!("from {start}s to {}s: {k} = {v}", i - 1));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn held_alone_reports_only_long_runs_the_other_never_shows() {
+    let at = |v: &str| BTreeMap::from([("x".to_string(), v.to_string())]);
+    let a: Vec<_> = ["1", "2", "2", "2", "3"].iter().map(|v| at(v)).collect();
+    let b: Vec<_> = ["1", "1", "1", "1", "3"].iter().map(|v| at(v)).collect();
+    assert_eq!(held_alone(&a, &b, 3, 1), vec!["from 1s to 3s: x = 2"]);
+    assert!(
+        held_alone(&a, &b, 4, 1).is_empty(),
+        "a run shorter than min_run"
+    );
+    assert!(held_alone(&b, &a, 3, 1).is_empty(), "b's 1 shows on a");
+}
+
 /// `name{labels}` → value, for the [`SHARED_SERIES`].
 fn shared_series(text: &str) -> BTreeMap<String, String> {
     let lines = text.lines().map(|l| Ok(l.to_string()));
@@ -391,14 +438,18 @@ async fn two_replicas_run_the_whole_mission_exactly_once_and_agree() {
 
     // Both replicas publish the same per-source and per-job series (read
     // from the catalog). The jobs never rest here (slots every few seconds),
-    // so the check is on a window: scraped every second for 30 s, every value
-    // one replica shows, the other shows within one refresh (`wal_status_every`
-    // = 5 s, plus the refresh's own time): no replica keeps a value of its own.
+    // so the check is on runs: scraped every second for 40 s, a value one
+    // replica held for more than two of its refreshes (`wal_status_every` =
+    // 5 s, so 11 scrapes or more: the catalog state behind it lasted over
+    // 10 s) must show on the other replica during that run or within
+    // WINDOW seconds of it. A state that lasts a few seconds (a base backup's
+    // burst of WAL segments, copied off-site moments later) can fall between
+    // one replica's refreshes; a replica that keeps a value of its own cannot.
     let mut sa = Vec::new();
     let mut sb = Vec::new();
     let mut last_text = String::new();
     let mut last_b = String::new();
-    for _ in 0..30 {
+    for _ in 0..40 {
         let (Some(ta), Some(tb)) = (a.metrics().await, b.metrics().await) else {
             panic!("a replica stopped serving /metrics");
         };
@@ -408,25 +459,14 @@ async fn two_replicas_run_the_whole_mission_exactly_once_and_agree() {
         last_b = tb;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    const WINDOW: usize = 8;
-    let mut disagreements = Vec::new();
-    for (this, other, name) in [(&sa, &sb, "a"), (&sb, &sa, "b")] {
-        for (i, sample) in this
-            .iter()
-            .enumerate()
-            .take(this.len() - WINDOW)
-            .skip(WINDOW)
-        {
-            for (k, v) in sample {
-                let seen = (i - WINDOW..=i + WINDOW).any(|j| other[j].get(k) == Some(v));
-                if !seen {
-                    disagreements.push(format!(
-                        "{name} at {i}s: {k} = {v}, never on the other replica within {WINDOW}s"
-                    ));
-                }
-            }
-        }
-    }
+    let disagreements = [(&sa, &sb, "a"), (&sb, &sa, "b")]
+        .into_iter()
+        .flat_map(|(this, other, name)| {
+            held_alone(this, other, 11, 8)
+                .into_iter()
+                .map(move |d| format!("{name} {d}"))
+        })
+        .collect::<Vec<_>>();
     assert!(
         disagreements.is_empty(),
         "{} disagreements, first: {:#?}",
