@@ -10,6 +10,7 @@
 //! | a WAL file | `<source>/wal/<timeline>/<name>.zst.age` |
 //! | its sidecar | `<source>/wal/<timeline>/<name>.json` |
 //! | the WAL archive's cluster | `<source>/wal/cluster.json` |
+//! | a continuous capture's log object (Redis stream segment, oplog slice) | `<source>/log/<name>` (the engine names it) |
 //! | a Velero backup record | `velero/<job>/<name>.json` |
 //! | a drill report | `drills/<stamp>/<scenario>/report.<ext>` (incidents: `incidents/…`) |
 //! | a source's run lease | `<locks>/<source>.json` |
@@ -40,6 +41,8 @@ pub const WAL_DATA_SUFFIX: &str = ".zst.age";
 pub const WAL_SIDECAR_SUFFIX: &str = ".json";
 /// File name of the WAL archive's cluster identity, in `<source>/wal/`.
 pub const WAL_CLUSTER_FILE: &str = "cluster.json";
+/// Folder of a source's continuous-capture log (Redis, MongoDB), beside its backup kinds.
+pub const LOG_FOLDER: &str = "log";
 /// Folder of a WAL file whose name has no timeline (never one PostgreSQL names).
 pub const WAL_NO_TIMELINE: &str = "other";
 /// Top folder of the Velero backup records.
@@ -156,6 +159,20 @@ impl<'k> BackupKey<'k> {
             BackupObject::Manifest => backup_manifest(self.source, self.kind, self.id),
         }
     }
+}
+
+// -------------------------------------------------------------------- log
+
+/// Every continuous-capture log object of `source`: `<source>/log/`.
+pub fn log_prefix(source: &str) -> String {
+    format!("{source}/{LOG_FOLDER}/")
+}
+
+/// Key of log object `name` of `source` (the engine names it; it may hold
+/// `/`, never `manifest.json` or `data.zst.age`, which are a backup's).
+pub fn log_object(source: &str, name: &str) -> String {
+    debug_assert!(!name.ends_with(MANIFEST_OBJECT) && !name.ends_with(DATA_OBJECT));
+    format!("{source}/{LOG_FOLDER}/{name}")
 }
 
 // -------------------------------------------------------------------- WAL
@@ -443,6 +460,11 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 11, 29, 1, 45, 0).unwrap();
         for (got, want) in [
             (source_prefix("db"), "db/"),
+            (log_prefix("db"), "db/log/"),
+            (
+                log_object("db", "a/1-2.seg.zst.age"),
+                "db/log/a/1-2.seg.zst.age",
+            ),
             (
                 backup_dir("db", "full", id),
                 "db/full/20261129T014500Z-1a2b3c",

@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::layout::{DATA_OBJECT, MANIFEST_OBJECT};
+use crate::layout::{DATA_OBJECT, LOG_FOLDER, MANIFEST_OBJECT, WAL_FOLDER};
 use crate::metrics::events;
 use crate::storage::{IncompleteKind, Store};
 
@@ -180,11 +180,12 @@ fn source_of(key: &str) -> &str {
     key.split('/').next().unwrap_or("")
 }
 
-/// `<source>/<kind>/<id>` of a backup's data object key, `None` for anything else (WAL included).
+/// `<source>/<kind>/<id>` of a backup's data object key, `None` for anything
+/// else (WAL and continuous-capture logs included).
 fn data_dir(key: &str) -> Option<&str> {
     let parts: Vec<&str> = key.split('/').collect();
     match parts.as_slice() {
-        [_, kind, _, DATA_OBJECT] if *kind != "wal" => {
+        [_, kind, _, DATA_OBJECT] if *kind != WAL_FOLDER && *kind != LOG_FOLDER => {
             key.strip_suffix(DATA_OBJECT)?.strip_suffix('/')
         }
         _ => None,
