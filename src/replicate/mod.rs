@@ -413,6 +413,17 @@ impl Safety {
     }
 }
 
+/// The newest point a restore of `source` from `store` alone reaches: its
+/// newest backup there, extended by the source's log there (WAL, a
+/// continuous capture's segments).
+pub async fn recoverable_point(
+    store: &Arc<dyn Store>,
+    source: &str,
+) -> Result<Option<DateTime<Utc>>> {
+    let manifests = Catalog::new(store.clone()).list(Some(source)).await?;
+    newest_point(store, &manifests, source).await
+}
+
 /// The newest recovery point `manifests` (all on `store`) give, extended,
 /// for a postgres source with a restorable base backup there, to the end of
 /// the contiguous WAL chain on `store` from that backup's first segment
