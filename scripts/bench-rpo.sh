@@ -125,6 +125,7 @@ for from in primary offsite; do
   cat >"$WORK/runbooks/rpo-$from.toml" <<TOML
 name = "rpo-$from"
 title = "Both sources lost: restore them from the $from target"
+description = "PostgreSQL and Redis are lost; restore both from the $from target and read their canaries."
 from = "$from"
 [[steps]]
 name = "restore-postgres"
