@@ -19,6 +19,7 @@ mod pg_safety;
 mod policies;
 mod postgres;
 mod redis;
+mod redis_capture;
 mod signing;
 mod storage;
 mod support;

@@ -89,6 +89,57 @@ impl RedisSource {
         ))
     }
 
+    /// The node a continuous capture attaches to: `addr`, or the master
+    /// Sentinel names now (it follows a failover).
+    pub async fn resolve_master(&self) -> Result<(String, u16, serde_json::Value), SourceError> {
+        let c = &self.config;
+        if let Some(a) = &c.addr {
+            let (h, p) = config::split_addr(a).map_err(|m| self.connect_err(m, None))?;
+            return Ok((h, p, serde_json::json!({ "mode": "node" })));
+        }
+        let password = match &c.sentinel_password {
+            Some(r) => Some(r.read().map_err(|m| SourceError::Auth {
+                source_name: self.name.clone(),
+                message: format!("cannot read the sentinel password: {m}"),
+            })?),
+            None => None,
+        };
+        let access = Access {
+            username: c.sentinel_username.clone(),
+            password,
+            tls: self.tls()?,
+        };
+        let (host, port, sentinel) = sentinel::master(
+            &c.sentinels,
+            c.master_name.as_deref().unwrap_or_default(),
+            &access,
+            c.connect_timeout.0,
+        )
+        .await
+        .map_err(|m| self.connect_err(m, None))?;
+        Ok((
+            host.clone(),
+            port,
+            serde_json::json!({
+                "mode": "sentinel",
+                "role_chosen": "master",
+                "master_addr": format!("{host}:{port}"),
+                "sentinel": sentinel,
+            }),
+        ))
+    }
+
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// The error of failing to reach the source.
     pub(super) fn connect_err(&self, message: String, cause: Option<ReplError>) -> SourceError {
         SourceError::Connect {
             source_name: self.name.clone(),
@@ -97,7 +148,8 @@ impl RedisSource {
         }
     }
 
-    fn repl_err(&self, node: &str, e: ReplError) -> SourceError {
+    /// The source's error for a failure of the replication client at `node`.
+    pub(super) fn repl_err(&self, node: &str, e: ReplError) -> SourceError {
         match e {
             ReplError::Auth(m) => SourceError::Auth {
                 source_name: self.name.clone(),
@@ -165,7 +217,30 @@ impl BackupSource for RedisSource {
         .await
         .map_err(|e| self.repl_err(&node, e))?;
         tracing::info!(event = "redis_sync_started", source = %self.name, node = %node, replid = sync.replid.as_deref().unwrap_or(""), offset = sync.offset.unwrap_or(0), diskless = matches!(sync.framing, Framing::EofMark(_)));
-        let name = self.name.clone();
+        Ok(synced_stream(
+            self.name.clone(),
+            node,
+            discovery,
+            stream,
+            sync,
+            outcome,
+            false,
+        ))
+    }
+}
+
+/// The backup stream of a started sync: the payload, and the `done` future
+/// that checks it and writes the manifest's details (`capture`: the base of
+/// a continuous capture, whose log continues from its offset).
+pub(super) fn synced_stream(
+    name: String,
+    node: String,
+    discovery: serde_json::Value,
+    stream: replication::RdbStream,
+    sync: replication::SyncInfo,
+    outcome: tokio::sync::oneshot::Receiver<Result<crate::source::redis::rdb::RdbSummary, String>>,
+    capture: bool,
+) -> SourceStream {
         let done = Box::pin(async move {
             let summary = match outcome.await {
                 Ok(Ok(s)) => s,
@@ -202,9 +277,7 @@ impl BackupSource for RedisSource {
                         )
                     })
                     .collect();
-            Ok(SourceMeta {
-                consistency_time: Some(sync.synced_at),
-                details: serde_json::json!({
+            let mut details = serde_json::json!({
                     "node": node,
                     "discovery": discovery,
                     "role": sync.info_field("role"),
@@ -216,12 +289,17 @@ impl BackupSource for RedisSource {
                     "rdb_bytes": summary.bytes,
                     "rdb_crc64": summary.checksum.map(|c| format!("{c:016x}")),
                     "framing": match sync.framing { Framing::Length(_) => "length", Framing::EofMark(_) => "eof-mark" },
-                }),
+            });
+            if capture {
+                details["capture"] = true.into();
+            }
+            Ok(SourceMeta {
+                consistency_time: Some(sync.synced_at),
+                details,
             })
         });
-        Ok(SourceStream {
-            reader: Box::pin(stream),
-            done,
-        })
+    SourceStream {
+        reader: Box::pin(stream),
+        done,
     }
 }

@@ -62,6 +62,26 @@ pub struct RedisConfig {
     /// `redis-server` binary used for restores into a server and deep verification.
     #[serde(default = "default_redis_server")]
     pub redis_server: String,
+    /// Continuous capture: gsdr stays attached as a replica after the full
+    /// sync and stores the replication stream in segments (README,
+    /// "Continuous capture"); restores then reach any time the log covers.
+    #[serde(default)]
+    pub continuous: bool,
+    /// Longest time a capture segment stays open before it is stored.
+    #[serde(default = "default_slice")]
+    pub slice: HumanDuration,
+    /// A segment is stored as soon as it holds this many bytes of commands
+    /// (also the bound of the capture's slice buffer, plus one command).
+    #[serde(default = "default_slice_max_bytes")]
+    pub slice_max_bytes: u64,
+}
+
+fn default_slice() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+fn default_slice_max_bytes() -> u64 {
+    8 << 20
 }
 
 fn default_connect_timeout() -> HumanDuration {
@@ -101,6 +121,9 @@ impl RedisConfig {
             connect_timeout: default_connect_timeout(),
             read_timeout: default_read_timeout(),
             redis_server: default_redis_server(),
+            continuous: false,
+            slice: default_slice(),
+            slice_max_bytes: default_slice_max_bytes(),
         }
     }
 
@@ -125,6 +148,18 @@ impl RedisConfig {
             (None, true, None) => {
                 return Err("set `addr` (one node) or `sentinels` + `master_name`".into())
             }
+        }
+        if self.slice.0 < Duration::from_millis(100) || self.slice.0 > Duration::from_secs(3600) {
+            return Err(format!(
+                "`slice` is {}: set it between 100ms and 1h (10s by default)",
+                self.slice
+            ));
+        }
+        if !(4096..=(256 << 20)).contains(&self.slice_max_bytes) {
+            return Err(format!(
+                "`slice_max_bytes` is {}: set it between 4096 and 268435456 (8 MiB by default)",
+                self.slice_max_bytes
+            ));
         }
         for a in self.addr.iter().chain(self.sentinels.iter()) {
             split_addr(a)?;

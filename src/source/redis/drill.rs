@@ -21,23 +21,48 @@ pub(super) async fn stand_in(
 ) -> Result<StoodIn> {
     match &req.to {
         StandInTo::Scratch { dir, .. } => {
+            // A captured source replays its log (to `until`, or as far as it reaches).
+            let base = match e.capture.is_some() {
+                true => super::replay::pick_base(ctx.catalog, ctx.manifest, req.until).await?,
+                false => ctx.manifest.clone(),
+            };
             let outcome = crate::source::restore_raw_to_file(
                 ctx.host,
                 ctx.catalog,
-                ctx.manifest,
+                &base,
                 &dir.join("dump.rdb"),
                 true,
                 ctx.progress,
             )
             .await?;
             let server = ScratchServer::start(&e.redis_server(), dir).await?;
+            let replayed = match e.capture.is_some() {
+                true => {
+                    let r = super::replay::replay(
+                        ctx.catalog.store(),
+                        ctx.host.identities()?,
+                        &base,
+                        req.until,
+                        server.port,
+                    )
+                    .await?;
+                    Some(format!(
+                        "replayed {} capture segment(s) of base {} to {}{}",
+                        r.segments,
+                        r.base,
+                        r.reached.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                        if r.short_of_target { " (the log ends there)" } else { "" }
+                    ))
+                }
+                false => None,
+            };
             let uri = server.uri();
             Ok(StoodIn {
                 outcome,
                 into: redact_uri(&uri),
                 uri,
                 what: "backup",
-                replayed: None,
+                replayed,
                 server: Some(Box::new(server)),
                 start_hint: None,
             })
@@ -45,6 +70,11 @@ pub(super) async fn stand_in(
         StandInTo::Endpoint { endpoint, .. } => {
             let spec = RestoreSpec {
                 replace: true,
+                point: match (e.capture.is_some(), req.until) {
+                    (false, _) => crate::source::RecoveryPoint::Backup,
+                    (true, Some(t)) => crate::source::RecoveryPoint::Time(t),
+                    (true, None) => crate::source::RecoveryPoint::Latest,
+                },
                 ..RestoreSpec::new(RestoreTarget::Server(endpoint.to_string()))
             };
             let outcome = restore(

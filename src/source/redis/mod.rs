@@ -26,6 +26,10 @@ pub mod rdb;
 pub mod rdbkeys;
 pub mod replication;
 mod restore;
+pub mod slicer;
+pub mod log;
+pub mod replay;
+mod capture;
 pub mod scratch;
 pub mod sentinel;
 
@@ -55,9 +59,20 @@ pub fn error_kind(_: &(dyn std::error::Error + 'static)) -> Option<crate::fault:
 /// The engine of source `source`; without settings (a backup whose source
 /// left the policy), restores use the defaults (`redis-server` on `PATH`, no TLS).
 pub fn engine(source: &str, cfg: Option<&RedisConfig>) -> Result<Arc<dyn Engine>, SourceError> {
+    let capture = match cfg {
+        Some(c) if c.continuous => Some(capture::RedisCapture::new(RedisSource::new(
+            source,
+            c.clone(),
+        )?)),
+        _ => None,
+    };
     Ok(Arc::new(RedisEngine {
         name: source.to_string(),
         config: cfg.cloned(),
+        log: log::RedisLog {
+            source: source.to_string(),
+        },
+        capture,
     }))
 }
 
@@ -66,6 +81,8 @@ pub fn engine(source: &str, cfg: Option<&RedisConfig>) -> Result<Arc<dyn Engine>
 pub struct RedisEngine {
     name: String,
     config: Option<RedisConfig>,
+    log: log::RedisLog,
+    capture: Option<capture::RedisCapture>,
 }
 
 impl RedisEngine {
@@ -189,5 +206,15 @@ impl Engine for RedisEngine {
 
     async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64> {
         drill::count(uri, query).await
+    }
+
+    fn log_archive(&self) -> Option<&dyn crate::source::LogArchive> {
+        // Only a captured source keeps a log: the others' restores, drills
+        // and incidents stay snapshot-only.
+        self.capture.is_some().then_some(&self.log as _)
+    }
+
+    fn capture(&self) -> Option<&dyn crate::source::capture::Capture> {
+        self.capture.as_ref().map(|c| c as _)
     }
 }

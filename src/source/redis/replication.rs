@@ -107,7 +107,38 @@ pub struct Timeouts {
     pub read: Duration,
 }
 
-type Conn = BufReader<Box<dyn NodeIo>>;
+/// The replication connection: the socket and what was read ahead of the caller.
+pub type Conn = BufReader<Box<dyn NodeIo>>;
+
+/// What the handshake asks the node for.
+#[derive(Debug, Clone)]
+pub enum SyncMode {
+    /// A snapshot only (`REPLCONF rdb-only 1`, Redis 7+): the backups.
+    RdbOnly,
+    /// A replica's link that stays open after the snapshot (continuous
+    /// capture): `REPLCONF listening-port 0` (gsdr serves no replicas; a
+    /// sentinel cannot reach port 0, so it never promotes gsdr),
+    /// `capa eof capa psync2`, then `PSYNC ? -1` or, to continue a stream,
+    /// `PSYNC <replid> <offset + 1>` with the offset of the last byte kept.
+    Replica {
+        /// The stream to continue: replication id and offset of the last byte stored.
+        resume: Option<(String, u64)>,
+    },
+}
+
+/// The node's answer to `PSYNC`.
+#[derive(Debug, Clone)]
+pub enum PsyncReply {
+    /// `+FULLRESYNC`: a snapshot follows, then the command stream.
+    Full(SyncInfo),
+    /// `+CONTINUE [<new replid>]`: the command stream continues where asked.
+    Continue {
+        /// The node's `INFO` before the sync.
+        info: Vec<(String, String)>,
+        /// The node's replication id when it changed (a promoted replica).
+        new_replid: Option<String>,
+    },
+}
 
 /// Connects to `host:port`, authenticates and asks for a snapshot. Returns
 /// the payload stream and a receiver that yields the validation result once
@@ -125,6 +156,55 @@ pub async fn start_sync(
     ),
     ReplError,
 > {
+    let (conn, reply) = handshake(host, port, creds, t, &SyncMode::RdbOnly).await?;
+    let PsyncReply::Full(sync) = reply else {
+        return Err(ReplError::Protocol(
+            "the node answered `PSYNC ? -1` with `+CONTINUE`".into(),
+        ));
+    };
+    let (stream, rx) = rdb_stream(conn, &sync.framing, t.read);
+    Ok((stream, sync, rx))
+}
+
+/// The RDB payload of a full sync read from `conn`, and the receiver of its
+/// validation result.
+pub fn rdb_stream(
+    conn: Conn,
+    framing: &Framing,
+    read_timeout: Duration,
+) -> (RdbStream, oneshot::Receiver<Result<RdbSummary, String>>) {
+    let (tx, rx) = oneshot::channel();
+    let stream = RdbStream {
+        inner: conn,
+        state: match framing {
+            Framing::Length(n) => State::Length { remaining: *n },
+            Framing::EofMark(m) => State::Mark {
+                mark: *m,
+                hold: Vec::with_capacity(2 * EOF_MARK_LEN),
+            },
+        },
+        validator: Some(RdbValidator::new()),
+        outcome: Some(tx),
+        read_timeout,
+        deadline: Box::pin(tokio::time::sleep(read_timeout)),
+        finished: false,
+        clean_end: false,
+        give_back: None,
+    };
+    (stream, rx)
+}
+
+/// Connects to `host:port`, authenticates, runs the replication handshake
+/// of `mode` and reads the node's answer to `PSYNC`; after a `Full` answer
+/// the connection is positioned at the start of the payload, after
+/// `Continue` at the start of the command stream.
+pub async fn handshake(
+    host: &str,
+    port: u16,
+    creds: &Access,
+    t: Timeouts,
+    mode: &SyncMode,
+) -> Result<(Conn, PsyncReply), ReplError> {
     let io = creds
         .stream(host, port, t.connect)
         .await
@@ -151,15 +231,25 @@ pub async fn start_sync(
     send(&mut conn, &[b"INFO"]).await?;
     let info = read_info(&mut conn, t.connect).await?;
 
-    for (args, optional) in [
-        (&[&b"REPLCONF"[..], b"capa", b"eof"][..], false),
-        (&[&b"REPLCONF"[..], b"rdb-only", b"1"][..], true),
-    ] {
+    let confs: Vec<(Vec<&[u8]>, bool)> = match mode {
+        SyncMode::RdbOnly => vec![
+            (vec![&b"REPLCONF"[..], b"capa", b"eof"], false),
+            (vec![&b"REPLCONF"[..], b"rdb-only", b"1"], true),
+        ],
+        SyncMode::Replica { .. } => vec![
+            (vec![&b"REPLCONF"[..], b"listening-port", b"0"], false),
+            (
+                vec![&b"REPLCONF"[..], b"capa", b"eof", b"capa", b"psync2"],
+                false,
+            ),
+        ],
+    };
+    for (args, optional) in &confs {
         send(&mut conn, args).await?;
         let what = String::from_utf8_lossy(&args[..2].join(&b' ')).into_owned();
         let reply = read_line(&mut conn, t.connect, &what).await?;
         if reply != "+OK" {
-            if optional && reply.contains("rdb-only") {
+            if *optional && reply.contains("rdb-only") {
                 tracing::warn!(event = "redis_rdb_only_unsupported", reply = %reply, "the node predates Redis 7.0; it will keep streaming after the snapshot, which gsdr ignores");
                 continue;
             }
@@ -169,7 +259,15 @@ pub async fn start_sync(
         }
     }
 
-    send(&mut conn, &[b"PSYNC", b"?", b"-1"]).await?;
+    match mode {
+        SyncMode::Replica {
+            resume: Some((replid, offset)),
+        } => {
+            let next = (offset + 1).to_string();
+            send(&mut conn, &[b"PSYNC", replid.as_bytes(), next.as_bytes()]).await?;
+        }
+        _ => send(&mut conn, &[b"PSYNC", b"?", b"-1"]).await?,
+    }
     let mut replid = None;
     let mut offset = None;
     let mut synced_at = chrono::Utc::now();
@@ -184,6 +282,12 @@ pub async fn start_sync(
             offset = it.next().and_then(|o| o.parse().ok());
             synced_at = chrono::Utc::now();
             continue;
+        }
+        if replid.is_none() {
+            if let Some(rest) = line.strip_prefix("+CONTINUE") {
+                let new_replid = rest.split_whitespace().next().map(str::to_string);
+                return Ok((conn, PsyncReply::Continue { info, new_replid }));
+            }
         }
         if let Some(mark) = line.strip_prefix("$EOF:") {
             let mark: [u8; EOF_MARK_LEN] = mark.as_bytes().try_into().map_err(|_| {
@@ -207,33 +311,21 @@ pub async fn start_sync(
             "the full sync was answered `{line}`"
         )));
     };
-    let (tx, rx) = oneshot::channel();
-    let stream = RdbStream {
-        inner: conn,
-        state: match &framing {
-            Framing::Length(n) => State::Length { remaining: *n },
-            Framing::EofMark(m) => State::Mark {
-                mark: *m,
-                hold: Vec::with_capacity(2 * EOF_MARK_LEN),
-            },
-        },
-        validator: Some(RdbValidator::new()),
-        outcome: Some(tx),
-        read_timeout: t.read,
-        deadline: Box::pin(tokio::time::sleep(t.read)),
-        finished: false,
-    };
     Ok((
-        stream,
-        SyncInfo {
+        conn,
+        PsyncReply::Full(SyncInfo {
             info,
             replid,
             offset,
             synced_at,
             framing,
-        },
-        rx,
+        }),
     ))
+}
+
+/// Sends one command (`REPLCONF ACK <offset>` on a capture's link).
+pub async fn send_command(conn: &mut Conn, args: &[&[u8]]) -> Result<(), ReplError> {
+    send(conn, args).await
 }
 
 fn auth_hint(reply: &str) -> String {
@@ -362,9 +454,22 @@ pub struct RdbStream {
     read_timeout: Duration,
     deadline: Pin<Box<Sleep>>,
     finished: bool,
+    /// The payload ended and checked out.
+    clean_end: bool,
+    /// Where the connection goes when the stream is dropped after a clean end.
+    give_back: Option<oneshot::Sender<Conn>>,
 }
 
 impl RdbStream {
+    /// Keeps the link: once the payload ended cleanly and the stream is
+    /// dropped (the pipeline is done with it), the connection — positioned
+    /// right after the payload, read-ahead included — is sent to the receiver.
+    pub fn keep_link(&mut self) -> oneshot::Receiver<Conn> {
+        let (tx, rx) = oneshot::channel();
+        self.give_back = Some(tx);
+        rx
+    }
+
     fn fail(&mut self, kind: io::ErrorKind, msg: String) -> io::Error {
         self.finished = true;
         self.validator = None;
@@ -385,7 +490,10 @@ impl RdbStream {
         }
         match err {
             Some(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-            None => Ok(()),
+            None => {
+                self.clean_end = true;
+                Ok(())
+            }
         }
     }
 
@@ -411,6 +519,18 @@ impl RdbStream {
                     return Poll::Ready(Err(self.fail(io::ErrorKind::TimedOut, msg)));
                 }
                 Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for RdbStream {
+    fn drop(&mut self) {
+        if let Some(tx) = self.give_back.take() {
+            if self.clean_end {
+                let placeholder: Box<dyn NodeIo> = Box::new(tokio::io::duplex(1).0);
+                let conn = std::mem::replace(&mut self.inner, BufReader::new(placeholder));
+                let _ = tx.send(conn);
             }
         }
     }

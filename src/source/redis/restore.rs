@@ -124,19 +124,22 @@ pub async fn restore(
         )
         .into());
     }
-    if matches!(spec.point, RecoveryPoint::Time(_) | RecoveryPoint::Latest) {
-        return Err(not_supported(
-            &m.source,
-            "a Redis backup is one snapshot: there is no point-in-time recovery; pick the backup with --backup ID",
-        )
-        .into());
-    }
+    let pitr = match spec.point {
+        RecoveryPoint::Time(t) => Some(Some(t)),
+        RecoveryPoint::Latest => Some(None),
+        _ => None,
+    };
     match &spec.target {
+        RestoreTarget::File(_) if pitr.is_some() => Err(not_supported(
+            &m.source,
+            "a Redis restore to a time (or to latest) replays the capture log into a server: restore with --to redis://HOST:PORT, or pick a snapshot with --backup ID for --to-file",
+        )
+        .into()),
         RestoreTarget::File(path) => {
             restore_raw_to_file(host, catalog, m, path, spec.replace, progress).await
         }
         RestoreTarget::Server(uri) => {
-            restore_into(host, cfg, catalog, m, uri, spec.replace, progress).await
+            restore_into(host, cfg, catalog, m, uri, spec.replace, pitr, progress).await
         }
         _ => Err(Error::Invalid(
             "restore a Redis backup with exactly one of --to-file FILE (the dump.rdb to place before Redis starts, with appendonly off) or --to redis://HOST:PORT (a running instance)".into(),
@@ -146,9 +149,9 @@ pub async fn restore(
 
 /// A snapshot loaded into a scratch server: the staged `dump.rdb` stays in
 /// `dir` (deep verify walks it afterwards).
-struct Loaded {
+pub(super) struct Loaded {
     dir: tempfile::TempDir,
-    server: ScratchServer,
+    pub(super) server: ScratchServer,
     raw_bytes: u64,
     /// Unix ms just before the server started loading.
     load_started_ms: i64,
@@ -185,6 +188,35 @@ async fn load_scratch(
     })
 }
 
+/// Loads the base for a restore into a scratch server: `m`'s snapshot, or,
+/// for a restore to a time or to latest (`pitr`), the base that reaches
+/// furthest with its capture log replayed on top ([`super::replay`]).
+pub(super) async fn load_for(
+    host: &dyn RestoreHost,
+    cfg: Option<&RedisConfig>,
+    catalog: &Catalog,
+    m: &Manifest,
+    pitr: Option<Option<chrono::DateTime<chrono::Utc>>>,
+    progress: &dyn Progress,
+) -> Result<(Manifest, Loaded, Option<super::replay::Replayed>)> {
+    let Some(until) = pitr else {
+        let l = load_scratch(host, cfg, catalog, m, progress).await?;
+        return Ok((m.clone(), l, None));
+    };
+    let base = super::replay::pick_base(catalog, m, until).await?;
+    let l = load_scratch(host, cfg, catalog, &base, progress).await?;
+    let r = super::replay::replay(catalog.store(), host.identities()?, &base, until, l.server.port)
+        .await?;
+    if r.short_of_target {
+        tracing::warn!(event = "redis_log_short_of_target", base = %base.id, reached = %r.reached.map(|t| t.to_rfc3339()).unwrap_or_default(), target = %until.map(|t| t.to_rfc3339()).unwrap_or_else(|| "latest".into()), "the capture log does not reach the target: restored as far as it goes");
+    }
+    if r.errors > 0 {
+        tracing::warn!(event = "redis_log_replay_errors", base = %base.id, errors = r.errors, first = r.first_error.as_deref().unwrap_or(""));
+    }
+    Ok((base, l, Some(r)))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn restore_into(
     host: &dyn RestoreHost,
     cfg: Option<&RedisConfig>,
@@ -192,6 +224,7 @@ async fn restore_into(
     m: &Manifest,
     uri: &str,
     replace: bool,
+    pitr: Option<Option<chrono::DateTime<chrono::Utc>>>,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
     let start = Instant::now();
@@ -221,8 +254,8 @@ async fn restore_into(
     // Prove the backup readable before the target is touched: a wrong key, a
     // damaged object or an RDB the server cannot load fails here, and the
     // target keeps every key it had.
-    let loaded = load_scratch(host, cfg, catalog, m, progress).await?;
-    let (scratch, raw_bytes) = (&loaded.server, loaded.raw_bytes);
+    let (m, loaded, replayed) = load_for(host, cfg, catalog, m, pitr, progress).await?;
+    let (m, scratch, raw_bytes) = (&m, &loaded.server, loaded.raw_bytes);
     if existing_keys > 0 {
         redis::cmd("FLUSHALL")
             .query_async::<()>(&mut tc)
@@ -268,7 +301,10 @@ async fn restore_into(
         destination: shown,
         raw_bytes,
         duration_secs: start.elapsed().as_secs_f64(),
-        details: serde_json::json!({ "keys_per_db": restored }),
+        details: match replayed {
+            Some(r) => serde_json::json!({ "keys_per_db": restored, "replayed": r }),
+            None => serde_json::json!({ "keys_per_db": restored }),
+        },
     })
 }
 

@@ -129,6 +129,27 @@ pub async fn choose(
     ))
 }
 
+/// The master the sentinels name now, asking them in order: host, port and
+/// the sentinel that answered.
+pub async fn master(
+    sentinels: &[String],
+    master_name: &str,
+    access: &Access,
+    timeout: Duration,
+) -> Result<(String, u16, String), String> {
+    let mut errors = Vec::new();
+    for s in sentinels {
+        match ask(s, master_name, access, timeout).await {
+            Ok(((h, p), _)) => return Ok((h, p, s.clone())),
+            Err(e) => errors.push(format!("{s}: {e}")),
+        }
+    }
+    Err(format!(
+        "no sentinel could name master `{master_name}`: {}",
+        errors.join("; ")
+    ))
+}
+
 type Discovery = ((String, u16), Vec<ReplicaState>);
 
 async fn ask(
