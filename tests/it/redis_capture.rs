@@ -260,7 +260,7 @@ async fn redis_capture_restores_to_five_random_times_exactly() {
     // The base reaches the off-site target through the replicate sweep.
     let local = ctx.env.store("local").await.unwrap();
     let far = ctx.env.store("far").await.unwrap();
-    gsdr::replicate::catch_up(&local, &far, Some("cache"))
+    gsdr::replicate::catch_up(&local, &far, Some("cache"), &Default::default())
         .await
         .unwrap();
     restore_at(&ctx, "far", *t, &target).await;
