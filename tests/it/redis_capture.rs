@@ -22,6 +22,8 @@ use crate::support::tempdir;
 struct Ctx {
     _dir: tempfile::TempDir,
     env: Env,
+    /// The policy, as a file for the `gsdr` binary.
+    policy: std::path::PathBuf,
 }
 
 /// An environment with a local primary target, a local off-site target and
@@ -57,10 +59,13 @@ connect_timeout = "2s"
         dir.path().join("store").display(),
         dir.path().join("far").display()
     );
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, &text).unwrap();
     let policy = Policy::parse(&text, Path::new("test.toml")).unwrap();
     Arc::new(Ctx {
         env: Env::new(policy),
         _dir: dir,
+        policy: file,
     })
 }
 
@@ -379,4 +384,83 @@ async fn redis_capture_follows_a_sentinel_failover_losing_nothing() {
         missing.is_empty() && extra.is_empty(),
         "everything written before the failover, and after it, is restored ({n} base(s)); missing or different {missing:?}, extra {extra:?}; {details}"
     );
+}
+
+/// Peak resident memory of process `pid` (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gsdr_capture_in_the_foreground_and_gsdr_restore_target_time() {
+    let primary = RedisServer::start(Opts::default());
+    let ctx = ctx(&format!("addr = \"{}\"", primary.addr()));
+    let url = |db: u32| primary.url(db);
+    write_batch(&url, 0, 0).await;
+    let child = std::process::Command::new(crate::support::gsdr_bin())
+        .arg("--policy")
+        .arg(&ctx.policy)
+        .args(["--json", "capture", "--source", "cache"])
+        .env("GSDR_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_base(&ctx).await;
+    let mut points = Vec::new();
+    for i in 1..=3 {
+        write_batch(&url, i, 1).await;
+        points.push((Utc::now(), data_of(url).await));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    write_batch(&url, 4, 1).await;
+    let rss = peak_rss_kib(child.id());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "gsdr capture exits 0 on SIGTERM: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["objects"].as_u64().unwrap() >= 5, "{report}");
+    eprintln!("gsdr capture peak RSS: {} KiB", rss);
+    assert!(rss < 256 << 10, "gsdr capture's peak RSS is {rss} KiB");
+
+    let target = RedisServer::start(Opts::default());
+    for (t, want) in &points {
+        let out = std::process::Command::new(crate::support::gsdr_bin())
+            .arg("--policy")
+            .arg(&ctx.policy)
+            .args([
+                "restore",
+                "--source",
+                "cache",
+                "--target-time",
+                &t.to_rfc3339(),
+            ])
+            .args(["--to", &target.url(0), "--flush", "--yes"])
+            .env("GSDR_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gsdr restore --target-time {t}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            &data_of(|db| target.url(db)).await,
+            want,
+            "restored as of {t}"
+        );
+    }
 }
