@@ -30,7 +30,7 @@
 //! slice (≤ `slice_max_bytes` + one command) and its encoded copy while
 //! it is stored (about as large), plus the pipeline's buffers.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,8 +45,10 @@ use super::slicer::{Segment, Slicer};
 use crate::metrics::events::{CaptureReconnect, CaptureStored};
 use crate::source::capture::{Capture, CaptureCtx, CaptureReport};
 use crate::source::error::{EngineError, EngineResult};
-use crate::source::{BackupSource, SourceError, SourceStream};
-use crate::storage::{PutCondition, StorageError};
+use crate::catalog::{new_backup_id, Catalog, Manifest, MANIFEST_SCHEMA};
+use crate::pipeline::{self, EncodeOptions, Ends, StreamError};
+use crate::source::{SourceError, SourceStream};
+use crate::storage::{PutCondition, PutOptions, StorageError, Store};
 
 /// Bytes read from the socket at once.
 const READ_CHUNK: usize = 64 << 10;
@@ -96,24 +98,83 @@ fn lost(reason: &'static str, connected: bool) -> impl FnOnce(EngineError) -> Lo
     }
 }
 
-/// A backup source handing out one already started stream.
-struct Started(Mutex<Option<SourceStream>>);
-
-#[async_trait]
-impl BackupSource for Started {
-    fn kind(&self) -> &'static str {
-        "rdb"
+/// Stores the snapshot stream of a full sync as a backup, as the backup job
+/// does (the engines sit below the jobs): the data object create-only,
+/// read back at its size, then the manifest, last.
+async fn store_base(
+    source: &str,
+    stream: SourceStream,
+    store: Arc<dyn Store>,
+    opts: &EncodeOptions,
+) -> EngineResult<Manifest> {
+    let started_at = chrono::Utc::now();
+    let id = new_backup_id(started_at);
+    let key = crate::layout::backup_data(source, "rdb", &id);
+    let input = format!("the source `{source}`");
+    let output = format!("the upload of `{key}` to {}", store.describe());
+    let ended = pipeline::encode(stream, opts.clone())
+        .finish(Ends::new(&input, &output), None, |reader| async {
+            let mut reader = reader;
+            store
+                .put_stream(
+                    &key,
+                    &mut reader,
+                    PutOptions {
+                        size_hint: None,
+                        if_absent: true,
+                    },
+                )
+                .await
+        })
+        .await;
+    let (stats, meta) = match ended {
+        Ok(((stats, meta), put)) if put.size == stats.stored_bytes => (stats, meta),
+        Ok(((stats, _), put)) => {
+            let _ = store.delete(&key).await;
+            return Err(EngineError::Invalid(format!(
+                "upload of `{key}` stored {} bytes but the pipeline produced {}; base abandoned",
+                put.size, stats.stored_bytes
+            )));
+        }
+        Err(e) => {
+            let _ = store.delete(&key).await;
+            return Err(match e {
+                StreamError::Pipeline(e) => e.into(),
+                StreamError::Sink(e) => e.into(),
+            });
+        }
+    };
+    match store.head(&key).await? {
+        Some(o) if o.size == stats.stored_bytes => {}
+        other => {
+            return Err(EngineError::Invalid(format!(
+                "`{key}` reads back as {:?} bytes after upload, expected {}; base abandoned",
+                other.map(|o| o.size),
+                stats.stored_bytes
+            )))
+        }
     }
-
-    async fn open(&self) -> Result<SourceStream, SourceError> {
-        self.0
-            .lock()
-            .expect("lock")
-            .take()
-            .ok_or_else(|| SourceError::Invalid {
-                message: "the capture's snapshot stream was already consumed".into(),
-            })
-    }
+    let m = Manifest {
+        schema_version: MANIFEST_SCHEMA,
+        id,
+        source: source.to_string(),
+        engine: super::KIND.to_string(),
+        kind: "rdb".to_string(),
+        started_at,
+        finished_at: chrono::Utc::now(),
+        consistency: meta,
+        raw_bytes: stats.raw_bytes,
+        raw_sha256: stats.raw_sha256,
+        stored_bytes: stats.stored_bytes,
+        stored_sha256: stats.stored_sha256,
+        data_key: key,
+        zstd_level: opts.level,
+        recipients: opts.recipients.iter().map(|r| r.to_string()).collect(),
+        gsdr_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    Catalog::new(store).commit(&m).await?;
+    tracing::info!(event = "backup_committed", source, id = %m.id, bytes_raw = m.raw_bytes, bytes_stored = m.stored_bytes);
+    Ok(m)
 }
 
 fn now_ms() -> i64 {
@@ -249,20 +310,13 @@ impl RedisCapture {
                     true,
                 );
                 let (target, store) = &ctx.primary;
-                let m = crate::job::backup_with(
-                    name,
-                    super::KIND,
-                    &Started(Mutex::new(Some(ss))),
-                    store.clone(),
-                    &ctx.encode,
-                    &crate::job::NoProgress,
-                )
-                .await
-                .map_err(|e| {
-                    lost("disconnected", false)(EngineError::Invalid(format!(
-                        "storing the capture's base snapshot of `{name}` from {node}: {e}"
-                    )))
-                })?;
+                let m = store_base(name, ss, store.clone(), &ctx.encode)
+                    .await
+                    .map_err(|e| {
+                        lost("disconnected", false)(EngineError::Invalid(format!(
+                            "storing the capture's base snapshot of `{name}` from {node}: {e}"
+                        )))
+                    })?;
                 report.objects += 1;
                 report.bytes += m.stored_bytes;
                 *bases += 1;
