@@ -464,3 +464,34 @@ async fn gsdr_capture_in_the_foreground_and_gsdr_restore_target_time() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_capture_continues_the_stored_chain_with_psync() {
+    let primary = RedisServer::start(Opts::default());
+    let ctx = ctx(&format!("addr = \"{}\"", primary.addr()));
+    let url = |db: u32| primary.url(db);
+    let (cancel, task) = start_capture(&ctx);
+    wait_for_base(&ctx).await;
+    write_batch(&url, 0, 1).await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    // Written while no gsdr runs: the master's backlog keeps it.
+    write_batch(&url, 1, 0).await;
+    let (cancel, task) = start_capture(&ctx);
+    write_batch(&url, 2, 1).await;
+    let t = Utc::now();
+    let want = data_of(url).await;
+    write_batch(&url, 3, 1).await;
+    cancel.cancel();
+    let report = task.await.unwrap().unwrap();
+    assert!(report.detail.contains("0 base(s)"), "{report:?}");
+    assert_eq!(bases(&ctx, "local").await.len(), 1, "no new full sync");
+    let target = RedisServer::start(Opts::default());
+    let details = restore_at(&ctx, "local", t, &target).await;
+    assert_eq!(details["replayed"]["short_of_target"], false, "{details}");
+    assert_eq!(
+        data_of(|db| target.url(db)).await,
+        want,
+        "nothing lost across the restart"
+    );
+}

@@ -191,6 +191,23 @@ impl Capture for RedisCapture {
         let mut down_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(200);
         let mut bases = 0u32;
+        // Continue the newest stored chain if the node still can: a restart
+        // of gsdr then costs no new full sync.
+        match super::log::resume_point(&ctx.primary.1, &name).await {
+            Ok(Some((base, replid, offset))) => {
+                tracing::info!(event = "redis_capture_resume", source = %name, base = %base, replid = %replid, offset);
+                chain = Some(Chain {
+                    base,
+                    replid,
+                    offset,
+                    node: String::new(),
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(event = "redis_capture_resume_unknown", source = %name, error = %e, "starting a new base")
+            }
+        }
         loop {
             if ctx.cancel.is_cancelled() {
                 break;
@@ -250,7 +267,10 @@ impl RedisCapture {
             .await
             .map_err(|e| lost("disconnected", false)(e.into()))?;
         let node = format!("{host}:{port}");
-        if let Some(c) = chain.as_ref().filter(|c| c.node != node) {
+        if let Some(c) = chain
+            .as_ref()
+            .filter(|c| !c.node.is_empty() && c.node != node)
+        {
             let detail = format!(
                 "the master moved from {} to {node}: continuing replid {} from offset {} there",
                 c.node, c.replid, c.offset
@@ -280,8 +300,8 @@ impl RedisCapture {
             PsyncReply::Full(sync) => {
                 if let Some(c) = chain.as_ref() {
                     let detail = format!(
-                        "{node} could not continue replid {} at offset {} and sent a full resync: a new base backup starts; restores between the old chain's end and the new base are not possible",
-                        c.replid, c.offset
+                        "{node} could not continue replid {} at offset {} (base {}) and sent a full resync: a new base backup starts; restores between the old chain's end and the new base are not possible",
+                        c.replid, c.offset, c.base
                     );
                     CaptureReconnect {
                         source: name,
@@ -503,7 +523,7 @@ impl RedisCapture {
         report: &mut CaptureReport,
     ) -> EngineResult<()> {
         let name = self.src.name();
-        let key = segment_key(name, &chain.base, seg);
+        let key = segment_key(name, &chain.base, seg, &chain.replid);
         let body = Bytes::from(encode_segment(seg, &chain.replid, &ctx.encode).await?);
         let point = super::log::ms_time(seg.t1_ms);
         let (target, store) = &ctx.primary;
