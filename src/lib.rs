@@ -31,6 +31,7 @@ pub mod replicate;
 pub mod retention;
 pub mod scheduler;
 pub mod secret;
+pub mod signing;
 pub mod source;
 pub mod storage;
 pub mod stream;

@@ -66,6 +66,21 @@ impl SecretRef {
     }
 }
 
+/// Refuses a private key file that group or others may read or write, with
+/// the `chmod` to run (a key the whole host can read is no secret).
+pub fn check_private_file(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "mode {mode:04o} lets group or others read it: run `chmod 600 {}`",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// The error of a secret written as a plain string in the policy.
 pub(crate) const INLINE_SECRET: &str =
     "secrets are referenced, never written in the policy: use { env = \"NAME\" } or { file = \"/path\" }";

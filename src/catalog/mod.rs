@@ -80,12 +80,38 @@ pub struct Manifest {
     pub recipients: Vec<String>,
     /// gsdr version that wrote it.
     pub gsdr_version: String,
+    /// The writer's Ed25519 signature over the rest ([`crate::signing`]); absent when
+    /// the policy has no signing key (and in manifests from before signing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::signing::Signature>,
 }
 
 impl Manifest {
     /// Key of this manifest.
     pub fn manifest_key(&self) -> String {
         layout::backup_manifest(&self.source, &self.kind, &self.id)
+    }
+
+    /// The bytes its signature covers: its JSON without the signature.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut m = self.clone();
+        m.signature = None;
+        serde_json::to_vec(&m).expect("manifest serialises")
+    }
+
+    /// Signs it with `signer` (replacing any signature it had).
+    pub fn sign(&mut self, signer: &crate::signing::Signer) {
+        self.signature = None;
+        self.signature = Some(signer.sign(&self.signed_bytes()));
+    }
+
+    /// Whether `trust` accepts this manifest (see [`crate::signing`]).
+    pub fn authenticate(&self, trust: &crate::signing::Trust) -> Result<(), CatalogError> {
+        Ok(trust.check(
+            &self.manifest_key(),
+            &self.signed_bytes(),
+            self.signature.as_ref(),
+        )?)
     }
 
     /// The instant RPO is measured from: the consistency point, or the dump start.
@@ -132,6 +158,9 @@ pub enum CatalogError {
         /// Parser message.
         message: String,
     },
+    /// A manifest is unsigned, signed by an unknown key, or its signature does not verify.
+    #[error(transparent)]
+    Untrusted(#[from] crate::signing::SignError),
     /// The store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -407,7 +436,7 @@ impl CatalogError {
             CatalogError::UnknownBackup { .. } | CatalogError::NoBackup { .. } => {
                 ErrorKind::NotFound
             }
-            CatalogError::BadManifest { .. } => ErrorKind::Damaged,
+            CatalogError::BadManifest { .. } | CatalogError::Untrusted(_) => ErrorKind::Damaged,
             CatalogError::Storage(e) => e.kind(),
         }
     }

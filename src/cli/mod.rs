@@ -47,6 +47,9 @@ pub struct Cli {
     /// age identity file (private key) for restore and verify; overrides the policy's `encryption.identity_file`.
     #[arg(long, global = true, env = "GSDR_IDENTITY_FILE", value_name = "FILE")]
     identity: Option<PathBuf>,
+    /// Accept unsigned manifests this once (written before `[signing]` was set up); forged or changed ones are still refused.
+    #[arg(long, global = true)]
+    allow_unsigned: bool,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
@@ -213,6 +216,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         quiet: cli.quiet > 0,
         policy: cli.policy.clone(),
         identity: cli.identity.clone(),
+        allow_unsigned: cli.allow_unsigned,
     };
     match cli.command {
         Command::Backup(a) => backup::run(&ctx, a).await,
@@ -247,6 +251,7 @@ pub struct Ctx {
     pub quiet: bool,
     policy: Option<PathBuf>,
     identity: Option<PathBuf>,
+    allow_unsigned: bool,
 }
 
 impl Ctx {
@@ -263,6 +268,7 @@ impl Ctx {
     pub fn env(&self) -> anyhow::Result<Env> {
         let mut env = Env::new(self.load_policy()?);
         env.identity_file = self.identity.clone();
+        env.allow_unsigned = self.allow_unsigned;
         Ok(env)
     }
 }

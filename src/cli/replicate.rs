@@ -60,9 +60,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                     .missing
                     .extend(replicate::check(&ps, &os, Some(s)).await?);
             } else {
-                report
-                    .sweeps
-                    .insert(s.clone(), replicate::catch_up(&ps, &os, Some(s)).await?);
+                report.sweeps.insert(
+                    s.clone(),
+                    replicate::catch_up(&ps, &os, Some(s), &env.trust()?).await?,
+                );
             }
         }
     }

@@ -85,7 +85,47 @@ async fn refresh_source(env: &Env, source: &str) -> Result<()> {
     replicate::safety(&primary, offsite.as_ref(), source)
         .await?
         .emit();
+    for p in recoverable_points(env, source).await? {
+        if let Some(point) = p.point {
+            events::RecoveryPointObserved {
+                source,
+                target: &p.target,
+                point,
+            }
+            .emit();
+        }
+    }
     Ok(())
+}
+
+/// How far a restore of one source from one target reaches.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetPoint {
+    /// Target name.
+    pub target: String,
+    /// `primary` or `offsite`.
+    pub role: &'static str,
+    /// The newest point a restore from it reaches (`None`: nothing restorable there).
+    pub point: Option<DateTime<Utc>>,
+}
+
+/// The newest recoverable point of `source` on each of its targets (primary, then off-site).
+pub async fn recoverable_points(env: &Env, source: &str) -> Result<Vec<TargetPoint>> {
+    let mut targets = vec![(env.primary_target_name(source)?, "primary")];
+    if let Some(o) = env.policy.offsite_of(source) {
+        targets.push((o.to_string(), "offsite"));
+    }
+    let mut out = Vec::new();
+    for (target, role) in targets {
+        let store = env.store(&target).await?;
+        let point = replicate::recoverable_point(&store, source).await?;
+        out.push(TargetPoint {
+            target,
+            role,
+            point,
+        });
+    }
+    Ok(out)
 }
 
 async fn refresh_jobs(env: &Env) -> Result<()> {

@@ -150,7 +150,7 @@ async fn backup_stream(
             .into())
         }
     }
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         schema_version: MANIFEST_SCHEMA,
         id: id.clone(),
         source: source.to_string(),
@@ -167,7 +167,11 @@ async fn backup_stream(
         zstd_level: opts.level,
         recipients: opts.recipients.iter().map(|r| r.to_string()).collect(),
         gsdr_version: env!("CARGO_PKG_VERSION").to_string(),
+        signature: None,
     };
+    if let Some(s) = &opts.signer {
+        manifest.sign(s);
+    }
     Catalog::new(store.clone()).commit(&manifest).await?;
     tracing::info!(
         event = "backup_committed",

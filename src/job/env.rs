@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::keys::{self, Identities};
 use crate::pipeline::{Decoded, EncodeOptions};
 use crate::policy::Policy;
+use crate::signing::{Signer, Trust, VerifyKey};
 use crate::source::error::{EngineError, EngineResult};
 use crate::source::{GsdrCall, RestoreHost};
 use crate::storage::{self, Store};
@@ -23,6 +24,8 @@ pub struct Env {
     pub policy: Arc<Policy>,
     /// Overrides `encryption.identity_file` (`--identity`).
     pub identity_file: Option<PathBuf>,
+    /// Accept unsigned manifests this once (`--allow-unsigned`).
+    pub allow_unsigned: bool,
     stores: Mutex<HashMap<String, Arc<dyn Store>>>,
 }
 
@@ -32,6 +35,7 @@ impl Env {
         Env {
             policy: Arc::new(policy),
             identity_file: None,
+            allow_unsigned: false,
             stores: Mutex::new(HashMap::new()),
         }
     }
@@ -159,7 +163,42 @@ impl Env {
             ),
             recipients,
             stall_timeout: self.policy.pipeline.stall_timeout.0,
+            signer: self.signer()?,
         })
+    }
+
+    /// The manifest signing key (`signing.key_file`), if the policy has one.
+    pub fn signer(&self) -> Result<Option<Arc<Signer>>> {
+        match &self.policy.signing.key_file {
+            Some(p) => {
+                Ok(Some(Arc::new(Signer::read(p).map_err(|e| {
+                    Error::Invalid(format!("{e} (signing.key_file)"))
+                })?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// What restores, verify, drills and replication trust: the policy's
+    /// verify keys (none: signing is not set up, everything passes).
+    pub fn trust(&self) -> Result<Trust> {
+        let keys = self
+            .policy
+            .signing
+            .verify_keys
+            .iter()
+            .map(|k| VerifyKey::parse(k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Invalid(format!("{e} (signing.verify_keys)")))?;
+        Ok(Trust {
+            keys,
+            allow_unsigned: self.allow_unsigned || self.policy.signing.allow_unsigned,
+        })
+    }
+
+    /// Refuses `m` unless the policy trusts it (see [`crate::signing`]).
+    pub fn authenticate(&self, m: &Manifest) -> Result<()> {
+        Ok(m.authenticate(&self.trust()?)?)
     }
 
     /// The identities that open backups (from `--identity` or the policy).
@@ -193,6 +232,7 @@ impl Env {
 }
 
 /// Engines read backups through the environment, never seeing the policy.
+#[async_trait::async_trait]
 impl RestoreHost for Env {
     fn identities(&self) -> EngineResult<Arc<Identities>> {
         self.read_identities()
@@ -200,6 +240,17 @@ impl RestoreHost for Env {
 
     fn stall_timeout(&self) -> Duration {
         self.policy.pipeline.stall_timeout.0
+    }
+
+    /// Every restore, verify and drill reads a backup through here: a
+    /// manifest the policy does not trust (forged, changed, unsigned) is
+    /// refused before a byte is read.
+    async fn open_backup(&self, catalog: &Catalog, m: &Manifest) -> EngineResult<Decoded> {
+        let trust = self
+            .trust()
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        m.authenticate(&trust)?;
+        crate::source::open_backup(catalog, m, self.read_identities()?, self.stall_timeout()).await
     }
 
     fn gsdr_call(&self, source: &str) -> EngineResult<GsdrCall> {

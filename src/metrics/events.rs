@@ -372,6 +372,30 @@ impl SafetyState<'_> {
     }
 }
 
+/// The newest point a restore of a source from one target reaches, as read from the catalog.
+#[derive(Debug, Clone)]
+pub struct RecoveryPointObserved<'a> {
+    /// Source.
+    pub source: &'a str,
+    /// Target name.
+    pub target: &'a str,
+    /// The point.
+    pub point: DateTime<Utc>,
+}
+
+impl RecoveryPointObserved<'_> {
+    /// Logs the event and updates the metrics (the exposure is refreshed at every scrape).
+    pub fn emit(&self) {
+        tracing::debug!(
+            event = "recovery_point_observed",
+            source = self.source,
+            target = self.target,
+            point = %self.point.to_rfc3339()
+        );
+        global().set_recovery_point(self.source, self.target, secs(self.point));
+    }
+}
+
 /// Retention deleted a backup.
 #[derive(Debug, Clone)]
 pub struct BackupPruned<'a> {

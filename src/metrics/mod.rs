@@ -46,6 +46,8 @@
 //! | `gsdr_velero_last_attempt_success` | gauge | (label `name`: the Velero job) 1 if the last Velero backup of the job completed, 0 otherwise (job record) |
 //! | `gsdr_velero_last_success_timestamp_seconds` | gauge | (label `name`) end of its last completed Velero backup (job record) |
 //! | `gsdr_gc_failures_total` | counter | (label `target`; no `source`) garbage collection runs that could not finish or removals that failed |
+//! | `gsdr_recovery_point_timestamp_seconds` | gauge | (label `target`) the newest point a restore from that target reaches: its newest backup, extended by the source's log there (WAL, a continuous capture's segments) |
+//! | `gsdr_target_rpo_exposure_seconds` | gauge | (label `target`) now − that point, refreshed at every scrape: the data lost if only that target survived |
 //! | `gsdr_capture_last_stored_timestamp_seconds` | gauge | (label `target`) continuous capture: the newest point of the source's change log durably stored on that target |
 //! | `gsdr_capture_lag_seconds` | gauge | (label `target`) continuous capture: the server's newest change minus that stored point, when it was stored (0 when caught up) |
 //! | `gsdr_capture_retained_bytes` | gauge | continuous capture: what the server keeps for gsdr (PostgreSQL: WAL retained by the replication slot) |
@@ -247,6 +249,10 @@ pub struct Metrics {
     /// See the module table.
     pub gc_failures: Family<OnlyTargetLabel, Counter>,
     /// See the module table.
+    pub recovery_point: Family<TargetLabel, FGauge>,
+    /// See the module table.
+    pub target_exposure: Family<TargetLabel, FGauge>,
+    /// See the module table.
     pub capture_last_stored: Family<TargetLabel, FGauge>,
     /// See the module table.
     pub capture_lag: Family<TargetLabel, FGauge>,
@@ -258,6 +264,8 @@ pub struct Metrics {
     safe_points: Mutex<BTreeMap<String, f64>>,
     /// Newest archived WAL by source (seconds since the epoch), for the lag refresh at scrape time.
     wal_archived: Mutex<BTreeMap<String, f64>>,
+    /// Newest recovery point by (source, target), for the per-target exposure refresh at scrape time.
+    recovery_points: Mutex<BTreeMap<(String, String), f64>>,
 }
 
 impl Metrics {
@@ -413,6 +421,14 @@ impl Metrics {
                 "gsdr_gc_failures",
                 "Garbage collection runs or removals that failed"
             ),
+            recovery_point: reg!(
+                "gsdr_recovery_point_timestamp_seconds",
+                "Newest point a restore from the target reaches (backups extended by the source's log there)"
+            ),
+            target_exposure: reg!(
+                "gsdr_target_rpo_exposure_seconds",
+                "Now minus the newest point a restore from the target reaches"
+            ),
             capture_last_stored: reg!(
                 "gsdr_capture_last_stored_timestamp_seconds",
                 "Newest point of the source's change log durably stored on the target (continuous capture)"
@@ -431,6 +447,7 @@ impl Metrics {
             ),
             safe_points: Mutex::new(BTreeMap::new()),
             wal_archived: Mutex::new(BTreeMap::new()),
+            recovery_points: Mutex::new(BTreeMap::new()),
             registry,
         }
     }
@@ -453,12 +470,34 @@ impl Metrics {
             .insert(source.to_string(), ts);
     }
 
+    /// Records the newest point a restore of `source` from `target` reaches (seconds since the epoch).
+    pub(crate) fn set_recovery_point(&self, source: &str, target: &str, ts: f64) {
+        let l = TargetLabel {
+            source: source.to_string(),
+            target: target.to_string(),
+        };
+        self.recovery_point.get_or_create(&l).set(ts);
+        self.recovery_points
+            .lock()
+            .expect("metrics lock")
+            .insert((source.to_string(), target.to_string()), ts);
+    }
+
     /// The registry in Prometheus text format, RPO exposure and WAL archive lag refreshed to `now`.
     pub fn encode(&self, now: chrono::DateTime<chrono::Utc>) -> String {
         let now = now.timestamp_millis() as f64 / 1000.0;
         for (s, ts) in self.safe_points.lock().expect("metrics lock").iter() {
             self.rpo_exposure
                 .get_or_create(&src(s))
+                .set((now - ts).max(0.0));
+        }
+        for ((s, t), ts) in self.recovery_points.lock().expect("metrics lock").iter() {
+            let l = TargetLabel {
+                source: s.clone(),
+                target: t.clone(),
+            };
+            self.target_exposure
+                .get_or_create(&l)
                 .set((now - ts).max(0.0));
         }
         for (s, ts) in self.wal_archived.lock().expect("metrics lock").iter() {

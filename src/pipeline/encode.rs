@@ -21,6 +21,8 @@ pub struct EncodeOptions {
     pub recipients: Vec<age::x25519::Recipient>,
     /// No progress for this long cancels the stream ([`DEFAULT_STALL_TIMEOUT`] unless the policy says).
     pub stall_timeout: std::time::Duration,
+    /// Signs the metadata written beside the data (manifests, WAL sidecars); `None`: unsigned.
+    pub signer: Option<std::sync::Arc<crate::signing::Signer>>,
 }
 
 impl std::fmt::Debug for EncodeOptions {
@@ -30,6 +32,7 @@ impl std::fmt::Debug for EncodeOptions {
             .field("workers", &self.workers)
             .field("recipients", &self.recipients.len())
             .field("stall_timeout", &self.stall_timeout)
+            .field("signer", &self.signer)
             .finish()
     }
 }

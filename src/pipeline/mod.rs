@@ -187,6 +187,7 @@ mod tests {
                 workers,
                 recipients: vec![r],
                 stall_timeout: crate::pipeline::DEFAULT_STALL_TIMEOUT,
+                signer: None,
             },
         );
         let mut stored = Vec::new();
@@ -364,6 +365,7 @@ mod tests {
                 workers: 0,
                 recipients: vec![r],
                 stall_timeout: crate::pipeline::DEFAULT_STALL_TIMEOUT,
+                signer: None,
             },
         );
         let mut reader = enc.reader;

@@ -42,6 +42,9 @@ pub struct Policy {
     /// How hard to compress.
     #[serde(default)]
     pub compression: Compression,
+    /// Who signs manifests and which keys restores trust (`[signing]`).
+    #[serde(default)]
+    pub signing: crate::signing::SigningConfig,
     /// Memory and progress limits of every stream (`[pipeline]`).
     #[serde(default)]
     pub pipeline: PipelineLimits,
@@ -153,6 +156,10 @@ impl Policy {
         for r in &self.encryption.recipients {
             crate::pipeline::keys::parse_recipient(r)
                 .map_err(|e| self.err(text, "encryption.recipients", e.to_string()))?;
+        }
+        for k in &self.signing.verify_keys {
+            crate::signing::VerifyKey::parse(k)
+                .map_err(|e| self.err(text, "signing.verify_keys", e.to_string()))?;
         }
         if !(1..=19).contains(&self.compression.level) {
             return Err(self.err(text, "compression.level", "must be between 1 and 19"));

@@ -32,6 +32,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 use crate::catalog::{Catalog, Manifest};
 use crate::error::{Error, Result, RetryClass};
 use crate::metrics::events;
+use crate::pipeline::PipelineError;
+use crate::signing::Trust;
 use crate::storage::{PutCondition, PutOptions, Store};
 
 /// Attempts per backup within one sweep (temporary errors only).
@@ -47,6 +49,8 @@ struct Checked<R> {
     expect_size: u64,
     expect_sha: String,
     key: String,
+    /// Set when the object read back differs from the manifest: (bytes, SHA-256).
+    mismatch: Option<(u64, String)>,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
@@ -63,6 +67,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
                 if new.is_empty() && buf.remaining() > 0 {
                     let sha = hex::encode(this.hasher.clone().finalize());
                     if this.read != this.expect_size || sha != this.expect_sha {
+                        this.mismatch = Some((this.read, sha.clone()));
                         return Poll::Ready(Err(std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
                             format!(
@@ -82,12 +87,16 @@ impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
     }
 }
 
-/// Copies one backup: data (streamed, checked), then the manifest. Returns stored bytes copied.
+/// Copies one backup: data (streamed, checked), then the manifest. Returns
+/// stored bytes copied. A manifest `trust` refuses (forged, unsigned) is not
+/// copied: the off-site copy must not launder it.
 pub async fn copy_backup(
     primary: &Arc<dyn Store>,
     offsite: &Arc<dyn Store>,
     m: &Manifest,
+    trust: &Trust,
 ) -> Result<u64> {
+    m.authenticate(trust)?;
     let manifest_key = m.manifest_key();
     let (manifest_bytes, _) = primary.get_small(&manifest_key, 16 << 20).await?;
     let body = primary.get_stream(&m.data_key).await?;
@@ -98,6 +107,7 @@ pub async fn copy_backup(
         expect_size: m.stored_bytes,
         expect_sha: m.stored_sha256.clone(),
         key: m.data_key.clone(),
+        mismatch: None,
     };
     let put = offsite
         .put_stream(
@@ -108,7 +118,24 @@ pub async fn copy_backup(
                 if_absent: false,
             },
         )
-        .await?;
+        .await;
+    // The primary's object is not the one the manifest signed for: damage,
+    // not a store to wait for (no retry, and the other copies go on).
+    if let Some((read, actual)) = reader.mismatch {
+        return Err(if read != m.stored_bytes {
+            PipelineError::Truncated {
+                read,
+                expected: m.stored_bytes,
+            }
+        } else {
+            PipelineError::ChecksumMismatch {
+                expected: m.stored_sha256.clone(),
+                actual,
+            }
+        }
+        .into());
+    }
+    let put = put?;
     if put.size != m.stored_bytes {
         return Err(Error::Invalid(format!(
             "off-site copy of `{}` in {} stored {} bytes, expected {}",
@@ -156,11 +183,13 @@ pub struct SweepReport {
     pub wal: Vec<crate::source::LogSweep>,
 }
 
-/// Copies every backup (of `source`, if given) the off-site store lacks, oldest first.
+/// Copies every backup (of `source`, if given) the off-site store lacks,
+/// oldest first; manifests `trust` refuses are reported, not copied.
 pub async fn catch_up(
     primary: &Arc<dyn Store>,
     offsite: &Arc<dyn Store>,
     source: Option<&str>,
+    trust: &Trust,
 ) -> Result<SweepReport> {
     let have = offsite_manifests(offsite, source).await?;
     let all = Catalog::new(primary.clone()).list(source).await?;
@@ -180,7 +209,7 @@ pub async fn catch_up(
         let start = Instant::now();
         let mut attempt = 1;
         loop {
-            match copy_backup(primary, offsite, m).await {
+            match copy_backup(primary, offsite, m, trust).await {
                 Ok(bytes) => {
                     events::Replicated {
                         source: &m.source,
@@ -411,6 +440,17 @@ impl Safety {
         }
         .emit();
     }
+}
+
+/// The newest point a restore of `source` from `store` alone reaches: its
+/// newest backup there, extended by the source's log there (WAL, a
+/// continuous capture's segments).
+pub async fn recoverable_point(
+    store: &Arc<dyn Store>,
+    source: &str,
+) -> Result<Option<DateTime<Utc>>> {
+    let manifests = Catalog::new(store.clone()).list(Some(source)).await?;
+    newest_point(store, &manifests, source).await
 }
 
 /// The newest recovery point `manifests` (all on `store`) give, extended,

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// modules of a lower layer; modules in one layer do not import each other.
 const LAYERS: &[&[&str]] = &[
     &["fault", "units", "secret", "tls", "cron", "job_id"],
-    &["stream", "layout"],
+    &["stream", "layout", "signing"],
     &["metrics"],
     &["storage"],
     &["pipeline"],

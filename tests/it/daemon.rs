@@ -707,6 +707,7 @@ async fn replication_catches_up_after_the_offsite_server_dies_midway() {
         workers: 0,
         recipients: vec![id.to_public()],
         stall_timeout: gsdr::pipeline::DEFAULT_STALL_TIMEOUT,
+        signer: None,
     };
     let src = gsdr::source::command::CommandSource::new(
         "repl",
@@ -737,7 +738,9 @@ async fn replication_catches_up_after_the_offsite_server_dies_midway() {
     // Kill the off-site server once the first backup landed there.
     let sweep = {
         let (p, o) = (primary.clone(), offsite.clone());
-        tokio::spawn(async move { gsdr::replicate::catch_up(&p, &o, Some("repl")).await })
+        tokio::spawn(async move {
+            gsdr::replicate::catch_up(&p, &o, Some("repl"), &Default::default()).await
+        })
     };
     let t0 = std::time::Instant::now();
     loop {
@@ -780,7 +783,7 @@ async fn replication_catches_up_after_the_offsite_server_dies_midway() {
         .await
         .unwrap();
     assert_eq!(missing.len(), 4, "{missing:?}");
-    let r = gsdr::replicate::catch_up(&primary, &offsite, Some("repl"))
+    let r = gsdr::replicate::catch_up(&primary, &offsite, Some("repl"), &Default::default())
         .await
         .unwrap();
     assert_eq!(r.copied.len(), 4, "{r:?}");
@@ -819,10 +822,11 @@ async fn replication_catches_up_after_the_offsite_server_dies_midway() {
     let m = &manifests[0];
     let mut bad = m.clone();
     bad.stored_sha256 = "0".repeat(64);
-    let e = gsdr::replicate::copy_backup(&primary, &offsite, &bad)
+    let e = gsdr::replicate::copy_backup(&primary, &offsite, &bad, &Default::default())
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("SHA-256"), "{e}");
+    assert!(e.to_string().contains("checksum mismatch"), "{e}");
+    assert_eq!(e.kind(), gsdr::ErrorKind::Damaged, "damage is not retried");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -535,6 +535,11 @@ fn alerts_for_a_failed_velero_job() {
 }
 
 #[test]
+fn alerts_for_a_continuous_capture() {
+    promtool_test("capture.yaml");
+}
+
+#[test]
 fn alerts_in_cronjob_mode() {
     promtool_test("cronjob-push.yaml");
 }

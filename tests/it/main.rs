@@ -20,6 +20,7 @@ mod policies;
 mod postgres;
 mod redis;
 mod redis_capture;
+mod signing;
 mod storage;
 mod support;
 mod velero;

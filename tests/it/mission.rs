@@ -138,6 +138,7 @@ const SHARED_SERIES: &[&str] = &[
     "gsdr_rpo_target_seconds",
     "gsdr_rpo_safe_point_timestamp_seconds",
     "gsdr_replication_lag_seconds",
+    "gsdr_recovery_point_timestamp_seconds",
     "gsdr_wal_last_archived_timestamp_seconds",
     "gsdr_job_last_attempt_success",
     "gsdr_job_last_success_timestamp_seconds",
@@ -638,6 +639,29 @@ async fn two_replicas_run_the_whole_mission_exactly_once_and_agree() {
             j["job"]
         );
         assert!(j["next_run"].is_string(), "{st}");
+    }
+    // ... and how far a restore of each source reaches on each target.
+    for source in ["postgres", "redis", "mongo", "platform-config"] {
+        let row = st["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["source"] == source)
+            .unwrap_or_else(|| panic!("{source} not in status: {st}"));
+        let roles: Vec<&str> = row["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["primary", "offsite"], "{row}");
+        for t in row["targets"].as_array().unwrap() {
+            assert!(
+                t["point"].is_string(),
+                "{source} has no recoverable point: {row}"
+            );
+            assert!(t["exposure_secs"].as_f64().unwrap() >= 0.0, "{row}");
+        }
     }
 }
 

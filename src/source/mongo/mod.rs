@@ -20,6 +20,7 @@ mod backup;
 pub mod canary;
 mod config;
 mod digest;
+pub mod oplog;
 mod restore;
 pub mod scratch;
 

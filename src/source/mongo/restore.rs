@@ -24,7 +24,9 @@ use tokio_util::io::SyncIoBridge;
 
 use super::archive::{ArchiveError, ArchiveReader, CollectionMeta, Event, Metadata, Namespace};
 use super::backup::DumpDetails;
+use super::config::glob;
 use super::digest::ContentDigest;
+use super::oplog::{entry_ts, Replayer};
 use super::{connect, read_uri, MongoConfig, ReadPreferenceMode};
 use crate::catalog::{Catalog, Manifest};
 use crate::pipeline::{Ends, PipelineError, StreamError};
@@ -56,6 +58,10 @@ pub struct RestoreOptions {
     pub insert_batch_docs: usize,
     /// Bytes per `insertMany`.
     pub insert_batch_bytes: usize,
+    /// The source's `include` patterns: oplog entries of other namespaces are not replayed.
+    pub include: Vec<String>,
+    /// The source's `exclude` patterns.
+    pub exclude: Vec<String>,
 }
 
 impl RestoreOptions {
@@ -70,7 +76,18 @@ impl RestoreOptions {
             concurrency: cfg.concurrency.get(),
             insert_batch_docs: cfg.insert_batch_docs,
             insert_batch_bytes: cfg.insert_batch_bytes.0 as usize,
+            include: cfg.include.clone(),
+            exclude: cfg.exclude.clone(),
         }
+    }
+
+    /// The oplog replayer these options describe (renames, selection).
+    pub fn replayer(&self) -> Replayer {
+        let (inc, exc) = (self.include.clone(), self.exclude.clone());
+        Replayer::new(self.ns_from.clone(), self.ns_to.clone(), move |ns| {
+            (inc.is_empty() || inc.iter().any(|p| glob(p, ns)))
+                && !exc.iter().any(|p| glob(p, ns))
+        })
     }
 }
 
@@ -189,6 +206,18 @@ pub async fn restore_archive(
     reader: BoxRead,
     opts: &RestoreOptions,
 ) -> std::result::Result<RestoreSummary, SourceError> {
+    restore_archive_with(name, client, reader, opts, &mut opts.replayer()).await
+}
+
+/// [`restore_archive`] replaying the archive's oplog with `replayer`, whose
+/// held transactions then carry on into later oplog slices.
+pub async fn restore_archive_with(
+    name: &str,
+    client: &Client,
+    reader: BoxRead,
+    opts: &RestoreOptions,
+    replayer: &mut Replayer,
+) -> std::result::Result<RestoreSummary, SourceError> {
     let concurrency = opts.concurrency.max(1);
     let (tx, mut rx) = mpsc::channel::<Msg>(concurrency);
     let (docs_max, bytes_max) = (
@@ -196,7 +225,7 @@ pub async fn restore_archive(
         opts.insert_batch_bytes.max(1),
     );
     let parser = tokio::task::spawn_blocking(move || parse(reader, tx, docs_max, bytes_max));
-    let result = restore_messages(name, client, &mut rx, opts, concurrency).await;
+    let result = restore_messages(name, client, &mut rx, opts, concurrency, replayer).await;
     drop(rx);
     let parsed = parser
         .await
@@ -217,6 +246,7 @@ async fn restore_messages(
     rx: &mut mpsc::Receiver<Msg>,
     opts: &RestoreOptions,
     concurrency: usize,
+    replayer: &mut Replayer,
 ) -> std::result::Result<RestoreSummary, SourceError> {
     let Some(Msg::Start(prelude, metadata)) = rx.recv().await else {
         return Err(rerr(name, "the archive ended before its prelude", None));
@@ -253,6 +283,10 @@ async fn restore_messages(
             m.ns.clone()
         };
         if kind == "view" {
+            if opts.drop {
+                // An existing view of that name would make `create` fail.
+                drop_existing_view(name, client, &to).await?;
+            }
             views.push((to, md));
             continue;
         }
@@ -282,6 +316,12 @@ async fn restore_messages(
                 tracing::warn!(event = "mongo_create_failed", ns = %to, error = %e);
             }
         }
+        // Time-series data are buckets: they go into the target's buckets, not its view.
+        let to = if kind == "timeseries" {
+            Namespace::new(&to.db, format!("system.buckets.{}", to.collection))
+        } else {
+            to
+        };
         targets.insert(data_ns, Target { ns: to, meta: md });
     }
     let _ = has_oplog;
@@ -304,7 +344,7 @@ async fn restore_messages(
                     post_data_done = true;
                 }
                 for d in docs {
-                    if apply_oplog_entry(name, client, &d, opts, &targets).await? {
+                    if apply_oplog_entry(name, client, &d, opts.oplog_limit, replayer).await? {
                         summary.oplog_applied += 1;
                     }
                 }
@@ -427,67 +467,58 @@ async fn build_indexes(
     Ok(())
 }
 
-/// Applies one captured oplog entry; `Ok(false)` when it is skipped.
-async fn apply_oplog_entry(
+/// Applies one captured oplog entry (`raw`) unless it is at or after
+/// `limit`; `Ok(false)` when nothing was applied.
+pub(crate) async fn apply_oplog_entry(
     name: &str,
     client: &Client,
     raw: &RawDocumentBuf,
-    opts: &RestoreOptions,
-    targets: &HashMap<Namespace, Target>,
+    limit: Option<Timestamp>,
+    replayer: &mut Replayer,
 ) -> std::result::Result<bool, SourceError> {
-    let mut e: Document = raw.to_document().map_err(|err| {
+    let e: Document = raw.to_document().map_err(|err| {
         rerr(
             name,
             format!("an oplog entry is not valid BSON: {err}"),
             None,
         )
     })?;
-    if let (Some(limit), Ok(ts)) = (opts.oplog_limit, e.get_timestamp("ts")) {
+    if let (Some(limit), Some(ts)) = (limit, entry_ts(&e)) {
         if ts >= limit {
             return Ok(false);
         }
     }
-    let op = e.get_str("op").unwrap_or("").to_string();
-    let ns = e.get_str("ns").unwrap_or("").to_string();
-    if op == "n" || ns.is_empty() {
-        return Ok(false);
+    let ops = replayer
+        .plan(&e)
+        .map_err(|err| rerr(name, format!("cannot replay the oplog: {err}"), None))?;
+    for op in &ops {
+        op.apply(client)
+            .await
+            .map_err(|err| rerr(name, format!("replaying the oplog failed: {err}"), None))?;
     }
-    let src = split_ns(&ns);
-    if op != "c" && !targets.contains_key(&src) {
-        return Ok(false);
-    }
-    // Commands only for databases being restored: never touch others on the target.
-    if op == "c" && !targets.keys().any(|t| t.db == src.db) {
-        return Ok(false);
-    }
-    let renaming = opts.ns_from.is_some() && opts.ns_to.is_some();
-    if renaming
-        && e.get_document("o")
-            .is_ok_and(|o| o.contains_key("applyOps"))
-    {
-        return Err(rerr(
-            name,
-            format!("the captured oplog holds a transaction (applyOps) on `{ns}`; replaying it into renamed namespaces is not supported: restore without --ns-from/--ns-to, or with --target-time before it"),
-            None,
-        ));
-    }
-    e.remove("ui");
-    e.insert(
-        "ns",
-        rename(opts.ns_from.as_deref(), opts.ns_to.as_deref(), &ns),
-    );
-    client
-        .database("admin")
-        .run_command(doc! {"applyOps": [Bson::Document(e)]})
+    Ok(!ops.is_empty())
+}
+
+async fn drop_existing_view(
+    name: &str,
+    client: &Client,
+    to: &Namespace,
+) -> std::result::Result<(), SourceError> {
+    let db = client.database(&to.db);
+    let listed: Vec<Document> = db
+        .run_cursor_command(doc! {"listCollections": 1, "filter": {"name": &to.collection}})
         .await
-        .map_err(|err| {
-            rerr(
-                name,
-                format!("replaying an oplog entry on `{ns}` failed"),
-                Some(err),
-            )
-        })?;
-    Ok(true)
+        .map_err(|e| rerr(name, format!("cannot list `{}`", to.db), Some(e)))?
+        .try_collect()
+        .await
+        .map_err(|e| rerr(name, format!("cannot list `{}`", to.db), Some(e)))?;
+    if !listed.is_empty() {
+        db.collection::<Document>(&to.collection)
+            .drop()
+            .await
+            .map_err(|e| rerr(name, format!("cannot drop the existing view `{to}`"), Some(e)))?;
+    }
+    Ok(())
 }
 
 /// The MongoDB settings and URI a restore of `m` uses.

@@ -352,6 +352,7 @@ mod property {
                 workers: 0,
                 recipients: vec![id.to_public()],
                 stall_timeout: crate::pipeline::DEFAULT_STALL_TIMEOUT,
+                signer: None,
             },
         );
         let mut stored = Vec::new();
