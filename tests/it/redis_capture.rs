@@ -265,7 +265,8 @@ async fn redis_capture_restores_to_five_random_times_exactly() {
     // The base reaches the off-site target through the replicate sweep.
     let local = ctx.env.store("local").await.unwrap();
     let far = ctx.env.store("far").await.unwrap();
-    gsdr::replicate::catch_up(&local, &far, Some("cache"))
+    let trust = ctx.env.trust().unwrap();
+    gsdr::replicate::catch_up(&local, &far, Some("cache"), &trust)
         .await
         .unwrap();
     restore_at(&ctx, "far", *t, &target).await;

@@ -154,7 +154,7 @@ async fn store_base(
             )))
         }
     }
-    let m = Manifest {
+    let mut m = Manifest {
         schema_version: MANIFEST_SCHEMA,
         id,
         source: source.to_string(),
@@ -171,7 +171,11 @@ async fn store_base(
         zstd_level: opts.level,
         recipients: opts.recipients.iter().map(|r| r.to_string()).collect(),
         gsdr_version: env!("CARGO_PKG_VERSION").to_string(),
+        signature: None,
     };
+    if let Some(s) = &opts.signer {
+        m.sign(s);
+    }
     Catalog::new(store).commit(&m).await?;
     tracing::info!(event = "backup_committed", source, id = %m.id, bytes_raw = m.raw_bytes, bytes_stored = m.stored_bytes);
     Ok(m)
