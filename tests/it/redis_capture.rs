@@ -496,3 +496,102 @@ async fn a_restarted_capture_continues_the_stored_chain_with_psync() {
         "nothing lost across the restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capture_log_is_seen_by_status_swept_off_site_and_pruned_with_its_base() {
+    let primary = RedisServer::start(Opts::default());
+    let ctx = ctx(&format!("addr = \"{}\"", primary.addr()));
+    let url = |db: u32| primary.url(db);
+    let (cancel, task) = start_capture(&ctx);
+    wait_for_base(&ctx).await;
+    write_batch(&url, 0, 1).await;
+    let t = Utc::now();
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+
+    let engine = ctx
+        .env
+        .source_config("cache")
+        .unwrap()
+        .engine("cache")
+        .unwrap();
+    let log = engine
+        .log_archive()
+        .expect("a captured redis source keeps a log");
+    let local = ctx.env.store("local").await.unwrap();
+    let far = ctx.env.store("far").await.unwrap();
+    let tail = log.tail(local.clone()).await.unwrap();
+    assert!(
+        tail.last
+            .as_deref()
+            .is_some_and(|k| k.starts_with("cache/log/")),
+        "{tail:?}"
+    );
+    assert!(
+        tail.stored_at.unwrap() <= t,
+        "the write was stored before WAIT returned"
+    );
+    let base = bases(&ctx, "local").await.remove(0);
+    let reach = log.reaches(&local, &base).await.unwrap().unwrap();
+    assert!(
+        reach > base.recovery_point(),
+        "the log reaches past the base"
+    );
+    assert_eq!(
+        log.newest(&local, std::slice::from_ref(&base))
+            .await
+            .unwrap(),
+        Some(reach)
+    );
+
+    // Every segment went off-site as it was stored; one lost there is found and copied back.
+    assert_eq!(log.offsite_gap(&local, &far).await.unwrap(), None);
+    let segs = far.list("cache/log/").await.unwrap();
+    assert!(!segs.is_empty());
+    far.delete(&segs[0].key).await.unwrap();
+    let gap = log.offsite_gap(&local, &far).await.unwrap().unwrap();
+    assert!(gap.contains("1 capture segment"), "{gap}");
+    let sweep = log.catch_up(&local, &far).await.unwrap();
+    assert_eq!((sweep.copied, sweep.failed.len()), (1, 0), "{sweep:?}");
+    assert_eq!(log.offsite_gap(&local, &far).await.unwrap(), None);
+
+    // Kept base: nothing goes. Base pruned (a newer backup kept): its segments go.
+    let n = local.list("cache/log/").await.unwrap().len();
+    let kept = log
+        .prune(
+            local.as_ref(),
+            "local",
+            std::slice::from_ref(&base),
+            0,
+            false,
+        )
+        .await;
+    assert!(kept.error().is_none(), "{}", kept.line());
+    assert_eq!(local.list("cache/log/").await.unwrap().len(), n);
+    let newer = gsdr::job::backup(&ctx.env, "cache", &NoProgress)
+        .await
+        .unwrap()
+        .manifest;
+    let dry = log
+        .prune(
+            local.as_ref(),
+            "local",
+            std::slice::from_ref(&newer),
+            0,
+            true,
+        )
+        .await;
+    assert_eq!(dry.to_json()["segments"], n, "{}", dry.line());
+    assert_eq!(
+        local.list("cache/log/").await.unwrap().len(),
+        n,
+        "a dry run deletes nothing"
+    );
+    let done = log.prune(local.as_ref(), "local", &[newer], 0, false).await;
+    assert!(done.error().is_none(), "{}", done.line());
+    assert!(
+        local.list("cache/log/").await.unwrap().is_empty(),
+        "{}",
+        done.line()
+    );
+}
