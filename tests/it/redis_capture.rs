@@ -29,12 +29,18 @@ struct Ctx {
 /// An environment with a local primary target, a local off-site target and
 /// a continuously captured `cache` source set up by `redis_toml`.
 fn ctx(redis_toml: &str) -> Arc<Ctx> {
+    ctx_with(redis_toml, "")
+}
+
+/// [`ctx`] with more top-level tables (`[pipeline]`…).
+fn ctx_with(redis_toml: &str, tables: &str) -> Arc<Ctx> {
     let dir = tempdir();
     let key = dir.path().join("key.txt");
     let recipient = gsdr::pipeline::keys::keygen(&key).unwrap();
     let text = format!(
         r#"
 name = "test"
+{tables}
 [defaults]
 target = "local"
 offsite = "far"
@@ -594,4 +600,57 @@ async fn the_capture_log_is_seen_by_status_swept_off_site_and_pruned_with_its_ba
         "{}",
         done.line()
     );
+}
+
+/// `gsdr_capture_reconnects_total` of `class` for source `cache`, from the
+/// process's metrics (this is the only test whose capture stalls).
+fn reconnects(class: &str) -> f64 {
+    let text = gsdr::metrics::global().encode(Utc::now());
+    text.lines()
+        .filter(|l| l.starts_with("gsdr_capture_reconnects_total"))
+        .filter(|l| l.contains("source=\"cache\"") && l.contains(&format!("class=\"{class}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_master_is_detected_and_the_capture_continues_when_it_wakes() {
+    let primary = RedisServer::start(Opts {
+        extra: vec![("repl-ping-replica-period".into(), "1".into())],
+        ..Opts::default()
+    });
+    let ctx = ctx_with(
+        &format!("addr = \"{}\"", primary.addr()),
+        "[pipeline]\nstall_timeout = \"3s\"",
+    );
+    let url = |db: u32| primary.url(db);
+    let (cancel, task) = start_capture(&ctx);
+    wait_for_base(&ctx).await;
+    write_batch(&url, 0, 1).await;
+    let before = reconnects("stalled");
+    let pid = nix::unistd::Pid::from_raw(primary.guard.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let mut seen = false;
+    for _ in 0..400 {
+        if reconnects("stalled") > before {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(seen, "the stall detector reported the silent master");
+    write_batch(&url, 1, 1).await;
+    let t = Utc::now();
+    let want = data_of(url).await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        bases(&ctx, "local").await.len(),
+        1,
+        "PSYNC continued after the stall"
+    );
+    let target = RedisServer::start(Opts::default());
+    restore_at(&ctx, "local", t, &target).await;
+    assert_eq!(data_of(|db| target.url(db)).await, want, "nothing lost");
 }
