@@ -22,17 +22,25 @@ use crate::support::tempdir;
 struct Ctx {
     _dir: tempfile::TempDir,
     env: Env,
+    /// The policy, as a file for the `gsdr` binary.
+    policy: std::path::PathBuf,
 }
 
 /// An environment with a local primary target, a local off-site target and
 /// a continuously captured `cache` source set up by `redis_toml`.
 fn ctx(redis_toml: &str) -> Arc<Ctx> {
+    ctx_with(redis_toml, "")
+}
+
+/// [`ctx`] with more top-level tables (`[pipeline]`…).
+fn ctx_with(redis_toml: &str, tables: &str) -> Arc<Ctx> {
     let dir = tempdir();
     let key = dir.path().join("key.txt");
     let recipient = gsdr::pipeline::keys::keygen(&key).unwrap();
     let text = format!(
         r#"
 name = "test"
+{tables}
 [defaults]
 target = "local"
 offsite = "far"
@@ -57,10 +65,13 @@ connect_timeout = "2s"
         dir.path().join("store").display(),
         dir.path().join("far").display()
     );
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, &text).unwrap();
     let policy = Policy::parse(&text, Path::new("test.toml")).unwrap();
     Arc::new(Ctx {
         env: Env::new(policy),
         _dir: dir,
+        policy: file,
     })
 }
 
@@ -260,7 +271,8 @@ async fn redis_capture_restores_to_five_random_times_exactly() {
     // The base reaches the off-site target through the replicate sweep.
     let local = ctx.env.store("local").await.unwrap();
     let far = ctx.env.store("far").await.unwrap();
-    gsdr::replicate::catch_up(&local, &far, Some("cache"), &Default::default())
+    let trust = ctx.env.trust().unwrap();
+    gsdr::replicate::catch_up(&local, &far, Some("cache"), &trust)
         .await
         .unwrap();
     restore_at(&ctx, "far", *t, &target).await;
@@ -379,4 +391,266 @@ async fn redis_capture_follows_a_sentinel_failover_losing_nothing() {
         missing.is_empty() && extra.is_empty(),
         "everything written before the failover, and after it, is restored ({n} base(s)); missing or different {missing:?}, extra {extra:?}; {details}"
     );
+}
+
+/// Peak resident memory of process `pid` (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gsdr_capture_in_the_foreground_and_gsdr_restore_target_time() {
+    let primary = RedisServer::start(Opts::default());
+    let ctx = ctx(&format!("addr = \"{}\"", primary.addr()));
+    let url = |db: u32| primary.url(db);
+    write_batch(&url, 0, 0).await;
+    let child = std::process::Command::new(crate::support::gsdr_bin())
+        .arg("--policy")
+        .arg(&ctx.policy)
+        .args(["--json", "capture", "--source", "cache"])
+        .env("GSDR_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_base(&ctx).await;
+    let mut points = Vec::new();
+    for i in 1..=3 {
+        write_batch(&url, i, 1).await;
+        points.push((Utc::now(), data_of(url).await));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    write_batch(&url, 4, 1).await;
+    let rss = peak_rss_kib(child.id());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "gsdr capture exits 0 on SIGTERM: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["objects"].as_u64().unwrap() >= 5, "{report}");
+    eprintln!("gsdr capture peak RSS: {} KiB", rss);
+    assert!(rss < 256 << 10, "gsdr capture's peak RSS is {rss} KiB");
+
+    let target = RedisServer::start(Opts::default());
+    for (t, want) in &points {
+        let out = std::process::Command::new(crate::support::gsdr_bin())
+            .arg("--policy")
+            .arg(&ctx.policy)
+            .args([
+                "restore",
+                "--source",
+                "cache",
+                "--target-time",
+                &t.to_rfc3339(),
+            ])
+            .args(["--to", &target.url(0), "--flush", "--yes"])
+            .env("GSDR_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gsdr restore --target-time {t}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            &data_of(|db| target.url(db)).await,
+            want,
+            "restored as of {t}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_capture_continues_the_stored_chain_with_psync() {
+    let primary = RedisServer::start(Opts::default());
+    let ctx = ctx(&format!("addr = \"{}\"", primary.addr()));
+    let url = |db: u32| primary.url(db);
+    let (cancel, task) = start_capture(&ctx);
+    wait_for_base(&ctx).await;
+    write_batch(&url, 0, 1).await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    // Written while no gsdr runs: the master's backlog keeps it.
+    write_batch(&url, 1, 0).await;
+    let (cancel, task) = start_capture(&ctx);
+    write_batch(&url, 2, 1).await;
+    let t = Utc::now();
+    let want = data_of(url).await;
+    write_batch(&url, 3, 1).await;
+    cancel.cancel();
+    let report = task.await.unwrap().unwrap();
+    assert!(report.detail.contains("0 base(s)"), "{report:?}");
+    assert_eq!(bases(&ctx, "local").await.len(), 1, "no new full sync");
+    let target = RedisServer::start(Opts::default());
+    let details = restore_at(&ctx, "local", t, &target).await;
+    assert_eq!(details["replayed"]["short_of_target"], false, "{details}");
+    assert_eq!(
+        data_of(|db| target.url(db)).await,
+        want,
+        "nothing lost across the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capture_log_is_seen_by_status_swept_off_site_and_pruned_with_its_base() {
+    let primary = RedisServer::start(Opts::default());
+    let ctx = ctx(&format!("addr = \"{}\"", primary.addr()));
+    let url = |db: u32| primary.url(db);
+    let (cancel, task) = start_capture(&ctx);
+    wait_for_base(&ctx).await;
+    write_batch(&url, 0, 1).await;
+    let t = Utc::now();
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+
+    let engine = ctx
+        .env
+        .source_config("cache")
+        .unwrap()
+        .engine("cache")
+        .unwrap();
+    let log = engine
+        .log_archive()
+        .expect("a captured redis source keeps a log");
+    let local = ctx.env.store("local").await.unwrap();
+    let far = ctx.env.store("far").await.unwrap();
+    let tail = log.tail(local.clone()).await.unwrap();
+    assert!(
+        tail.last
+            .as_deref()
+            .is_some_and(|k| k.starts_with("cache/log/")),
+        "{tail:?}"
+    );
+    assert!(
+        tail.stored_at.unwrap() <= t,
+        "the write was stored before WAIT returned"
+    );
+    let base = bases(&ctx, "local").await.remove(0);
+    let reach = log.reaches(&local, &base).await.unwrap().unwrap();
+    assert!(
+        reach > base.recovery_point(),
+        "the log reaches past the base"
+    );
+    assert_eq!(
+        log.newest(&local, std::slice::from_ref(&base))
+            .await
+            .unwrap(),
+        Some(reach)
+    );
+
+    // Every segment went off-site as it was stored; one lost there is found and copied back.
+    assert_eq!(log.offsite_gap(&local, &far).await.unwrap(), None);
+    let segs = far.list("cache/log/").await.unwrap();
+    assert!(!segs.is_empty());
+    far.delete(&segs[0].key).await.unwrap();
+    let gap = log.offsite_gap(&local, &far).await.unwrap().unwrap();
+    assert!(gap.contains("1 capture segment"), "{gap}");
+    let sweep = log.catch_up(&local, &far).await.unwrap();
+    assert_eq!((sweep.copied, sweep.failed.len()), (1, 0), "{sweep:?}");
+    assert_eq!(log.offsite_gap(&local, &far).await.unwrap(), None);
+
+    // Kept base: nothing goes. Base pruned (a newer backup kept): its segments go.
+    let n = local.list("cache/log/").await.unwrap().len();
+    let kept = log
+        .prune(
+            local.as_ref(),
+            "local",
+            std::slice::from_ref(&base),
+            0,
+            false,
+        )
+        .await;
+    assert!(kept.error().is_none(), "{}", kept.line());
+    assert_eq!(local.list("cache/log/").await.unwrap().len(), n);
+    let newer = gsdr::job::backup(&ctx.env, "cache", &NoProgress)
+        .await
+        .unwrap()
+        .manifest;
+    let dry = log
+        .prune(
+            local.as_ref(),
+            "local",
+            std::slice::from_ref(&newer),
+            0,
+            true,
+        )
+        .await;
+    assert_eq!(dry.to_json()["segments"], n, "{}", dry.line());
+    assert_eq!(
+        local.list("cache/log/").await.unwrap().len(),
+        n,
+        "a dry run deletes nothing"
+    );
+    let done = log.prune(local.as_ref(), "local", &[newer], 0, false).await;
+    assert!(done.error().is_none(), "{}", done.line());
+    assert!(
+        local.list("cache/log/").await.unwrap().is_empty(),
+        "{}",
+        done.line()
+    );
+}
+
+/// `gsdr_capture_reconnects_total` of `class` for source `cache`, from the
+/// process's metrics (this is the only test whose capture stalls).
+fn reconnects(class: &str) -> f64 {
+    let text = gsdr::metrics::global().encode(Utc::now());
+    text.lines()
+        .filter(|l| l.starts_with("gsdr_capture_reconnects_total"))
+        .filter(|l| l.contains("source=\"cache\"") && l.contains(&format!("class=\"{class}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_master_is_detected_and_the_capture_continues_when_it_wakes() {
+    let primary = RedisServer::start(Opts {
+        extra: vec![("repl-ping-replica-period".into(), "1".into())],
+        ..Opts::default()
+    });
+    let ctx = ctx_with(
+        &format!("addr = \"{}\"", primary.addr()),
+        "[pipeline]\nstall_timeout = \"3s\"",
+    );
+    let url = |db: u32| primary.url(db);
+    let (cancel, task) = start_capture(&ctx);
+    wait_for_base(&ctx).await;
+    write_batch(&url, 0, 1).await;
+    let before = reconnects("stalled");
+    let pid = nix::unistd::Pid::from_raw(primary.guard.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let mut seen = false;
+    for _ in 0..400 {
+        if reconnects("stalled") > before {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(seen, "the stall detector reported the silent master");
+    write_batch(&url, 1, 1).await;
+    let t = Utc::now();
+    let want = data_of(url).await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        bases(&ctx, "local").await.len(),
+        1,
+        "PSYNC continued after the stall"
+    );
+    let target = RedisServer::start(Opts::default());
+    restore_at(&ctx, "local", t, &target).await;
+    assert_eq!(data_of(|db| target.url(db)).await, want, "nothing lost");
 }

@@ -30,7 +30,7 @@
 //! slice (≤ `slice_max_bytes` + one command) and its encoded copy while
 //! it is stored (about as large), plus the pipeline's buffers.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,8 +45,10 @@ use super::slicer::{Segment, Slicer};
 use crate::metrics::events::{CaptureReconnect, CaptureStored};
 use crate::source::capture::{Capture, CaptureCtx, CaptureReport};
 use crate::source::error::{EngineError, EngineResult};
-use crate::source::{BackupSource, SourceError, SourceStream};
-use crate::storage::{PutCondition, StorageError};
+use crate::catalog::{new_backup_id, Catalog, Manifest, MANIFEST_SCHEMA};
+use crate::pipeline::{self, EncodeOptions, Ends, StreamError};
+use crate::source::{SourceError, SourceStream};
+use crate::storage::{PutCondition, PutOptions, StorageError, Store};
 
 /// Bytes read from the socket at once.
 const READ_CHUNK: usize = 64 << 10;
@@ -96,24 +98,87 @@ fn lost(reason: &'static str, connected: bool) -> impl FnOnce(EngineError) -> Lo
     }
 }
 
-/// A backup source handing out one already started stream.
-struct Started(Mutex<Option<SourceStream>>);
-
-#[async_trait]
-impl BackupSource for Started {
-    fn kind(&self) -> &'static str {
-        "rdb"
+/// Stores the snapshot stream of a full sync as a backup, as the backup job
+/// does (the engines sit below the jobs): the data object create-only,
+/// read back at its size, then the manifest, last.
+async fn store_base(
+    source: &str,
+    stream: SourceStream,
+    store: Arc<dyn Store>,
+    opts: &EncodeOptions,
+) -> EngineResult<Manifest> {
+    let started_at = chrono::Utc::now();
+    let id = new_backup_id(started_at);
+    let key = crate::layout::backup_data(source, "rdb", &id);
+    let input = format!("the source `{source}`");
+    let output = format!("the upload of `{key}` to {}", store.describe());
+    let ended = pipeline::encode(stream, opts.clone())
+        .finish(Ends::new(&input, &output), None, |reader| async {
+            let mut reader = reader;
+            store
+                .put_stream(
+                    &key,
+                    &mut reader,
+                    PutOptions {
+                        size_hint: None,
+                        if_absent: true,
+                    },
+                )
+                .await
+        })
+        .await;
+    let (stats, meta) = match ended {
+        Ok(((stats, meta), put)) if put.size == stats.stored_bytes => (stats, meta),
+        Ok(((stats, _), put)) => {
+            let _ = store.delete(&key).await;
+            return Err(EngineError::Invalid(format!(
+                "upload of `{key}` stored {} bytes but the pipeline produced {}; base abandoned",
+                put.size, stats.stored_bytes
+            )));
+        }
+        Err(e) => {
+            let _ = store.delete(&key).await;
+            return Err(match e {
+                StreamError::Pipeline(e) => e.into(),
+                StreamError::Sink(e) => e.into(),
+            });
+        }
+    };
+    match store.head(&key).await? {
+        Some(o) if o.size == stats.stored_bytes => {}
+        other => {
+            return Err(EngineError::Invalid(format!(
+                "`{key}` reads back as {:?} bytes after upload, expected {}; base abandoned",
+                other.map(|o| o.size),
+                stats.stored_bytes
+            )))
+        }
     }
-
-    async fn open(&self) -> Result<SourceStream, SourceError> {
-        self.0
-            .lock()
-            .expect("lock")
-            .take()
-            .ok_or_else(|| SourceError::Invalid {
-                message: "the capture's snapshot stream was already consumed".into(),
-            })
+    let mut m = Manifest {
+        schema_version: MANIFEST_SCHEMA,
+        id,
+        source: source.to_string(),
+        engine: super::KIND.to_string(),
+        kind: "rdb".to_string(),
+        started_at,
+        finished_at: chrono::Utc::now(),
+        consistency: meta,
+        raw_bytes: stats.raw_bytes,
+        raw_sha256: stats.raw_sha256,
+        stored_bytes: stats.stored_bytes,
+        stored_sha256: stats.stored_sha256,
+        data_key: key,
+        zstd_level: opts.level,
+        recipients: opts.recipients.iter().map(|r| r.to_string()).collect(),
+        gsdr_version: env!("CARGO_PKG_VERSION").to_string(),
+        signature: None,
+    };
+    if let Some(s) = &opts.signer {
+        m.sign(s);
     }
+    Catalog::new(store).commit(&m).await?;
+    tracing::info!(event = "backup_committed", source, id = %m.id, bytes_raw = m.raw_bytes, bytes_stored = m.stored_bytes);
+    Ok(m)
 }
 
 fn now_ms() -> i64 {
@@ -130,6 +195,23 @@ impl Capture for RedisCapture {
         let mut down_since: Option<Instant> = None;
         let mut backoff = Duration::from_millis(200);
         let mut bases = 0u32;
+        // Continue the newest stored chain if the node still can: a restart
+        // of gsdr then costs no new full sync.
+        match super::log::resume_point(&ctx.primary.1, &name).await {
+            Ok(Some((base, replid, offset))) => {
+                tracing::info!(event = "redis_capture_resume", source = %name, base = %base, replid = %replid, offset);
+                chain = Some(Chain {
+                    base,
+                    replid,
+                    offset,
+                    node: String::new(),
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(event = "redis_capture_resume_unknown", source = %name, error = %e, "starting a new base")
+            }
+        }
         loop {
             if ctx.cancel.is_cancelled() {
                 break;
@@ -189,7 +271,10 @@ impl RedisCapture {
             .await
             .map_err(|e| lost("disconnected", false)(e.into()))?;
         let node = format!("{host}:{port}");
-        if let Some(c) = chain.as_ref().filter(|c| c.node != node) {
+        if let Some(c) = chain
+            .as_ref()
+            .filter(|c| !c.node.is_empty() && c.node != node)
+        {
             let detail = format!(
                 "the master moved from {} to {node}: continuing replid {} from offset {} there",
                 c.node, c.replid, c.offset
@@ -219,8 +304,8 @@ impl RedisCapture {
             PsyncReply::Full(sync) => {
                 if let Some(c) = chain.as_ref() {
                     let detail = format!(
-                        "{node} could not continue replid {} at offset {} and sent a full resync: a new base backup starts; restores between the old chain's end and the new base are not possible",
-                        c.replid, c.offset
+                        "{node} could not continue replid {} at offset {} (base {}) and sent a full resync: a new base backup starts; restores between the old chain's end and the new base are not possible",
+                        c.replid, c.offset, c.base
                     );
                     CaptureReconnect {
                         source: name,
@@ -249,20 +334,13 @@ impl RedisCapture {
                     true,
                 );
                 let (target, store) = &ctx.primary;
-                let m = crate::job::backup_with(
-                    name,
-                    super::KIND,
-                    &Started(Mutex::new(Some(ss))),
-                    store.clone(),
-                    &ctx.encode,
-                    &crate::job::NoProgress,
-                )
-                .await
-                .map_err(|e| {
-                    lost("disconnected", false)(EngineError::Invalid(format!(
-                        "storing the capture's base snapshot of `{name}` from {node}: {e}"
-                    )))
-                })?;
+                let m = store_base(name, ss, store.clone(), &ctx.encode)
+                    .await
+                    .map_err(|e| {
+                        lost("disconnected", false)(EngineError::Invalid(format!(
+                            "storing the capture's base snapshot of `{name}` from {node}: {e}"
+                        )))
+                    })?;
                 report.objects += 1;
                 report.bytes += m.stored_bytes;
                 *bases += 1;
@@ -449,7 +527,7 @@ impl RedisCapture {
         report: &mut CaptureReport,
     ) -> EngineResult<()> {
         let name = self.src.name();
-        let key = segment_key(name, &chain.base, seg);
+        let key = segment_key(name, &chain.base, seg, &chain.replid);
         let body = Bytes::from(encode_segment(seg, &chain.replid, &ctx.encode).await?);
         let point = super::log::ms_time(seg.t1_ms);
         let (target, store) = &ctx.primary;

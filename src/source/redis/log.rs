@@ -3,12 +3,14 @@
 //! restores read from it ([`RedisLog`], the engine's
 //! [`LogArchive`](crate::source::LogArchive)).
 //!
-//! Layout: `<source>/log/<base id>/<start>-<end>_<t0>_<t1>.seg`, one object
+//! Layout: `<source>/log/<base id>/<start>-<end>_<t0>_<t1>_<replid>.seg`, one object
 //! per segment, where `<base id>` is the backup (the RDB of the full sync)
 //! the segment continues, `<start>`/`<end>` the replication offsets before
 //! its first and of its last byte (20 digits, so keys sort by offset), and
 //! `<t0>`/`<t1>` unix milliseconds: when its first byte was received and
-//! when it was cut (every byte of it was received by then). The object is
+//! when it was cut (every byte of it was received by then), and the
+//! master's replication id it came under (so a restarted capture can ask
+//! to continue the stream without decrypting anything). The object is
 //! the pipeline's zstd + age of a header line (JSON: replid, offsets,
 //! times, the receive-time marks) followed by the raw stream bytes.
 //!
@@ -71,6 +73,8 @@ pub struct SegKey {
     pub t0_ms: i64,
     /// Unix ms it was cut.
     pub t1_ms: i64,
+    /// The replication id it came under.
+    pub replid: String,
 }
 
 impl SegKey {
@@ -87,12 +91,12 @@ pub fn ms_time(ms: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// The log key of segment `seg` of base `base` of `source`.
-pub fn segment_key(source: &str, base: &str, seg: &Segment) -> String {
+/// The log key of segment `seg` of base `base` of `source`, received under `replid`.
+pub fn segment_key(source: &str, base: &str, seg: &Segment, replid: &str) -> String {
     layout::log_object(
         source,
         &format!(
-            "{base}/{:020}-{:020}_{}_{}.seg",
+            "{base}/{:020}-{:020}_{}_{}_{replid}.seg",
             seg.start, seg.end, seg.t0_ms, seg.t1_ms
         ),
     )
@@ -105,7 +109,8 @@ pub fn parse_key(source: &str, o: &ObjectMeta) -> Option<SegKey> {
     let file = file.strip_suffix(".seg")?;
     let (range, times) = file.split_once('_')?;
     let (start, end) = range.split_once('-')?;
-    let (t0, t1) = times.split_once('_')?;
+    let (t0, rest) = times.split_once('_')?;
+    let (t1, replid) = rest.split_once('_')?;
     Some(SegKey {
         key: o.key.clone(),
         size: o.size,
@@ -114,6 +119,7 @@ pub fn parse_key(source: &str, o: &ObjectMeta) -> Option<SegKey> {
         end: end.parse().ok()?,
         t0_ms: t0.parse().ok()?,
         t1_ms: t1.parse().ok()?,
+        replid: replid.to_string(),
     })
 }
 
@@ -163,6 +169,40 @@ pub fn base_offset(m: &Manifest) -> Option<u64> {
         return None;
     }
     d.get("master_repl_offset").and_then(|v| v.as_u64())
+}
+
+/// Where the newest capture base of `source` in `store` ends: its id, the
+/// replication id and the offset of the last byte of its contiguous chain
+/// (the base's own when it has no segment), for a restarted capture to ask
+/// the node to continue (`PSYNC`).
+pub async fn resume_point(
+    store: &Arc<dyn Store>,
+    source: &str,
+) -> EngineResult<Option<(String, String, u64)>> {
+    let manifests = crate::catalog::Catalog::new(store.clone())
+        .list(Some(source))
+        .await?;
+    let Some((base, offset)) = manifests
+        .iter()
+        .filter_map(|m| base_offset(m).map(|o| (m, o)))
+        .max_by_key(|(m, _)| m.id.clone())
+    else {
+        return Ok(None);
+    };
+    let Some(replid) = base
+        .consistency
+        .details
+        .get("master_replid")
+        .and_then(|v| v.as_str())
+    else {
+        return Ok(None);
+    };
+    let segs = list(store.as_ref(), source).await?;
+    let c = segs.get(&base.id).map(|s| chain(offset, s)).unwrap_or_default();
+    Ok(Some(match c.last() {
+        Some(last) => (base.id.clone(), last.replid.clone(), last.end),
+        None => (base.id.clone(), replid.to_string(), offset),
+    }))
 }
 
 /// The stored bytes of a segment: header line + raw bytes, compressed and
@@ -519,6 +559,7 @@ mod tests {
             end,
             t0_ms: 0,
             t1_ms: end as i64,
+            replid: "r".into(),
         }
     }
 
@@ -540,7 +581,7 @@ mod tests {
             marks: vec![],
             bytes: vec![],
         };
-        let key = segment_key("cache", "20261203T090000Z-abcdef", &seg);
+        let key = segment_key("cache", "20261203T090000Z-abcdef", &seg, "8c1f");
         let o = ObjectMeta {
             key: key.clone(),
             size: 3,
@@ -549,8 +590,8 @@ mod tests {
         };
         let p = parse_key("cache", &o).unwrap();
         assert_eq!(
-            (p.base.as_str(), p.start, p.end, p.t0_ms, p.t1_ms),
-            ("20261203T090000Z-abcdef", 7, 99, seg.t0_ms, seg.t1_ms)
+            (p.base.as_str(), p.start, p.end, p.t0_ms, p.t1_ms, p.replid.as_str()),
+            ("20261203T090000Z-abcdef", 7, 99, seg.t0_ms, seg.t1_ms, "8c1f")
         );
         assert!(!key.ends_with("manifest.json") && !key.ends_with("data.zst.age"));
     }

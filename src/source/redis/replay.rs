@@ -123,19 +123,7 @@ pub async fn replay(
             break;
         }
         let (header, bytes) = read_segment(store.as_ref(), k, ids.clone()).await?;
-        let (limit, partial) = match until_ms {
-            Some(t) if header.t1_ms > t => {
-                let cut = header
-                    .marks
-                    .iter()
-                    .filter(|(_, ms)| *ms <= t)
-                    .map(|(o, _)| *o)
-                    .max()
-                    .unwrap_or(header.start);
-                ((cut - header.start) as usize, true)
-            }
-            _ => (bytes.len(), false),
-        };
+        let (limit, partial) = limit_for(&header, until_ms);
         let mut batch: Vec<u8> = Vec::new();
         let mut n = 0usize;
         for (from, to) in commands(&bytes).map_err(|e| {
@@ -180,6 +168,26 @@ pub async fn replay(
     }
     tracing::info!(event = "redis_log_replayed", base = %m.id, segments = out.segments, commands = out.commands, errors = out.errors, offset = out.offset.unwrap_or(0), short = out.short_of_target);
     Ok(out)
+}
+
+/// How many bytes of the segment `h` a restore to `until_ms` replays, and
+/// whether that stops inside it: all of a segment cut by then; else up to
+/// its last mark at or before then (all of it received by then).
+fn limit_for(h: &super::log::SegmentHeader, until_ms: Option<i64>) -> (usize, bool) {
+    let all = (h.end - h.start) as usize;
+    match until_ms {
+        Some(t) if h.t1_ms > t => {
+            let cut = h
+                .marks
+                .iter()
+                .filter(|(o, ms)| *ms <= t && *o >= h.start && *o <= h.end)
+                .map(|(o, _)| *o)
+                .max()
+                .unwrap_or(h.start);
+            ((cut - h.start) as usize, true)
+        }
+        _ => (all, false),
+    }
 }
 
 async fn send_batch(
@@ -227,4 +235,28 @@ async fn send_batch(
     }
     out.commands += n as u64;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::log::SegmentHeader;
+    use super::*;
+
+    #[test]
+    fn a_restore_inside_a_segment_stops_at_the_last_mark_received_by_then() {
+        let h = SegmentHeader {
+            v: 1,
+            replid: "r".into(),
+            start: 100,
+            end: 400,
+            t0_ms: 1_000,
+            t1_ms: 2_000,
+            marks: vec![(150, 1_100), (300, 1_500), (400, 1_900)],
+        };
+        assert_eq!(limit_for(&h, None), (300, false), "latest: all of it");
+        assert_eq!(limit_for(&h, Some(2_000)), (300, false), "cut by then: all");
+        assert_eq!(limit_for(&h, Some(1_899)), (200, true), "up to the mark at 1.5 s");
+        assert_eq!(limit_for(&h, Some(1_500)), (200, true), "a mark at the target counts");
+        assert_eq!(limit_for(&h, Some(1_099)), (0, true), "nothing received by then");
+    }
 }
