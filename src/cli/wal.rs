@@ -65,7 +65,7 @@ fn pick_source(env: &Env, given: Option<String>) -> anyhow::Result<String> {
         .policy
         .sources
         .iter()
-        .filter(|(n, c)| c.engine(n).is_ok_and(|e| e.log_archive().is_some()))
+        .filter(|(n, c)| c.engine(n).is_ok_and(|e| e.restore_keeps_archiving()))
         .map(|(n, _)| n)
         .collect();
     match pg.as_slice() {

@@ -33,7 +33,7 @@ pub(super) async fn restore_source(
     let m = cat.find(&pb.id).await?;
     let engine = crate::job::engine_for(ctx.env, &m)?;
     rep.from_target = Some(pb.target.clone());
-    let logs = engine.log_archive().is_some();
+    let logs = engine.restore_keeps_archiving();
     if ctx.opts.kind == RunKind::Incident && logs && ctx.opts.keep_archiving.is_none() {
         return Err(Error::Invalid(super::plan::archiving_words(source, None)));
     }

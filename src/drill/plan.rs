@@ -266,7 +266,7 @@ pub async fn plan(
                 if let (RunKind::Incident, Some(ep)) = (opts.kind, opts.endpoints.get(source)) {
                     overwrites = overwrite_of(env, &m, ep).await;
                 }
-                if opts.kind == RunKind::Incident && engine.log_archive().is_some() {
+                if opts.kind == RunKind::Incident && engine.restore_keeps_archiving() {
                     archiving = Some(archiving_words(source, opts.keep_archiving));
                 }
                 backup = Some(PlannedBackup {

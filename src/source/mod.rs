@@ -283,6 +283,13 @@ pub trait Engine: Send + Sync {
         None
     }
 
+    /// Whether a server restored into an incident endpoint can go on
+    /// archiving into the source's log (PostgreSQL's `archive_command`): the
+    /// operator then says `--keep-archiving` or `--no-archiving`.
+    fn restore_keeps_archiving(&self) -> bool {
+        false
+    }
+
     /// The source's continuous capture, when its settings enable one
     /// (`capture::Capture`); `None`: backups (and `archive_command`) only.
     fn capture(&self) -> Option<&dyn capture::Capture> {

@@ -202,6 +202,10 @@ impl Engine for PostgresEngine {
         Some(self)
     }
 
+    fn restore_keeps_archiving(&self) -> bool {
+        true
+    }
+
     async fn stand_in(
         &self,
         ctx: &RestoreCtx<'_>,
