@@ -169,6 +169,25 @@ impl MongoConfig {
     }
 }
 
+/// Renames `ns` by `from` → `to` (`*` captures any text); unmatched namespaces stay.
+pub(crate) fn rename(from: Option<&str>, to: Option<&str>, ns: &str) -> String {
+    let (Some(from), Some(to)) = (from, to) else {
+        return ns.to_string();
+    };
+    match from.split_once('*') {
+        None if from == ns => to.to_string(),
+        None => ns.to_string(),
+        Some((pre, post)) => {
+            if ns.len() >= pre.len() + post.len() && ns.starts_with(pre) && ns.ends_with(post) {
+                let mid = &ns[pre.len()..ns.len() - post.len()];
+                to.replacen('*', mid, 1)
+            } else {
+                ns.to_string()
+            }
+        }
+    }
+}
+
 /// `*`-only glob matching over the whole text.
 pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();

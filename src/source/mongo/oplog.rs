@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use mongodb::bson::{doc, Bson, Document, Timestamp};
 use mongodb::Client;
 
-use super::restore::rename;
+use super::config::rename;
 
 /// An oplog entry that cannot be replayed.
 #[derive(Debug, thiserror::Error)]

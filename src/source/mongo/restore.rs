@@ -24,7 +24,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::archive::{ArchiveError, ArchiveReader, CollectionMeta, Event, Metadata, Namespace};
 use super::backup::DumpDetails;
-use super::config::glob;
+use super::config::{glob, rename};
 use super::digest::ContentDigest;
 use super::oplog::{entry_ts, Replayer};
 use super::{connect, read_uri, MongoConfig, ReadPreferenceMode};
@@ -111,25 +111,6 @@ fn rerr(name: &str, message: impl Into<String>, e: Option<mongodb::error::Error>
         source_name: name.to_string(),
         message: message.into(),
         cause: e.map(|e| Box::new(e) as _),
-    }
-}
-
-/// Renames `ns` by `from` → `to` (`*` captures any text); unmatched namespaces stay.
-pub(crate) fn rename(from: Option<&str>, to: Option<&str>, ns: &str) -> String {
-    let (Some(from), Some(to)) = (from, to) else {
-        return ns.to_string();
-    };
-    match from.split_once('*') {
-        None if from == ns => to.to_string(),
-        None => ns.to_string(),
-        Some((pre, post)) => {
-            if ns.len() >= pre.len() + post.len() && ns.starts_with(pre) && ns.ends_with(post) {
-                let mid = &ns[pre.len()..ns.len() - post.len()];
-                to.replacen('*', mid, 1)
-            } else {
-                ns.to_string()
-            }
-        }
     }
 }
 
