@@ -10,6 +10,7 @@
 //! | a WAL file | `<source>/wal/<timeline>/<name>.zst.age` |
 //! | its sidecar | `<source>/wal/<timeline>/<name>.json` |
 //! | the WAL archive's cluster | `<source>/wal/cluster.json` |
+//! | a streamed segment's partial (replaced as it grows) | `<source>/wal/<timeline>/<name>.stream.zst.age` |
 //! | a continuous capture's log object (Redis stream segment, oplog slice) | `<source>/log/<name>` (the engine names it) |
 //! | a Velero backup record | `velero/<job>/<name>.json` |
 //! | a drill report | `drills/<stamp>/<scenario>/report.<ext>` (incidents: `incidents/…`) |
@@ -39,6 +40,9 @@ pub const WAL_FOLDER: &str = "wal";
 pub const WAL_DATA_SUFFIX: &str = ".zst.age";
 /// Suffix of a WAL file's sidecar.
 pub const WAL_SIDECAR_SUFFIX: &str = ".json";
+/// Suffix of a streamed segment's partial object (no sidecar: it is
+/// replaced as the segment grows, and dropped once the segment is stored).
+pub const WAL_STREAM_PARTIAL_SUFFIX: &str = ".stream.zst.age";
 /// File name of the WAL archive's cluster identity, in `<source>/wal/`.
 pub const WAL_CLUSTER_FILE: &str = "cluster.json";
 /// Folder of a source's continuous-capture log (Redis, MongoDB), beside its backup kinds.
@@ -208,6 +212,14 @@ pub fn wal_data(source: &str, name: &str) -> String {
 pub fn wal_sidecar(source: &str, name: &str) -> String {
     format!(
         "{}{name}{WAL_SIDECAR_SUFFIX}",
+        wal_timeline_prefix(source, wal_folder_of(name))
+    )
+}
+
+/// Key of the partial object of segment `name` while it is streamed.
+pub fn wal_stream_partial(source: &str, name: &str) -> String {
+    format!(
+        "{}{name}{WAL_STREAM_PARTIAL_SUFFIX}",
         wal_timeline_prefix(source, wal_folder_of(name))
     )
 }
@@ -461,6 +473,10 @@ mod tests {
         for (got, want) in [
             (source_prefix("db"), "db/"),
             (log_prefix("db"), "db/log/"),
+            (
+                wal_stream_partial("db", "000000010000000000000003"),
+                "db/wal/00000001/000000010000000000000003.stream.zst.age",
+            ),
             (
                 log_object("db", "a/1-2.seg.zst.age"),
                 "db/log/a/1-2.seg.zst.age",

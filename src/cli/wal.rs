@@ -89,7 +89,21 @@ pub async fn push(ctx: &Ctx, a: PushArgs) -> anyhow::Result<Outcome> {
                 .await
                 .map_err(wal::WalError::setup)?;
             let encode = env.encode_options().map_err(wal::WalError::setup)?;
-            wal::wal_push(&archive, encode, &a.path, opts).await
+            // Copied off-site as soon as it is stored (the sweep catches up
+            // what this misses); an off-site target that cannot be opened
+            // never fails the push.
+            let offsite = match env.policy.offsite_of(&source) {
+                Some(o) => match env.store(o).await {
+                    Ok(s) => Some((o.to_string(), s)),
+                    Err(e) => {
+                        tracing::warn!(event = "wal_offsite_copy_failed", source = %source, target = o, error = %e, "the replicate sweep copies it later");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let off = offsite.as_ref().map(|(n, s)| (n.as_str(), s));
+            wal::wal_push(&archive, encode, &a.path, opts, off).await
         }
         .await;
         Ok::<_, anyhow::Error>(pushed)

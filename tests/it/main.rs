@@ -16,6 +16,7 @@ mod mission;
 mod mongo;
 mod notify;
 mod pg_safety;
+mod pg_stream;
 mod policies;
 mod postgres;
 mod redis;

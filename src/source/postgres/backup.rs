@@ -75,7 +75,7 @@ impl BaseBackupSource {
         }
     }
 
-    fn password(&self) -> Result<Option<String>, SourceError> {
+    pub(crate) fn password(&self) -> Result<Option<String>, SourceError> {
         match &self.cfg.password {
             None => Ok(None),
             Some(r) => r
@@ -112,7 +112,10 @@ impl BaseBackupSource {
     }
 
     /// A session for the metadata queries (its connection task runs until the client is dropped).
-    async fn connect(&self, password: Option<&str>) -> Result<tokio_postgres::Client, SourceError> {
+    pub(crate) async fn connect(
+        &self,
+        password: Option<&str>,
+    ) -> Result<tokio_postgres::Client, SourceError> {
         let (client, conn) = self
             .pg_config(password)
             .connect(tokio_postgres::NoTls)

@@ -59,6 +59,55 @@ pub struct PostgresConfig {
     /// way: it is waited for up to this long before recovery is stopped.
     #[serde(default = "default_in_flight_grace")]
     pub in_flight_grace: HumanDuration,
+    /// How WAL reaches the archive: `archive` (PostgreSQL's `archive_command`
+    /// runs `gsdr wal-push`, one complete segment at a time) or `stream`
+    /// (gsdr's capture job receives WAL over replication with
+    /// `pg_receivewal` and a physical slot, and stores the current segment's
+    /// progress every `stream_flush`; `archive_command` may stay set).
+    #[serde(default = "default_capture")]
+    pub capture: String,
+    /// `stream`: longest the stored partial of the current segment lags the
+    /// server (the RPO on the primary target while gsdr streams).
+    #[serde(default = "default_stream_flush")]
+    pub stream_flush: HumanDuration,
+    /// `stream`: the physical replication slot that holds the WAL gsdr has
+    /// not stored yet; unset: `gsdr_<source>` (other characters as `_`).
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// `stream`: the most WAL the slot may hold on the server. Enforced by
+    /// PostgreSQL's `max_slot_wal_keep_size`, which the capture requires to
+    /// be set at or below this (it refuses to stream otherwise and names the
+    /// `ALTER SYSTEM` to run), so a dead gsdr cannot fill the server's disk.
+    #[serde(default = "default_slot_max_retained")]
+    pub slot_max_retained: crate::units::ByteSize,
+    /// `stream`: local folder pg_receivewal writes into (bounded to
+    /// `spool_segments` complete segments plus the current one); unset: a
+    /// folder under the system's temporary directory. Losing it loses
+    /// nothing: the slot only moves past a segment once it is stored.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// `stream`: complete segments waiting for their upload before
+    /// pg_receivewal is stopped (the slot then keeps the WAL on the server).
+    #[serde(default = "default_spool_segments")]
+    pub spool_segments: usize,
+}
+
+/// `capture = "archive"`: WAL arrives through `archive_command` only.
+pub const CAPTURE_ARCHIVE: &str = "archive";
+/// `capture = "stream"`: gsdr streams WAL over replication.
+pub const CAPTURE_STREAM: &str = "stream";
+
+fn default_capture() -> String {
+    CAPTURE_ARCHIVE.into()
+}
+fn default_stream_flush() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+fn default_slot_max_retained() -> crate::units::ByteSize {
+    crate::units::ByteSize(10 << 30)
+}
+fn default_spool_segments() -> usize {
+    8
 }
 
 fn default_host() -> String {
@@ -110,6 +159,39 @@ impl PostgresConfig {
         }
     }
 
+    /// Whether WAL is streamed (`capture = "stream"`).
+    pub fn streams(&self) -> bool {
+        self.capture == CAPTURE_STREAM
+    }
+
+    /// The replication slot of source `source`: `slot`, else `gsdr_<source>`
+    /// with every character a slot name cannot hold as `_`.
+    pub fn slot_name(&self, source: &str) -> String {
+        match &self.slot {
+            Some(s) => s.clone(),
+            None => {
+                let mut n: String = format!("gsdr_{source}")
+                    .chars()
+                    .map(|c| match c {
+                        'a'..='z' | '0'..='9' | '_' => c,
+                        'A'..='Z' => c.to_ascii_lowercase(),
+                        _ => '_',
+                    })
+                    .collect();
+                n.truncate(63);
+                n
+            }
+        }
+    }
+
+    /// The local folder pg_receivewal of source `source` writes into.
+    pub fn spool_for(&self, source: &str) -> PathBuf {
+        match &self.spool_dir {
+            Some(d) => d.clone(),
+            None => std::env::temp_dir().join(format!("gsdr-spool-{}", self.slot_name(source))),
+        }
+    }
+
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), String> {
         if !["fast", "spread"].contains(&self.checkpoint.as_str()) {
@@ -129,6 +211,35 @@ impl PostgresConfig {
                 "archive_wait must be above 0 (PostgreSQL needs some time to archive the backup's last segment)"
                     .into(),
             );
+        }
+        if ![CAPTURE_ARCHIVE, CAPTURE_STREAM].contains(&self.capture.as_str()) {
+            return Err(format!(
+                "capture = \"{}\": use \"archive\" (archive_command) or \"stream\" (gsdr streams WAL with pg_receivewal)",
+                self.capture
+            ));
+        }
+        if self.stream_flush.0 < std::time::Duration::from_secs(1) {
+            return Err("stream_flush must be at least 1s".into());
+        }
+        if let Some(s) = &self.slot {
+            let ok = !s.is_empty()
+                && s.len() <= 63
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                return Err(format!(
+                    "slot = \"{s}\": a replication slot name is 1 to 63 lower-case letters, digits and `_`"
+                ));
+            }
+        }
+        if self.slot_max_retained.0 < self.wal_segment_bytes.saturating_mul(4) {
+            return Err(format!(
+                "slot_max_retained = {} bytes is below 4 WAL segments; allow the slot at least {} bytes",
+                self.slot_max_retained.0,
+                self.wal_segment_bytes * 4
+            ));
+        }
+        if self.spool_segments == 0 {
+            return Err("spool_segments must be at least 1".into());
         }
         if self.push_concurrency == 0 {
             return Err("push_concurrency must be at least 1".into());

@@ -19,6 +19,8 @@
 //! - [`walname`]: WAL file names and the keys of their objects; [`walfloor`]:
 //!   from which segment on the retained base backups need WAL (both pure,
 //!   below the other WAL files).
+//! - [`stream`]: `capture = "stream"`, WAL received with `pg_receivewal`
+//!   and a physical slot, stored as it grows (partials) and as segments.
 //! - [`walprune`]: after `gsdr prune` decided which base backups stay, deletes
 //!   the archived WAL none of them needs.
 
@@ -30,6 +32,7 @@ pub mod canary;
 pub mod config;
 pub mod restore;
 pub mod scratch;
+pub mod stream;
 pub mod wal;
 pub mod walchain;
 pub mod walcopy;
@@ -72,6 +75,9 @@ pub fn engine(source: &str, cfg: Option<&PostgresConfig>) -> Result<Arc<dyn Engi
     Ok(Arc::new(PostgresEngine {
         name: source.to_string(),
         config: cfg.cloned(),
+        stream: cfg
+            .filter(|c| c.streams())
+            .map(|c| stream::StreamCapture::new(source, c.clone())),
     }))
 }
 
@@ -80,6 +86,8 @@ pub fn engine(source: &str, cfg: Option<&PostgresConfig>) -> Result<Arc<dyn Engi
 pub struct PostgresEngine {
     name: String,
     config: Option<PostgresConfig>,
+    /// The WAL stream when `capture = "stream"`.
+    stream: Option<stream::StreamCapture>,
 }
 
 impl PostgresEngine {
@@ -204,6 +212,12 @@ impl Engine for PostgresEngine {
 
     fn restore_keeps_archiving(&self) -> bool {
         true
+    }
+
+    fn capture(&self) -> Option<&dyn crate::source::capture::Capture> {
+        self.stream
+            .as_ref()
+            .map(|s| s as &dyn crate::source::capture::Capture)
     }
 
     async fn stand_in(

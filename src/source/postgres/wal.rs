@@ -441,7 +441,7 @@ pub fn read_segment_header(path: &Path) -> Result<(u64, u32), WalError> {
     Ok((sysid, seg))
 }
 
-async fn check_cluster(ctx: &WalArchive, path: &Path, name: &str) -> Result<(), WalError> {
+pub(crate) async fn check_cluster(ctx: &WalArchive, path: &Path, name: &str) -> Result<(), WalError> {
     let (sysid, seg) = read_segment_header(path)?;
     if seg as u64 != ctx.cfg.wal_segment_bytes {
         return Err(WalError::Invalid(format!(
@@ -946,6 +946,7 @@ pub async fn wal_push(
     mut opts: EncodeOptions,
     path: &Path,
     push: PushOptions,
+    offsite: Option<(&str, &Arc<dyn Store>)>,
 ) -> Result<WalPushReport, WalError> {
     let name = push_name(path)?;
     let source = ctx.source.as_str();
@@ -967,13 +968,22 @@ pub async fn wal_push(
     let conc = ctx.cfg.push_concurrency.max(1);
     let ctx_ref = ctx;
     let opts_ref = &opts;
-    let main = push_one(ctx_ref, opts_ref, push, path, &name);
+    let main = async {
+        let r = push_one(ctx_ref, opts_ref, push, path, &name).await;
+        if r.is_ok() {
+            copy_offsite(ctx_ref, offsite, &name).await;
+        }
+        r
+    };
     let extras = stream::iter(ahead.into_iter().map(|n| {
         let p = pg_wal.join(&n);
         async move {
             let r = push_one(ctx_ref, opts_ref, push, &p, &n).await;
-            if let Err(e) = &r {
-                tracing::warn!(event = "wal_push_ahead_failed", name = %n, error = %e);
+            match &r {
+                Err(e) => tracing::warn!(event = "wal_push_ahead_failed", name = %n, error = %e),
+                Ok(_) => {
+                    copy_offsite(ctx_ref, offsite, &n).await;
+                }
             }
             r
         }
@@ -1000,6 +1010,37 @@ pub async fn wal_push(
         ahead_uploaded,
         ahead_failed,
     })
+}
+
+/// Copies WAL file `name`, just stored in `ctx`, to the off-site target
+/// `offsite` (name, store) at once, so the off-site copy keeps the primary's
+/// pace. A failure is a warning (`wal_offsite_copy_failed`, and
+/// `wal_replicated` with `failed`): the replicate sweep catches up.
+/// Returns the bytes copied (`None`: failed or no off-site target).
+pub(crate) async fn copy_offsite(
+    ctx: &WalArchive,
+    offsite: Option<(&str, &Arc<dyn Store>)>,
+    name: &str,
+) -> Option<u64> {
+    let (target, store) = offsite?;
+    let r = super::walcopy::copy_file(&ctx.store, store, &ctx.source, name).await;
+    let (files, bytes, failed) = match &r {
+        Ok(b) => (u64::from(*b > 0), *b, 0),
+        Err(e) => {
+            tracing::warn!(event = "wal_offsite_copy_failed", source = %ctx.source, name, target, error = %e, "the replicate sweep copies it later");
+            (0, 0, 1)
+        }
+    };
+    if files > 0 || failed > 0 {
+        crate::metrics::events::WalReplicated {
+            source: &ctx.source,
+            files,
+            bytes,
+            failed,
+        }
+        .emit();
+    }
+    r.ok()
 }
 
 /// Downloads `name` to `dest` (via a temp file renamed into place).
@@ -1163,7 +1204,15 @@ pub(crate) async fn fetch_or_explain(
             WalIndex::read(ctx.store.as_ref(), &ctx.source, Some(&name[..8]), seg_bytes).await?;
         let missing = index.missing(seg);
         if missing == Missing::End {
-            return Err(not_found);
+            // The segment being streamed: its newest partial is the end of WAL.
+            if fetch_partial(ctx, ids, name, dest).await? {
+                return Ok(());
+            }
+            // Completed (and its partial dropped) since the first look?
+            return match fetch_with_retries(ctx, ids, name, dest).await {
+                Err(WalError::NotFound { .. }) => Err(not_found),
+                other => other,
+            };
         }
         let now = Utc::now();
         let young = missing
@@ -1192,6 +1241,125 @@ pub(crate) async fn fetch_or_explain(
         };
         tracing::error!(event = "wal_fetch_broken_archive", source = %ctx.source, name, error = %err);
         return Err(err);
+    }
+}
+
+/// Downloads the streamed partial of segment `name` (`capture = "stream"`)
+/// to `dest`; `false` when there is none. pg_receivewal's partial files are
+/// full-size, zero-filled past the last received byte, which recovery reads
+/// as the end of WAL. No sidecar: the age encryption authenticates the
+/// object, and its decoded size must be one segment.
+pub(crate) async fn fetch_partial(
+    ctx: &WalArchive,
+    ids: &Arc<Identities>,
+    name: &str,
+    dest: &Path,
+) -> Result<bool, WalError> {
+    let key = layout::wal_stream_partial(&ctx.source, name);
+    let stored = match ctx.store.get_stream(&key).await {
+        Ok(s) => s,
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => return Err(lookup_err(e, Purpose::Fetch)),
+    };
+    let decoded = pipeline::decode(stored, ids.clone(), DecodeExpect::default());
+    let tmp = dest.with_file_name(format!(".{name}.partial.gsdr-tmp"));
+    let input = format!("the download of `{key}` from {}", ctx.store.describe());
+    let output = format!("writing `{}`", tmp.display());
+    let tmp_ref = tmp.as_path();
+    let ended = decoded
+        .finish(
+            Ends::new(&input, &output),
+            None,
+            |mut reader| async move {
+                let mut f = tokio::fs::File::create(tmp_ref).await?;
+                tokio::io::copy(&mut reader, &mut f).await?;
+                f.flush().await?;
+                Ok::<(), std::io::Error>(())
+            },
+        )
+        .await;
+    let res = match ended {
+        Err(StreamError::Pipeline(e)) => Err(WalError::from(e)),
+        Err(StreamError::Sink(source)) => Err(WalError::Local {
+            what: "writing fetched WAL to",
+            path: tmp.clone(),
+            source,
+        }),
+        Ok((s, ())) if s.raw_bytes != ctx.cfg.wal_segment_bytes => Err(WalError::Invalid(format!(
+            "the streamed partial `{key}` decoded to {} bytes, not one {}-byte segment",
+            s.raw_bytes, ctx.cfg.wal_segment_bytes
+        ))),
+        Ok(_) => tokio::fs::rename(&tmp, dest)
+            .await
+            .map_err(|source| WalError::Local {
+                what: "moving fetched WAL into place at",
+                path: dest.to_path_buf(),
+                source,
+            }),
+    };
+    if res.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    res?;
+    tracing::info!(event = "wal_fetched_partial", source = %ctx.source, name, "the streamed partial: recovery ends in it");
+    Ok(true)
+}
+
+/// Stores the local file `path` (a snapshot of pg_receivewal's `.partial`)
+/// as the streamed partial of segment `name`, replacing the previous one
+/// (one PUT: a reader sees the old or the new object, whole). Returns the
+/// stored size, read back.
+pub(crate) async fn store_partial(
+    ctx: &WalArchive,
+    opts: &EncodeOptions,
+    path: &Path,
+    name: &str,
+) -> Result<u64, WalError> {
+    let key = layout::wal_stream_partial(&ctx.source, name);
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|source| WalError::Local {
+            what: "opening WAL file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let src = SourceStream {
+        reader: Box::pin(file),
+        done: Box::pin(async { Ok(SourceMeta::default()) }),
+    };
+    let enc = pipeline::encode(src, opts.clone());
+    let input = format!("reading `{}`", path.display());
+    let output = format!("the upload of `{key}` to {}", ctx.store.describe());
+    let key_ref = key.as_str();
+    let ended = enc
+        .finish(
+            Ends::new(&input, &output),
+            None,
+            |mut reader| async move {
+                ctx.store
+                    .put_stream(
+                        key_ref,
+                        &mut reader,
+                        PutOptions {
+                            size_hint: Some(ctx.cfg.wal_segment_bytes),
+                            if_absent: false,
+                        },
+                    )
+                    .await
+            },
+        )
+        .await;
+    match ended {
+        Err(StreamError::Sink(e)) => Err(e.into()),
+        Err(StreamError::Pipeline(e)) => Err(e.into()),
+        Ok(((st, _), put)) => match ctx.store.head(&key).await? {
+            Some(o) if o.size == put.size && o.size == st.stored_bytes => Ok(o.size),
+            other => Err(WalError::Invalid(format!(
+                "`{key}` reads back as {:?} bytes after upload, expected {}",
+                other.map(|o| o.size),
+                st.stored_bytes
+            ))),
+        },
     }
 }
 

@@ -58,6 +58,9 @@ impl Held {
 pub struct WalIndex {
     seg_bytes: u64,
     segs: BTreeMap<(u64, u32), Held>,
+    /// Streamed partials (`<segment>.stream.zst.age`) by position then
+    /// timeline, with when each was stored.
+    partials: BTreeMap<(u64, u32), Option<DateTime<Utc>>>,
 }
 
 /// A run of complete segments, one per position.
@@ -76,6 +79,24 @@ pub struct Chain {
     pub hole_at: Option<String>,
     /// The next segment stored after the hole.
     pub resumes_at: Option<String>,
+    /// The segment after `last` whose streamed partial is stored (`wal-fetch`
+    /// serves it, so recovery replays into it): the chain's real end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
+    /// When that partial was stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial_stored_at: Option<DateTime<Utc>>,
+}
+
+impl Chain {
+    /// When the newest WAL recovery replays was stored: the partial after
+    /// the chain when there is one, else `last`.
+    pub fn reached_at(&self) -> Option<DateTime<Utc>> {
+        match (self.last_stored_at, self.partial_stored_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => b.or(a),
+        }
+    }
 }
 
 /// How far the newest restorable base backup of a source can be recovered.
@@ -131,7 +152,14 @@ impl WalIndex {
     /// Indexes a listing of `<source>/wal/` (other keys are ignored).
     pub fn from_listing(objects: &[ObjectMeta], source: &str, seg_bytes: u64) -> WalIndex {
         let mut segs: BTreeMap<(u64, u32), Held> = BTreeMap::new();
+        let mut partials = BTreeMap::new();
         for o in objects {
+            if let Some(s) = super::walname::partial_of_key(source, &o.key)
+                .and_then(|n| SegmentId::parse(n, seg_bytes))
+            {
+                partials.insert((s.number, s.timeline), o.last_modified);
+                continue;
+            }
             let Some((name, is_data)) = file_of_key(source, &o.key) else {
                 continue;
             };
@@ -149,7 +177,11 @@ impl WalIndex {
                 }
             }
         }
-        WalIndex { seg_bytes, segs }
+        WalIndex {
+            seg_bytes,
+            segs,
+            partials,
+        }
     }
 
     /// Lists `<source>/wal/` (or one timeline's folder, `timeline` = `00000002`) on `store`.
@@ -230,6 +262,22 @@ impl WalIndex {
                 timeline: *timeline,
                 number: *number,
             });
+        // A streamed partial right after the chain (and no hole) is where recovery ends.
+        let p = cur.number + 1;
+        let partial = self
+            .partials
+            .range((p, cur.timeline)..=(p, u32::MAX))
+            .next_back()
+            .filter(|_| resumes.is_none())
+            .map(|((number, timeline), at)| {
+                (
+                    self.name(SegmentId {
+                        timeline: *timeline,
+                        number: *number,
+                    }),
+                    *at,
+                )
+            });
         Some(Chain {
             first: self.name(start),
             last: self.name(cur),
@@ -237,6 +285,8 @@ impl WalIndex {
             segments,
             hole_at: resumes.map(|_| self.name(cur.next())),
             resumes_at: resumes.map(|r| self.name(r)),
+            partial_stored_at: partial.as_ref().and_then(|p| p.1),
+            partial: partial.map(|p| p.0),
         })
     }
 
@@ -310,7 +360,7 @@ pub fn recoverable(index: &WalIndex, manifests: &[Manifest]) -> Option<Recoverab
             continue; // its own WAL is incomplete: not restorable
         }
         let backup_at = m.recovery_point();
-        let until = chain.last_stored_at.map_or(backup_at, |t| t.max(backup_at));
+        let until = chain.reached_at().map_or(backup_at, |t| t.max(backup_at));
         return Some(Recoverable {
             backup: m.id.clone(),
             backup_at,
@@ -431,6 +481,29 @@ mod tests {
         assert!(idx.chain_from(seg(S3)).is_none());
         let tail = idx.chain_from(seg(S4)).unwrap();
         assert_eq!((tail.last.as_str(), tail.hole_at), (S5, None));
+    }
+
+    #[test]
+    fn a_streamed_partial_after_the_chain_is_its_end_but_not_after_a_hole() {
+        let part = |name: &str, t: i64| ObjectMeta {
+            key: crate::layout::wal_stream_partial("pg", name),
+            size: 10,
+            etag: None,
+            last_modified: at(t),
+        };
+        let mut l = listing(&[(S1, "ds", 1), (S2, "ds", 2)]);
+        l.push(part(S3, 9));
+        let idx = WalIndex::from_listing(&l, "pg", SEG);
+        let c = idx.chain_from(seg(S1)).unwrap();
+        assert_eq!(c.last, S2, "a partial is not a complete segment");
+        assert_eq!(c.partial.as_deref(), Some(S3));
+        assert_eq!(c.reached_at(), at(9));
+        assert_eq!(idx.missing(seg(S3)), Missing::End, "wal-fetch serves the partial");
+        // A partial beyond a hole does not extend the chain.
+        let mut l = listing(&[(S1, "ds", 1), (S2, "ds", 2), (S4, "ds", 4)]);
+        l.push(part(S5, 9));
+        let c = WalIndex::from_listing(&l, "pg", SEG).chain_from(seg(S1)).unwrap();
+        assert_eq!((c.partial.clone(), c.reached_at()), (None, at(2)));
     }
 
     #[test]

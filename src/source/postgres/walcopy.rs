@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::walname::partial_of_key;
 use crate::layout;
 use crate::source::error::{EngineError as Error, EngineResult as Result};
 use crate::source::LogSweep;
@@ -160,6 +161,60 @@ async fn reconcile(
     }
 }
 
+/// Off-site copies, at once, of one WAL file just stored on the primary
+/// (`wal-push`, the stream capture): its data object, then its sidecar, and
+/// `cluster.json` while the off-site archive has none. Keys already off-site
+/// at the primary's size are left alone; another size goes through the
+/// sweep's [`reconcile`]. Returns the bytes copied.
+pub async fn copy_file(
+    primary: &Arc<dyn Store>,
+    offsite: &Arc<dyn Store>,
+    source: &str,
+    name: &str,
+) -> Result<u64> {
+    let mut copied = 0;
+    for key in [
+        layout::wal_data(source, name),
+        layout::wal_sidecar(source, name),
+        layout::wal_cluster(source),
+    ] {
+        let Some(o) = primary.head(&key).await? else {
+            return Err(Error::Invalid(format!(
+                "`{key}` is not in {} right after it was stored there",
+                primary.describe()
+            )));
+        };
+        copied += match offsite.head(&key).await? {
+            None => copy_object(primary, offsite, &o).await?,
+            Some(h) if h.size == o.size => 0,
+            Some(h) if key.ends_with(layout::WAL_CLUSTER_FILE) => {
+                return Err(Error::Invalid(format!(
+                    "the off-site `{key}` is {} bytes, the primary's {}: two clusters' archives; check which is right",
+                    h.size, o.size
+                )))
+            }
+            Some(h) => reconcile(primary, offsite, source, &o, h.size).await?,
+        };
+    }
+    Ok(copied)
+}
+
+/// Off-site copy of the streamed partial of segment `name` just stored on
+/// the primary (replacing the previous one). Returns the bytes copied.
+pub async fn copy_partial(
+    primary: &Arc<dyn Store>,
+    offsite: &Arc<dyn Store>,
+    source: &str,
+    name: &str,
+) -> Result<u64> {
+    let key = layout::wal_stream_partial(source, name);
+    match primary.head(&key).await? {
+        Some(o) => copy_object(primary, offsite, &o).await,
+        // Replaced by the complete segment meanwhile: nothing to copy.
+        None => Ok(0),
+    }
+}
+
 /// Copies every WAL object of `source` the off-site store lacks. Objects
 /// that exist off-site with another size are reported as failed, unless
 /// replacing them provably loses nothing ([`reconcile`]).
@@ -173,6 +228,7 @@ pub async fn catch_up(
         source: source.to_string(),
         ..WalSweep::default()
     };
+    drop_stale_partials(primary, offsite, source, &mut sweep).await?;
     // Data objects (and history files) first, in parallel; sidecars and
     // cluster.json only after every data object has been tried.
     for rank in 0..=2u8 {
@@ -189,7 +245,10 @@ pub async fn catch_up(
                 let (p, s) = (primary.clone(), offsite.clone());
                 let source = source.to_string();
                 running.spawn(async move {
+                    let partial = partial_of_key(&source, &o.key).is_some();
                     let r = match off_size {
+                        // A streamed partial grows: the primary's is newer.
+                        Some(_) if partial => copy_object(&p, &s, &o).await,
                         Some(size) => reconcile(&p, &s, &source, &o, size).await,
                         None => copy_object(&p, &s, &o).await,
                     };
@@ -221,6 +280,35 @@ pub async fn catch_up(
         .emit();
     }
     Ok(sweep)
+}
+
+/// Deletes off-site streamed partials the primary no longer holds once the
+/// off-site copy holds their complete segment (the capture dropped them on
+/// the primary when the segment was stored).
+async fn drop_stale_partials(
+    primary: &Arc<dyn Store>,
+    offsite: &Arc<dyn Store>,
+    source: &str,
+    sweep: &mut WalSweep,
+) -> Result<()> {
+    let off = wal_objects(offsite, source).await?;
+    let stale: Vec<&String> = off
+        .keys()
+        .filter(|k| {
+            partial_of_key(source, k).is_some_and(|n| {
+                off.contains_key(&layout::wal_data(source, n))
+                    && off.contains_key(&layout::wal_sidecar(source, n))
+            })
+        })
+        .collect();
+    for k in stale {
+        if primary.head(k).await?.is_none() {
+            if let Err(e) = offsite.delete(k).await {
+                sweep.failed.push((k.clone(), e.to_string()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the off-site copy lacks of `source`'s WAL, as one line (`None`: nothing).

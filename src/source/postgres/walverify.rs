@@ -76,8 +76,12 @@ pub struct WalStatus {
     /// newest restorable base backup: what a restore to latest reaches
     /// ([`super::walchain`]). `None` without a restorable base backup.
     pub last_segment: Option<String>,
-    /// When it was stored.
+    /// When it was stored (when the streamed partial after it was, if one is:
+    /// recovery replays into that partial).
     pub last_archived_at: Option<DateTime<Utc>>,
+    /// The streamed partial after `last_segment` (`capture = "stream"`), if stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streamed_partial: Option<String>,
     /// Seconds since then: the current RPO bound from archiving alone.
     pub seconds_since_last_archive: Option<i64>,
     /// The base backup that chain starts from.
@@ -226,11 +230,12 @@ pub async fn wal_status(ctx: &WalArchive) -> Result<WalStatus, WalError> {
         .filter(|m| m.kind == "base")
         .max_by_key(|m| m.recovery_point());
     let rec = walchain::recoverable(&index, &manifests);
-    let at = rec.as_ref().and_then(|r| r.chain.last_stored_at);
+    let at = rec.as_ref().and_then(|r| r.chain.reached_at());
     Ok(WalStatus {
         source: source.to_string(),
         last_segment: rec.as_ref().map(|r| r.chain.last.clone()),
         last_archived_at: at,
+        streamed_partial: rec.as_ref().and_then(|r| r.chain.partial.clone()),
         seconds_since_last_archive: at.map(|t| (Utc::now() - t).num_seconds()),
         chain_base_backup: rec.as_ref().map(|r| r.backup.clone()),
         chain_first: rec.as_ref().map(|r| r.chain.first.clone()),
