@@ -103,7 +103,13 @@ pub async fn push(ctx: &Ctx, a: PushArgs) -> anyhow::Result<Outcome> {
                 None => None,
             };
             let off = offsite.as_ref().map(|(n, s)| (n.as_str(), s));
-            wal::wal_push(&archive, encode, &a.path, opts, off).await
+            let r = wal::wal_push(&archive, encode, &a.path, opts).await;
+            if let Ok(rep) = &r {
+                for n in &rep.stored {
+                    gsdr::source::postgres::walcopy::copy_offsite(&archive, off, n).await;
+                }
+            }
+            r
         }
         .await;
         Ok::<_, anyhow::Error>(pushed)

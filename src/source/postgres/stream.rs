@@ -390,7 +390,7 @@ impl Run<'_> {
         tracing::info!(event = "capture_segment_stored", source = %self.cap.source, name, outcome = ?outcome);
         self.emit_stored(&self.ctx.primary.0, point, name);
         for (oname, ostore) in &self.ctx.offsite {
-            if wal::copy_offsite(&self.archive, Some((oname, ostore)), name)
+            if super::walcopy::copy_offsite(&self.archive, Some((oname, ostore)), name)
                 .await
                 .is_some()
             {

@@ -111,6 +111,9 @@ pub struct WalPushReport {
     pub ahead_uploaded: usize,
     /// Following `.ready` files whose look-ahead upload failed (retried by their own call).
     pub ahead_failed: usize,
+    /// Every file of the call now stored (the requested one first): what the
+    /// caller copies off-site at once.
+    pub stored: Vec<String>,
 }
 
 /// Where `wal-fetch` found the file.
@@ -946,7 +949,6 @@ pub async fn wal_push(
     mut opts: EncodeOptions,
     path: &Path,
     push: PushOptions,
-    offsite: Option<(&str, &Arc<dyn Store>)>,
 ) -> Result<WalPushReport, WalError> {
     let name = push_name(path)?;
     let source = ctx.source.as_str();
@@ -968,24 +970,15 @@ pub async fn wal_push(
     let conc = ctx.cfg.push_concurrency.max(1);
     let ctx_ref = ctx;
     let opts_ref = &opts;
-    let main = async {
-        let r = push_one(ctx_ref, opts_ref, push, path, &name).await;
-        if r.is_ok() {
-            copy_offsite(ctx_ref, offsite, &name).await;
-        }
-        r
-    };
+    let main = push_one(ctx_ref, opts_ref, push, path, &name);
     let extras = stream::iter(ahead.into_iter().map(|n| {
         let p = pg_wal.join(&n);
         async move {
             let r = push_one(ctx_ref, opts_ref, push, &p, &n).await;
-            match &r {
-                Err(e) => tracing::warn!(event = "wal_push_ahead_failed", name = %n, error = %e),
-                Ok(_) => {
-                    copy_offsite(ctx_ref, offsite, &n).await;
-                }
+            if let Err(e) = &r {
+                tracing::warn!(event = "wal_push_ahead_failed", name = %n, error = %e);
             }
-            r
+            r.map(|o| (n, o))
         }
     }))
     .buffer_unordered(conc.saturating_sub(1).max(1))
@@ -1000,8 +993,10 @@ pub async fn wal_push(
     };
     let ahead_uploaded = extras
         .iter()
-        .filter(|r| matches!(r, Ok(WalPushOutcome::Uploaded | WalPushOutcome::Replaced)))
+        .filter(|r| matches!(r, Ok((_, WalPushOutcome::Uploaded | WalPushOutcome::Replaced))))
         .count();
+    let mut stored = vec![name.clone()];
+    stored.extend(extras.iter().filter_map(|r| r.as_ref().ok().map(|(n, _)| n.clone())));
     let ahead_failed = extras.iter().filter(|r| r.is_err()).count();
     tracing::info!(event = "wal_pushed", source, name = %name, outcome = ?outcome, ahead_uploaded, ahead_failed);
     Ok(WalPushReport {
@@ -1009,38 +1004,8 @@ pub async fn wal_push(
         outcome,
         ahead_uploaded,
         ahead_failed,
+        stored,
     })
-}
-
-/// Copies WAL file `name`, just stored in `ctx`, to the off-site target
-/// `offsite` (name, store) at once, so the off-site copy keeps the primary's
-/// pace. A failure is a warning (`wal_offsite_copy_failed`, and
-/// `wal_replicated` with `failed`): the replicate sweep catches up.
-/// Returns the bytes copied (`None`: failed or no off-site target).
-pub(crate) async fn copy_offsite(
-    ctx: &WalArchive,
-    offsite: Option<(&str, &Arc<dyn Store>)>,
-    name: &str,
-) -> Option<u64> {
-    let (target, store) = offsite?;
-    let r = super::walcopy::copy_file(&ctx.store, store, &ctx.source, name).await;
-    let (files, bytes, failed) = match &r {
-        Ok(b) => (u64::from(*b > 0), *b, 0),
-        Err(e) => {
-            tracing::warn!(event = "wal_offsite_copy_failed", source = %ctx.source, name, target, error = %e, "the replicate sweep copies it later");
-            (0, 0, 1)
-        }
-    };
-    if files > 0 || failed > 0 {
-        crate::metrics::events::WalReplicated {
-            source: &ctx.source,
-            files,
-            bytes,
-            failed,
-        }
-        .emit();
-    }
-    r.ok()
 }
 
 /// Downloads `name` to `dest` (via a temp file renamed into place).

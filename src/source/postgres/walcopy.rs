@@ -199,6 +199,37 @@ pub async fn copy_file(
     Ok(copied)
 }
 
+/// Copies WAL file `name`, just stored in `ctx`, to the off-site target
+/// `offsite` (name, store) at once, so the off-site copy keeps the primary's
+/// pace. A failure is a warning (`wal_offsite_copy_failed`, and
+/// `wal_replicated` with `failed`): the replicate sweep catches up.
+/// Returns the bytes copied (`None`: failed or no off-site target).
+pub async fn copy_offsite(
+    ctx: &super::wal::WalArchive,
+    offsite: Option<(&str, &Arc<dyn Store>)>,
+    name: &str,
+) -> Option<u64> {
+    let (target, store) = offsite?;
+    let r = copy_file(&ctx.store, store, &ctx.source, name).await;
+    let (files, bytes, failed) = match &r {
+        Ok(b) => (u64::from(*b > 0), *b, 0),
+        Err(e) => {
+            tracing::warn!(event = "wal_offsite_copy_failed", source = %ctx.source, name, target, error = %e, "the replicate sweep copies it later");
+            (0, 0, 1)
+        }
+    };
+    if files > 0 || failed > 0 {
+        crate::metrics::events::WalReplicated {
+            source: &ctx.source,
+            files,
+            bytes,
+            failed,
+        }
+        .emit();
+    }
+    r.ok()
+}
+
 /// Off-site copy of the streamed partial of segment `name` just stored on
 /// the primary (replacing the previous one). Returns the bytes copied.
 pub async fn copy_partial(
