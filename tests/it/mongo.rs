@@ -468,6 +468,20 @@ async fn mongo_rs_oplog_is_captured_and_replayed_to_the_consistency_point() {
         serde_json::from_value(out.manifest.consistency.details.clone()).unwrap();
     assert!(details.oplog);
     assert!(details.replica_set.is_some());
+    // The one-member fix: every read went to one named member, a secondary
+    // as the read preference asks.
+    let member = details.member.clone().expect("the dump names its member");
+    let pinned =
+        mongodb::Client::with_uri_str(format!("mongodb://{member}/?directConnection=true"))
+            .await
+            .unwrap();
+    let hello = pinned
+        .database("admin")
+        .run_command(doc! {"hello": 1})
+        .await
+        .unwrap();
+    assert_eq!(hello.get_str("me").unwrap(), member);
+    assert_eq!(hello.get_bool("secondary").ok(), Some(true), "{hello:?}");
     let end = details.oplog_end.unwrap();
     assert_eq!(
         out.manifest
