@@ -22,10 +22,12 @@ mod config;
 mod digest;
 pub mod oplog;
 mod restore;
+pub mod slices;
+mod capture;
 pub mod scratch;
 
 pub use backup::{DumpDetails, MongoSource, NsSummary};
-pub use config::{MongoConfig, MongoTls, ReadPreferenceMode};
+pub use config::{MongoConfig, MongoTls, OplogMode, ReadPreferenceMode};
 pub use digest::ContentDigest;
 pub use restore::{
     describe_overwrite, list_indexes, restore, restore_archive, verify_deep, DeepVerifyReport,
@@ -189,6 +191,94 @@ impl Engine for MongoEngine {
 
     async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64> {
         drill::count(uri, query).await
+    }
+
+    fn log_archive(&self) -> Option<&dyn crate::source::LogArchive> {
+        Some(self)
+    }
+
+    fn capture(&self) -> Option<&dyn crate::source::capture::Capture> {
+        self.config
+            .as_ref()
+            .is_some_and(|c| c.oplog == OplogMode::Continuous)
+            .then_some(self as &dyn crate::source::capture::Capture)
+    }
+}
+
+#[async_trait]
+impl crate::source::capture::Capture for MongoEngine {
+    async fn run(
+        &self,
+        ctx: crate::source::capture::CaptureCtx,
+    ) -> EngineResult<crate::source::capture::CaptureReport> {
+        capture::run(self, ctx).await
+    }
+}
+
+/// The oplog slices of the continuous capture ([`slices`]), seen by status,
+/// metrics, the off-site sweep and prune.
+#[async_trait]
+impl crate::source::LogArchive for MongoEngine {
+    async fn tail(
+        &self,
+        store: Arc<dyn crate::storage::Store>,
+    ) -> Result<crate::source::LogTail, crate::source::LogError> {
+        let s = slices::list(store.as_ref(), &self.name).await?;
+        Ok(s.last()
+            .map(|l| crate::source::LogTail {
+                last: Some(l.name.clone()),
+                stored_at: l.stored_at,
+            })
+            .unwrap_or_default())
+    }
+
+    async fn reaches(
+        &self,
+        store: &Arc<dyn crate::storage::Store>,
+        m: &crate::catalog::Manifest,
+    ) -> Result<Option<DateTime<Utc>>, crate::source::LogError> {
+        let s = slices::list(store.as_ref(), &self.name).await?;
+        Ok(Some(slices::reach_of(&s, m)))
+    }
+
+    async fn newest(
+        &self,
+        store: &Arc<dyn crate::storage::Store>,
+        manifests: &[crate::catalog::Manifest],
+    ) -> Result<Option<DateTime<Utc>>, crate::source::LogError> {
+        let s = slices::list(store.as_ref(), &self.name).await?;
+        Ok(manifests
+            .iter()
+            .filter(|m| m.source == self.name)
+            .map(|m| slices::reach_of(&s, m))
+            .max())
+    }
+
+    async fn catch_up(
+        &self,
+        primary: &Arc<dyn crate::storage::Store>,
+        offsite: &Arc<dyn crate::storage::Store>,
+    ) -> Result<crate::source::LogSweep, crate::source::LogError> {
+        Ok(slices::catch_up(primary.as_ref(), offsite.as_ref(), &self.name).await?)
+    }
+
+    async fn offsite_gap(
+        &self,
+        primary: &Arc<dyn crate::storage::Store>,
+        offsite: &Arc<dyn crate::storage::Store>,
+    ) -> Result<Option<String>, crate::source::LogError> {
+        Ok(slices::offsite_gap(primary.as_ref(), offsite.as_ref(), &self.name).await?)
+    }
+
+    async fn prune(
+        &self,
+        store: &dyn crate::storage::Store,
+        target: &str,
+        remaining: &[crate::catalog::Manifest],
+        failed: usize,
+        dry_run: bool,
+    ) -> Box<dyn crate::source::LogPruned> {
+        Box::new(slices::prune(store, target, &self.name, remaining, failed, dry_run).await)
     }
 }
 
