@@ -468,6 +468,20 @@ async fn mongo_rs_oplog_is_captured_and_replayed_to_the_consistency_point() {
         serde_json::from_value(out.manifest.consistency.details.clone()).unwrap();
     assert!(details.oplog);
     assert!(details.replica_set.is_some());
+    // The one-member fix: every read went to one named member, a secondary
+    // as the read preference asks.
+    let member = details.member.clone().expect("the dump names its member");
+    let pinned =
+        mongodb::Client::with_uri_str(format!("mongodb://{member}/?directConnection=true"))
+            .await
+            .unwrap();
+    let hello = pinned
+        .database("admin")
+        .run_command(doc! {"hello": 1})
+        .await
+        .unwrap();
+    assert_eq!(hello.get_str("me").unwrap(), member);
+    assert_eq!(hello.get_bool("secondary").ok(), Some(true), "{hello:?}");
     let end = details.oplog_end.unwrap();
     assert_eq!(
         out.manifest
@@ -695,4 +709,186 @@ async fn mongo_oplog_fixture_replays_into_nx_under_a_namespace_mapping() {
     // Nothing was written under the source names.
     let dbs = client.list_database_names().await.unwrap();
     assert!(!dbs.contains(&"shop".to_string()), "{dbs:?}");
+}
+
+/// Appends an entry to the test hook's oplog-shaped collection (`ts` as the
+/// int64 `t << 32 | 1`: nx-27017 has no Timestamp type).
+async fn fake_oplog(client: &mongodb::Client, t: i64, mut entry: Document) {
+    entry.insert("ts", (t << 32) | 1);
+    entry.insert("t", 1i64);
+    entry.insert("v", 2);
+    entry.insert("wall", DateTime::from_millis(t * 1000));
+    client
+        .database("gsdrtest")
+        .collection::<Document>("oplog")
+        .insert_one(entry)
+        .await
+        .unwrap();
+}
+
+async fn ids_of(client: &mongodb::Client, db: &str) -> Vec<(i32, i32)> {
+    let docs: Vec<Document> = client
+        .database(db)
+        .collection::<Document>("items")
+        .find(doc! {})
+        .sort(doc! {"_id": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    docs.iter()
+        .map(|d| (d.get_i32("_id").unwrap(), d.get_i32("v").unwrap()))
+        .collect()
+}
+
+/// Continuous capture on nx-27017 through the polled fallback over an
+/// oplog-shaped collection (`oplog_namespace`, the test hook): a dump, then
+/// slices stored while entries arrive, then restores to two times in the
+/// middle give exactly the documents of those times. A real `mongod` tails
+/// `local.oplog.rs` with a tailable cursor instead (`mongo_rs_*` tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_continuous_capture_slices_and_restores_to_a_time_on_nx() {
+    let nx = NxMongo::start();
+    let client = nx.client().await;
+    let base = chrono::Utc::now().timestamp() - 3600;
+    let items = client.database("app").collection::<Document>("items");
+    for i in 1..=3 {
+        items.insert_one(doc! {"_id": i, "v": i}).await.unwrap();
+        fake_oplog(
+            &client,
+            base + i as i64,
+            doc! {"op": "i", "ns": "app.items", "o": {"_id": i, "v": i}},
+        )
+        .await;
+    }
+    let s = setup(
+        &nx.uri(),
+        "include = [\"app.*\"]\noplog = \"continuous\"\nslice = \"1s\"\noplog_namespace = \"gsdrtest.oplog\"",
+    );
+    let out = gsdr::job::backup(&s.env, "m", &NoProgress).await.unwrap();
+    let details: DumpDetails =
+        serde_json::from_value(out.manifest.consistency.details.clone()).unwrap();
+    assert!(
+        details.oplog,
+        "the test hook's oplog is captured by the dump"
+    );
+    assert_eq!(details.oplog_end, Some(((base + 3) as u32, 1)));
+    let cat = s.env.catalog_for("m").await.unwrap();
+    let store = cat.store().clone();
+    let reached = |want: i64| {
+        let store = store.clone();
+        async move {
+            for _ in 0..300 {
+                let sl = gsdr::source::mongo::slices::list(store.as_ref(), "m")
+                    .await
+                    .unwrap();
+                if sl.last().is_some_and(|l| l.end.time as i64 >= want) {
+                    return sl;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("no slice reached {want} within 30 s");
+        }
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let capture = gsdr::job::capture::run(&s.env, "m", cancel.clone());
+    let driver = async {
+        for i in 4..=6 {
+            fake_oplog(
+                &client,
+                base + 6 + i as i64,
+                doc! {"op": "i", "ns": "app.items", "o": {"_id": i, "v": i}},
+            )
+            .await;
+        }
+        reached(base + 12).await;
+        fake_oplog(
+            &client,
+            base + 20,
+            doc! {"op": "i", "ns": "app.items", "o": {"_id": 7, "v": 7}},
+        )
+        .await;
+        fake_oplog(&client, base + 21, doc! {"op": "u", "ns": "app.items", "o": {"$v": 2, "diff": {"u": {"v": 100}}}, "o2": {"_id": 1}}).await;
+        fake_oplog(
+            &client,
+            base + 22,
+            doc! {"op": "i", "ns": "app.items", "o": {"_id": 8, "v": 8}},
+        )
+        .await;
+        fake_oplog(
+            &client,
+            base + 23,
+            doc! {"op": "d", "ns": "app.items", "o": {"_id": 2}},
+        )
+        .await;
+        let sl = reached(base + 23).await;
+        cancel.cancel();
+        sl
+    };
+    let (rep, sl) = tokio::join!(capture, driver);
+    let rep = rep.unwrap();
+    assert!(rep.objects >= 2, "{rep:?}");
+    assert!(sl.len() >= 2);
+    // The slices chain from the dump's oplog end.
+    assert_eq!(sl[0].from.time as i64, base + 3);
+    for w in sl.windows(2) {
+        assert_eq!(w[0].end, w[1].from);
+    }
+    // Restore to a time between the two bursts, then to one inside the second.
+    for (db, at, want) in [
+        (
+            "rone",
+            base + 15,
+            vec![(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6)],
+        ),
+        (
+            "rtwo",
+            base + 21,
+            vec![(1, 100), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (7, 7)],
+        ),
+        (
+            "rall",
+            base + 23,
+            vec![(1, 100), (3, 3), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8)],
+        ),
+    ] {
+        let req = RestoreRequest {
+            to_uri: Some(nx.uri()),
+            ns_from: Some("app.*".into()),
+            ns_to: Some(format!("{db}.*")),
+            target_time: chrono::DateTime::from_timestamp(at, 500_000_000),
+            ..Default::default()
+        };
+        let m = cat.newest_before("m", None, req.target_time).await.unwrap();
+        assert_eq!(m.id, out.manifest.id);
+        let r = gsdr::job::restore(&s.env, &cat, &m, &req, &NoProgress)
+            .await
+            .unwrap();
+        assert!(r.details["slices_replayed"].as_u64().unwrap() >= 1);
+        assert_eq!(ids_of(&client, db).await, want, "restore to {at}");
+    }
+    // Past the slices' end: refused, naming how far they reach.
+    let req = RestoreRequest {
+        to_uri: Some(nx.uri()),
+        ns_from: Some("app.*".into()),
+        ns_to: Some("rlate.*".into()),
+        target_time: chrono::DateTime::from_timestamp(base + 100, 0),
+        ..Default::default()
+    };
+    let e = gsdr::job::restore(&s.env, &cat, &out.manifest, &req, &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("reaches only"), "{e}");
+    // The log archive sees how far a restore of the dump reaches.
+    let engine = gsdr::source::mongo::engine("m", None).unwrap();
+    let reach = engine
+        .log_archive()
+        .unwrap()
+        .reaches(&store, &out.manifest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reach.timestamp(), base + 23);
 }

@@ -28,7 +28,7 @@ use super::archive::{
     CRC64, FORMAT_VERSION,
 };
 use super::digest::ContentDigest;
-use super::{classify, connect, read_uri, MongoConfig};
+use super::{classify, connect_member, read_uri, MongoConfig};
 use crate::fault::RetryClass;
 use crate::source::{BackupSource, SourceError, SourceMeta, SourceStream};
 
@@ -82,6 +82,10 @@ pub struct DumpDetails {
     /// Replica set name, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_set: Option<String>,
+    /// The one replica-set member (`host:port`) every read of the dump went
+    /// to: the oplog bounds, each collection and the oplog window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
     /// Server version.
     pub server_version: String,
     /// Per namespace (`db.collection`): count, digest, bytes.
@@ -102,6 +106,51 @@ struct Plan {
     server_version: String,
     replica_set: Option<String>,
     intents: Vec<Intent>,
+    /// The member every read goes to (replica set).
+    member: Option<String>,
+}
+
+/// Where a dump (and the capture) reads the oplog from.
+#[derive(Debug, Clone)]
+pub(crate) struct OplogSource {
+    /// `local.oplog.rs`, or the `oplog_namespace` test hook.
+    pub ns: Namespace,
+    /// The test hook: `ts` is an int64, ordered by `ts` (not `$natural`).
+    pub hook: bool,
+}
+
+impl OplogSource {
+    /// The oplog of the source with settings `cfg`.
+    pub fn of(cfg: &MongoConfig) -> OplogSource {
+        match cfg.oplog_namespace.as_deref().and_then(|n| n.split_once('.')) {
+            Some((d, c)) => OplogSource {
+                ns: Namespace::new(d, c),
+                hook: true,
+            },
+            None => OplogSource {
+                ns: Namespace::new("local", "oplog.rs"),
+                hook: false,
+            },
+        }
+    }
+
+    /// `ts` as the oplog stores it.
+    pub fn ts_value(&self, ts: Timestamp) -> Bson {
+        if self.hook {
+            Bson::Int64(super::oplog::ts_as_i64(ts))
+        } else {
+            Bson::Timestamp(ts)
+        }
+    }
+
+    /// The sort of oplog order.
+    pub fn order(&self, dir: i32) -> Document {
+        if self.hook {
+            doc! {"ts": dir}
+        } else {
+            doc! {"$natural": dir}
+        }
+    }
 }
 
 fn dump_err(
@@ -180,7 +229,11 @@ async fn plan(name: &str, client: &Client, cfg: &MongoConfig) -> Result<Plan, So
             let Ok(cname) = c.get_str("name") else {
                 continue;
             };
-            if !wanted(&dbname, cname) || !cfg.selects(&format!("{dbname}.{cname}")) {
+            let full = format!("{dbname}.{cname}");
+            if !wanted(&dbname, cname)
+                || !cfg.selects(&full)
+                || cfg.oplog_namespace.as_deref() == Some(full.as_str())
+            {
                 continue;
             }
             let kind = c.get_str("type").unwrap_or("collection").to_string();
@@ -233,6 +286,7 @@ async fn plan(name: &str, client: &Client, cfg: &MongoConfig) -> Result<Plan, So
         server_version,
         replica_set,
         intents,
+        member: None,
     })
 }
 
@@ -312,26 +366,37 @@ async fn dump_ns(
     Ok((digest, bytes))
 }
 
-async fn newest_oplog_ts(
+/// The newest (`natural` -1) or oldest (1) oplog entry's `ts`.
+pub(crate) async fn newest_oplog_ts(
     name: &str,
     client: &Client,
+    src: &OplogSource,
     natural: i32,
 ) -> Result<Timestamp, SourceError> {
-    let oplog = client.database("local").collection::<Document>("oplog.rs");
+    let oplog = client
+        .database(&src.ns.db)
+        .collection::<Document>(&src.ns.collection);
     let d = oplog
         .find_one(doc! {})
-        .sort(doc! {"$natural": natural})
+        .sort(src.order(natural))
         .projection(doc! {"ts": 1})
         .await
-        .map_err(|e| dump_err(name, "reading local.oplog.rs failed", Some(e)))?
-        .ok_or_else(|| dump_err(name, "local.oplog.rs is empty", None))?;
-    d.get_timestamp("ts")
-        .map_err(|_| dump_err(name, "an oplog entry without a `ts` timestamp", None))
+        .map_err(|e| dump_err(name, format!("reading {} failed", src.ns), Some(e)))?
+        .ok_or_else(|| dump_err(name, format!("{} is empty", src.ns), None))?;
+    super::oplog::entry_ts(&d)
+        .ok_or_else(|| dump_err(name, "an oplog entry without a `ts` timestamp", None))
 }
 
 /// `oplogStart`: the newest entry, or the start of the oldest open transaction.
-async fn oplog_start(name: &str, client: &Client) -> Result<Timestamp, SourceError> {
-    let newest = newest_oplog_ts(name, client, -1).await?;
+async fn oplog_start(
+    name: &str,
+    client: &Client,
+    src: &OplogSource,
+) -> Result<Timestamp, SourceError> {
+    let newest = newest_oplog_ts(name, client, src, -1).await?;
+    if src.hook {
+        return Ok(newest);
+    }
     let txns = client
         .database("config")
         .collection::<Document>("transactions");
@@ -366,6 +431,7 @@ async fn run(
     started: chrono::DateTime<chrono::Utc>,
     tx: Tx,
 ) -> Result<SourceMeta, SourceError> {
+    let src = OplogSource::of(&cfg);
     let mut prelude: Vec<CollectionMeta> = plan.intents.iter().map(|i| i.meta.clone()).collect();
     if oplog_from.is_some() {
         prelude.push(CollectionMeta {
@@ -446,12 +512,13 @@ async fn run(
         oplog_entries: 0,
         consistency: String::new(),
         replica_set: plan.replica_set.clone(),
+        member: plan.member.clone(),
         server_version: plan.server_version.clone(),
         collections,
     };
     let consistency_time = if let Some(start) = oplog_from {
-        let end = newest_oplog_ts(&name, &client, -1).await?;
-        let oldest = newest_oplog_ts(&name, &client, 1).await?;
+        let end = newest_oplog_ts(&name, &client, &src, -1).await?;
+        let oldest = newest_oplog_ts(&name, &client, &src, 1).await?;
         if oldest > start {
             return Err(SourceError::Dump {
                 source_name: name,
@@ -463,9 +530,9 @@ async fn run(
         let (digest, _) = dump_ns(
             name.clone(),
             client.clone(),
-            Namespace::new("local", "oplog.rs"),
+            src.ns.clone(),
             Namespace::oplog(),
-            doc! {"ts": {"$gte": start, "$lte": end}},
+            doc! {"ts": {"$gte": src.ts_value(start), "$lte": src.ts_value(end)}},
             cfg.clone(),
             tx.clone(),
         )
@@ -499,9 +566,10 @@ impl BackupSource for MongoSource {
 
     async fn open(&self) -> Result<SourceStream, SourceError> {
         let uri = read_uri(&self.name, &self.cfg)?;
-        let client = connect(&self.name, uri.expose(), &self.cfg).await?;
+        // One member for every read: the bounds, the collections, the window.
+        let (client, member) = connect_member(&self.name, uri.expose(), &self.cfg, None).await?;
         let started = chrono::Utc::now();
-        let plan = plan(&self.name, &client, &self.cfg)
+        let mut plan = plan(&self.name, &client, &self.cfg)
             .await
             .map_err(|e| match e {
                 SourceError::Dump {
@@ -520,8 +588,10 @@ impl BackupSource for MongoSource {
                 },
                 other => other,
             })?;
-        let oplog_from = if plan.replica_set.is_some() && self.cfg.oplog {
-            Some(oplog_start(&self.name, &client).await?)
+        plan.member = member;
+        let src = OplogSource::of(&self.cfg);
+        let oplog_from = if (plan.replica_set.is_some() || src.hook) && self.cfg.oplog.in_dump() {
+            Some(oplog_start(&self.name, &client, &src).await?)
         } else {
             None
         };

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::secret::SecretRef;
-use crate::units::ByteSize;
+use crate::units::{ByteSize, HumanDuration};
 
 /// Settings of a `mongo` source.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,10 +42,30 @@ pub struct MongoConfig {
     /// Bytes per `insertMany` on restore (a batch is sent at whichever limit comes first).
     #[serde(default = "default_insert_bytes")]
     pub insert_batch_bytes: ByteSize,
-    /// Capture the oplog during the dump on a replica set (`mongodump --oplog`), giving one
-    /// consistency point. Ignored (and recorded as `oplog: false`) on a standalone server.
-    #[serde(default = "yes")]
-    pub oplog: bool,
+    /// Oplog capture: `true` (default) captures it during the dump on a
+    /// replica set (`mongodump --oplog`), giving one consistency point;
+    /// `"continuous"` also tails it between dumps into time-sliced segments
+    /// (`<source>/log/oplog/…`), for restores to any time; `false` never.
+    /// Ignored (and recorded as `oplog: false`) on a standalone server.
+    #[serde(default)]
+    pub oplog: OplogMode,
+    /// Continuous capture: a slice is cut and stored at least this often (default 10s).
+    #[serde(default = "default_slice")]
+    pub slice: HumanDuration,
+    /// Continuous capture: a slice is cut early when its entries reach this many bytes
+    /// (default 16MiB; capture memory is about twice this).
+    #[serde(default = "default_slice_bytes")]
+    pub slice_bytes: ByteSize,
+    /// Continuous capture: no oplog entry for this long (a replica set writes a noop
+    /// every 10 s) counts as a stall: the cursor is reopened (default 60s).
+    #[serde(default = "default_stall")]
+    pub stall: HumanDuration,
+    /// TEST HOOK, never set in production: read the oplog from this
+    /// `db.collection` (an oplog-shaped collection whose `ts` is an int64
+    /// `t << 32 | i`) instead of `local.oplog.rs`, polled with `find` — for
+    /// servers without an oplog or a Timestamp type (nx-27017).
+    #[serde(default)]
+    pub oplog_namespace: Option<String>,
     /// TLS settings; unset: as the URI says (`tls=true` there enables TLS with system roots).
     #[serde(default)]
     pub tls: Option<MongoTls>,
@@ -67,6 +87,44 @@ pub struct MongoTls {
     /// Accept any server certificate. Only for tests: it disables server authentication.
     #[serde(default)]
     pub allow_invalid_certificates: bool,
+}
+
+/// How the oplog is captured (`oplog = true | false | "continuous"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OplogMode {
+    /// Never.
+    Off,
+    /// During each dump (the default).
+    #[default]
+    Dump,
+    /// During each dump and continuously between them.
+    Continuous,
+}
+
+impl OplogMode {
+    /// Whether dumps capture their oplog window.
+    pub fn in_dump(self) -> bool {
+        self != OplogMode::Off
+    }
+}
+
+impl<'de> Deserialize<'de> for OplogMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(OplogMode::Dump),
+            Raw::Bool(false) => Ok(OplogMode::Off),
+            Raw::Text(t) if t == "continuous" => Ok(OplogMode::Continuous),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "oplog = \"{t}\": expected true, false or \"continuous\""
+            ))),
+        }
+    }
 }
 
 /// Read preference mode.
@@ -101,8 +159,14 @@ fn default_insert_docs() -> usize {
 fn default_insert_bytes() -> ByteSize {
     ByteSize(8 << 20)
 }
-fn yes() -> bool {
-    true
+fn default_slice() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+fn default_slice_bytes() -> ByteSize {
+    ByteSize(16 << 20)
+}
+fn default_stall() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(60))
 }
 fn default_connect_timeout() -> u64 {
     30
@@ -126,7 +190,11 @@ impl MongoConfig {
             segment_bytes: default_segment_bytes(),
             insert_batch_docs: default_insert_docs(),
             insert_batch_bytes: default_insert_bytes(),
-            oplog: true,
+            oplog: OplogMode::Dump,
+            slice: default_slice(),
+            slice_bytes: default_slice_bytes(),
+            stall: default_stall(),
+            oplog_namespace: None,
             tls: None,
             connect_timeout_secs: default_connect_timeout(),
         }
@@ -148,6 +216,23 @@ impl MongoConfig {
                 "insert_batch_bytes",
                 "must be between 4KiB and 48MiB (the server's message limit)".into(),
             ));
+        }
+        if self.slice.0 < std::time::Duration::from_secs(1) {
+            return Err(("slice", "must be at least 1s".into()));
+        }
+        if !((64 << 10)..=(256 << 20)).contains(&self.slice_bytes.0) {
+            return Err(("slice_bytes", "must be between 64KiB and 256MiB".into()));
+        }
+        if self.stall.0 < std::time::Duration::from_secs(5) {
+            return Err(("stall", "must be at least 5s".into()));
+        }
+        if let Some(ns) = &self.oplog_namespace {
+            if !ns.contains('.') {
+                return Err((
+                    "oplog_namespace",
+                    format!("`{ns}` is not a `db.collection` namespace"),
+                ));
+            }
         }
         for p in self.include.iter().chain(&self.exclude) {
             if !p.contains('.') {
@@ -230,7 +315,16 @@ mod tests {
         let c: MongoConfig = toml::from_str(r#"uri = { env = "MONGO_URI" }"#).unwrap();
         assert_eq!(c.read_preference, ReadPreferenceMode::Secondary);
         assert_eq!(c.concurrency.get(), 4);
-        assert!(c.oplog);
+        assert_eq!(c.oplog, OplogMode::Dump);
+        assert_eq!(c.slice.0.as_secs(), 10);
+        let c: MongoConfig =
+            toml::from_str("uri = { env = \"X\" }\noplog = \"continuous\"\nslice = \"2s\"")
+                .unwrap();
+        assert_eq!(c.oplog, OplogMode::Continuous);
+        assert_eq!(c.slice.0.as_secs(), 2);
+        assert!(toml::from_str::<MongoConfig>("uri = { env = \"X\" }\noplog = \"always\"").is_err());
+        let c: MongoConfig = toml::from_str("uri = { env = \"X\" }\noplog = false").unwrap();
+        assert!(!c.oplog.in_dump());
         c.validate().unwrap();
         assert!(toml::from_str::<MongoConfig>(r#"uri = "mongodb://u:p@h""#).is_err());
         assert!(toml::from_str::<MongoConfig>("uri = { env = \"X\" }\nbogus = 1").is_err());

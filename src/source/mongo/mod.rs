@@ -22,10 +22,12 @@ mod config;
 mod digest;
 pub mod oplog;
 mod restore;
+pub mod slices;
+mod capture;
 pub mod scratch;
 
 pub use backup::{DumpDetails, MongoSource, NsSummary};
-pub use config::{MongoConfig, MongoTls, ReadPreferenceMode};
+pub use config::{MongoConfig, MongoTls, OplogMode, ReadPreferenceMode};
 pub use digest::ContentDigest;
 pub use restore::{
     describe_overwrite, list_indexes, restore, restore_archive, verify_deep, DeepVerifyReport,
@@ -190,6 +192,94 @@ impl Engine for MongoEngine {
     async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64> {
         drill::count(uri, query).await
     }
+
+    fn log_archive(&self) -> Option<&dyn crate::source::LogArchive> {
+        Some(self)
+    }
+
+    fn capture(&self) -> Option<&dyn crate::source::capture::Capture> {
+        self.config
+            .as_ref()
+            .is_some_and(|c| c.oplog == OplogMode::Continuous)
+            .then_some(self as &dyn crate::source::capture::Capture)
+    }
+}
+
+#[async_trait]
+impl crate::source::capture::Capture for MongoEngine {
+    async fn run(
+        &self,
+        ctx: crate::source::capture::CaptureCtx,
+    ) -> EngineResult<crate::source::capture::CaptureReport> {
+        capture::run(self, ctx).await
+    }
+}
+
+/// The oplog slices of the continuous capture ([`slices`]), seen by status,
+/// metrics, the off-site sweep and prune.
+#[async_trait]
+impl crate::source::LogArchive for MongoEngine {
+    async fn tail(
+        &self,
+        store: Arc<dyn crate::storage::Store>,
+    ) -> Result<crate::source::LogTail, crate::source::LogError> {
+        let s = slices::list(store.as_ref(), &self.name).await?;
+        Ok(s.last()
+            .map(|l| crate::source::LogTail {
+                last: Some(l.name.clone()),
+                stored_at: l.stored_at,
+            })
+            .unwrap_or_default())
+    }
+
+    async fn reaches(
+        &self,
+        store: &Arc<dyn crate::storage::Store>,
+        m: &crate::catalog::Manifest,
+    ) -> Result<Option<DateTime<Utc>>, crate::source::LogError> {
+        let s = slices::list(store.as_ref(), &self.name).await?;
+        Ok(Some(slices::reach_of(&s, m)))
+    }
+
+    async fn newest(
+        &self,
+        store: &Arc<dyn crate::storage::Store>,
+        manifests: &[crate::catalog::Manifest],
+    ) -> Result<Option<DateTime<Utc>>, crate::source::LogError> {
+        let s = slices::list(store.as_ref(), &self.name).await?;
+        Ok(manifests
+            .iter()
+            .filter(|m| m.source == self.name)
+            .map(|m| slices::reach_of(&s, m))
+            .max())
+    }
+
+    async fn catch_up(
+        &self,
+        primary: &Arc<dyn crate::storage::Store>,
+        offsite: &Arc<dyn crate::storage::Store>,
+    ) -> Result<crate::source::LogSweep, crate::source::LogError> {
+        Ok(slices::catch_up(primary.as_ref(), offsite.as_ref(), &self.name).await?)
+    }
+
+    async fn offsite_gap(
+        &self,
+        primary: &Arc<dyn crate::storage::Store>,
+        offsite: &Arc<dyn crate::storage::Store>,
+    ) -> Result<Option<String>, crate::source::LogError> {
+        Ok(slices::offsite_gap(primary.as_ref(), offsite.as_ref(), &self.name).await?)
+    }
+
+    async fn prune(
+        &self,
+        store: &dyn crate::storage::Store,
+        target: &str,
+        remaining: &[crate::catalog::Manifest],
+        failed: usize,
+        dry_run: bool,
+    ) -> Box<dyn crate::source::LogPruned> {
+        Box::new(slices::prune(store, target, &self.name, remaining, failed, dry_run).await)
+    }
 }
 
 /// Opens a driver client for `uri` with the source's settings and pings it.
@@ -199,6 +289,31 @@ pub async fn connect(
     uri: &str,
     cfg: &MongoConfig,
 ) -> Result<mongodb::Client, SourceError> {
+    let opts = client_options(source_name, uri, cfg).await?;
+    open_client(source_name, uri, opts).await
+}
+
+/// The read preference the source's settings name.
+fn read_preference(cfg: &MongoConfig) -> ReadPreference {
+    let rp_opts = Some(ReadPreferenceOptions::default());
+    match cfg.read_preference {
+        ReadPreferenceMode::Primary => ReadPreference::Primary,
+        ReadPreferenceMode::PrimaryPreferred => {
+            ReadPreference::PrimaryPreferred { options: rp_opts }
+        }
+        ReadPreferenceMode::Secondary => ReadPreference::Secondary { options: rp_opts },
+        ReadPreferenceMode::SecondaryPreferred => {
+            ReadPreference::SecondaryPreferred { options: rp_opts }
+        }
+        ReadPreferenceMode::Nearest => ReadPreference::Nearest { options: rp_opts },
+    }
+}
+
+async fn client_options(
+    source_name: &str,
+    uri: &str,
+    cfg: &MongoConfig,
+) -> Result<ClientOptions, SourceError> {
     let mut opts = ClientOptions::parse(uri)
         .await
         .map_err(|e| SourceError::Connect {
@@ -213,19 +328,7 @@ pub async fn connect(
     let timeout = Duration::from_secs(cfg.connect_timeout_secs.max(1));
     opts.server_selection_timeout = Some(timeout);
     opts.connect_timeout = Some(timeout);
-    let rp_opts = Some(ReadPreferenceOptions::default());
-    let rp = match cfg.read_preference {
-        ReadPreferenceMode::Primary => ReadPreference::Primary,
-        ReadPreferenceMode::PrimaryPreferred => {
-            ReadPreference::PrimaryPreferred { options: rp_opts }
-        }
-        ReadPreferenceMode::Secondary => ReadPreference::Secondary { options: rp_opts },
-        ReadPreferenceMode::SecondaryPreferred => {
-            ReadPreference::SecondaryPreferred { options: rp_opts }
-        }
-        ReadPreferenceMode::Nearest => ReadPreference::Nearest { options: rp_opts },
-    };
-    opts.selection_criteria = Some(SelectionCriteria::ReadPreference(rp));
+    opts.selection_criteria = Some(SelectionCriteria::ReadPreference(read_preference(cfg)));
     if let Some(t) = &cfg.tls {
         let mut o = TlsOptions::default();
         o.ca_file_path = t.ca_file.clone();
@@ -233,6 +336,14 @@ pub async fn connect(
         o.allow_invalid_certificates = Some(t.allow_invalid_certificates);
         opts.tls = Some(Tls::Enabled(o));
     }
+    Ok(opts)
+}
+
+async fn open_client(
+    source_name: &str,
+    uri: &str,
+    opts: ClientOptions,
+) -> Result<mongodb::Client, SourceError> {
     let hosts = hosts_of(&opts);
     let client = mongodb::Client::with_options(opts).map_err(|e| SourceError::Connect {
         source_name: source_name.to_string(),
@@ -255,6 +366,77 @@ pub async fn connect(
             )
         })?;
     Ok(client)
+}
+
+/// A client pinned to ONE replica-set member: the one the source's read
+/// preference selects now (asked with `hello`, whose `me` names it), or
+/// `prefer` when it is still a member and reachable. Every read of a dump
+/// (the oplog bounds, each collection, the oplog window) and the oplog
+/// capture go through it, so they cannot land on different secondaries.
+/// On a standalone server (no `setName`) it is the plain client and no member.
+pub async fn connect_member(
+    source_name: &str,
+    uri: &str,
+    cfg: &MongoConfig,
+    prefer: Option<&str>,
+) -> Result<(mongodb::Client, Option<String>), SourceError> {
+    let client = connect(source_name, uri, cfg).await?;
+    let hello = client
+        .database("admin")
+        .run_command(mongodb::bson::doc! {"hello": 1})
+        .selection_criteria(SelectionCriteria::ReadPreference(read_preference(cfg)))
+        .await
+        .map_err(|e| classify(source_name, "`hello` failed", e, uri))?;
+    if hello.get_str("setName").is_err() {
+        return Ok((client, None));
+    }
+    let members: Vec<String> = ["hosts", "passives"]
+        .iter()
+        .filter_map(|k| hello.get_array(k).ok())
+        .flatten()
+        .filter_map(|h| h.as_str().map(str::to_string))
+        .collect();
+    let selected = hello
+        .get_str("me")
+        .map_err(|_| SourceError::Connect {
+            source_name: source_name.to_string(),
+            message: "the replica-set member's `hello` reply has no `me`: cannot pin the dump to one member".into(),
+            cause: None,
+        })?
+        .to_string();
+    let mut candidates = Vec::new();
+    if let Some(p) = prefer.filter(|p| members.iter().any(|m| m == p) && *p != selected) {
+        candidates.push(p.to_string());
+    }
+    candidates.push(selected);
+    let mut last_err = None;
+    for member in candidates {
+        let mut opts = client_options(source_name, uri, cfg).await?;
+        let addr = mongodb::options::ServerAddress::parse(&member).map_err(|e| {
+            SourceError::Connect {
+                source_name: source_name.to_string(),
+                message: format!("the member address `{member}` is invalid: {e}"),
+                cause: None,
+            }
+        })?;
+        opts.hosts = vec![addr];
+        opts.direct_connection = Some(true);
+        opts.repl_set_name = None;
+        // A direct connection to a secondary reads only with a non-primary preference.
+        opts.selection_criteria = Some(SelectionCriteria::ReadPreference(
+            ReadPreference::PrimaryPreferred {
+                options: Some(ReadPreferenceOptions::default()),
+            },
+        ));
+        match open_client(source_name, uri, opts).await {
+            Ok(c) => {
+                tracing::info!(event = "mongo_member_pinned", source = source_name, member = %member);
+                return Ok((c, Some(member)));
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.expect("at least one candidate"))
 }
 
 /// `host:port,…` of a client's seed list (no credentials).

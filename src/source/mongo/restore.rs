@@ -104,6 +104,8 @@ pub struct RestoreSummary {
     pub views_created: u64,
     /// Oplog entries applied.
     pub oplog_applied: u64,
+    /// Oplog slices of the continuous capture read (point-in-time restores).
+    pub slices_replayed: u64,
 }
 
 fn rerr(name: &str, message: impl Into<String>, e: Option<mongodb::error::Error>) -> SourceError {
@@ -551,8 +553,9 @@ pub async fn restore(
     opts.ns_from = spec.rename.as_ref().map(|r| r.from.clone());
     opts.ns_to = spec.rename.as_ref().map(|r| r.to.clone());
     opts.drop = spec.replace;
+    // To the second: every entry whose `ts` second is at or before the target.
     opts.oplog_limit = spec.point.time().map(|t| Timestamp {
-        time: t.timestamp().clamp(0, u32::MAX as i64) as u32,
+        time: (t.timestamp() + 1).clamp(0, u32::MAX as i64) as u32,
         increment: 0,
     });
     let start = Instant::now();
@@ -563,7 +566,10 @@ pub async fn restore(
         // object never costs the target a collection.
         prove_readable(host, catalog, m).await?;
     }
-    let (summary, raw_bytes) = run_restore(host, catalog, m, &client, &opts, progress).await?;
+    let (mut summary, raw_bytes) = run_restore(host, catalog, m, &client, &opts, progress).await?;
+    if matches!(spec.point, RecoveryPoint::Time(_) | RecoveryPoint::Latest) {
+        replay_slices(host, catalog, m, &client, &opts, spec, &mut summary).await?;
+    }
     let destination = mongodb::options::ClientOptions::parse(uri.expose())
         .await
         .map(|o| format!("mongodb://{}", super::hosts_of(&o)))
@@ -577,6 +583,71 @@ pub async fn restore(
         duration_secs: start.elapsed().as_secs_f64(),
         details: serde_json::to_value(&summary).expect("summary serialises"),
     })
+}
+
+/// Point-in-time: replays the oplog slices that continue the dump `m`
+/// (from its `oplog_end`) up to the target, from the store the backup is read
+/// from. A target later than the slices reach is an error when the source
+/// has slices; without any (no continuous capture) the dump's own oplog is
+/// all there is, as before.
+async fn replay_slices(
+    host: &dyn RestoreHost,
+    catalog: &Catalog,
+    m: &Manifest,
+    client: &Client,
+    opts: &RestoreOptions,
+    spec: &RestoreSpec,
+    summary: &mut RestoreSummary,
+) -> Result<()> {
+    let store = catalog.store().clone();
+    let all = super::slices::list(store.as_ref(), &m.source).await?;
+    if all.is_empty() {
+        return Ok(());
+    }
+    let Some(end) = super::slices::dump_end(m) else {
+        return Ok(());
+    };
+    let chain = super::slices::chain_from(&all, end);
+    let reach = chain.last().map(|s| s.end).unwrap_or(end);
+    if let RecoveryPoint::Time(t) = spec.point {
+        if (reach.time as i64) < t.timestamp() {
+            return Err(Error::Invalid(format!(
+                "the oplog of `{}` after backup {} reaches only {} (Timestamp({}, {})) on {}; the target {} is later: restore to an earlier time, or wait for the capture to store the next slice",
+                m.source,
+                m.id,
+                super::slices::ts_time(reach).to_rfc3339(),
+                reach.time,
+                reach.increment,
+                store.describe(),
+                t.to_rfc3339()
+            )));
+        }
+    }
+    let ids = host.identities()?;
+    let mut replayer = opts.replayer();
+    let mut applied = 0u64;
+    'slices: for s in &chain {
+        let docs = super::slices::read(store.as_ref(), &m.source, &s.name, ids.clone())
+            .await
+            .map_err(|e| rerr(&m.source, e.to_string(), None))?;
+        for d in docs {
+            let ts = d.to_document().ok().and_then(|d| entry_ts(&d));
+            if ts.is_some_and(|ts| ts <= end) {
+                continue; // already in the dump's own oplog
+            }
+            if let (Some(limit), Some(ts)) = (opts.oplog_limit, ts) {
+                if ts >= limit {
+                    break 'slices;
+                }
+            }
+            if apply_oplog_entry(&m.source, client, &d, opts.oplog_limit, &mut replayer).await? {
+                applied += 1;
+            }
+        }
+    }
+    summary.oplog_applied += applied;
+    summary.slices_replayed = chain.len() as u64;
+    Ok(())
 }
 
 /// Reads the whole backup through every check — size and SHA-256 against
