@@ -69,13 +69,18 @@ wal_level = replica
 max_wal_senders = 4
 max_replication_slots = 4
 max_slot_wal_keep_size = '1GB'
+archive_mode = on
+archive_timeout = 60
+archive_command = '$GSDR --policy $WORK/policy.toml -q wal-push --source postgres %p'
 CONF
 echo "host replication all 127.0.0.1/32 trust" >>"$WORK/pg/pg_hba.conf"
 as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
 echo "PostgreSQL :$PGP, Redis :$RP, S3 primary :$S3A, S3 off-site :$S3B"
 
 "$GSDR" keygen -o "$WORK/id.txt" >"$WORK/recipients.txt"
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
+# moto takes any credentials; PostgreSQL's archiver (user postgres) reads them too.
+echo bench >"$WORK/s3-key"; echo bench-secret >"$WORK/s3-secret"
+chmod 0644 "$WORK/s3-key" "$WORK/s3-secret" "$WORK/recipients.txt"
 cat >"$WORK/policy.toml" <<TOML
 name = "bench-rpo"
 [encryption]
@@ -86,11 +91,15 @@ kind = "s3"
 endpoint = "http://127.0.0.1:$S3A"
 bucket = "gsdr"
 region = "us-east-1"
+access_key_id = { file = "$WORK/s3-key" }
+secret_access_key = { file = "$WORK/s3-secret" }
 [targets.offsite]
 kind = "s3"
 endpoint = "http://127.0.0.1:$S3B"
 bucket = "gsdr"
 region = "us-east-1"
+access_key_id = { file = "$WORK/s3-key" }
+secret_access_key = { file = "$WORK/s3-secret" }
 [defaults]
 target = "primary"
 offsite = "offsite"
@@ -105,6 +114,8 @@ user = "postgres"
 pg_bin = "$PGBIN"
 gsdr_bin = "$GSDR"
 capture = "stream"
+slot_max_retained = "1GiB"
+spool_dir = "$WORK/spool"
 [sources.redis]
 kind = "redis"
 schedule = "0 0 * * * *"
