@@ -21,7 +21,7 @@
 #   rpo_redis_s=…
 #   rpo_offsite_max_s=…
 #   peak_rss_mib=…
-# Usage: scripts/bench-rpo.sh [DURATION_SECONDS]
+# Usage: [PROFILE=debug] scripts/bench-rpo.sh [DURATION_SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -31,8 +31,12 @@ PGBIN=/usr/lib/postgresql/15/bin
 for p in redis-server redis-cli "$PGBIN/pgbench" "$PGBIN/pg_receivewal" "$VENV/bin/moto_server" python3; do
   command -v "$p" >/dev/null || [ -x "$p" ] || { echo "missing $p: run scripts/install-deps.sh" >&2; exit 2; }
 done
-cargo build --release --quiet --bin gsdr
-GSDR="$PWD/target/release/gsdr"
+# PROFILE=debug measures a debug build (quicker to build; more CPU per byte).
+if [ "${PROFILE:-release}" = debug ]; then
+  cargo build --quiet --bin gsdr; GSDR="$PWD/target/debug/gsdr"
+else
+  cargo build --release --quiet --bin gsdr; GSDR="$PWD/target/release/gsdr"
+fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gsdr-bench-rpo.XXXXXX")"
 chmod 0755 "$WORK"
@@ -53,13 +57,13 @@ echo "== servers"
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3A" >"$WORK/moto-a.log" 2>&1 & PIDS+=($!)
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3B" >"$WORK/moto-b.log" 2>&1 & PIDS+=($!)
 redis-server --port "$RP" --bind 127.0.0.1 --dir "$WORK" --save "" --appendonly no \
-  --repl-diskless-sync yes --repl-diskless-sync-delay 0 --logfile "$WORK/redis.log" & PIDS+=($!)
+  --repl-diskless-sync yes --repl-diskless-sync-delay 0 --enable-debug-command local --logfile "$WORK/redis.log" & PIDS+=($!)
 wait_port "$S3A"; wait_port "$S3B"; wait_port "$RP"
 for port in "$S3A" "$S3B"; do
   python3 -c "import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:$port/gsdr', method='PUT')).read()"
 done
-mkdir -p "$WORK/pg" "$WORK/scratch" "$WORK/runbooks"
-[ "$(id -u)" -eq 0 ] && chown postgres "$WORK/pg"
+mkdir -p "$WORK/pg" "$WORK/pglog" "$WORK/scratch" "$WORK/runbooks"
+[ "$(id -u)" -eq 0 ] && chown postgres "$WORK/pg" "$WORK/pglog"
 as_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >"$WORK/initdb.log"
 cat >>"$WORK/pg/postgresql.conf" <<CONF
 port = $PGP
@@ -74,10 +78,12 @@ archive_timeout = 60
 archive_command = '$GSDR --policy $WORK/policy.toml -q wal-push --source postgres %p'
 CONF
 echo "host replication all 127.0.0.1/32 trust" >>"$WORK/pg/pg_hba.conf"
-as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pglog/server.log" -w start >/dev/null
 echo "PostgreSQL :$PGP, Redis :$RP, S3 primary :$S3A, S3 off-site :$S3B"
 
 "$GSDR" keygen -o "$WORK/id.txt" >"$WORK/recipients.txt"
+# The scratch PostgreSQL of a drill (user postgres as root) fetches and decrypts WAL.
+[ "$(id -u)" -eq 0 ] && chown postgres "$WORK/id.txt"
 # moto takes any credentials; PostgreSQL's archiver (user postgres) reads them too.
 echo bench >"$WORK/s3-key"; echo bench-secret >"$WORK/s3-secret"
 chmod 0644 "$WORK/s3-key" "$WORK/s3-secret" "$WORK/recipients.txt"
@@ -161,7 +167,7 @@ done
 G=("$GSDR" --policy "$WORK/policy.toml")
 
 echo "== data, then the daemon (continuous capture) and a base backup of each source"
-"$PGBIN/pgbench" -h 127.0.0.1 -p "$PGP" -U postgres -i -s 5 -q postgres >"$WORK/pgbench-init.log" 2>&1
+"$PGBIN/pgbench" -h 127.0.0.1 -p "$PGP" -U postgres -i -s 5 -q postgres >"$WORK/pgbench-init.log" 2>&1 || { cat "$WORK/pgbench-init.log" "$WORK/pglog/server.log" >&2; exit 1; }
 redis-cli -p "$RP" DEBUG POPULATE 20000 seed 64 >/dev/null
 GSDR_LOG=info "${G[@]}" daemon >"$WORK/daemon.log" 2>&1 & DAEMON=$!; PIDS+=($DAEMON)
 wait_port "$MP"
@@ -188,7 +194,10 @@ def rpo(name):
     except Exception as e:
         print(f"drill {name}: no JSON report ({e})", file=sys.stderr)
         return {}
-    d = d.get("body", d)
+    reps = d.get("reports") or [{}]
+    d = reps[0].get("report", reps[0])
+    for n in (d_ := json.load(open(f"{work}/drill-{name}.json"))).get("not_run", []):
+        print(f"drill {name}: did not run: {n.get('error')}", file=sys.stderr)
     out = {}
     for r in d.get("rpo", []):
         if r.get("measured_by") != "canary":
