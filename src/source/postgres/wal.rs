@@ -941,6 +941,32 @@ pub fn push_name(path: &Path) -> Result<String, WalError> {
     Ok(name)
 }
 
+/// Decodes `decoded` (read from `input`, for messages) into the file `tmp`.
+async fn decode_to_file(
+    decoded: pipeline::Decoded,
+    input: &str,
+    tmp: &Path,
+) -> Result<pipeline::DecodeStats, WalError> {
+    let output = format!("writing `{}`", tmp.display());
+    let ended = decoded
+        .finish(Ends::new(input, &output), None, |mut reader| async move {
+            let mut f = tokio::fs::File::create(tmp).await?;
+            tokio::io::copy(&mut reader, &mut f).await?;
+            f.flush().await?;
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+    match ended {
+        Err(StreamError::Pipeline(e)) => Err(WalError::from(e)),
+        Err(StreamError::Sink(source)) => Err(WalError::Local {
+            what: "writing fetched WAL to",
+            path: tmp.to_path_buf(),
+            source,
+        }),
+        Ok((s, ())) => Ok(s),
+    }
+}
+
 /// `archive_command`: archives the file at `path` (as PostgreSQL passes `%p`)
 /// into `ctx`, encrypted with `opts`, and uploads following `.ready` files
 /// ahead in parallel.
@@ -1045,28 +1071,9 @@ async fn fetch_one(
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal")
     ));
     let input = format!("the download of `{name}` from {}", ctx.store.describe());
-    let output = format!("writing `{}`", tmp.display());
-    let tmp_ref = tmp.as_path();
-    let ended = decoded
-        .finish(
-            Ends::new(&input, &output),
-            None,
-            |mut reader| async move {
-                let mut f = tokio::fs::File::create(tmp_ref).await?;
-                tokio::io::copy(&mut reader, &mut f).await?;
-                f.flush().await?;
-                Ok::<(), std::io::Error>(())
-            },
-        )
-        .await;
-    let res = match ended {
-        Err(StreamError::Pipeline(e)) => Err(WalError::from(e)),
-        Err(StreamError::Sink(source)) => Err(WalError::Local {
-            what: "writing fetched WAL to",
-            path: tmp.clone(),
-            source,
-        }),
-        Ok((s, ())) if s.raw_bytes != sc.raw_bytes => Err(WalError::Invalid(format!(
+    let res = match decode_to_file(decoded, &input, &tmp).await {
+        Err(e) => Err(e),
+        Ok(s) if s.raw_bytes != sc.raw_bytes => Err(WalError::Invalid(format!(
             "`{name}` decoded to {} bytes but {} were archived",
             s.raw_bytes, sc.raw_bytes
         ))),
@@ -1229,28 +1236,9 @@ pub(crate) async fn fetch_partial(
     let decoded = pipeline::decode(stored, ids.clone(), DecodeExpect::default());
     let tmp = dest.with_file_name(format!(".{name}.partial.gsdr-tmp"));
     let input = format!("the download of `{key}` from {}", ctx.store.describe());
-    let output = format!("writing `{}`", tmp.display());
-    let tmp_ref = tmp.as_path();
-    let ended = decoded
-        .finish(
-            Ends::new(&input, &output),
-            None,
-            |mut reader| async move {
-                let mut f = tokio::fs::File::create(tmp_ref).await?;
-                tokio::io::copy(&mut reader, &mut f).await?;
-                f.flush().await?;
-                Ok::<(), std::io::Error>(())
-            },
-        )
-        .await;
-    let res = match ended {
-        Err(StreamError::Pipeline(e)) => Err(WalError::from(e)),
-        Err(StreamError::Sink(source)) => Err(WalError::Local {
-            what: "writing fetched WAL to",
-            path: tmp.clone(),
-            source,
-        }),
-        Ok((s, ())) if s.raw_bytes != ctx.cfg.wal_segment_bytes => Err(WalError::Invalid(format!(
+    let res = match decode_to_file(decoded, &input, &tmp).await {
+        Err(e) => Err(e),
+        Ok(s) if s.raw_bytes != ctx.cfg.wal_segment_bytes => Err(WalError::Invalid(format!(
             "the streamed partial `{key}` decoded to {} bytes, not one {}-byte segment",
             s.raw_bytes, ctx.cfg.wal_segment_bytes
         ))),
