@@ -58,11 +58,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
             if args.check {
                 report
                     .missing
-                    .extend(replicate::check(&ps, &os, Some(s)).await?);
+                    .extend(replicate::check(&ps, &os, Some(s), &env.engines()).await?);
             } else {
                 report.sweeps.insert(
                     s.clone(),
-                    replicate::catch_up(&ps, &os, Some(s), &env.trust()?).await?,
+                    replicate::catch_up(&ps, &os, Some(s), &env.engines(), &env.trust()?).await?,
                 );
             }
         }

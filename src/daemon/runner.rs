@@ -52,7 +52,7 @@ impl JobRunner {
             match self.env.policy.offsite_of(source) {
                 Some(off) => {
                     let offsite = self.env.store(off).await?;
-                    let rep = replicate::catch_up(&primary, &offsite, Some(source), &self.env.trust()?).await?;
+                    let rep = replicate::catch_up(&primary, &offsite, Some(source), &self.env.engines(), &self.env.trust()?).await?;
                     if !rep.failed.is_empty() {
                         let (id, e) = &rep.failed[0];
                         return Err(Error::Invalid(format!(
@@ -61,7 +61,7 @@ impl JobRunner {
                         )));
                     }
                 }
-                None => replicate::safety(&primary, None, source).await?.emit(),
+                None => replicate::safety(&primary, None, source, &self.env.engines()).await?.emit(),
             }
             Ok(())
         }

@@ -82,7 +82,7 @@ async fn refresh_source(env: &Env, source: &str) -> Result<()> {
         Some(o) => Some(env.store(o).await?),
         None => None,
     };
-    replicate::safety(&primary, offsite.as_ref(), source)
+    replicate::safety(&primary, offsite.as_ref(), source, &env.engines())
         .await?
         .emit();
     for p in recoverable_points(env, source).await? {
@@ -118,7 +118,7 @@ pub async fn recoverable_points(env: &Env, source: &str) -> Result<Vec<TargetPoi
     let mut out = Vec::new();
     for (target, role) in targets {
         let store = env.store(&target).await?;
-        let point = replicate::recoverable_point(&store, source).await?;
+        let point = replicate::recoverable_point(&store, source, &env.engines()).await?;
         out.push(TargetPoint {
             target,
             role,

@@ -42,7 +42,7 @@ async fn observe(env: &Env) -> Result<Observations> {
             Some(o) => Some(env.store(o).await?),
             None => None,
         };
-        let safety = replicate::safety(&primary, offsite.as_ref(), name).await?;
+        let safety = replicate::safety(&primary, offsite.as_ref(), name, &env.engines()).await?;
         let wal_lag = match env.log_tail(name).await {
             Some(tail) => tail
                 .map_err(|e| Error::Invalid(format!("WAL status of `{name}`: {e}")))?

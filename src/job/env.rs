@@ -123,6 +123,16 @@ impl Env {
         })
     }
 
+    /// Each policy source's engine, by name (sources whose settings do not
+    /// build one are left out: `gsdr policy check` reports them).
+    pub fn engines(&self) -> crate::replicate::Engines {
+        self.policy
+            .sources
+            .iter()
+            .filter_map(|(n, c)| c.engine(n).ok().map(|e| (n.clone(), e)))
+            .collect()
+    }
+
     /// How far a restore to latest reaches in the log archive of `source`
     /// (PostgreSQL's WAL) on its primary target; `None` when its engine keeps none.
     pub async fn log_tail(

@@ -183,12 +183,18 @@ pub struct SweepReport {
     pub wal: Vec<crate::source::LogSweep>,
 }
 
+/// Each source's engine as the policy configures it (`Env::engines`), by
+/// source name: the sweeps and recovery points ask it for the source's log.
+pub type Engines = BTreeMap<String, Arc<dyn crate::source::Engine>>;
+
 /// Copies every backup (of `source`, if given) the off-site store lacks,
-/// oldest first; manifests `trust` refuses are reported, not copied.
+/// oldest first, then each source's log; manifests `trust` refuses are
+/// reported, not copied.
 pub async fn catch_up(
     primary: &Arc<dyn Store>,
     offsite: &Arc<dyn Store>,
     source: Option<&str>,
+    engines: &Engines,
     trust: &Trust,
 ) -> Result<SweepReport> {
     let have = offsite_manifests(offsite, source).await?;
@@ -248,7 +254,7 @@ pub async fn catch_up(
     // WAL after the backups: a base backup off-site is only restorable with it.
     // A failed WAL sweep is reported beside the backups' failures, not in
     // their place (its error would hide why the copies failed).
-    for (s, engine) in log_sources(&all, source) {
+    for (s, engine) in log_sources(&all, source, engines) {
         let Some(log) = engine.log_archive() else {
             continue;
         };
@@ -272,7 +278,7 @@ pub async fn catch_up(
         }
     }
     for s in sources_of(&all) {
-        if let Ok(st) = safety(primary, Some(offsite), &s).await {
+        if let Ok(st) = safety(primary, Some(offsite), &s, engines).await {
             st.emit();
         }
     }
@@ -290,22 +296,30 @@ fn sources_of(all: &[Manifest]) -> BTreeSet<String> {
 fn log_sources(
     all: &[Manifest],
     source: Option<&str>,
+    engines: &Engines,
 ) -> BTreeMap<String, Arc<dyn crate::source::Engine>> {
-    let with_log = |kind: &str, s: &str| {
-        crate::source::engine_for_kind(kind, s)
-            .and_then(Result::ok)
-            .filter(|e| e.log_archive().is_some())
-    };
+    // The policy's engine when it is of the backups' kind: its settings
+    // decide whether the source keeps a log (a captured Redis source does,
+    // a snapshot-only one not); else the kind's defaults, for a source no
+    // longer in the policy. A named source without backups takes only the
+    // policy's engine: guessing a kind would sweep another engine's log.
     let mut out = BTreeMap::new();
-    for m in all {
-        if !out.contains_key(&m.source) {
-            if let Some(e) = with_log(&m.engine, &m.source) {
-                out.insert(m.source.clone(), e);
-            }
+    let named = source.map(|s| (s, None));
+    for (s, kind) in all
+        .iter()
+        .map(|m| (m.source.as_str(), Some(m.engine.as_str())))
+        .chain(named)
+    {
+        if out.contains_key(s) {
+            continue;
         }
-    }
-    if let Some(s) = source.filter(|s| !out.contains_key(*s)) {
-        if let Some(e) = crate::source::KINDS.iter().find_map(|k| with_log(k, s)) {
+        let engine = match (engines.get(s), kind) {
+            (Some(e), None) => Some(e.clone()),
+            (Some(e), Some(k)) if e.kind() == k => Some(e.clone()),
+            (_, Some(k)) => crate::source::engine_for_kind(k, s).and_then(Result::ok),
+            (None, None) => None,
+        };
+        if let Some(e) = engine.filter(|e| e.log_archive().is_some()) {
             out.insert(s.to_string(), e);
         }
     }
@@ -328,6 +342,7 @@ pub async fn check(
     primary: &Arc<dyn Store>,
     offsite: &Arc<dyn Store>,
     source: Option<&str>,
+    engines: &Engines,
 ) -> Result<Vec<Missing>> {
     let have = offsite_manifests(offsite, source).await?;
     let off_cat = Catalog::new(offsite.clone());
@@ -365,7 +380,7 @@ pub async fn check(
             Some(_) => {}
         }
     }
-    for (s, engine) in log_sources(&all, source) {
+    for (s, engine) in log_sources(&all, source, engines) {
         let Some(log) = engine.log_archive() else {
             continue;
         };
@@ -392,9 +407,10 @@ pub async fn safety(
     primary: &Arc<dyn Store>,
     offsite: Option<&Arc<dyn Store>>,
     source: &str,
+    engines: &Engines,
 ) -> Result<Safety> {
     let prim = Catalog::new(primary.clone()).list(Some(source)).await?;
-    let p = newest_point(primary, &prim, source).await?;
+    let p = newest_point(primary, &prim, source, engines).await?;
     let (safe, lag) = match offsite {
         None => (p, 0.0),
         Some(o) => {
@@ -403,7 +419,7 @@ pub async fn safety(
                 .into_iter()
                 .filter(|m| have.contains(&m.manifest_key()))
                 .collect();
-            let s = newest_point(o, &both, source).await?;
+            let s = newest_point(o, &both, source, engines).await?;
             let lag = match (p, s) {
                 (Some(p), Some(s)) => secs_between(s, p),
                 (Some(p), None) => secs_between(DateTime::<Utc>::UNIX_EPOCH, p),
@@ -448,9 +464,10 @@ impl Safety {
 pub async fn recoverable_point(
     store: &Arc<dyn Store>,
     source: &str,
+    engines: &Engines,
 ) -> Result<Option<DateTime<Utc>>> {
     let manifests = Catalog::new(store.clone()).list(Some(source)).await?;
-    newest_point(store, &manifests, source).await
+    newest_point(store, &manifests, source, engines).await
 }
 
 /// The newest recovery point `manifests` (all on `store`) give, extended,
@@ -461,10 +478,11 @@ async fn newest_point(
     store: &Arc<dyn Store>,
     manifests: &[Manifest],
     source: &str,
+    engines: &Engines,
 ) -> Result<Option<DateTime<Utc>>> {
     let backups = manifests.iter().map(Manifest::recovery_point).max();
     let mut logs = None;
-    for (_, engine) in log_sources(manifests, None)
+    for (_, engine) in log_sources(manifests, Some(source), engines)
         .into_iter()
         .filter(|(s, _)| s == source)
     {

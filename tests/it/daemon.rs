@@ -739,7 +739,14 @@ async fn replication_catches_up_after_the_offsite_server_dies_midway() {
     let sweep = {
         let (p, o) = (primary.clone(), offsite.clone());
         tokio::spawn(async move {
-            gsdr::replicate::catch_up(&p, &o, Some("repl"), &Default::default()).await
+            gsdr::replicate::catch_up(
+                &p,
+                &o,
+                Some("repl"),
+                &Default::default(),
+                &Default::default(),
+            )
+            .await
         })
     };
     let t0 = std::time::Instant::now();
@@ -779,19 +786,27 @@ async fn replication_catches_up_after_the_offsite_server_dies_midway() {
     // The server comes back (empty: moto keeps data in memory); the catch-up sweep completes.
     let _o_moto2 = start_moto(o_port);
     make_bucket(&S3Store::new(&os_target).await.unwrap(), false).await;
-    let missing = gsdr::replicate::check(&primary, &offsite, Some("repl"))
+    let missing = gsdr::replicate::check(&primary, &offsite, Some("repl"), &Default::default())
         .await
         .unwrap();
     assert_eq!(missing.len(), 4, "{missing:?}");
-    let r = gsdr::replicate::catch_up(&primary, &offsite, Some("repl"), &Default::default())
-        .await
-        .unwrap();
+    let r = gsdr::replicate::catch_up(
+        &primary,
+        &offsite,
+        Some("repl"),
+        &Default::default(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.copied.len(), 4, "{r:?}");
     assert!(r.failed.is_empty());
-    assert!(gsdr::replicate::check(&primary, &offsite, Some("repl"))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        gsdr::replicate::check(&primary, &offsite, Some("repl"), &Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     for m in &manifests {
         assert_eq!(
             sha_of(&offsite, &m.data_key).await,
@@ -809,7 +824,7 @@ async fn replication_catches_up_after_the_offsite_server_dies_midway() {
         "the off-site catalog equals the primary one"
     );
     // Safe point = newest recovery point present on both.
-    let s = gsdr::replicate::safety(&primary, Some(&offsite), "repl")
+    let s = gsdr::replicate::safety(&primary, Some(&offsite), "repl", &Default::default())
         .await
         .unwrap();
     assert_eq!(

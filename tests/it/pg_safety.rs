@@ -318,7 +318,12 @@ fn pg_wal_hole_stops_recovery_and_status_reports_the_chain_end() {
         std::sync::Arc::new(gsdr::storage::fs::FsStore::new(fx.dir.path().join("store")).unwrap());
     let safety = tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(gsdr::replicate::safety(&store, None, "pg"))
+        .block_on(gsdr::replicate::safety(
+            &store,
+            None,
+            "pg",
+            &Default::default(),
+        ))
         .unwrap();
     assert_eq!(safety.safe_point, Some(chain_end), "{safety:?}");
     let newest = std::fs::metadata(tl.join(format!("{seg_c}.zst.age")))

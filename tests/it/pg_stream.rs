@@ -226,7 +226,6 @@ fn pg_stream_killed_capture_loses_no_wal_thanks_to_the_slot() {
     );
 }
 
-#[ignore = "failed in the full suite of session 7 (a restored scratch server refused connections); passes alone: to be fixed under #14"]
 #[test]
 fn pg_stream_restores_to_random_times_match_the_counts_taken_then() {
     let (fx, mut a) = stream_setup();

@@ -701,9 +701,14 @@ fn pg_region_loss_restores_from_the_offsite_copy_with_its_wal() {
         let store = |d: &str| -> std::sync::Arc<dyn gsdr::storage::Store> {
             std::sync::Arc::new(gsdr::storage::fs::FsStore::new(fx.dir.path().join(d)).unwrap())
         };
-        gsdr::replicate::safety(&store("store"), Some(&store("offsite")), "pg")
-            .await
-            .unwrap()
+        gsdr::replicate::safety(
+            &store("store"),
+            Some(&store("offsite")),
+            "pg",
+            &Default::default(),
+        )
+        .await
+        .unwrap()
     });
     assert!(
         safety.safe_point.unwrap() > base_point,
@@ -1378,7 +1383,6 @@ fn pg_wal_push_refuses_the_timeline_of_a_copy_restored_to_an_earlier_point() {
 /// `gsdr replicate` brings an off-site sidecar that lacks it up to date, and
 /// replaces a zero-byte off-site object when the primary's size is confirmed
 /// by its sidecar; the segment then comes back from the off-site copy.
-#[ignore = "KNOWN BUG (session 7, after the #14 merges): the sweep no longer repairs a damaged off-site WAL sidecar or an empty off-site WAL object; to fix under #14"]
 #[test]
 fn pg_replicate_repairs_offsite_sidecars_and_zero_byte_objects() {
     let (fx, mut a) = setup_with(

@@ -272,7 +272,7 @@ async fn redis_capture_restores_to_five_random_times_exactly() {
     let local = ctx.env.store("local").await.unwrap();
     let far = ctx.env.store("far").await.unwrap();
     let trust = ctx.env.trust().unwrap();
-    gsdr::replicate::catch_up(&local, &far, Some("cache"), &trust)
+    gsdr::replicate::catch_up(&local, &far, Some("cache"), &ctx.env.engines(), &trust)
         .await
         .unwrap();
     restore_at(&ctx, "far", *t, &target).await;
@@ -557,7 +557,22 @@ async fn the_capture_log_is_seen_by_status_swept_off_site_and_pruned_with_its_ba
     far.delete(&segs[0].key).await.unwrap();
     let gap = log.offsite_gap(&local, &far).await.unwrap().unwrap();
     assert!(gap.contains("1 capture segment"), "{gap}");
-    let sweep = log.catch_up(&local, &far).await.unwrap();
+    // Through the replicate sweep, as `gsdr replicate` and the daemon run it:
+    // it must take the policy's (captured) engine, not the kind's defaults.
+    let trust = ctx.env.trust().unwrap();
+    let missing = gsdr::replicate::check(&local, &far, Some("cache"), &ctx.env.engines())
+        .await
+        .unwrap();
+    assert!(
+        missing
+            .iter()
+            .any(|m| m.problem.contains("1 capture segment")),
+        "{missing:?}"
+    );
+    let rep = gsdr::replicate::catch_up(&local, &far, Some("cache"), &ctx.env.engines(), &trust)
+        .await
+        .unwrap();
+    let sweep = &rep.wal[0];
     assert_eq!((sweep.copied, sweep.failed.len()), (1, 0), "{sweep:?}");
     assert_eq!(log.offsite_gap(&local, &far).await.unwrap(), None);
 

@@ -260,6 +260,18 @@ impl PgCluster {
 
     /// Runs SQL with psql; returns unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> String {
+        run(self.psql_command(sql), &format!("psql `{sql}`"))
+    }
+
+    /// `psql -c sql`, `None` when it fails (a server still starting up).
+    pub fn try_psql(&self, sql: &str) -> Option<String> {
+        let out = self.psql_command(sql).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn psql_command(&self, sql: &str) -> Command {
         let mut c = Command::new(pg_program("psql"));
         c.args([
             "-h",
@@ -278,7 +290,7 @@ impl PgCluster {
             "-c",
             sql,
         ]);
-        run(c, &format!("psql `{sql}`"))
+        c
     }
 
     /// Runs pgbench with `args`.
@@ -301,7 +313,10 @@ impl PgCluster {
     pub fn wait_promoted(&self, timeout: Duration) {
         let start = Instant::now();
         loop {
-            if self.psql("SELECT pg_is_in_recovery()") == "f" {
+            // A server replaying a long archive refuses connections ("the
+            // database system is not yet accepting connections") for a while
+            // on a loaded machine, though `pg_ctl -w` has returned.
+            if self.try_psql("SELECT pg_is_in_recovery()").as_deref() == Some("f") {
                 return;
             }
             if start.elapsed() > timeout {
@@ -326,7 +341,20 @@ impl PgCluster {
         let start = Instant::now();
         loop {
             let last = self.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
-            if last.len() >= 24 && last[..24] >= *seg {
+            // A backup history file (`<seg>.<offset>.backup`) is named after
+            // the segment the backup *started* in, which is still being
+            // written: it reaches `seg` only if it names a later segment.
+            let reached = match last.len() {
+                24 => last.as_str() >= seg,
+                n if n > 24 => &last[..24] > seg,
+                _ => false,
+            };
+            let done = self
+                .data
+                .join("pg_wal/archive_status")
+                .join(format!("{seg}.done"))
+                .exists();
+            if reached || done {
                 return;
             }
             if start.elapsed() > timeout {
