@@ -246,6 +246,20 @@ impl<S: Send + 'static> Running<S> {
         self
     }
 
+    /// [`finish`](Self::finish) into memory: for the small streams (a log
+    /// slice or segment) whose whole output is bounded by their settings.
+    pub async fn finish_to_vec(
+        self,
+        ends: Ends<'_>,
+    ) -> Result<(S, Vec<u8>), StreamError<std::io::Error>> {
+        self.finish(ends, None, |mut reader| async move {
+            let mut out = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut out).await?;
+            Ok(out)
+        })
+        .await
+    }
+
     /// Runs `sink` over the output to the end and returns both results, or
     /// the first cause of failure (see the module doc). `cancel` (a job's
     /// deadline or shutdown) cancels the stream too.
