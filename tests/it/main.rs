@@ -23,5 +23,6 @@ mod redis;
 mod redis_capture;
 mod signing;
 mod storage;
+mod supply_chain;
 mod support;
 mod velero;
