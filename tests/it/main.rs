@@ -15,6 +15,7 @@ mod logs;
 mod mission;
 mod mongo;
 mod notify;
+mod pg_role;
 mod pg_safety;
 mod pg_stream;
 mod policies;

@@ -29,9 +29,14 @@ pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, E
         c.password(secret.expose());
     }
     let err = |what: &str, e: tokio_postgres::Error| {
+        // The server's own words ("permission denied for table …"), not
+        // the driver's bare "db error".
+        let detail = e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_string());
         EngineError::Source(crate::source::SourceError::Connect {
             source_name: source.to_string(),
-            message: format!("heartbeat canary: {what}: {e}"),
+            message: format!("heartbeat canary: {what}: {detail}"),
             cause: Some(Box::new(e)),
         })
     };
@@ -41,12 +46,26 @@ pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, E
         .map_err(|e| err("connecting", e))?;
     let h = tokio::spawn(connection);
     let r = async {
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())"
-            ))
+        // Created only when absent: a least-privilege role has no CREATE on
+        // the schema, and PostgreSQL checks that even for IF NOT EXISTS.
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&TABLE])
             .await
-            .map_err(|e| err("creating the canary table", e))?;
+            .map_err(|e| err("looking up the canary table", e))?
+            .get(0);
+        if !exists {
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+                ))
+                .await
+                .map_err(|e| {
+                    err(
+                        "creating the canary table (or let the DBA create it and grant SELECT, INSERT on it and USAGE on its sequence: docs/security.md)",
+                        e,
+                    )
+                })?;
+        }
         let row = client
             .query_one(
                 &format!("INSERT INTO {TABLE} DEFAULT VALUES RETURNING to_char(written_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"),
