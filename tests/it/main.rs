@@ -17,6 +17,7 @@ mod mongo;
 mod notify;
 mod pg_safety;
 mod pg_stream;
+mod pg_tls;
 mod policies;
 mod postgres;
 mod redis;

@@ -43,7 +43,8 @@ pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, E
         let all = super::tls::chain(&e);
         match super::tls::hint(pc, source, &all) {
             Some(h) => EngineError::Invalid(format!(
-                "source `{source}`: heartbeat canary: connecting: {e}; {h}"
+                "source `{source}`: heartbeat canary: connecting: {}; {h}",
+                crate::fault::root_cause(&e)
             )),
             None => err("connecting", e),
         }
