@@ -24,5 +24,6 @@ mod redis;
 mod redis_capture;
 mod signing;
 mod storage;
+mod supply_chain;
 mod support;
 mod velero;
