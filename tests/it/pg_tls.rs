@@ -75,22 +75,25 @@ fn variant(fx: &Fixture, tls: &TlsFiles, name: &str, lines: &str) -> std::path::
     p
 }
 
-#[test]
-fn pg_tls_only_server_is_backed_up_archived_restored_and_drilled_with_verify_full() {
+/// A PostgreSQL 15 that accepts only TLS with client certificates
+/// (started), archiving with `gsdr wal-push`, and a policy whose source `pg`
+/// reaches it with `verify-full` (its TLS lines last in `[sources.pg.postgres]`,
+/// then `extra`). The first value keeps the certificates' folder.
+fn tls_setup(extra: &str) -> (tempfile::TempDir, TlsFiles, Fixture, PgCluster) {
     let dir = crate::support::tempdir();
     let tls = TlsFiles::generate(dir.path());
-    let mut a = PgCluster::init("");
+    // The slot cap a streaming capture requires (unused otherwise).
+    let mut a = PgCluster::init("max_slot_wal_keep_size = '1GB'");
     let fx = Fixture::new(&format!(
         "{FS_TARGET}[defaults]\ntarget = \"local\"\nobjectives = {{ rto = \"1h\", rpo = \"6h\" }}\n\
          [sources.pg]\nkind = \"postgres\"\n[sources.pg.postgres]\nhost = \"127.0.0.1\"\nport = {}\n\
-         pg_bin = \"{PG_BIN}\"\ngsdr_bin = \"{}\"\nprefetch = 4\n{}",
+         pg_bin = \"{PG_BIN}\"\ngsdr_bin = \"{}\"\nprefetch = 4\n{}{extra}",
         a.port,
         pg_gsdr_bin().display(),
         tls_lines(&tls)
     ));
     std::fs::create_dir_all(fx.dir.path().join("store/pg/wal")).unwrap();
-    let scratch = fx.dir.path().join("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::create_dir_all(fx.dir.path().join("scratch")).unwrap();
     give_to_pg_user(fx.dir.path());
     a.append_conf(&format!(
         "archive_mode = on\narchive_command = '{} --policy {} -q wal-push --source pg %p'\n",
@@ -99,6 +102,13 @@ fn pg_tls_only_server_is_backed_up_archived_restored_and_drilled_with_verify_ful
     ));
     a.require_tls(&tls);
     a.start();
+    (dir, tls, fx, a)
+}
+
+#[test]
+fn pg_tls_only_server_is_backed_up_archived_restored_and_drilled_with_verify_full() {
+    let (_dir, tls, fx, a) = tls_setup("");
+    let scratch = fx.dir.path().join("scratch");
 
     // The server refuses plaintext (what the policy without TLS meets).
     let mut plain = std::process::Command::new(Path::new(PG_BIN).join("psql"));
@@ -263,4 +273,30 @@ fn pg_tls_only_server_is_backed_up_archived_restored_and_drilled_with_verify_ful
         said.contains(&format!("run `chmod 600 {}`", tls.client_key.display())),
         "{said}"
     );
+}
+
+/// `capture = "stream"` over TLS: pg_receivewal (a replication connection
+/// that must present the client certificate) and gsdr's slot session both
+/// pass; the streamed WAL restores.
+#[test]
+fn pg_tls_stream_capture_receives_wal_over_tls() {
+    use crate::pg_stream::{capture_log, start_capture, stop_capture, wait_stored_after};
+    let (_dir, _tls, fx, a) = tls_setup(
+        "capture = \"stream\"\nstream_flush = \"2s\"\nslot_max_retained = \"1GiB\"\nspool_dir = \"{dir}/spool\"\n",
+    );
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    let cap = start_capture(&fx, 1);
+    a.psql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 500) g");
+    let committed = chrono::Utc::now();
+    let (_, partial) = wait_stored_after(&fx, &a, committed, 1);
+    assert!(partial.is_some(), "{}", capture_log(&fx, 1));
+    stop_capture(&fx, cap, 1);
+    let d = fx.dir.path().join("restored");
+    crate::postgres::restore(&fx, &d, &["--latest"]);
+    let mut c = PgCluster::existing(&d);
+    c.client_env = a.client_env.clone();
+    c.start();
+    c.wait_promoted(WAIT);
+    assert_eq!(c.psql("SELECT count(*) FROM t"), "500");
 }

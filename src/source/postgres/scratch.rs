@@ -175,6 +175,7 @@ impl ScratchPg {
             match conn.connect().await {
                 Err(e) => last_err = super::tls::chain(&e),
                 Ok((client, h)) => {
+                last_err.clear();
                 let r = client.query_one("SELECT pg_is_in_recovery()", &[]).await;
                 drop(client);
                 let _ = h.await;
