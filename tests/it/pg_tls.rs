@@ -75,6 +75,24 @@ fn variant(fx: &Fixture, tls: &TlsFiles, name: &str, lines: &str) -> std::path::
     p
 }
 
+/// [`variant`] whose source connects to `host` instead of 127.0.0.1.
+fn variant_at(
+    fx: &Fixture,
+    tls: &TlsFiles,
+    name: &str,
+    host: &str,
+    lines: &str,
+) -> std::path::PathBuf {
+    let p = variant(fx, tls, name, lines);
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(
+        &p,
+        text.replace("host = \"127.0.0.1\"", &format!("host = \"{host}\"")),
+    )
+    .unwrap();
+    p
+}
+
 /// A PostgreSQL 15 that accepts only TLS with client certificates
 /// (started), archiving with `gsdr wal-push`, and a policy whose source `pg`
 /// reaches it with `verify-full` (its TLS lines last in `[sources.pg.postgres]`,
@@ -95,8 +113,9 @@ fn tls_setup(extra: &str) -> (tempfile::TempDir, TlsFiles, Fixture, PgCluster) {
     std::fs::create_dir_all(fx.dir.path().join("store/pg/wal")).unwrap();
     std::fs::create_dir_all(fx.dir.path().join("scratch")).unwrap();
     give_to_pg_user(fx.dir.path());
+    // 127.0.0.2 too: the same server under an address its certificate does not name.
     a.append_conf(&format!(
-        "archive_mode = on\narchive_command = '{} --policy {} -q wal-push --source pg %p'\n",
+        "listen_addresses = '127.0.0.1,127.0.0.2'\narchive_mode = on\narchive_command = '{} --policy {} -q wal-push --source pg %p'\n",
         pg_gsdr_bin().display(),
         fx.policy.display()
     ));
@@ -261,6 +280,42 @@ fn pg_tls_only_server_is_backed_up_archived_restored_and_drilled_with_verify_ful
     assert!(
         err.contains("requires a client certificate: set `tls_cert_file` and `tls_key_file`"),
         "{err}"
+    );
+
+    // An address the certificate does not name (the same server): verify-full
+    // refuses it naming the fix; verify-ca (the chain only) backs up, its
+    // pg_basebackup included; require (nothing verified) connects.
+    let full = variant_at(&fx, &tls, "other-name.toml", "127.0.0.2", &tls_lines(&tls));
+    let err = said(&gsdr_with(&full, &["policy", "check", "--connect"]));
+    assert!(
+        err.contains("does not name host `127.0.0.2`") && err.contains("tls_mode = \"verify-ca\""),
+        "{err}"
+    );
+    let ca_only = variant_at(
+        &fx,
+        &tls,
+        "verify-ca.toml",
+        "127.0.0.2",
+        &format!("{}tls_mode = \"verify-ca\"\n", tls_lines(&tls)),
+    );
+    ok(
+        &gsdr_with(&ca_only, &["backup", "--source", "pg"]),
+        "backup with verify-ca at a name the certificate lacks",
+    );
+    let require = variant_at(
+        &fx,
+        &tls,
+        "require.toml",
+        "127.0.0.2",
+        &format!(
+            "tls = true\ntls_mode = \"require\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            tls.client_cert.display(),
+            tls.client_key.display()
+        ),
+    );
+    ok(
+        &gsdr_with(&require, &["policy", "check", "--connect"]),
+        "policy check --connect with require",
     );
 
     // A key group or others can read: policy check fails and names the chmod.

@@ -195,8 +195,8 @@ impl PgCluster {
             self.data.join("pg_hba.conf"),
             "local all all trust\nlocal replication all trust\n\
              hostnossl all all 0.0.0.0/0 reject\nhostnossl replication all 0.0.0.0/0 reject\n\
-             hostssl all all 127.0.0.1/32 trust clientcert=verify-ca\n\
-             hostssl replication all 127.0.0.1/32 trust clientcert=verify-ca\n",
+             hostssl all all 127.0.0.0/8 trust clientcert=verify-ca\n\
+             hostssl replication all 127.0.0.0/8 trust clientcert=verify-ca\n",
         )
         .unwrap();
         give_to_pg_user(&self.data);
