@@ -417,7 +417,10 @@ pub fn hint(c: &PostgresConfig, source: &str, message: &str) -> Option<String> {
             "the server requires a client certificate: set `tls_cert_file` and `tls_key_file` in {table}"
         ));
     }
-    if m.contains("Expired") || m.contains("certificate has expired") {
+    if m.contains("Expired")
+        || m.contains("certificate expired")
+        || m.contains("certificate has expired")
+    {
         return Some(
             "the server's certificate has expired (or the clock is wrong): renew it".to_string(),
         );
