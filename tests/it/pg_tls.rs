@@ -355,3 +355,48 @@ fn pg_tls_stream_capture_receives_wal_over_tls() {
     c.wait_promoted(WAIT);
     assert_eq!(c.psql("SELECT count(*) FROM t"), "500");
 }
+
+/// An incident (`restore --scenario … --start-postgres`) on the TLS-only
+/// server: gsdr restores the endpoint's directory, starts it on the
+/// source's port, and its checks connect there over TLS (the restored copy
+/// serves the source's certificate and pg_hba.conf).
+#[test]
+fn pg_tls_incident_checks_the_restored_endpoint_over_tls() {
+    let (_dir, _tls, fx, mut a) = tls_setup("");
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    a.psql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 500) g");
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    a.psql("INSERT INTO t SELECT g, 'after' FROM generate_series(501, 600) g");
+    ok(&fx.gsdr(&["canary", "--source", "pg"]), "gsdr canary");
+    a.switch_and_wait_archived(WAIT);
+    let port = a.port;
+    a.stop(); // the node is lost
+    let rb = crate::drill::runbooks(&fx, "pg-loss", crate::postgres::PG_LOSS);
+    let d = fx.dir.path().join("new-node");
+    let into = format!("pg={}", d.display());
+    let state = fx.dir.path().join("incident.state.json");
+    let out = fx.gsdr(&[
+        "--json",
+        "restore",
+        "--scenario",
+        "pg-loss",
+        "--runbooks",
+        rb.to_str().unwrap(),
+        "--into",
+        &into,
+        "--state",
+        state.to_str().unwrap(),
+        "--yes",
+        "--keep-archiving",
+        "--start-postgres",
+    ]);
+    let _running = PgCluster::adopt_running(&d, port);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{j}");
+    let steps = j["reports"][0]["report"]["steps"].as_array().unwrap();
+    let rows = steps.iter().find(|s| s["name"] == "check-rows").unwrap();
+    assert!(rows["detail"].to_string().contains("= 600"), "{j}");
+    let canary = steps.iter().find(|s| s["name"] == "canary-pg").unwrap();
+    assert_eq!(canary["status"], "ok", "{j}");
+}
