@@ -18,6 +18,7 @@ mod notify;
 mod pg_role;
 mod pg_safety;
 mod pg_stream;
+mod pg_tls;
 mod policies;
 mod postgres;
 mod redis;

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::tls::PgConn;
 use super::PostgresConfig;
 use crate::source::EngineError;
 
@@ -40,11 +41,19 @@ pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, E
             cause: Some(Box::new(e)),
         })
     };
-    let (client, connection) = c
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| err("connecting", e))?;
-    let h = tokio::spawn(connection);
+    let conn = PgConn::new(c, pc).map_err(|m| {
+        EngineError::Invalid(format!("[sources.{source}.postgres]: {m}"))
+    })?;
+    let (client, h) = conn.connect().await.map_err(|e| {
+        let all = super::tls::chain(&e);
+        match super::tls::hint(pc, source, &all) {
+            Some(h) => EngineError::Invalid(format!(
+                "source `{source}`: heartbeat canary: connecting: {}; {h}",
+                crate::fault::root_cause(&e)
+            )),
+            None => err("connecting", e),
+        }
+    })?;
     let r = async {
         // Created only when absent: a least-privilege role has no CREATE on
         // the schema, and PostgreSQL checks that even for IF NOT EXISTS.
@@ -85,7 +94,7 @@ pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, E
 }
 
 /// The newest canary in the restored PostgreSQL reachable with `conn`.
-pub async fn read(conn: &tokio_postgres::Config) -> Result<DateTime<Utc>, EngineError> {
+pub async fn read(conn: &PgConn) -> Result<DateTime<Utc>, EngineError> {
     let text = super::scratch::query_text(conn, SQL_NEWEST)
         .await?
         .ok_or_else(|| {
@@ -98,12 +107,13 @@ pub async fn read(conn: &tokio_postgres::Config) -> Result<DateTime<Utc>, Engine
         .with_timezone(&Utc))
 }
 
-/// Connection settings for the restored server at `uri`, with the source's password.
+/// Connection settings for the restored server at `uri`, with the source's
+/// password and TLS (the restored copy serves the source's certificate).
 pub fn restored_conn(
     source: &str,
     uri: &str,
     pc: Option<&PostgresConfig>,
-) -> Result<tokio_postgres::Config, EngineError> {
+) -> Result<PgConn, EngineError> {
     let mut c: tokio_postgres::Config = uri
         .parse()
         .map_err(|e| EngineError::Invalid(format!("restored PostgreSQL `{uri}`: {e}")))?;
@@ -113,5 +123,10 @@ pub fn restored_conn(
         })?;
         c.password(pw.expose());
     }
-    Ok(c)
+    match pc {
+        Some(pc) => PgConn::new(c, pc).map_err(|m| {
+            EngineError::Invalid(format!("[sources.{source}.postgres]: {m}"))
+        }),
+        None => Ok(PgConn { config: c, tls: None }),
+    }
 }
