@@ -198,6 +198,11 @@ pub trait Scratch: Send + Sync {
     fn detach(self: Box<Self>);
 }
 
+/// Each source's engine as the policy configures it (`Env::engines`), by
+/// source name: the replicate sweeps and recovery points ask it for the
+/// source's log archive.
+pub type Engines = std::collections::BTreeMap<String, Arc<dyn Engine>>;
+
 /// An engine: everything gsdr does with one kind of source, for one source.
 /// Built from an [`EngineConfig`] (or, for a backup whose source left the
 /// policy, from the engine's defaults: [`engine_for_kind`]).
@@ -275,6 +280,13 @@ pub trait Engine: Send + Sync {
     /// Checks that the programs a drill's scratch server needs are installed
     /// (`argv`: the policy's scratch command, for engines that take one).
     fn scratch_programs(&self, argv: &[String]) -> Result<(), String>;
+
+    /// Reads and checks the local files the source's settings name (TLS
+    /// CA, certificate and key), for `gsdr policy check`; `None` when it
+    /// names none. No server is contacted.
+    fn check_files(&self) -> Option<Result<(), String>> {
+        None
+    }
 
     /// Counts in the restored server at `uri`: keys (no `query`), a
     /// collection's documents, or the integer a SQL query returns, as the

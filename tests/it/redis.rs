@@ -362,13 +362,17 @@ async fn redis_sentinel_replica_snapshot_restores_into_live_instance() {
     });
     replica.wait_in_sync(&primary).await;
     let sentinel = Sentinel::start("mymaster", primary.port, Some(pw));
+    let second = Sentinel::start("mymaster", primary.port, Some(pw));
     sentinel.wait_replicas("mymaster", 1).await;
+    second.wait_replicas("mymaster", 1).await;
 
     let secret_dir = tempdir();
     let pw_file = write_file(secret_dir.path(), "pw", &format!("{pw}\n"));
+    // One of the three sentinels is down: the two others are a majority.
     let ctx = ctx(&format!(
-        "sentinels = [\"127.0.0.1:1\", \"{}\"]\nmaster_name = \"mymaster\"\npassword = {{ file = \"{}\" }}\nconnect_timeout = \"2s\"",
+        "sentinels = [\"127.0.0.1:1\", \"{}\", \"{}\"]\nmaster_name = \"mymaster\"\npassword = {{ file = \"{}\" }}\nconnect_timeout = \"2s\"",
         sentinel.addr(),
+        second.addr(),
         pw_file.display()
     ));
     let m = ctx.backup().await;
@@ -522,6 +526,67 @@ async fn redis_wrong_or_missing_password_is_a_clear_error_acl_user_works() {
     ));
     let m = ctx3.backup().await;
     assert!(m.raw_bytes > 0);
+}
+
+/// Sentinel quorum: a master is taken only when a majority of the
+/// *configured* sentinels name it. Two of three down, or a partitioned
+/// sentinel naming another (stale) master against one naming the real one:
+/// refused, nothing stored, the error saying what each sentinel said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_minority_or_split_answers_are_refused() {
+    let primary = RedisServer::start(Opts::default());
+    let replica = RedisServer::start(Opts {
+        replica_of: Some(primary.port),
+        ..Opts::default()
+    });
+    replica.wait_in_sync(&primary).await;
+    let good = Sentinel::start("mq", primary.port, None);
+    good.wait_replicas("mq", 1).await;
+    // A stale master: a lone server another sentinel still monitors as `mq`.
+    let stale = RedisServer::start(Opts::default());
+    let partitioned = Sentinel::start("mq", stale.port, None);
+    for (sentinels, what) in [
+        (
+            format!("\"127.0.0.1:1\", \"127.0.0.1:2\", \"{}\"", good.addr()),
+            "one of three answers",
+        ),
+        (
+            format!("\"{}\", \"{}\"", good.addr(), partitioned.addr()),
+            "two sentinels name two masters",
+        ),
+    ] {
+        let c = ctx(&format!(
+            "sentinels = [{sentinels}]\nmaster_name = \"mq\"\nconnect_timeout = \"2s\"\nallow_master_fallback = true"
+        ));
+        let msg = gsdr::job::backup(&c.env, "cache", &NoProgress)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("no majority of the")
+                && msg.contains(&format!("names {}", primary.addr())),
+            "{what}: {msg}"
+        );
+        assert!(
+            c.catalog().await.list(None).await.unwrap().is_empty(),
+            "{what}"
+        );
+    }
+    // The good sentinel and a second one agreeing: the replica is snapshotted.
+    let agreeing = Sentinel::start("mq", primary.port, None);
+    agreeing.wait_replicas("mq", 1).await;
+    let c = ctx(&format!(
+        "sentinels = [\"{}\", \"{}\", \"{}\"]\nmaster_name = \"mq\"\nconnect_timeout = \"2s\"",
+        good.addr(),
+        partitioned.addr(),
+        agreeing.addr()
+    ));
+    let m = c.backup().await;
+    assert_eq!(m.consistency.details["node"], replica.addr());
+    assert_eq!(
+        m.consistency.details["discovery"]["sentinel"],
+        format!("{},{}", good.addr(), agreeing.addr())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -907,5 +972,68 @@ fn deep_verify_of_several_ids_reports_each_and_exits_with_the_worst_class() {
             .iter()
             .all(|r| r["ok"] == true),
         "{j}"
+    );
+}
+
+/// Least privilege (docs/security.md): the ACL user gsdr needs to snapshot
+/// and to write its canary, and nothing more — `INFO`, `REPLCONF`, `PSYNC`,
+/// `PING`, and `SET`/`GET` on the canary key only. With it a backup and a
+/// canary succeed; without `psync` the backup fails naming the missing
+/// permission; the user cannot touch other keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_least_privilege_acl_user_snapshots_and_writes_the_canary() {
+    let server = RedisServer::start(Opts::default());
+    populate(&server).await;
+    let mut admin = server.conn(0).await;
+    let acl = "on >gsdr-acl-pw resetkeys ~gsdr:canary resetchannels -@all +info +replconf +psync +ping +set +get";
+    let mut setuser = redis::cmd("ACL");
+    setuser.arg("SETUSER").arg("gsdr");
+    for rule in acl.split(' ') {
+        setuser.arg(rule);
+    }
+    setuser.query_async::<()>(&mut admin).await.unwrap();
+    let pw = write_file(tempdir().keep().as_path(), "pw", "gsdr-acl-pw\n");
+    let c = ctx(&format!(
+        "addr = \"{}\"\nusername = \"gsdr\"\npassword = {{ file = \"{}\" }}",
+        server.addr(),
+        pw.display()
+    ));
+    let m = c.backup().await;
+    assert_eq!(m.consistency.details["keys_per_db"]["0"]["keys"], 13);
+    gsdr::drill::canary::write(&c.env, "cache").await.unwrap();
+    let canary: Option<String> = redis::cmd("GET")
+        .arg("gsdr:canary")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(canary.is_some(), "the canary was written with the ACL user");
+    // The user reaches nothing else.
+    let mut as_gsdr = redis::Client::open(format!("redis://gsdr:gsdr-acl-pw@{}/0", server.addr()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let denied = redis::cmd("GET")
+        .arg("string")
+        .query_async::<Option<String>>(&mut as_gsdr)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(denied.to_lowercase().contains("noperm"), "{denied}");
+    // Without PSYNC the snapshot is refused, and the error says so.
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("gsdr")
+        .arg("-psync")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let err = gsdr::job::backup(&c.env, "cache", &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.to_lowercase().contains("noperm") || err.to_lowercase().contains("permission"),
+        "{err}"
     );
 }
