@@ -199,6 +199,10 @@ impl Engine for RedisEngine {
         RestoreTarget::Server(endpoint.to_string())
     }
 
+    fn policy_password(&self) -> Option<crate::secret::Secret> {
+        self.config.as_ref()?.password.as_ref()?.read().ok()
+    }
+
     fn scratch_programs(&self, argv: &[String]) -> Result<(), String> {
         let _ = argv;
         drill::scratch_programs(self)
