@@ -128,7 +128,7 @@ impl Env {
 
     /// Each policy source's engine, by name (sources whose settings do not
     /// build one are left out: `gsdr policy check` reports them).
-    pub fn engines(&self) -> crate::replicate::Engines {
+    pub fn engines(&self) -> crate::source::Engines {
         self.policy
             .sources
             .iter()

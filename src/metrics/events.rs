@@ -960,6 +960,8 @@ pub struct CaptureRetained<'a> {
     pub source: &'a str,
     /// Bytes retained.
     pub bytes: u64,
+    /// The cap past which the server drops them (and the capture needs a new base).
+    pub limit: u64,
 }
 
 impl CaptureRetained<'_> {
@@ -968,12 +970,16 @@ impl CaptureRetained<'_> {
         tracing::debug!(
             event = "capture_retained",
             source = self.source,
-            bytes = self.bytes
+            bytes = self.bytes,
+            limit = self.limit
         );
-        global()
-            .capture_retained
+        let m = global();
+        m.capture_retained
             .get_or_create(&src(self.source))
             .set(self.bytes as f64);
+        m.capture_retained_limit
+            .get_or_create(&src(self.source))
+            .set(self.limit as f64);
     }
 }
 

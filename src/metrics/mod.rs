@@ -51,6 +51,7 @@
 //! | `gsdr_capture_last_stored_timestamp_seconds` | gauge | (label `target`) continuous capture: the newest point of the source's change log durably stored on that target |
 //! | `gsdr_capture_lag_seconds` | gauge | (label `target`) continuous capture: the server's newest change minus that stored point, when it was stored (0 when caught up) |
 //! | `gsdr_capture_retained_bytes` | gauge | continuous capture: what the server keeps for gsdr (PostgreSQL: WAL retained by the replication slot) |
+//! | `gsdr_capture_retained_limit_bytes` | gauge | continuous capture: the cap on that (PostgreSQL: `slot_max_retained`, the server invalidates the slot past it) |
 //! | `gsdr_capture_reconnects_total` | counter | (label `class`: stalled, disconnected, failover, new-base) continuous capture runs that lost their server and reconnected, or started a new base |
 
 pub mod events;
@@ -259,6 +260,8 @@ pub struct Metrics {
     /// See the module table.
     pub capture_retained: Family<SourceLabel, FGauge>,
     /// See the module table.
+    pub capture_retained_limit: Family<SourceLabel, FGauge>,
+    /// See the module table.
     pub capture_reconnects: Family<ClassLabel, Counter>,
     /// Safe points by source (seconds since the epoch), for the exposure refresh at scrape time.
     safe_points: Mutex<BTreeMap<String, f64>>,
@@ -440,6 +443,10 @@ impl Metrics {
             capture_retained: reg!(
                 "gsdr_capture_retained_bytes",
                 "What the server keeps for gsdr's capture (PostgreSQL: WAL retained by the slot)"
+            ),
+            capture_retained_limit: reg!(
+                "gsdr_capture_retained_limit_bytes",
+                "The cap on what the server keeps for gsdr's capture (PostgreSQL: slot_max_retained)"
             ),
             capture_reconnects: reg!(
                 "gsdr_capture_reconnects",

@@ -183,9 +183,7 @@ pub struct SweepReport {
     pub wal: Vec<crate::source::LogSweep>,
 }
 
-/// Each source's engine as the policy configures it (`Env::engines`), by
-/// source name: the sweeps and recovery points ask it for the source's log.
-pub type Engines = BTreeMap<String, Arc<dyn crate::source::Engine>>;
+pub use crate::source::Engines;
 
 /// Copies every backup (of `source`, if given) the off-site store lacks,
 /// oldest first, then each source's log; manifests `trust` refuses are

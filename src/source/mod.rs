@@ -198,6 +198,11 @@ pub trait Scratch: Send + Sync {
     fn detach(self: Box<Self>);
 }
 
+/// Each source's engine as the policy configures it (`Env::engines`), by
+/// source name: the replicate sweeps and recovery points ask it for the
+/// source's log archive.
+pub type Engines = std::collections::BTreeMap<String, Arc<dyn Engine>>;
+
 /// An engine: everything gsdr does with one kind of source, for one source.
 /// Built from an [`EngineConfig`] (or, for a backup whose source left the
 /// policy, from the engine's defaults: [`engine_for_kind`]).

@@ -24,5 +24,6 @@ mod redis_capture;
 mod secrets;
 mod signing;
 mod storage;
+mod supply_chain;
 mod support;
 mod velero;

@@ -362,13 +362,17 @@ async fn redis_sentinel_replica_snapshot_restores_into_live_instance() {
     });
     replica.wait_in_sync(&primary).await;
     let sentinel = Sentinel::start("mymaster", primary.port, Some(pw));
+    let second = Sentinel::start("mymaster", primary.port, Some(pw));
     sentinel.wait_replicas("mymaster", 1).await;
+    second.wait_replicas("mymaster", 1).await;
 
     let secret_dir = tempdir();
     let pw_file = write_file(secret_dir.path(), "pw", &format!("{pw}\n"));
+    // One of the three sentinels is down: the two others are a majority.
     let ctx = ctx(&format!(
-        "sentinels = [\"127.0.0.1:1\", \"{}\"]\nmaster_name = \"mymaster\"\npassword = {{ file = \"{}\" }}\nconnect_timeout = \"2s\"",
+        "sentinels = [\"127.0.0.1:1\", \"{}\", \"{}\"]\nmaster_name = \"mymaster\"\npassword = {{ file = \"{}\" }}\nconnect_timeout = \"2s\"",
         sentinel.addr(),
+        second.addr(),
         pw_file.display()
     ));
     let m = ctx.backup().await;
@@ -522,6 +526,67 @@ async fn redis_wrong_or_missing_password_is_a_clear_error_acl_user_works() {
     ));
     let m = ctx3.backup().await;
     assert!(m.raw_bytes > 0);
+}
+
+/// Sentinel quorum: a master is taken only when a majority of the
+/// *configured* sentinels name it. Two of three down, or a partitioned
+/// sentinel naming another (stale) master against one naming the real one:
+/// refused, nothing stored, the error saying what each sentinel said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_minority_or_split_answers_are_refused() {
+    let primary = RedisServer::start(Opts::default());
+    let replica = RedisServer::start(Opts {
+        replica_of: Some(primary.port),
+        ..Opts::default()
+    });
+    replica.wait_in_sync(&primary).await;
+    let good = Sentinel::start("mq", primary.port, None);
+    good.wait_replicas("mq", 1).await;
+    // A stale master: a lone server another sentinel still monitors as `mq`.
+    let stale = RedisServer::start(Opts::default());
+    let partitioned = Sentinel::start("mq", stale.port, None);
+    for (sentinels, what) in [
+        (
+            format!("\"127.0.0.1:1\", \"127.0.0.1:2\", \"{}\"", good.addr()),
+            "one of three answers",
+        ),
+        (
+            format!("\"{}\", \"{}\"", good.addr(), partitioned.addr()),
+            "two sentinels name two masters",
+        ),
+    ] {
+        let c = ctx(&format!(
+            "sentinels = [{sentinels}]\nmaster_name = \"mq\"\nconnect_timeout = \"2s\"\nallow_master_fallback = true"
+        ));
+        let msg = gsdr::job::backup(&c.env, "cache", &NoProgress)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("no majority of the")
+                && msg.contains(&format!("names {}", primary.addr())),
+            "{what}: {msg}"
+        );
+        assert!(
+            c.catalog().await.list(None).await.unwrap().is_empty(),
+            "{what}"
+        );
+    }
+    // The good sentinel and a second one agreeing: the replica is snapshotted.
+    let agreeing = Sentinel::start("mq", primary.port, None);
+    agreeing.wait_replicas("mq", 1).await;
+    let c = ctx(&format!(
+        "sentinels = [\"{}\", \"{}\", \"{}\"]\nmaster_name = \"mq\"\nconnect_timeout = \"2s\"",
+        good.addr(),
+        partitioned.addr(),
+        agreeing.addr()
+    ));
+    let m = c.backup().await;
+    assert_eq!(m.consistency.details["node"], replica.addr());
+    assert_eq!(
+        m.consistency.details["discovery"]["sentinel"],
+        format!("{},{}", good.addr(), agreeing.addr())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

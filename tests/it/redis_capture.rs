@@ -470,6 +470,58 @@ async fn gsdr_capture_in_the_foreground_and_gsdr_restore_target_time() {
             "restored as of {t}"
         );
     }
+
+    // A drill takes `pitr_before` too: to the second point (the scenario's
+    // 0 s before `--target-time`), the restored scratch server holds exactly
+    // the keys of that time.
+    let (t, want) = &points[1];
+    assert_ne!(want.len(), points[2].1.len(), "the points differ in keys");
+    let scenario = format!(
+        r#"name = "redis-pitr"
+title = "Redis to a point in time"
+description = "Restore the captured Redis to just before the incident."
+pitr_before = "0s"
+
+[[steps]]
+name = "restore-redis"
+kind = "restore_redis"
+source = "cache"
+
+[[steps]]
+name = "keys"
+kind = "redis_keys"
+source = "cache"
+min = {}
+after = ["restore-redis"]
+"#,
+        want.len()
+    );
+    let rb = ctx.policy.parent().unwrap().join("runbooks");
+    std::fs::create_dir_all(&rb).unwrap();
+    std::fs::write(rb.join("redis-pitr.toml"), scenario).unwrap();
+    let out = std::process::Command::new(crate::support::gsdr_bin())
+        .arg("--policy")
+        .arg(&ctx.policy)
+        .args(["--json", "drill", "--scenario", "redis-pitr", "--runbooks"])
+        .arg(&rb)
+        .args(["--target-time", &t.to_rfc3339()])
+        .env("GSDR_LOG", "warn")
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "drill output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "{j}");
+    let steps = j["reports"][0]["report"]["steps"].as_array().unwrap();
+    let keys = steps.iter().find(|s| s["name"] == "keys").unwrap();
+    assert_eq!(
+        keys["detail"],
+        format!("{0} keys (at least {0} expected)", want.len()),
+        "{j}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

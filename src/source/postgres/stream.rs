@@ -722,6 +722,7 @@ impl Capture for StreamCapture {
                     CaptureRetained {
                         source: &self.source,
                         bytes: s.retained,
+                        limit: self.cfg.slot_max_retained.0,
                     }
                     .emit();
                     if s.wal_status.as_deref() == Some("lost") {

@@ -76,6 +76,9 @@ impl RedisSource {
         )
         .await
         .map_err(|m| self.connect_err(m, None))?;
+        sentinel::confirm(&chosen, &self.access()?, c.connect_timeout.0)
+            .await
+            .map_err(|m| self.connect_err(m, None))?;
         tracing::info!(event = "redis_node_chosen", source = %self.name, node = %format!("{}:{}", chosen.host, chosen.port), role = chosen.role, master = %chosen.master);
         Ok((
             chosen.host,
