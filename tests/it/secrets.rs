@@ -337,6 +337,23 @@ async fn incident_endpoints_take_passwords_by_reference_and_the_state_file_holds
         gsdr_env(&f, &a, &[])
     };
     let pw_flag = format!("cache={}", ep_pw.display());
+    // While gsdr and its children (the scratch redis-server proving the
+    // backup readable) run, no process's argv holds either password.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut scans = 0u64;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                for m in [SRC_PW, EP_PW] {
+                    seen.extend(cmdlines_with(m));
+                }
+                scans += 1;
+            }
+            (seen, scans)
+        })
+    };
     let o = incident(&["--into", &into, "--password-file", &pw_flag]);
     assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -373,6 +390,13 @@ async fn incident_endpoints_take_passwords_by_reference_and_the_state_file_holds
     assert_eq!(steps[0]["status"], "already_done", "{j}");
     assert_eq!(steps[1]["status"], "ok", "{j}");
     assert!(!state.exists());
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (seen, scans) = watcher.join().unwrap();
+    assert!(scans > 0);
+    assert!(
+        seen.is_empty(),
+        "a process's argv held a password: {seen:?}"
+    );
 
     // A replacement keeping the source's credentials: the URI alone is
     // enough, the password is the source's own policy secret.
