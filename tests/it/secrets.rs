@@ -350,6 +350,7 @@ async fn incident_endpoints_take_passwords_by_reference_and_the_state_file_holds
                     seen.extend(cmdlines_with(m));
                 }
                 scans += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
             (seen, scans)
         })
@@ -572,4 +573,146 @@ async fn webhook_bodies_are_filtered_for_policy_secrets() {
         bodies[0]
     );
     server.abort();
+}
+
+/// Runs gsdr while another thread scans every process's argv for `markers`;
+/// returns the output and the argv lines that held one.
+fn run_watched(
+    f: &Fixture,
+    args: &[&str],
+    markers: &[&'static str],
+) -> (Output, Vec<(u32, String)>) {
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let markers: Vec<&'static str> = markers.to_vec();
+    let watcher = {
+        let watching = watching.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                for m in &markers {
+                    seen.extend(cmdlines_with(m));
+                }
+                // Sampled (a scan reads every /proc/*/cmdline): spinning would take a core.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            seen
+        })
+    };
+    let o = gsdr_env(f, args, &[]);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    (o, watcher.join().unwrap())
+}
+
+const MARK_REDIS: &str = "gsdr-marker-redis-c0ffee";
+const MARK_MONGO: &str = "gsdr-marker-mongo-b4dd";
+const MARK_HOOK: &str = "gsdr-marker-hook-7e57";
+
+/// The secret-marker test of issue #15, for the commands it covers: every
+/// secret of the policy has a unique marker value (the Redis password, the
+/// password in a MongoDB URI, the webhook URL); canary, backup, list,
+/// verify (deep: a scratch redis-server), a drill into a scratch
+/// redis-server, a restore to a file and a failing backup (MongoDB
+/// unreachable) run with every process's argv watched; then their output,
+/// the logs (JSON, info level), and every file they wrote — manifests, drill
+/// reports (JSON, Markdown, HTML), job records — are searched: no marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_marker_in_any_output_file_or_argv() {
+    use crate::support::redis::{write_file, Opts, RedisServer};
+    let src = RedisServer::start(Opts {
+        password: Some(MARK_REDIS.into()),
+        ..Opts::default()
+    });
+    let mut c = src.conn(0).await;
+    for i in 0..300 {
+        redis::cmd("SET")
+            .arg(format!("reading:{i}"))
+            .arg(i)
+            .query_async::<()>(&mut c)
+            .await
+            .unwrap();
+    }
+    let secrets = tempdir();
+    let redis_pw = write_file(secrets.path(), "redis-pw", &format!("{MARK_REDIS}\n"));
+    let mongo_uri = write_file(
+        secrets.path(),
+        "mongo-uri",
+        &format!("mongodb://backup:{MARK_MONGO}@127.0.0.1:1/?directConnection=true&serverSelectionTimeoutMS=300&connectTimeoutMS=300\n"),
+    );
+    let hook = write_file(
+        secrets.path(),
+        "hook",
+        &format!("http://127.0.0.1:1/hooks/{MARK_HOOK}\n"),
+    );
+    let f = Fixture::new(&format!(
+        "[targets.local]\nkind = \"fs\"\npath = \"{{dir}}/store\"\n\
+         [defaults]\nobjectives = {{ rto = \"1h\", rpo = \"6h\" }}\n\
+         [daemon]\nretry_max_attempts = 1\nwebhook_url = {{ file = \"{}\" }}\n\
+         [sources.cache]\nkind = \"redis\"\n[sources.cache.redis]\naddr = \"{}\"\npassword = {{ file = \"{}\" }}\n\
+         [sources.docs]\nkind = \"mongo\"\n[sources.docs.mongo]\nuri = {{ file = \"{}\" }}\nconnect_timeout_secs = 1\n",
+        hook.display(),
+        src.addr(),
+        redis_pw.display(),
+        mongo_uri.display()
+    ));
+    let rb = crate::drill::runbooks(&f, "redis-loss", &redis_incident_scenario(300));
+    let scratch = f.dir.path().join("scratch");
+    let out = f.dir.path().join("reports");
+    let restored = f.dir.path().join("dump.rdb");
+    let markers = [MARK_REDIS, MARK_MONGO, MARK_HOOK];
+    let mut outputs = String::new();
+    let mut covered = Vec::new();
+    let t0 = std::time::Instant::now();
+    for (args, ok) in [
+        (vec!["policy", "check"], true),
+        (vec!["--json", "canary", "--source", "cache"], true),
+        (vec!["--json", "backup", "--source", "cache"], true),
+        (vec!["list"], true),
+        (
+            vec!["--json", "verify", "--source", "cache", "--deep"],
+            true,
+        ),
+        (
+            vec![
+                "--json",
+                "drill",
+                "--scenario",
+                "redis-loss",
+                "--runbooks",
+                rb.to_str().unwrap(),
+                "--scratch-dir",
+                scratch.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            true,
+        ),
+        (
+            vec![
+                "restore",
+                "--source",
+                "cache",
+                "--to-file",
+                restored.to_str().unwrap(),
+            ],
+            true,
+        ),
+        (vec!["--json", "backup", "--source", "docs"], false),
+        (vec!["run", "--once", "--source", "docs"], false),
+    ] {
+        let (o, seen) = run_watched(&f, &args, &markers);
+        assert_eq!(o.status.success(), ok, "{args:?}: {}", printed(&o));
+        assert!(seen.is_empty(), "{args:?}: an argv held a secret: {seen:?}");
+        outputs += &printed(&o);
+        covered.push(format!("{} ({:?})", args.join(" "), t0.elapsed()));
+    }
+    assert!(
+        restored.is_file() && out.is_dir(),
+        "the commands wrote their files"
+    );
+    for m in markers {
+        assert!(!outputs.contains(m), "output holds {m}: {outputs}");
+        let files = files_holding(f.dir.path(), m, &[]);
+        assert!(files.is_empty(), "{m} in {files:?} (after {covered:?})");
+    }
+    eprintln!("covered: {covered:#?}");
 }
