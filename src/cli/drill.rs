@@ -228,6 +228,8 @@ pub struct IncidentArgs {
     pub plan: bool,
     /// `SOURCE=ENDPOINT` overrides.
     pub into: Vec<String>,
+    /// Passwords of endpoint URIs written without one.
+    pub passwords: super::restore::Passwords,
     /// State file.
     pub state: Option<PathBuf>,
     /// Resume.
@@ -263,7 +265,10 @@ pub async fn incident(ctx: &Ctx, a: IncidentArgs) -> anyhow::Result<Outcome> {
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("--into `{kv}`: write SOURCE=PATH or SOURCE=URI"))?;
-        endpoints.insert(k.to_string(), v.to_string());
+        // The endpoint gets its password here, in memory only: from
+        // --password-env/--password-file or the source's own policy secret.
+        let v = gsdr::job::endpoint_with_password(&env, k, v, a.passwords.of(k));
+        endpoints.insert(k.to_string(), v);
     }
     let state = a
         .state

@@ -94,10 +94,98 @@ pub struct Args {
     /// With --scenario: also write the incident record (json, md, html) under DIR/<scenario>/.
     #[arg(long, value_name = "DIR", requires = "scenario")]
     out: Option<PathBuf>,
+    /// Password of a --to / --into URI written without one, from this environment
+    /// variable; `SOURCE=VAR` for one source of --into (repeatable). Default: the
+    /// source's own password in the policy.
+    #[arg(long, value_name = "[SOURCE=]VAR")]
+    password_env: Vec<String>,
+    /// As --password-env, from this file (trailing newline trimmed).
+    #[arg(long, value_name = "[SOURCE=]FILE")]
+    password_file: Vec<String>,
+}
+
+/// The passwords of `--password-env` / `--password-file`: one for every
+/// target URI without its own, and per source (`SOURCE=…`, a source of the
+/// policy), read now so that a missing one fails before anything is restored.
+pub(super) struct Passwords {
+    /// For every target without a per-source one.
+    pub(super) all: Option<gsdr::secret::Secret>,
+    /// Per source.
+    pub(super) by_source: std::collections::BTreeMap<String, gsdr::secret::Secret>,
+}
+
+impl Passwords {
+    fn read(args: &Args, sources: &[&str]) -> anyhow::Result<Passwords> {
+        use gsdr::secret::SecretRef;
+        let mut p = Passwords {
+            all: None,
+            by_source: Default::default(),
+        };
+        let given = args
+            .password_env
+            .iter()
+            .map(|v| (v, "--password-env"))
+            .chain(args.password_file.iter().map(|v| (v, "--password-file")));
+        for (v, flag) in given {
+            let (source, rest) = match v.split_once('=') {
+                Some((s, r)) if sources.contains(&s) => (Some(s), r),
+                _ => (None, v.as_str()),
+            };
+            let r = match flag {
+                "--password-env" => SecretRef::Env(rest.to_string()),
+                _ => SecretRef::File(rest.into()),
+            };
+            let secret = r.read().map_err(|e| anyhow::anyhow!("{flag} {v}: {e}"))?;
+            match source {
+                Some(s) => {
+                    p.by_source.insert(s.to_string(), secret);
+                }
+                None => {
+                    anyhow::ensure!(
+                        p.all.is_none(),
+                        "{flag} {v}: a password for every target is already given; name the source (SOURCE=…) for each"
+                    );
+                    p.all = Some(secret);
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// The password for `source`'s target, if one was given.
+    pub(super) fn of(&self, source: &str) -> Option<&gsdr::secret::Secret> {
+        self.by_source.get(source).or(self.all.as_ref())
+    }
+}
+
+/// Warns about a password written in argv: the process list and the shell
+/// history show it. Kept working (scripts rely on it), never silently.
+fn warn_password_in_argv(flag: &str, uri: &str) {
+    if gsdr::secret::uri_password(uri).is_some() {
+        tracing::warn!(event = "password_in_argv", flag, uri = %gsdr::secret::strip_uri_password(uri));
+        eprintln!(
+            "warning: the URI of {flag} holds a password, which the process list and your shell history show: write it without one ({}) and pass --password-env VAR or --password-file FILE, or let gsdr take the source's own password from the policy",
+            gsdr::secret::strip_uri_password(uri)
+        );
+    }
 }
 
 /// Runs `gsdr restore`.
 pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
+    if let Some(u) = &args.to_uri {
+        warn_password_in_argv("--to", u);
+    }
+    for kv in &args.into {
+        warn_password_in_argv("--into", kv);
+    }
+    let passwords = {
+        let policy = ctx.load_policy().ok();
+        let sources: Vec<&str> = policy
+            .as_ref()
+            .map(|p| p.sources.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        Passwords::read(&args, &sources)?
+    };
     if let Some(scenario) = args.scenario.clone() {
         return super::drill::incident(
             ctx,
@@ -105,6 +193,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
                 scenario,
                 plan: args.plan,
                 into: args.into,
+                passwords,
                 state: args.state,
                 resume: args.resume,
                 runbooks: args.runbooks,
@@ -136,6 +225,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         latest: args.latest,
         from_target: args.target.clone(),
         keep_archiving: args.keep_archiving,
+        to_password: None,
     };
     // Find the backup: by id (searching the named or every primary target), or newest of a source.
     let (catalog, mut manifest) = match (&id, &args.source) {
@@ -185,6 +275,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     if let Some(v) = &args.version_id {
         manifest.data_version = Some(v.clone());
     }
+    let req = RestoreRequest {
+        to_password: passwords.of(&manifest.source).cloned(),
+        ..req
+    };
     // A restore that destroys what is at its destination says what, and asks.
     if let Some(o) = gsdr::job::describe_overwrite(&env, &manifest, &req).await {
         if o.destroys && !args.yes {

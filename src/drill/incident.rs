@@ -12,6 +12,7 @@ use super::report::StepReport;
 use super::DrillError;
 use crate::catalog::Manifest;
 use crate::error::Error;
+use crate::secret::strip_uri_password;
 
 /// A restored source, as later steps (checks) and resumed runs need it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,8 +21,10 @@ pub(super) struct Restored {
     pub(super) target: String,
     pub(super) into: String,
     pub(super) path: Option<PathBuf>,
-    /// Server URI of a restore into a server (scratch or real).
-    #[serde(default)]
+    /// Server URI of a restore into a server (scratch or real). Written to
+    /// the state file without its password; a resumed run takes it again
+    /// from its endpoint ([`IncidentState::reconnect`]).
+    #[serde(default, serialize_with = "without_password")]
     pub(super) uri: Option<String>,
     pub(super) recovered: Option<Recovered>,
     /// What to do before checks can connect (an endpoint prepared, not started).
@@ -61,21 +64,33 @@ impl IncidentState {
         Ok(s)
     }
 
-    /// Writes it atomically (temporary file, then rename).
+    /// Gives the restored servers back the passwords the state file does not
+    /// hold: a source's URI is its endpoint's (from this run's `--into` and
+    /// its password reference) when they agree but for the password.
+    pub(super) fn reconnect(&mut self, endpoints: &BTreeMap<String, String>) {
+        for (source, r) in &mut self.restored {
+            if let (Some(uri), Some(ep)) = (&r.uri, endpoints.get(source)) {
+                if *uri == strip_uri_password(ep) {
+                    r.uri = Some(ep.clone());
+                }
+            }
+        }
+    }
+
+    /// Writes it atomically (temporary file, then rename), mode 0600, with no
+    /// password in it.
     pub(super) fn save(&self, path: &Path) -> Result<(), DrillError> {
-        let tmp = path.with_extension("tmp");
-        let io = |e| {
+        let body = serde_json::to_vec_pretty(self).expect("state serialises");
+        crate::secret::write_private(path, &body).map_err(|e| {
             DrillError::Gsdr(Error::LocalIo {
                 what: "writing the incident state file",
                 path: path.to_path_buf(),
                 source: e,
             })
-        };
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).expect("state serialises"),
-        )
-        .map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        })
     }
+}
+
+fn without_password<S: serde::Serializer>(uri: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    uri.as_deref().map(strip_uri_password).serialize(s)
 }

@@ -316,9 +316,13 @@ pub async fn plan(
                 into = Some(match opts.kind {
                     RunKind::Drill => "a scratch target".to_string(),
                     RunKind::Incident => {
-                        opts.endpoints.get(source).cloned().unwrap_or_else(|| {
-                            format!("(no endpoint: pass --into {source}=PATH|URI)")
-                        })
+                        // Never the password an endpoint may hold.
+                        opts.endpoints
+                            .get(source)
+                            .map(|e| crate::secret::strip_uri_password(e))
+                            .unwrap_or_else(|| {
+                                format!("(no endpoint: pass --into {source}=PATH|URI)")
+                            })
                     }
                 });
             }

@@ -51,7 +51,11 @@ pub async fn run(
 ) -> Result<RunResult, DrillError> {
     // Validate, then run: state, plan and endpoints first.
     let mut state = match (&opts.state_file, opts.resume) {
-        (Some(p), true) => Some(IncidentState::load(p, &scenario.name)?),
+        (Some(p), true) => {
+            let mut s = IncidentState::load(p, &scenario.name)?;
+            s.reconnect(&opts.endpoints);
+            Some(s)
+        }
         (Some(p), false) if p.exists() => {
             return Err(DrillError::State {
                 file: p.clone(),

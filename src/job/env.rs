@@ -32,6 +32,9 @@ pub struct Env {
 impl Env {
     /// An environment for `policy`.
     pub fn new(policy: Policy) -> Self {
+        // Every secret the policy references is known before any output:
+        // text from outside (a command's stderr) is filtered for them.
+        crate::secret::remember_all(&policy.secret_refs);
         Env {
             policy: Arc::new(policy),
             identity_file: None,

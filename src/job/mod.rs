@@ -14,7 +14,7 @@ pub use backup::{backup, backup_cancellable, backup_with, BackupOutcome};
 pub use env::Env;
 pub use progress::{NoProgress, Progress};
 pub use restore::{
-    describe_overwrite, engine_for, restore, restore_raw_to_file, restore_spec, verify_deep,
-    RestoreOutcome, RestoreRequest,
+    describe_overwrite, endpoint_with_password, engine_for, restore, restore_raw_to_file,
+    restore_spec, verify_deep, RestoreOutcome, RestoreRequest,
 };
 pub use verify::{verify, VerifyReport};

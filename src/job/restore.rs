@@ -43,6 +43,11 @@ pub struct RestoreRequest {
     /// archive once promoted (it replaces production). Unset, it does not
     /// archive at all (`archive_mode = off`).
     pub keep_archiving: bool,
+    /// The password of a `to_uri` written without one (`--password-env`,
+    /// `--password-file`); unset: the URI as written (a `--to` server is any
+    /// server, often a fresh one without a password: the source's own policy
+    /// password is taken only for an incident's endpoints, which replace the source).
+    pub to_password: Option<crate::secret::Secret>,
 }
 
 impl RestoreRequest {
@@ -94,6 +99,41 @@ impl RestoreRequest {
     }
 }
 
+/// An incident's `endpoint` (a URI or a path) with its password: as it is
+/// when it holds one or is a path, else with `explicit` (`--password-env` /
+/// `--password-file`), else with the password the policy gives the source
+/// `source` ([`crate::source::Engine::policy_password`]: the endpoint
+/// replaces the source and keeps its credentials). The password thus never
+/// has to be written in argv; the result is for connecting only, never for
+/// showing.
+pub fn endpoint_with_password(
+    env: &Env,
+    source: &str,
+    endpoint: &str,
+    explicit: Option<&crate::secret::Secret>,
+) -> String {
+    if !endpoint.contains("://") || crate::secret::uri_password(endpoint).is_some() {
+        return endpoint.to_string();
+    }
+    let from_policy = || {
+        let cfg = env.policy.sources.get(source)?.engine_config(source).ok()?;
+        cfg.engine(source).ok()?.policy_password()
+    };
+    match explicit.cloned().or_else(from_policy) {
+        Some(pw) => crate::secret::uri_with_password(endpoint, &pw),
+        None => endpoint.to_string(),
+    }
+}
+
+/// The typed restore of `req`, its server target given its password.
+fn spec_for(req: &RestoreRequest) -> Result<RestoreSpec> {
+    let mut spec = req.spec()?;
+    if let (RestoreTarget::Server(u), Some(pw)) = (&spec.target, &req.to_password) {
+        spec.target = RestoreTarget::Server(crate::secret::uri_with_password(u, pw));
+    }
+    Ok(spec)
+}
+
 /// The engine of backup `m`, from the policy's settings of its source.
 pub fn engine_for(env: &Env, m: &Manifest) -> Result<std::sync::Arc<dyn crate::source::Engine>> {
     let cfg = env
@@ -112,7 +152,7 @@ pub async fn restore(
     req: &RestoreRequest,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
-    restore_spec(env, catalog, m, &req.spec()?, progress).await
+    restore_spec(env, catalog, m, &spec_for(req)?, progress).await
 }
 
 /// Restores `m` as `spec` asks, through the backup's engine.
@@ -145,7 +185,7 @@ pub async fn describe_overwrite(
     m: &Manifest,
     req: &RestoreRequest,
 ) -> Option<crate::source::Overwrite> {
-    let spec = req.spec().ok()?;
+    let spec = spec_for(req).ok()?;
     if !spec.replace || matches!(spec.target, RestoreTarget::File(_)) {
         return None;
     }

@@ -169,10 +169,14 @@ impl Sender {
             Endpoint::Heartbeat => render::json_body(n, &self.policy),
             Endpoint::Webhook => render::body(n, &self.policy, self.format),
         };
+        // No secret the policy references leaves in a webhook, whatever
+        // text (a command's stderr) the notice carries.
+        let body = crate::secret::redact(&body.to_string());
         let r = self
             .client
             .post(url.expose())
-            .json(&body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await
             .and_then(|r| r.error_for_status());

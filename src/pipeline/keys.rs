@@ -44,6 +44,12 @@ pub fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, PipelineError>
 /// Reads an identity file (as `age-keygen` writes it). The key itself never
 /// appears in an error: only the path does.
 pub fn read_identity_file(path: &Path) -> Result<Identities, PipelineError> {
+    crate::secret::check_private_file(path).map_err(|e| {
+        PipelineError::Key(format!(
+            "identity file `{}` is refused: {e}",
+            path.display()
+        ))
+    })?;
     let file = std::fs::File::open(path).map_err(|e| {
         PipelineError::Key(format!(
             "cannot open identity file `{}`: {e}",

@@ -68,6 +68,10 @@ pub struct Policy {
     /// The file this policy was read from (set by [`Policy::load`]).
     #[serde(skip)]
     pub path: PathBuf,
+    /// Every secret reference in the policy, wherever it sits (set by
+    /// [`Policy::parse`]): what gsdr redacts from text it passes on.
+    #[serde(skip)]
+    pub secret_refs: Vec<SecretRef>,
 }
 
 /// An invalid policy. Names the file, the line and the field.
@@ -132,6 +136,7 @@ impl Policy {
             }
         })?;
         policy.path = path.to_path_buf();
+        policy.secret_refs = crate::secret::refs_in_toml(text);
         policy.validate(text)?;
         Ok(policy)
     }

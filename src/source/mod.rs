@@ -277,6 +277,14 @@ pub trait Engine: Send + Sync {
         RestoreTarget::Server(endpoint.to_string())
     }
 
+    /// The password the source's policy gives for its servers, which a
+    /// restore target URI written without one takes (`--to URI`, `--into
+    /// SOURCE=URI`): a replacement server usually keeps the source's
+    /// credentials. `None`: no password in the policy (or unreadable).
+    fn policy_password(&self) -> Option<crate::secret::Secret> {
+        None
+    }
+
     /// Checks that the programs a drill's scratch server needs are installed
     /// (`argv`: the policy's scratch command, for engines that take one).
     fn scratch_programs(&self, argv: &[String]) -> Result<(), String>;

@@ -23,6 +23,7 @@ mod policies;
 mod postgres;
 mod redis;
 mod redis_capture;
+mod secrets;
 mod signing;
 mod storage;
 mod supply_chain;

@@ -1,7 +1,8 @@
 //! The backup of a `command` source: any program's stdout.
 //!
-//! The program runs without a shell, its stderr is kept (the last 4 KiB) for
-//! the error message, and a non-zero exit fails the backup: the pipeline
+//! The program runs without a shell, its stderr is kept (the last 4 KiB,
+//! every secret value the policy references redacted: [`crate::secret::redact`])
+//! for the error message, and a non-zero exit fails the backup: the pipeline
 //! awaits the exit status before it lets the upload commit.
 
 use std::process::Stdio;
@@ -51,6 +52,21 @@ pub fn probe(name: &str, c: &CommandConfig) -> Result<(), SourceError> {
 
 const STDERR_TAIL: usize = 4096;
 
+/// Bytes kept before the tail: a secret cut by the tail's start is redacted
+/// whole, then dropped with them.
+const STDERR_MARGIN: usize = 4096;
+
+/// The last [`STDERR_TAIL`] bytes of `raw` (which holds up to
+/// [`STDERR_MARGIN`] more), with every known secret redacted.
+fn stderr_tail(raw: &[u8]) -> String {
+    let text = crate::secret::redact(&String::from_utf8_lossy(raw));
+    let mut start = text.len().saturating_sub(STDERR_TAIL);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].trim().to_string()
+}
+
 #[async_trait]
 impl BackupSource for CommandSource {
     fn kind(&self) -> &'static str {
@@ -92,11 +108,11 @@ impl BackupSource for CommandSource {
                     break;
                 }
                 tail.extend_from_slice(&buf[..n]);
-                if tail.len() > STDERR_TAIL {
-                    tail.drain(..tail.len() - STDERR_TAIL);
+                if tail.len() > STDERR_TAIL + STDERR_MARGIN {
+                    tail.drain(..tail.len() - STDERR_TAIL - STDERR_MARGIN);
                 }
             }
-            String::from_utf8_lossy(&tail).trim().to_string()
+            stderr_tail(&tail)
         });
         let name = self.name.clone();
         let prog = prog.clone();

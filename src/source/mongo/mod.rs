@@ -168,6 +168,12 @@ impl Engine for MongoEngine {
         drill::stand_in(self, ctx, req).await
     }
 
+    fn policy_password(&self) -> Option<crate::secret::Secret> {
+        // The source's connection string is itself the secret: its password.
+        let uri = self.config.as_ref()?.uri.read().ok()?;
+        crate::secret::uri_password(uri.expose()).map(crate::secret::Secret::new)
+    }
+
     fn scratch_programs(&self, argv: &[String]) -> Result<(), String> {
         drill::scratch_programs(argv)
     }

@@ -58,11 +58,7 @@ pub(super) async fn stand_in(
         StandInTo::Scratch { .. } => {
             let pg = ScratchPg::start(&e.name, cfg, &dir).await?;
             let uri = pg.conn_string(cfg);
-            let into = format!(
-                "scratch PostgreSQL 127.0.0.1:{} ({})",
-                pg.port,
-                dir.display()
-            );
+            let into = format!("scratch PostgreSQL on {} ({})", pg.shown(), dir.display());
             (
                 uri.clone(),
                 into,

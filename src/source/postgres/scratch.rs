@@ -6,6 +6,12 @@
 //! When gsdr runs as root (containers), the server runs as the `postgres`
 //! user through `runuser` and the directory is handed to that user: PostgreSQL
 //! refuses to run as root.
+//!
+//! A scratch server holds production data, and its restored `pg_hba.conf`
+//! and roles are production's (perhaps `trust` on loopback): it listens on
+//! no TCP port at all, only on a Unix socket of mode 0700 in its own
+//! directory, with an `hba_file` of gsdr's that admits that socket only. Only
+//! gsdr's OS user (and the `postgres` user it runs the server as) can connect.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,9 +30,12 @@ const PROMOTE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub struct ScratchPg {
     pg_ctl: PathBuf,
     data: PathBuf,
-    /// Port on 127.0.0.1.
+    /// Port: of the Unix socket's name (a scratch server), or on the
+    /// network (an incident's server started on the source's port).
     pub port: u16,
     stopped: bool,
+    /// The directory of a scratch server's private socket (`None`: TCP on 127.0.0.1).
+    socket_dir: Option<PathBuf>,
 }
 
 fn is_root() -> bool {
@@ -56,6 +65,16 @@ impl ScratchPg {
                 source: e,
             })?;
         let parent = data.parent().unwrap_or(data).to_path_buf();
+        let hba = parent.join("gsdr_hba.conf");
+        std::fs::write(
+            &hba,
+            "# gsdr scratch server: its socket (mode 0700) is the only way in\nlocal all all trust\n",
+        )
+        .map_err(|e| Error::LocalIo {
+            what: "writing the scratch PostgreSQL's hba_file",
+            path: hba.clone(),
+            source: e,
+        })?;
         if is_root() {
             let _ = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -63,10 +82,12 @@ impl ScratchPg {
                 .status();
         }
         let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c archive_mode=off",
-            parent.display()
+            "-p {port} -c listen_addresses='' -c unix_socket_directories={} -c unix_socket_permissions=0700 -c hba_file={} -c archive_mode=off",
+            parent.display(),
+            hba.display()
         );
-        Self::start_with(source, cfg, data, port, &opts, &parent.join("postgres.log")).await
+        let log = parent.join("postgres.log");
+        Self::start_with(source, cfg, data, port, &opts, &log, Some(parent)).await
     }
 
     /// Starts a directory restored in an incident as the real server: on the
@@ -94,7 +115,7 @@ impl ScratchPg {
                 .status();
         }
         let opts = format!("-p {}", cfg.port);
-        Self::start_with(source, cfg, data, cfg.port, &opts, &log).await
+        Self::start_with(source, cfg, data, cfg.port, &opts, &log, None).await
     }
 
     /// Leaves the server running when this handle goes (an incident's real server).
@@ -109,6 +130,7 @@ impl ScratchPg {
         port: u16,
         opts: &str,
         log: &Path,
+        socket_dir: Option<PathBuf>,
     ) -> Result<ScratchPg> {
         let pg_ctl = cfg.program("pg_ctl");
         let log = log.to_path_buf();
@@ -131,6 +153,7 @@ impl ScratchPg {
             data: data.to_path_buf(),
             port,
             stopped: false,
+            socket_dir,
         };
         if !out.status.success() {
             return Err(Error::Invalid(format!(
@@ -147,8 +170,11 @@ impl ScratchPg {
     /// Connection settings for this server, as the source's user and database.
     fn config(&self, cfg: &PostgresConfig) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
-        c.host("127.0.0.1")
-            .port(self.port)
+        match &self.socket_dir {
+            Some(d) => c.host_path(d),
+            None => c.host("127.0.0.1"),
+        };
+        c.port(self.port)
             .user(&cfg.user)
             .dbname(&cfg.dbname);
         if let Some(pw) = cfg.password.as_ref().and_then(|p| p.read().ok()) {
@@ -159,10 +185,22 @@ impl ScratchPg {
 
     /// A libpq connection string for this server, as the source's user and database.
     pub fn conn_string(&self, cfg: &PostgresConfig) -> String {
+        let host = match &self.socket_dir {
+            Some(d) => d.display().to_string(),
+            None => "127.0.0.1".to_string(),
+        };
         format!(
-            "host=127.0.0.1 port={} user={} dbname={}",
+            "host={host} port={} user={} dbname={}",
             self.port, cfg.user, cfg.dbname
         )
+    }
+
+    /// Where clients reach it, for people: the socket's directory or 127.0.0.1:port.
+    pub fn shown(&self) -> String {
+        match &self.socket_dir {
+            Some(d) => format!("its private socket in {} (port {})", d.display(), self.port),
+            None => format!("127.0.0.1:{}", self.port),
+        }
     }
 
     async fn wait_promoted(&self, source: &str, cfg: &PostgresConfig, log: &Path) -> Result<()> {

@@ -44,6 +44,7 @@ pub(super) async fn stand_in(
                         &base,
                         req.until,
                         server.port,
+                        server.password(),
                     )
                     .await?;
                     Some(format!(

@@ -182,6 +182,10 @@ impl Engine for RedisEngine {
         drill::stand_in(self, ctx, req).await
     }
 
+    fn policy_password(&self) -> Option<crate::secret::Secret> {
+        self.config.as_ref()?.password.as_ref()?.read().ok()
+    }
+
     fn scratch_programs(&self, argv: &[String]) -> Result<(), String> {
         let _ = argv;
         drill::scratch_programs(self)

@@ -87,14 +87,15 @@ pub async fn pick_base(
     Ok(best)
 }
 
-/// Replays `m`'s capture log from `store` into the server on
-/// `127.0.0.1:port` (which holds `m`'s snapshot), up to `until`.
+/// Replays `m`'s capture log from `store` into the scratch server on
+/// `127.0.0.1:port` (which holds `m`'s snapshot, and requires `password`), up to `until`.
 pub async fn replay(
     store: &Arc<dyn Store>,
     ids: Arc<Identities>,
     m: &Manifest,
     until: Option<DateTime<Utc>>,
     port: u16,
+    password: &crate::secret::Secret,
 ) -> Result<Replayed> {
     let mut out = Replayed {
         base: m.id.clone(),
@@ -116,6 +117,15 @@ pub async fn replay(
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| Error::Invalid(format!("replaying the capture log: connecting to the scratch redis-server: {e}")))?;
+    let pw = password.expose();
+    let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{pw}\r\n", pw.len());
+    let mut authed = Replayed::default();
+    send_batch(&mut conn, auth.as_bytes(), 1, &mut authed).await?;
+    if authed.errors > 0 {
+        return Err(Error::Invalid(
+            "replaying the capture log: the scratch redis-server refused its password".into(),
+        ));
+    }
     let mut done_to_target = false;
     for k in &chain {
         if until_ms.is_some_and(|t| k.t0_ms > t) {

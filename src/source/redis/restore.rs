@@ -203,7 +203,7 @@ pub(super) async fn load_for(
     };
     let base = super::replay::pick_base(catalog, m, until).await?;
     let l = load_scratch(host, cfg, catalog, &base, progress).await?;
-    let r = super::replay::replay(catalog.store(), host.identities()?, &base, until, l.server.port)
+    let r = super::replay::replay(catalog.store(), host.identities()?, &base, until, l.server.port, l.server.password())
         .await?;
     if r.short_of_target {
         tracing::warn!(event = "redis_log_short_of_target", base = %base.id, reached = %r.reached.map(|t| t.to_rfc3339()).unwrap_or_default(), target = %until.map(|t| t.to_rfc3339()).unwrap_or_else(|| "latest".into()), "the capture log does not reach the target: restored as far as it goes");

@@ -1,6 +1,11 @@
 //! The Redis scratch server: a throwaway `redis-server` on a free loopback
 //! port loading a `dump.rdb` (restores prove a backup readable through it,
 //! deep verify counts its keys, drills restore into it).
+//!
+//! It holds production data, so it is locked: bound to 127.0.0.1 only,
+//! protected mode on, and a random password (`requirepass`) that only gsdr
+//! knows. The password is in a config file (mode 0600) in the server's
+//! directory, never in its argv (`/proc/PID/cmdline` is world-readable).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::connect::restore_connection as connect;
+use crate::secret::Secret;
 use crate::source::{Scratch, SourceError};
 
 fn invalid(message: String) -> SourceError {
@@ -26,7 +32,11 @@ pub struct ScratchServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: PathBuf,
+    password: Secret,
 }
+
+/// The name of the scratch server's config file (holding its password) in its directory.
+const CONF: &str = "gsdr-scratch.conf";
 
 impl std::fmt::Debug for ScratchServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,10 +58,28 @@ impl ScratchServer {
                 ))
             })?;
         let log = dir.join("redis.log");
+        let password = Secret::new(
+            rand::Rng::sample_iter(rand::thread_rng(), &rand::distributions::Alphanumeric)
+                .take(32)
+                .map(char::from)
+                .collect::<String>(),
+        );
+        let conf = dir.join(CONF);
+        crate::secret::write_private(
+            &conf,
+            format!("requirepass {}\n", password.expose()).as_bytes(),
+        )
+        .map_err(|e| {
+            invalid(format!(
+                "writing the scratch redis-server's config `{}`: {e}",
+                conf.display()
+            ))
+        })?;
         let child = Command::new(redis_server)
+            .arg(&conf)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", &dir.display().to_string(), "--dbfilename", "dump.rdb"])
-            .args(["--appendonly", "no", "--save", "", "--protected-mode", "no"])
+            .args(["--appendonly", "no", "--save", "", "--protected-mode", "yes"])
             .args(["--logfile", &log.display().to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -66,6 +94,7 @@ impl ScratchServer {
             child,
             port,
             dir: dir.to_path_buf(),
+            password,
         };
         s.wait_loaded().await?;
         Ok(s)
@@ -105,10 +134,23 @@ impl ScratchServer {
         }
     }
 
-    /// A client of database `db` on this server.
+    /// A client of database `db` on this server (with its password).
     pub fn client(&self, db: i64) -> Result<redis::Client, SourceError> {
-        redis::Client::open(format!("redis://127.0.0.1:{}/{db}", self.port))
+        redis::Client::open(self.uri_of(db))
             .map_err(|e| invalid(format!("scratch redis-server client: {e}")))
+    }
+
+    /// The server's random password (`requirepass`).
+    pub fn password(&self) -> &Secret {
+        &self.password
+    }
+
+    fn uri_of(&self, db: i64) -> String {
+        format!(
+            "redis://:{}@127.0.0.1:{}/{db}",
+            self.password.expose(),
+            self.port
+        )
     }
 
     /// Keys per database (`INFO keyspace`).
@@ -143,8 +185,9 @@ pub(super) async fn keyspace_of(
 
 #[async_trait]
 impl Scratch for ScratchServer {
+    /// With the password: for connecting, never for showing.
     fn uri(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        self.uri_of(0)
     }
 
     async fn stop(self: Box<Self>) {
