@@ -227,8 +227,8 @@ impl ScratchPg {
             // A TLS mismatch does not heal by waiting: say what to change now.
             if let Some(h) = super::tls::hint(cfg, source, &last_err) {
                 return Err(Error::Invalid(format!(
-                    "cannot connect to the scratch PostgreSQL on 127.0.0.1:{}: {last_err}; {h}",
-                    self.port
+                    "cannot connect to the scratch PostgreSQL on {}: {last_err}; {h}",
+                    self.shown()
                 )));
             }
             if start.elapsed() > PROMOTE_TIMEOUT {

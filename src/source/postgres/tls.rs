@@ -312,7 +312,18 @@ impl PgConn {
         &self,
     ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
         let mut config = self.config.clone();
+        // A Unix socket carries no TLS (libpq never negotiates it there):
+        // gsdr's scratch servers listen only on a private 0700 socket.
+        let local = config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
         match &self.tls {
+            _ if local && !config.get_hosts().is_empty() => {
+                config.ssl_mode(SslMode::Disable);
+                let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+                Ok((client, tokio::spawn(async move { drop(conn.await) })))
+            }
             None => {
                 config.ssl_mode(SslMode::Disable);
                 let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
