@@ -266,6 +266,14 @@ impl RedisCapture {
     ) -> Result<(), Lost> {
         let cfg = self.src.config();
         let name = self.src.name();
+        let reconnected = |reason: &str, detail: String| {
+            CaptureReconnect {
+                source: name,
+                reason,
+                detail: &detail,
+            }
+            .emit()
+        };
         let (host, port, discovery) = self
             .src
             .resolve_master()
@@ -276,16 +284,13 @@ impl RedisCapture {
             .as_ref()
             .filter(|c| !c.node.is_empty() && c.node != node)
         {
-            let detail = format!(
-                "the master moved from {} to {node}: continuing replid {} from offset {} there",
-                c.node, c.replid, c.offset
+            reconnected(
+                "failover",
+                format!(
+                    "the master moved from {} to {node}: continuing replid {} from offset {} there",
+                    c.node, c.replid, c.offset
+                ),
             );
-            CaptureReconnect {
-                source: name,
-                reason: "failover",
-                detail: &detail,
-            }
-            .emit();
         }
         let creds = self
             .src
@@ -304,16 +309,13 @@ impl RedisCapture {
         let conn = match reply {
             PsyncReply::Full(sync) => {
                 if let Some(c) = chain.as_ref() {
-                    let detail = format!(
-                        "{node} could not continue replid {} at offset {} (base {}) and sent a full resync: a new base backup starts; restores between the old chain's end and the new base are not possible",
-                        c.replid, c.offset, c.base
+                    reconnected(
+                        "new-base",
+                        format!(
+                            "{node} could not continue replid {} at offset {} (base {}) and sent a full resync: a new base backup starts; restores between the old chain's end and the new base are not possible",
+                            c.replid, c.offset, c.base
+                        ),
                     );
-                    CaptureReconnect {
-                        source: name,
-                        reason: "new-base",
-                        detail: &detail,
-                    }
-                    .emit();
                 }
                 let (replid, offset) = match (&sync.replid, sync.offset) {
                     (Some(r), Some(o)) => (r.clone(), o),
