@@ -29,7 +29,10 @@
 //! `gsdr_catalog_manifests_skipped_total` — and never fails the listing of
 //! the others. Failing to *reach* the store is still an error.
 
+mod locked;
+
 use crate::fault::ErrorKind;
+pub use locked::LockedBackup;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -84,6 +87,11 @@ pub struct Manifest {
     /// the policy has no signing key (and in manifests from before signing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<crate::signing::Signature>,
+    /// Set only when read from a locked object version ([`Catalog::locked_backups`]):
+    /// the version of the data object to restore instead of the current one.
+    /// Never stored (an attacker's manifest cannot choose it).
+    #[serde(skip)]
+    pub data_version: Option<String>,
 }
 
 impl Manifest {

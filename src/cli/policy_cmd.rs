@@ -51,6 +51,20 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         targets: p.targets.keys().cloned().collect(),
         checks: Vec::new(),
     };
+    // The files a source names (TLS keys...) are read even without
+    // --connect: a missing or world-readable key is a policy mistake.
+    for s in p.sources.keys() {
+        let engine = p.sources[s].engine(s)?;
+        if let Some(res) = engine.check_files() {
+            report.checks.push(Check {
+                what: format!("source {s} files"),
+                ok: res.is_ok(),
+                error: res
+                    .err()
+                    .map(|e| format!("[sources.{s}.{}]: {e}", engine.kind())),
+            });
+        }
+    }
     if connect {
         for t in p.targets.keys() {
             let res = async { env.store(t).await?.probe().await.map_err(gsdr::Error::from) }.await;

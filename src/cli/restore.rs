@@ -53,6 +53,15 @@ pub struct Args {
     /// Recover to the newest point available.
     #[arg(long)]
     latest: bool,
+    /// Read the backup from the newest Object-Locked versions of its manifest and data
+    /// (a versioned bucket whose current versions an attacker may have overwritten or
+    /// deleted); needs --source.
+    #[arg(long, requires = "source", conflicts_with = "version_id")]
+    locked: bool,
+    /// Read this version of the backup's data object (versioned bucket; see
+    /// `aws s3api list-object-versions`); the manifest's digests still decide.
+    #[arg(long, value_name = "VERSION")]
+    version_id: Option<String>,
     /// PostgreSQL: the restored cluster replaces production and keeps archiving into the
     /// source's WAL archive once promoted (default: it does not archive at all).
     #[arg(long, conflicts_with = "no_archiving")]
@@ -219,7 +228,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         to_password: None,
     };
     // Find the backup: by id (searching the named or every primary target), or newest of a source.
-    let (catalog, manifest) = match (&id, &args.source) {
+    let (catalog, mut manifest) = match (&id, &args.source) {
+        (_, Some(s)) if args.locked => locked_backup(&env, &args, s, id.as_deref()).await?,
         (Some(id), _) => {
             let targets: Vec<String> = match (&args.target, &args.source) {
                 (Some(t), _) => vec![t.clone()],
@@ -266,6 +276,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         to_password: passwords.of(&manifest.source).cloned(),
         ..req
     };
+    if let Some(v) = &args.version_id {
+        manifest.data_version = Some(v.clone());
+    }
     // A restore that destroys what is at its destination says what, and asks.
     if let Some(o) = gsdr::job::describe_overwrite(&env, &manifest, &req).await {
         if o.destroys && !args.yes {
@@ -300,4 +313,45 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         )
     })?;
     Ok(Outcome::Ok)
+}
+
+/// The backup `id` of `source` (default: the newest before --target-time)
+/// as the newest Object-Locked versions on the target give it.
+async fn locked_backup(
+    env: &gsdr::job::Env,
+    args: &Args,
+    source: &str,
+    id: Option<&str>,
+) -> anyhow::Result<(gsdr::catalog::Catalog, gsdr::catalog::Manifest)> {
+    let target = match &args.target {
+        Some(t) => t.clone(),
+        None => env.primary_target_name(source)?,
+    };
+    let cat = env.catalog(&target).await?;
+    let Some(all) = cat
+        .locked_backups(source, Utc::now(), |m| env.authenticate(m).is_ok())
+        .await?
+    else {
+        anyhow::bail!(
+            "--locked: target `{target}` keeps no object versions ({}); enable versioning and object_lock in [targets.{target}.lifecycle]",
+            cat.store().describe()
+        );
+    };
+    let found = all
+        .into_iter()
+        .rev()
+        .filter(|b| b.lock.is_some())
+        .find(|b| match id {
+            Some(id) => b.manifest.id == id,
+            None => args
+                .target_time
+                .is_none_or(|t| b.manifest.recovery_point() <= t),
+        });
+    match found {
+        Some(b) => Ok((cat, b.manifest)),
+        None => anyhow::bail!(
+            "--locked: no backup{} of `{source}` on target `{target}` has its manifest and data under Object Lock",
+            id.map(|i| format!(" `{i}`")).unwrap_or_default()
+        ),
+    }
 }

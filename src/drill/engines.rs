@@ -30,7 +30,7 @@ pub(super) async fn restore_source(
 ) -> Result<String, Error> {
     let pb = planned_backup(ctx, st)?;
     let cat = ctx.env.catalog(&pb.target).await?;
-    let m = cat.find(&pb.id).await?;
+    let m = pb.manifest_in(&cat).await?;
     let engine = crate::job::engine_for(ctx.env, &m)?;
     rep.from_target = Some(pb.target.clone());
     let logs = engine.restore_keeps_archiving();

@@ -180,6 +180,25 @@ pub struct PlannedBackup {
     /// Newer backups passed over because they are not locked.
     #[serde(default)]
     pub skipped_unlocked: usize,
+    /// The locked version of the data object restored, on a versioned
+    /// bucket (the current version may be an attacker's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_version: Option<String>,
+    /// The manifest chosen, so the steps restore exactly it (a locked
+    /// version is not what a fresh listing returns). Not kept in the
+    /// incident state: a resumed run reads the manifest again.
+    #[serde(skip)]
+    pub manifest: Option<Box<Manifest>>,
+}
+
+impl PlannedBackup {
+    /// The manifest the plan chose (read again from `cat` after a resume).
+    pub async fn manifest_in(&self, cat: &crate::catalog::Catalog) -> Result<Manifest, Error> {
+        match &self.manifest {
+            Some(m) => Ok((**m).clone()),
+            None => Ok(cat.find(&self.id).await?),
+        }
+    }
 }
 
 /// Target a scenario reads `source`'s backups from.
@@ -244,7 +263,16 @@ pub async fn plan(
                 let target = copy_target(env, scenario, source)?;
                 let cat = env.catalog(&target).await?;
                 let (m, object_lock, skipped_unlocked) = if scenario.require_object_lock {
-                    newest_locked(&cat, &scenario.name, source, &target, target_time, now).await?
+                    newest_locked(
+                        &cat,
+                        &scenario.name,
+                        source,
+                        &target,
+                        target_time,
+                        now,
+                        |m| env.authenticate(m).is_ok(),
+                    )
+                    .await?
                 } else {
                     (cat.newest_before(source, None, target_time).await?, None, 0)
                 };
@@ -272,6 +300,8 @@ pub async fn plan(
                 backup = Some(PlannedBackup {
                     object_lock,
                     skipped_unlocked,
+                    data_version: m.data_version.clone(),
+                    manifest: Some(Box::new(m.clone())),
                     implied_rpo_secs: secs_between(reaches, now),
                     rpo_target_secs: env
                         .policy
@@ -329,7 +359,23 @@ async fn newest_locked(
     target: &str,
     before: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
+    accept: impl Fn(&Manifest) -> bool,
 ) -> Result<(Manifest, Option<crate::storage::ObjectLock>, usize), DrillError> {
+    // A versioned bucket: the locked versions, whatever was written or
+    // deleted over them since (the restore then reads those versions).
+    if let Some(mut all) = cat.locked_backups(source, now, accept).await? {
+        all.retain(|b| before.is_none_or(|t| b.manifest.recovery_point() <= t));
+        let total = all.len();
+        for (i, b) in all.into_iter().rev().enumerate() {
+            if let Some(lock) = b.lock {
+                if i > 0 {
+                    tracing::warn!(event = "drill_unlocked_backups_skipped", source, target, skipped = i, used = %b.manifest.id);
+                }
+                return Ok((b.manifest, Some(lock), i));
+            }
+        }
+        return Err(none_locked(scenario, source, target, total));
+    }
     let mut candidates: Vec<Manifest> = cat
         .list(Some(source))
         .await?
@@ -358,8 +404,11 @@ async fn newest_locked(
             }
         }
     }
-    Err(DrillError::Gsdr(Error::Invalid(format!(
-        "scenario `{scenario}` restores only object-locked backups, but none of the {} backups of source `{source}` on target `{target}` is locked: enable `object_lock` in [targets.{target}.lifecycle] and run `gsdr storage init` (new backups are then locked)",
-        candidates.len()
-    ))))
+    Err(none_locked(scenario, source, target, candidates.len()))
+}
+
+fn none_locked(scenario: &str, source: &str, target: &str, n: usize) -> DrillError {
+    DrillError::Gsdr(Error::Invalid(format!(
+        "scenario `{scenario}` restores only object-locked backups, but none of the {n} backups of source `{source}` on target `{target}` is locked: enable `object_lock` in [targets.{target}.lifecycle] and run `gsdr storage init` (new backups are then locked)"
+    )))
 }

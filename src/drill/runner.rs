@@ -264,7 +264,7 @@ async fn exec_action(ctx: &Ctx<'_>, st: &Step, rep: &mut StepReport) -> Result<S
         Action::RestoreCommandSource { source } => {
             let pb = planned_backup(ctx, st)?;
             let cat = ctx.env.catalog(&pb.target).await?;
-            let m = cat.find(&pb.id).await?;
+            let m = pb.manifest_in(&cat).await?;
             let path = match ctx.opts.kind {
                 RunKind::Drill => ctx
                     .scratch

@@ -168,6 +168,7 @@ async fn backup_stream(
         recipients: opts.recipients.iter().map(|r| r.to_string()).collect(),
         gsdr_version: env!("CARGO_PKG_VERSION").to_string(),
         signature: None,
+        data_version: None,
     };
     if let Some(s) = &opts.signer {
         manifest.sign(s);

@@ -285,6 +285,13 @@ pub trait Engine: Send + Sync {
     /// (`argv`: the policy's scratch command, for engines that take one).
     fn scratch_programs(&self, argv: &[String]) -> Result<(), String>;
 
+    /// Reads and checks the local files the source's settings name (TLS
+    /// CA, certificate and key), for `gsdr policy check`; `None` when it
+    /// names none. No server is contacted.
+    fn check_files(&self) -> Option<Result<(), String>> {
+        None
+    }
+
     /// Counts in the restored server at `uri`: keys (no `query`), a
     /// collection's documents, or the integer a SQL query returns, as the
     /// engine understands `query`.

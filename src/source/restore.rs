@@ -75,6 +75,12 @@ pub async fn open_backup(
     ids: Arc<Identities>,
     stall_timeout: Duration,
 ) -> EngineResult<Decoded> {
+    // A locked version chosen by the ransomware view: its size was matched
+    // against the manifest when it was chosen.
+    if let Some(v) = &m.data_version {
+        let stored = catalog.store().get_version(&m.data_key, v).await?;
+        return Ok(decode_checked(stored, m, ids, stall_timeout));
+    }
     // A cut object is caught before a single byte is restored.
     match catalog.store().head(&m.data_key).await? {
         Some(o) if o.size < m.stored_bytes => {
@@ -94,7 +100,17 @@ pub async fn open_backup(
         }
     }
     let stored = catalog.store().get_stream(&m.data_key).await?;
-    Ok(pipeline::decode(
+    Ok(decode_checked(stored, m, ids, stall_timeout))
+}
+
+/// The decoder of `stored`, checking size and digests against `m`.
+fn decode_checked(
+    stored: crate::stream::BoxRead,
+    m: &Manifest,
+    ids: Arc<Identities>,
+    stall_timeout: Duration,
+) -> Decoded {
+    pipeline::decode(
         stored,
         ids,
         DecodeExpect {
@@ -104,7 +120,7 @@ pub async fn open_backup(
             recipients: m.recipients.clone(),
         },
     )
-    .stall_after(stall_timeout))
+    .stall_after(stall_timeout)
 }
 
 /// How a backup's download is named in stall and failure messages.

@@ -52,6 +52,23 @@ pub struct ObjectLock {
     pub retain_until: chrono::DateTime<chrono::Utc>,
 }
 
+/// One stored version of an object, in a bucket that keeps versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// Key (relative to the store's prefix).
+    pub key: String,
+    /// The server's version id (`null` for an object written before versioning).
+    pub version_id: String,
+    /// Bytes (0 for a delete marker).
+    pub size: u64,
+    /// When this version was written.
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
+    /// The current version of its key.
+    pub latest: bool,
+    /// A delete marker (a delete on a versioned bucket), not data.
+    pub delete_marker: bool,
+}
+
 /// Condition on a small write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutCondition {
@@ -122,6 +139,37 @@ pub trait Store: Send + Sync + Debug {
     /// it has none (or the store cannot lock: a folder never can).
     async fn object_lock(&self, key: &str) -> Result<Option<ObjectLock>, StorageError> {
         let _ = key;
+        Ok(None)
+    }
+
+    /// Every version of every object under `prefix` (delete markers too),
+    /// newest first per key; `None` when the store keeps no versions (a
+    /// folder). What Object Lock protects lives here: an attacker's new
+    /// version or delete marker hides, but cannot remove, a locked version.
+    async fn list_versions(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<Vec<ObjectVersion>>, StorageError> {
+        let _ = prefix;
+        Ok(None)
+    }
+
+    /// Streams version `version_id` of `key` ([`Store::list_versions`]).
+    async fn get_version(&self, key: &str, version_id: &str) -> Result<BoxRead, StorageError> {
+        let _ = version_id;
+        Err(StorageError::Config {
+            store: self.describe(),
+            message: format!("keeps no object versions: cannot read a version of `{key}`"),
+        })
+    }
+
+    /// The Object Lock retention of version `version_id` of `key`.
+    async fn version_lock(
+        &self,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<ObjectLock>, StorageError> {
+        let _ = (key, version_id);
         Ok(None)
     }
 

@@ -1260,6 +1260,120 @@ async fn ransomware_drill_restores_only_object_locked_backups() {
     let restored = steps.iter().find(|s| s["name"] == "restore-data").unwrap();
     assert_eq!(restored["backup_id"], locked_id.as_str(), "{j}");
     assert_eq!(restored["from_target"], "offsite");
+
+    // The attacker writes over the locked backup: a new version of its data
+    // object (same size, other bytes) and a delete marker on its manifest.
+    // Neither removes the locked versions, and the drill restores those.
+    let objects = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    let keys: Vec<String> = objects
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .filter(|k| k.contains(&locked_id))
+        .collect();
+    let data_key = keys.iter().find(|k| !k.ends_with(".json")).unwrap().clone();
+    let manifest_key = keys.iter().find(|k| k.ends_with(".json")).unwrap().clone();
+    let versions = |key: String| {
+        let s3 = s3.clone();
+        let bucket = bucket.clone();
+        async move {
+            s3.list_object_versions()
+                .bucket(&bucket)
+                .prefix(&key)
+                .send()
+                .await
+                .unwrap()
+                .versions()
+                .iter()
+                .map(|v| v.version_id().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let original = versions(data_key.clone()).await;
+    assert_eq!(original.len(), 1, "{original:?}");
+    let size = objects
+        .contents()
+        .iter()
+        .find(|o| o.key() == Some(data_key.as_str()))
+        .unwrap()
+        .size()
+        .unwrap() as usize;
+    s3.put_object()
+        .bucket(&bucket)
+        .key(&data_key)
+        .body(aws_sdk_s3::primitives::ByteStream::from(vec![0x42u8; size]))
+        .send()
+        .await
+        .unwrap();
+    s3.delete_object()
+        .bucket(&bucket)
+        .key(&manifest_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions(data_key.clone()).await.len(), 2);
+    let plan = f.gsdr_json(&[
+        "restore",
+        "--scenario",
+        "ransom",
+        "--runbooks",
+        rb,
+        "--plan",
+    ]);
+    let b = &plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "restore-data")
+        .unwrap()["backup"];
+    assert_eq!(b["id"], locked_id.as_str(), "{plan}");
+    assert_eq!(
+        b["data_version"],
+        original[0].as_str(),
+        "the locked version, not the attacker's: {plan}"
+    );
+    let (code, j, err) = run(&f, &["drill", "--scenario", "ransom", "--runbooks", rb]);
+    assert_eq!(code, 0, "{j}\n{err}");
+    let steps = j["reports"][0]["report"]["steps"].as_array().unwrap();
+    let restored = steps.iter().find(|s| s["name"] == "restore-data").unwrap();
+    assert_eq!(restored["backup_id"], locked_id.as_str(), "{j}");
+    assert_eq!(j["passed"], true, "{j}");
+    assert!(
+        steps.iter().all(|s| s["status"] == "ok"),
+        "every check passes on the locked version's bytes: {j}"
+    );
+    // A plain restore of the current versions gets the attacker's bytes and refuses them.
+    let out = f.gsdr(&[
+        "restore",
+        "--source",
+        "data",
+        "--target",
+        "offsite",
+        "--backup",
+        &locked_id,
+        "--to-file",
+        "-",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("no backup"),
+        "the manifest's current version is a delete marker: {err}"
+    );
+    // `--locked` reads the locked versions, as the drill did.
+    let out_file = f.dir.path().join("locked.out");
+    let out = f.gsdr(&[
+        "restore",
+        "--source",
+        "data",
+        "--target",
+        "offsite",
+        "--locked",
+        "--to-file",
+        out_file.to_str().unwrap(),
+    ]);
+    crate::postgres::ok(&out, "restore --locked");
+    assert_eq!(std::fs::metadata(&out_file).unwrap().len(), 3_000_000);
 }
 
 /// The shipped node-loss scenario named `name`, minus its Velero step (a

@@ -29,7 +29,7 @@ fn stream_setup() -> (Fixture, PgCluster) {
 }
 
 /// `gsdr capture --source pg` in the background, its log in `capture-N.log`.
-fn start_capture(fx: &Fixture, n: u32) -> Child {
+pub(crate) fn start_capture(fx: &Fixture, n: u32) -> Child {
     let log = std::fs::File::create(fx.dir.path().join(format!("capture-{n}.log"))).unwrap();
     Command::new(gsdr_bin())
         .arg("--policy")
@@ -42,12 +42,12 @@ fn start_capture(fx: &Fixture, n: u32) -> Child {
         .unwrap()
 }
 
-fn capture_log(fx: &Fixture, n: u32) -> String {
+pub(crate) fn capture_log(fx: &Fixture, n: u32) -> String {
     std::fs::read_to_string(fx.dir.path().join(format!("capture-{n}.log"))).unwrap_or_default()
 }
 
 /// Stops the capture with SIGTERM and asserts it ended cleanly.
-fn stop_capture(fx: &Fixture, mut c: Child, n: u32) {
+pub(crate) fn stop_capture(fx: &Fixture, mut c: Child, n: u32) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(c.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -86,7 +86,7 @@ fn stored_until(fx: &Fixture) -> (Option<DateTime<Utc>>, Option<String>) {
 /// Waits until the archive holds WAL stored after `t` (a commit's time)
 /// that reaches the server's current segment (its streamed partial);
 /// returns how long that took and the partial `gsdr status` names.
-fn wait_stored_after(
+pub(crate) fn wait_stored_after(
     fx: &Fixture,
     a: &PgCluster,
     t: DateTime<Utc>,

@@ -358,7 +358,7 @@ fn pg_timeline_switch_restore_follows_the_new_timeline() {
     );
 }
 
-const PG_LOSS: &str = r#"
+pub(crate) const PG_LOSS: &str = r#"
 name = "pg-loss"
 title = "The PostgreSQL node is lost"
 description = "Restore the newest base backup and the archived WAL into the new data directory."

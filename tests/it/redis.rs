@@ -974,3 +974,66 @@ fn deep_verify_of_several_ids_reports_each_and_exits_with_the_worst_class() {
         "{j}"
     );
 }
+
+/// Least privilege (docs/security.md): the ACL user gsdr needs to snapshot
+/// and to write its canary, and nothing more — `INFO`, `REPLCONF`, `PSYNC`,
+/// `PING`, and `SET`/`GET` on the canary key only. With it a backup and a
+/// canary succeed; without `psync` the backup fails naming the missing
+/// permission; the user cannot touch other keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_least_privilege_acl_user_snapshots_and_writes_the_canary() {
+    let server = RedisServer::start(Opts::default());
+    populate(&server).await;
+    let mut admin = server.conn(0).await;
+    let acl = "on >gsdr-acl-pw resetkeys ~gsdr:canary resetchannels -@all +info +replconf +psync +ping +set +get";
+    let mut setuser = redis::cmd("ACL");
+    setuser.arg("SETUSER").arg("gsdr");
+    for rule in acl.split(' ') {
+        setuser.arg(rule);
+    }
+    setuser.query_async::<()>(&mut admin).await.unwrap();
+    let pw = write_file(tempdir().keep().as_path(), "pw", "gsdr-acl-pw\n");
+    let c = ctx(&format!(
+        "addr = \"{}\"\nusername = \"gsdr\"\npassword = {{ file = \"{}\" }}",
+        server.addr(),
+        pw.display()
+    ));
+    let m = c.backup().await;
+    assert_eq!(m.consistency.details["keys_per_db"]["0"]["keys"], 13);
+    gsdr::drill::canary::write(&c.env, "cache").await.unwrap();
+    let canary: Option<String> = redis::cmd("GET")
+        .arg("gsdr:canary")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(canary.is_some(), "the canary was written with the ACL user");
+    // The user reaches nothing else.
+    let mut as_gsdr = redis::Client::open(format!("redis://gsdr:gsdr-acl-pw@{}/0", server.addr()))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let denied = redis::cmd("GET")
+        .arg("string")
+        .query_async::<Option<String>>(&mut as_gsdr)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(denied.to_lowercase().contains("noperm"), "{denied}");
+    // Without PSYNC the snapshot is refused, and the error says so.
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("gsdr")
+        .arg("-psync")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let err = gsdr::job::backup(&c.env, "cache", &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.to_lowercase().contains("noperm") || err.to_lowercase().contains("permission"),
+        "{err}"
+    );
+}

@@ -161,8 +161,8 @@ impl ArchiverState {
 pub struct Watch {
     /// Source name (messages).
     pub source: String,
-    /// How to connect again when the watching session is lost.
-    pub config: tokio_postgres::Config,
+    /// How to connect again when the watching session is lost (TLS included).
+    pub conn: super::tls::PgConn,
     /// The watching session, if connected.
     pub client: Option<tokio_postgres::Client>,
     /// `application_name` of the backup's `pg_basebackup` (`PGAPPNAME`).
@@ -178,11 +178,8 @@ pub struct Watch {
 impl Watch {
     async fn client(&mut self) -> Option<&tokio_postgres::Client> {
         if self.client.is_none() {
-            match tokio::time::timeout(QUERY_TIMEOUT, self.config.connect(tokio_postgres::NoTls))
-                .await
-            {
-                Ok(Ok((c, conn))) => {
-                    tokio::spawn(conn);
+            match tokio::time::timeout(QUERY_TIMEOUT, self.conn.connect()).await {
+                Ok(Ok((c, _conn))) => {
                     self.client = Some(c);
                 }
                 Ok(Err(e)) => {

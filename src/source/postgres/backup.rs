@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::archiver::{self, ArchiverState};
+use super::tls::{self, PgConn};
 use super::{format_lsn, parse_lsn, PostgresConfig, SegmentId};
 use crate::stream::progress::Inspect;
 use crate::fault::RetryClass;
@@ -107,6 +108,13 @@ impl BaseBackupSource {
         c
     }
 
+    /// The session settings with the source's TLS (its files read now).
+    pub(crate) fn pg_conn(&self, password: Option<&str>) -> Result<PgConn, SourceError> {
+        PgConn::new(self.pg_config(password), &self.cfg).map_err(|m| SourceError::Config {
+            message: format!("[sources.{}.postgres]: {m}", self.name),
+        })
+    }
+
     fn server(&self) -> String {
         format!("{}:{}", self.cfg.host, self.cfg.port)
     }
@@ -116,32 +124,39 @@ impl BaseBackupSource {
         &self,
         password: Option<&str>,
     ) -> Result<tokio_postgres::Client, SourceError> {
-        let (client, conn) = self
-            .pg_config(password)
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| {
-                let msg = e.to_string();
-                if msg.contains("password") || msg.contains("authentication") {
-                    SourceError::Auth {
-                        source_name: self.name.clone(),
-                        message: msg,
-                    }
-                } else {
-                    SourceError::Connect {
-                        source_name: self.name.clone(),
-                        message: format!(
-                            "cannot connect to PostgreSQL at {} as `{}`: {}; check host, port and pg_hba.conf",
-                            self.server(),
-                            self.cfg.user,
-                            crate::fault::root_cause(&e)
-                        ),
-                        // The root cause is in the message: the chain would repeat it.
-                        cause: None,
-                    }
+        let (client, _conn) = self.pg_conn(password)?.connect().await.map_err(|e| {
+            let msg = e.to_string();
+            let all = tls::chain(&e);
+            if let Some(h) = tls::hint(&self.cfg, &self.name, &all) {
+                // A setting to change, not a failure to retry.
+                SourceError::Config {
+                    message: format!(
+                        "source `{}`: cannot connect to PostgreSQL at {} as `{}`: {}; {h}",
+                        self.name,
+                        self.server(),
+                        self.cfg.user,
+                        crate::fault::root_cause(&e)
+                    ),
                 }
-            })?;
-        tokio::spawn(conn);
+            } else if msg.contains("password") || msg.contains("authentication") {
+                SourceError::Auth {
+                    source_name: self.name.clone(),
+                    message: msg,
+                }
+            } else {
+                SourceError::Connect {
+                    source_name: self.name.clone(),
+                    message: format!(
+                        "cannot connect to PostgreSQL at {} as `{}`: {}; check host, port and pg_hba.conf",
+                        self.server(),
+                        self.cfg.user,
+                        crate::fault::root_cause(&e)
+                    ),
+                    // The root cause is in the message: the chain would repeat it.
+                    cause: None,
+                }
+            }
+        })?;
         Ok(client)
     }
 
@@ -339,6 +354,7 @@ impl BackupSource for BaseBackupSource {
         let password = self.password()?;
         let client = self.connect(password.as_deref()).await?;
         let (sysid, version) = self.server_facts(&client).await?;
+        let watch_conn = self.pg_conn(password.as_deref())?;
         let prog = self.cfg.program("pg_basebackup");
         // A name of its own, so the watch finds this backup's walsender.
         let app = format!("gsdr-base-{:08x}", rand::random::<u32>());
@@ -355,6 +371,7 @@ impl BackupSource for BaseBackupSource {
         if let Some(p) = &password {
             cmd.env("PGPASSWORD", p);
         }
+        tls::libpq_env(&self.cfg, &mut cmd);
         let start_time = chrono::Utc::now();
         let mut child = cmd.spawn().map_err(|e| SourceError::Connect {
             source_name: self.name.clone(),
@@ -388,6 +405,7 @@ impl BackupSource for BaseBackupSource {
             keep
         });
         let name = self.name.clone();
+        let cfg = self.cfg.clone();
         let seg_bytes = self.cfg.wal_segment_bytes;
         // The watch owns the child: it bounds PostgreSQL's wait for the WAL.
         let (status_tx, status_rx) = tokio::sync::oneshot::channel();
@@ -396,7 +414,7 @@ impl BackupSource for BaseBackupSource {
             child,
             archiver::Watch {
                 source: self.name.clone(),
-                config: self.pg_config(password.as_deref()),
+                conn: watch_conn,
                 client: Some(client),
                 application_name: app,
                 archive_wait: self.cfg.archive_wait.0,
@@ -425,9 +443,13 @@ impl BackupSource for BaseBackupSource {
                     .rev()
                     .map(String::as_str)
                     .collect();
+                let said = tail.join(" | ");
+                let hint = tls::hint(&cfg, &name, &said)
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
                 return Err(SourceError::Dump {
                     source_name: name,
-                    message: format!("pg_basebackup exited with {status}: {}", tail.join(" | ")),
+                    message: format!("pg_basebackup exited with {status}: {said}{hint}"),
                     class: RetryClass::Temporary,
                     cause: None,
                 });

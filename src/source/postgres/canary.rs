@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::tls::PgConn;
 use super::PostgresConfig;
 use crate::source::EngineError;
 
@@ -29,24 +30,51 @@ pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, E
         c.password(secret.expose());
     }
     let err = |what: &str, e: tokio_postgres::Error| {
+        // The server's own words ("permission denied for table …"), not
+        // the driver's bare "db error".
+        let detail = e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_string());
         EngineError::Source(crate::source::SourceError::Connect {
             source_name: source.to_string(),
-            message: format!("heartbeat canary: {what}: {e}"),
+            message: format!("heartbeat canary: {what}: {detail}"),
             cause: Some(Box::new(e)),
         })
     };
-    let (client, connection) = c
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| err("connecting", e))?;
-    let h = tokio::spawn(connection);
+    let conn = PgConn::new(c, pc).map_err(|m| {
+        EngineError::Invalid(format!("[sources.{source}.postgres]: {m}"))
+    })?;
+    let (client, h) = conn.connect().await.map_err(|e| {
+        let all = super::tls::chain(&e);
+        match super::tls::hint(pc, source, &all) {
+            Some(h) => EngineError::Invalid(format!(
+                "source `{source}`: heartbeat canary: connecting: {}; {h}",
+                crate::fault::root_cause(&e)
+            )),
+            None => err("connecting", e),
+        }
+    })?;
     let r = async {
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())"
-            ))
+        // Created only when absent: a least-privilege role has no CREATE on
+        // the schema, and PostgreSQL checks that even for IF NOT EXISTS.
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&TABLE])
             .await
-            .map_err(|e| err("creating the canary table", e))?;
+            .map_err(|e| err("looking up the canary table", e))?
+            .get(0);
+        if !exists {
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, written_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+                ))
+                .await
+                .map_err(|e| {
+                    err(
+                        "creating the canary table (or let the DBA create it and grant SELECT, INSERT on it and USAGE on its sequence: docs/security.md)",
+                        e,
+                    )
+                })?;
+        }
         let row = client
             .query_one(
                 &format!("INSERT INTO {TABLE} DEFAULT VALUES RETURNING to_char(written_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"),
@@ -66,7 +94,7 @@ pub async fn write(source: &str, pc: &PostgresConfig) -> Result<DateTime<Utc>, E
 }
 
 /// The newest canary in the restored PostgreSQL reachable with `conn`.
-pub async fn read(conn: &tokio_postgres::Config) -> Result<DateTime<Utc>, EngineError> {
+pub async fn read(conn: &PgConn) -> Result<DateTime<Utc>, EngineError> {
     let text = super::scratch::query_text(conn, SQL_NEWEST)
         .await?
         .ok_or_else(|| {
@@ -79,12 +107,13 @@ pub async fn read(conn: &tokio_postgres::Config) -> Result<DateTime<Utc>, Engine
         .with_timezone(&Utc))
 }
 
-/// Connection settings for the restored server at `uri`, with the source's password.
+/// Connection settings for the restored server at `uri`, with the source's
+/// password and TLS (the restored copy serves the source's certificate).
 pub fn restored_conn(
     source: &str,
     uri: &str,
     pc: Option<&PostgresConfig>,
-) -> Result<tokio_postgres::Config, EngineError> {
+) -> Result<PgConn, EngineError> {
     let mut c: tokio_postgres::Config = uri
         .parse()
         .map_err(|e| EngineError::Invalid(format!("restored PostgreSQL `{uri}`: {e}")))?;
@@ -94,5 +123,10 @@ pub fn restored_conn(
         })?;
         c.password(pw.expose());
     }
-    Ok(c)
+    match pc {
+        Some(pc) => PgConn::new(c, pc).map_err(|m| {
+            EngineError::Invalid(format!("[sources.{source}.postgres]: {m}"))
+        }),
+        None => Ok(PgConn { config: c, tls: None }),
+    }
 }

@@ -90,6 +90,26 @@ pub struct PostgresConfig {
     /// pg_receivewal is stopped (the slot then keeps the WAL on the server).
     #[serde(default = "default_spool_segments")]
     pub spool_segments: usize,
+    /// Connect with TLS: gsdr's own sessions and the libpq programs it runs
+    /// (`pg_basebackup`, `pg_receivewal`); off: plaintext (`sslmode=disable`).
+    #[serde(default)]
+    pub tls: bool,
+    /// What TLS verifies (libpq's `sslmode`): `verify-full` (the default:
+    /// the CA and the host name), `verify-ca` (the CA only) or `require`
+    /// (encryption only, nothing verified).
+    #[serde(default)]
+    pub tls_mode: Option<String>,
+    /// PEM file of the CA that signed the server's certificate (libpq's
+    /// `sslrootcert`); needed by `verify-full` and `verify-ca`.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for servers that ask for one (`clientcert=`
+    /// or `cert` in pg_hba.conf). Needs `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`; refused when group or others can read it.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// `capture = "archive"`: WAL arrives through `archive_command` only.
@@ -243,6 +263,54 @@ impl PostgresConfig {
         }
         if self.push_concurrency == 0 {
             return Err("push_concurrency must be at least 1".into());
+        }
+        self.validate_tls()
+    }
+
+    /// The TLS fields together (no file is read here: `wal-push` runs as
+    /// PostgreSQL's user, who need not read gsdr's key; see [`super::tls::PgTls::load`]).
+    fn validate_tls(&self) -> Result<(), String> {
+        use super::tls::{MODES, MODE_REQUIRE};
+        if !self.tls {
+            let set = [
+                ("tls_mode", self.tls_mode.is_some()),
+                ("tls_ca_file", self.tls_ca_file.is_some()),
+                ("tls_cert_file", self.tls_cert_file.is_some()),
+                ("tls_key_file", self.tls_key_file.is_some()),
+            ];
+            if let Some((field, _)) = set.iter().find(|(_, s)| *s) {
+                return Err(format!("`{field}` is set but `tls` is not: set `tls = true`"));
+            }
+            return Ok(());
+        }
+        if let Some(m) = &self.tls_mode {
+            if !MODES.contains(&m.as_str()) {
+                return Err(format!(
+                    "tls_mode = \"{m}\": use \"verify-full\" (CA and host name), \"verify-ca\" (CA only) or \"require\" (encryption only)"
+                ));
+            }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(
+                "`tls_cert_file` and `tls_key_file` go together: set both or neither".into(),
+            );
+        }
+        let mode = self.tls_mode();
+        if mode == MODE_REQUIRE {
+            if self.tls_ca_file.is_some() {
+                return Err("`tls_ca_file` is set but tls_mode = \"require\" verifies nothing: use tls_mode = \"verify-full\" (or \"verify-ca\")".into());
+            }
+        } else if self.tls_ca_file.is_none() {
+            // libpq 15 (pg_basebackup) has no `sslrootcert=system`: a file is needed.
+            return Err(format!(
+                "tls_mode = \"{mode}\" needs `tls_ca_file`: the PEM file of the CA that signed the server's certificate (for a public CA, the system bundle, e.g. /etc/ssl/certs/ca-certificates.crt)"
+            ));
+        }
+        if self.host.starts_with('/') {
+            return Err(format!(
+                "`tls = true` with host = \"{}\", a Unix socket directory: TLS runs over TCP only; set `host` to the server's name",
+                self.host
+            ));
         }
         Ok(())
     }

@@ -56,7 +56,7 @@ pub(super) async fn stand_in(
     let mut start_hint = None;
     let (uri, into, server): (String, String, Option<Box<dyn Scratch>>) = match &req.to {
         StandInTo::Scratch { .. } => {
-            let pg = ScratchPg::start(cfg, &dir).await?;
+            let pg = ScratchPg::start(&e.name, cfg, &dir).await?;
             let uri = pg.conn_string(cfg);
             let into = format!("scratch PostgreSQL on {} ({})", pg.shown(), dir.display());
             (
@@ -72,7 +72,7 @@ pub(super) async fn stand_in(
                 cfg.host, cfg.port, cfg.user, cfg.dbname
             );
             let into = if *start {
-                ScratchPg::start_endpoint(cfg, &dir).await?.detach();
+                ScratchPg::start_endpoint(&e.name, cfg, &dir).await?.detach();
                 format!(
                     "{} (started with pg_ctl on port {}, promoted)",
                     dir.display(),

@@ -33,6 +33,7 @@ pub mod config;
 pub mod restore;
 pub mod scratch;
 pub mod stream;
+pub mod tls;
 pub mod wal;
 pub mod walchain;
 pub mod walcopy;
@@ -198,9 +199,9 @@ impl Engine for PostgresEngine {
     async fn scratch_start(&self, spec: &ScratchSpec<'_>) -> EngineResult<Box<dyn Scratch>> {
         let cfg = self.config()?;
         let server = if spec.as_endpoint {
-            scratch::ScratchPg::start_endpoint(cfg, spec.dir).await?
+            scratch::ScratchPg::start_endpoint(&self.name, cfg, spec.dir).await?
         } else {
-            scratch::ScratchPg::start(cfg, spec.dir).await?
+            scratch::ScratchPg::start(&self.name, cfg, spec.dir).await?
         };
         let uri = server.conn_string(cfg);
         Ok(Box::new(PgScratch { server, uri }))
@@ -239,6 +240,11 @@ impl Engine for PostgresEngine {
 
     async fn count(&self, uri: &str, query: Option<&str>) -> EngineResult<i64> {
         drill::count(self, uri, query).await
+    }
+
+    fn check_files(&self) -> Option<Result<(), String>> {
+        let c = self.config.as_ref().filter(|c| c.tls)?;
+        Some(tls::PgTls::load(c).map(|_| ()))
     }
 }
 

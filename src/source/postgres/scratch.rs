@@ -18,6 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::source::error::{EngineError as Error, EngineResult as Result};
+use crate::source::postgres::tls::PgConn;
 use crate::source::postgres::PostgresConfig;
 use crate::source::SourceError;
 
@@ -54,7 +55,7 @@ fn as_server_user(prog: &Path) -> Command {
 
 impl ScratchPg {
     /// Starts the restored directory `data` and waits until it has promoted.
-    pub async fn start(cfg: &PostgresConfig, data: &Path) -> Result<ScratchPg> {
+    pub async fn start(source: &str, cfg: &PostgresConfig, data: &Path) -> Result<ScratchPg> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -86,7 +87,7 @@ impl ScratchPg {
             hba.display()
         );
         let log = parent.join("postgres.log");
-        Self::start_with(cfg, data, port, &opts, &log, Some(parent)).await
+        Self::start_with(source, cfg, data, port, &opts, &log, Some(parent)).await
     }
 
     /// Starts a directory restored in an incident as the real server: on the
@@ -94,7 +95,11 @@ impl ScratchPg {
     /// (archiving as the restore wrote it: off, or kept with
     /// `--keep-archiving`), and waits until it has promoted. It keeps
     /// running after gsdr exits (see [`ScratchPg::detach`]).
-    pub async fn start_endpoint(cfg: &PostgresConfig, data: &Path) -> Result<ScratchPg> {
+    pub async fn start_endpoint(
+        source: &str,
+        cfg: &PostgresConfig,
+        data: &Path,
+    ) -> Result<ScratchPg> {
         if is_root() {
             let _ = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -110,7 +115,7 @@ impl ScratchPg {
                 .status();
         }
         let opts = format!("-p {}", cfg.port);
-        Self::start_with(cfg, data, cfg.port, &opts, &log, None).await
+        Self::start_with(source, cfg, data, cfg.port, &opts, &log, None).await
     }
 
     /// Leaves the server running when this handle goes (an incident's real server).
@@ -119,6 +124,7 @@ impl ScratchPg {
     }
 
     async fn start_with(
+        source: &str,
         cfg: &PostgresConfig,
         data: &Path,
         port: u16,
@@ -157,7 +163,7 @@ impl ScratchPg {
                 log_tail(&log)
             )));
         }
-        s.wait_promoted(cfg, &log).await?;
+        s.wait_promoted(source, cfg, &log).await?;
         Ok(s)
     }
 
@@ -197,12 +203,17 @@ impl ScratchPg {
         }
     }
 
-    async fn wait_promoted(&self, cfg: &PostgresConfig, log: &Path) -> Result<()> {
+    async fn wait_promoted(&self, source: &str, cfg: &PostgresConfig, log: &Path) -> Result<()> {
         let start = Instant::now();
-        let conn = self.config(cfg);
+        // The source's TLS: a restored pg_hba.conf may accept only TLS.
+        let conn = PgConn::new(self.config(cfg), cfg)
+            .map_err(|m| Error::Invalid(format!("scratch PostgreSQL: {m}")))?;
+        let mut last_err = String::new();
         loop {
-            if let Ok((client, connection)) = conn.connect(tokio_postgres::NoTls).await {
-                let h = tokio::spawn(connection);
+            match conn.connect().await {
+                Err(e) => last_err = super::tls::chain(&e),
+                Ok((client, h)) => {
+                last_err.clear();
                 let r = client.query_one("SELECT pg_is_in_recovery()", &[]).await;
                 drop(client);
                 let _ = h.await;
@@ -211,10 +222,18 @@ impl ScratchPg {
                         return Ok(());
                     }
                 }
+                }
+            }
+            // A TLS mismatch does not heal by waiting: say what to change now.
+            if let Some(h) = super::tls::hint(cfg, source, &last_err) {
+                return Err(Error::Invalid(format!(
+                    "cannot connect to the scratch PostgreSQL on 127.0.0.1:{}: {last_err}; {h}",
+                    self.port
+                )));
             }
             if start.elapsed() > PROMOTE_TIMEOUT {
                 return Err(Error::Invalid(format!(
-                    "the scratch PostgreSQL did not finish recovery within {PROMOTE_TIMEOUT:?}; server log: {}",
+                    "the scratch PostgreSQL did not finish recovery within {PROMOTE_TIMEOUT:?} (last connection error: {last_err}); server log: {}",
                     log_tail(log)
                 )));
             }
@@ -270,13 +289,16 @@ fn log_tail(log: &Path) -> String {
 }
 
 /// Runs `query` and returns the first column of the first row as an integer.
-pub async fn query_i64(conn: &tokio_postgres::Config, query: &str) -> Result<i64> {
-    let (client, connection) = conn.connect(tokio_postgres::NoTls).await.map_err(|e| {
+pub async fn query_i64(conn: &PgConn, query: &str) -> Result<i64> {
+    let (client, h) = conn.connect().await.map_err(|e| {
         Error::Source(SourceError::Unreachable {
-            message: format!("restored PostgreSQL {}: cannot connect: {e}", shown(conn)),
+            message: format!(
+                "restored PostgreSQL {}: cannot connect: {}",
+                shown(&conn.config),
+                super::tls::chain(&e)
+            ),
         })
     })?;
-    let h = tokio::spawn(connection);
     let row = client
         .query_one(&format!("SELECT ({query})::bigint"), &[])
         .await
@@ -287,13 +309,16 @@ pub async fn query_i64(conn: &tokio_postgres::Config, query: &str) -> Result<i64
 }
 
 /// Runs `query` and returns the first column of the first row as text (NULL = `None`).
-pub async fn query_text(conn: &tokio_postgres::Config, query: &str) -> Result<Option<String>> {
-    let (client, connection) = conn.connect(tokio_postgres::NoTls).await.map_err(|e| {
+pub async fn query_text(conn: &PgConn, query: &str) -> Result<Option<String>> {
+    let (client, h) = conn.connect().await.map_err(|e| {
         Error::Source(SourceError::Unreachable {
-            message: format!("PostgreSQL {}: cannot connect: {e}", shown(conn)),
+            message: format!(
+                "PostgreSQL {}: cannot connect: {}",
+                shown(&conn.config),
+                super::tls::chain(&e)
+            ),
         })
     })?;
-    let h = tokio::spawn(connection);
     let row = client
         .query_one(query, &[])
         .await

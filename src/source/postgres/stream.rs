@@ -507,6 +507,7 @@ impl Run<'_> {
         if let Some(p) = base.password()? {
             cmd.env("PGPASSWORD", p);
         }
+        super::tls::libpq_env(cfg, &mut cmd);
         let mut child = cmd.spawn().map_err(|e| {
             self.cap.refuse(format!(
                 "cannot start `{}` ({e}); install the PostgreSQL client or set pg_bin",

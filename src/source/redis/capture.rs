@@ -172,6 +172,7 @@ async fn store_base(
         recipients: opts.recipients.iter().map(|r| r.to_string()).collect(),
         gsdr_version: env!("CARGO_PKG_VERSION").to_string(),
         signature: None,
+        data_version: None,
     };
     if let Some(s) = &opts.signer {
         m.sign(s);

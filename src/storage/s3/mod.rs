@@ -38,6 +38,7 @@
 mod error;
 mod plan;
 mod upload;
+mod versions;
 
 use std::fmt;
 use std::time::Duration;
@@ -566,18 +567,26 @@ impl Store for S3Store {
 
     async fn object_lock(&self, key: &str) -> Result<Option<ObjectLock>, StorageError> {
         let out = self.head_object(key, "look up the retention of").await?;
-        Ok(
-            match (
-                out.object_lock_mode(),
-                to_chrono(out.object_lock_retain_until_date()),
-            ) {
-                (Some(mode), Some(retain_until)) => Some(ObjectLock {
-                    mode: mode.as_str().to_string(),
-                    retain_until,
-                }),
-                _ => None,
-            },
-        )
+        Ok(versions::lock_of(&out))
+    }
+
+    async fn list_versions(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<Vec<super::ObjectVersion>>, StorageError> {
+        self.versions_under(prefix).await.map(Some)
+    }
+
+    async fn get_version(&self, key: &str, version_id: &str) -> Result<BoxRead, StorageError> {
+        self.version_stream(key, version_id).await
+    }
+
+    async fn version_lock(
+        &self,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<ObjectLock>, StorageError> {
+        self.lock_of_version(key, version_id).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {

@@ -88,6 +88,20 @@ pub fn give_to_pg_user(path: &Path) {
     }
 }
 
+/// `PGSSL*` settings of a libpq client that verifies the server against
+/// `tls`'s CA and presents its client certificate.
+pub fn tls_client_env(tls: &super::redis::TlsFiles) -> Vec<(String, String)> {
+    [
+        ("PGSSLMODE", "verify-full".to_string()),
+        ("PGSSLROOTCERT", tls.ca.display().to_string()),
+        ("PGSSLCERT", tls.client_cert.display().to_string()),
+        ("PGSSLKEY", tls.client_key.display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 fn run(mut c: Command, what: &str) -> String {
     let out = c
         .output()
@@ -110,6 +124,9 @@ pub struct PgCluster {
     pub port: u16,
     /// Server log.
     pub log: PathBuf,
+    /// Environment of the test's own clients (psql, pgbench): the `PGSSL*`
+    /// settings of a server that accepts only TLS.
+    pub client_env: Vec<(String, String)>,
     running: bool,
     _dir: Option<tempfile::TempDir>,
 }
@@ -141,6 +158,7 @@ impl PgCluster {
             data,
             port,
             log,
+            client_env: Vec::new(),
             running: false,
             _dir: Some(dir),
         }
@@ -156,6 +174,35 @@ impl PgCluster {
         std::fs::write(&f, text).unwrap();
     }
 
+    /// Makes the server accept only TLS connections (before `start`):
+    /// `ssl = on` with `tls`'s server certificate, `hostssl` lines that
+    /// require a client certificate signed by `tls`'s CA, and `hostnossl
+    /// … reject`. The test's own clients get `tls`'s client certificate
+    /// and verify the server (`verify-full`).
+    pub fn require_tls(&mut self, tls: &super::redis::TlsFiles) {
+        use std::os::unix::fs::PermissionsExt;
+        for k in [&tls.server_key, &tls.client_key] {
+            std::fs::set_permissions(k, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        give_to_pg_user(tls.ca.parent().unwrap());
+        self.append_conf(&format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nssl_ca_file = '{}'\n",
+            tls.server_cert.display(),
+            tls.server_key.display(),
+            tls.ca.display()
+        ));
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\nlocal replication all trust\n\
+             hostnossl all all 0.0.0.0/0 reject\nhostnossl replication all 0.0.0.0/0 reject\n\
+             hostssl all all 127.0.0.0/8 trust clientcert=verify-ca\n\
+             hostssl replication all 127.0.0.0/8 trust clientcert=verify-ca\n",
+        )
+        .unwrap();
+        give_to_pg_user(&self.data);
+        self.client_env = tls_client_env(tls);
+    }
+
     /// An existing (e.g. restored) data directory, on a new free port.
     pub fn existing(data: &Path) -> PgCluster {
         give_to_pg_user(data);
@@ -166,6 +213,7 @@ impl PgCluster {
             data: data.to_path_buf(),
             port: free_port(),
             log,
+            client_env: Vec::new(),
             running: false,
             _dir: None,
         }
@@ -189,6 +237,7 @@ impl PgCluster {
             data,
             port: free_port(),
             log,
+            client_env: Vec::new(),
             running: false,
             _dir: Some(dir),
         }
@@ -208,6 +257,7 @@ impl PgCluster {
             data: data.to_path_buf(),
             port,
             log: data.with_extension("log"),
+            client_env: Vec::new(),
             running: true,
             _dir: None,
         }
@@ -289,7 +339,8 @@ impl PgCluster {
             &self.port.to_string(),
             "-c",
             sql,
-        ]);
+        ])
+        .envs(self.client_env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -305,7 +356,8 @@ impl PgCluster {
             &self.port.to_string(),
         ])
         .args(args)
-        .arg("postgres");
+        .arg("postgres")
+        .envs(self.client_env.iter().map(|(k, v)| (k, v)));
         run(c, "pgbench");
     }
 
