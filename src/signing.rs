@@ -28,19 +28,16 @@ const PUBLIC_PREFIX: &str = "gsdr-ed25519:";
 
 /// `[signing]` of a policy: who signs manifests, and which keys are trusted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SigningConfig {
     /// The signing key (a mounted secret, mode 0600; `gsdr keygen --signing`):
     /// only the writers (daemon, `backup`, `wal-push`) need it.
-    #[serde(default)]
     pub key_file: Option<PathBuf>,
     /// Trusted verify keys (`gsdr-ed25519:…`); several while keys rotate.
     /// Set: restores, verify, drills and replication refuse manifests that are
     /// unsigned or whose signature does not verify.
-    #[serde(default)]
     pub verify_keys: Vec<String>,
     /// Accept unsigned manifests (those written before signing was set up).
-    #[serde(default)]
     pub allow_unsigned: bool,
 }
 

@@ -108,16 +108,13 @@ impl Rules {
 
 /// What the watch remembers between evaluations (stored in the catalog).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct WatchState {
     /// Thresholds currently crossed, by key (`rpo/<source>`, `wal_lag/<source>`, `offsite_lag/<source>`).
-    #[serde(default)]
     pub alerts: BTreeMap<String, Alert>,
     /// Per job (`<kind>/<name>`): the last run seen and whether it failed.
-    #[serde(default)]
     pub jobs: BTreeMap<String, JobState>,
     /// When the last heartbeat was due.
-    #[serde(default)]
     pub last_heartbeat: Option<DateTime<Utc>>,
 }
 

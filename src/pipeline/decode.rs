@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tokio_util::io::SyncIoBridge;
 
-use super::chan::{self, ChunkWriter, Msg};
+use super::chan::{ChunkWriter, Msg};
 use super::encode::WaitingRead;
 use super::finish::{Running, StreamCtl, DEFAULT_STALL_TIMEOUT};
 use super::keys::Identities;
@@ -46,24 +46,9 @@ pub type Decoded = Running<DecodeStats>;
 
 /// Starts decoding `stored` with `identities`. Must be called inside a Tokio runtime.
 pub fn decode(stored: BoxRead, identities: Arc<Identities>, expect: DecodeExpect) -> Decoded {
-    let (tx, reader) = chan::channel();
-    let handle = tokio::runtime::Handle::current();
-    let ctl = StreamCtl::new();
-    let thread_ctl = ctl.clone();
-    let stats = tokio::task::spawn_blocking(move || {
-        let fail_tx = tx.clone();
-        let result = run(stored, &identities, &expect, tx, &handle, &thread_ctl);
-        if let Err(e) = &result {
-            let _ = fail_tx.try_send(Msg::Failed(io::Error::other(e.to_string())));
-        }
-        result
-    });
-    Running {
-        reader: Box::pin(reader),
-        stats,
-        ctl,
-        stall_timeout: DEFAULT_STALL_TIMEOUT,
-    }
+    Running::spawn(DEFAULT_STALL_TIMEOUT, move |tx, handle, ctl| {
+        run(stored, &identities, &expect, tx, handle, ctl)
+    })
 }
 
 /// Counts and hashes what passes through, and keeps the first read error:

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use sha2::{Digest, Sha256};
 use tokio_util::io::SyncIoBridge;
 
-use super::chan::{self, ChunkWriter, Msg};
+use super::chan::{ChunkWriter, Msg};
 use super::finish::{Running, StreamCtl, WIND_DOWN};
 use super::{hex_digest, PipelineError, CHUNK_BYTES, ZSTD_JOB_BYTES};
 use crate::stream::{SourceMeta, SourceStream};
@@ -57,27 +57,10 @@ pub type Encoded = Running<(EncodeStats, SourceMeta)>;
 
 /// Starts encoding `src`. Must be called inside a Tokio runtime.
 pub fn encode(src: SourceStream, opts: EncodeOptions) -> Encoded {
-    let (tx, reader) = chan::channel();
-    let handle = tokio::runtime::Handle::current();
-    let ctl = StreamCtl::new();
-    let thread_ctl = ctl.clone();
     let stall_timeout = opts.stall_timeout;
-    let stats = tokio::task::spawn_blocking(move || {
-        let fail_tx = tx.clone();
-        let result = run(src, &opts, tx, &handle, &thread_ctl);
-        if let Err(e) = &result {
-            // Tell the sink the stream is invalid so it aborts instead of committing
-            // (never blocking: a sink that stopped reading is cancelled anyway).
-            let _ = fail_tx.try_send(Msg::Failed(io::Error::other(e.to_string())));
-        }
-        result
-    });
-    Running {
-        reader: Box::pin(reader),
-        stats,
-        ctl,
-        stall_timeout,
-    }
+    Running::spawn(stall_timeout, move |tx, handle, ctl| {
+        run(src, &opts, tx, handle, ctl)
+    })
 }
 
 /// Marks the codec as waiting for its input before each read.

@@ -240,10 +240,59 @@ impl<E: std::fmt::Display> std::fmt::Display for StreamError<E> {
 }
 
 impl<S: Send + 'static> Running<S> {
+    /// Runs the codec `run` on a blocking thread, writing into the returned
+    /// reader. Its failure is also sent down the stream, so the sink aborts
+    /// instead of committing (never blocking: a sink that stopped reading is
+    /// cancelled anyway). Must be called inside a Tokio runtime.
+    pub(crate) fn spawn(
+        stall_timeout: Duration,
+        run: impl FnOnce(
+                tokio::sync::mpsc::Sender<super::chan::Msg>,
+                &tokio::runtime::Handle,
+                &StreamCtl,
+            ) -> Result<S, PipelineError>
+            + Send
+            + 'static,
+    ) -> Running<S> {
+        let (tx, reader) = super::chan::channel();
+        let handle = tokio::runtime::Handle::current();
+        let ctl = StreamCtl::new();
+        let thread_ctl = ctl.clone();
+        let stats = tokio::task::spawn_blocking(move || {
+            let fail_tx = tx.clone();
+            let result = run(tx, &handle, &thread_ctl);
+            if let Err(e) = &result {
+                let msg = super::chan::Msg::Failed(io::Error::other(e.to_string()));
+                let _ = fail_tx.try_send(msg);
+            }
+            result
+        });
+        Running {
+            reader: Box::pin(reader),
+            stats,
+            ctl,
+            stall_timeout,
+        }
+    }
+
     /// Overrides the stall timeout.
     pub fn stall_after(mut self, d: Duration) -> Self {
         self.stall_timeout = d;
         self
+    }
+
+    /// [`finish`](Self::finish) into memory: for the small streams (a log
+    /// slice or segment) whose whole output is bounded by their settings.
+    pub async fn finish_to_vec(
+        self,
+        ends: Ends<'_>,
+    ) -> Result<(S, Vec<u8>), StreamError<std::io::Error>> {
+        self.finish(ends, None, |mut reader| async move {
+            let mut out = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut out).await?;
+            Ok(out)
+        })
+        .await
     }
 
     /// Runs `sink` over the output to the end and returns both results, or

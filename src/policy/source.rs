@@ -4,22 +4,17 @@ use super::*;
 
 /// Defaults applied to every source.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Defaults {
     /// Primary target name.
-    #[serde(default)]
     pub target: Option<String>,
     /// Off-site target name.
-    #[serde(default)]
     pub offsite: Option<String>,
     /// Retention.
-    #[serde(default)]
     pub retention: Option<Retention>,
     /// Recovery objectives.
-    #[serde(default)]
     pub objectives: Option<Objectives>,
     /// Deadline of one backup run of a source, retries excluded (default `"6h"`): past it the run is cancelled, reported as failed and its lease released.
-    #[serde(default)]
     pub timeout: Option<HumanDuration>,
 }
 

@@ -8,22 +8,17 @@ use crate::units::HumanDuration;
 pub const DEFAULT_KEEP_WITHIN_DAYS: u64 = 30;
 
 /// How long backups are kept.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Retention {
     /// Keep every backup newer than this.
-    #[serde(default)]
     pub keep_within: Option<HumanDuration>,
     /// Keep the newest N.
-    #[serde(default)]
     pub keep_last: Option<u32>,
     /// Keep the newest of each of the last N days.
-    #[serde(default)]
     pub keep_daily: Option<u32>,
     /// Keep the newest of each of the last N weeks.
-    #[serde(default)]
     pub keep_weekly: Option<u32>,
     /// Keep the newest of each of the last N months.
-    #[serde(default)]
     pub keep_monthly: Option<u32>,
 }

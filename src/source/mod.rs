@@ -246,8 +246,10 @@ pub trait Engine: Send + Sync {
         scratch: Option<&str>,
     ) -> EngineResult<DeepVerify>;
 
-    /// Whether sources of this engine can hold a heartbeat canary.
-    fn has_canary(&self) -> bool;
+    /// Whether sources of this engine can hold a heartbeat canary (most can).
+    fn has_canary(&self) -> bool {
+        true
+    }
 
     /// Why a drill's RPO of this engine's sources comes from the manifest
     /// when no canary was read, if the engine has its own reason (no canary can exist).
@@ -270,8 +272,10 @@ pub trait Engine: Send + Sync {
     async fn stand_in(&self, ctx: &RestoreCtx<'_>, req: &StandIn<'_>) -> EngineResult<StoodIn>;
 
     /// What an incident's endpoint for this engine is (a server URI, a data
-    /// directory, a file), as a restore destination.
-    fn endpoint_target(&self, endpoint: &str) -> RestoreTarget;
+    /// directory, a file), as a restore destination; by default a server URI.
+    fn endpoint_target(&self, endpoint: &str) -> RestoreTarget {
+        RestoreTarget::Server(endpoint.to_string())
+    }
 
     /// The password the source's policy gives for its servers, which a
     /// restore target URI written without one takes (`--to URI`, `--into
@@ -455,6 +459,19 @@ pub trait LogArchive: Send + Sync {
         failed: usize,
         dry_run: bool,
     ) -> Box<dyn LogPruned>;
+}
+
+/// The settings of source `source` of engine `kind`, or the error that says
+/// its policy has no `[sources.NAME.KIND]` table (a backup whose source left
+/// the policy can still be restored where the engine needs no settings).
+pub fn settings<'a, C>(
+    config: Option<&'a C>,
+    source: &str,
+    kind: &str,
+) -> Result<&'a C, SourceError> {
+    config.ok_or_else(|| SourceError::Config {
+        message: format!("source `{source}` has no [sources.{source}.{kind}] table"),
+    })
 }
 
 /// The error of a capability `engine` (of source `source`) does not have.

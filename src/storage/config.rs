@@ -82,36 +82,36 @@ pub struct S3Target {
 
 /// Bucket settings of an S3 target, applied by `gsdr storage init`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Lifecycle {
     /// Expire *current* objects under the prefix this long after they were written (whole days); unset: never
     /// (the default, and the only choice on a target any source keeps backups on: an age-based expiration
     /// would delete a source's newest restorable backup and its WAL once its backups stop, whatever the
     /// retention keeps, so `gsdr policy check` refuses it there). `gsdr prune` decides for current objects.
-    #[serde(default)]
     pub expire_after: Option<HumanDuration>,
     /// With `versioning = true`: how long a version `gsdr prune` deleted (hidden by a delete marker) or an
     /// object overwrote stays recoverable before the lifecycle removes it (whole days, default `"1d"`).
     /// Object Lock keeps a locked version until its retention ends, whatever this says.
-    #[serde(default = "default_noncurrent_expire")]
     pub noncurrent_expire_after: HumanDuration,
     /// Abort multipart uploads left open this long (whole days, at least `"1d"`).
-    #[serde(default = "default_abort_incomplete")]
     pub abort_incomplete_after: HumanDuration,
     /// Turn bucket versioning on (required by Object Lock; deleted versions then expire after `noncurrent_expire_after`).
-    #[serde(default)]
     pub versioning: bool,
     /// Default Object Lock retention of new objects; the bucket must have been created with Object Lock enabled.
-    #[serde(default)]
     pub object_lock: Option<DefaultLock>,
 }
 
-fn default_noncurrent_expire() -> HumanDuration {
-    HumanDuration(std::time::Duration::from_secs(86_400))
-}
-
-fn default_abort_incomplete() -> HumanDuration {
-    HumanDuration(std::time::Duration::from_secs(86_400))
+impl Default for Lifecycle {
+    fn default() -> Self {
+        let day = HumanDuration(std::time::Duration::from_secs(86_400));
+        Lifecycle {
+            expire_after: None,
+            noncurrent_expire_after: day,
+            abort_incomplete_after: day,
+            versioning: false,
+            object_lock: None,
+        }
+    }
 }
 
 /// Default Object Lock retention of a bucket.

@@ -87,6 +87,29 @@ impl FsStore {
         }
     }
 
+    /// Runs the directory walk `scan` over the root on a blocking thread;
+    /// its failure (or the thread's) is `op` on `key` failing, worth a retry.
+    async fn scan<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        key: &str,
+        scan: impl FnOnce(&Path) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let root = self.root.clone();
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| StorageError::Io {
+            op,
+            store: self.describe(),
+            key: key.to_string(),
+            class: RetryClass::Temporary,
+            source,
+        };
+        match tokio::task::spawn_blocking(move || scan(&root)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(failed(Box::new(e))),
+            Err(e) => Err(failed(Box::new(e))),
+        }
+    }
+
     fn tmp_path(dest: &Path) -> PathBuf {
         let name = dest
             .file_name()
@@ -343,29 +366,16 @@ impl Store for FsStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
-        let root = self.root.clone();
         let prefix_owned = prefix.to_string();
-        let store = self.describe();
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            walk(&root, &root, &prefix_owned, &mut out).map_err(|e| StorageError::Io {
-                op: "list",
-                store: store.clone(),
-                key: prefix_owned.clone(),
-                class: RetryClass::Temporary,
-                source: Box::new(e),
-            })?;
-            out.sort_by(|a, b| a.key.cmp(&b.key));
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StorageError::Io {
-            op: "list",
-            store: self.describe(),
-            key: prefix.to_string(),
-            class: RetryClass::Temporary,
-            source: Box::new(e),
-        })?
+        let mut out = self
+            .scan("list", prefix, move |root| {
+                let mut out = Vec::new();
+                walk(root, root, &prefix_owned, &mut out)?;
+                Ok(out)
+            })
+            .await?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
@@ -385,28 +395,15 @@ impl Store for FsStore {
     }
 
     async fn incomplete_writes(&self) -> Result<Vec<IncompleteWrite>, StorageError> {
-        let root = self.root.clone();
-        let store = self.describe();
-        tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            temp_files(&root, &root, &mut out).map_err(|e| StorageError::Io {
-                op: "list temp files in",
-                store,
-                key: String::new(),
-                class: RetryClass::Temporary,
-                source: Box::new(e),
-            })?;
-            out.sort_by(|a, b| a.handle.cmp(&b.handle));
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StorageError::Io {
-            op: "list temp files in",
-            store: self.describe(),
-            key: String::new(),
-            class: RetryClass::Temporary,
-            source: Box::new(e),
-        })?
+        let mut out = self
+            .scan("list temp files in", "", |root| {
+                let mut out = Vec::new();
+                temp_files(root, root, &mut out)?;
+                Ok(out)
+            })
+            .await?;
+        out.sort_by(|a, b| a.handle.cmp(&b.handle));
+        Ok(out)
     }
 
     async fn remove_incomplete(&self, w: &IncompleteWrite) -> Result<(), StorageError> {

@@ -292,31 +292,23 @@ pub fn diff(current: &BucketState, want: &BucketState) -> Vec<Change> {
     let (cr, wr) = (current.rule.as_ref(), want.rule.as_ref());
     let field =
         |r: Option<&RuleState>, f: fn(&RuleState) -> String| r.map_or("(no rule)".to_string(), f);
-    push(
-        "lifecycle.prefix",
-        field(cr, |r| r.prefix.clone()),
-        field(wr, |r| r.prefix.clone()),
-    );
-    push(
-        "lifecycle.expiration",
-        field(cr, |r| opt(r.expire_days)),
-        field(wr, |r| opt(r.expire_days)),
-    );
-    push(
-        "lifecycle.expired_object_delete_marker",
-        field(cr, |r| r.expired_delete_markers.to_string()),
-        field(wr, |r| r.expired_delete_markers.to_string()),
-    );
-    push(
-        "lifecycle.noncurrent_version_expiration",
-        field(cr, |r| opt(r.noncurrent_days)),
-        field(wr, |r| opt(r.noncurrent_days)),
-    );
-    push(
-        "lifecycle.abort_incomplete_multipart_upload",
-        field(cr, |r| opt(r.abort_days)),
-        field(wr, |r| opt(r.abort_days)),
-    );
+    type Shown = fn(&RuleState) -> String;
+    let rule_settings: [(&str, Shown); 5] = [
+        ("lifecycle.prefix", |r| r.prefix.clone()),
+        ("lifecycle.expiration", |r| opt(r.expire_days)),
+        ("lifecycle.expired_object_delete_marker", |r| {
+            r.expired_delete_markers.to_string()
+        }),
+        ("lifecycle.noncurrent_version_expiration", |r| {
+            opt(r.noncurrent_days)
+        }),
+        ("lifecycle.abort_incomplete_multipart_upload", |r| {
+            opt(r.abort_days)
+        }),
+    ];
+    for (setting, f) in rule_settings {
+        push(setting, field(cr, f), field(wr, f));
+    }
     out
 }
 

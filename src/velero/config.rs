@@ -11,75 +11,60 @@ use crate::units::HumanDuration;
 
 /// Velero settings of a policy (`[velero]`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct VeleroConfig {
     /// Namespace Velero runs in and where its Backup/Restore objects live.
-    #[serde(default = "default_namespace")]
     pub namespace: String,
     /// BackupStorageLocation used when a job names none (unset: Velero's default location).
-    #[serde(default)]
     pub storage_location: Option<String>,
     /// How long gsdr waits for a Backup or Restore to reach a terminal phase before giving up on waiting.
-    #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
     /// Velero backup jobs, by name (`[velero.jobs.cluster-full]`).
-    #[serde(default)]
     pub jobs: BTreeMap<String, VeleroJob>,
 }
 
-fn default_namespace() -> String {
-    "velero".into()
-}
-
-fn default_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(4 * 3600))
+impl Default for VeleroConfig {
+    fn default() -> Self {
+        VeleroConfig {
+            namespace: "velero".into(),
+            storage_location: None,
+            timeout: HumanDuration(Duration::from_secs(4 * 3600)),
+            jobs: BTreeMap::new(),
+        }
+    }
 }
 
 /// One Velero backup job: a Backup object gsdr creates on its schedule.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct VeleroJob {
     /// When to run (cron, UTC). Unset: only on demand (`gsdr velero backup --job NAME`).
-    #[serde(default)]
     pub schedule: Option<CronSchedule>,
     /// How long Velero keeps the backup before it garbage-collects it (Backup `spec.ttl`); unset: Velero's default (720h).
-    #[serde(default)]
     pub ttl: Option<HumanDuration>,
     /// Namespaces to include; empty = all (`*`).
-    #[serde(default)]
     pub included_namespaces: Vec<String>,
     /// Namespaces to leave out.
-    #[serde(default)]
     pub excluded_namespaces: Vec<String>,
     /// Resources to include (e.g. `deployments.apps`); empty = all.
-    #[serde(default)]
     pub included_resources: Vec<String>,
     /// Resources to leave out.
-    #[serde(default)]
     pub excluded_resources: Vec<String>,
     /// Whether cluster-scoped resources are included; unset: Velero decides (all for a full backup).
-    #[serde(default)]
     pub include_cluster_resources: Option<bool>,
     /// Only objects carrying all these labels (`matchLabels`).
-    #[serde(default)]
     pub label_selector: BTreeMap<String, String>,
     /// BackupStorageLocation (default: `velero.storage_location`, then Velero's default).
-    #[serde(default)]
     pub storage_location: Option<String>,
     /// VolumeSnapshotLocations for volume snapshots.
-    #[serde(default)]
     pub volume_snapshot_locations: Vec<String>,
     /// Take cloud/CSI snapshots of persistent volumes; unset: Velero's default.
-    #[serde(default)]
     pub snapshot_volumes: Option<bool>,
     /// Back up every pod volume with the file-system uploader (kopia) unless opted out.
-    #[serde(default)]
     pub default_volumes_to_fs_backup: Option<bool>,
     /// Wait timeout for this job (default: `velero.timeout`).
-    #[serde(default)]
     pub timeout: Option<HumanDuration>,
     /// Backup hooks: commands run in pods before and after their volumes are backed up.
-    #[serde(default)]
     pub hooks: Vec<BackupHook>,
 }
 

@@ -54,9 +54,7 @@ pub struct CommandEngine {
 
 impl CommandEngine {
     fn config(&self) -> Result<&CommandConfig, SourceError> {
-        self.config.as_ref().ok_or_else(|| SourceError::Config {
-            message: format!("source `{0}` has no [sources.{0}.command] table", self.name),
-        })
+        crate::source::settings(self.config.as_ref(), &self.name, KIND)
     }
 }
 

@@ -76,16 +76,13 @@ pub struct MongoConfig {
 
 /// TLS settings of a `mongo` source.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MongoTls {
     /// PEM file of the CA that signed the server certificates (a mounted secret or config map).
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// PEM file holding the client certificate and its key, for x.509 authentication.
-    #[serde(default)]
     pub cert_key_file: Option<PathBuf>,
     /// Accept any server certificate. Only for tests: it disables server authentication.
-    #[serde(default)]
     pub allow_invalid_certificates: bool,
 }
 

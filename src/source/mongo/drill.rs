@@ -32,14 +32,7 @@ pub(super) async fn stand_in(
         point: req.until.map_or(RecoveryPoint::Backup, RecoveryPoint::Time),
         ..RestoreSpec::new(RestoreTarget::Server(uri.clone()))
     };
-    let outcome = match restore(
-        ctx.host,
-        e.config.as_ref(),
-        ctx.catalog,
-        ctx.manifest,
-        &spec,
-        ctx.progress,
-    )
+    let outcome = match restore(ctx, e.config.as_ref(), &spec)
     .await
     {
         Ok(o) => o,

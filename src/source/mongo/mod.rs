@@ -75,9 +75,7 @@ pub struct MongoEngine {
 
 impl MongoEngine {
     fn config(&self) -> Result<&MongoConfig, SourceError> {
-        self.config.as_ref().ok_or_else(|| SourceError::Config {
-            message: format!("source `{0}` has no [sources.{0}.mongo] table", self.name),
-        })
+        crate::source::settings(self.config.as_ref(), &self.name, KIND)
     }
 }
 
@@ -107,14 +105,7 @@ impl Engine for MongoEngine {
         ctx: &RestoreCtx<'_>,
         spec: &RestoreSpec,
     ) -> EngineResult<RestoreOutcome> {
-        restore(
-            ctx.host,
-            self.config.as_ref(),
-            ctx.catalog,
-            ctx.manifest,
-            spec,
-            ctx.progress,
-        )
+        restore(ctx, self.config.as_ref(), spec)
         .await
     }
 
@@ -155,10 +146,6 @@ impl Engine for MongoEngine {
         })
     }
 
-    fn has_canary(&self) -> bool {
-        true
-    }
-
     async fn canary_write(&self) -> EngineResult<DateTime<Utc>> {
         canary::write(&self.name, self.config()?).await
     }
@@ -179,10 +166,6 @@ impl Engine for MongoEngine {
         req: &crate::source::StandIn<'_>,
     ) -> EngineResult<crate::source::StoodIn> {
         drill::stand_in(self, ctx, req).await
-    }
-
-    fn endpoint_target(&self, endpoint: &str) -> RestoreTarget {
-        RestoreTarget::Server(endpoint.to_string())
     }
 
     fn policy_password(&self) -> Option<crate::secret::Secret> {

@@ -33,7 +33,7 @@ use crate::pipeline::{Ends, PipelineError, StreamError};
 use crate::secret::SecretRef;
 use crate::source::error::{EngineError as Error, EngineResult as Result};
 use crate::source::{
-    download_label, not_supported, Overwrite, RecoveryPoint, RestoreHost, RestoreOutcome,
+    download_label, not_supported, Overwrite, RecoveryPoint, RestoreCtx, RestoreHost, RestoreOutcome,
     RestoreSpec, RestoreTarget, SourceError,
 };
 use crate::stream::BoxRead;
@@ -531,13 +531,11 @@ const NOT_A_DIR: &str = "a mongo restore takes --to URI (or the source's URI), -
 
 /// Restores a Mongo backup into a server (`gsdr restore --to URI`, `--ns-from/--ns-to`, `--drop`).
 pub async fn restore(
-    host: &dyn RestoreHost,
+    ctx: &RestoreCtx<'_>,
     cfg: Option<&MongoConfig>,
-    catalog: &Catalog,
-    m: &Manifest,
     spec: &RestoreSpec,
-    progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
+    let (host, catalog, m, progress) = (ctx.host, ctx.catalog, ctx.manifest, ctx.progress);
     let to_uri = match &spec.target {
         RestoreTarget::Server(u) => Some(u.as_str()),
         RestoreTarget::Origin => None,

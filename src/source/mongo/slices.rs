@@ -178,15 +178,7 @@ pub async fn encode(
     };
     let enc = pipeline::encode(src, opts.clone());
     let ended = enc
-        .finish(
-            Ends::new("an oplog slice", "its encoding in memory"),
-            None,
-            |mut reader| async move {
-                let mut out = Vec::new();
-                tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut out).await?;
-                Ok::<_, std::io::Error>(out)
-            },
-        )
+        .finish_to_vec(Ends::new("an oplog slice", "its encoding in memory"))
         .await;
     match ended {
         Ok(((st, _), out)) => Ok((out, st.raw_sha256)),
@@ -276,15 +268,7 @@ pub async fn read(
         },
     );
     let ended = decoded
-        .finish(
-            Ends::new("an oplog slice", "memory"),
-            None,
-            |mut reader| async move {
-                let mut out = Vec::new();
-                tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut out).await?;
-                Ok::<_, std::io::Error>(out)
-            },
-        )
+        .finish_to_vec(Ends::new("an oplog slice", "memory"))
         .await;
     let raw = match ended {
         Ok((_, raw)) => raw,

@@ -183,10 +183,6 @@ impl Engine for PostgresEngine {
         .into())
     }
 
-    fn has_canary(&self) -> bool {
-        true
-    }
-
     async fn canary_write(&self) -> EngineResult<DateTime<Utc>> {
         canary::write(&self.name, self.config()?).await
     }

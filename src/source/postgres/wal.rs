@@ -43,9 +43,11 @@ use super::{PostgresConfig, SegmentId};
 use crate::catalog::CatalogError;
 use crate::layout;
 use crate::pipeline::keys::Identities;
-use crate::pipeline::{self, DecodeExpect, EncodeOptions, Ends, PipelineError, StreamError};
+use crate::pipeline::{
+    self, DecodeExpect, EncodeOptions, EncodeStats, Ends, PipelineError, StreamError,
+};
 use crate::source::SourceError;
-use crate::storage::{PutCondition, PutOptions, StorageError, Store};
+use crate::storage::{PutCondition, PutOptions, PutResult, StorageError, Store};
 use crate::stream::{SourceMeta, SourceStream};
 
 pub use super::walname::file_of_key;
@@ -848,6 +850,42 @@ async fn upload(
     sha: &str,
     size: u64,
 ) -> Result<Option<u64>, WalError> {
+    let put = PutOptions {
+        size_hint: Some(size),
+        if_absent: true,
+    };
+    let ended = encode_and_put(ctx, opts, path, dk, put).await?;
+    match ended {
+        // A concurrent pusher stored it first.
+        Err(StreamError::Sink(StorageError::PreconditionFailed { .. })) => Ok(None),
+        Err(StreamError::Sink(e)) => Err(e.into()),
+        Err(StreamError::Pipeline(e)) => {
+            let _ = ctx.store.delete(dk).await;
+            Err(e.into())
+        }
+        Ok((st, put)) => {
+            if st.raw_sha256 != sha {
+                let _ = ctx.store.delete(dk).await;
+                return Err(WalError::Invalid(format!(
+                    "`{}` changed while it was archived (sha256 {sha} then {}); upload discarded",
+                    path.display(),
+                    st.raw_sha256
+                )));
+            }
+            stored_size(ctx, dk, &put, &st).await.map(Some)
+        }
+    }
+}
+
+/// Encodes the local file `path` and uploads it to `key` with `put`: the
+/// encoder's stats and the PUT's result, or the stream's first failure.
+async fn encode_and_put(
+    ctx: &WalArchive,
+    opts: &EncodeOptions,
+    path: &Path,
+    key: &str,
+    put: PutOptions,
+) -> Result<Result<(EncodeStats, PutResult), StreamError<StorageError>>, WalError> {
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|source| WalError::Local {
@@ -859,53 +897,30 @@ async fn upload(
         reader: Box::pin(file),
         done: Box::pin(async { Ok(SourceMeta::default()) }),
     };
-    let enc = pipeline::encode(src, opts.clone());
     let input = format!("reading `{}`", path.display());
-    let output = format!("the upload of `{dk}` to {}", ctx.store.describe());
-    let ended = enc
-        .finish(
-            Ends::new(&input, &output),
-            None,
-            |mut reader| async move {
-                ctx.store
-                    .put_stream(
-                        dk,
-                        &mut reader,
-                        PutOptions {
-                            size_hint: Some(size),
-                            if_absent: true,
-                        },
-                    )
-                    .await
-            },
-        )
+    let output = format!("the upload of `{key}` to {}", ctx.store.describe());
+    let ended = pipeline::encode(src, opts.clone())
+        .finish(Ends::new(&input, &output), None, |mut reader| async move {
+            ctx.store.put_stream(key, &mut reader, put).await
+        })
         .await;
-    match ended.map(|((st, meta), put)| (put, (st, meta))) {
-        // A concurrent pusher stored it first.
-        Err(StreamError::Sink(StorageError::PreconditionFailed { .. })) => Ok(None),
-        Err(StreamError::Sink(e)) => Err(e.into()),
-        Err(StreamError::Pipeline(e)) => {
-            let _ = ctx.store.delete(dk).await;
-            Err(e.into())
-        }
-        Ok((put, (st, _))) => {
-            if st.raw_sha256 != sha {
-                let _ = ctx.store.delete(dk).await;
-                return Err(WalError::Invalid(format!(
-                    "`{}` changed while it was archived (sha256 {sha} then {}); upload discarded",
-                    path.display(),
-                    st.raw_sha256
-                )));
-            }
-            match ctx.store.head(dk).await? {
-                Some(o) if o.size == put.size && o.size == st.stored_bytes => Ok(Some(o.size)),
-                other => Err(WalError::Invalid(format!(
-                    "`{dk}` reads back as {:?} bytes after upload, expected {}",
-                    other.map(|o| o.size),
-                    st.stored_bytes
-                ))),
-            }
-        }
+    Ok(ended.map(|((st, _), put)| (st, put)))
+}
+
+/// Checks that `key` reads back at the size its upload stored; that size.
+async fn stored_size(
+    ctx: &WalArchive,
+    key: &str,
+    put: &PutResult,
+    st: &EncodeStats,
+) -> Result<u64, WalError> {
+    match ctx.store.head(key).await? {
+        Some(o) if o.size == put.size && o.size == st.stored_bytes => Ok(o.size),
+        other => Err(WalError::Invalid(format!(
+            "`{key}` reads back as {:?} bytes after upload, expected {}",
+            other.map(|o| o.size),
+            st.stored_bytes
+        ))),
     }
 }
 
@@ -1071,22 +1086,41 @@ async fn fetch_one(
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal")
     ));
     let input = format!("the download of `{name}` from {}", ctx.store.describe());
-    let res = match decode_to_file(decoded, &input, &tmp).await {
+    decode_into_place(decoded, &input, &tmp, dest, |raw| {
+        (raw == sc.raw_bytes).then_some(()).ok_or_else(|| {
+            WalError::Invalid(format!(
+                "`{name}` decoded to {raw} bytes but {} were archived",
+                sc.raw_bytes
+            ))
+        })
+    })
+    .await
+}
+
+/// Decodes `decoded` (read from `input`) into `tmp`, checks its decoded size
+/// with `size_ok`, then renames it to `dest`; `tmp` goes on any failure.
+async fn decode_into_place(
+    decoded: pipeline::Decoded,
+    input: &str,
+    tmp: &Path,
+    dest: &Path,
+    size_ok: impl FnOnce(u64) -> Result<(), WalError>,
+) -> Result<(), WalError> {
+    let res = match decode_to_file(decoded, input, tmp).await {
         Err(e) => Err(e),
-        Ok(s) if s.raw_bytes != sc.raw_bytes => Err(WalError::Invalid(format!(
-            "`{name}` decoded to {} bytes but {} were archived",
-            s.raw_bytes, sc.raw_bytes
-        ))),
-        Ok(_) => tokio::fs::rename(&tmp, dest)
-            .await
-            .map_err(|source| WalError::Local {
-                what: "moving fetched WAL into place at",
-                path: dest.to_path_buf(),
-                source,
-            }),
+        Ok(s) => match size_ok(s.raw_bytes) {
+            Err(e) => Err(e),
+            Ok(()) => tokio::fs::rename(tmp, dest)
+                .await
+                .map_err(|source| WalError::Local {
+                    what: "moving fetched WAL into place at",
+                    path: dest.to_path_buf(),
+                    source,
+                }),
+        },
     };
     if res.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
+        let _ = tokio::fs::remove_file(tmp).await;
     }
     res
 }
@@ -1236,24 +1270,15 @@ pub(crate) async fn fetch_partial(
     let decoded = pipeline::decode(stored, ids.clone(), DecodeExpect::default());
     let tmp = dest.with_file_name(format!(".{name}.partial.gsdr-tmp"));
     let input = format!("the download of `{key}` from {}", ctx.store.describe());
-    let res = match decode_to_file(decoded, &input, &tmp).await {
-        Err(e) => Err(e),
-        Ok(s) if s.raw_bytes != ctx.cfg.wal_segment_bytes => Err(WalError::Invalid(format!(
-            "the streamed partial `{key}` decoded to {} bytes, not one {}-byte segment",
-            s.raw_bytes, ctx.cfg.wal_segment_bytes
-        ))),
-        Ok(_) => tokio::fs::rename(&tmp, dest)
-            .await
-            .map_err(|source| WalError::Local {
-                what: "moving fetched WAL into place at",
-                path: dest.to_path_buf(),
-                source,
-            }),
-    };
-    if res.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    res?;
+    let segment = ctx.cfg.wal_segment_bytes;
+    decode_into_place(decoded, &input, &tmp, dest, |raw| {
+        (raw == segment).then_some(()).ok_or_else(|| {
+            WalError::Invalid(format!(
+                "the streamed partial `{key}` decoded to {raw} bytes, not one {segment}-byte segment"
+            ))
+        })
+    })
+    .await?;
     tracing::info!(event = "wal_fetched_partial", source = %ctx.source, name, "the streamed partial: recovery ends in it");
     Ok(true)
 }
@@ -1269,50 +1294,14 @@ pub(crate) async fn store_partial(
     name: &str,
 ) -> Result<u64, WalError> {
     let key = layout::wal_stream_partial(&ctx.source, name);
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|source| WalError::Local {
-            what: "opening WAL file",
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let src = SourceStream {
-        reader: Box::pin(file),
-        done: Box::pin(async { Ok(SourceMeta::default()) }),
+    let put = PutOptions {
+        size_hint: Some(ctx.cfg.wal_segment_bytes),
+        if_absent: false,
     };
-    let enc = pipeline::encode(src, opts.clone());
-    let input = format!("reading `{}`", path.display());
-    let output = format!("the upload of `{key}` to {}", ctx.store.describe());
-    let key_ref = key.as_str();
-    let ended = enc
-        .finish(
-            Ends::new(&input, &output),
-            None,
-            |mut reader| async move {
-                ctx.store
-                    .put_stream(
-                        key_ref,
-                        &mut reader,
-                        PutOptions {
-                            size_hint: Some(ctx.cfg.wal_segment_bytes),
-                            if_absent: false,
-                        },
-                    )
-                    .await
-            },
-        )
-        .await;
-    match ended {
+    match encode_and_put(ctx, opts, path, &key, put).await? {
         Err(StreamError::Sink(e)) => Err(e.into()),
         Err(StreamError::Pipeline(e)) => Err(e.into()),
-        Ok(((st, _), put)) => match ctx.store.head(&key).await? {
-            Some(o) if o.size == put.size && o.size == st.stored_bytes => Ok(o.size),
-            other => Err(WalError::Invalid(format!(
-                "`{key}` reads back as {:?} bytes after upload, expected {}",
-                other.map(|o| o.size),
-                st.stored_bytes
-            ))),
-        },
+        Ok((st, put)) => stored_size(ctx, &key, &put, &st).await,
     }
 }
 

@@ -34,39 +34,54 @@ impl RedisSource {
 
     /// Credentials and TLS for the data nodes.
     pub fn access(&self) -> Result<Access, SourceError> {
-        let password = match &self.config.password {
+        let c = &self.config;
+        self.access_as(&c.username, c.password.as_ref(), "password")
+    }
+
+    /// Credentials and TLS for the sentinels.
+    fn sentinel_access(&self) -> Result<Access, SourceError> {
+        let c = &self.config;
+        self.access_as(&c.sentinel_username, c.sentinel_password.as_ref(), "sentinel password")
+    }
+
+    /// `username`, the secret `password` refers to (read now; `what` names it
+    /// in the error, never its value) and the source's TLS material.
+    fn access_as(
+        &self,
+        username: &Option<String>,
+        password: Option<&crate::secret::SecretRef>,
+        what: &str,
+    ) -> Result<Access, SourceError> {
+        let password = match password {
             Some(r) => Some(r.read().map_err(|m| SourceError::Auth {
                 source_name: self.name.clone(),
-                message: format!("cannot read the password: {m}"),
+                message: format!("cannot read the {what}: {m}"),
             })?),
             None => None,
         };
         Ok(Access {
-            username: self.config.username.clone(),
+            username: username.clone(),
             password,
             tls: self.tls()?,
         })
     }
 
+    /// The one node `addr` names, if the source names one (no Sentinel).
+    fn fixed_node(&self) -> Result<Option<(String, u16, serde_json::Value)>, SourceError> {
+        let Some(a) = &self.config.addr else {
+            return Ok(None);
+        };
+        let (h, p) = config::split_addr(a).map_err(|m| self.connect_err(m, None))?;
+        Ok(Some((h, p, serde_json::json!({ "mode": "node" }))))
+    }
+
     /// The node to snapshot: `addr`, or the replica Sentinel points to.
     pub async fn resolve_node(&self) -> Result<(String, u16, serde_json::Value), SourceError> {
-        let c = &self.config;
-        if let Some(a) = &c.addr {
-            let (h, p) = config::split_addr(a).map_err(|m| self.connect_err(m, None))?;
-            return Ok((h, p, serde_json::json!({ "mode": "node" })));
+        if let Some(node) = self.fixed_node()? {
+            return Ok(node);
         }
-        let password = match &c.sentinel_password {
-            Some(r) => Some(r.read().map_err(|m| SourceError::Auth {
-                source_name: self.name.clone(),
-                message: format!("cannot read the sentinel password: {m}"),
-            })?),
-            None => None,
-        };
-        let access = Access {
-            username: c.sentinel_username.clone(),
-            password,
-            tls: self.tls()?,
-        };
+        let c = &self.config;
+        let access = self.sentinel_access()?;
         let chosen = sentinel::choose(
             &c.sentinels,
             c.master_name.as_deref().unwrap_or_default(),
@@ -95,23 +110,11 @@ impl RedisSource {
     /// The node a continuous capture attaches to: `addr`, or the master
     /// Sentinel names now (it follows a failover).
     pub async fn resolve_master(&self) -> Result<(String, u16, serde_json::Value), SourceError> {
-        let c = &self.config;
-        if let Some(a) = &c.addr {
-            let (h, p) = config::split_addr(a).map_err(|m| self.connect_err(m, None))?;
-            return Ok((h, p, serde_json::json!({ "mode": "node" })));
+        if let Some(node) = self.fixed_node()? {
+            return Ok(node);
         }
-        let password = match &c.sentinel_password {
-            Some(r) => Some(r.read().map_err(|m| SourceError::Auth {
-                source_name: self.name.clone(),
-                message: format!("cannot read the sentinel password: {m}"),
-            })?),
-            None => None,
-        };
-        let access = Access {
-            username: c.sentinel_username.clone(),
-            password,
-            tls: self.tls()?,
-        };
+        let c = &self.config;
+        let access = self.sentinel_access()?;
         let (host, port, sentinel) = sentinel::master(
             &c.sentinels,
             c.master_name.as_deref().unwrap_or_default(),

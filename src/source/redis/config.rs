@@ -11,90 +11,83 @@ use crate::units::HumanDuration;
 /// Settings of a `redis` source: either one node (`addr`) or a Sentinel
 /// deployment (`sentinels` + `master_name`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// One node to snapshot, `host:port` (a replica preferably). Excludes `sentinels`.
-    #[serde(default)]
     pub addr: Option<String>,
     /// Sentinel addresses, `host:port`; the first that answers is used. Needs `master_name`.
-    #[serde(default)]
     pub sentinels: Vec<String>,
     /// Name of the monitored master (`sentinel monitor <name> …`).
-    #[serde(default)]
     pub master_name: Option<String>,
     /// ACL user for the data nodes; unset = the `default` user.
-    #[serde(default)]
     pub username: Option<String>,
     /// Password for the data nodes (`AUTH`), a secret reference.
-    #[serde(default)]
     pub password: Option<SecretRef>,
     /// ACL user for the sentinels, if they require one.
-    #[serde(default)]
     pub sentinel_username: Option<String>,
     /// Password for the sentinels (`sentinel requirepass`), a secret reference.
-    #[serde(default)]
     pub sentinel_password: Option<SecretRef>,
     /// With Sentinel: snapshot the master when no healthy, in-sync replica exists.
     /// Off by default: a fork on the master costs memory and latency.
-    #[serde(default)]
     pub allow_master_fallback: bool,
     /// Connect to the nodes and the sentinels with TLS (their `tls-port`).
-    #[serde(default)]
     pub tls: bool,
     /// PEM file of the CA that signed the servers' certificates; unset = the
     /// system's trust store.
-    #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
     /// PEM client certificate, for servers that authenticate clients
     /// (`tls-auth-clients yes`, Redis's default). Needs `tls_key_file`.
-    #[serde(default)]
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file` (a file only readable by gsdr).
-    #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
     /// Timeout of connecting and of each handshake reply.
-    #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
     /// Longest silence tolerated while the node prepares or streams the
     /// snapshot (it sends keep-alives while forking and saving).
-    #[serde(default = "default_read_timeout")]
     pub read_timeout: HumanDuration,
     /// `redis-server` binary used for restores into a server and deep verification.
-    #[serde(default = "default_redis_server")]
     pub redis_server: String,
     /// Continuous capture: gsdr stays attached as a replica after the full
     /// sync and stores the replication stream in segments (README,
     /// "Continuous capture"); restores then reach any time the log covers.
-    #[serde(default)]
     pub continuous: bool,
     /// Longest time a capture segment stays open before it is stored.
-    #[serde(default = "default_slice")]
     pub slice: HumanDuration,
     /// A segment is stored as soon as it holds this many bytes of commands
     /// (also the bound of the capture's slice buffer, plus one command).
-    #[serde(default = "default_slice_max_bytes")]
     pub slice_max_bytes: u64,
-}
-
-fn default_slice() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
-}
-
-fn default_slice_max_bytes() -> u64 {
-    8 << 20
-}
-
-fn default_connect_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(10))
-}
-
-fn default_read_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(120))
 }
 
 /// Default `redis-server` binary (looked up on `PATH`).
 pub fn default_redis_server() -> String {
     "redis-server".into()
+}
+
+impl Default for RedisConfig {
+    /// No node, no credentials, no TLS; the timeouts and capture bounds a
+    /// policy gets when it leaves them out.
+    fn default() -> Self {
+        RedisConfig {
+            addr: None,
+            sentinels: Vec::new(),
+            master_name: None,
+            username: None,
+            password: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            allow_master_fallback: false,
+            tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            connect_timeout: HumanDuration(Duration::from_secs(10)),
+            read_timeout: HumanDuration(Duration::from_secs(120)),
+            redis_server: default_redis_server(),
+            continuous: false,
+            slice: HumanDuration(Duration::from_secs(10)),
+            slice_max_bytes: 8 << 20,
+        }
+    }
 }
 
 impl RedisConfig {
@@ -107,23 +100,7 @@ impl RedisConfig {
     pub fn node(addr: impl Into<String>) -> Self {
         RedisConfig {
             addr: Some(addr.into()),
-            sentinels: Vec::new(),
-            master_name: None,
-            username: None,
-            password: None,
-            sentinel_username: None,
-            sentinel_password: None,
-            allow_master_fallback: false,
-            tls: false,
-            tls_ca_file: None,
-            tls_cert_file: None,
-            tls_key_file: None,
-            connect_timeout: default_connect_timeout(),
-            read_timeout: default_read_timeout(),
-            redis_server: default_redis_server(),
-            continuous: false,
-            slice: default_slice(),
-            slice_max_bytes: default_slice_max_bytes(),
+            ..Self::default()
         }
     }
 

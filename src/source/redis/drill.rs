@@ -78,14 +78,7 @@ pub(super) async fn stand_in(
                 },
                 ..RestoreSpec::new(RestoreTarget::Server(endpoint.to_string()))
             };
-            let outcome = restore(
-                ctx.host,
-                e.config.as_ref(),
-                ctx.catalog,
-                ctx.manifest,
-                &spec,
-                ctx.progress,
-            )
+            let outcome = restore(ctx, e.config.as_ref(), &spec)
             .await?;
             Ok(StoodIn {
                 outcome,

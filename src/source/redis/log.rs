@@ -231,15 +231,7 @@ pub async fn encode_segment(
     let mut opts = opts.clone();
     opts.workers = 0;
     let ended = pipeline::encode(src, opts)
-        .finish(
-            Ends::new("a capture segment", "memory"),
-            None,
-            |mut r| async move {
-                let mut out = Vec::new();
-                tokio::io::AsyncReadExt::read_to_end(&mut r, &mut out).await?;
-                Ok::<_, std::io::Error>(out)
-            },
-        )
+        .finish_to_vec(Ends::new("a capture segment", "memory"))
         .await;
     match ended {
         Ok((_, out)) => Ok(out),
@@ -262,11 +254,7 @@ pub async fn read_segment(
     let decoded = pipeline::decode(reader, ids, DecodeExpect::default());
     let input = format!("`{}` from {}", k.key, store.describe());
     let ended = decoded
-        .finish(Ends::new(&input, "memory"), None, |mut r| async move {
-            let mut out = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut r, &mut out).await?;
-            Ok::<_, std::io::Error>(out)
-        })
+        .finish_to_vec(Ends::new(&input, "memory"))
         .await;
     let raw = match ended {
         Ok((_, out)) => out,

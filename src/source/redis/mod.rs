@@ -87,9 +87,7 @@ pub struct RedisEngine {
 
 impl RedisEngine {
     fn config(&self) -> Result<&RedisConfig, SourceError> {
-        self.config.as_ref().ok_or_else(|| SourceError::Config {
-            message: format!("source `{0}` has no [sources.{0}.redis] table", self.name),
-        })
+        crate::source::settings(self.config.as_ref(), &self.name, KIND)
     }
 
     fn redis_server(&self) -> String {
@@ -126,14 +124,7 @@ impl Engine for RedisEngine {
         ctx: &RestoreCtx<'_>,
         spec: &RestoreSpec,
     ) -> EngineResult<RestoreOutcome> {
-        restore(
-            ctx.host,
-            self.config.as_ref(),
-            ctx.catalog,
-            ctx.manifest,
-            spec,
-            ctx.progress,
-        )
+        restore(ctx, self.config.as_ref(), spec)
         .await
     }
 
@@ -169,10 +160,6 @@ impl Engine for RedisEngine {
         })
     }
 
-    fn has_canary(&self) -> bool {
-        true
-    }
-
     async fn canary_write(&self) -> EngineResult<DateTime<Utc>> {
         Ok(canary::write(&self.name, self.config()?).await?)
     }
@@ -193,10 +180,6 @@ impl Engine for RedisEngine {
         req: &crate::source::StandIn<'_>,
     ) -> EngineResult<crate::source::StoodIn> {
         drill::stand_in(self, ctx, req).await
-    }
-
-    fn endpoint_target(&self, endpoint: &str) -> RestoreTarget {
-        RestoreTarget::Server(endpoint.to_string())
     }
 
     fn policy_password(&self) -> Option<crate::secret::Secret> {

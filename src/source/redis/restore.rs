@@ -25,7 +25,7 @@ use super::RedisConfig;
 use crate::catalog::{Catalog, Manifest};
 use crate::source::error::{EngineError as Error, EngineResult as Result};
 use crate::source::{
-    not_supported, restore_raw_to_file, Overwrite, RecoveryPoint, RestoreHost, RestoreOutcome,
+    not_supported, restore_raw_to_file, Overwrite, RecoveryPoint, RestoreCtx, RestoreHost, RestoreOutcome,
     RestoreSpec, RestoreTarget, SourceError,
 };
 use crate::stream::progress::Progress;
@@ -101,13 +101,11 @@ fn scratch_dir() -> Result<tempfile::TempDir> {
 /// (`redis://[user:password@]host:port`) gets every key copied into the
 /// running instance, TTLs included (a file destination is the job's).
 pub async fn restore(
-    host: &dyn RestoreHost,
+    ctx: &RestoreCtx<'_>,
     cfg: Option<&RedisConfig>,
-    catalog: &Catalog,
-    m: &Manifest,
     spec: &RestoreSpec,
-    progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
+    let (host, catalog, m, progress) = (ctx.host, ctx.catalog, ctx.manifest, ctx.progress);
     if m.engine != super::KIND {
         return Err(Error::Invalid(format!(
             "backup {} is a `{}` backup, not a Redis one",

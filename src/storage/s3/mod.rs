@@ -98,6 +98,34 @@ impl fmt::Debug for S3Store {
 }
 
 impl S3Store {
+    /// A GET of `key` sent, its body not read yet.
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StorageError> {
+        self.check_key(key)?;
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+            .map_err(|e| self.err("read", key, None, e))
+    }
+
+    /// A PUT of `body` at `key`, its conditions and overrides still to add.
+    fn put_request(
+        &self,
+        key: &str,
+        body: Bytes,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .body(ByteStream::from(body))
+    }
+
     /// Builds a client for `target`: explicit credentials when the target names
     /// them, else the SDK's default chain (env, web identity, instance role).
     /// Makes no request; see [`Store::probe`].
@@ -446,12 +474,7 @@ impl Store for S3Store {
     ) -> Result<PutResult, StorageError> {
         self.check_key(key)?;
         let size = body.len() as u64;
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .body(ByteStream::from(body));
+        let mut req = self.put_request(key, body);
         let if_match = matches!(cond, PutCondition::IfMatch(_));
         req = match cond {
             PutCondition::Overwrite => req,
@@ -476,15 +499,7 @@ impl Store for S3Store {
     }
 
     async fn get_stream(&self, key: &str) -> Result<BoxRead, StorageError> {
-        self.check_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .send()
-            .await
-            .map_err(|e| self.err("read", key, None, e))?;
+        let out = self.get_object(key).await?;
         Ok(Box::pin(super::idle::IdleTimeout::new(
             out.body.into_async_read(),
             self.read_timeout,
@@ -497,15 +512,7 @@ impl Store for S3Store {
         key: &str,
         max_bytes: u64,
     ) -> Result<(Bytes, ObjectMeta), StorageError> {
-        self.check_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .send()
-            .await
-            .map_err(|e| self.err("read", key, None, e))?;
+        let out = self.get_object(key).await?;
         let too_large = |size: u64| StorageError::TooLarge {
             store: self.describe(),
             key: key.to_string(),

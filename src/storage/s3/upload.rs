@@ -19,12 +19,7 @@ impl S3Store {
         if_absent: bool,
     ) -> Result<PutResult, StorageError> {
         let size = body.len() as u64;
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .body(ByteStream::from(body));
+        let mut req = self.put_request(key, body);
         if if_absent {
             req = req.if_none_match("*");
         }
