@@ -21,7 +21,7 @@
 #   rpo_redis_s=…
 #   rpo_offsite_max_s=…
 #   peak_rss_mib=…
-# Usage: [PROFILE=debug] scripts/bench-rpo.sh [DURATION_SECONDS]
+# Usage: [PROFILE=debug | GSDR_BIN=path] scripts/bench-rpo.sh [DURATION_SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -31,8 +31,11 @@ PGBIN=/usr/lib/postgresql/15/bin
 for p in redis-server redis-cli "$PGBIN/pgbench" "$PGBIN/pg_receivewal" "$VENV/bin/moto_server" python3; do
   command -v "$p" >/dev/null || [ -x "$p" ] || { echo "missing $p: run scripts/install-deps.sh" >&2; exit 2; }
 done
-# PROFILE=debug measures a debug build (quicker to build; more CPU per byte).
-if [ "${PROFILE:-release}" = debug ]; then
+# PROFILE=debug measures a debug build (quicker to build; more CPU per byte);
+# GSDR_BIN=path measures that binary as it is (no build).
+if [ -n "${GSDR_BIN:-}" ]; then
+  GSDR="$GSDR_BIN"
+elif [ "${PROFILE:-release}" = debug ]; then
   cargo build --quiet --bin gsdr; GSDR="$PWD/target/debug/gsdr"
 else
   cargo build --release --quiet --bin gsdr; GSDR="$PWD/target/release/gsdr"

@@ -272,13 +272,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
         }
         (None, None) => anyhow::bail!("name a backup id or --source"),
     };
-    if let Some(v) = &args.version_id {
-        manifest.data_version = Some(v.clone());
-    }
     let req = RestoreRequest {
         to_password: passwords.of(&manifest.source).cloned(),
         ..req
     };
+    if let Some(v) = &args.version_id {
+        manifest.data_version = Some(v.clone());
+    }
     // A restore that destroys what is at its destination says what, and asks.
     if let Some(o) = gsdr::job::describe_overwrite(&env, &manifest, &req).await {
         if o.destroys && !args.yes {

@@ -238,12 +238,32 @@ async fn the_scratch_postgres_listens_only_on_a_private_socket() {
     let s = gsdr::source::postgres::scratch::ScratchPg::start("pg", &cfg, &pg.data)
         .await
         .unwrap();
-    let conn = gsdr::source::postgres::tls::PgConn::new(s.conn_string(&cfg).parse().unwrap(), &cfg)
-        .unwrap();
+    let conn =
+        gsdr::source::postgres::canary::restored_conn("pg", &s.conn_string(&cfg), Some(&cfg))
+            .unwrap();
     let n = gsdr::source::postgres::scratch::query_i64(&conn, "SELECT count(*) FROM t")
         .await
         .unwrap();
     assert_eq!(n, 42, "gsdr reaches it through its socket");
+    // A source with TLS: the socket is plaintext (PostgreSQL offers no TLS there).
+    let tls_cfg: gsdr::source::postgres::PostgresConfig = toml::from_str(&format!(
+        "user = \"postgres\"\npg_bin = \"{}\"\ntls = true\ntls_mode = \"require\"",
+        bin.parent().unwrap().display()
+    ))
+    .unwrap();
+    let conn = gsdr::source::postgres::canary::restored_conn(
+        "pg",
+        &s.conn_string(&tls_cfg),
+        Some(&tls_cfg),
+    )
+    .unwrap();
+    let n = gsdr::source::postgres::scratch::query_i64(&conn, "SELECT count(*) FROM t")
+        .await
+        .unwrap();
+    assert_eq!(
+        n, 42,
+        "a TLS source's scratch is reached through its socket"
+    );
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", s.port)).is_err(),
         "no TCP listener on port {}",

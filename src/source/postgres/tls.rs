@@ -312,18 +312,14 @@ impl PgConn {
         &self,
     ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
         let mut config = self.config.clone();
-        // A Unix socket carries no TLS (libpq never negotiates it there):
-        // gsdr's scratch servers listen only on a private 0700 socket.
-        let local = config
-            .get_hosts()
-            .iter()
-            .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
-        match &self.tls {
-            _ if local && !config.get_hosts().is_empty() => {
-                config.ssl_mode(SslMode::Disable);
-                let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
-                Ok((client, tokio::spawn(async move { drop(conn.await) })))
-            }
+        // PostgreSQL never offers TLS on a Unix socket (a scratch server's
+        // private socket): plaintext there, whatever the source uses.
+        let hosts = config.get_hosts();
+        let unix_only = !hosts.is_empty()
+            && hosts
+                .iter()
+                .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+        match self.tls.as_ref().filter(|_| !unix_only) {
             None => {
                 config.ssl_mode(SslMode::Disable);
                 let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
