@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 
-use super::finish::Watch;
+use super::finish::{Running, StreamCtl, Watch};
+use super::PipelineError;
 use super::{CHANNEL_CHUNKS, CHUNK_BYTES};
 
 /// One message on a chunk channel.
@@ -151,5 +152,44 @@ impl io::Write for ChunkWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+// Here, not in `finish`: the codec writes into this module's channel, and
+// `finish` must not import `chan` (which watches through `finish`).
+impl<S: Send + 'static> Running<S> {
+    /// Runs the codec `run` on a blocking thread, writing into the returned
+    /// reader. Its failure is also sent down the stream, so the sink aborts
+    /// instead of committing (never blocking: a sink that stopped reading is
+    /// cancelled anyway). Must be called inside a Tokio runtime.
+    pub(crate) fn spawn(
+        stall_timeout: std::time::Duration,
+        run: impl FnOnce(
+                tokio::sync::mpsc::Sender<Msg>,
+                &tokio::runtime::Handle,
+                &StreamCtl,
+            ) -> Result<S, PipelineError>
+            + Send
+            + 'static,
+    ) -> Running<S> {
+        let (tx, reader) = channel();
+        let handle = tokio::runtime::Handle::current();
+        let ctl = StreamCtl::new();
+        let thread_ctl = ctl.clone();
+        let stats = tokio::task::spawn_blocking(move || {
+            let fail_tx = tx.clone();
+            let result = run(tx, &handle, &thread_ctl);
+            if let Err(e) = &result {
+                let msg = Msg::Failed(io::Error::other(e.to_string()));
+                let _ = fail_tx.try_send(msg);
+            }
+            result
+        });
+        Running {
+            reader: Box::pin(reader),
+            stats,
+            ctl,
+            stall_timeout,
+        }
     }
 }

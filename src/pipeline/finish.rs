@@ -240,41 +240,6 @@ impl<E: std::fmt::Display> std::fmt::Display for StreamError<E> {
 }
 
 impl<S: Send + 'static> Running<S> {
-    /// Runs the codec `run` on a blocking thread, writing into the returned
-    /// reader. Its failure is also sent down the stream, so the sink aborts
-    /// instead of committing (never blocking: a sink that stopped reading is
-    /// cancelled anyway). Must be called inside a Tokio runtime.
-    pub(crate) fn spawn(
-        stall_timeout: Duration,
-        run: impl FnOnce(
-                tokio::sync::mpsc::Sender<super::chan::Msg>,
-                &tokio::runtime::Handle,
-                &StreamCtl,
-            ) -> Result<S, PipelineError>
-            + Send
-            + 'static,
-    ) -> Running<S> {
-        let (tx, reader) = super::chan::channel();
-        let handle = tokio::runtime::Handle::current();
-        let ctl = StreamCtl::new();
-        let thread_ctl = ctl.clone();
-        let stats = tokio::task::spawn_blocking(move || {
-            let fail_tx = tx.clone();
-            let result = run(tx, &handle, &thread_ctl);
-            if let Err(e) = &result {
-                let msg = super::chan::Msg::Failed(io::Error::other(e.to_string()));
-                let _ = fail_tx.try_send(msg);
-            }
-            result
-        });
-        Running {
-            reader: Box::pin(reader),
-            stats,
-            ctl,
-            stall_timeout,
-        }
-    }
-
     /// Overrides the stall timeout.
     pub fn stall_after(mut self, d: Duration) -> Self {
         self.stall_timeout = d;
