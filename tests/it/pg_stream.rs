@@ -264,3 +264,35 @@ fn pg_stream_restores_to_random_times_match_the_counts_taken_then() {
         );
     }
 }
+
+/// `gsdr policy check --connect` asks a streamed source's server what the
+/// capture needs: with `max_slot_wal_keep_size` within `slot_max_retained`
+/// it passes; unlimited (-1), it fails naming the `ALTER SYSTEM` to run —
+/// before any daemon starts, and without creating the slot.
+#[test]
+fn pg_stream_policy_check_connect_checks_the_slot_cap() {
+    let (fx, mut a) = stream_setup();
+    a.start();
+    ok(
+        &fx.gsdr(&["policy", "check", "--connect"]),
+        "policy check --connect with the cap set",
+    );
+    a.psql("ALTER SYSTEM SET max_slot_wal_keep_size = -1");
+    a.psql("SELECT pg_reload_conf()");
+    let out = fx.gsdr(&["policy", "check", "--connect"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("max_slot_wal_keep_size is -1") && said.contains("ALTER SYSTEM SET"),
+        "{said}"
+    );
+    assert_eq!(
+        a.psql("SELECT count(*) FROM pg_replication_slots"),
+        "0",
+        "a check creates no slot"
+    );
+}

@@ -140,7 +140,11 @@ impl Engine for PostgresEngine {
     async fn probe(&self) -> Result<(), SourceError> {
         backup::BaseBackupSource::new(&self.name, self.config()?.clone())
             .probe()
-            .await
+            .await?;
+        match &self.stream {
+            Some(s) => s.probe().await,
+            None => Ok(()),
+        }
     }
 
     async fn restore(

@@ -540,13 +540,16 @@ impl Run<'_> {
 }
 
 impl StreamCapture {
-    /// Connects, checks the server's settings and the slot (creating it),
-    /// and returns the SQL session and the slot's position.
-    async fn prepare(&self) -> EngineResult<(Server, SlotState, u32)> {
-        let base = super::backup::BaseBackupSource::new(&self.source, self.cfg.clone());
-        let password = base.password()?;
-        let client = base.connect(password.as_deref()).await?;
-        let slot = self.cfg.slot_name(&self.source);
+    /// Checks what the capture needs of the server (`wal_level`,
+    /// `max_wal_senders`, `max_slot_wal_keep_size` within
+    /// `slot_max_retained`) and returns its timeline; `gsdr policy check
+    /// --connect` runs it too, so a server that would refuse the capture is
+    /// found before the daemon starts.
+    pub(super) async fn check_settings(
+        &self,
+        client: &tokio_postgres::Client,
+        slot: &str,
+    ) -> EngineResult<u32> {
         let q = |e: tokio_postgres::Error| self.fail(sql_err("reading the server's settings", e));
         let row = client
             .query_one(
@@ -568,9 +571,35 @@ impl StreamCapture {
                 "the server's max_wal_senders is 0; set it to at least 2 (and restart it)".into(),
             ));
         }
-        check_keep_size(row.get::<_, i64>(2), self.cfg.slot_max_retained.0, &slot)
+        check_keep_size(row.get::<_, i64>(2), self.cfg.slot_max_retained.0, slot)
             .map_err(|m| self.refuse(m))?;
-        let timeline = row.get::<_, i32>(3) as u32;
+        Ok(row.get::<_, i32>(3) as u32)
+    }
+
+    /// What `policy check --connect` asks of a streamed source: the server
+    /// settings the capture needs (the slot is neither created nor moved).
+    pub(super) async fn probe(&self) -> Result<(), SourceError> {
+        let base = super::backup::BaseBackupSource::new(&self.source, self.cfg.clone());
+        let password = base.password()?;
+        let client = base.connect(password.as_deref()).await?;
+        let slot = self.cfg.slot_name(&self.source);
+        match self.check_settings(&client, &slot).await {
+            Ok(_) => Ok(()),
+            Err(EngineError::Source(e)) => Err(e),
+            Err(e) => Err(SourceError::Config {
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Connects, checks the server's settings and the slot (creating it),
+    /// and returns the SQL session and the slot's position.
+    async fn prepare(&self) -> EngineResult<(Server, SlotState, u32)> {
+        let base = super::backup::BaseBackupSource::new(&self.source, self.cfg.clone());
+        let password = base.password()?;
+        let client = base.connect(password.as_deref()).await?;
+        let slot = self.cfg.slot_name(&self.source);
+        let timeline = self.check_settings(&client, &slot).await?;
         let server = Server {
             client,
             slot: slot.clone(),
