@@ -98,19 +98,34 @@ impl fmt::Debug for S3Store {
 }
 
 impl S3Store {
-    /// A GET of `key` sent, its body not read yet.
+    /// A GET of `key` (its current version, or `version`) sent, its body not read yet.
     async fn get_object(
         &self,
         key: &str,
+        version: Option<&str>,
     ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StorageError> {
         self.check_key(key)?;
         self.client
             .get_object()
             .bucket(&self.bucket)
             .key(self.full(key))
+            .set_version_id(version.map(str::to_string))
             .send()
             .await
-            .map_err(|e| self.err("read", key, None, e))
+            .map_err(|e| self.err("read", key, version.map(|v| format!("version {v}")), e))
+    }
+
+    /// The body of a sent GET as a stream that fails after `read_timeout` without a byte.
+    fn body_stream(
+        &self,
+        out: aws_sdk_s3::operation::get_object::GetObjectOutput,
+        what: String,
+    ) -> BoxRead {
+        Box::pin(super::idle::IdleTimeout::new(
+            out.body.into_async_read(),
+            self.read_timeout,
+            format!("{what} in {}", self.describe()),
+        ))
     }
 
     /// A PUT of `body` at `key`, its conditions and overrides still to add.
@@ -370,6 +385,7 @@ impl S3Store {
     async fn head_object(
         &self,
         key: &str,
+        version: Option<&str>,
         op: &'static str,
     ) -> Result<aws_sdk_s3::operation::head_object::HeadObjectOutput, StorageError> {
         self.check_key(key)?;
@@ -377,9 +393,10 @@ impl S3Store {
             .head_object()
             .bucket(&self.bucket)
             .key(self.full(key))
+            .set_version_id(version.map(str::to_string))
             .send()
             .await
-            .map_err(|e| self.err(op, key, None, e))
+            .map_err(|e| self.err(op, key, version.map(|v| format!("version {v}")), e))
     }
 }
 
@@ -421,7 +438,7 @@ impl Store for S3Store {
         // s3:ListBucket, S3 answers 403 for it instead, and gsdr could not
         // tell a missing WAL file from a forbidden one (wal-fetch, wal-push).
         let probe = format!("gsdr-probe-missing-{:016x}", rand::random::<u64>());
-        match self.head_object(&probe, "look up").await {
+        match self.head_object(&probe, None, "look up").await {
             Err(StorageError::NotFound { .. }) => Ok(()),
             Ok(_) => Ok(()),
             Err(StorageError::AccessDenied { store, key, .. }) => Err(StorageError::Config {
@@ -499,12 +516,8 @@ impl Store for S3Store {
     }
 
     async fn get_stream(&self, key: &str) -> Result<BoxRead, StorageError> {
-        let out = self.get_object(key).await?;
-        Ok(Box::pin(super::idle::IdleTimeout::new(
-            out.body.into_async_read(),
-            self.read_timeout,
-            format!("`{key}` in {}", self.describe()),
-        )))
+        let out = self.get_object(key, None).await?;
+        Ok(self.body_stream(out, format!("`{key}`")))
     }
 
     async fn get_small(
@@ -512,7 +525,7 @@ impl Store for S3Store {
         key: &str,
         max_bytes: u64,
     ) -> Result<(Bytes, ObjectMeta), StorageError> {
-        let out = self.get_object(key).await?;
+        let out = self.get_object(key, None).await?;
         let too_large = |size: u64| StorageError::TooLarge {
             store: self.describe(),
             key: key.to_string(),
@@ -560,7 +573,7 @@ impl Store for S3Store {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
-        match self.head_object(key, "look up").await {
+        match self.head_object(key, None, "look up").await {
             Ok(out) => Ok(Some(ObjectMeta {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
@@ -573,7 +586,9 @@ impl Store for S3Store {
     }
 
     async fn object_lock(&self, key: &str) -> Result<Option<ObjectLock>, StorageError> {
-        let out = self.head_object(key, "look up the retention of").await?;
+        let out = self
+            .head_object(key, None, "look up the retention of")
+            .await?;
         Ok(versions::lock_of(&out))
     }
 

@@ -5,7 +5,7 @@
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 
 use super::{to_chrono, S3Store};
-use crate::storage::{ObjectLock, ObjectVersion, StorageError, Store};
+use crate::storage::{ObjectLock, ObjectVersion, StorageError};
 use crate::stream::BoxRead;
 
 impl S3Store {
@@ -80,28 +80,8 @@ impl S3Store {
         key: &str,
         version_id: &str,
     ) -> Result<BoxRead, StorageError> {
-        self.check_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .version_id(version_id)
-            .send()
-            .await
-            .map_err(|e| {
-                self.err(
-                    "read a version of",
-                    key,
-                    Some(format!("version {version_id}")),
-                    e,
-                )
-            })?;
-        Ok(Box::pin(crate::storage::idle::IdleTimeout::new(
-            out.body.into_async_read(),
-            self.read_timeout,
-            format!("`{key}` (version {version_id}) in {}", self.describe()),
-        )))
+        let out = self.get_object(key, Some(version_id)).await?;
+        Ok(self.body_stream(out, format!("`{key}` (version {version_id})")))
     }
 
     /// The retention of one version of `key`.
@@ -110,23 +90,9 @@ impl S3Store {
         key: &str,
         version_id: &str,
     ) -> Result<Option<ObjectLock>, StorageError> {
-        self.check_key(key)?;
-        let out: HeadObjectOutput = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full(key))
-            .version_id(version_id)
-            .send()
-            .await
-            .map_err(|e| {
-                self.err(
-                    "look up the retention of",
-                    key,
-                    Some(format!("version {version_id}")),
-                    e,
-                )
-            })?;
+        let out = self
+            .head_object(key, Some(version_id), "look up the retention of")
+            .await?;
         Ok(lock_of(&out))
     }
 }
