@@ -879,10 +879,8 @@ async fn mongo_continuous_capture_slices_and_restores_to_a_time_on_nx() {
         )
         .await;
     }
-    let nx_bin = crate::support::require_program(
-        "nx-27017",
-        "pip install nx-27017 into $GSDR_TEST_VENV",
-    );
+    let nx_bin =
+        crate::support::require_program("nx-27017", "pip install nx-27017 into $GSDR_TEST_VENV");
     let scratch_dir = tempdir();
     let s = setup(
         &nx.uri(),
