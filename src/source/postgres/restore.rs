@@ -131,6 +131,10 @@ fn gsdr_command(
         parts.push("--identity".into());
         parts.push(sh_quote(&abs(id).display().to_string()));
     }
+    // The restore's own `--allow-unsigned` reaches the WAL it replays.
+    if with_identity && call.allow_unsigned {
+        parts.push("--allow-unsigned".into());
+    }
     parts.extend(tail);
     // Relative paths in the policy (folder targets, key files) are relative to
     // gsdr's working directory, not to the data directory PostgreSQL runs this in.
