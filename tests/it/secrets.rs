@@ -52,7 +52,7 @@ fn gsdr_env(f: &Fixture, args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 /// Everything gsdr printed.
-fn printed(o: &Output) -> String {
+pub(crate) fn printed(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -61,7 +61,7 @@ fn printed(o: &Output) -> String {
 }
 
 /// Files below `dir` (but `except`) whose bytes contain `marker`.
-fn files_holding(dir: &Path, marker: &str, except: &[&Path]) -> Vec<std::path::PathBuf> {
+pub(crate) fn files_holding(dir: &Path, marker: &str, except: &[&Path]) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -140,7 +140,7 @@ fn command_stderr_is_filtered_for_every_secret_the_policy_references() {
 }
 
 /// The processes whose command line contains `needle`, and the lines.
-fn cmdlines_with(needle: &str) -> Vec<(u32, String)> {
+pub(crate) fn cmdlines_with(needle: &str) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
