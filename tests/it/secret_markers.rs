@@ -213,6 +213,15 @@ async fn no_secret_marker_with_s3_keys_a_pg_password_an_incident_and_the_daemon(
     let scenario = "name = \"cfg-loss\"\ntitle = \"cfg is lost\"\ndescription = \"Restore cfg.\"\n\
         [[steps]]\nname = \"restore\"\nkind = \"restore_command_source\"\nsource = \"cfg\"\n";
     let rb = crate::drill::runbooks(&f, "cfg-loss", scenario);
+    // A drill into a scratch PostgreSQL: restored with WAL fetched from S3
+    // by the scratch server's restore_command (`gsdr wal-fetch`).
+    crate::drill::runbooks(
+        &f,
+        "pg-loss",
+        "name = \"pg-loss\"\ntitle = \"pg is lost\"\ndescription = \"Restore pg and count.\"\n\
+         [[steps]]\nname = \"restore\"\nkind = \"restore_postgres_pitr\"\nsource = \"pg\"\n\
+         [[steps]]\nname = \"rows\"\nkind = \"sql\"\nsource = \"pg\"\nquery = \"SELECT count(*) FROM t\"\nmin = 2000\nafter = [\"restore\"]\n",
+    );
     let restored = f.dir.path().join("restored-pg");
     let state = f.dir.path().join("incident.state.json");
     let reports = f.dir.path().join("reports");
@@ -226,7 +235,7 @@ async fn no_secret_marker_with_s3_keys_a_pg_password_an_incident_and_the_daemon(
         (vec!["--json", "backup", "--source", "pg"], true),
         (vec!["--json", "backup", "--source", "cfg"], true),
         (vec!["list", "--source", "pg"], true),
-        (vec!["--json", "verify", "--source", "pg"], true),
+        (vec!["--json", "verify", "--source", "pg", "--deep"], true),
         (
             vec![
                 "--json",
@@ -285,6 +294,19 @@ async fn no_secret_marker_with_s3_keys_a_pg_password_an_incident_and_the_daemon(
                 &into_bad,
             ],
             false,
+        ),
+        (
+            vec![
+                "--json",
+                "drill",
+                "--scenario",
+                "pg-loss",
+                "--runbooks",
+                rb.to_str().unwrap(),
+                "--out",
+                reports.to_str().unwrap(),
+            ],
+            true,
         ),
         // Failures: a refused password, an unreachable S3 endpoint.
         (vec!["--json", "backup", "--source", "pgbad"], false),
