@@ -879,9 +879,16 @@ async fn mongo_continuous_capture_slices_and_restores_to_a_time_on_nx() {
         )
         .await;
     }
+    let nx_bin =
+        crate::support::require_program("nx-27017", "pip install nx-27017 into $GSDR_TEST_VENV");
+    let scratch_dir = tempdir();
     let s = setup(
         &nx.uri(),
-        "include = [\"app.*\"]\noplog = \"continuous\"\nslice = \"1s\"\noplog_namespace = \"gsdrtest.oplog\"",
+        &format!(
+            "include = [\"app.*\"]\noplog = \"continuous\"\nslice = \"1s\"\noplog_namespace = \"gsdrtest.oplog\"\n\
+             [drills]\nmongo_scratch_argv = [\"{}\", \"--db\", \"memory\", \"--host\", \"127.0.0.1\", \"-p\", \"{{port}}\", \"--log-file\", \"{{dir}}/nx.log\", \"--pid-file\", \"{{dir}}/nx.pid\"]",
+            nx_bin.display()
+        ),
     );
     let out = gsdr::job::backup(&s.env, "m", &NoProgress).await.unwrap();
     let details: DumpDetails =
@@ -1008,4 +1015,46 @@ async fn mongo_continuous_capture_slices_and_restores_to_a_time_on_nx() {
         .unwrap()
         .unwrap();
     assert_eq!(reach.timestamp(), base + 23);
+
+    // A drill takes `pitr_before` for MongoDB too: the dump, then the slices
+    // up to the scenario's point, into a scratch server.
+    let scenario = gsdr::drill::Scenario::parse(
+        r#"
+name = "mongo-pitr"
+title = "MongoDB to a point in time"
+description = "The dump and its oplog slices up to just before the incident."
+pitr_before = "2s"
+[[steps]]
+name = "restore-mongo"
+kind = "restore_mongo"
+source = "m"
+[[steps]]
+name = "items"
+kind = "mongo_count"
+source = "m"
+collection = "app.items"
+min = 1
+after = ["restore-mongo"]
+"#,
+        Path::new("mongo-pitr.toml"),
+    )
+    .unwrap();
+    let mut opts = gsdr::drill::RunOptions::drill();
+    opts.scratch_root = Some(scratch_dir.path().to_path_buf());
+    opts.store_report = false;
+    for (incident_at, want) in [(base + 17, 6), (base + 25, 7)] {
+        opts.target_time = chrono::DateTime::from_timestamp(incident_at, 500_000_000);
+        let r = gsdr::drill::run(&s.env, &scenario, &opts, &NoProgress)
+            .await
+            .unwrap()
+            .report;
+        assert!(r.passed, "{:?}", r.failures);
+        let items = r.steps.iter().find(|st| st.name == "items").unwrap();
+        assert_eq!(
+            items.detail,
+            format!("`app.items`: {want} documents (at least 1 expected)"),
+            "incident at base+{}: the slices up to 2 s before it",
+            incident_at - base
+        );
+    }
 }
