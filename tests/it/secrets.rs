@@ -737,3 +737,61 @@ async fn no_secret_marker_in_any_output_file_or_argv() {
     }
     eprintln!("covered: {covered:#?}");
 }
+
+/// The scratch MongoDB (drills, deep verify) holds production data and has
+/// no password (nx-27017 has no authentication): one started from a
+/// `drills.mongo_scratch_argv` that binds beyond loopback is killed and
+/// refused with the argument to change; bound to 127.0.0.1 it is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scratch_mongo_bound_beyond_loopback_is_refused() {
+    use gsdr::source::mongo::scratch::ScratchMongo;
+    let nx =
+        crate::support::require_program("nx-27017", "pip install nx-27017 into $GSDR_TEST_VENV");
+    let dir = tempdir();
+    let argv = |host: &str| -> Vec<String> {
+        [
+            nx.display().to_string().as_str(),
+            "--db",
+            "memory",
+            "--host",
+            host,
+            "-p",
+            "{port}",
+            "--log-file",
+            "{dir}/nx.log",
+            "--pid-file",
+            "{dir}/nx.pid",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let e = ScratchMongo::start(&argv("0.0.0.0"), dir.path())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("listens on 0.0.0.0") && e.contains("--host 127.0.0.1"),
+        "{e}"
+    );
+    let port: u16 = e
+        .split(" port ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in: {e}"));
+    // Killed: nothing listens there any more.
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "still listening on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ok = ScratchMongo::start(&argv("127.0.0.1"), dir.path())
+        .await
+        .unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", ok.port)).is_ok());
+    ok.stop().await;
+}
