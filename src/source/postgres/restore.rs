@@ -647,4 +647,28 @@ mod tests {
         assert_eq!(sh_quote("/usr/bin/gsdr"), "/usr/bin/gsdr");
         assert_eq!(sh_quote("/a b"), "'/a b'");
     }
+
+    #[test]
+    fn allow_unsigned_reaches_wal_fetch_not_wal_push() {
+        let cfg = PostgresConfig {
+            gsdr_bin: Some("/usr/bin/gsdr".into()),
+            ..serde_json::from_value(serde_json::json!({})).unwrap()
+        };
+        let mut call = GsdrCall {
+            policy_path: "/p.toml".into(),
+            identity_file: None,
+            primary_target: None,
+            allow_unsigned: false,
+        };
+        let fetch = restore_command(&call, &cfg, "pg", None).unwrap();
+        assert!(!fetch.contains("--allow-unsigned"), "{fetch}");
+        call.allow_unsigned = true;
+        let fetch = restore_command(&call, &cfg, "pg", None).unwrap();
+        assert!(
+            fetch.contains("/usr/bin/gsdr --policy /p.toml --allow-unsigned -q wal-fetch"),
+            "{fetch}"
+        );
+        let push = archive_command(&call, &cfg, "pg").unwrap();
+        assert!(!push.contains("--allow-unsigned"), "{push}");
+    }
 }
