@@ -4,8 +4,11 @@
 # Both: the Rust binary on Debian slim as a non-root user, for a read-only
 # root filesystem.
 
-# The toolchain the project is built and tested with.
-FROM rust:1.95-bookworm AS build
+# Bases pinned by exact version tag (docs/security.md "Supply chain"): the
+# toolchain the project is built and tested with (rustc 1.95.0) and the
+# Debian point release of the build machine (12.11). Pin by digest where the
+# registry can be asked for it.
+FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends cmake clang && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
@@ -17,12 +20,12 @@ RUN cargo build --release --locked --bin gsdr && strip target/release/gsdr
 # redis-server is 7.0 (RDB 10) and refuses the RDB 11/12 files of Redis
 # 7.2/7.4. The official image's build (Debian bookworm based, same libc and
 # OpenSSL 3) reads RDB 12; REDIS_IMAGE must be at least the sources' version.
-ARG REDIS_IMAGE=redis:7.4-bookworm
+ARG REDIS_IMAGE=redis:7.4.6-bookworm
 FROM ${REDIS_IMAGE} AS redis
 
 # The daemon: client tools the engines run (pg_basebackup/pg_dump for
 # PostgreSQL, redis-server for RDB restores into a chosen target).
-FROM debian:bookworm-slim AS daemon
+FROM debian:12.11-slim AS daemon
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates postgresql-client-15 redis-server tini \
  && rm -rf /var/lib/apt/lists/* \

@@ -209,7 +209,14 @@ pub async fn verify(ctx: &Ctx, a: VerifyArgs) -> anyhow::Result<Outcome> {
                 }
             );
         }
-        s += if r.ok { "ok\n" } else { "GAPS FOUND\n" };
+        for u in &r.untrusted {
+            s += &format!("UNTRUSTED {}: {}\n", u.name, u.problem);
+        }
+        s += match (r.ok, r.untrusted.is_empty()) {
+            (true, _) => "ok\n",
+            (false, true) => "GAPS FOUND\n",
+            (false, false) => "UNTRUSTED WAL FOUND\n",
+        };
         s
     })?;
     Ok(if r.ok {
@@ -279,5 +286,8 @@ async fn wal_archive(
         None => env.primary_target_name(source)?,
     };
     let store = env.store(&target).await?;
-    Ok(wal::WalArchive::of(source, sc.engine.as_ref(), store)?)
+    let mut archive = wal::WalArchive::of(source, sc.engine.as_ref(), store)?;
+    // wal-fetch and wal-verify refuse sidecars the verify keys do not accept.
+    archive.trust = env.trust()?;
+    Ok(archive)
 }

@@ -274,6 +274,7 @@ impl RestoreHost for Env {
             policy_path: self.policy.path.clone(),
             identity_file: self.identity_file.clone(),
             primary_target: self.primary_target_name(source).ok(),
+            allow_unsigned: self.allow_unsigned,
         })
     }
 }

@@ -256,7 +256,7 @@ pub async fn catch_up(
         let Some(log) = engine.log_archive() else {
             continue;
         };
-        match log.catch_up(primary, offsite).await {
+        match log.catch_up(primary, offsite, trust).await {
             Ok(w) if w.copied > 0 || !w.failed.is_empty() => report.wal.push(w),
             Ok(_) => {}
             Err(e) => {

@@ -434,11 +434,14 @@ pub trait LogArchive: Send + Sync {
         manifests: &[crate::catalog::Manifest],
     ) -> Result<Option<DateTime<Utc>>, LogError>;
 
-    /// Copies what the off-site store lacks of the source's log (`gsdr replicate`).
+    /// Copies what the off-site store lacks of the source's log (`gsdr
+    /// replicate`); metadata signed for the log (PostgreSQL's WAL sidecars)
+    /// that `trust` refuses is reported as failed, never copied.
     async fn catch_up(
         &self,
         primary: &Arc<dyn crate::storage::Store>,
         offsite: &Arc<dyn crate::storage::Store>,
+        trust: &crate::signing::Trust,
     ) -> Result<LogSweep, LogError>;
 
     /// What the off-site copy of the log lacks, as one line (`None`: nothing).

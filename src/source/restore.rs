@@ -44,6 +44,8 @@ pub struct GsdrCall {
     pub identity_file: Option<PathBuf>,
     /// The source's primary target, if it has one.
     pub primary_target: Option<String>,
+    /// `--allow-unsigned` was given: `wal-fetch` accepts unsigned WAL sidecars too.
+    pub allow_unsigned: bool,
 }
 
 /// What the layer running a restore lends the engine: the backup's bytes,

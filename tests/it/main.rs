@@ -23,6 +23,7 @@ mod policies;
 mod postgres;
 mod redis;
 mod redis_capture;
+mod secret_markers;
 mod secrets;
 mod signing;
 mod storage;

@@ -52,7 +52,7 @@ fn gsdr_env(f: &Fixture, args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 /// Everything gsdr printed.
-fn printed(o: &Output) -> String {
+pub(crate) fn printed(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -61,7 +61,7 @@ fn printed(o: &Output) -> String {
 }
 
 /// Files below `dir` (but `except`) whose bytes contain `marker`.
-fn files_holding(dir: &Path, marker: &str, except: &[&Path]) -> Vec<std::path::PathBuf> {
+pub(crate) fn files_holding(dir: &Path, marker: &str, except: &[&Path]) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -140,7 +140,7 @@ fn command_stderr_is_filtered_for_every_secret_the_policy_references() {
 }
 
 /// The processes whose command line contains `needle`, and the lines.
-fn cmdlines_with(needle: &str) -> Vec<(u32, String)> {
+pub(crate) fn cmdlines_with(needle: &str) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -736,4 +736,62 @@ async fn no_secret_marker_in_any_output_file_or_argv() {
         assert!(files.is_empty(), "{m} in {files:?} (after {covered:?})");
     }
     eprintln!("covered: {covered:#?}");
+}
+
+/// The scratch MongoDB (drills, deep verify) holds production data and has
+/// no password (nx-27017 has no authentication): one started from a
+/// `drills.mongo_scratch_argv` that binds beyond loopback is killed and
+/// refused with the argument to change; bound to 127.0.0.1 it is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scratch_mongo_bound_beyond_loopback_is_refused() {
+    use gsdr::source::mongo::scratch::ScratchMongo;
+    let nx =
+        crate::support::require_program("nx-27017", "pip install nx-27017 into $GSDR_TEST_VENV");
+    let dir = tempdir();
+    let argv = |host: &str| -> Vec<String> {
+        [
+            nx.display().to_string().as_str(),
+            "--db",
+            "memory",
+            "--host",
+            host,
+            "-p",
+            "{port}",
+            "--log-file",
+            "{dir}/nx.log",
+            "--pid-file",
+            "{dir}/nx.pid",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let e = ScratchMongo::start(&argv("0.0.0.0"), dir.path())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("listens on 0.0.0.0") && e.contains("--host 127.0.0.1"),
+        "{e}"
+    );
+    let port: u16 = e
+        .split(" port ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in: {e}"));
+    // Killed: nothing listens there any more.
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "still listening on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ok = ScratchMongo::start(&argv("127.0.0.1"), dir.path())
+        .await
+        .unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", ok.port)).is_ok());
+    ok.stop().await;
 }

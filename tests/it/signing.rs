@@ -240,3 +240,234 @@ fn forged_changed_unsigned_and_swapped_backups_are_refused_each_with_its_own_mes
         "glucose=112\n".repeat(1000)
     );
 }
+
+/// `(store dir)/pg/wal/00000001/<name>.json`, parsed.
+fn wal_sidecar(store: &Path, name: &str) -> serde_json::Value {
+    let p = store.join(format!("pg/wal/00000001/{name}.json"));
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+fn write_sidecar(store: &Path, name: &str, v: &serde_json::Value) {
+    let p = store.join(format!("pg/wal/00000001/{name}.json"));
+    std::fs::write(&p, serde_json::to_vec(v).unwrap()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// `gsdr wal-fetch NAME` into `dir`: exit code and stderr.
+fn wal_fetch(policy: &Path, name: &str, dir: &Path, extra: &[&str]) -> (i32, String) {
+    let dest = dir.join(name);
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["wal-fetch", "--source", "pg", name, dest.to_str().unwrap()]);
+    let out = gsdr(policy, &args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// WAL sidecars (#15 item 3) against a real PostgreSQL 15 archive on a
+/// folder target: `wal-push` signs each sidecar with the policy's key, and a
+/// restore replays them; then a forged segment (another segment's valid
+/// encrypted data under its name, with a sidecar signed by a key the policy
+/// does not list), a sidecar changed after signing and an unsigned one are
+/// each refused by `wal-fetch` (exit 255, their own message naming the key),
+/// by a restore (recovery stops: the server does not start), by `wal-verify`
+/// (exit 1, listed as untrusted) and by the off-site sweep (not copied);
+/// `--allow-unsigned` lets the unsigned one through, not the others.
+#[test]
+fn pg_signed_wal_sidecars_restore_and_forged_changed_unsigned_ones_are_refused() {
+    use crate::postgres::{ok, restore, scratch, setup, start_restored, WAIT};
+    use crate::support::postgres::{give_to_pg_user, PgCluster};
+    let (fx, mut a) = setup();
+    let (key, vk) = signing_key(fx.dir.path(), "signing.key");
+    let (other_key, _) = signing_key(fx.dir.path(), "other.key");
+    let text = std::fs::read_to_string(&fx.policy).unwrap();
+    std::fs::write(
+        &fx.policy,
+        format!(
+            "{text}[signing]\nkey_file = \"{}\"\nverify_keys = [\"{vk}\"]\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    // A second policy with an off-site target for the sweep (wal-push copies
+    // nothing off-site with the first, so the sweep has everything to do).
+    let swept = fx.dir.path().join("swept.toml");
+    std::fs::write(
+        &swept,
+        std::fs::read_to_string(&fx.policy).unwrap().replacen(
+            "target = \"local\"\n",
+            "target = \"local\"\noffsite = \"off\"\n",
+            1,
+        ) + &format!(
+            "[targets.off]\nkind = \"fs\"\npath = \"{}/off\"\n",
+            fx.dir.path().display()
+        ),
+    )
+    .unwrap();
+    give_to_pg_user(fx.dir.path());
+    a.start();
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    ok(&fx.gsdr(&["backup", "--source", "pg"]), "gsdr backup");
+    for i in 0..4 {
+        a.psql(&format!(
+            "INSERT INTO t SELECT g, 'r{i}' FROM generate_series({}, {}) g",
+            i * 100 + 1,
+            i * 100 + 100
+        ));
+        a.switch_and_wait_archived(WAIT);
+    }
+    let want = a.psql("SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY id)) FROM t");
+    let store = fx.dir.path().join("store");
+    let list = fx.gsdr_json(&["list", "--source", "pg"]);
+    let first = list["backups"][0]["consistency"]["details"]["first_segment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut segs: Vec<String> = std::fs::read_dir(store.join("pg/wal/00000001"))
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().into_string().unwrap();
+            n.strip_suffix(".json")
+                .filter(|s| s.len() == 24)
+                .map(str::to_string)
+        })
+        .filter(|s| s.as_str() >= first.as_str())
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 5, "{segs:?}");
+
+    // Signed by the policy's key, and a restore replays them.
+    let key_id = wal_sidecar(&store, &first)["signature"]["key_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}'s sidecar is not signed"))
+        .to_string();
+    for s in &segs {
+        let sc = wal_sidecar(&store, s);
+        assert_eq!(sc["signature"]["key_id"], key_id.as_str(), "{s}: {sc}");
+        assert!(sc["stored_bytes"].is_u64(), "{s}: {sc}");
+    }
+    let v = fx.gsdr_json(&["wal-verify", "--source", "pg"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let d1 = scratch(&fx, "restore-good");
+    restore(&fx, &d1, &["--latest"]);
+    let c1 = start_restored(&d1);
+    assert_eq!(
+        c1.psql("SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY id)) FROM t"),
+        want
+    );
+    drop(c1);
+    drop(a);
+
+    // Forged: the last segment's data under the first's name, with its
+    // sidecar renamed and signed by another key (valid encryption, matching
+    // checksum: only the signature tells).
+    let (forged, changed, unsigned) = (first.clone(), segs[1].clone(), segs[2].clone());
+    let donor = segs.last().unwrap().clone();
+    let wal_dir = store.join("pg/wal/00000001");
+    std::fs::copy(
+        wal_dir.join(format!("{donor}.zst.age")),
+        wal_dir.join(format!("{forged}.zst.age")),
+    )
+    .unwrap();
+    let mut sc: gsdr::source::postgres::wal::WalSidecar =
+        serde_json::from_value(wal_sidecar(&store, &donor)).unwrap();
+    sc.name = forged.clone();
+    let other = gsdr::signing::Signer::read(&other_key).unwrap();
+    sc.sign("pg", &other);
+    let other_id = sc.signature.as_ref().unwrap().key_id.clone();
+    write_sidecar(&store, &forged, &serde_json::to_value(&sc).unwrap());
+    // Changed after signing: one field differs.
+    let mut c = wal_sidecar(&store, &changed);
+    c["gsdr_version"] = "0.0.0-forged".into();
+    write_sidecar(&store, &changed, &c);
+    // Unsigned: the signature taken away.
+    let mut u = wal_sidecar(&store, &unsigned);
+    u.as_object_mut().unwrap().remove("signature");
+    write_sidecar(&store, &unsigned, &u);
+    give_to_pg_user(&store);
+
+    let fetched = fx.dir.path().join("fetched");
+    std::fs::create_dir_all(&fetched).unwrap();
+    let (code, err) = wal_fetch(&fx.policy, &forged, &fetched, &[]);
+    assert_eq!(code, 255, "{err}");
+    assert!(
+        err.contains(&format!(
+            "is signed by key {other_id}, which is not among the policy's signing.verify_keys"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("--target-lsn below"), "{err}");
+    let (code, err) = wal_fetch(&fx.policy, &changed, &fetched, &[]);
+    assert_eq!(code, 255, "{err}");
+    assert!(
+        err.contains(&format!("the signature of key {key_id} over its sidecar"))
+            && err.contains("does not verify"),
+        "{err}"
+    );
+    let (code, err) = wal_fetch(&fx.policy, &unsigned, &fetched, &[]);
+    assert_eq!(code, 255, "{err}");
+    assert!(
+        err.contains("is not signed") && err.contains("--allow-unsigned"),
+        "{err}"
+    );
+    assert!(!fetched.join(&forged).exists() && !fetched.join(&unsigned).exists());
+    // --allow-unsigned accepts the unsigned one (its content is genuine), not the others.
+    let (code, err) = wal_fetch(&fx.policy, &unsigned, &fetched, &["--allow-unsigned"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = wal_fetch(&fx.policy, &forged, &fetched, &["--allow-unsigned"]);
+    assert_eq!(code, 255, "{err}");
+    let (code, err) = wal_fetch(&fx.policy, &segs[3], &fetched, &[]);
+    assert_eq!(code, 0, "a genuine segment: {err}");
+
+    // wal-verify lists all three and fails.
+    let out = gsdr(&fx.policy, &["--json", "wal-verify", "--source", "pg"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["untrusted"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [&forged, &changed, &unsigned], "{v}");
+    assert_eq!(v["base_backups"][0]["restorable"], false, "{v}");
+
+    // A restore: recovery stops at the forged segment (the server does not start).
+    let d2 = scratch(&fx, "restore-forged");
+    restore(&fx, &d2, &["--latest"]);
+    let mut c2 = PgCluster::existing(&d2);
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c2.start()));
+    let log = std::fs::read_to_string(&c2.log).unwrap_or_default();
+    assert!(started.is_err(), "the server started on forged WAL:\n{log}");
+    assert!(
+        log.contains("REFUSED") && log.contains(&format!("is signed by key {other_id}")),
+        "{log}"
+    );
+    drop(c2);
+
+    // The sweep copies the genuine files off-site, not the refused sidecars.
+    let out = gsdr(&swept, &["--json", "replicate"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in [&forged, &changed, &unsigned] {
+        assert!(
+            !fx.dir
+                .path()
+                .join(format!("off/pg/wal/00000001/{n}.json"))
+                .exists(),
+            "{n}'s sidecar was copied off-site: {text}"
+        );
+        assert!(text.contains(&format!("WAL file `{n}`")), "{text}");
+    }
+    assert!(text.contains("is not copied off-site"), "{text}");
+    assert!(fx
+        .dir
+        .path()
+        .join(format!("off/pg/wal/00000001/{}.json", segs[3]))
+        .exists());
+}

@@ -172,3 +172,71 @@ fn every_dependency_is_allowed_by_deny_toml() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Whether `tag` of `image` names an exact release: it starts with a dotted
+/// version whose parts are all numbers — three (`1.95.0-bookworm`,
+/// `7.4.6-bookworm`), or two for Debian, whose point releases have two
+/// (`12.11-slim`) — not a floating name (`latest`, `bookworm-slim`,
+/// `1.95-bookworm`).
+fn exact_tag(image: &str, tag: &str) -> bool {
+    let need = if image == "debian" { 2 } else { 3 };
+    let version = tag.split('-').next().unwrap_or("");
+    let parts: Vec<&str> = version.split('.').collect();
+    parts.len() >= need
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Every base image of the Dockerfile (each `FROM` that is not an earlier
+/// stage, and the `REDIS_IMAGE` default) is pinned by an exact version tag
+/// (docs/security.md "Supply chain").
+#[test]
+fn dockerfile_bases_are_pinned_by_exact_version_tags() {
+    assert!(exact_tag("rust", "1.95.0-bookworm") && exact_tag("debian", "12.11-slim"));
+    for floating in [
+        "latest",
+        "bookworm-slim",
+        "7",
+        "7.x-bookworm",
+        "1.95-bookworm",
+        "",
+    ] {
+        assert!(!exact_tag("rust", floating), "{floating}");
+    }
+    assert!(!exact_tag("debian", "12-slim"));
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let mut stages = BTreeSet::new();
+    let mut images = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["FROM", image, rest @ ..] => {
+                if !stages.contains(*image) && !image.starts_with("${") {
+                    images.push(image.to_string());
+                }
+                if let ["AS", name] = rest {
+                    stages.insert(name.to_string());
+                }
+            }
+            ["ARG", arg] if arg.starts_with("REDIS_IMAGE=") => {
+                images.push(arg.trim_start_matches("REDIS_IMAGE=").to_string());
+            }
+            _ => {}
+        }
+    }
+    assert!(images.len() >= 3, "{images:?}");
+    for image in images {
+        let pinned = image
+            .split('@')
+            .next()
+            .unwrap()
+            .rsplit_once(':')
+            .is_some_and(|(name, tag)| exact_tag(name, tag));
+        assert!(
+            pinned,
+            "Dockerfile base `{image}` is not pinned by an exact version tag"
+        );
+    }
+}

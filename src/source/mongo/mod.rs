@@ -247,6 +247,7 @@ impl crate::source::LogArchive for MongoEngine {
         &self,
         primary: &Arc<dyn crate::storage::Store>,
         offsite: &Arc<dyn crate::storage::Store>,
+        _trust: &crate::signing::Trust,
     ) -> Result<crate::source::LogSweep, crate::source::LogError> {
         Ok(slices::catch_up(primary.as_ref(), offsite.as_ref(), &self.name).await?)
     }

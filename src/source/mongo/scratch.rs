@@ -59,6 +59,14 @@ impl ScratchMongo {
                 .await
                 .is_ok()
             {
+                // It holds production data and has no password (see
+                // docs/security.md): loopback only, or it is not used.
+                if let Some(addr) = exposed_listener(port) {
+                    let _ = s.child.kill().await;
+                    return Err(Error::Invalid(format!(
+                        "the scratch MongoDB `{prog}` listens on {addr} port {port}, not only on loopback: it would serve production data, without a password, to the network; bind it to 127.0.0.1 in drills.mongo_scratch_argv (`--bind_ip 127.0.0.1` for mongod, `--host 127.0.0.1` for nx-27017)"
+                    )));
+                }
                 return Ok(s);
             }
             if let Ok(Some(st)) = s.child.try_wait() {
@@ -102,6 +110,44 @@ impl crate::source::Scratch for ScratchMongo {
     }
 }
 
+/// A listening TCP socket on `port` bound to anything but loopback (its
+/// address), from `/proc/net/tcp` and `/proc/net/tcp6` of gsdr's network
+/// namespace; `None` when there is none (or the tables cannot be read:
+/// not Linux, where the check is skipped).
+fn exposed_listener(port: u16) -> Option<String> {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|f| {
+        let text = std::fs::read_to_string(f).ok()?;
+        text.lines().skip(1).find_map(|l| exposed_in(l, port))
+    })
+}
+
+/// [`exposed_listener`] for one line of a `/proc/net/tcp{,6}` table.
+fn exposed_in(line: &str, port: u16) -> Option<String> {
+    const LISTEN: &str = "0A";
+    let mut cols = line.split_whitespace();
+    let local = cols.nth(1)?;
+    let state = cols.nth(1)?;
+    let (addr, p) = local.split_once(':')?;
+    if state != LISTEN || u16::from_str_radix(p, 16).ok()? != port {
+        return None;
+    }
+    // The kernel prints each 32-bit word of the address in host order.
+    let bytes: Vec<u8> = (0..addr.len() / 8)
+        .filter_map(|w| u32::from_str_radix(&addr[w * 8..w * 8 + 8], 16).ok())
+        .flat_map(|w| w.to_ne_bytes())
+        .collect();
+    let ip: std::net::IpAddr = match bytes.len() {
+        4 => std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into(),
+        16 => {
+            let a: [u8; 16] = bytes.try_into().ok()?;
+            let v6 = std::net::Ipv6Addr::from(a);
+            v6.to_ipv4_mapped().map_or(v6.into(), Into::into)
+        }
+        _ => return None,
+    };
+    (!ip.is_loopback()).then(|| ip.to_string())
+}
+
 /// Documents in `db.collection` of the server at `uri`.
 pub async fn count(uri: &str, namespace: &str) -> Result<u64> {
     let (db, coll) = namespace.split_once('.').ok_or_else(|| {
@@ -119,4 +165,30 @@ pub async fn count(uri: &str, namespace: &str) -> Result<u64> {
         .await
         .map_err(|e| Error::Invalid(format!("restored MongoDB: counting `{namespace}`: {e}")))?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposed_in;
+
+    #[test]
+    fn only_a_listener_on_the_port_bound_beyond_loopback_is_exposed() {
+        // Lines as /proc/net/tcp{,6} print them on a little-endian machine.
+        let l4 = |addr: &str, st: &str| {
+            format!("   0: {addr}:6989 00000000:0000 {st} 00000000:00000000 00:00000000 00000000     0        0 1 1")
+        };
+        assert_eq!(exposed_in(&l4("0100007F", "0A"), 0x6989), None);
+        assert_eq!(exposed_in(&l4("00000000", "0A"), 0x6989).as_deref(), Some("0.0.0.0"));
+        assert_eq!(exposed_in(&l4("0A00A8C0", "0A"), 0x6989).as_deref(), Some("192.168.0.10"));
+        // Another port, or a connection rather than a listener.
+        assert_eq!(exposed_in(&l4("00000000", "0A"), 27018), None);
+        assert_eq!(exposed_in(&l4("00000000", "01"), 0x6989), None);
+        let l6 = |addr: &str| format!("   0: {addr}:6989 00000000000000000000000000000000:0000 0A 0 0 0 0 0 1 1");
+        assert_eq!(exposed_in(&l6("00000000000000000000000001000000"), 0x6989), None);
+        assert_eq!(exposed_in(&l6("0000000000000000FFFF00000100007F"), 0x6989), None);
+        assert_eq!(
+            exposed_in(&l6("00000000000000000000000000000000"), 0x6989).as_deref(),
+            Some("::")
+        );
+    }
 }

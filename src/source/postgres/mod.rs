@@ -258,6 +258,7 @@ impl crate::source::LogArchive for PostgresEngine {
             source: self.name.clone(),
             cfg: self.config()?.clone(),
             store,
+            trust: crate::signing::Trust::default(),
         };
         let st = walverify::wal_status(&archive).await?;
         Ok(crate::source::LogTail {
@@ -287,8 +288,9 @@ impl crate::source::LogArchive for PostgresEngine {
         &self,
         primary: &Arc<dyn crate::storage::Store>,
         offsite: &Arc<dyn crate::storage::Store>,
+        trust: &crate::signing::Trust,
     ) -> Result<crate::source::LogSweep, crate::source::LogError> {
-        Ok(walcopy::catch_up(primary, offsite, &self.name).await?)
+        Ok(walcopy::catch_up(primary, offsite, &self.name, trust).await?)
     }
 
     async fn offsite_gap(

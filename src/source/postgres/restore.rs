@@ -131,6 +131,10 @@ fn gsdr_command(
         parts.push("--identity".into());
         parts.push(sh_quote(&abs(id).display().to_string()));
     }
+    // The restore's own `--allow-unsigned` reaches the WAL it replays.
+    if with_identity && call.allow_unsigned {
+        parts.push("--allow-unsigned".into());
+    }
     parts.extend(tail);
     // Relative paths in the policy (folder targets, key files) are relative to
     // gsdr's working directory, not to the data directory PostgreSQL runs this in.
@@ -642,5 +646,29 @@ mod tests {
         ));
         assert_eq!(sh_quote("/usr/bin/gsdr"), "/usr/bin/gsdr");
         assert_eq!(sh_quote("/a b"), "'/a b'");
+    }
+
+    #[test]
+    fn allow_unsigned_reaches_wal_fetch_not_wal_push() {
+        let cfg = PostgresConfig {
+            gsdr_bin: Some("/usr/bin/gsdr".into()),
+            ..serde_json::from_value(serde_json::json!({})).unwrap()
+        };
+        let mut call = GsdrCall {
+            policy_path: "/p.toml".into(),
+            identity_file: None,
+            primary_target: None,
+            allow_unsigned: false,
+        };
+        let fetch = restore_command(&call, &cfg, "pg", None).unwrap();
+        assert!(!fetch.contains("--allow-unsigned"), "{fetch}");
+        call.allow_unsigned = true;
+        let fetch = restore_command(&call, &cfg, "pg", None).unwrap();
+        assert!(
+            fetch.contains("/usr/bin/gsdr --policy /p.toml --allow-unsigned -q wal-fetch"),
+            "{fetch}"
+        );
+        let push = archive_command(&call, &cfg, "pg").unwrap();
+        assert!(!push.contains("--allow-unsigned"), "{push}");
     }
 }

@@ -673,6 +673,7 @@ impl Capture for StreamCapture {
             source: self.source.clone(),
             cfg: self.cfg.clone(),
             store: ctx.primary.1.clone() as Arc<dyn Store>,
+            trust: crate::signing::Trust::default(),
         };
         let mut run = Run {
             cap: self,

@@ -77,6 +77,42 @@ pub struct WalSidecar {
     /// while the first upload is in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_bytes: Option<u64>,
+    /// The pusher's Ed25519 signature over the rest and the source's name
+    /// ([`WalSidecar::signed_bytes`]); absent when the policy has no
+    /// signing key (and in sidecars from before signing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::signing::Signature>,
+}
+
+impl WalSidecar {
+    /// The bytes its signature covers: a label, the source's name and its
+    /// JSON without the signature. The label keeps a sidecar signature from
+    /// passing as a manifest's; the source keeps a sidecar copied from
+    /// another source's archive (same key pair, same segment name) from
+    /// passing here.
+    pub fn signed_bytes(&self, source: &str) -> Vec<u8> {
+        let mut sc = self.clone();
+        sc.signature = None;
+        let mut b = format!("gsdr-wal-sidecar\n{source}\n").into_bytes();
+        b.extend(serde_json::to_vec(&sc).expect("sidecar serialises"));
+        b
+    }
+
+    /// Signs it with `signer` (replacing any signature it had).
+    pub fn sign(&mut self, source: &str, signer: &crate::signing::Signer) {
+        self.signature = None;
+        self.signature = Some(signer.sign(&self.signed_bytes(source)));
+    }
+
+    /// Whether `trust` accepts this sidecar, stored under `key` for `source`.
+    pub fn authenticate(
+        &self,
+        source: &str,
+        key: &str,
+        trust: &crate::signing::Trust,
+    ) -> Result<(), crate::signing::SignError> {
+        trust.check(key, &self.signed_bytes(source), self.signature.as_ref())
+    }
 }
 
 /// `<source>/wal/cluster.json`: which cluster owns the prefix.
@@ -209,6 +245,22 @@ pub enum WalError {
         store: String,
         /// What does not fit.
         why: String,
+    },
+    /// The sidecar of a WAL file is not one the policy's verify keys accept
+    /// (unsigned, signed by an unknown key, or changed): the file is not
+    /// replayed, copied off-site or counted as archived.
+    #[error("REFUSED: WAL file `{name}` of source `{source_name}` in {store}: {problem}. {remedy}")]
+    Untrusted {
+        /// File name.
+        name: String,
+        /// Source.
+        source_name: String,
+        /// Store description.
+        store: String,
+        /// Which key, and what is wrong ([`untrusted_problem`]).
+        problem: String,
+        /// What to do.
+        remedy: String,
     },
     /// S3 denied a lookup of a key that may simply not exist.
     #[error("{op} `{key}` in {store}: access denied. S3 answers 403 AccessDenied instead of 404 for a key that does not exist when the user may not list the bucket: grant gsdr's user s3:ListBucket on the bucket (besides s3:GetObject and s3:PutObject on the prefix); {}", .purpose.consequence())]
@@ -349,6 +401,8 @@ pub struct WalArchive {
     pub cfg: PostgresConfig,
     /// The opened target.
     pub store: Arc<dyn Store>,
+    /// The verify keys fetched sidecars must be signed with (none: not checked).
+    pub trust: crate::signing::Trust,
 }
 
 impl WalArchive {
@@ -363,6 +417,7 @@ impl WalArchive {
                 source: source.to_string(),
                 cfg: c.clone(),
                 store,
+                trust: crate::signing::Trust::default(),
             }),
             _ => Err(SourceError::Config {
                 message: format!(
@@ -373,8 +428,48 @@ impl WalArchive {
     }
 }
 
+/// What is wrong with a sidecar `trust` refused, in words that name the key.
+pub fn untrusted_problem(e: &crate::signing::SignError) -> String {
+    use crate::signing::SignError as S;
+    match e {
+        S::Unsigned { key } => format!("its sidecar `{key}` is not signed, and the policy's signing.verify_keys require signed WAL sidecars: a file archived before signing was set up (run the restore, or this command, with --allow-unsigned after checking where it came from: a restore passes it on to wal-fetch), or one somebody placed in the bucket"),
+        S::UnknownKey { key, key_id } => format!("its sidecar `{key}` is signed by key {key_id}, which is not among the policy's signing.verify_keys: add that key's `gsdr-ed25519:…` line if it is yours (a rotated key), otherwise it is forged"),
+        S::BadSignature { key, key_id } => format!("the signature of key {key_id} over its sidecar `{key}` does not verify: the sidecar was changed after it was signed, or forged"),
+        other => other.to_string(),
+    }
+}
+
+/// Refuses the sidecar `sc` of `name` unless the archive's trust accepts it.
+pub(crate) fn authenticate_sidecar(
+    ctx: &WalArchive,
+    name: &str,
+    sc: &WalSidecar,
+) -> Result<(), WalError> {
+    let key = layout::wal_sidecar(&ctx.source, name);
+    sc.authenticate(&ctx.source, &key, &ctx.trust).map_err(|e| {
+        let remedy = match SegmentId::parse(name, ctx.cfg.wal_segment_bytes) {
+            Some(seg) => format!(
+                "Recovery stops here rather than replay WAL nobody can vouch for: restore to a point before it (--target-lsn below {}, where it starts), or, if the server still has the genuine file, delete both objects of `{name}` and archive it again (`gsdr wal-push`)",
+                super::format_lsn(seg.number * ctx.cfg.wal_segment_bytes)
+            ),
+            None => format!(
+                "It is not used: if the server still has the genuine `{name}`, delete both objects of it and archive it again (`gsdr wal-push`)"
+            ),
+        };
+        let err = WalError::Untrusted {
+            name: name.to_string(),
+            source_name: ctx.source.clone(),
+            store: ctx.store.describe(),
+            problem: untrusted_problem(&e),
+            remedy,
+        };
+        tracing::error!(event = "wal_sidecar_untrusted", source = %ctx.source, name, error = %err);
+        err
+    })
+}
+
 /// The sidecar of `name` and its version tag, `None` if absent.
-async fn read_sidecar(
+pub(crate) async fn read_sidecar(
     ctx: &WalArchive,
     name: &str,
     purpose: Purpose,
@@ -717,14 +812,18 @@ pub(crate) async fn push_one(
                 if name.ends_with(".history") {
                     check_new_timeline(ctx, path, name, push).await?;
                 }
-                let sc = WalSidecar {
+                let mut sc = WalSidecar {
                     name: name.to_string(),
                     raw_sha256: sha.clone(),
                     raw_bytes: size,
                     pushed_at: chrono::Utc::now(),
                     gsdr_version: env!("CARGO_PKG_VERSION").to_string(),
                     stored_bytes: None,
+                    signature: None,
                 };
+                if let Some(s) = &opts.signer {
+                    sc.sign(&ctx.source, s);
+                }
                 let body = serde_json::to_vec(&sc).expect("serialises");
                 match ctx
                     .store
@@ -766,7 +865,7 @@ pub(crate) async fn push_one(
             match damage {
                 None => {
                     if sidecar.stored_bytes.is_none() {
-                        record_stored_size(ctx, &sk, &mut sidecar, &mut sidecar_etag, o.size).await;
+                        record_stored_size(ctx, opts, &sk, &mut sidecar, &mut sidecar_etag, o.size).await;
                     }
                     return Ok(if replaced {
                         WalPushOutcome::Replaced
@@ -794,7 +893,7 @@ pub(crate) async fn push_one(
         }
         match upload(ctx, opts, path, &dk, &sha, size).await? {
             Some(stored) => {
-                record_stored_size(ctx, &sk, &mut sidecar, &mut sidecar_etag, stored).await;
+                record_stored_size(ctx, opts, &sk, &mut sidecar, &mut sidecar_etag, stored).await;
                 return Ok(if replaced {
                     WalPushOutcome::Replaced
                 } else {
@@ -821,6 +920,7 @@ pub(crate) async fn push_one(
 /// checks the object's structure instead.
 async fn record_stored_size(
     ctx: &WalArchive,
+    opts: &EncodeOptions,
     key: &str,
     sidecar: &mut WalSidecar,
     etag: &mut Option<String>,
@@ -828,6 +928,10 @@ async fn record_stored_size(
 ) {
     let Some(tag) = etag.clone() else { return };
     sidecar.stored_bytes = Some(stored);
+    // Signed again: the size is part of what the signature covers.
+    if let Some(s) = &opts.signer {
+        sidecar.sign(&ctx.source, s);
+    }
     let body = serde_json::to_vec(&sidecar).expect("serialises");
     match ctx
         .store
@@ -1064,6 +1168,9 @@ async fn fetch_one(
     let (sc, _) = read_sidecar(ctx, name, Purpose::Fetch)
         .await?
         .ok_or_else(not_found)?;
+    // Before a byte of data is read: the sidecar's checksum is what the
+    // data is checked against, so it must be the pusher's own.
+    authenticate_sidecar(ctx, name, &sc)?;
     let stored = match ctx
         .store
         .get_stream(&layout::wal_data(&ctx.source, name))
@@ -1437,6 +1544,55 @@ mod tests {
             Purpose::Push,
         );
         assert!(matches!(nf, WalError::Storage(_)));
+    }
+
+    #[test]
+    fn a_signed_sidecar_verifies_for_its_source_only_and_any_change_is_refused() {
+        use crate::signing::{SignError, Signer, Trust};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        std::fs::write(&p, Signer::generate().0).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let signer = Signer::read(&p).unwrap();
+        let mut sc = WalSidecar {
+            name: "000000010000000000000003".into(),
+            raw_sha256: "ab".repeat(32),
+            raw_bytes: 16 << 20,
+            pushed_at: chrono::Utc::now(),
+            gsdr_version: "1".into(),
+            stored_bytes: Some(1000),
+            signature: None,
+        };
+        sc.sign("pg", &signer);
+        let trust = Trust {
+            keys: vec![signer.verify_key()],
+            allow_unsigned: false,
+        };
+        // Read back from its JSON, as wal-fetch does.
+        let back: WalSidecar = serde_json::from_slice(&serde_json::to_vec(&sc).unwrap()).unwrap();
+        back.authenticate("pg", "k", &trust).unwrap();
+        // The same sidecar under another source's prefix does not pass.
+        assert!(matches!(
+            back.authenticate("pg2", "k", &trust),
+            Err(SignError::BadSignature { .. })
+        ));
+        let mut changed = back.clone();
+        changed.stored_bytes = Some(999);
+        assert!(matches!(
+            changed.authenticate("pg", "k", &trust),
+            Err(SignError::BadSignature { .. })
+        ));
+        let mut unsigned = back.clone();
+        unsigned.signature = None;
+        let e = unsigned.authenticate("pg", "k", &trust).unwrap_err();
+        assert!(untrusted_problem(&e).contains("--allow-unsigned"), "{e}");
+        // A manifest signature over the same JSON is no sidecar signature.
+        let mut plain = back.clone();
+        plain.signature = None;
+        let as_manifest = signer.sign(&serde_json::to_vec(&plain).unwrap());
+        plain.signature = Some(as_manifest);
+        assert!(plain.authenticate("pg", "k", &trust).is_err());
     }
 
     #[test]

@@ -246,13 +246,44 @@ pub async fn copy_partial(
     }
 }
 
+/// Refuses to copy the sidecar `key` of `source` off-site unless `trust`
+/// accepts it (nothing is read when the policy has no verify keys): a
+/// forgery on the primary must not reach the off-site copy, the one a
+/// region-loss restore trusts.
+async fn check_sidecar(
+    primary: &Arc<dyn Store>,
+    source: &str,
+    key: &str,
+    trust: &crate::signing::Trust,
+) -> Result<()> {
+    use super::wal::{file_of_key, untrusted_problem, WalSidecar};
+    let Some((name, false)) = file_of_key(source, key) else {
+        return Ok(());
+    };
+    if trust.keys.is_empty() {
+        return Ok(());
+    }
+    let (b, _) = primary.get_small(key, 64 << 10).await?;
+    let sc: WalSidecar = serde_json::from_slice(&b)
+        .map_err(|e| Error::Invalid(format!("sidecar `{key}` is unreadable: {e}")))?;
+    sc.authenticate(source, key, trust).map_err(|e| {
+        Error::Invalid(format!(
+            "WAL file `{name}` of source `{source}` in {} is not copied off-site: {}",
+            primary.describe(),
+            untrusted_problem(&e)
+        ))
+    })
+}
+
 /// Copies every WAL object of `source` the off-site store lacks. Objects
 /// that exist off-site with another size are reported as failed, unless
-/// replacing them provably loses nothing ([`reconcile`]).
+/// replacing them provably loses nothing ([`reconcile`]); sidecars `trust`
+/// refuses are reported as failed and not copied.
 pub async fn catch_up(
     primary: &Arc<dyn Store>,
     offsite: &Arc<dyn Store>,
     source: &str,
+    trust: &crate::signing::Trust,
 ) -> Result<WalSweep> {
     let todo = differences(primary, offsite, source).await?;
     let mut sweep = WalSweep {
@@ -275,7 +306,11 @@ pub async fn catch_up(
                 };
                 let (p, s) = (primary.clone(), offsite.clone());
                 let source = source.to_string();
+                let trust = trust.clone();
                 running.spawn(async move {
+                    if let Err(e) = check_sidecar(&p, &source, &o.key, &trust).await {
+                        return (o.key, Err(e));
+                    }
                     let partial = partial_of_key(&source, &o.key).is_some();
                     let r = match off_size {
                         // A streamed partial grows: the primary's is newer.

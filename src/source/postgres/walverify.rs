@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::base::BaseDetails;
-use super::wal::{WalArchive, WalError};
+use super::wal::{self, WalArchive, WalError};
 use super::walchain::{self, WalIndex};
 use super::walname::file_of_key;
 use super::SegmentId;
@@ -63,8 +63,52 @@ pub struct WalVerifyReport {
     pub history_files: Vec<String>,
     /// Base backups and whether their WAL is complete.
     pub base_backups: Vec<BaseCoverage>,
+    /// Files whose sidecar the policy's `signing.verify_keys` do not accept
+    /// (checked only when the policy has verify keys): never replayed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub untrusted: Vec<UntrustedFile>,
     /// No gaps, nothing incomplete, every base backup restorable.
     pub ok: bool,
+}
+
+/// A WAL file whose sidecar is refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct UntrustedFile {
+    /// File name.
+    pub name: String,
+    /// Why, naming the key, and what to do ([`WalError::Untrusted`]).
+    pub problem: String,
+}
+
+/// Sidecars read at once while checking signatures.
+const SIDECAR_READS: usize = 16;
+
+/// The files among `names` whose sidecar `ctx.trust` refuses (or that
+/// cannot be read); nothing is read when the policy has no verify keys.
+async fn untrusted(ctx: &WalArchive, names: Vec<String>) -> Result<Vec<UntrustedFile>, WalError> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    if ctx.trust.keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found: Vec<Option<UntrustedFile>> = stream::iter(names.into_iter().map(|n| async move {
+        let refused = |e: WalError| {
+            Some(UntrustedFile {
+                name: n.clone(),
+                problem: e.to_string(),
+            })
+        };
+        match wal::read_sidecar(ctx, &n, wal::Purpose::Fetch).await {
+            Ok(Some((sc, _))) => Ok(wal::authenticate_sidecar(ctx, &n, &sc).err().and_then(refused)),
+            // Listed a moment ago: deleted since (prune), nothing to trust.
+            Ok(None) => Ok(None),
+            Err(e @ WalError::Invalid(_)) => Ok(refused(e)),
+            Err(e) => Err(e),
+        }
+    }))
+    .buffered(SIDECAR_READS)
+    .try_collect()
+    .await?;
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// Result of `gsdr status` for a postgres source.
@@ -135,7 +179,17 @@ async fn scan(ctx: &WalArchive) -> Result<(BTreeMap<String, Entry>, u64, Catalog
 pub async fn wal_verify(ctx: &WalArchive) -> Result<WalVerifyReport, WalError> {
     let source = ctx.source.as_str();
     let (files, seg_bytes, catalog) = scan(ctx).await?;
-    let complete = |n: &str| files.get(n).is_some_and(|e| e.data && e.sidecar);
+    let with_sidecar = files
+        .iter()
+        .filter(|(_, e)| e.sidecar)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let untrusted = untrusted(ctx, with_sidecar).await?;
+    let refused: std::collections::BTreeSet<&str> =
+        untrusted.iter().map(|u| u.name.as_str()).collect();
+    let complete = |n: &str| {
+        !refused.contains(n) && files.get(n).is_some_and(|e| e.data && e.sidecar)
+    };
     let mut by_tli: BTreeMap<u32, Vec<(SegmentId, String)>> = BTreeMap::new();
     let mut history = Vec::new();
     for name in files.keys() {
@@ -209,12 +263,14 @@ pub async fn wal_verify(ctx: &WalArchive) -> Result<WalVerifyReport, WalError> {
     let ok = timelines
         .iter()
         .all(|t| t.missing_count == 0 && t.incomplete.is_empty())
-        && base_backups.iter().all(|b| b.restorable);
+        && base_backups.iter().all(|b| b.restorable)
+        && untrusted.is_empty();
     Ok(WalVerifyReport {
         source: source.to_string(),
         timelines,
         history_files: history,
         base_backups,
+        untrusted,
         ok,
     })
 }

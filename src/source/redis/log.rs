@@ -415,6 +415,7 @@ impl crate::source::LogArchive for RedisLog {
         &self,
         primary: &Arc<dyn Store>,
         offsite: &Arc<dyn Store>,
+        _trust: &crate::signing::Trust,
     ) -> Result<LogSweep, LogError> {
         let mut sweep = LogSweep {
             source: self.source.clone(),
