@@ -178,10 +178,9 @@ async fn init(ctx: &Ctx, dry_run: bool, target: Option<String>) -> anyhow::Resul
         let store = S3Store::new(s3).await?;
         // A server without versioning, Object Lock or lifecycle rules gets a
         // refusal that says what to do, not its own `NotImplemented`.
-        let caps = store
-            .probe_capabilities()
-            .await
-            .map_err(|e| anyhow::anyhow!("target `{name}`: {e}"))?;
+        // Reads only: probe objects would be versions in the bucket whose
+        // Object Lock is about to be configured.
+        let caps = store.probe_bucket_settings().await;
         gsdr::storage::capabilities::check(
             name,
             &gsdr::storage::Store::describe(&store),

@@ -258,3 +258,85 @@ pub fn check(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(no: &[Capability]) -> Capabilities {
+        let p = |c: Capability| {
+            if no.contains(&c) {
+                Probe::no("NotImplemented (HTTP 501)")
+            } else {
+                Probe::yes("ok")
+            }
+        };
+        Capabilities {
+            conditional_create: p(Capability::ConditionalCreate),
+            conditional_replace: p(Capability::ConditionalReplace),
+            multipart: p(Capability::Multipart),
+            ranged_get: p(Capability::RangedGet),
+            versioning: p(Capability::Versioning),
+            object_lock: p(Capability::ObjectLock),
+            lifecycle: p(Capability::Lifecycle),
+        }
+    }
+
+    fn target(lifecycle: &str) -> S3Target {
+        toml::from_str(&format!("bucket = \"b\"\n{lifecycle}")).unwrap()
+    }
+
+    #[test]
+    fn leases_need_both_conditional_writes_and_only_leases_do() {
+        let garage = caps(&[
+            Capability::ConditionalCreate,
+            Capability::ConditionalReplace,
+            Capability::Versioning,
+            Capability::ObjectLock,
+        ]);
+        let t = target("");
+        assert!(refusals(&t, Uses::default(), &garage).is_empty());
+        let r = refusals(&t, Uses { run_leases: true }, &garage);
+        let names: Vec<_> = r.iter().map(|r| r.capability).collect();
+        assert_eq!(
+            names,
+            [
+                Capability::ConditionalCreate,
+                Capability::ConditionalReplace
+            ]
+        );
+        let e = check("t", "s3://b", &t, Uses { run_leases: true }, &garage).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.starts_with("target `t` (s3://b): the server lacks conditional create")
+                && m.contains("NotImplemented (HTTP 501)")
+                && m.contains("concurrencyPolicy: Forbid"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn bucket_settings_are_refused_only_when_asked_for() {
+        let garage = caps(&[Capability::Versioning, Capability::ObjectLock]);
+        let plain = target("[lifecycle]\nabort_incomplete_after = \"2d\"\n");
+        assert!(refusals(&plain, Uses::default(), &garage).is_empty());
+        let locked = target(
+            "[lifecycle]\nversioning = true\nobject_lock = { mode = \"compliance\", retention = \"7d\" }\n",
+        );
+        let r: Vec<_> = refusals(&locked, Uses::default(), &garage)
+            .into_iter()
+            .map(|r| r.capability)
+            .collect();
+        assert_eq!(r, [Capability::Versioning, Capability::ObjectLock]);
+        // An undetermined capability is never refused.
+        let mut unknown = caps(&[]);
+        unknown.object_lock = Probe::unknown("denied");
+        assert!(refusals(&locked, Uses { run_leases: true }, &unknown).is_empty());
+        // No lifecycle rules at all: the lifecycle table is refused first.
+        let none = caps(&[Capability::Lifecycle]);
+        assert_eq!(
+            refusals(&plain, Uses::default(), &none)[0].capability,
+            Capability::Lifecycle
+        );
+    }
+}

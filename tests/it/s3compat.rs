@@ -427,3 +427,35 @@ async fn garage_missing_bucket_is_named() {
         .unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+/// On a versioned bucket a delete leaves the probe's versions behind a
+/// delete marker: the probe removes them too, so the bucket stays empty.
+#[tokio::test]
+async fn probe_leaves_no_version_on_a_versioned_bucket() {
+    let moto = S3Server::start().await;
+    moto.client()
+        .put_bucket_versioning()
+        .bucket(&moto.bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let store = S3Store::new(&moto.target("v")).await.unwrap();
+    let caps = store.probe_capabilities().await.unwrap();
+    assert_eq!(caps.versioning.detail, "enabled on the bucket", "{caps:?}");
+    let left = moto
+        .client()
+        .list_object_versions()
+        .bucket(&moto.bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        left.versions().is_empty() && left.delete_markers().is_empty(),
+        "{left:?}"
+    );
+}

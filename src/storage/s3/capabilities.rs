@@ -15,7 +15,8 @@
 //! with a stale and then the current etag, a 1-part multipart upload, a
 //! ranged GET, `ListObjectVersions` + `GetBucketVersioning`,
 //! `GetObjectLockConfiguration`, `GetBucketLifecycleConfiguration`, and the
-//! deletes.
+//! deletes — on a versioned bucket also of every version under the probe's
+//! folder (a version Object Lock holds stays until its retention ends).
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -82,7 +83,54 @@ impl S3Store {
                 tracing::warn!(event = "capability_probe_cleanup_failed", store = %self.describe(), error = %e);
             }
         }
+        if caps.versioning.support == crate::storage::capabilities::Support::Yes {
+            self.remove_versions_under(&base).await;
+        }
         Ok(caps)
+    }
+
+    /// Probes only what can be read without writing: versioning (the
+    /// bucket's status), Object Lock and lifecycle; the write capabilities
+    /// are [`Support::Unknown`](crate::storage::capabilities::Support)
+    /// ("not probed"). For `gsdr storage init`, which must not leave object
+    /// versions in a bucket whose Object Lock it is about to configure.
+    pub async fn probe_bucket_settings(&self) -> Capabilities {
+        let not_probed = || Probe::unknown("not probed (bucket settings only)");
+        Capabilities {
+            conditional_create: not_probed(),
+            conditional_replace: not_probed(),
+            multipart: not_probed(),
+            ranged_get: not_probed(),
+            versioning: self.probe_versioning(".gsdr-probe").await,
+            object_lock: self.probe_object_lock().await,
+            lifecycle: self.probe_lifecycle().await,
+        }
+    }
+
+    /// On a versioned bucket a delete only hides the probe's objects behind
+    /// delete markers: remove every version under `base` too. A version that
+    /// Object Lock holds stays until its retention ends (21 bytes each).
+    async fn remove_versions_under(&self, base: &str) {
+        let versions = match self.versions_under(base).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(event = "capability_probe_cleanup_failed", store = %self.describe(), error = %e);
+                return;
+            }
+        };
+        for v in versions {
+            if let Err(e) = self
+                .client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(self.full(&v.key))
+                .version_id(&v.version_id)
+                .send()
+                .await
+            {
+                tracing::warn!(event = "capability_probe_cleanup_failed", store = %self.describe(), key = %v.key, error = %summarize(&e));
+            }
+        }
     }
 
     async fn probe_create(&self, key: &str) -> Probe {
