@@ -49,7 +49,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   as_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  [ -n "${KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -173,24 +173,39 @@ echo "== data, then the daemon (continuous capture) and a base backup of each so
 "$PGBIN/pgbench" -h 127.0.0.1 -p "$PGP" -U postgres -i -s 5 -q postgres >"$WORK/pgbench-init.log" 2>&1 || { cat "$WORK/pgbench-init.log" "$WORK/pglog/server.log" >&2; exit 1; }
 redis-cli -p "$RP" DEBUG POPULATE 20000 seed 64 >/dev/null
 GSDR_LOG=info "${G[@]}" daemon >"$WORK/daemon.log" 2>&1 & DAEMON=$!; PIDS+=($DAEMON)
+# The daemon's resident memory every second: the peak alone cannot tell a
+# bounded capture from one that grows with the run.
+( while kill -0 "$DAEMON" 2>/dev/null; do
+    echo "$(date +%s) $(awk '/^VmRSS:/{print $2}' "/proc/$DAEMON/status" 2>/dev/null)" >>"$WORK/rss.log"; sleep 1
+  done ) & PIDS+=($!)
 wait_port "$MP"
 sleep 3
 "${G[@]}" -q backup
+LOAD_START=$(date +%s)
 echo "== load for ${DURATION}s: pgbench 20 tps, ~50 Redis SETs/s, a canary per second"
 "$PGBIN/pgbench" -h 127.0.0.1 -p "$PGP" -U postgres -R 20 -T "$DURATION" -n postgres >"$WORK/pgbench.log" 2>&1 & PIDS+=($!)
 ( while :; do redis-cli -p "$RP" SET "w:$RANDOM" "$(date +%s.%N)" >/dev/null; sleep 0.02; done ) & WRITER=$!; PIDS+=($WRITER)
 ( while :; do "${G[@]}" -q canary --source postgres --source redis >/dev/null 2>>"$WORK/canary.log" || true; sleep 1; done ) & CANARY=$!; PIDS+=($CANARY)
 sleep "$DURATION"
 kill "$WRITER" "$CANARY" 2>/dev/null || true
+LOAD_END=$(date +%s)
 wait "$CANARY" 2>/dev/null || true
 echo "== incident: load stopped at $(date -u +%H:%M:%S); drills from the primary and the off-site target"
 "${G[@]}" --json drill --scenario rpo-primary --no-store >"$WORK/drill-primary.json" || true
 "${G[@]}" --json drill --scenario rpo-offsite --no-store >"$WORK/drill-offsite.json" || true
 PEAK_KB=$(awk '/^VmHWM:/{print $2}' "/proc/$DAEMON/status")
 STREAMS=2
-python3 - "$WORK" "$PEAK_KB" "$STREAMS" <<'PY'
+python3 - "$WORK" "$PEAK_KB" "$STREAMS" "$LOAD_START" "$LOAD_END" <<'PY'
 import json, sys
 work, peak_kb, streams = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+load_start, load_end = int(sys.argv[4]), int(sys.argv[5])
+rss = [tuple(map(int, l.split())) for l in open(f"{work}/rss.log") if len(l.split()) == 2]
+def rss_max(lo, hi):
+    v = [k for t, k in rss if lo <= t < hi]
+    return max(v) / 1024 if v else float("nan")
+mid = (load_start + load_end) // 2
+print(f"daemon RSS: {rss_max(0, load_start):.1f} MiB at most before the load (base backups, full syncs), "
+      f"{rss_max(load_start, mid):.1f} MiB in the load's first half, {rss_max(mid, load_end):.1f} MiB in its second half")
 def rpo(name):
     try:
         d = json.load(open(f"{work}/drill-{name}.json"))

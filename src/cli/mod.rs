@@ -146,6 +146,11 @@ pub fn main() -> ExitCode {
     };
     let json = cli.json;
     init_logging(&cli);
+    if matches!(cli.command, Command::Daemon(_)) {
+        if let Some(n) = gsdr::daemon::alloc::limit_arenas() {
+            tracing::debug!(event = "malloc_arenas_capped", arenas = n);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

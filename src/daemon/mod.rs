@@ -1,6 +1,7 @@
 //! The long-running daemon: every job of the policy on its trigger until
 //! shutdown (`gsdr daemon` wires the CLI, the signals and the HTTP server).
 
+pub mod alloc;
 pub mod gc;
 pub mod runner;
 pub mod status;

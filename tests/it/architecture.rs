@@ -684,3 +684,59 @@ fn the_engine_check_finds_names_and_ignores_comments_and_tests() {
     let lines: Vec<usize> = found.iter().map(|(l, _)| *l).collect();
     assert_eq!(lines, [6, 1, 3], "{found:?}");
 }
+
+/// `unsafe_code` is denied crate-wide; the one allowed exception is the
+/// malloc tunable in `daemon/alloc.rs`. Any other `unsafe` (or a second
+/// `allow(unsafe_code)`) in the library or the CLI fails here.
+#[test]
+fn unsafe_code_stands_only_in_the_allocator_setting() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = library_sources();
+    for rel in ["main.rs", "cli"] {
+        let p = root.join(rel);
+        let paths: Vec<PathBuf> = if p.is_dir() {
+            std::fs::read_dir(&p)
+                .expect("read src/cli")
+                .map(|e| e.expect("dir entry").path())
+                .collect()
+        } else {
+            vec![p]
+        };
+        for f in paths
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|x| x == "rs"))
+        {
+            let rel = f
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            files.insert(rel, std::fs::read_to_string(&f).expect("read source"));
+        }
+    }
+    let mut bad = Vec::new();
+    for (rel, text) in &files {
+        let code = code_only(text);
+        let n = code.matches("unsafe ").count() + code.matches("unsafe{").count();
+        let allowed = code.matches("allow(unsafe_code)").count();
+        let ok = if rel == "daemon/alloc.rs" {
+            n == 1 && allowed == 1
+        } else {
+            n == 0 && allowed == 0
+        };
+        if !ok {
+            bad.push(format!(
+                "src/{rel}: {n} unsafe block(s), {allowed} allow(unsafe_code)"
+            ));
+        }
+    }
+    assert!(
+        files.contains_key("daemon/alloc.rs"),
+        "the allocator setting moved: update this test"
+    );
+    assert!(
+        bad.is_empty(),
+        "unsafe code outside daemon/alloc.rs:\n{}",
+        bad.join("\n")
+    );
+}

@@ -854,9 +854,14 @@ async fn ids_of(client: &mongodb::Client, db: &str) -> Vec<(i32, i32)> {
         .try_collect()
         .await
         .unwrap();
-    docs.iter()
+    // Sorted here: nx-27017's `sort` orders upserted documents after the
+    // ones it held already, whatever their `_id`.
+    let mut ids: Vec<(i32, i32)> = docs
+        .iter()
         .map(|d| (d.get_i32("_id").unwrap(), d.get_i32("v").unwrap()))
-        .collect()
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 /// Continuous capture on nx-27017 through the polled fallback over an
@@ -879,9 +884,26 @@ async fn mongo_continuous_capture_slices_and_restores_to_a_time_on_nx() {
         )
         .await;
     }
+    // A large transaction still open when the dump starts: its first part
+    // (`partialTxn`) is the dump's oplog start, its commit comes in a slice.
+    let lsid = doc! {"id": Binary { subtype: mongodb::bson::spec::BinarySubtype::Uuid, bytes: vec![7; 16] }};
+    fake_oplog(
+        &client,
+        base + 4,
+        doc! {"op": "c", "ns": "admin.$cmd", "lsid": lsid.clone(), "txnNumber": 1i64,
+              "o": {"applyOps": [{"op": "i", "ns": "app.items", "o": {"_id": 50, "v": 50}}], "partialTxn": true}},
+    )
+    .await;
+    let nx_bin =
+        crate::support::require_program("nx-27017", "pip install nx-27017 into $GSDR_TEST_VENV");
+    let scratch_dir = tempdir();
     let s = setup(
         &nx.uri(),
-        "include = [\"app.*\"]\noplog = \"continuous\"\nslice = \"1s\"\noplog_namespace = \"gsdrtest.oplog\"",
+        &format!(
+            "include = [\"app.*\"]\noplog = \"continuous\"\nslice = \"1s\"\noplog_namespace = \"gsdrtest.oplog\"\n\
+             [drills]\nmongo_scratch_argv = [\"{}\", \"--db\", \"memory\", \"--host\", \"127.0.0.1\", \"-p\", \"{{port}}\", \"--log-file\", \"{{dir}}/nx.log\", \"--pid-file\", \"{{dir}}/nx.pid\"]",
+            nx_bin.display()
+        ),
     );
     let out = gsdr::job::backup(&s.env, "m", &NoProgress).await.unwrap();
     let details: DumpDetails =
@@ -890,7 +912,7 @@ async fn mongo_continuous_capture_slices_and_restores_to_a_time_on_nx() {
         details.oplog,
         "the test hook's oplog is captured by the dump"
     );
-    assert_eq!(details.oplog_end, Some(((base + 3) as u32, 1)));
+    assert_eq!(details.oplog_end, Some(((base + 4) as u32, 1)));
     let cat = s.env.catalog_for("m").await.unwrap();
     let store = cat.store().clone();
     let reached = |want: i64| {
@@ -922,6 +944,13 @@ async fn mongo_continuous_capture_slices_and_restores_to_a_time_on_nx() {
         reached(base + 12).await;
         fake_oplog(
             &client,
+            base + 19,
+            doc! {"op": "c", "ns": "admin.$cmd", "lsid": lsid.clone(), "txnNumber": 1i64,
+            "o": {"applyOps": [{"op": "i", "ns": "app.items", "o": {"_id": 51, "v": 51}}]}},
+        )
+        .await;
+        fake_oplog(
+            &client,
             base + 20,
             doc! {"op": "i", "ns": "app.items", "o": {"_id": 7, "v": 7}},
         )
@@ -948,7 +977,7 @@ async fn mongo_continuous_capture_slices_and_restores_to_a_time_on_nx() {
     assert!(rep.objects >= 2, "{rep:?}");
     assert!(sl.len() >= 2);
     // The slices chain from the dump's oplog end.
-    assert_eq!(sl[0].from.time as i64, base + 3);
+    assert_eq!(sl[0].from.time as i64, base + 4);
     for w in sl.windows(2) {
         assert_eq!(w[0].end, w[1].from);
     }
@@ -962,12 +991,32 @@ async fn mongo_continuous_capture_slices_and_restores_to_a_time_on_nx() {
         (
             "rtwo",
             base + 21,
-            vec![(1, 100), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (7, 7)],
+            vec![
+                (1, 100),
+                (2, 2),
+                (3, 3),
+                (4, 4),
+                (5, 5),
+                (6, 6),
+                (7, 7),
+                (50, 50),
+                (51, 51),
+            ],
         ),
         (
             "rall",
             base + 23,
-            vec![(1, 100), (3, 3), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8)],
+            vec![
+                (1, 100),
+                (3, 3),
+                (4, 4),
+                (5, 5),
+                (6, 6),
+                (7, 7),
+                (8, 8),
+                (50, 50),
+                (51, 51),
+            ],
         ),
     ] {
         let req = RestoreRequest {
@@ -1008,4 +1057,46 @@ async fn mongo_continuous_capture_slices_and_restores_to_a_time_on_nx() {
         .unwrap()
         .unwrap();
     assert_eq!(reach.timestamp(), base + 23);
+
+    // A drill takes `pitr_before` for MongoDB too: the dump, then the slices
+    // up to the scenario's point, into a scratch server.
+    let scenario = gsdr::drill::Scenario::parse(
+        r#"
+name = "mongo-pitr"
+title = "MongoDB to a point in time"
+description = "The dump and its oplog slices up to just before the incident."
+pitr_before = "2s"
+[[steps]]
+name = "restore-mongo"
+kind = "restore_mongo"
+source = "m"
+[[steps]]
+name = "items"
+kind = "mongo_count"
+source = "m"
+collection = "app.items"
+min = 1
+after = ["restore-mongo"]
+"#,
+        Path::new("mongo-pitr.toml"),
+    )
+    .unwrap();
+    let mut opts = gsdr::drill::RunOptions::drill();
+    opts.scratch_root = Some(scratch_dir.path().to_path_buf());
+    opts.store_report = false;
+    for (incident_at, want) in [(base + 17, 6), (base + 25, 9)] {
+        opts.target_time = chrono::DateTime::from_timestamp(incident_at, 500_000_000);
+        let r = gsdr::drill::run(&s.env, &scenario, &opts, &NoProgress)
+            .await
+            .unwrap()
+            .report;
+        assert!(r.passed, "{:?}", r.failures);
+        let items = r.steps.iter().find(|st| st.name == "items").unwrap();
+        assert_eq!(
+            items.detail,
+            format!("`app.items`: {want} documents (at least 1 expected)"),
+            "incident at base+{}: the slices up to 2 s before it",
+            incident_at - base
+        );
+    }
 }

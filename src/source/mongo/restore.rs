@@ -564,9 +564,17 @@ pub async fn restore(
         // object never costs the target a collection.
         prove_readable(host, catalog, m).await?;
     }
-    let (mut summary, raw_bytes) = run_restore(host, catalog, m, &client, &opts, progress).await?;
+    // One replayer for the dump's oplog and the slices after it: a
+    // transaction still open at the dump's end (`partialTxn` entries held)
+    // commits in a later slice with all its parts.
+    let mut replayer = opts.replayer();
+    let (mut summary, raw_bytes) =
+        run_restore(host, catalog, m, &client, &opts, &mut replayer, progress).await?;
     if matches!(spec.point, RecoveryPoint::Time(_) | RecoveryPoint::Latest) {
-        replay_slices(host, catalog, m, &client, &opts, spec, &mut summary).await?;
+        let (applied, slices) =
+            replay_slices(host, catalog, m, &client, &opts, spec, &mut replayer).await?;
+        summary.oplog_applied += applied;
+        summary.slices_replayed = slices;
     }
     let destination = mongodb::options::ClientOptions::parse(uri.expose())
         .await
@@ -585,9 +593,9 @@ pub async fn restore(
 
 /// Point-in-time: replays the oplog slices that continue the dump `m`
 /// (from its `oplog_end`) up to the target, from the store the backup is read
-/// from. A target later than the slices reach is an error when the source
-/// has slices; without any (no continuous capture) the dump's own oplog is
-/// all there is, as before.
+/// from; returns the entries applied and the slices read. A target later
+/// than the slices reach is an error when the source has slices; without
+/// any (no continuous capture) the dump's own oplog is all there is.
 async fn replay_slices(
     host: &dyn RestoreHost,
     catalog: &Catalog,
@@ -595,15 +603,15 @@ async fn replay_slices(
     client: &Client,
     opts: &RestoreOptions,
     spec: &RestoreSpec,
-    summary: &mut RestoreSummary,
-) -> Result<()> {
+    replayer: &mut Replayer,
+) -> Result<(u64, u64)> {
     let store = catalog.store().clone();
     let all = super::slices::list(store.as_ref(), &m.source).await?;
     if all.is_empty() {
-        return Ok(());
+        return Ok((0, 0));
     }
     let Some(end) = super::slices::dump_end(m) else {
-        return Ok(());
+        return Ok((0, 0));
     };
     let chain = super::slices::chain_from(&all, end);
     let reach = chain.last().map(|s| s.end).unwrap_or(end);
@@ -622,7 +630,6 @@ async fn replay_slices(
         }
     }
     let ids = host.identities()?;
-    let mut replayer = opts.replayer();
     let mut applied = 0u64;
     'slices: for s in &chain {
         let docs = super::slices::read(store.as_ref(), &m.source, &s.name, ids.clone())
@@ -638,14 +645,12 @@ async fn replay_slices(
                     break 'slices;
                 }
             }
-            if apply_oplog_entry(&m.source, client, &d, opts.oplog_limit, &mut replayer).await? {
+            if apply_oplog_entry(&m.source, client, &d, opts.oplog_limit, replayer).await? {
                 applied += 1;
             }
         }
     }
-    summary.oplog_applied += applied;
-    summary.slices_replayed = chain.len() as u64;
-    Ok(())
+    Ok((applied, chain.len() as u64))
 }
 
 /// Reads the whole backup through every check — size and SHA-256 against
@@ -751,6 +756,7 @@ async fn run_restore(
     m: &Manifest,
     client: &Client,
     opts: &RestoreOptions,
+    replayer: &mut Replayer,
     progress: &dyn Progress,
 ) -> Result<(RestoreSummary, u64)> {
     let decoded = host.open_backup(catalog, m).await?;
@@ -768,7 +774,7 @@ async fn run_restore(
                 let reader = crate::stream::progress::Inspect::new(reader, move |b: &[u8]| {
                     count.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 });
-                let fut = restore_archive(&m.source, client, Box::pin(reader), opts);
+                let fut = restore_archive_with(&m.source, client, Box::pin(reader), opts, replayer);
                 tokio::pin!(fut);
                 let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
                 loop {
@@ -871,7 +877,7 @@ pub async fn verify_deep(
     opts.ns_to = Some(format!("{prefix}*"));
     opts.oplog_replay = false;
     let client = connect(&m.source, scratch_uri, &cfg).await?;
-    let restored = run_restore(host, catalog, m, &client, &opts, progress).await;
+    let restored = run_restore(host, catalog, m, &client, &opts, &mut opts.replayer(), progress).await;
     let mut report = DeepVerifyReport {
         id: m.id.clone(),
         ok: false,
