@@ -352,7 +352,7 @@ pub enum StorageError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The server lacks a capability the policy needs ([`capabilities::check`]).
-    #[error("target {store}: the server lacks {capability} ({detail}), which {needed_by} needs: {alternative}")]
+    #[error("target {store}: the server lacks {capability} ({detail}), needed by {needed_by}: {alternative}")]
     Unsupported {
         /// Target name and store description.
         store: String,
