@@ -5,3 +5,5 @@ if command -v mold >/dev/null 2>&1; then
   export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-fuse-ld=mold"
 fi
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Test servers built by scripts/install-deps.sh (Garage) live here.
+export PATH="${GSDR_TOOLS_ROOT:-$HOME/.cache/gsdr-tools}/bin:$PATH"

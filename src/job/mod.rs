@@ -2,6 +2,7 @@
 //! restore, garbage collection ([`gc`]) — over an [`Env`] built once from a policy.
 
 mod backup;
+mod capabilities;
 pub mod capture;
 mod env;
 pub mod gc;
@@ -11,6 +12,7 @@ mod restore;
 mod verify;
 
 pub use backup::{backup, backup_cancellable, backup_with, BackupOutcome};
+pub use capabilities::TargetCapabilities;
 pub use env::Env;
 pub use progress::{NoProgress, Progress};
 pub use restore::{

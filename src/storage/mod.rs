@@ -20,6 +20,7 @@ use tokio::io::AsyncRead;
 
 use crate::fault::RetryClass;
 
+pub mod capabilities;
 mod config;
 pub mod fs;
 pub mod idle;
@@ -188,6 +189,14 @@ pub trait Store: Send + Sync + Debug {
         self.head("gsdr-probe").await.map(|_| ())
     }
 
+    /// Probes what the server can do ([`capabilities::Capabilities`]): S3
+    /// writes, reads and deletes a few objects under `<prefix>/.gsdr-probe/`
+    /// and reads the bucket's settings (changes none). `None` for a store
+    /// that is no S3 server (a folder).
+    async fn capabilities(&self) -> Result<Option<capabilities::Capabilities>, StorageError> {
+        Ok(None)
+    }
+
     /// Leftovers of interrupted writes under the store's prefix: open
     /// multipart uploads (S3) or `.tmp-*` files (folder). A write in progress
     /// looks the same; callers decide by age ([`IncompleteWrite::started`])
@@ -290,7 +299,7 @@ pub enum StorageError {
         key: String,
     },
     /// The server refused our credentials or policy.
-    #[error("{op} `{key}` in {store}: access denied; check the credentials and the bucket policy for gsdr's user")]
+    #[error("{op} `{key}` in {store}: access denied (the server answered {source}); {}", .reason.advice(op))]
     AccessDenied {
         /// Operation.
         op: &'static str,
@@ -298,7 +307,9 @@ pub enum StorageError {
         store: String,
         /// Key.
         key: String,
-        /// Cause.
+        /// Which of the two the server's answer says.
+        reason: Denied,
+        /// Cause: the server's answer.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -340,6 +351,20 @@ pub enum StorageError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The server lacks a capability the policy needs ([`capabilities::check`]).
+    #[error("target {store}: the server lacks {capability} ({detail}), needed by {needed_by}: {alternative}")]
+    Unsupported {
+        /// Target name and store description.
+        store: String,
+        /// The capability, as on the wire.
+        capability: &'static str,
+        /// The setting or use that needs it.
+        needed_by: String,
+        /// What the probe saw.
+        detail: String,
+        /// Why, and what to do instead.
+        alternative: String,
+    },
     /// The target's configuration cannot work.
     #[error("target {store}: {message}")]
     Config {
@@ -348,6 +373,44 @@ pub enum StorageError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// Why a server refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// The server does not accept the credentials (unknown access key, wrong secret).
+    Credentials,
+    /// The credentials are fine, their rights do not cover the request.
+    Permission,
+}
+
+impl Denied {
+    /// What to do, for operation `op` (the S3 action it needs, for a permission).
+    pub fn advice(self, op: &str) -> String {
+        match self {
+            Denied::Credentials => "the server does not accept gsdr's credentials: check `access_key_id` and `secret_access_key` of the target (an unknown or revoked key, or a secret that is not the key's)".to_string(),
+            Denied::Permission => format!(
+                "gsdr's user lacks {} on the bucket: grant it in the bucket policy (or the key's rights on the bucket)",
+                s3_action(op)
+            ),
+        }
+    }
+}
+
+/// The S3 permission a store operation (the `op` of [`StorageError`]) needs.
+pub fn s3_action(op: &str) -> &'static str {
+    match op {
+        "read" | "look up" => "s3:GetObject",
+        "write" | "upload" | "start upload of" | "complete upload of" => "s3:PutObject",
+        "delete" => "s3:DeleteObject",
+        "list" | "reach bucket" => "s3:ListBucket",
+        "list incomplete uploads under" => "s3:ListBucketMultipartUploads",
+        "abort incomplete upload of" => "s3:AbortMultipartUpload",
+        "list the parts of the incomplete upload of" => "s3:ListMultipartUploadParts",
+        "look up the retention of" => "s3:GetObjectRetention",
+        "list the versions under" => "s3:ListBucketVersions",
+        _ => "the permission for this request",
+    }
 }
 
 impl StorageError {
@@ -372,7 +435,9 @@ impl StorageError {
         match self {
             StorageError::NotFound { .. } => ErrorKind::NotFound,
             StorageError::AccessDenied { .. } => ErrorKind::AccessDenied,
-            StorageError::Config { .. } => ErrorKind::InvalidInput,
+            StorageError::Config { .. } | StorageError::Unsupported { .. } => {
+                ErrorKind::InvalidInput
+            }
             // Backends mark network failures, timeouts and 5xx temporary.
             StorageError::Io {
                 class: RetryClass::Temporary,

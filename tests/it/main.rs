@@ -23,6 +23,7 @@ mod policies;
 mod postgres;
 mod redis;
 mod redis_capture;
+mod s3compat;
 mod secret_markers;
 mod secrets;
 mod signing;

@@ -1,5 +1,6 @@
 //! The `Store` conformance suite, run against every implementation
-//! (`storage::fs::*` on a temp folder, `storage::s3::*` on a moto bucket),
+//! (`storage::fs::*` on a temp folder, `storage::s3::*` on a moto bucket,
+//! `storage::garage::*` on a bucket of a real S3 server, Garage),
 //! and S3-specific tests: prefixes, error mapping, a server killed or cut off
 //! mid-upload.
 
@@ -49,7 +50,14 @@ async fn fs_subject() -> Subject {
 }
 
 async fn s3_subject() -> Subject {
-    let moto = Moto::start().await;
+    s3_subject_on(Moto::start().await).await
+}
+
+async fn garage_subject() -> Subject {
+    s3_subject_on(Moto::garage().await).await
+}
+
+async fn s3_subject_on(moto: Moto) -> Subject {
     let prefix = "conformance".to_string();
     let s3 = Arc::new(S3Store::new(&moto.target(&prefix)).await.unwrap());
     Subject {
@@ -521,13 +529,20 @@ async fn probe_succeeds(s: Subject) {
     assert_eq!(s.leftovers().await, 0);
 }
 
-/// Generates `storage::fs::<check>` and `storage::s3::<check>` for each check.
+/// Generates `storage::fs::<check>`, `storage::s3::<check>` (moto) and
+/// `storage::garage::<check>` for each check; the `conditional` checks not
+/// on Garage, which ignores `If-None-Match` and `If-Match` on PutObject
+/// (`storage::garage::ignores_conditional_writes_as_the_probe_detects`).
 macro_rules! conformance {
-    ($($check:ident),* $(,)?) => {
+    (all: [$($check:ident),* $(,)?], conditional: [$($cond:ident),* $(,)?]) => {
         mod fs {
             $(#[tokio::test]
             async fn $check() {
                 super::$check(super::fs_subject().await).await
+            })*
+            $(#[tokio::test]
+            async fn $cond() {
+                super::$cond(super::fs_subject().await).await
             })*
         }
         mod s3 {
@@ -535,23 +550,77 @@ macro_rules! conformance {
             async fn $check() {
                 super::$check(super::s3_subject().await).await
             })*
+            $(#[tokio::test]
+            async fn $cond() {
+                super::$cond(super::s3_subject().await).await
+            })*
+        }
+        mod garage {
+            $(#[tokio::test]
+            async fn $check() {
+                super::$check(super::garage_subject().await).await
+            })*
+
+            #[tokio::test]
+            async fn ignores_conditional_writes_as_the_probe_detects() {
+                super::garage_ignores_conditional_writes(super::garage_subject().await).await
+            }
         }
     };
 }
 
 conformance!(
-    round_trip_small,
-    round_trip_multipart,
-    failed_body_commits_nothing,
-    if_absent_refuses_existing_key,
-    if_match_compare_and_swap,
-    absent_keys,
-    list_by_prefix_sorted,
-    delete_is_idempotent,
-    get_small_refuses_too_large,
-    cleanup_removes_leftovers,
-    probe_succeeds,
+    all: [
+        round_trip_small,
+        round_trip_multipart,
+        failed_body_commits_nothing,
+        absent_keys,
+        list_by_prefix_sorted,
+        delete_is_idempotent,
+        get_small_refuses_too_large,
+        cleanup_removes_leftovers,
+        probe_succeeds,
+    ],
+    conditional: [if_absent_refuses_existing_key, if_match_compare_and_swap]
 );
+
+/// The gap on Garage, shown and detected: a second create-only write and a
+/// write with a stale etag both succeed, and the capability probe reports
+/// both capabilities missing (so the daemon refuses to keep leases there).
+async fn garage_ignores_conditional_writes(s: Subject) {
+    use gsdr::storage::capabilities::Support;
+    let store = &*s.store;
+    let first = store
+        .put_small("k", Bytes::from_static(b"first"), PutCondition::IfAbsent)
+        .await
+        .unwrap();
+    store
+        .put_small("k", Bytes::from_static(b"second"), PutCondition::IfAbsent)
+        .await
+        .expect("Garage ignores If-None-Match");
+    store
+        .put_small(
+            "k",
+            Bytes::from_static(b"third"),
+            PutCondition::IfMatch(first.etag.unwrap()),
+        )
+        .await
+        .expect("Garage ignores If-Match (the etag is stale)");
+    assert_eq!(
+        store.get_small("k", 10).await.unwrap().0,
+        Bytes::from_static(b"third")
+    );
+    let caps = store.capabilities().await.unwrap().expect("an S3 store");
+    assert_eq!(caps.conditional_create.support, Support::No, "{caps:?}");
+    assert!(
+        caps.conditional_create
+            .detail
+            .contains("ignores `If-None-Match: *`"),
+        "{caps:?}"
+    );
+    assert_eq!(caps.conditional_replace.support, Support::No, "{caps:?}");
+    assert_eq!(caps.multipart.support, Support::Yes, "{caps:?}");
+}
 
 // ---------------------------------------------------------------- S3 only
 

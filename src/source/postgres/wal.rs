@@ -1525,6 +1525,7 @@ mod tests {
                 op: "read",
                 store: "s3://b/p".into(),
                 key: "pg/wal/00000002/00000002.history.json".into(),
+                reason: crate::storage::Denied::Permission,
                 source: "403".into(),
             },
             Purpose::Fetch,

@@ -31,7 +31,7 @@ impl std::error::Error for S3Failure {
 
 /// What an SDK error means for gsdr.
 pub(super) enum Kind {
-    AccessDenied,
+    AccessDenied(crate::storage::Denied),
     NotFound,
     NoSuchBucket,
     Precondition,
@@ -39,11 +39,21 @@ pub(super) enum Kind {
 }
 
 pub(super) fn kind_of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Kind {
+    use crate::storage::Denied;
     let status = err.raw_response().map(|r| r.status().as_u16());
     match err.code() {
-        Some(
-            "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AllAccessDisabled",
-        ) => return Kind::AccessDenied,
+        Some("InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
+            return Kind::AccessDenied(Denied::Credentials)
+        }
+        // Garage says `AccessDenied` for both and tells them apart in the
+        // message ("No such key: …", "Invalid signature").
+        Some("AccessDenied" | "AllAccessDisabled") => {
+            return Kind::AccessDenied(if credentials_message(err.message()) {
+                Denied::Credentials
+            } else {
+                Denied::Permission
+            })
+        }
         Some("NoSuchKey" | "NotFound") => return Kind::NotFound,
         Some("NoSuchBucket") => return Kind::NoSuchBucket,
         Some("PreconditionFailed" | "ConditionalRequestConflict") => return Kind::Precondition,
@@ -61,7 +71,7 @@ pub(super) fn kind_of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) 
     match (err, status) {
         (_, Some(412)) => Kind::Precondition,
         (_, Some(404)) => Kind::NotFound,
-        (_, Some(403)) => Kind::AccessDenied,
+        (_, Some(403)) => Kind::AccessDenied(crate::storage::Denied::Permission),
         (_, Some(s)) if s >= 500 || s == 429 => Kind::Other(RetryClass::Temporary),
         (
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_),
@@ -69,6 +79,20 @@ pub(super) fn kind_of<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) 
         ) => Kind::Other(RetryClass::Temporary),
         _ => Kind::Other(RetryClass::Permanent),
     }
+}
+
+/// Whether an `AccessDenied` message speaks of the credentials, not of rights.
+fn credentials_message(msg: Option<&str>) -> bool {
+    let m = msg.unwrap_or("").to_ascii_lowercase();
+    [
+        "signature",
+        "no such key",
+        "access key",
+        "invalid key",
+        "unknown key",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
 }
 
 pub(super) fn summarize<E>(err: &SdkError<E, HttpResponse>) -> String

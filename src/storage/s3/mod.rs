@@ -35,6 +35,7 @@
 //! [`StorageError::PreconditionFailed`]; network failures, timeouts, 5xx and
 //! throttling are [`RetryClass::Temporary`], everything else permanent.
 
+mod capabilities;
 mod error;
 mod plan;
 mod upload;
@@ -306,7 +307,13 @@ impl S3Store {
             source: unreachable.is_none().then(|| Box::new(err) as _),
         });
         match kind {
-            Kind::AccessDenied => StorageError::AccessDenied { op, store, key, source },
+            Kind::AccessDenied(reason) => StorageError::AccessDenied {
+                op,
+                store,
+                key,
+                reason,
+                source,
+            },
             Kind::NotFound => StorageError::NotFound { store, key },
             Kind::Precondition => StorageError::PreconditionFailed { store, key },
             Kind::NoSuchBucket => StorageError::Config {
@@ -411,12 +418,38 @@ impl Store for S3Store {
     }
 
     async fn probe(&self) -> Result<(), StorageError> {
-        self.client
+        let head = self
+            .client
             .head_bucket()
             .bucket(&self.bucket)
             .send()
             .await
-            .map_err(|e| match self.err("reach bucket", "", None, e) {
+            .map_err(|e| self.err("reach bucket", "", None, e));
+        // A HEAD answer has no body, so a 403 cannot say whether the
+        // credentials or the rights are wrong: ask again with a request
+        // whose error comes with its code and message.
+        let head = match head {
+            Err(StorageError::AccessDenied { .. }) => match self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .max_keys(1)
+                .send()
+                .await
+                .map_err(|e| self.err("reach bucket", "", None, e))
+            {
+                Err(
+                    e @ StorageError::AccessDenied {
+                        reason: super::Denied::Credentials,
+                        ..
+                    },
+                ) => return Err(e),
+                _ => head,
+            },
+            other => other,
+        };
+        head.map(|_| ())
+            .map_err(|e| match e {
                 // HeadBucket is allowed by s3:ListBucket, nothing else.
                 StorageError::AccessDenied { store, source, .. } => StorageError::Config {
                     message: format!(
@@ -450,6 +483,12 @@ impl Store for S3Store {
             }),
             Err(e) => Err(e),
         }
+    }
+
+    async fn capabilities(
+        &self,
+    ) -> Result<Option<crate::storage::capabilities::Capabilities>, StorageError> {
+        self.probe_capabilities().await.map(Some)
     }
 
     async fn put_stream(

@@ -1,7 +1,7 @@
 //! Shared test support: free ports, child servers that stop on drop, and
 //! clear failures when a server binary is missing.
 //!
-//! Each server module (`moto`, `postgres`, `redis`, `mongo`) starts its own
+//! Each server module (`moto`, `garage`, `postgres`, `redis`, `mongo`) starts its own
 //! throwaway instance on a free port in a temp dir. Where the environment
 //! names an external server (docker-compose.test.yml), the module uses that
 //! instead; see each module.
@@ -10,6 +10,7 @@
 
 pub mod fake_kube;
 pub mod faults;
+pub mod garage;
 pub mod mongo;
 pub mod moto;
 pub mod postgres;

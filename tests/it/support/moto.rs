@@ -22,10 +22,31 @@ const INSTALL_HINT: &str =
     "create a venv with `python3 -m venv .venv && .venv/bin/pip install 'moto[server]==5.1.22'` \
      (or point GSDR_TEST_VENV at one, or run scripts/test.sh, which installs every test server)";
 
-/// A running S3 server with a fresh bucket.
+/// Which S3 server a [`Moto`] (an [`S3Server`]) is.
+pub enum S3Kind {
+    /// Our own moto process.
+    Moto,
+    /// Our own single-node Garage ([`Moto::garage`]), with its metadata and data dir.
+    Garage {
+        /// Removed with the server.
+        _data: tempfile::TempDir,
+        /// The garage binary.
+        bin: PathBuf,
+        /// Its `garage.toml`.
+        config: PathBuf,
+    },
+    /// A server the environment names (`GSDR_TEST_S3_ENDPOINT`).
+    External,
+}
+
+/// A running S3 server with a fresh bucket: moto ([`Moto::start`]), Garage
+/// ([`Moto::garage`]) or an external one. The type keeps moto's name, the
+/// first server the tests had; [`S3Server`] names it for tests run on any.
 pub struct Moto {
-    /// The moto process; `None` for an external server.
+    /// The server process; `None` for an external server.
     child: Option<Mutex<ChildGuard>>,
+    /// Which server it is.
+    pub kind: S3Kind,
     /// Endpoint URL, e.g. `http://127.0.0.1:PORT`.
     pub endpoint: String,
     /// The bucket made for this test.
@@ -46,7 +67,7 @@ impl Moto {
                     .expect("GSDR_TEST_S3_ENDPOINT is set: set GSDR_TEST_S3_ACCESS_KEY too");
                 let secret = std::env::var("GSDR_TEST_S3_SECRET_KEY")
                     .expect("GSDR_TEST_S3_ENDPOINT is set: set GSDR_TEST_S3_SECRET_KEY too");
-                Moto::with(None, endpoint, key, secret).await
+                Moto::with(None, S3Kind::External, endpoint, key, secret).await
             }
             _ => Moto::start_own(&[]).await,
         }
@@ -88,6 +109,7 @@ impl Moto {
         // Keep the log with the temp dir of this instance.
         let moto = Moto::with(
             Some(guard),
+            S3Kind::Moto,
             format!("http://127.0.0.1:{port}"),
             "gsdr-test-key".into(),
             "gsdr-test-secret".into(),
@@ -97,8 +119,9 @@ impl Moto {
         moto
     }
 
-    async fn with(
+    pub(super) async fn with(
         child: Option<ChildGuard>,
+        kind: S3Kind,
         endpoint: String,
         access_key: String,
         secret_key: String,
@@ -114,6 +137,7 @@ impl Moto {
         );
         let moto = Moto {
             child: child.map(Mutex::new),
+            kind,
             endpoint,
             bucket,
             access_key,
@@ -122,6 +146,23 @@ impl Moto {
             secret_file,
             _dir: dir,
         };
+        if moto.is_garage() {
+            // A bucket the S3 API creates has only a local alias in the key's
+            // namespace, which the admin CLI cannot name (`bucket allow`).
+            moto.garage_admin(&["bucket", "create", &moto.bucket]);
+            let key = moto.access_key.clone();
+            moto.garage_admin(&[
+                "bucket",
+                "allow",
+                "--read",
+                "--write",
+                "--owner",
+                &moto.bucket,
+                "--key",
+                &key,
+            ]);
+            return moto;
+        }
         moto.client()
             .create_bucket()
             .bucket(&moto.bucket)
@@ -129,13 +170,33 @@ impl Moto {
             .await
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot create bucket {} on {}: {}",
+                    "cannot create bucket {} on {} ({}): {}",
                     moto.bucket,
                     moto.endpoint,
+                    moto.name(),
                     aws_sdk_s3::error::DisplayErrorContext(&e)
                 )
             });
         moto
+    }
+
+    /// `moto`, `garage` or `external`, for messages and test tables.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            S3Kind::Moto => "moto",
+            S3Kind::Garage { .. } => "garage",
+            S3Kind::External => "external",
+        }
+    }
+
+    /// This instance's temp dir (credential files, logs).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// Whether this is our own Garage server.
+    pub fn is_garage(&self) -> bool {
+        matches!(self.kind, S3Kind::Garage { .. })
     }
 
     /// A target for this bucket under `prefix`: 5 MiB parts, 2 in flight.
@@ -203,7 +264,7 @@ impl Moto {
     /// against IAM. Returns the user's (access key id, secret). Own moto only.
     pub async fn user_without_permissions_then_enforce_auth(&self) -> (String, String) {
         assert!(
-            !self.is_external(),
+            matches!(self.kind, S3Kind::Moto),
             "only our own moto server can switch authentication on"
         );
         let http = reqwest::Client::new();
@@ -258,7 +319,7 @@ impl Moto {
             .expect("endpoint with a port")
     }
 
-    /// Whether this is an external server (MinIO) rather than our own moto.
+    /// Whether this is an external server (MinIO) rather than our own moto or Garage.
     pub fn is_external(&self) -> bool {
         self.child.is_none()
     }
@@ -273,6 +334,9 @@ impl Moto {
             .kill();
     }
 }
+
+/// Any of the S3 servers the tests run on (see [`Moto`]).
+pub type S3Server = Moto;
 
 /// A TCP relay in front of a server whose connections can all be cut at once
 /// (a network partition) while the server keeps running, and healed again.
