@@ -301,15 +301,39 @@ impl Catalog {
         Ok(out)
     }
 
+    /// [`Catalog::list_checked`] of `source`, and every object of its
+    /// backup kinds' folders (data objects and manifests, with their sizes)
+    /// from the same listing: what `replicate --check` compares.
+    pub async fn list_with_objects(
+        &self,
+        source: &str,
+    ) -> Result<(Listing, Vec<ObjectMeta>), CatalogError> {
+        let (objects, loaded) = tokio::join!(self.backup_objects(source), self.load_index(source));
+        let objects = objects?;
+        let listing = self.indexed_from(source, &objects, loaded).await?;
+        Ok((listing, objects))
+    }
+
     /// The listing of `source` through its index (see [the index](self#the-per-source-index)).
     async fn indexed(&self, source: &str) -> Result<Listing, CatalogError> {
-        let (objects, loaded) =
-            tokio::join!(self.manifest_objects(source), self.load_index(source));
-        let objects = objects?;
+        Ok(self.list_with_objects(source).await?.0)
+    }
+
+    /// The listing of `source` from its backup objects and its index.
+    async fn indexed_from(
+        &self,
+        source: &str,
+        objects: &[ObjectMeta],
+        loaded: index::Loaded,
+    ) -> Result<Listing, CatalogError> {
+        let objects: Vec<&ObjectMeta> = objects
+            .iter()
+            .filter(|o| BackupKey::manifest(&o.key).is_some())
+            .collect();
         let mut out = Listing::default();
         let mut entries = Vec::with_capacity(objects.len());
         let mut to_read = Vec::new();
-        for o in &objects {
+        for o in objects {
             match loaded.entries.get(&o.key) {
                 Some(e) if o.etag.as_deref() == Some(e.etag.as_str()) => {
                     out.manifests.push(e.manifest.clone());
@@ -357,10 +381,28 @@ impl Catalog {
         Ok(out)
     }
 
-    /// The manifest objects of `source`: one listing of each backup kind's
+    /// The keys of `source`'s manifests, from its backup folders' listing
+    /// (not its WAL or log folders); nothing is read.
+    pub async fn manifest_keys(&self, source: &str) -> Result<Vec<String>, CatalogError> {
+        Ok(self
+            .manifest_objects(source)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect())
+    }
+
+    /// The manifest objects of `source` ([`Catalog::backup_objects`]).
+    async fn manifest_objects(&self, source: &str) -> Result<Vec<ObjectMeta>, CatalogError> {
+        let mut all = self.backup_objects(source).await?;
+        all.retain(|o| BackupKey::manifest(&o.key).is_some());
+        Ok(all)
+    }
+
+    /// The objects of `source`'s backups: one listing of each backup kind's
     /// folder (`<source>/<kind>/`), never of its WAL or log folders, which
     /// hold no manifests and may hold most of its objects.
-    async fn manifest_objects(&self, source: &str) -> Result<Vec<ObjectMeta>, CatalogError> {
+    async fn backup_objects(&self, source: &str) -> Result<Vec<ObjectMeta>, CatalogError> {
         let prefix = layout::source_prefix(source);
         let kinds = self.store.list_folders(&prefix).await?;
         // Futures of owned values: a stream of closures over borrows is not
@@ -374,11 +416,7 @@ impl Catalog {
             .buffered(READ_CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await?;
-        let mut out: Vec<ObjectMeta> = lists
-            .into_iter()
-            .flatten()
-            .filter(|o| BackupKey::manifest(&o.key).is_some())
-            .collect();
+        let mut out: Vec<ObjectMeta> = lists.into_iter().flatten().collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
