@@ -267,20 +267,28 @@ impl Catalog {
     /// With a source, only the manifest keys of `<source>/`'s backup kinds
     /// are listed and the manifests come from its index, read only where the
     /// index lacks them ([the index](self#the-per-source-index)); without, the
-    /// whole target is listed and every manifest read.
+    /// whole target is listed once and each source found read through its
+    /// index.
     pub async fn list_checked(&self, source: Option<&str>) -> Result<Listing, CatalogError> {
         match source {
             Some(s) => self.indexed(s).await,
             None => {
+                // One listing of everything, then each source's manifests
+                // through its index: GETs per source, not per backup.
                 let objects = self.store.list("").await?;
-                let keys: Vec<&str> = objects
-                    .iter()
-                    .filter(|o| BackupKey::manifest(&o.key).is_some())
-                    .map(|o| o.key.as_str())
-                    .collect();
+                let mut by_source: std::collections::BTreeMap<&str, Vec<ObjectMeta>> =
+                    Default::default();
+                for o in &objects {
+                    if let Some(k) = BackupKey::manifest(&o.key) {
+                        by_source.entry(k.source).or_default().push(o.clone());
+                    }
+                }
                 let mut out = Listing::default();
-                for (_, r) in self.read_many(&keys).await? {
-                    out.push(r, &self.store.describe());
+                for (s, objs) in by_source {
+                    let loaded = self.load_index(s).await;
+                    let l = self.indexed_from(s, &objs, loaded).await?;
+                    out.manifests.extend(l.manifests);
+                    out.skipped.extend(l.skipped);
                 }
                 out.sort();
                 Ok(out)

@@ -152,6 +152,11 @@ async fn index_is_written_on_commit_and_used_by_list(s: Subject) {
         counts.summary()
     );
 
+    // Every source: one listing of the target, one index GET per source.
+    let (cat, all) = counted(&s.store);
+    assert_eq!(cat.list(None).await.unwrap().len(), 12 + 5);
+    assert_eq!(gets(&all), 2, "{}", all.summary());
+
     // Other sources' backups do not change the cost.
     let cat2 = Catalog::new(s.store.clone());
     for i in 100..140 {
@@ -373,3 +378,98 @@ both!(
     tampered_index_cannot_bypass_signatures,
     prune_updates_the_index,
 );
+
+/// End to end through the binary, signed backups on a folder target: an
+/// index entry edited to give the newest backup the old one's hashes does
+/// not make `gsdr restore --source` fail or restore something else (the
+/// chosen manifest is read again and the genuine backup restored); a deleted
+/// index is rebuilt by `gsdr list` from the manifests.
+#[test]
+fn cli_restore_ignores_a_tampered_index() {
+    use crate::support::gsdr_bin;
+    let f = crate::cli::Fixture::new(
+        "[targets.local]\nkind = \"fs\"\npath = \"{dir}/store\"\n[defaults]\ntarget = \"local\"\n\
+         [sources.cfg]\nkind = \"command\"\n[sources.cfg.command]\nargv = [\"cat\", \"{dir}/input.txt\"]\n",
+    );
+    let d = f.dir.path();
+    let key = d.join("sign.key");
+    let out = std::process::Command::new(gsdr_bin())
+        .args(["keygen", "--signing", "-o"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let vk = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let text = std::fs::read_to_string(&f.policy).unwrap();
+    std::fs::write(
+        &f.policy,
+        format!(
+            "{text}[signing]\nkey_file = \"{}\"\nverify_keys = [\"{vk}\"]\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let backup = |content: &str| {
+        std::fs::write(d.join("input.txt"), content).unwrap();
+        let j = f.gsdr_json(&["backup"]);
+        j["backups"][0]["manifest"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let old = backup("old\n");
+    let new = backup("new\n");
+    let index = d.join("store/cfg/index.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index).expect("commit wrote the index")).unwrap();
+    assert_eq!(doc["entries"].as_array().unwrap().len(), 2, "{doc}");
+    // The attacker makes the newest entry name the old backup's data.
+    let old_entry = doc["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manifest"]["id"] == old.as_str())
+        .unwrap()
+        .clone();
+    for e in doc["entries"].as_array_mut().unwrap() {
+        if e["manifest"]["id"] == new.as_str() {
+            for field in ["stored_sha256", "stored_bytes", "raw_sha256", "raw_bytes"] {
+                e["manifest"][field] = old_entry["manifest"][field].clone();
+            }
+        }
+    }
+    std::fs::write(&index, serde_json::to_vec(&doc).unwrap()).unwrap();
+
+    let to = d.join("restored.txt");
+    let out = f.gsdr(&[
+        "restore",
+        "--source",
+        "cfg",
+        "--to-file",
+        to.to_str().unwrap(),
+        "--force",
+        "--yes",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&to).unwrap(), "new\n");
+    let listed = f.gsdr_json(&["list", "--source", "cfg"]);
+    assert!(listed.to_string().contains(&new), "{listed}");
+
+    std::fs::remove_file(&index).unwrap();
+    f.gsdr_json(&["list", "--source", "cfg"]);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+    let entries = doc["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    let rebuilt = entries
+        .iter()
+        .find(|e| e["manifest"]["id"] == new.as_str())
+        .unwrap();
+    assert_ne!(
+        rebuilt["manifest"]["stored_sha256"], old_entry["manifest"]["stored_sha256"],
+        "rebuilt from the manifests, not the tampered index"
+    );
+}
