@@ -58,6 +58,21 @@ struct IndexDoc {
     entries: Vec<IndexEntry>,
 }
 
+/// [`IndexDoc`] as written, borrowing the manifests.
+#[derive(Serialize)]
+struct IndexDocRef<'a> {
+    schema_version: u32,
+    source: &'a str,
+    entries: Vec<IndexEntryRef<'a>>,
+}
+
+/// [`IndexEntry`] as written.
+#[derive(Serialize)]
+struct IndexEntryRef<'a> {
+    etag: &'a str,
+    manifest: &'a Manifest,
+}
+
 /// One manifest as the index keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,23 +121,26 @@ impl Catalog {
             }
         };
         let etag = meta.etag;
-        #[derive(Deserialize)]
-        struct Version {
-            schema_version: Option<u64>,
-        }
-        if let Ok(Version {
-            schema_version: Some(v),
-        }) = serde_json::from_slice::<Version>(&bytes)
-        {
-            if v > u64::from(INDEX_SCHEMA) {
-                tracing::debug!(event = "catalog_index_newer", key, schema_version = v);
-                return Loaded::default();
-            }
-        }
-        let doc: IndexDoc = match serde_json::from_slice(&bytes) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(event = "catalog_index_unreadable", store = %self.store.describe(), key, error = %e);
+        // One pass over the document; the version is looked at only when it
+        // does not parse (a newer gsdr's may have fields this build rejects).
+        let doc = match serde_json::from_slice::<IndexDoc>(&bytes) {
+            Ok(d) if d.schema_version <= INDEX_SCHEMA => d,
+            parsed => {
+                #[derive(Deserialize)]
+                struct Version {
+                    schema_version: Option<u64>,
+                }
+                if let Ok(Version {
+                    schema_version: Some(v),
+                }) = serde_json::from_slice::<Version>(&bytes)
+                {
+                    if v > u64::from(INDEX_SCHEMA) {
+                        tracing::debug!(event = "catalog_index_newer", key, schema_version = v);
+                        return Loaded::default();
+                    }
+                }
+                let error = parsed.err().map(|e| e.to_string()).unwrap_or_default();
+                tracing::warn!(event = "catalog_index_unreadable", store = %self.store.describe(), key, error);
                 return Loaded {
                     etag,
                     writable: true,
@@ -145,19 +163,23 @@ impl Catalog {
         }
     }
 
-    /// Writes `entries` as `source`'s index over the version `loaded` read.
-    /// `Ok(false)` when another writer changed it first.
+    /// Writes `entries` (etag, manifest) as `source`'s index over the
+    /// version whose etag was read (`None`: create it). `Ok(false)` when
+    /// another writer changed it first.
     pub(super) async fn store_index(
         &self,
         source: &str,
-        loaded: &Loaded,
-        mut entries: Vec<IndexEntry>,
+        over: Option<&str>,
+        mut entries: Vec<(&str, &Manifest)>,
     ) -> Result<bool, StorageError> {
-        entries.sort_by_cached_key(|e| e.manifest.manifest_key());
-        let doc = IndexDoc {
+        entries.sort_by_cached_key(|(_, m)| m.manifest_key());
+        let doc = IndexDocRef {
             schema_version: INDEX_SCHEMA,
-            source: source.to_string(),
-            entries,
+            source,
+            entries: entries
+                .into_iter()
+                .map(|(etag, manifest)| IndexEntryRef { etag, manifest })
+                .collect(),
         };
         let body = serde_json::to_vec(&doc).expect("index serialises");
         let key = layout::source_index(source);
@@ -165,8 +187,8 @@ impl Catalog {
             tracing::warn!(event = "catalog_index_too_large", key, bytes = body.len());
             return Ok(false);
         }
-        let cond = match &loaded.etag {
-            Some(etag) => PutCondition::IfMatch(etag.clone()),
+        let cond = match over {
+            Some(etag) => PutCondition::IfMatch(etag.to_string()),
             None => PutCondition::IfAbsent,
         };
         match self.store.put_small(&key, body.into(), cond).await {
@@ -185,9 +207,13 @@ impl Catalog {
             if !loaded.writable {
                 return;
             }
-            let mut entries: Vec<IndexEntry> = loaded.entries.values().cloned().collect();
+            let mut entries: Vec<IndexEntry> = loaded.entries.into_values().collect();
             change(&mut entries);
-            match self.store_index(source, &loaded, entries).await {
+            let refs = entries
+                .iter()
+                .map(|e| (e.etag.as_str(), &e.manifest))
+                .collect();
+            match self.store_index(source, loaded.etag.as_deref(), refs).await {
                 Ok(true) => return,
                 Ok(false) => continue,
                 Err(e) => {

@@ -338,37 +338,46 @@ impl Catalog {
             .iter()
             .filter(|o| BackupKey::manifest(&o.key).is_some())
             .collect();
+        let mut loaded = loaded;
+        let stored = loaded.stored;
         let mut out = Listing::default();
-        let mut entries = Vec::with_capacity(objects.len());
+        // Parallel to `out.manifests` until sorted: the etag each was read as
+        // (`None`: not to be indexed). Entries are moved, not copied: an
+        // index of 10,000 manifests is about 10 MB.
+        let mut etags: Vec<Option<String>> = Vec::with_capacity(objects.len());
         let mut to_read = Vec::new();
         for o in objects {
-            match loaded.entries.get(&o.key) {
+            match loaded.entries.remove(&o.key) {
                 Some(e) if o.etag.as_deref() == Some(e.etag.as_str()) => {
-                    out.manifests.push(e.manifest.clone());
-                    entries.push(e.clone());
+                    out.manifests.push(e.manifest);
+                    etags.push(Some(e.etag));
                 }
                 _ => to_read.push(o.key.as_str()),
             }
         }
-        let reused = entries.len();
+        let reused = out.manifests.len();
         let store = self.store.describe();
         for (etag, r) in self.read_many(&to_read).await? {
-            if let (Ok(m), Some(etag)) = (&r, etag) {
-                entries.push(index::IndexEntry {
-                    etag,
-                    manifest: m.clone(),
-                });
+            if r.is_ok() {
+                etags.push(etag);
             }
             out.push(r, &store);
         }
-        out.sort();
+        let indexed = etags.iter().filter(|e| e.is_some()).count();
         // No index and nothing to index: write none (a mistyped source
         // name must not leave a folder behind).
-        let changed = (loaded.etag.is_none() && !entries.is_empty())
-            || entries.len() != reused
-            || reused != loaded.stored;
+        let changed =
+            (loaded.etag.is_none() && indexed > 0) || indexed != reused || reused != stored;
         if changed && loaded.writable {
-            match self.store_index(source, &loaded, entries).await {
+            let entries: Vec<(&str, &Manifest)> = etags
+                .iter()
+                .zip(&out.manifests)
+                .filter_map(|(e, m)| Some((e.as_deref()?, m)))
+                .collect();
+            match self
+                .store_index(source, loaded.etag.as_deref(), entries)
+                .await
+            {
                 Ok(written) => tracing::debug!(
                     event = "catalog_index_refreshed",
                     store,
@@ -386,6 +395,7 @@ impl Catalog {
                 ),
             }
         }
+        out.sort();
         Ok(out)
     }
 
