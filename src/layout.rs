@@ -7,6 +7,7 @@
 //! |---|---|
 //! | a backup's data object | `<source>/<kind>/<backup-id>/data.zst.age` |
 //! | its manifest | `<source>/<kind>/<backup-id>/manifest.json` |
+//! | the source's catalog index (its manifests in one object) | `<source>/index.json` |
 //! | a WAL file | `<source>/wal/<timeline>/<name>.zst.age` |
 //! | its sidecar | `<source>/wal/<timeline>/<name>.json` |
 //! | the WAL archive's cluster | `<source>/wal/cluster.json` |
@@ -77,6 +78,25 @@ fn parts<const N: usize>(key: &str) -> Option<[&str; N]> {
 /// Everything of `source` on a target: `<source>/` (backups and WAL).
 pub fn source_prefix(source: &str) -> String {
     format!("{source}/")
+}
+
+/// File name of a source's catalog index, in `<source>/`.
+pub const INDEX_OBJECT: &str = "index.json";
+
+/// Key of `source`'s catalog index: `<source>/index.json`.
+pub fn source_index(source: &str) -> String {
+    format!("{source}/{INDEX_OBJECT}")
+}
+
+/// Every backup of one kind of `source`: `<source>/<kind>/`.
+pub fn kind_prefix(source: &str, kind: &str) -> String {
+    format!("{source}/{kind}/")
+}
+
+/// Whether a folder under `<source>/` holds no backups (`wal`, `log`):
+/// no backup kind may be named so.
+pub fn is_reserved_folder(name: &str) -> bool {
+    name == WAL_FOLDER || name == LOG_FOLDER
 }
 
 /// Folder of one backup: `<source>/<kind>/<id>`.
@@ -472,6 +492,8 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 11, 29, 1, 45, 0).unwrap();
         for (got, want) in [
             (source_prefix("db"), "db/"),
+            (source_index("db"), "db/index.json"),
+            (kind_prefix("db", "full"), "db/full/"),
             (log_prefix("db"), "db/log/"),
             (
                 wal_stream_partial("db", "000000010000000000000003"),

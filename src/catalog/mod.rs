@@ -12,10 +12,21 @@
 //!
 //! Everything of a source lies under `<source>/`: a lookup of one source
 //! ([`Catalog::list`] with a source, [`Catalog::find_of`],
-//! [`Catalog::newest_before`]) lists that prefix only, and reads only the
-//! manifests whose key can answer (the id, the kind are in the key). Only
-//! the callers that want every source (`gsdr list` without `--source`,
-//! [`Catalog::find`] of an id whose source is unknown) list the whole target.
+//! [`Catalog::newest_before`]) lists the folders of that prefix and then its
+//! backup kinds' folders only (never `wal/` or `log/`). Only the callers that
+//! want every source (`gsdr list` without `--source`, [`Catalog::find`] of an
+//! id whose source is unknown) list the whole target; `find` then reads only
+//! the manifests whose key carries the id.
+//!
+//! # The per-source index
+//!
+//! `<source>/index.json` holds the source's manifests, so that listing a
+//! source costs its folder listings and one GET instead of one GET per
+//! backup; it is kept up to date by [`Catalog::commit`] and
+//! [`Catalog::forget`] and repaired by every listing that finds it
+//! stale. The manifests stay the truth and their signatures are checked the
+//! same way: see `index.rs`. Manifests that must be read are read
+//! [`READ_CONCURRENCY`] at a time.
 //!
 //! # A tolerant, suspicious listing
 //!
@@ -29,11 +40,14 @@
 //! `gsdr_catalog_manifests_skipped_total` — and never fails the listing of
 //! the others. Failing to *reach* the store is still an error.
 
+mod index;
 mod locked;
 
 use crate::fault::ErrorKind;
 pub use locked::LockedBackup;
 use std::sync::Arc;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -46,6 +60,8 @@ use crate::stream::SourceMeta;
 pub const MANIFEST_SCHEMA: u32 = 1;
 /// Largest manifest gsdr reads (they hold metadata only).
 const MANIFEST_MAX_BYTES: u64 = 16 << 20;
+/// Manifests read at a time when a listing must read them.
+const READ_CONCURRENCY: usize = 16;
 
 /// Everything known about one committed backup. Metadata only: no secrets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,13 +207,40 @@ impl Catalog {
         &self.store
     }
 
-    /// Commits a manifest (create-only: an existing manifest is never replaced).
+    /// Commits a manifest (create-only: an existing manifest is never
+    /// replaced), then adds it to its source's index (best effort, see
+    /// [the index](self#the-per-source-index)).
     pub async fn commit(&self, m: &Manifest) -> Result<(), CatalogError> {
         let body = serde_json::to_vec_pretty(m).expect("manifest serialises");
-        self.store
+        let put = self
+            .store
             .put_small(&m.manifest_key(), body.into(), PutCondition::IfAbsent)
             .await?;
+        if let Some(etag) = put.etag {
+            let entry = index::IndexEntry {
+                etag,
+                manifest: m.clone(),
+            };
+            let key = m.manifest_key();
+            self.update_index(&m.source, |entries| {
+                entries.retain(|e| e.manifest.manifest_key() != key);
+                entries.push(entry.clone());
+            })
+            .await;
+        }
         Ok(())
+    }
+
+    /// Drops the backups `ids` of `source` from its index after a prune
+    /// deleted their manifests (best effort: a listing drops them anyway).
+    pub async fn forget(&self, source: &str, ids: &[&str]) {
+        if ids.is_empty() {
+            return;
+        }
+        self.update_index(source, |entries| {
+            entries.retain(|e| !ids.contains(&e.manifest.id.as_str()));
+        })
+        .await;
     }
 
     /// Reads one manifest by key and checks it against the key
@@ -221,76 +264,235 @@ impl Catalog {
     /// Every committed backup (of `source` if given), oldest first, and the
     /// manifests skipped because they do not count, each reported by a
     /// [`ManifestSkipped`](crate::metrics::events::ManifestSkipped) event.
-    /// With a source, only `<source>/` is listed.
+    /// With a source, only the manifest keys of `<source>/`'s backup kinds
+    /// are listed and the manifests come from its index, read only where the
+    /// index lacks them ([the index](self#the-per-source-index)); without, the
+    /// whole target is listed once and each source found read through its
+    /// index.
     pub async fn list_checked(&self, source: Option<&str>) -> Result<Listing, CatalogError> {
-        let objects = self.listing(source).await?;
-        self.read_listed(&objects, |_| true).await
-    }
-
-    /// The objects under `<source>/` (the whole target without a source).
-    async fn listing(&self, source: Option<&str>) -> Result<Vec<ObjectMeta>, CatalogError> {
-        let prefix = source.map(layout::source_prefix).unwrap_or_default();
-        Ok(self.store.list(&prefix).await?)
-    }
-
-    /// Reads and checks the manifests among `objects` whose key `wanted`
-    /// accepts (nothing else is read), oldest first.
-    async fn read_listed(
-        &self,
-        objects: &[ObjectMeta],
-        wanted: impl Fn(&BackupKey<'_>) -> bool,
-    ) -> Result<Listing, CatalogError> {
-        let mut out = Listing::default();
-        let keys = objects
-            .iter()
-            .filter(|o| BackupKey::manifest(&o.key).is_some_and(|k| wanted(&k)));
-        for o in keys {
-            let checked = match self.store.get_small(&o.key, MANIFEST_MAX_BYTES).await {
-                Ok((bytes, _)) => check_manifest(&o.key, &bytes),
-                // Pruned between the listing and the read: gone, not bad.
-                Err(e) if e.is_not_found() => continue,
-                Err(StorageError::TooLarge { size, max, .. }) => Err(Skipped {
-                    key: o.key.clone(),
-                    reason: SkipReason::Unreadable,
-                    detail: format!("{size} bytes, more than the {max} a manifest may have"),
-                }),
-                Err(e) => return Err(e.into()),
-            };
-            match checked {
-                Ok(m) => out.manifests.push(m),
-                Err(s) => {
-                    crate::metrics::events::ManifestSkipped {
-                        store: &self.store.describe(),
-                        key: &s.key,
-                        reason: s.reason.as_str(),
-                        detail: &s.detail,
+        match source {
+            Some(s) => self.indexed(s).await,
+            None => {
+                // One listing of everything, then each source's manifests
+                // through its index: GETs per source, not per backup.
+                let objects = self.store.list("").await?;
+                let mut by_source: std::collections::BTreeMap<&str, Vec<ObjectMeta>> =
+                    Default::default();
+                for o in &objects {
+                    if let Some(k) = BackupKey::manifest(&o.key) {
+                        by_source.entry(k.source).or_default().push(o.clone());
                     }
-                    .emit();
-                    out.skipped.push(s);
                 }
+                let mut out = Listing::default();
+                for (s, objs) in by_source {
+                    let loaded = self.load_index(s).await;
+                    let l = self.indexed_from(s, &objs, loaded).await?;
+                    out.manifests.extend(l.manifests);
+                    out.skipped.extend(l.skipped);
+                }
+                out.sort();
+                Ok(out)
             }
         }
-        out.manifests
-            .sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+    }
+
+    /// Every committed backup of `source` without its index: lists the
+    /// manifests and reads each one.
+    pub async fn list_unindexed(&self, source: &str) -> Result<Listing, CatalogError> {
+        let objects = self.manifest_objects(source).await?;
+        let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+        let mut out = Listing::default();
+        for (_, r) in self.read_many(&keys).await? {
+            out.push(r, &self.store.describe());
+        }
+        out.sort();
         Ok(out)
     }
 
-    /// The backup with this id, of any source: lists the whole target, but
-    /// reads only the manifests whose key carries the id.
-    pub async fn find(&self, id: &str) -> Result<Manifest, CatalogError> {
-        self.find_in(None, id).await
+    /// [`Catalog::list_checked`] of `source`, and every object of its
+    /// backup kinds' folders (data objects and manifests, with their sizes)
+    /// from the same listing: what `replicate --check` compares.
+    pub async fn list_with_objects(
+        &self,
+        source: &str,
+    ) -> Result<(Listing, Vec<ObjectMeta>), CatalogError> {
+        let (objects, loaded) = tokio::join!(self.backup_objects(source), self.load_index(source));
+        let objects = objects?;
+        let listing = self.indexed_from(source, &objects, loaded).await?;
+        Ok((listing, objects))
     }
 
-    /// The backup of `source` with this id: lists `<source>/` only.
-    pub async fn find_of(&self, source: &str, id: &str) -> Result<Manifest, CatalogError> {
-        self.find_in(Some(source), id).await
+    /// The listing of `source` through its index (see [the index](self#the-per-source-index)).
+    async fn indexed(&self, source: &str) -> Result<Listing, CatalogError> {
+        Ok(self.list_with_objects(source).await?.0)
     }
 
-    async fn find_in(&self, source: Option<&str>, id: &str) -> Result<Manifest, CatalogError> {
-        let objects = self.listing(source).await?;
-        self.read_listed(&objects, |k| k.id == id)
+    /// The listing of `source` from its backup objects and its index.
+    async fn indexed_from(
+        &self,
+        source: &str,
+        objects: &[ObjectMeta],
+        loaded: index::Loaded,
+    ) -> Result<Listing, CatalogError> {
+        let objects: Vec<&ObjectMeta> = objects
+            .iter()
+            .filter(|o| BackupKey::manifest(&o.key).is_some())
+            .collect();
+        let mut loaded = loaded;
+        let stored = loaded.stored;
+        let mut out = Listing::default();
+        // Parallel to `out.manifests` until sorted: the etag each was read as
+        // (`None`: not to be indexed). Entries are moved, not copied: an
+        // index of 10,000 manifests is about 10 MB.
+        let mut etags: Vec<Option<String>> = Vec::with_capacity(objects.len());
+        let mut to_read = Vec::new();
+        for o in objects {
+            match loaded.entries.remove(&o.key) {
+                Some(e) if o.etag.as_deref() == Some(e.etag.as_str()) => {
+                    out.manifests.push(e.manifest);
+                    etags.push(Some(e.etag));
+                }
+                _ => to_read.push(o.key.as_str()),
+            }
+        }
+        let reused = out.manifests.len();
+        let store = self.store.describe();
+        for (etag, r) in self.read_many(&to_read).await? {
+            if r.is_ok() {
+                etags.push(etag);
+            }
+            out.push(r, &store);
+        }
+        let indexed = etags.iter().filter(|e| e.is_some()).count();
+        // No index and nothing to index: write none (a mistyped source
+        // name must not leave a folder behind).
+        let changed =
+            (loaded.etag.is_none() && indexed > 0) || indexed != reused || reused != stored;
+        if changed && loaded.writable {
+            let entries: Vec<(&str, &Manifest)> = etags
+                .iter()
+                .zip(&out.manifests)
+                .filter_map(|(e, m)| Some((e.as_deref()?, m)))
+                .collect();
+            match self
+                .store_index(source, loaded.etag.as_deref(), entries)
+                .await
+            {
+                Ok(written) => tracing::debug!(
+                    event = "catalog_index_refreshed",
+                    store,
+                    source,
+                    reused,
+                    read = to_read.len(),
+                    written
+                ),
+                Err(e) => tracing::warn!(
+                    event = "catalog_index_not_updated",
+                    store,
+                    source,
+                    error = %e,
+                    "listings read the manifests the index lacks until it can be written"
+                ),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The keys of `source`'s manifests, from its backup folders' listing
+    /// (not its WAL or log folders); nothing is read.
+    pub async fn manifest_keys(&self, source: &str) -> Result<Vec<String>, CatalogError> {
+        Ok(self
+            .manifest_objects(source)
             .await?
-            .manifests
+            .into_iter()
+            .map(|o| o.key)
+            .collect())
+    }
+
+    /// The manifest objects of `source` ([`Catalog::backup_objects`]).
+    async fn manifest_objects(&self, source: &str) -> Result<Vec<ObjectMeta>, CatalogError> {
+        let mut all = self.backup_objects(source).await?;
+        all.retain(|o| BackupKey::manifest(&o.key).is_some());
+        Ok(all)
+    }
+
+    /// The objects of `source`'s backups: one listing of each backup kind's
+    /// folder (`<source>/<kind>/`), never of its WAL or log folders, which
+    /// hold no manifests and may hold most of its objects.
+    async fn backup_objects(&self, source: &str) -> Result<Vec<ObjectMeta>, CatalogError> {
+        let prefix = layout::source_prefix(source);
+        let kinds = self.store.list_folders(&prefix).await?;
+        // Futures of owned values: a stream of closures over borrows is not
+        // `Send` for every lifetime, which the daemon's spawned jobs need.
+        let lists: Vec<_> = kinds
+            .iter()
+            .filter(|k| !layout::is_reserved_folder(k))
+            .map(|k| list_owned(self.store.clone(), layout::kind_prefix(source, k)))
+            .collect();
+        let lists = stream::iter(lists)
+            .buffered(READ_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let mut out: Vec<ObjectMeta> = lists.into_iter().flatten().collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Reads and checks the manifests at `keys`, [`READ_CONCURRENCY`] at a
+    /// time, in key order, each with the etag of the object read; manifests
+    /// gone since the listing (pruned) are left out.
+    async fn read_many(
+        &self,
+        keys: &[&str],
+    ) -> Result<Vec<(Option<String>, Result<Manifest, Skipped>)>, CatalogError> {
+        let reads: Vec<_> = keys
+            .iter()
+            .map(|k| read_owned(self.store.clone(), k.to_string()))
+            .collect();
+        let read = stream::iter(reads)
+            .buffered(READ_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(read.into_iter().flatten().collect())
+    }
+
+    /// The backup with this id, of any source: lists the whole target (the
+    /// only part that grows with the bucket), and reads only the manifests
+    /// whose key carries the id.
+    pub async fn find(&self, id: &str) -> Result<Manifest, CatalogError> {
+        let objects = self.store.list("").await?;
+        let keys: Vec<&str> = objects
+            .iter()
+            .filter(|o| BackupKey::manifest(&o.key).is_some_and(|k| k.id == id))
+            .map(|o| o.key.as_str())
+            .collect();
+        self.first_of(id, &keys).await
+    }
+
+    /// The backup of `source` with this id: lists the folders of `<source>/`
+    /// and reads `<source>/<kind>/<id>/manifest.json` of each backup kind.
+    pub async fn find_of(&self, source: &str, id: &str) -> Result<Manifest, CatalogError> {
+        let kinds = self
+            .store
+            .list_folders(&layout::source_prefix(source))
+            .await?;
+        let keys: Vec<String> = kinds
+            .iter()
+            .filter(|k| !layout::is_reserved_folder(k))
+            .map(|k| layout::backup_manifest(source, k, id))
+            .collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.first_of(id, &keys).await
+    }
+
+    /// The first manifest among `keys` that counts and has `id`.
+    async fn first_of(&self, id: &str, keys: &[&str]) -> Result<Manifest, CatalogError> {
+        let mut out = Listing::default();
+        for (_, r) in self.read_many(keys).await? {
+            out.push(r, &self.store.describe());
+        }
+        out.manifests
             .into_iter()
             .find(|m| m.id == id)
             .ok_or_else(|| CatalogError::UnknownBackup {
@@ -300,31 +502,71 @@ impl Catalog {
     }
 
     /// The newest backup of `source` (of `kind` if given) whose recovery
-    /// point is at or before `before`. Lists `<source>/` only and reads the
-    /// manifests of that kind: the recovery point is in the manifest, not in
-    /// the key (the id names the dump's start, which the consistency point
-    /// need not follow), so no manifest of the kind can be left unread.
+    /// point is at or before `before`. The recovery point is in the
+    /// manifest, not in the key (the id names the dump's start, which the
+    /// consistency point need not follow), so the choice is made over the
+    /// source's listing (its index); the chosen manifest is then read from
+    /// its own object, and when that differs from the index every manifest
+    /// is read and the choice made again: what a restore uses never comes
+    /// from the index alone.
     pub async fn newest_before(
         &self,
         source: &str,
         kind: Option<&str>,
         before: Option<DateTime<Utc>>,
     ) -> Result<Manifest, CatalogError> {
-        let objects = self.listing(Some(source)).await?;
-        self.read_listed(&objects, |k| kind.is_none_or(|want| k.kind == want))
-            .await?
-            .manifests
-            .into_iter()
-            .filter(|m| kind.is_none_or(|k| m.kind == k))
-            .filter(|m| before.is_none_or(|t| m.recovery_point() <= t))
-            .max_by(|a, b| (a.recovery_point(), &a.id).cmp(&(b.recovery_point(), &b.id)))
-            .ok_or_else(|| CatalogError::NoBackup {
-                source_name: source.to_string(),
-                store: self.store.describe(),
-                detail: before
-                    .map(|t| format!(" before {}", t.to_rfc3339()))
-                    .unwrap_or_default(),
-            })
+        let pick = |ms: Vec<Manifest>| {
+            ms.into_iter()
+                .filter(|m| kind.is_none_or(|k| m.kind == k))
+                .filter(|m| before.is_none_or(|t| m.recovery_point() <= t))
+                .max_by(|a, b| (a.recovery_point(), &a.id).cmp(&(b.recovery_point(), &b.id)))
+        };
+        let chosen = match pick(self.indexed(source).await?.manifests) {
+            Some(m) => match self.read(&m.manifest_key()).await {
+                Ok(read) if read == m => Some(read),
+                _ => {
+                    tracing::warn!(event = "catalog_index_disagrees", store = %self.store.describe(), key = %m.manifest_key(), "choosing from the manifests themselves");
+                    pick(self.list_unindexed(source).await?.manifests)
+                }
+            },
+            None => None,
+        };
+        chosen.ok_or_else(|| CatalogError::NoBackup {
+            source_name: source.to_string(),
+            store: self.store.describe(),
+            detail: before
+                .map(|t| format!(" before {}", t.to_rfc3339()))
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// [`Store::list`] of an owned prefix.
+async fn list_owned(
+    store: Arc<dyn Store>,
+    prefix: String,
+) -> Result<Vec<ObjectMeta>, StorageError> {
+    store.list(&prefix).await
+}
+
+/// One manifest read: `None` when gone since the listing (pruned: not
+/// bad), else the etag of the object read and the checked manifest.
+type ManifestRead = Option<(Option<String>, Result<Manifest, Skipped>)>;
+
+/// Reads and checks the manifest at `key`.
+async fn read_owned(store: Arc<dyn Store>, key: String) -> Result<ManifestRead, CatalogError> {
+    match store.get_small(&key, MANIFEST_MAX_BYTES).await {
+        Ok((bytes, meta)) => Ok(Some((meta.etag, check_manifest(&key, &bytes)))),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(StorageError::TooLarge { size, max, .. }) => Ok(Some((
+            None,
+            Err(Skipped {
+                key,
+                reason: SkipReason::Unreadable,
+                detail: format!("{size} bytes, more than the {max} a manifest may have"),
+            }),
+        ))),
+        Err(e) => Err(CatalogError::from(e)),
     }
 }
 
@@ -340,6 +582,32 @@ pub struct Listing {
     pub manifests: Vec<Manifest>,
     /// Manifests that do not count, in key order.
     pub skipped: Vec<Skipped>,
+}
+
+impl Listing {
+    /// Adds one manifest read, or one skipped (reported by an event).
+    fn push(&mut self, r: Result<Manifest, Skipped>, store: &str) {
+        match r {
+            Ok(m) => self.manifests.push(m),
+            Err(s) => {
+                crate::metrics::events::ManifestSkipped {
+                    store,
+                    key: &s.key,
+                    reason: s.reason.as_str(),
+                    detail: &s.detail,
+                }
+                .emit();
+                self.skipped.push(s);
+            }
+        }
+    }
+
+    /// Oldest first; skipped ones in key order.
+    fn sort(&mut self) {
+        self.manifests
+            .sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        self.skipped.sort_by(|a, b| a.key.cmp(&b.key));
+    }
 }
 
 /// Why a manifest was skipped.
@@ -402,6 +670,18 @@ fn check_manifest(key: &str, bytes: &[u8]) -> Result<Manifest, Skipped> {
     }
     let m: Manifest = serde_json::from_slice(bytes)
         .map_err(|e| skip(SkipReason::Unreadable, format!("not a valid manifest: {e}")))?;
+    check_placement(key, &m)?;
+    Ok(m)
+}
+
+/// Checks that manifest `m` belongs at `key`: its source, kind and id are
+/// the key's folders and its data object lies in the same folder.
+fn check_placement(key: &str, m: &Manifest) -> Result<(), Skipped> {
+    let skip = |reason, detail: String| Skipped {
+        key: key.to_string(),
+        reason,
+        detail,
+    };
     let Some(BackupKey {
         source, kind, id, ..
     }) = BackupKey::manifest(key)
@@ -434,7 +714,7 @@ fn check_manifest(key: &str, bytes: &[u8]) -> Result<Manifest, Skipped> {
             ),
         ));
     }
-    Ok(m)
+    Ok(())
 }
 
 impl CatalogError {

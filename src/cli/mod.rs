@@ -161,7 +161,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    if let Some(counts) = gsdr::storage::counted::global() {
+        eprintln!("gsdr-store-stats: {}", counts.summary());
+    }
+    match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::CheckFailed) => ExitCode::from(1),
         Ok(Outcome::Exit(code)) => ExitCode::from(code),

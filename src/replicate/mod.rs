@@ -160,9 +160,16 @@ async fn offsite_manifests(
     offsite: &Arc<dyn Store>,
     source: Option<&str>,
 ) -> Result<BTreeSet<String>> {
-    let prefix = source.map(|s| format!("{s}/")).unwrap_or_default();
+    if let Some(s) = source {
+        // The backup folders only, not the WAL beside them.
+        return Ok(Catalog::new(offsite.clone())
+            .manifest_keys(s)
+            .await?
+            .into_iter()
+            .collect());
+    }
     Ok(offsite
-        .list(&prefix)
+        .list("")
         .await?
         .into_iter()
         .map(|o| o.key)
@@ -336,15 +343,27 @@ pub struct Missing {
 }
 
 /// Lists what the off-site copy lacks or holds differently (`gsdr replicate --check`). Copies nothing.
+/// Per source: the primary's listing and the off-site one (each its index
+/// and its backup folders' objects, whose sizes stand for a HEAD of each
+/// data object), not one request per backup.
 pub async fn check(
     primary: &Arc<dyn Store>,
     offsite: &Arc<dyn Store>,
     source: Option<&str>,
     engines: &Engines,
 ) -> Result<Vec<Missing>> {
-    let have = offsite_manifests(offsite, source).await?;
     let off_cat = Catalog::new(offsite.clone());
     let all = Catalog::new(primary.clone()).list(source).await?;
+    let sources: BTreeSet<&str> = all.iter().map(|m| m.source.as_str()).collect();
+    let mut off_manifests = std::collections::HashMap::new();
+    let mut off_skipped = std::collections::HashMap::new();
+    let mut off_sizes = std::collections::HashMap::new();
+    for s in sources {
+        let (listing, objects) = off_cat.list_with_objects(s).await?;
+        off_manifests.extend(listing.manifests.into_iter().map(|m| (m.manifest_key(), m)));
+        off_skipped.extend(listing.skipped.into_iter().map(|k| (k.key.clone(), k)));
+        off_sizes.extend(objects.into_iter().map(|o| (o.key, o.size)));
+    }
     let mut out = Vec::new();
     for m in &all {
         let miss = |problem: String| Missing {
@@ -352,28 +371,27 @@ pub async fn check(
             id: m.id.clone(),
             problem,
         };
-        if !have.contains(&m.manifest_key()) {
-            out.push(miss("no manifest off-site".into()));
-            continue;
-        }
-        match off_cat.read(&m.manifest_key()).await {
-            Ok(o) if o.stored_sha256 == m.stored_sha256 && o.stored_bytes == m.stored_bytes => {}
-            Ok(_) => {
+        match off_manifests.get(&m.manifest_key()) {
+            Some(o) if o.stored_sha256 == m.stored_sha256 && o.stored_bytes == m.stored_bytes => {}
+            Some(_) => {
                 out.push(miss(
                     "the off-site manifest differs from the primary one".into(),
                 ));
                 continue;
             }
-            Err(e) => {
-                out.push(miss(format!("the off-site manifest is unreadable: {e}")));
+            None => {
+                out.push(miss(match off_skipped.get(&m.manifest_key()) {
+                    Some(k) => format!("the off-site manifest is unreadable: {}", k.detail),
+                    None => "no manifest off-site".into(),
+                }));
                 continue;
             }
         }
-        match offsite.head(&m.data_key).await? {
+        match off_sizes.get(&m.data_key) {
             None => out.push(miss("no data object off-site".into())),
-            Some(o) if o.size != m.stored_bytes => out.push(miss(format!(
-                "the off-site data object is {} bytes, the manifest says {}",
-                o.size, m.stored_bytes
+            Some(&size) if size != m.stored_bytes => out.push(miss(format!(
+                "the off-site data object is {size} bytes, the manifest says {}",
+                m.stored_bytes
             ))),
             Some(_) => {}
         }

@@ -251,6 +251,15 @@ pub async fn prune_source(
         }
         out.push(action);
     }
+    if !dry_run {
+        // Those whose deletion failed too: a listing re-reads a manifest still there.
+        let tried: Vec<&str> = out
+            .iter()
+            .filter(|a| a.decision.delete())
+            .map(|a| a.decision.id.as_str())
+            .collect();
+        catalog.forget(source, &tried).await;
+    }
     let gone: BTreeSet<&str> = out
         .iter()
         .filter(|a| a.deleted || (dry_run && a.decision.delete()))

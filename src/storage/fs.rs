@@ -366,15 +366,56 @@ impl Store for FsStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
-        let prefix_owned = prefix.to_string();
+        self.list_after(prefix, "").await
+    }
+
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        let (prefix_owned, after) = (prefix.to_string(), start_after.to_string());
         let mut out = self
             .scan("list", prefix, move |root| {
                 let mut out = Vec::new();
-                walk(root, root, &prefix_owned, &mut out)?;
+                walk(root, root, &prefix_owned, &after, &mut out)?;
                 Ok(out)
             })
             .await?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let dir = match prefix.strip_suffix('/') {
+            None if prefix.is_empty() => self.root.clone(),
+            Some(p) => self.path(p)?,
+            None => {
+                return Err(StorageError::Config {
+                    store: self.describe(),
+                    message: format!("folder prefix `{prefix}` does not end in `/`"),
+                })
+            }
+        };
+        let mut out = self
+            .scan("list folders of", prefix, move |_| {
+                let mut out = Vec::new();
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(e),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !name.starts_with(TMP_PREFIX) && entry.file_type()?.is_dir() {
+                        out.push(name);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        out.sort();
         Ok(out)
     }
 
@@ -495,7 +536,16 @@ fn temp_files(root: &Path, dir: &Path, out: &mut Vec<IncompleteWrite>) -> std::i
     Ok(())
 }
 
-fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+/// Every file under `dir` whose key starts with `prefix` and sorts after
+/// `after` (a subfolder whose keys all sort before `after` is not entered,
+/// a file before it not looked up).
+fn walk(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    after: &str,
+    out: &mut Vec<ObjectMeta>,
+) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -516,10 +566,13 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std
         let ft = entry.file_type()?;
         if ft.is_dir() {
             let as_dir = format!("{rel}/");
-            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
-                walk(root, &path, prefix, out)?;
+            // Every key inside starts with `as_dir`: all sort before `after`
+            // when `as_dir` does and is not a prefix of it.
+            let all_before = as_dir.as_str() < after && !after.starts_with(&as_dir);
+            if (as_dir.starts_with(prefix) || prefix.starts_with(&as_dir)) && !all_before {
+                walk(root, &path, prefix, after, out)?;
             }
-        } else if ft.is_file() && rel.starts_with(prefix) {
+        } else if ft.is_file() && rel.starts_with(prefix) && rel.as_str() > after {
             out.push(file_meta(&rel, &entry.metadata()?));
         }
     }

@@ -22,6 +22,7 @@ use crate::fault::RetryClass;
 
 pub mod capabilities;
 mod config;
+pub mod counted;
 pub mod fs;
 pub mod idle;
 pub mod lifecycle;
@@ -177,6 +178,39 @@ pub trait Store: Send + Sync + Debug {
     /// Every object whose key starts with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
 
+    /// Every object whose key starts with `prefix` and sorts after
+    /// `start_after`, sorted by key: what is new since the last key seen
+    /// (S3: `start-after`, so the server skips the rest; a folder skips the
+    /// subfolders that sort before it). The default filters [`Store::list`].
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        let mut all = self.list(prefix).await?;
+        all.retain(|o| o.key.as_str() > start_after);
+        Ok(all)
+    }
+
+    /// The names of the folders right under `prefix` (empty, or ending in
+    /// `/`), sorted: for `db/` holding `db/full/…` and `db/wal/…`,
+    /// `["full", "wal"]`. S3 answers it with one delimiter listing, a folder
+    /// with one `read_dir`, so a caller can skip a big folder (the WAL)
+    /// without listing its objects. The default derives it from [`Store::list`].
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut out: Vec<String> = self
+            .list(prefix)
+            .await?
+            .iter()
+            .filter_map(|o| {
+                let (dir, _) = o.key.strip_prefix(prefix)?.split_once('/')?;
+                (!dir.is_empty()).then(|| dir.to_string())
+            })
+            .collect();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Deletes an object; deleting an absent one is not an error.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
 
@@ -252,7 +286,8 @@ pub struct IncompleteWrite {
     pub bytes: Option<u64>,
 }
 
-/// Opens the target named `name` of a policy: a folder or an S3 bucket.
+/// Opens the target named `name` of a policy: a folder or an S3 bucket
+/// (its requests counted when `GSDR_STORE_STATS` is set, [`counted`]).
 /// Makes no request; call [`Store::probe`] to check that it is reachable.
 pub async fn open_target(
     name: &str,
@@ -267,7 +302,7 @@ pub async fn open_target(
         },
         other => other,
     };
-    Ok(match cfg {
+    let store: Arc<dyn Store> = match cfg {
         TargetConfig::Fs(t) => Arc::new(fs::FsStore::new(&t.path).map_err(named)?),
         TargetConfig::S3(t) => Arc::new(
             s3::S3Store::new(t)
@@ -275,6 +310,10 @@ pub async fn open_target(
                 .map_err(named)?
                 .with_upload_budget(crate::stream::budget::upload_share(memory_budget)),
         ),
+    };
+    Ok(match counted::global() {
+        Some(counts) => Arc::new(counted::CountedStore::new(store, counts.clone())),
+        None => store,
     })
 }
 

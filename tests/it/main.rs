@@ -3,6 +3,7 @@
 //! (see `support`) and fails, saying how to install it, if one is missing.
 
 mod architecture;
+mod catalog;
 mod cli;
 mod daemon;
 mod deploy;

@@ -436,6 +436,56 @@ async fn list_by_prefix_sorted(s: Subject) {
     assert!(all.iter().all(|m| m.last_modified.is_some()));
 }
 
+/// `list_after` returns what sorts after a key (the WAL status's "what is
+/// new"); `list_folders` the folders right under a prefix, not the objects.
+async fn list_after_and_folders(s: Subject) {
+    let store = &*s.store;
+    for key in [
+        "db/wal/00000001/a",
+        "db/wal/00000001/b",
+        "db/wal/00000002/a",
+        "db/full/x/manifest.json",
+        "db/index.json",
+        "dbx/full/y",
+    ] {
+        store
+            .put_small(key, Bytes::from_static(b"k"), PutCondition::Overwrite)
+            .await
+            .unwrap();
+    }
+    let keys = |v: Vec<gsdr::storage::ObjectMeta>| v.into_iter().map(|m| m.key).collect::<Vec<_>>();
+    assert_eq!(
+        keys(
+            store
+                .list_after("db/wal/", "db/wal/00000001/a")
+                .await
+                .unwrap()
+        ),
+        ["db/wal/00000001/b", "db/wal/00000002/a"]
+    );
+    assert_eq!(
+        keys(
+            store
+                .list_after("db/wal/", "db/wal/00000001/zz")
+                .await
+                .unwrap()
+        ),
+        ["db/wal/00000002/a"]
+    );
+    assert!(store
+        .list_after("db/wal/", "db/wal/00000002/a")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        keys(store.list_after("db/wal/", "").await.unwrap()).len(),
+        3
+    );
+    assert_eq!(store.list_folders("db/").await.unwrap(), ["full", "wal"]);
+    assert_eq!(store.list_folders("").await.unwrap(), ["db", "dbx"]);
+    assert!(store.list_folders("nothing/").await.unwrap().is_empty());
+}
+
 async fn delete_is_idempotent(s: Subject) {
     let store = &*s.store;
     store
@@ -576,6 +626,7 @@ conformance!(
         failed_body_commits_nothing,
         absent_keys,
         list_by_prefix_sorted,
+        list_after_and_folders,
         delete_is_idempotent,
         get_small_refuses_too_large,
         cleanup_removes_leftovers,

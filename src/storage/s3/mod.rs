@@ -407,6 +407,50 @@ impl S3Store {
     }
 }
 
+impl S3Store {
+    /// `prefix` with the store's own prefix in front.
+    fn full_prefix(&self, prefix: &str) -> String {
+        if self.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.prefix)
+        }
+    }
+
+    /// Every object under `prefix` (after `start_after` if given), sorted.
+    async fn list_from(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_prefix(prefix))
+            .set_start_after(start_after.map(|k| self.full(k)))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("list", prefix, None, e))?;
+            for o in page.contents() {
+                let Some(rel) = o.key().and_then(|k| self.relative(k)) else {
+                    continue;
+                };
+                out.push(ObjectMeta {
+                    key: rel.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().map(str::to_string),
+                    last_modified: to_chrono(o.last_modified()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
 fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> Option<chrono::DateTime<chrono::Utc>> {
     t.and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
 }
@@ -651,34 +695,42 @@ impl Store for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
-        let full_prefix = if self.prefix.is_empty() {
-            prefix.to_string()
-        } else {
-            format!("{}/{prefix}", self.prefix)
-        };
+        self.list_from(prefix, None).await
+    }
+
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        self.list_from(prefix, Some(start_after)).await
+    }
+
+    async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let full_prefix = self.full_prefix(prefix);
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(&full_prefix)
+            .delimiter("/")
             .into_paginator()
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.err("list", prefix, None, e))?;
-            for o in page.contents() {
-                let Some(rel) = o.key().and_then(|k| self.relative(k)) else {
-                    continue;
-                };
-                out.push(ObjectMeta {
-                    key: rel.to_string(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    etag: o.e_tag().map(str::to_string),
-                    last_modified: to_chrono(o.last_modified()),
-                });
+            let page = page.map_err(|e| self.err("list folders of", prefix, None, e))?;
+            for p in page.common_prefixes() {
+                let name = p
+                    .prefix()
+                    .and_then(|p| p.strip_prefix(full_prefix.as_str()))
+                    .and_then(|p| p.strip_suffix('/'))
+                    .filter(|n| !n.is_empty());
+                if let Some(n) = name {
+                    out.push(n.to_string());
+                }
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.sort();
         Ok(out)
     }
 
