@@ -428,7 +428,10 @@ impl S3Store {
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(self.full_prefix(prefix))
-            .set_start_after(start_after.map(|k| self.full(k)))
+            .set_start_after(
+                // No `start-after` at all for "": Garage answers an empty one with nothing.
+                start_after.filter(|k| !k.is_empty()).map(|k| self.full(k)),
+            )
             .into_paginator()
             .send();
         let mut out = Vec::new();
